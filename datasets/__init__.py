@@ -1,0 +1,1 @@
+"""Shipped digits data and loaders (installed as ``spikebridge.datasets``)."""

@@ -1,0 +1,1 @@
+"""Shipped trained ANNs (installed as ``spikebridge.models``)."""

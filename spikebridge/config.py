@@ -1,0 +1,306 @@
+"""Frozen configuration dataclasses for conversion and simulation.
+
+All values are plain SI floats (seconds, hertz).  Vary a configuration with
+:func:`dataclasses.replace`; read one from TOML with :func:`load_toml`.  A bad
+field raises :class:`~spikebridge.errors.ValidationError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ValidationError
+
+__all__ = ["ConversionConfig", "SimulationConfig", "load_toml", "parse_time", "parse_memory"]
+
+T = TypeVar("T", bound="_Config")
+
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_MEM_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_time(value: str | float | int, what: str = "time") -> float:
+    """Parse ``"1ms"``, ``"0.5 s"``, ``"200us"`` or a number of seconds into seconds.
+
+    Examples
+    --------
+    >>> parse_time("1ms")
+    0.001
+    >>> parse_time(0.002)
+    0.002
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().replace(" ", "")
+    for unit in sorted(_TIME_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number = text[: -len(unit)]
+            try:
+                return float(number) * _TIME_UNITS[unit]
+            except ValueError:
+                break
+    try:
+        return float(text)
+    except ValueError:
+        raise ValidationError(
+            f"{what}: cannot read {value!r} as a time; use e.g. '1ms', '0.5s' or a number of seconds", attr=what
+        ) from None
+
+
+def parse_memory(value: str | float | int, what: str = "max_memory") -> float:
+    """Parse ``"500MB"``, ``"2GiB"`` or a number of bytes into bytes.
+
+    Examples
+    --------
+    >>> parse_memory("500MB")
+    500000000.0
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().replace(" ", "").lower()
+    for unit in sorted(_MEM_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)]) * _MEM_UNITS[unit]
+            except ValueError:
+                break
+    try:
+        return float(text)
+    except ValueError:
+        raise ValidationError(f"{what}: cannot read {value!r} as a size; use e.g. '500MB' or '2GiB'", attr=what) from None
+
+
+def _check_choice(obj: Any, attr: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, attr)
+    if value not in choices:
+        raise ValidationError(
+            f"{type(obj).__name__}.{attr}: {value!r} is not one of {', '.join(map(repr, choices))}", attr=attr, obj=obj
+        )
+
+
+def _check_range(obj: Any, attr: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, allow_none: bool = False) -> None:
+    value = getattr(obj, attr)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"{type(obj).__name__}.{attr}: expected a finite number, got {value!r}", attr=attr, obj=obj)
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        op = ">" if lo_open else ">="
+        raise ValidationError(f"{type(obj).__name__}.{attr}: must be {op} {lo}, got {value!r}", attr=attr, obj=obj)
+    if hi is not None and value > hi:
+        raise ValidationError(f"{type(obj).__name__}.{attr}: must be <= {hi}, got {value!r}", attr=attr, obj=obj)
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (tuples become lists), JSON/TOML friendly."""
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        """Build from a mapping; unknown keys raise ``ValidationError`` naming the key.
+
+        Time-valued fields (names ending in ``dt``, ``delay``, ``tau_*``,
+        ``refractory``, ``duration``, ``jitter``) accept ``"1ms"``-style strings.
+        """
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValidationError(
+                f"{cls.__name__}: unknown key(s) {unknown}; known keys: {', '.join(sorted(names))}", attr=unknown[0]
+            )
+        kwargs = {}
+        for key, value in data.items():
+            if key in cls._time_fields and isinstance(value, str):
+                value = parse_time(value, f"{cls.__name__}.{key}")
+            if key == "max_memory" and isinstance(value, str):
+                value = parse_memory(value)
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    _time_fields: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversionConfig(_Config):
+    """How an ANN becomes a spiking network.
+
+    Parameters
+    ----------
+    normalisation : {"data", "none"}
+        ``"data"``: per-layer scale λ_l from the ``percentile`` of activations on
+        calibration data, ``W_l ← W_l λ_{l-1}/λ_l``, ``b_l ← b_l/λ_l``.
+    percentile : float
+        Percentile in (0, 100] used for λ_l (100 = max).
+    neuron : {"if", "lif"}
+        Non-leaky integrate-and-fire or leaky IF.
+    tau_mem : float
+        Membrane time constant in seconds (``"lif"`` only).
+    threshold : float
+        Firing threshold in normalised membrane units.
+    reset : {"subtract", "zero"}
+        Reset by subtraction of the threshold, or to zero.
+    refractory : float
+        Refractory period in seconds (0 = none).
+    v_init : float
+        Initial membrane potential as a fraction of the threshold (0.5 cuts latency).
+    dt : float
+        Time step in seconds the network is converted for; one step at the
+        maximal rate carries one unit of activation.
+    delay : float or None
+        Synaptic delay per projection in seconds; None = one time step.
+    delay_jitter : float
+        Extra per-synapse delay drawn uniformly from [0, delay_jitter] seconds
+        (rounded to whole steps) with ``seed``; 0 = homogeneous.
+    input_encoding : {"current", "poisson", "regular"}
+        Constant current proportional to the input, Poisson trains, or regular trains.
+    max_rate : float
+        Maximal input rate in hertz for spike encodings (at most 1/dt).
+    output : {"count", "potential"}
+        Decode by spike counts (ties broken by membrane potential) or by a
+        non-spiking integrating output layer.
+    maxpool : {"gate", "avg", "refuse"}
+        How max pooling is converted (see ``docs/conversion.md``).
+    task : {"auto", "classification", "regression"}
+        ``"auto"`` reads the model's metadata, else assumes classification.
+    dale : {"none", "relay", "pooled"}
+        Excitatory/inhibitory split (Dale's law).
+    dale_ratio : float
+        Excitatory:inhibitory ratio of the ``"pooled"`` split.
+    lateral_inhibition : float
+        Strength of winner-take-all inhibition among output neurons (0 = off).
+    seed : int
+        Seed for the random parts of conversion (delays, pooled factorisation).
+    """
+
+    normalisation: str = "data"
+    percentile: float = 99.9
+    neuron: str = "if"
+    tau_mem: float = 0.02
+    threshold: float = 1.0
+    reset: str = "subtract"
+    refractory: float = 0.0
+    v_init: float = 0.0
+    dt: float = 1e-3
+    delay: float | None = None
+    delay_jitter: float = 0.0
+    input_encoding: str = "current"
+    max_rate: float = 1000.0
+    output: str = "count"
+    maxpool: str = "gate"
+    task: str = "auto"
+    dale: str = "none"
+    dale_ratio: float = 4.0
+    lateral_inhibition: float = 0.0
+    seed: int = 0
+
+    _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "normalisation", ("data", "none"))
+        _check_range(self, "percentile", 0.0, 100.0, lo_open=True)
+        _check_choice(self, "neuron", ("if", "lif"))
+        _check_range(self, "tau_mem", 0.0, lo_open=True)
+        _check_range(self, "threshold", 0.0, lo_open=True)
+        _check_choice(self, "reset", ("subtract", "zero"))
+        _check_range(self, "refractory", 0.0)
+        _check_range(self, "v_init", 0.0, 1.0)
+        _check_range(self, "dt", 0.0, lo_open=True)
+        _check_range(self, "delay", 0.0, allow_none=True)
+        _check_range(self, "delay_jitter", 0.0)
+        _check_choice(self, "input_encoding", ("current", "poisson", "regular"))
+        _check_range(self, "max_rate", 0.0, 1.0 / self.dt + 1e-9, lo_open=True)
+        _check_choice(self, "output", ("count", "potential"))
+        _check_choice(self, "maxpool", ("gate", "avg", "refuse"))
+        _check_choice(self, "task", ("auto", "classification", "regression"))
+        _check_choice(self, "dale", ("none", "relay", "pooled"))
+        _check_range(self, "dale_ratio", 0.0, lo_open=True)
+        _check_range(self, "lateral_inhibition", 0.0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValidationError(f"ConversionConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig(_Config):
+    """How a spiking network is simulated in Brian2.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of time steps per sample.
+    dt : float or None
+        Time step in seconds; None = the network's own ``dt``.
+    batch_size : int or None
+        Samples simulated together in one Brian2 network; None = as many as
+        ``max_memory`` allows.
+    target : {"auto", "numpy", "cython", "cpp_standalone"}
+        Brian2 code-generation target; ``"auto"`` = cython where a compiler works, else numpy.
+    seed : int
+        Seed for Brian2 and numpy (Poisson inputs, random initial states).
+    max_memory : float
+        Memory budget in bytes for one batch's Brian2 objects.
+    record : tuple of str
+        Populations whose every spike is returned (``("all",)`` for all).
+    progress : bool
+        Show a progress bar over batches (tqdm, on stderr).
+    build_dir : str or None
+        Directory for ``cpp_standalone`` builds (None = a cache directory).
+    """
+
+    n_steps: int = 128
+    dt: float | None = None
+    batch_size: int | None = None
+    target: str = "auto"
+    seed: int = 0
+    max_memory: float = 500e6
+    record: tuple[str, ...] = ()
+    progress: bool = False
+    build_dir: str | None = None
+
+    _time_fields = frozenset({"dt"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_steps, int) or isinstance(self.n_steps, bool) or self.n_steps < 1:
+            raise ValidationError(f"SimulationConfig.n_steps: must be an int >= 1, got {self.n_steps!r}", attr="n_steps", obj=self)
+        _check_range(self, "dt", 0.0, lo_open=True, allow_none=True)
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValidationError(
+                f"SimulationConfig.batch_size: must be an int >= 1 or None, got {self.batch_size!r}", attr="batch_size", obj=self
+            )
+        _check_choice(self, "target", ("auto", "numpy", "cython", "cpp_standalone"))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValidationError(f"SimulationConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
+        _check_range(self, "max_memory", 1.0)
+        if isinstance(self.record, str):
+            object.__setattr__(self, "record", (self.record,))
+        else:
+            object.__setattr__(self, "record", tuple(self.record))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, with a one-line error for bad syntax.
+
+    Raises
+    ------
+    FileNotFoundError
+    ValidationError
+        If the file is not valid TOML (the message has line and column).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ValidationError(f"config file '{p}': {err}") from err

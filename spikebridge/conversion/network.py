@@ -1,0 +1,553 @@
+"""The spiking network description: populations and projections, plain numpy.
+
+A :class:`SpikingNetwork` is what conversion produces and what the Brian2
+backend builds.  It holds no Brian2 object and is saved to / loaded from HDF5
+(format ``spikebridge.snn``), so a converted network can be simulated later
+without the original model.
+
+Neuron models (equations per sample and neuron; all SI, ``v`` dimensionless)
+----------------------------------------------------------------------------
+``"input"``
+    A source of input spikes or currents; its encoding is chosen at simulate time.
+``"if"``
+    .. math:: \\frac{dv}{dt} = b + r\\,I_{ext}
+    spike when :math:`v \\ge \\theta`, then reset (subtract θ, or set to ``v_reset``).
+``"lif"``
+    .. math:: \\frac{dv}{dt} = \\frac{v_{rest} - v}{\\tau_{mem}} + b
+``"cuba_lif"``
+    .. math:: \\frac{dI}{dt} = -\\frac{I}{\\tau_{syn}},\\quad
+              \\frac{dv}{dt} = \\frac{v_{rest} - v + r I}{\\tau_{mem}} + b
+``"li"`` / ``"cuba_li"``
+    As ``"lif"`` / ``"cuba_lif"`` without threshold (non-spiking).
+``"integrator"``
+    .. math:: \\frac{dv}{dt} = b
+    non-spiking (a read-out that integrates its input).
+
+``b`` (``bias``) is in threshold units per second.  A spike arriving through a
+projection adds ``weight`` to the post-synaptic variable named by the
+projection's ``target`` (``"v"`` or ``"I"``) after the projection's ``delay``.
+Optional per-population Poisson drive (Brunel-type networks) is described by
+``params`` keys ``poisson_n`` (inputs per neuron), ``poisson_rate`` (Hz per
+input) and ``poisson_weight`` (jump of ``v`` per input spike).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._h5 import check_format, json_attr, open_h5, read_json_attr, write_format
+from ..errors import StoreFormatError, ValidationError
+
+__all__ = [
+    "Population",
+    "Projection",
+    "SpikingNetwork",
+    "NEURON_MODELS",
+    "SPIKING_MODELS",
+    "save_network",
+    "load_network",
+    "FORMAT",
+    "VERSION",
+]
+
+FORMAT = "spikebridge.snn"
+VERSION = 1
+
+NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
+SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
+RESETS = ("subtract", "zero", "value", "none")
+SIGNS = ("excitatory", "inhibitory", "mixed")
+ROLES = ("input", "hidden", "output", "interneuron")
+
+_ARRAY_FIELDS_POP = ("threshold", "bias", "v_init")
+
+
+def _scalar_or_vector(value: Any, n: int, what: str, where: str) -> float | NDArray[np.float64]:
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValidationError(f"{where}: {what} contains NaN or Inf", attr=what)
+    if arr.ndim == 0:
+        return float(arr)
+    if arr.shape != (n,):
+        raise ValidationError(f"{where}: {what} has shape {arr.shape}; expected a scalar or ({n},)", attr=what)
+    arr = arr.copy()
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Population:
+    """A group of identical-model neurons (per sample).
+
+    Parameters
+    ----------
+    name : str
+        Identifier (used as the Brian2 object name).
+    n : int
+        Neurons per sample.
+    model : str
+        One of :data:`NEURON_MODELS`.
+    shape : tuple of int, optional
+        Logical shape (e.g. ``(C, H, W)``) whose product is ``n``; default ``(n,)``.
+    threshold : float or ndarray (n,)
+        Firing threshold θ (membrane units).
+    reset : {"subtract", "zero", "value", "none"}
+        After a spike: ``v -= θ``, ``v = 0``, ``v = v_reset``, or nothing.
+    v_reset : float
+        Reset value for ``reset="value"``.
+    v_rest : float
+        Resting (leak) potential of leaky models.
+    v_init : float or ndarray (n,)
+        Initial membrane potential (absolute, membrane units).
+    tau_mem, tau_syn : float or None
+        Time constants in seconds.
+    r : float
+        Input resistance of cuba models (scales ``I`` into ``v``).
+    bias : float or ndarray (n,)
+        Constant drive in membrane units per second.
+    refractory : float
+        Refractory period in seconds.
+    role : {"input", "hidden", "output", "interneuron"}
+    sign : {"excitatory", "inhibitory", "mixed"}
+        Sign of this population's *outgoing* synapses (Dale's law tag).
+    layer : str or None
+        The ANN layer this population comes from.
+    params : mapping
+        Extra model parameters (see the module docstring).
+    """
+
+    name: str
+    n: int
+    model: str
+    shape: tuple[int, ...] | None = None
+    threshold: float | NDArray[np.float64] = 1.0
+    reset: str = "subtract"
+    v_reset: float = 0.0
+    v_rest: float = 0.0
+    v_init: float | NDArray[np.float64] = 0.0
+    tau_mem: float | None = None
+    tau_syn: float | None = None
+    r: float = 1.0
+    bias: float | NDArray[np.float64] = 0.0
+    refractory: float = 0.0
+    role: str = "hidden"
+    sign: str = "mixed"
+    layer: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"population '{self.name}'"
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
+            raise ValidationError(f"{where}: name must be an identifier not starting with '_'", attr="name")
+        if not isinstance(self.n, (int, np.integer)) or self.n < 1:
+            raise ValidationError(f"{where}: n must be a positive int, got {self.n!r}", attr="n")
+        object.__setattr__(self, "n", int(self.n))
+        if self.model not in NEURON_MODELS:
+            raise ValidationError(f"{where}: model {self.model!r} is not one of {NEURON_MODELS}", attr="model")
+        shape = (self.n,) if self.shape is None else tuple(int(s) for s in self.shape)
+        if int(np.prod(shape)) != self.n:
+            raise ValidationError(f"{where}: shape {shape} does not hold n={self.n} neurons", attr="shape")
+        object.__setattr__(self, "shape", shape)
+        if self.reset not in RESETS:
+            raise ValidationError(f"{where}: reset {self.reset!r} is not one of {RESETS}", attr="reset")
+        if self.role not in ROLES:
+            raise ValidationError(f"{where}: role {self.role!r} is not one of {ROLES}", attr="role")
+        if self.sign not in SIGNS:
+            raise ValidationError(f"{where}: sign {self.sign!r} is not one of {SIGNS}", attr="sign")
+        for attr in _ARRAY_FIELDS_POP:
+            object.__setattr__(self, attr, _scalar_or_vector(getattr(self, attr), self.n, attr, where))
+        if self.model in ("lif", "li", "cuba_lif", "cuba_li") and not (self.tau_mem and self.tau_mem > 0):
+            raise ValidationError(f"{where}: model {self.model!r} needs tau_mem > 0 (seconds)", attr="tau_mem")
+        if self.model in ("cuba_lif", "cuba_li") and not (self.tau_syn and self.tau_syn > 0):
+            raise ValidationError(f"{where}: model {self.model!r} needs tau_syn > 0 (seconds)", attr="tau_syn")
+        if np.any(np.asarray(self.threshold) <= 0) and self.model in ("if", "lif", "cuba_lif"):
+            raise ValidationError(f"{where}: threshold must be > 0", attr="threshold")
+        if self.refractory < 0:
+            raise ValidationError(f"{where}: refractory must be >= 0 s, got {self.refractory}", attr="refractory")
+        object.__setattr__(self, "params", dict(self.params))
+
+    @property
+    def is_spiking(self) -> bool:
+        """True for models that emit spikes."""
+        return self.model in SPIKING_MODELS
+
+    def replace(self, **changes: Any) -> "Population":
+        """Return a copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Projection:
+    """Synapses from one population onto another (or itself), in COO form.
+
+    Parameters
+    ----------
+    name : str
+        Identifier.
+    pre, post : str
+        Population names.
+    pre_index, post_index : ndarray of int, shape (n_synapses,)
+        Per-sample neuron indices of each synapse.
+    weight : ndarray, shape (n_synapses,)
+        Jump of the post-synaptic ``target`` variable per pre-synaptic spike.
+    delay : float or ndarray (n_synapses,)
+        Transmission delay in seconds.
+    target : {"v", "I"}
+        Post-synaptic variable the spike acts on.
+    kind : str
+        What the projection implements: ``"dense"``, ``"conv"``, ``"pool"``,
+        ``"relay"``, ``"lateral"``, ``"recurrent"``, ``"identity"``, ``"gate"`` ...
+    layer : str or None
+        ANN layer it comes from.
+    """
+
+    name: str
+    pre: str
+    post: str
+    pre_index: NDArray[np.int64]
+    post_index: NDArray[np.int64]
+    weight: NDArray[np.float64]
+    delay: float | NDArray[np.float64] = 0.0
+    target: str = "v"
+    kind: str = "dense"
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"projection '{self.name}' ({self.pre} -> {self.post})"
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
+            raise ValidationError(f"{where}: name must be an identifier not starting with '_'", attr="name")
+        pre = np.asarray(self.pre_index).astype(np.int64, copy=True)
+        post = np.asarray(self.post_index).astype(np.int64, copy=True)
+        w = np.asarray(self.weight, dtype=np.float64).copy()
+        if not (pre.ndim == post.ndim == w.ndim == 1) or not (pre.shape == post.shape == w.shape):
+            raise ValidationError(
+                f"{where}: pre_index {pre.shape}, post_index {post.shape} and weight {w.shape} must be 1-D of equal length",
+                attr="weight",
+            )
+        if not np.all(np.isfinite(w)):
+            raise ValidationError(f"{where}: weight contains NaN or Inf", attr="weight")
+        if pre.size and (pre.min() < 0 or post.min() < 0):
+            raise ValidationError(f"{where}: negative neuron index", attr="pre_index")
+        delay = _scalar_or_vector(self.delay, w.size, "delay", where)
+        if np.any(np.asarray(delay) < 0):
+            raise ValidationError(f"{where}: delay must be >= 0 seconds", attr="delay")
+        if self.target not in ("v", "I"):
+            raise ValidationError(f"{where}: target {self.target!r} is not 'v' or 'I'", attr="target")
+        for arr in (pre, post, w):
+            arr.setflags(write=False)
+        object.__setattr__(self, "pre_index", pre)
+        object.__setattr__(self, "post_index", post)
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "delay", delay)
+
+    @classmethod
+    def from_dense(cls, matrix: ArrayLike, *, keep_zeros: bool = False, **kwargs: Any) -> "Projection":
+        """Build from a dense ``(n_post, n_pre)`` weight matrix (zeros dropped unless ``keep_zeros``)."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.ndim != 2:
+            raise ValidationError(f"from_dense: matrix must be 2-D (n_post, n_pre), got shape {m.shape}", attr="matrix")
+        post, pre = np.nonzero(np.ones_like(m, dtype=bool) if keep_zeros else m)
+        return cls(pre_index=pre, post_index=post, weight=m[post, pre], **kwargs)
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.weight.size)
+
+    @property
+    def sign(self) -> str:
+        """``"excitatory"`` if no weight is negative, ``"inhibitory"`` if none is positive, else ``"mixed"``."""
+        if self.weight.size == 0 or np.all(self.weight >= 0):
+            return "excitatory"
+        if np.all(self.weight <= 0):
+            return "inhibitory"
+        return "mixed"
+
+    def to_dense(self, n_post: int, n_pre: int) -> NDArray[np.float64]:
+        """Dense ``(n_post, n_pre)`` matrix (duplicate synapses summed)."""
+        m = np.zeros((n_post, n_pre))
+        np.add.at(m, (self.post_index, self.pre_index), self.weight)
+        return m
+
+    def replace(self, **changes: Any) -> "Projection":
+        """Return a copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+
+class SpikingNetwork:
+    """Populations and projections, plus what is needed to read the output.
+
+    Parameters
+    ----------
+    populations : iterable of Population
+    projections : iterable of Projection
+    input : str or None
+        Name of the input population (None for networks driven only by biases
+        or Poisson drive, e.g. a Brunel network).
+    output : str or None
+        Name of the read-out population.
+    dt : float
+        Time step in seconds the network was designed for.
+    readout : mapping
+        How to decode the output: ``mode`` (``"count"`` or ``"potential"``),
+        ``task`` (``"classification"``/``"regression"``), ``scale`` (λ of the
+        output layer, to turn rates back into ANN units), ``latency_steps``
+        (pipeline delay in steps from input to output).
+    encoding : mapping
+        Default input encoding: ``kind`` (``"current"``, ``"poisson"``,
+        ``"regular"``), ``max_rate`` (Hz), ``scale`` (input divided by this).
+    conversion : mapping
+        The resolved :class:`~spikebridge.config.ConversionConfig` as a dict.
+    scales : mapping of str to float
+        Per-layer normalisation scales λ_l.
+    ann : AnnGraph or None
+        The source ANN, kept so ANN/SNN comparisons need no original model.
+    name : str
+    metadata : mapping
+
+    Raises
+    ------
+    ValidationError
+        Duplicate names, projections naming unknown populations, indices out
+        of range (the message names the projection and both sizes).
+    """
+
+    def __init__(
+        self,
+        populations: Iterable[Population],
+        projections: Iterable[Projection] = (),
+        *,
+        input: str | None = None,
+        output: str | None = None,
+        dt: float = 1e-3,
+        readout: Mapping[str, Any] | None = None,
+        encoding: Mapping[str, Any] | None = None,
+        conversion: Mapping[str, Any] | None = None,
+        scales: Mapping[str, float] | None = None,
+        ann: Any = None,
+        name: str = "snn",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.populations: dict[str, Population] = {}
+        for pop in populations:
+            if pop.name in self.populations:
+                raise ValidationError(f"SpikingNetwork: duplicate population name '{pop.name}'", attr="populations")
+            self.populations[pop.name] = pop
+        self.projections: dict[str, Projection] = {}
+        for proj in projections:
+            if proj.name in self.projections or proj.name in self.populations:
+                raise ValidationError(f"SpikingNetwork: duplicate name '{proj.name}'", attr="projections")
+            self._check_projection(proj)
+            self.projections[proj.name] = proj
+        for what, value in (("input", input), ("output", output)):
+            if value is not None and value not in self.populations:
+                raise ValidationError(f"SpikingNetwork: {what} population '{value}' does not exist", attr=what)
+        if not (dt > 0):
+            raise ValidationError(f"SpikingNetwork: dt must be > 0 seconds, got {dt}", attr="dt")
+        self.input = input
+        self.output = output
+        self.dt = float(dt)
+        self.readout = dict(readout or {})
+        self.encoding = dict(encoding or {"kind": "current"})
+        self.conversion = dict(conversion or {})
+        self.scales = {k: float(v) for k, v in (scales or {}).items()}
+        self.ann = ann
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    def _check_projection(self, proj: Projection) -> None:
+        for end in (proj.pre, proj.post):
+            if end not in self.populations:
+                raise ValidationError(
+                    f"projection '{proj.name}': population '{end}' does not exist; populations: {list(self.populations)}",
+                    attr="projections",
+                )
+        for idx, end in ((proj.pre_index, proj.pre), (proj.post_index, proj.post)):
+            n = self.populations[end].n
+            if idx.size and idx.max() >= n:
+                raise ValidationError(
+                    f"projection '{proj.name}': index {int(idx.max())} out of range for population '{end}' of {n} neurons",
+                    attr="projections",
+                )
+        if proj.target == "I" and self.populations[proj.post].model not in ("cuba_lif", "cuba_li"):
+            raise ValidationError(
+                f"projection '{proj.name}': target 'I' needs a cuba post population, '{proj.post}' is "
+                f"{self.populations[proj.post].model!r}",
+                attr="target",
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"SpikingNetwork({self.name!r}, {len(self.populations)} populations, {self.n_neurons} neurons, "
+            f"{len(self.projections)} projections, {self.n_synapses} synapses)"
+        )
+
+    def __iter__(self) -> Iterator[Population]:
+        return iter(self.populations.values())
+
+    @property
+    def n_neurons(self) -> int:
+        """Neurons per sample, input population included."""
+        return sum(p.n for p in self.populations.values())
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses per sample."""
+        return sum(p.n_synapses for p in self.projections.values())
+
+    def incoming(self, population: str) -> list[Projection]:
+        """Projections whose post population is ``population``."""
+        return [p for p in self.projections.values() if p.post == population]
+
+    def outgoing(self, population: str) -> list[Projection]:
+        """Projections whose pre population is ``population``."""
+        return [p for p in self.projections.values() if p.pre == population]
+
+    def max_delay(self) -> float:
+        """Largest synaptic delay in seconds (0 without projections)."""
+        return max((float(np.max(p.delay)) if np.size(p.delay) else 0.0 for p in self.projections.values()), default=0.0)
+
+    def copy_with(self, **changes: Any) -> "SpikingNetwork":
+        """Return a new network with some constructor arguments changed."""
+        kwargs = dict(
+            populations=list(self.populations.values()),
+            projections=list(self.projections.values()),
+            input=self.input,
+            output=self.output,
+            dt=self.dt,
+            readout=self.readout,
+            encoding=self.encoding,
+            conversion=self.conversion,
+            scales=self.scales,
+            ann=self.ann,
+            name=self.name,
+            metadata=self.metadata,
+        )
+        kwargs.update(changes)
+        return SpikingNetwork(**kwargs)  # type: ignore[arg-type]
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+        """Save to HDF5; see :func:`save_network`."""
+        save_network(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "SpikingNetwork":
+        """Load from HDF5; see :func:`load_network`."""
+        return load_network(path)
+
+
+# -- HDF5 ------------------------------------------------------------------
+
+_POP_SCALARS = ("n", "model", "reset", "v_reset", "v_rest", "tau_mem", "tau_syn", "r", "refractory", "role", "sign", "layer")
+
+
+def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    """Write ``net`` to an HDF5 file in the ``spikebridge.snn`` format.
+
+    Layout::
+
+        /  attrs: format="spikebridge.snn", format_version=1, name, input, output,
+                  dt (s), readout, encoding, conversion, scales, metadata (JSON)
+        /populations/<name>   attrs: scalar fields + shape + params (JSON);
+                              datasets threshold, bias, v_init when per-neuron
+        /projections/<name>   attrs: pre, post, target, kind, layer;
+                              datasets pre_index (int32), post_index (int32),
+                              weight (float64), delay (float64 s, scalar or per synapse)
+        /ann                  the source ANN in the spikebridge.ann layout (optional)
+
+    Parameters
+    ----------
+    net : SpikingNetwork
+    path : str or path-like
+    overwrite : bool
+        If False and the file exists, raise ``FileExistsError``.
+    """
+    from ..ir.serialize import write_graph_group
+
+    with open_h5(path, "w" if overwrite else "x", what="network file") as f:
+        write_format(f, FORMAT, VERSION)
+        f.attrs["name"] = net.name
+        f.attrs["input"] = net.input or ""
+        f.attrs["output"] = net.output or ""
+        f.attrs["dt"] = net.dt
+        for key in ("readout", "encoding", "conversion", "scales", "metadata"):
+            f.attrs[key] = json_attr(getattr(net, key))
+        pops = f.create_group("populations")
+        pops.attrs["order"] = json_attr(list(net.populations))
+        for pop in net.populations.values():
+            g = pops.create_group(pop.name)
+            for key in _POP_SCALARS:
+                g.attrs[key] = json_attr(getattr(pop, key))
+            g.attrs["shape"] = json_attr(list(pop.shape or ()))
+            g.attrs["params"] = json_attr(pop.params)
+            for key in _ARRAY_FIELDS_POP:
+                g.create_dataset(key, data=np.asarray(getattr(pop, key), dtype=np.float64))
+        projs = f.create_group("projections")
+        projs.attrs["order"] = json_attr(list(net.projections))
+        for proj in net.projections.values():
+            g = projs.create_group(proj.name)
+            for key in ("pre", "post", "target", "kind", "layer"):
+                g.attrs[key] = json_attr(getattr(proj, key))
+            big = proj.n_synapses > 4096
+            opts: dict[str, Any] = {"compression": "gzip", "shuffle": True} if big else {}
+            g.create_dataset("pre_index", data=proj.pre_index.astype(np.int32), **opts)
+            g.create_dataset("post_index", data=proj.post_index.astype(np.int32), **opts)
+            g.create_dataset("weight", data=proj.weight, **opts)
+            delay = np.asarray(proj.delay, dtype=np.float64)
+            g.create_dataset("delay", data=delay, **(opts if delay.ndim else {}))
+        if net.ann is not None:
+            write_graph_group(f.create_group("ann"), net.ann)
+
+
+def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
+    """Read a network written by :func:`save_network`.
+
+    Raises
+    ------
+    FileNotFoundError
+    StoreFormatError
+        Not HDF5, not a ``spikebridge.snn`` file, a newer version, or missing parts.
+    """
+    from ..ir.serialize import read_graph_group
+
+    where = f"network file '{path}'"
+    with open_h5(path, "r", what="network file") as f:
+        check_format(f, FORMAT, VERSION, path=str(path))
+        try:
+            populations = []
+            order = read_json_attr(f["populations"], "order", None) or list(f["populations"])
+            for name in order:
+                g = f["populations"][name]
+                kwargs: dict[str, Any] = {key: read_json_attr(g, key) for key in _POP_SCALARS}
+                kwargs["shape"] = tuple(read_json_attr(g, "shape"))
+                kwargs["params"] = read_json_attr(g, "params", {})
+                for key in _ARRAY_FIELDS_POP:
+                    kwargs[key] = g[key][()]
+                populations.append(Population(name=name, **kwargs))
+            projections = []
+            order = read_json_attr(f["projections"], "order", None) or list(f["projections"])
+            for name in order:
+                g = f["projections"][name]
+                kwargs = {key: read_json_attr(g, key) for key in ("pre", "post", "target", "kind", "layer")}
+                for key in ("pre_index", "post_index", "weight", "delay"):
+                    kwargs[key] = g[key][()]
+                projections.append(Projection(name=name, **kwargs))
+            ann = read_graph_group(f["ann"], where=where) if "ann" in f else None
+            attrs = {key: read_json_attr(f, key, {}) for key in ("readout", "encoding", "conversion", "scales", "metadata")}
+            return SpikingNetwork(
+                populations,
+                projections,
+                input=str(f.attrs.get("input", "")) or None,
+                output=str(f.attrs.get("output", "")) or None,
+                dt=float(f.attrs["dt"]),
+                ann=ann,
+                name=str(f.attrs.get("name", "snn")),
+                **attrs,
+            )
+        except (KeyError, OSError, TypeError, ValidationError) as err:
+            raise StoreFormatError(f"{where} is incomplete or inconsistent: {err}") from err

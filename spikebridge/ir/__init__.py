@@ -1,0 +1,26 @@
+"""Framework-neutral ANN description: layers, graph, numpy forward pass, HDF5 format."""
+
+from .evaluate import evaluate
+from .graph import AnnGraph, LayerInfo, safe_name
+from .layers import (
+    LAYER_TYPES,
+    SUPPORTED_LAYERS,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Flatten,
+    GlobalAvgPool2d,
+    Identity,
+    Input,
+    Layer,
+    MaxPool2d,
+    ReLU,
+    Softmax,
+)
+from .serialize import load_graph, save_graph
+
+__all__ = [
+    "AnnGraph", "LayerInfo", "safe_name", "evaluate", "load_graph", "save_graph", "Layer", "Input", "Dense",
+    "Conv2d", "AvgPool2d", "MaxPool2d", "GlobalAvgPool2d", "Flatten", "ReLU", "Identity", "Softmax",
+    "LAYER_TYPES", "SUPPORTED_LAYERS",
+]

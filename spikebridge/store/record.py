@@ -1,0 +1,186 @@
+"""In-memory simulation results: spike trains and per-sample read-outs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ValidationError
+
+__all__ = ["SpikeTrains", "SpikeRecord", "concat_records"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SpikeTrains:
+    """All spikes of one population over a set of samples.
+
+    Spikes are stored flat and sorted by (sample, step, neuron); ``times`` are
+    ``step * dt`` seconds from the start of each sample.
+
+    Parameters
+    ----------
+    n_neurons : int
+        Neurons per sample.
+    n_samples : int
+    dt : float
+        Time step in seconds.
+    sample, neuron, step : ndarray of int32, shape (n_spikes,)
+    """
+
+    n_neurons: int
+    n_samples: int
+    dt: float
+    sample: NDArray[np.int32]
+    neuron: NDArray[np.int32]
+    step: NDArray[np.int32]
+
+    def __post_init__(self) -> None:
+        arrays = [np.asarray(getattr(self, k), dtype=np.int32) for k in ("sample", "neuron", "step")]
+        if not (arrays[0].shape == arrays[1].shape == arrays[2].shape) or arrays[0].ndim != 1:
+            raise ValidationError("SpikeTrains: sample, neuron and step must be 1-D arrays of equal length")
+        if arrays[0].size:
+            if arrays[0].min() < 0 or arrays[0].max() >= self.n_samples:
+                raise ValidationError(f"SpikeTrains: sample index out of range [0, {self.n_samples})")
+            if arrays[1].min() < 0 or arrays[1].max() >= self.n_neurons:
+                raise ValidationError(f"SpikeTrains: neuron index out of range [0, {self.n_neurons})")
+        order = np.lexsort((arrays[1], arrays[2], arrays[0]))
+        for key, arr in zip(("sample", "neuron", "step"), arrays):
+            arr = arr[order]
+            arr.setflags(write=False)
+            object.__setattr__(self, key, arr)
+
+    @property
+    def n_spikes(self) -> int:
+        return int(self.sample.size)
+
+    @property
+    def times(self) -> NDArray[np.float64]:
+        """Spike times in seconds from each sample's start."""
+        return self.step.astype(np.float64) * self.dt
+
+    def for_sample(self, k: int) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+        """Neuron indices and times (s) of sample ``k``."""
+        lo, hi = np.searchsorted(self.sample, [k, k + 1])
+        return self.neuron[lo:hi], self.step[lo:hi].astype(np.float64) * self.dt
+
+    def counts(self) -> NDArray[np.int64]:
+        """Spike counts, shape (n_samples, n_neurons)."""
+        out = np.zeros((self.n_samples, self.n_neurons), dtype=np.int64)
+        np.add.at(out, (self.sample, self.neuron), 1)
+        return out
+
+
+@dataclass(kw_only=True, eq=False)
+class SpikeRecord:
+    """What a simulation returns for a batch of samples.
+
+    Parameters
+    ----------
+    n_samples, n_steps : int
+    dt : float
+        Time step in seconds.
+    output_counts_t : ndarray of int32, shape (n_samples, n_steps, n_out)
+        Cumulative spike counts of the output population after each step
+        (for a non-spiking read-out: zeros).
+    output_potential_t : ndarray of float32, shape (n_samples, n_steps, n_out)
+        Output membrane potential after each step (tie-breaking and the
+        ``"potential"`` read-out).
+    counts : dict of str to ndarray (n_samples, n_neurons)
+        Total spike count of every neuron of every spiking population.
+    spikes : dict of str to SpikeTrains
+        Every spike of the populations asked for in ``SimulationConfig.record``.
+    readout : dict
+        Copy of the network's read-out description (mode, task, scale, latency_steps).
+    labels : ndarray or None
+        Targets of the samples when known.
+    meta : dict
+        Seed, target, wall-clock timings, batch size, config.
+    """
+
+    n_samples: int
+    n_steps: int
+    dt: float
+    output_counts_t: NDArray[np.int32]
+    output_potential_t: NDArray[np.float32]
+    counts: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    spikes: dict[str, SpikeTrains] = field(default_factory=dict)
+    readout: dict[str, Any] = field(default_factory=dict)
+    labels: NDArray[Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_counts(self) -> NDArray[np.int32]:
+        """Total output spike counts, shape (n_samples, n_out)."""
+        return self.output_counts_t[:, -1, :]
+
+    def output_values(self, step: int | None = None) -> NDArray[np.float64]:
+        """Decoded output per sample at ``step`` (default: the last), in ANN units.
+
+        For ``mode="count"``: spike rate ``count / (steps after the pipeline
+        latency)`` times the output scale, plus ``potential / steps`` (a
+        sub-spike remainder that breaks ties, at most one spike's worth).
+        For ``mode="potential"``: ``potential / steps`` times the scale.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_out)
+        """
+        k = self.n_steps - 1 if step is None else int(step)
+        latency = int(self.readout.get("latency_steps", 0))
+        scale = float(self.readout.get("scale", 1.0))
+        steps = max(k + 1 - latency, 1)
+        pot = self.output_potential_t[:, k, :].astype(np.float64)
+        if self.readout.get("mode", "count") == "potential":
+            return pot / steps * scale
+        counts = self.output_counts_t[:, k, :].astype(np.float64)
+        return (counts + np.clip(pot, 0.0, 1.0)) / steps * scale
+
+    def predictions(self, step: int | None = None) -> NDArray[np.int64]:
+        """Predicted class per sample at ``step`` (argmax of :meth:`output_values`)."""
+        return np.argmax(self.output_values(step), axis=1)
+
+    def accuracy_over_time(self, labels: Sequence[int] | NDArray[Any] | None = None) -> NDArray[np.float64]:
+        """Classification accuracy after each step, shape (n_steps,)."""
+        y = np.asarray(self.labels if labels is None else labels)
+        if y is None or y.shape != (self.n_samples,):
+            raise ValidationError(f"accuracy_over_time: need {self.n_samples} labels")
+        return np.array([np.mean(self.predictions(k) == y) for k in range(self.n_steps)])
+
+
+def concat_records(records: Sequence[SpikeRecord]) -> SpikeRecord:
+    """Join records of consecutive sample batches into one (sample indices shifted)."""
+    if not records:
+        raise ValidationError("concat_records: nothing to join")
+    first = records[0]
+    offsets = np.cumsum([0] + [r.n_samples for r in records[:-1]])
+    spikes: dict[str, SpikeTrains] = {}
+    for name, st in first.spikes.items():
+        parts = [r.spikes[name] for r in records]
+        spikes[name] = SpikeTrains(
+            n_neurons=st.n_neurons,
+            n_samples=sum(p.n_samples for p in parts),
+            dt=st.dt,
+            sample=np.concatenate([p.sample + o for p, o in zip(parts, offsets)]),
+            neuron=np.concatenate([p.neuron for p in parts]),
+            step=np.concatenate([p.step for p in parts]),
+        )
+    labels = None
+    if all(r.labels is not None for r in records):
+        labels = np.concatenate([np.asarray(r.labels) for r in records])
+    counts: Mapping[str, Any] = {k: np.concatenate([r.counts[k] for r in records]) for k in first.counts}
+    return SpikeRecord(
+        n_samples=sum(r.n_samples for r in records),
+        n_steps=first.n_steps,
+        dt=first.dt,
+        output_counts_t=np.concatenate([r.output_counts_t for r in records]),
+        output_potential_t=np.concatenate([r.output_potential_t for r in records]),
+        counts=dict(counts),
+        spikes=spikes,
+        readout=dict(first.readout),
+        labels=labels,
+        meta=dict(first.meta),
+    )
