@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file"
         return h5py.File(p, mode, **kwargs)
     except OSError as err:
         text = str(err)
-        if "lock" in text.lower():
+        # file-locking failures stay OSError; "sblock" (superblock) in truncation messages must not match
+        if re.search(r"\block", text, re.IGNORECASE):
             raise
         raise StoreFormatError(
             f"{what} '{p}' is not a readable HDF5 file (truncated or not HDF5): {text.splitlines()[0] if text else err}"

@@ -269,6 +269,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(results: list[Any]) -> None:
+    from .analysis.report import SUMMARY_HEADER, summary_rows
+
+    _out(_table(summary_rows(results), SUMMARY_HEADER))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .analysis.report import write_report
+    from .pipeline import demo_spec, run_experiment
+
+    out = Path(args.out)
+    names = ["digits_mlp"] if args.quick else ["digits_mlp", "digits_cnn"]
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say(f"spikebridge demo: shipped digits models {', '.join(names)} -> {out}/")
+    results = []
+    for name in names:
+        spec = demo_spec(name, quick=args.quick, target=args.target or "auto")
+        if args.limit:
+            spec.limit = args.limit
+        if args.steps:
+            spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), "n_steps": args.steps})
+        results.append(run_experiment(spec, out, resume=args.resume, overwrite=not args.resume, say=say))
+    md, html_path = write_report(results, out, title="spikebridge demo: digits ANN vs SNN")
+    _print_summary(results)
+    _out(f"report: {html_path} (and {md.name}); network files and spike stores in {out}/")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .analysis.report import write_report
+    from .pipeline import load_experiment, run_experiment
+
+    spec, out_cfg, title = load_experiment(args.experiment)
+    out = Path(args.out or out_cfg or "spikebridge_out")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
+    md, html_path = write_report([result], out, title=title)
+    _print_summary([result])
+    _out(f"report: {html_path}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------
 
 
@@ -364,6 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nwb", help="NWB file to write")
     p.add_argument("--nir", help="NIR file to write")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="convert, simulate, compare and report on the shipped digits models")
+    p.add_argument("--out", default="spikebridge_demo", help="output directory (default ./spikebridge_demo)")
+    p.add_argument("--quick", action="store_true", help="MLP only, fewer time steps")
+    p.add_argument("--steps", type=int, help="time steps per sample (default 128, 64 with --quick)")
+    p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"])
+    p.add_argument("--limit", type=int, help="use only the first N test samples")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run convert -> simulate -> compare -> graph -> report from a TOML file")
+    p.add_argument("experiment", help="experiment TOML file (see docs/cli.md)")
+    p.add_argument("--out", help="output directory (overrides [experiment] out)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_run)
 
     return parser
 

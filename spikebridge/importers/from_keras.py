@@ -1,0 +1,551 @@
+"""Import Keras models with h5py, json and zipfile only (no TensorFlow, no Keras import).
+
+Two file kinds are read:
+
+* legacy HDF5 (``model.save("m.h5")``): the root attribute ``model_config`` holds the
+  architecture as JSON; weights live in ``/model_weights/<layer>/...`` at the paths listed in
+  each layer group's ``weight_names`` attribute (Sequential and functional models nest these
+  differently, so the attribute is followed rather than a fixed path);
+* Keras 3 archives (``model.save("m.keras")``): a zip of ``config.json`` and
+  ``model.weights.h5`` whose ``/layers/<snake_class>[_k]/vars/0, 1, ...`` groups hold the
+  variables in creation order; the ``vars`` group's ``name`` attribute names the layer.
+
+Supported layers: InputLayer, Dense, Conv2D (valid/same padding, strides, groups=1,
+dilation 1), MaxPooling2D, AveragePooling2D (no padding), GlobalAveragePooling2D, Flatten,
+Dropout (and SpatialDropout2D), BatchNormalization (folded into the preceding Dense/Conv2D),
+Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"softmax"``, ``"linear"``.
+
+Layout: Keras images are channels-last ``(H, W, C)``; the imported graph is channels-first
+``(C, H, W)`` like every spikebridge graph, so **transpose inputs** with
+``x.transpose(0, 3, 1, 2)`` before :func:`spikebridge.ir.evaluate` or simulation.  The graph's
+metadata records ``{"input_layout": "channels_last"}``.  Keras' Flatten flattens in
+``(H, W, C)`` order; the columns of the Dense layer after it are permuted so that our
+channels-first Flatten gives identical outputs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
+from ..ir.graph import AnnGraph
+from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ._common import GraphBuilder
+
+__all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
+
+SUPPORTED_LAYERS: tuple[str, ...] = (
+    "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
+    "Dropout", "SpatialDropout2D", "BatchNormalization", "Activation", "ReLU", "Softmax",
+)
+_ACTIVATIONS = ("relu", "softmax", "linear")
+_WEIGHT_ORDER = {
+    "Dense": ("kernel", "bias"),
+    "Conv2D": ("kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+WeightGetter = Callable[[str, str, dict[str, Any]], dict[str, np.ndarray]]
+
+
+def _unsupported(name: str, type_name: str, hint: str | None = None) -> UnsupportedLayerError:
+    return UnsupportedLayerError(name, type_name, SUPPORTED_LAYERS, source="Keras", hint=hint)
+
+
+def _decode(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
+# -- architecture ---------------------------------------------------------------
+
+def _inbound_names(inbound: Any) -> list[str]:
+    """Names of the layers feeding a functional-model layer (Keras 2 and Keras 3 serialisations)."""
+    names: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            cfg = obj.get("config")
+            if obj.get("class_name") == "__keras_tensor__" and isinstance(cfg, dict) and "keras_history" in cfg:
+                names.append(str(cfg["keras_history"][0]))
+                return
+            for key, value in obj.items():
+                if key != "kwargs":
+                    walk(value)
+        elif isinstance(obj, (list, tuple)):
+            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
+                names.append(obj[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                return
+            for value in obj:
+                walk(value)
+
+    walk(inbound)
+    return names
+
+
+def _chain(model_config: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """Return the layer dicts in chain order and the batch input shape if declared."""
+    cls = model_config.get("class_name")
+    cfg = model_config.get("config", {})
+    if not isinstance(cfg, dict) or "layers" not in cfg:
+        raise ModelFormatError(f"{where}: model config of class {cls!r} has no layer list")
+    layers = list(cfg["layers"])
+    build = model_config.get("build_config") or {}
+    declared = build.get("input_shape") if isinstance(build, dict) else None
+    if cls == "Sequential":
+        return layers, declared
+    if cls not in ("Functional", "Model"):
+        raise _unsupported(str(cfg.get("name", "model")), f"model class {cls}",
+                           "only Sequential and functional models (keras.Model(inputs, outputs))")
+    by_name = {str(layer.get("name", layer.get("config", {}).get("name"))): layer for layer in layers}
+    preds: dict[str, list[str]] = {}
+    for lname, layer in by_name.items():
+        preds[lname] = _inbound_names(layer.get("inbound_nodes", []))
+    succ: dict[str, list[str]] = {n: [] for n in by_name}
+    for lname, ps in preds.items():
+        if len(ps) > 1 or len(_layer_calls(by_name[lname])) > 1:
+            raise _unsupported(lname, f"{by_name[lname].get('class_name')} with inputs {ps}",
+                               "only a chain of layers, each called once on one input (no branches or merges)")
+        for p in ps:
+            if p not in succ:
+                raise ModelFormatError(f"{where}: layer '{lname}' takes input from unknown layer '{p}'")
+            succ[p].append(lname)
+    starts = [n for n, ps in preds.items() if not ps]
+    if len(starts) != 1:
+        raise _unsupported(",".join(starts), f"model with {len(starts)} inputs", "only models with one input")
+    order = [starts[0]]
+    while succ[order[-1]]:
+        nxt = succ[order[-1]]
+        if len(nxt) != 1:
+            raise _unsupported(order[-1], f"layer feeding {nxt}", "only a chain of layers (no branches)")
+        order.append(nxt[0])
+    if len(order) != len(by_name):
+        left = sorted(set(by_name) - set(order))
+        raise _unsupported(",".join(left), "layers outside the main chain", "only a chain of layers")
+    return [by_name[n] for n in order], declared
+
+
+def _layer_calls(layer: dict[str, Any]) -> list[Any]:
+    """The list of call nodes of a functional-model layer (a shared layer has several)."""
+    nodes = layer.get("inbound_nodes", [])
+    return list(nodes) if isinstance(nodes, list) else [nodes]
+
+
+def _input_shape(chain: list[dict[str, Any]], declared: Any, where: str) -> list[int]:
+    for layer in chain[:1]:
+        cfg = layer.get("config", {})
+        for key in ("batch_shape", "batch_input_shape"):
+            if cfg.get(key):
+                return list(cfg[key])[1:]
+        build = layer.get("build_config") or {}
+        if isinstance(build, dict) and build.get("input_shape"):
+            return list(build["input_shape"])[1:]
+    if declared:
+        return list(declared)[1:]
+    raise ValidationError(f"{where}: the model config declares no input shape; pass input_shape=", attr="input_shape")
+
+
+# -- conversion -----------------------------------------------------------------
+
+def _same_padding(name: str, type_name: str, k: tuple[int, int], strides: tuple[int, int],
+                  shape: tuple[int, ...]) -> tuple[int, int]:
+    pads = []
+    for size, kk, s in zip(shape[1:], k, strides):
+        out = -(-size // s)  # ceil(size / stride), Keras' 'same' output size
+        total = max((out - 1) * s + kk - size, 0)
+        if total % 2:
+            raise _unsupported(
+                name, f"{type_name}(padding='same', kernel {k}, strides {strides})",
+                f"'same' padding here needs {total} padding rows/columns, split asymmetrically "
+                "(Keras pads one more at the bottom/right, e.g. with an even kernel); use an odd kernel, "
+                "stride 1 or padding='valid'",
+            )
+        pads.append(total // 2)
+    return (pads[0], pads[1])
+
+
+def _build_graph(
+    model_config: dict[str, Any],
+    get_weights: WeightGetter,
+    *,
+    where: str,
+    src: str,
+    fmt: str,
+    extra_meta: dict[str, Any],
+    name: str | None,
+    task: str | None,
+    input_shape: Sequence[int] | None,
+) -> AnnGraph:
+    chain, declared = _chain(model_config, where)
+    shape_k = list(input_shape) if input_shape is not None else _input_shape(chain, declared, where)
+    if any(s is None for s in shape_k):
+        raise ValidationError(f"{where}: input shape {shape_k} has unknown dimensions; pass input_shape=",
+                              attr="input_shape")
+    formats = {layer.get("config", {}).get("data_format") for layer in chain} - {None}
+    channels_first = formats == {"channels_first"}
+    builder = GraphBuilder(where)
+    meta: dict[str, Any] = {"source": src, "format": fmt, **extra_meta}
+    if len(shape_k) == 3 and input_shape is None:
+        if channels_first:
+            shape = tuple(int(s) for s in shape_k)
+            meta["input_layout"] = "channels_first"
+        else:
+            h, w, c = (int(s) for s in shape_k)
+            shape = (c, h, w)
+            meta["input_layout"] = "channels_last"
+    else:
+        shape = tuple(int(s) for s in shape_k)
+        if len(shape) == 3:
+            meta["input_layout"] = "channels_first"
+    builder.input(shape, name=builder.unique("input"))
+    perm: np.ndarray | None = None  # column permutation owed to the next Dense (channels-last Flatten)
+    perm_from = ""
+
+    def activation(lname: str, cls: str, act: Any) -> None:
+        if isinstance(act, dict):
+            act = act.get("config", {}).get("name") or act.get("class_name")
+        act = "linear" if act is None else str(act).lower()
+        if act == "relu":
+            builder.add(ReLU, f"{lname}_relu" if cls != "Activation" else lname)
+        elif act == "softmax":
+            builder.add(Softmax, f"{lname}_softmax" if cls != "Activation" else lname)
+        elif act != "linear":
+            raise _unsupported(lname, f"{cls}(activation={act!r})",
+                               f"supported activations: {', '.join(_ACTIVATIONS)}")
+
+    for layer in chain:
+        cls = str(layer.get("class_name"))
+        cfg = layer.get("config", {})
+        lname = str(cfg.get("name") or layer.get("name"))
+        if cls == "InputLayer":
+            continue
+        if cls in ("Dropout", "SpatialDropout2D", "GaussianDropout", "AlphaDropout"):
+            continue
+        if perm is not None and cls not in ("Dense", "Activation", "ReLU"):
+            raise _unsupported(lname, cls, f"a channels-last Flatten ('{perm_from}') must be followed by a Dense layer")
+        if cls == "Dense":
+            wts = get_weights(lname, cls, cfg)
+            if "kernel" not in wts:
+                raise ModelFormatError(f"{where}: Dense '{lname}' has no kernel weights")
+            kernel = wts["kernel"]
+            if kernel.ndim != 2:
+                raise ModelFormatError(f"{where}: Dense '{lname}': kernel has shape {kernel.shape}; expected 2-D")
+            weight = kernel.T  # Keras kernels are (n_in, n_out); ours are (n_out, n_in)
+            if perm is not None:
+                if weight.shape[1] != perm.size:
+                    raise ValidationError(
+                        f"{where}: Dense '{lname}': kernel has {weight.shape[1]} inputs but Flatten '{perm_from}' "
+                        f"gives {perm.size}", attr="weight")
+                weight = weight[:, perm]
+                perm = None
+            builder.add(Dense, lname, weight=weight, bias=wts.get("bias"))
+            activation(lname, cls, cfg.get("activation"))
+        elif cls == "Conv2D":
+            if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
+                raise _unsupported(lname, f"Conv2D(dilation_rate={cfg.get('dilation_rate')})", "only dilation_rate=1")
+            if int(cfg.get("groups", 1)) != 1:
+                raise _unsupported(lname, f"Conv2D(groups={cfg.get('groups')})", "only groups=1")
+            wts = get_weights(lname, cls, cfg)
+            kernel = wts.get("kernel")
+            if kernel is None or kernel.ndim != 4:
+                raise ModelFormatError(f"{where}: Conv2D '{lname}': kernel missing or not 4-D "
+                                       f"({None if kernel is None else kernel.shape})")
+            weight = kernel.transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
+            k = (weight.shape[2], weight.shape[3])
+            strides = _pair(cfg.get("strides", 1))
+            pad = cfg.get("padding", "valid")
+            if pad == "same":
+                padding = _same_padding(lname, cls, k, strides, builder.shape)
+            elif pad == "valid":
+                padding = (0, 0)
+            else:
+                raise _unsupported(lname, f"Conv2D(padding={pad!r})", "only padding 'valid' or 'same'")
+            builder.add(Conv2d, lname, weight=weight, bias=wts.get("bias"), stride=strides, padding=padding)
+            activation(lname, cls, cfg.get("activation"))
+        elif cls in ("MaxPooling2D", "AveragePooling2D"):
+            k = _pair(cfg.get("pool_size", 2))
+            strides = _pair(cfg.get("strides") or k)
+            pad = cfg.get("padding", "valid")
+            padding = (0, 0) if pad == "valid" else _same_padding(lname, cls, k, strides, builder.shape)
+            if cls == "AveragePooling2D" and padding != (0, 0):
+                raise _unsupported(lname, "AveragePooling2D(padding='same')",
+                                   "Keras excludes the padding from border averages, our AvgPool2d counts it; "
+                                   "use padding='valid' or an input size divisible by the stride")
+            builder.add(MaxPool2d if cls == "MaxPooling2D" else AvgPool2d, lname, kernel_size=k, stride=strides,
+                        padding=padding)
+        elif cls == "GlobalAveragePooling2D":
+            if cfg.get("keepdims"):
+                raise _unsupported(lname, "GlobalAveragePooling2D(keepdims=True)")
+            builder.add(GlobalAvgPool2d, lname)
+        elif cls == "Flatten":
+            cur = builder.shape
+            if len(cur) == 3 and not channels_first and cur[0] > 1 and cur[1] * cur[2] > 1:
+                c, h, w = cur
+                # position p of our (C, H, W) flatten holds Keras' (H, W, C) flat index perm[p]
+                perm = np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).ravel()
+                perm_from = lname
+            if len(cur) > 1:
+                builder.add(Flatten, lname)
+        elif cls == "BatchNormalization":
+            axis = cfg.get("axis", -1)
+            axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+            rank = len(builder.shape)
+            if rank == 3:
+                channel_axis: tuple[int, ...] = (1,) if channels_first else (-1, 3)
+            else:
+                channel_axis = (-1, rank)
+            if axis not in channel_axis:
+                raise _unsupported(lname, f"BatchNormalization(axis={axis})", "only normalisation over channels")
+            wts = get_weights(lname, cls, cfg)
+            builder.fold_batchnorm(
+                lname, gamma=wts.get("gamma"), beta=wts.get("beta"), mean=wts.get("moving_mean"),
+                var=wts.get("moving_variance"), eps=float(cfg.get("epsilon", 1e-3)), bn_type=cls,
+                supported=SUPPORTED_LAYERS,
+            )
+        elif cls == "Activation":
+            activation(lname, cls, cfg.get("activation"))
+        elif cls == "ReLU":
+            if cfg.get("max_value") is not None or cfg.get("negative_slope") or cfg.get("threshold"):
+                raise _unsupported(lname, f"ReLU(max_value={cfg.get('max_value')}, negative_slope="
+                                          f"{cfg.get('negative_slope')}, threshold={cfg.get('threshold')})",
+                                   "only the plain ReLU")
+            builder.add(ReLU, lname)
+        elif cls == "Softmax":
+            builder.add(Softmax, lname)
+        else:
+            raise _unsupported(lname, cls)
+    if perm is not None:
+        raise _unsupported(perm_from, "Flatten", "a channels-last Flatten must be followed by a Dense layer")
+    if task is None and isinstance(builder.last, Softmax):
+        task = "classification"
+    if task is not None:
+        meta["task"] = task
+    model_name = name or str(model_config.get("config", {}).get("name") or "keras_model")
+    return builder.build(model_name, meta)
+
+
+def _by_order(cls: str, cfg: dict[str, Any], arrays: list[np.ndarray], where: str, lname: str) -> dict[str, np.ndarray]:
+    names = list(_WEIGHT_ORDER.get(cls, ()))
+    if cls in ("Dense", "Conv2D") and not cfg.get("use_bias", True):
+        names.remove("bias")
+    if cls == "BatchNormalization":
+        if not cfg.get("scale", True):
+            names.remove("gamma")
+        if not cfg.get("center", True):
+            names.remove("beta")
+    if len(arrays) != len(names):
+        raise ModelFormatError(
+            f"{where}: layer '{lname}' ({cls}) has {len(arrays)} weight arrays; expected {len(names)} ({names})"
+        )
+    return dict(zip(names, arrays))
+
+
+def _read(ds: Any, where: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(ds[()], dtype=np.float64)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelFormatError(f"{where}: weights {what} cannot be read (truncated or corrupt file): {err}") from err
+
+
+# -- legacy HDF5 ----------------------------------------------------------------
+
+def _open(path: Path, where: str) -> h5py.File:
+    if not path.exists():
+        raise FileNotFoundError(f"model file '{path}' does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ModelFormatError(f"{where} is not a readable HDF5 file (truncated or not HDF5): {err}") from err
+
+
+def from_keras_h5(
+    source: str | Path,
+    *,
+    input_shape: Sequence[int] | None = None,
+    name: str | None = None,
+    task: str | None = None,
+) -> AnnGraph:
+    """Import a Keras legacy HDF5 model file (``model.save("m.h5")``) with h5py alone.
+
+    Parameters
+    ----------
+    source : path
+        The ``.h5`` file; it must hold the architecture (root attribute ``model_config``) and the
+        weights (``/model_weights``), i.e. be a whole-model file, not ``save_weights`` output.
+    input_shape : sequence of int, optional
+        Per-sample input shape in **our** channels-first order, to override the file's.
+    name : str, optional
+        Graph name (default: the Keras model name).
+    task : {"classification", "regression"}, optional
+        Default: ``"classification"`` if the model ends with softmax.
+
+    Returns
+    -------
+    AnnGraph
+        Channels-first: transpose Keras image inputs ``(N, H, W, C)`` to ``(N, C, H, W)``.
+
+    Raises
+    ------
+    ModelFormatError
+        Truncated file, missing ``model_config`` or ``model_weights``, weights not where
+        ``weight_names`` says.
+    UnsupportedLayerError
+        Layer, activation or option outside the supported set.
+    ValidationError
+        NaN/Inf weights, inconsistent shapes.
+    """
+    path = Path(source)
+    where = f"Keras file '{path}'"
+    with _open(path, where) as f:
+        raw = f.attrs.get("model_config")
+        if raw is None:
+            raise ModelFormatError(
+                f"{where} has no 'model_config' attribute: it is not a Keras whole-model HDF5 file "
+                "(a save_weights() file holds no architecture)"
+            )
+        try:
+            config = json.loads(_decode(raw))
+        except (TypeError, ValueError) as err:
+            raise ModelFormatError(f"{where}: attribute 'model_config' is not valid JSON: {err}") from err
+        weights_root = f["model_weights"] if "model_weights" in f else None
+        if weights_root is None:
+            raise ModelFormatError(f"{where} has no 'model_weights' group (architecture only?)")
+        extra = {k: _decode(f.attrs[k]) for k in ("keras_version", "backend") if k in f.attrs}
+
+        def get_weights(lname: str, cls: str, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+            if lname not in weights_root:
+                raise ModelFormatError(f"{where}: no weights group /model_weights/{lname} for layer '{lname}' ({cls})")
+            group = weights_root[lname]
+            names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+            out: dict[str, np.ndarray] = {}
+            arrays = []
+            for wn in names:
+                ds = group.get(wn)
+                if ds is None:  # some writers store paths relative to the file's weight root
+                    ds = weights_root.get(wn)
+                if not isinstance(ds, h5py.Dataset):
+                    raise ModelFormatError(f"{where}: layer '{lname}' lists weight '{wn}' but no such dataset exists")
+                arrays.append(_read(ds, where, f"'{wn}' of layer '{lname}'"))
+                out[wn.rsplit("/", 1)[-1].split(":")[0]] = arrays[-1]
+            expected = set(_WEIGHT_ORDER.get(cls, ()))
+            if expected and not set(out) <= expected:  # unusual names: fall back to creation order
+                return _by_order(cls, cfg, arrays, where, lname)
+            return out
+
+        return _build_graph(config, get_weights, where=where, src=str(path), fmt="keras-h5", extra_meta=extra,
+                            name=name, task=task, input_shape=input_shape)
+
+
+# -- Keras 3 .keras -------------------------------------------------------------
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def from_keras_v3(
+    source: str | Path,
+    *,
+    input_shape: Sequence[int] | None = None,
+    name: str | None = None,
+    task: str | None = None,
+) -> AnnGraph:
+    """Import a Keras 3 ``.keras`` archive with zipfile + h5py alone.
+
+    Parameters and returns as :func:`from_keras_h5`.
+
+    Raises
+    ------
+    ModelFormatError
+        Not a zip file (truncated), missing ``config.json``/``model.weights.h5``, weights missing.
+    UnsupportedLayerError, ValidationError
+        As :func:`from_keras_h5`.
+    """
+    path = Path(source)
+    where = f"Keras file '{path}'"
+    if not path.exists():
+        raise FileNotFoundError(f"model file '{path}' does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            missing = {"config.json", "model.weights.h5"} - names
+            if missing:
+                raise ModelFormatError(f"{where} lacks {sorted(missing)}; not a Keras 3 model archive")
+            config = json.loads(z.read("config.json"))
+            meta_json = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+            weights_bytes = z.read("model.weights.h5")
+    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as err:
+        raise ModelFormatError(f"{where} is not a readable .keras zip archive (truncated or corrupt): {err}") from err
+    except ValueError as err:  # json errors
+        raise ModelFormatError(f"{where}: config.json or metadata.json is not valid JSON: {err}") from err
+    try:
+        wf = h5py.File(io.BytesIO(weights_bytes), "r")
+    except OSError as err:
+        raise ModelFormatError(f"{where}: model.weights.h5 is not readable HDF5: {err}") from err
+    with wf:
+        layers_group = wf.get("layers")
+        if layers_group is None:
+            layers_group = wf.get("_layer_checkpoint_dependencies")  # Keras 3.0 naming
+        if layers_group is None:
+            raise ModelFormatError(f"{where}: model.weights.h5 has no 'layers' group")
+        by_name: dict[str, h5py.Group] = {}
+        for key in layers_group:
+            vars_group = layers_group[key].get("vars")
+            if isinstance(vars_group, h5py.Group) and "name" in vars_group.attrs:
+                by_name[str(_decode(vars_group.attrs["name"]))] = vars_group
+        class_counts: dict[str, int] = {}
+        chain, _ = _chain(config, where)
+        # fallback when 'name' attributes are absent: groups are named <snake_class>[_k] in layer order
+        fallback: dict[str, str] = {}
+        for layer in chain:
+            cls = str(layer.get("class_name"))
+            snake = _snake(cls)
+            k = class_counts.get(snake, 0)
+            class_counts[snake] = k + 1
+            fallback[str(layer.get("config", {}).get("name") or layer.get("name"))] = snake if k == 0 else f"{snake}_{k}"
+
+        def get_weights(lname: str, cls: str, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+            group = by_name.get(lname)
+            if group is None:
+                key = fallback.get(lname)
+                candidate = layers_group.get(key) if key else None
+                group = candidate.get("vars") if isinstance(candidate, h5py.Group) else None
+            if group is None:
+                raise ModelFormatError(f"{where}: no weights found for layer '{lname}' ({cls}) in model.weights.h5")
+            keys = sorted(group.keys(), key=lambda s: int(s) if s.isdigit() else 1 << 30)
+            arrays = [_read(group[k], where, f"vars/{k} of layer '{lname}'") for k in keys]
+            return _by_order(cls, cfg, arrays, where, lname)
+
+        extra = {}
+        if isinstance(meta_json, dict):
+            extra = {k: meta_json[k] for k in ("keras_version",) if k in meta_json}
+        return _build_graph(config, get_weights, where=where, src=str(path), fmt="keras", extra_meta=extra,
+                            name=name, task=task, input_shape=input_shape)
+
+
+def from_keras(source: str | Path, **kwargs: Any) -> AnnGraph:
+    """Import a Keras file, choosing by suffix: ``.keras`` archive or legacy ``.h5``.
+
+    See :func:`from_keras_v3` and :func:`from_keras_h5` for the parameters.
+    """
+    path = Path(source)
+    if path.suffix.lower() == ".keras" or zipfile.is_zipfile(path):
+        return from_keras_v3(path, **kwargs)
+    return from_keras_h5(path, **kwargs)

@@ -1,0 +1,466 @@
+"""Import PyTorch models: ``nn.Sequential`` and modules whose forward is a chain of supported layers.
+
+Supported (``torch.nn``): Linear, Conv2d (groups=1, dilation=1, zero padding, integer or
+resolvable ``'same'``/``'valid'`` padding), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d((1, 1))
+(as GlobalAvgPool2d), Flatten, ReLU, Softmax (last dim), Dropout*/Identity (dropped) and
+BatchNorm1d/2d directly after a Linear/Conv2d (folded with the running statistics, i.e. the
+inference behaviour).  In traced ``forward`` methods also ``torch.relu``/``F.relu``/``x.relu()``,
+``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``/``x.reshape(...)``, ``F.max_pool2d``,
+``F.avg_pool2d``, ``F.dropout`` and ``F.softmax(x, dim=-1)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._optional import import_optional
+from ..errors import ConversionWarning, ModelFormatError, UnsupportedLayerError, ValidationError
+from ..ir.graph import AnnGraph
+from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ._common import GraphBuilder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["from_torch", "SUPPORTED_MODULES"]
+
+SUPPORTED_MODULES: tuple[str, ...] = (
+    "Linear", "Conv2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d((1, 1))", "Flatten", "ReLU", "Softmax",
+    "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "BatchNorm1d", "BatchNorm2d",
+    "Sequential",
+)
+_SRC = "PyTorch"
+
+
+class _Op:
+    """One pending IR operation (built once the input shape is known)."""
+
+    def __init__(self, kind: str, name: str, **kwargs: Any) -> None:
+        self.kind = kind
+        self.name = name
+        self.kwargs = kwargs
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().double().numpy().copy()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[1])) if len(v) == 2 else (int(v[0]), int(v[0]))
+    return (int(v), int(v))
+
+
+def _unsupported(name: str, type_name: str, hint: str | None = None) -> UnsupportedLayerError:
+    return UnsupportedLayerError(name, type_name, SUPPORTED_MODULES, source=_SRC, hint=hint)
+
+
+def _conv_op(name: str, m: Any) -> _Op:
+    if m.groups != 1:
+        raise _unsupported(name, f"Conv2d(groups={m.groups})", "only groups=1 (no grouped/depthwise convolution)")
+    if _pair(m.dilation) != (1, 1):
+        raise _unsupported(name, f"Conv2d(dilation={m.dilation})", "only dilation=1")
+    if m.padding_mode != "zeros":
+        raise _unsupported(name, f"Conv2d(padding_mode={m.padding_mode!r})", "only zero padding")
+    k = _pair(m.kernel_size)
+    pad = m.padding
+    if isinstance(pad, str):
+        if pad == "valid":
+            pad = (0, 0)
+        else:  # 'same' (PyTorch allows it only with stride 1)
+            if k[0] % 2 == 0 or k[1] % 2 == 0:
+                raise _unsupported(
+                    name, f"Conv2d(kernel_size={k}, padding='same')",
+                    "'same' padding with an even kernel pads asymmetrically; use an odd kernel or explicit padding",
+                )
+            pad = ((k[0] - 1) // 2, (k[1] - 1) // 2)
+    bias = None if m.bias is None else _np(m.bias)
+    return _Op("conv", name, weight=_np(m.weight), bias=bias, stride=_pair(m.stride), padding=_pair(pad))
+
+
+def _pool_check(name: str, type_name: str, *, ceil_mode: bool, dilation: Any = 1, return_indices: bool = False,
+                count_include_pad: bool = True, padding: Any = 0, divisor_override: Any = None) -> None:
+    if ceil_mode:
+        raise _unsupported(name, f"{type_name}(ceil_mode=True)", "only ceil_mode=False (floor)")
+    if _pair(dilation) != (1, 1):
+        raise _unsupported(name, f"{type_name}(dilation={dilation})", "only dilation=1")
+    if return_indices:
+        raise _unsupported(name, f"{type_name}(return_indices=True)")
+    if divisor_override:
+        raise _unsupported(name, f"{type_name}(divisor_override={divisor_override})")
+    if not count_include_pad and _pair(padding) != (0, 0):
+        raise _unsupported(
+            name, f"{type_name}(count_include_pad=False, padding={padding})",
+            "the average must count the zero padding (count_include_pad=True) or use padding=0",
+        )
+
+
+def _module_ops(name: str, m: Any) -> list[_Op]:
+    """Translate one leaf module into pending ops (empty for no-ops)."""
+    tname = type(m).__name__
+    nn = import_optional("torch.nn", "importing PyTorch models")
+    if isinstance(m, nn.Sequential):
+        ops: list[_Op] = []
+        for child_name, child in m.named_children():
+            ops.extend(_module_ops(f"{name}.{child_name}" if name else child_name, child))
+        return ops
+    if isinstance(m, nn.Linear):
+        bias = None if m.bias is None else _np(m.bias)
+        return [_Op("dense", name, weight=_np(m.weight), bias=bias)]
+    if isinstance(m, nn.Conv2d):
+        return [_conv_op(name, m)]
+    if isinstance(m, nn.MaxPool2d):
+        _pool_check(name, tname, ceil_mode=m.ceil_mode, dilation=m.dilation, return_indices=m.return_indices)
+        return [_Op("maxpool", name, kernel_size=_pair(m.kernel_size),
+                    stride=_pair(m.stride if m.stride is not None else m.kernel_size), padding=_pair(m.padding))]
+    if isinstance(m, nn.AvgPool2d):
+        _pool_check(name, tname, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad, padding=m.padding,
+                    divisor_override=m.divisor_override)
+        return [_Op("avgpool", name, kernel_size=_pair(m.kernel_size),
+                    stride=_pair(m.stride if m.stride is not None else m.kernel_size), padding=_pair(m.padding))]
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        if _pair(m.output_size) != (1, 1):
+            raise _unsupported(
+                name, f"AdaptiveAvgPool2d({m.output_size})",
+                "only output size (1, 1) (global average pooling); use AvgPool2d for other sizes",
+            )
+        return [_Op("gap", name)]
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise _unsupported(name, f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim})", "only Flatten(1, -1)")
+        return [_Op("flatten", name)]
+    if isinstance(m, nn.ReLU):
+        return [_Op("relu", name)]
+    if isinstance(m, nn.Softmax):
+        if m.dim not in (None, -1, 1):
+            raise _unsupported(name, f"Softmax(dim={m.dim})", "only softmax over the feature dimension (dim=-1 or 1)")
+        return [_Op("softmax", name)]
+    if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)):
+        return []
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if m.running_mean is None or m.running_var is None:
+            raise _unsupported(name, f"{tname}(track_running_stats=False)", "batch norm needs running statistics to fold")
+        return [_Op(
+            "bn", name, bn_type=tname,
+            gamma=None if m.weight is None else _np(m.weight), beta=None if m.bias is None else _np(m.bias),
+            mean=_np(m.running_mean), var=_np(m.running_var), eps=float(m.eps),
+        )]
+    raise _unsupported(name or type(m).__name__, tname)
+
+
+# -- torch.fx tracing of custom modules ---------------------------------------
+
+def _max_pool2d_sig(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):  # noqa: ANN001,ANN202
+    return locals()
+
+
+def _avg_pool2d_sig(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,  # noqa: ANN001,ANN202
+                    divisor_override=None):
+    return locals()
+
+
+def _flatten_sig(input, start_dim=0, end_dim=-1):  # noqa: ANN001,ANN202
+    return locals()
+
+
+def _softmax_sig(input, dim=None, _stacklevel=3, dtype=None):  # noqa: ANN001,ANN202
+    return locals()
+
+
+def _traced_ops(module: Any, root_name: str) -> list[_Op]:
+    torch = import_optional("torch", "importing PyTorch models")
+    fx = import_optional("torch.fx", "importing PyTorch models")
+    F = torch.nn.functional
+    try:
+        traced = fx.symbolic_trace(module)
+    except Exception as err:  # fx raises many types (TraceError, TypeError, NotImplementedError ...)
+        raise UnsupportedLayerError(
+            root_name, f"{type(module).__name__} (forward not traceable)", SUPPORTED_MODULES, source=_SRC,
+            hint=f"torch.fx could not trace forward ({type(err).__name__}: {err}); wrap the layers in nn.Sequential",
+        ) from err
+    modules = dict(traced.named_modules())
+    ops: list[_Op] = []
+    current = None  # the fx node holding the chain's tensor
+    size_nodes: set[Any] = set()  # nodes that hold x.size()/x.shape values, not tensors
+
+    def chain_input(node: Any, tensor_args: Sequence[Any]) -> None:
+        nonlocal current
+        if len(tensor_args) != 1 or tensor_args[0] is not current:
+            raise UnsupportedLayerError(
+                node.name, f"{node.op} {getattr(node.target, '__name__', node.target)}", SUPPORTED_MODULES, source=_SRC,
+                hint="only a single chain of layers is supported (no residual connections, concatenation or "
+                     "several inputs)",
+            )
+        current = node
+
+    def tensors(values: Any) -> list[Any]:
+        found: list[Any] = []
+        for v in (values if isinstance(values, (list, tuple)) else [values]):
+            if isinstance(v, fx.Node) and v not in size_nodes:
+                found.append(v)
+            elif isinstance(v, (list, tuple)):
+                found.extend(tensors(v))
+        return found
+
+    for node in traced.graph.nodes:
+        if node.op == "placeholder":
+            if current is not None:
+                raise UnsupportedLayerError(node.name, "second forward() argument", SUPPORTED_MODULES, source=_SRC,
+                                            hint="only models with one input tensor are supported")
+            current = node
+            continue
+        if node.op == "output":
+            out = tensors(node.args[0])
+            if len(out) != 1 or out[0] is not current:
+                raise UnsupportedLayerError(node.name, "several outputs", SUPPORTED_MODULES, source=_SRC,
+                                            hint="forward must return the single tensor of the chain")
+            continue
+        if node.op == "get_attr":
+            raise UnsupportedLayerError(node.name, f"parameter access {node.target}", SUPPORTED_MODULES, source=_SRC,
+                                        hint="use parameters only through nn.Linear/nn.Conv2d modules")
+        # x.size(...) / x.shape feed views and are not part of the chain
+        if (node.op == "call_method" and node.target == "size") or (
+            node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)
+        ) or (node.op == "call_function" and node.target is operator.getitem and node.args[0] in size_nodes):
+            size_nodes.add(node)
+            continue
+        tensor_args = tensors(list(node.args) + list(node.kwargs.values()))
+        if node.op == "call_module":
+            chain_input(node, tensor_args)
+            ops.extend(_module_ops(str(node.target), modules[node.target]))
+            continue
+        target = node.target
+        tname = getattr(target, "__name__", str(target))
+        if node.op == "call_function" and target in (torch.relu, F.relu, torch.relu_) or (
+            node.op == "call_method" and target in ("relu", "relu_")
+        ):
+            chain_input(node, tensor_args)
+            ops.append(_Op("relu", node.name))
+        elif node.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
+            chain_input(node, tensor_args)
+        elif (node.op == "call_function" and target is torch.flatten) or (node.op == "call_method" and target == "flatten"):
+            chain_input(node, tensor_args)
+            args = _flatten_sig(*node.args, **node.kwargs)
+            if args["start_dim"] != 1 or args["end_dim"] != -1:
+                raise _unsupported(node.name, f"flatten(start_dim={args['start_dim']}, end_dim={args['end_dim']})",
+                                   "only flatten(x, 1) (keep the batch dimension)")
+            ops.append(_Op("flatten", node.name))
+        elif node.op == "call_method" and target in ("view", "reshape") or (
+            node.op == "call_function" and target is torch.reshape
+        ):
+            chain_input(node, tensor_args)
+            dims = list(node.args[1:]) + list(node.kwargs.values())
+            if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+                dims = list(dims[0])
+            first_ok = len(dims) == 2 and (dims[0] in size_nodes or dims[0] == -1 or isinstance(dims[0], int))
+            second = dims[1] if len(dims) == 2 else None
+            if not first_ok or not isinstance(second, int) or (dims[0] == -1 and second == -1):
+                raise _unsupported(node.name, f"{tname}{tuple(str(d) for d in dims)}",
+                                   "only flattening views such as x.view(x.size(0), -1)")
+            ops.append(_Op("flatten", node.name, expect=None if second == -1 else second))
+        elif node.op == "call_function" and target is F.max_pool2d:
+            chain_input(node, tensor_args)
+            a = _max_pool2d_sig(*node.args, **node.kwargs)
+            _pool_check(node.name, "max_pool2d", ceil_mode=a["ceil_mode"], dilation=a["dilation"],
+                        return_indices=a["return_indices"])
+            k = _pair(a["kernel_size"])
+            ops.append(_Op("maxpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"])))
+        elif node.op == "call_function" and target is F.avg_pool2d:
+            chain_input(node, tensor_args)
+            a = _avg_pool2d_sig(*node.args, **node.kwargs)
+            _pool_check(node.name, "avg_pool2d", ceil_mode=a["ceil_mode"], count_include_pad=a["count_include_pad"],
+                        padding=a["padding"], divisor_override=a["divisor_override"])
+            k = _pair(a["kernel_size"])
+            ops.append(_Op("avgpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"])))
+        elif (node.op == "call_function" and target in (F.softmax, torch.softmax)) or (
+            node.op == "call_method" and target == "softmax"
+        ):
+            chain_input(node, tensor_args)
+            a = _softmax_sig(*node.args, **node.kwargs)
+            if a["dim"] not in (-1, 1):
+                raise _unsupported(node.name, f"softmax(dim={a['dim']})", "only softmax over the feature dimension")
+            ops.append(_Op("softmax", node.name))
+        else:
+            raise _unsupported(node.name, f"{node.op} {tname}",
+                               "in a traced forward only relu, flatten, view/reshape to (N, -1), max/avg pooling, "
+                               "dropout and softmax calls are understood besides supported modules")
+    return ops
+
+
+def _infer_input_shape(ops: list[_Op], model_name: str) -> tuple[int, ...]:
+    for op in ops:
+        if op.kind == "dense":
+            return (int(op.kwargs["weight"].shape[1]),)
+        if op.kind in ("conv", "maxpool", "avgpool", "gap"):
+            need = "Conv2d" if op.kind == "conv" else "pooling"
+            channels = f"({op.kwargs['weight'].shape[1]}, H, W)" if op.kind == "conv" else "(C, H, W)"
+            raise ValidationError(
+                f"PyTorch model '{model_name}': input_shape is required for models that start with {need} layers "
+                f"('{op.name}'); pass input_shape={channels} (per sample, channels-first, without the batch dimension)",
+                attr="input_shape",
+            )
+    raise ValidationError(
+        f"PyTorch model '{model_name}': cannot infer the input shape (no Linear layer); pass input_shape=",
+        attr="input_shape",
+    )
+
+
+_KIND_TO_LAYER = {"dense": Dense, "conv": Conv2d, "maxpool": MaxPool2d, "avgpool": AvgPool2d, "gap": GlobalAvgPool2d,
+                  "flatten": Flatten, "relu": ReLU, "softmax": Softmax}
+
+
+def _load_state_dict_file(path: Path, architecture: Any) -> Any:
+    torch = import_optional("torch", "reading PyTorch state-dict files")
+    if architecture is None:
+        raise ValidationError(
+            f"PyTorch file '{path}' holds only weights; pass architecture=<an nn.Module instance of the same "
+            "class> so they can be loaded into it",
+            attr="architecture",
+        )
+    if not isinstance(architecture, torch.nn.Module):
+        raise ValidationError(
+            f"architecture must be a torch.nn.Module instance, got {type(architecture).__name__}", attr="architecture"
+        )
+    try:
+        # weights_only=True: never unpickle arbitrary objects from a file
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError/zip errors for bad files
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        hint = ""
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            hint = (" The file seems to hold a pickled module; spikebridge loads only state dicts "
+                    "(torch.save(model.state_dict(), path)) and never unpickles code.")
+        raise ModelFormatError(f"PyTorch file '{path}' could not be read as a state dict ({text}).{hint}") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelFormatError(f"PyTorch file '{path}' holds a {type(state).__name__}, not a state dict")
+    model = copy.deepcopy(architecture)  # do not modify the caller's module
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelFormatError(
+            f"PyTorch file '{path}' does not fit architecture {type(architecture).__name__}: {err}"
+        ) from err
+    return model
+
+
+def from_torch(
+    source: Any,
+    *,
+    input_shape: Sequence[int] | None = None,
+    architecture: Any = None,
+    name: str | None = None,
+    task: str | None = None,
+) -> AnnGraph:
+    """Import a PyTorch model.
+
+    Parameters
+    ----------
+    source : torch.nn.Module or path
+        A module (``nn.Sequential`` or a module whose ``forward`` is a traceable chain of
+        supported layers), or a ``.pt``/``.pth`` file written by ``torch.save(model.state_dict())``.
+    input_shape : sequence of int, optional
+        Per-sample input shape without the batch dimension, channels-first (``(C, H, W)``).
+        Inferred from the first ``Linear`` layer for MLPs; required for CNNs.
+    architecture : torch.nn.Module, optional
+        Required with a state-dict file: a module of the right class; it is copied, not modified.
+    name : str, optional
+        Graph name (default: the module's class name).
+    task : {"classification", "regression"}, optional
+        Recorded in the metadata (default: ``"classification"`` if the model ends with softmax, else unset).
+
+    Returns
+    -------
+    AnnGraph
+        Weights in float64, BatchNorm folded into the preceding layer with its running statistics
+        (the behaviour of ``model.eval()``); Dropout/Identity are dropped.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        For any other layer or call (its module path, type and the supported list are named).
+    ValidationError
+        Missing ``input_shape`` for CNNs, NaN/Inf weights or inconsistent shapes.
+    ModelFormatError
+        Unreadable state-dict file.
+    MissingDependencyError
+        torch is not installed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> from_torch(net).shapes["2"]
+    (2,)
+    """
+    torch = import_optional("torch", "importing PyTorch models")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        module = _load_state_dict_file(path, architecture)
+        where = f"PyTorch file '{path}'"
+        src = str(path)
+    else:
+        if not isinstance(source, torch.nn.Module):
+            raise ValidationError(f"from_torch: expected a torch.nn.Module or a file path, got {type(source).__name__}",
+                                  attr="source")
+        module = source
+        where = f"PyTorch model '{type(module).__name__}'"
+        stochastic = [n for n, m in module.named_modules() if m.training and isinstance(
+            m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd))]
+        if stochastic:
+            warnings.warn(
+                f"{where} is in training mode; the import uses inference behaviour (BatchNorm running "
+                f"statistics, no Dropout) for {stochastic[:3]}{' ...' if len(stochastic) > 3 else ''}. "
+                "Call model.eval() before importing to silence this warning",
+                ConversionWarning,
+                stacklevel=3,
+            )
+        src = f"{type(module).__module__}.{type(module).__qualname__}"
+    model_name = name or type(module).__name__
+    with torch.no_grad():
+        if isinstance(module, torch.nn.Sequential):
+            ops = _module_ops("", module)
+        else:
+            leaf = _leaf_ops_or_none(module)
+            ops = leaf if leaf is not None else _traced_ops(module, type(module).__name__)
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else _infer_input_shape(ops, model_name)
+    builder = GraphBuilder(where)
+    builder.input(shape, name=builder.unique("input"))
+    for op in ops:
+        if op.kind == "bn":
+            kw = dict(op.kwargs)
+            builder.fold_batchnorm(op.name, bn_type=kw.pop("bn_type"), supported=SUPPORTED_MODULES, **kw)
+            continue
+        kwargs = dict(op.kwargs)
+        expect = kwargs.pop("expect", None)
+        layer = builder.add(_KIND_TO_LAYER[op.kind], op.name, **kwargs)
+        if expect is not None and builder.shape != (expect,):
+            raise ValidationError(
+                f"{where}: view '{layer.name}' reshapes to (N, {expect}) but its input has {builder.shape[0]} values "
+                f"per sample (shape {builder.shapes[-2]}); check input_shape={shape}",
+                attr="input_shape",
+            )
+    meta: dict[str, Any] = {"source": src, "format": "torch"}
+    if task is None and isinstance(builder.last, Softmax):
+        task = "classification"
+    if task is not None:
+        meta["task"] = task
+    return builder.build(model_name, meta)
+
+
+def _leaf_ops_or_none(module: Any) -> list[_Op] | None:
+    """A single supported leaf module (e.g. a bare nn.Linear) is imported directly, without tracing."""
+    nn = import_optional("torch.nn")
+    leaf_types = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU,
+                  nn.Softmax)
+    if type(module) in leaf_types:
+        return _module_ops(type(module).__name__.lower(), module)
+    return None
