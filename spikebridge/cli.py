@@ -111,29 +111,45 @@ def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConf
 # -- handlers ------------------------------------------------------------------
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    if _is_network_file(args.model):
+def _print_network(snn: Any) -> None:
+    import numpy as np
+
+    _out(f"spiking network '{snn.name}': {snn.n_neurons} neurons, {snn.n_synapses} synapses per sample, dt={snn.dt * 1e3:g} ms")
+    rows = [(p.name, p.model, "x".join(map(str, p.shape or ())), p.n, p.role, p.sign, p.layer or "") for p in snn]
+    _out(_table(rows, ["population", "model", "shape", "neurons", "role", "sign", "layer"]))
+    _out()
+    rows = []
+    for p in snn.projections.values():
+        d = np.asarray(p.delay) * 1e3
+        delay = f"{d.min():g}-{d.max():g}" if d.size > 1 else f"{float(d):g}"
+        rows.append((p.name, f"{p.pre}->{p.post}", p.kind, p.n_synapses, p.sign, delay))
+    _out(_table(rows, ["projection", "pre->post", "kind", "synapses", "sign", "delay (ms)"]))
+
+
+def _load_any(path: str, fmt: str | None, **kwargs: Any) -> Any:
+    """An AnnGraph for ANN formats, a SpikingNetwork for network files and NIR graphs."""
+    if _is_network_file(path):
         from .conversion.network import load_network
 
-        snn = load_network(args.model)
-        _out(f"spiking network '{snn.name}': {snn.n_neurons} neurons, {snn.n_synapses} synapses per sample, dt={snn.dt * 1e3:g} ms")
-        rows = [(p.name, p.model, "x".join(map(str, p.shape or ())), p.n, p.role, p.sign, p.layer or "") for p in snn]
-        _out(_table(rows, ["population", "model", "shape", "neurons", "role", "sign", "layer"]))
-        _out()
-        rows = []
-        for p in snn.projections.values():
-            import numpy as np
-
-            d = np.asarray(p.delay) * 1e3
-            rows.append((p.name, f"{p.pre}->{p.post}", p.kind, p.n_synapses, p.sign, f"{d.min():g}-{d.max():g}" if d.size > 1 else f"{float(d):g}"))
-        _out(_table(rows, ["projection", "pre->post", "kind", "synapses", "sign", "delay (ms)"]))
-        return 0
+        return load_network(path)
     from .importers.registry import load_model
+
+    if (fmt == "nir" or Path(path).suffix.lower() == ".nir") and "dt" not in kwargs:
+        kwargs["dt"] = 1e-3
+    return load_model(path, format=fmt, **kwargs)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .conversion.network import SpikingNetwork
 
     kwargs: dict[str, Any] = {}
     if args.input_shape:
         kwargs["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
-    graph = load_model(args.model, format=args.format, **kwargs)
+    model = _load_any(args.model, args.format, **kwargs)
+    if isinstance(model, SpikingNetwork):
+        _print_network(model)
+        return 0
+    graph = model
     _out(f"model '{graph.name}': input {graph.input_shape}, output {graph.output_shape}")
     rows = [(r.name, r.type_name, "x".join(map(str, r.output_shape)), f"{r.n_params:,}", f"{r.macs:,}") for r in graph.summary()]
     _out(_table(rows, ["layer", "type", "output shape", "params", "MACs"]))
@@ -154,14 +170,19 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .conversion.convert import convert
+    from .conversion.network import SpikingNetwork
     from .datasets import load_dataset
-    from .importers.registry import load_model
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise ValidationError(f"output '{out}' exists; pass --overwrite to replace it", attr="output")
-    graph = load_model(args.model, format=args.format)
     config = _conversion_config(args)
+    model = _load_any(args.model, args.format, **({"dt": config.dt} if (args.format == "nir" or args.model.endswith(".nir")) else {}))
+    if isinstance(model, SpikingNetwork):  # NIR graphs are already spiking: only re-save them
+        model.save(out, overwrite=True)
+        _out(f"imported spiking network '{model.name}' -> {out}: {model.n_neurons} neurons, {model.n_synapses} synapses")
+        return 0
+    graph = model
     calib = None
     if config.normalisation == "data":
         x, _ = load_dataset(args.calibration)
