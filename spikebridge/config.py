@@ -257,6 +257,8 @@ class SimulationConfig(_Config):
         Show a progress bar over batches (tqdm, on stderr).
     build_dir : str or None
         Directory for ``cpp_standalone`` builds (None = a cache directory).
+    threads : int
+        OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP).
     """
 
     n_steps: int = 128
@@ -268,6 +270,7 @@ class SimulationConfig(_Config):
     record: tuple[str, ...] = ()
     progress: bool = False
     build_dir: str | None = None
+    threads: int = 1
 
     _time_fields = frozenset({"dt"})
 
@@ -283,6 +286,8 @@ class SimulationConfig(_Config):
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValidationError(f"SimulationConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
         _check_range(self, "max_memory", 1.0)
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
+            raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
         else:

@@ -1,0 +1,261 @@
+"""Simulation speed of converted networks: batching, code-generation targets, memory, peers.
+
+Measures, each configuration in its own subprocess (so peak memory —
+``ru_maxrss`` — belongs to that configuration alone):
+
+* **batched vs one run per sample**: the same converted shipped MLP on the
+  cython target, the whole digits test split in batched runs against
+  ``batch_size=1`` (one Brian2 network and ``run()`` per sample) on a subset
+  of ``--per-sample`` samples (said so in the table), per-sample wall time
+  and their ratio;
+* **targets**: numpy, cython and cpp_standalone on the whole test split at
+  T = 32 and 128: build and run time, synaptic events per second (every
+  spike times its fan-out) and peak memory.  Runtime targets are warmed up
+  first (cython's compile cache); standalone compile time is reported
+  separately from the run time of the reused binary;
+* **layout**: one ``Synapses`` object per projection against the split into
+  ``_exc``/``_inh`` objects;
+* **peer** (when ``spikingjelly`` is installed): SpikingJelly's ``ann2snn``
+  on the same trained weights and T, with its accuracy.
+
+Usage::
+
+    python benchmarks/bench_speed.py [--repeats 3] [--per-sample 20] [--quick]
+
+Prints a table and writes benchmarks/results/speed.json.  The numbers depend
+on the load of the machine: on a shared machine, repeat them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _events(snn: Any, counts: dict[str, np.ndarray]) -> int:
+    """Synaptic events: every spike of a pre neuron times its number of outgoing synapses."""
+    from spikebridge.backend.plan import folded_projections
+
+    folded = folded_projections(snn)
+    total = 0
+    for proj in snn.projections.values():
+        if proj.name in folded or proj.pre not in counts:
+            continue
+        outdeg = np.bincount(proj.pre_index, minlength=snn.populations[proj.pre].n)
+        total += int(counts[proj.pre].sum(axis=0) @ outdeg)
+    return total
+
+
+def _load(model: str):
+    from spikebridge.conversion.convert import convert
+    from spikebridge.datasets import load_digits
+    from spikebridge.models import load_shipped
+
+    x_train, _ = load_digits("train")
+    x, y = load_digits("test")
+    g = load_shipped(model)
+    return g, convert(g, calibration=x_train), x, y
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Body of one subprocess: simulate as ``spec`` says, return timings and memory."""
+    if spec["kind"] == "spikingjelly":
+        return run_spikingjelly(spec)
+    from spikebridge.backend import builder
+    from spikebridge.backend.runner import simulate
+    from spikebridge.config import SimulationConfig
+
+    g, snn, x, y = _load(spec["model"])
+    n = spec.get("n_samples") or len(x)
+    x, y = x[:n], y[:n]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if spec.get("split_signs"):
+        original = builder.build_network
+
+        def split_build(*a: Any, **kw: Any) -> Any:
+            kw["split_signs"] = True
+            return original(*a, **kw)
+
+        import spikebridge.backend.runner as runner_mod
+
+        runner_mod.build_network = split_build  # type: ignore[assignment]
+    cfg = SimulationConfig(n_steps=spec["steps"], target=spec["target"], batch_size=spec.get("batch_size"), max_memory=2e9)
+    if spec["target"] != "cpp_standalone":
+        simulate(snn, x[:2], SimulationConfig(n_steps=4, target=spec["target"]))  # compile / cache warm-up
+    walls, runs, builds = [], [], []
+    rec = None
+    for _ in range(spec.get("repeats", 1)):
+        t0 = time.perf_counter()
+        rec = simulate(snn, x, cfg, labels=y)
+        walls.append(time.perf_counter() - t0)
+        runs.append(rec.meta["timings"]["run_s"])
+        builds.append(rec.meta["timings"]["build_s"])
+    assert rec is not None
+    events = _events(snn, rec.counts)
+    run_med = statistics.median(runs)
+    return {
+        **spec,
+        "n_samples": int(n),
+        "wall_s": walls,
+        "wall_median_s": statistics.median(walls),
+        "run_median_s": run_med,
+        "build_median_s": statistics.median(builds),
+        "per_sample_s": statistics.median(walls) / n,
+        "synaptic_events": events,
+        "events_per_s_run": events / run_med if run_med > 0 else None,
+        "events_per_s_wall": events / statistics.median(walls),
+        "accuracy": float(rec.accuracy_over_time()[-1]),
+        "batch_size": rec.meta["batch_size"],
+        "n_batches": rec.meta["n_batches"],
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_before_simulate_bytes": rss_before,
+    }
+
+
+def run_spikingjelly(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from spikingjelly.activation_based import ann2snn, functional
+    from torch import nn
+
+    from spikebridge.ir.layers import Dense, ReLU
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    g, _, x, y = _load(spec["model"])
+    from spikebridge.datasets import load_digits
+
+    x_train, y_train = load_digits("train", flatten=True)
+    mods: list[Any] = []
+    for layer in g.layers[1:]:
+        if isinstance(layer, Dense):
+            m = nn.Linear(layer.n_in, layer.n_out)
+            m.weight.data = torch.tensor(layer.weight, dtype=torch.float32)
+            m.bias.data = torch.tensor(layer.bias, dtype=torch.float32)
+            mods.append(m)
+        elif isinstance(layer, ReLU):
+            mods.append(nn.ReLU())
+    ann = nn.Sequential(*mods).eval()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)), batch_size=256
+    )
+    snn = ann2snn.Converter(loader, mode="99.9%")(ann)
+    xt = torch.tensor(x.reshape(len(x), -1), dtype=torch.float32)
+    walls = []
+    acc = 0.0
+    for _ in range(spec.get("repeats", 1)):
+        with torch.no_grad():
+            functional.reset_net(snn)
+            t0 = time.perf_counter()
+            out = 0
+            for _ in range(spec["steps"]):
+                out = out + snn(xt)
+            walls.append(time.perf_counter() - t0)
+        acc = float(np.mean(out.argmax(1).numpy() == y))
+    return {
+        **spec,
+        "n_samples": len(x),
+        "wall_s": walls,
+        "wall_median_s": statistics.median(walls),
+        "run_median_s": statistics.median(walls),
+        "per_sample_s": statistics.median(walls) / len(x),
+        "accuracy": acc,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def spawn(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {**spec, "error": (proc.stderr or proc.stdout)[-2000:]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--per-sample", type=int, default=20, help="samples for the one-run-per-sample path")
+    ap.add_argument("--quick", action="store_true", help="skip cpp_standalone and the numpy target")
+    ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
+    args = ap.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(json.loads(args.one))))
+        return
+
+    mlp = "digits_mlp"
+    specs: list[dict[str, Any]] = []
+    for steps in (32, 128):
+        specs.append({"label": f"per-sample cython T={steps}", "kind": "brian2", "model": mlp, "target": "cython",
+                      "steps": steps, "batch_size": 1, "n_samples": args.per_sample, "repeats": 1})
+        targets = ["cython"] if args.quick else ["numpy", "cython", "cpp_standalone"]
+        for target in targets:
+            specs.append({"label": f"batched {target} T={steps}", "kind": "brian2", "model": mlp, "target": target,
+                          "steps": steps, "repeats": 1 if target == "cpp_standalone" else args.repeats})
+        specs.append({"label": f"batched cython split exc/inh T={steps}", "kind": "brian2", "model": mlp,
+                      "target": "cython", "steps": steps, "repeats": args.repeats, "split_signs": True})
+        specs.append({"label": f"batched cython CNN T={steps}", "kind": "brian2", "model": "digits_cnn",
+                      "target": "cython", "steps": steps, "repeats": args.repeats})
+        try:
+            import spikingjelly  # noqa: F401
+
+            specs.append({"label": f"spikingjelly ann2snn T={steps}", "kind": "spikingjelly", "model": mlp,
+                          "steps": steps, "repeats": args.repeats})
+        except ImportError:
+            pass
+
+    results = []
+    for spec in specs:
+        print(f"running {spec['label']} ...", file=sys.stderr, flush=True)
+        results.append(spawn(spec))
+
+    by = {r["label"]: r for r in results}
+    ratios = {}
+    for steps in (32, 128):
+        ps, bt = by.get(f"per-sample cython T={steps}", {}), by.get(f"batched cython T={steps}", {})
+        if "per_sample_s" in ps and "per_sample_s" in bt:
+            ratios[f"batched_vs_per_sample_T{steps}"] = ps["per_sample_s"] / bt["per_sample_s"]
+        sj = by.get(f"spikingjelly ann2snn T={steps}", {})
+        if "wall_median_s" in sj and "wall_median_s" in bt:
+            ratios[f"brian2_cython_vs_spikingjelly_T{steps}"] = bt["wall_median_s"] / sj["wall_median_s"]
+            ratios[f"brian2_cython_run_vs_spikingjelly_T{steps}"] = bt["run_median_s"] / sj["wall_median_s"]
+
+    head = f"{'configuration':<40} {'samples':>7} {'wall s':>8} {'run s':>8} {'ms/sample':>10} {'events/s (run)':>15} {'peak MB':>8} {'acc':>6}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        if "error" in r:
+            print(f"{r['label']:<40} ERROR {r['error'].splitlines()[-1] if r['error'] else ''}")
+            continue
+        eps = r.get("events_per_s_run")
+        print(
+            f"{r['label']:<40} {r['n_samples']:>7} {r['wall_median_s']:>8.3f} {r['run_median_s']:>8.3f} "
+            f"{1e3 * r['per_sample_s']:>10.3f} {eps if eps is None else f'{eps:.3g}':>15} "
+            f"{r['peak_rss_bytes'] / 1e6:>8.0f} {100 * r['accuracy']:>6.2f}"
+        )
+    print(f"per-sample rows: one Brian2 network + run() per sample, measured on the first {args.per_sample} samples only")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.1f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results,
+                               "ratios": ratios}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Figures for papers: spike rasters, accuracy versus time, rate versus activation, rate histograms.
+
+matplotlib is optional (``pip install "spikebridge[plot]"``) and imported
+inside each function.  Figures are drawn on an Agg canvas through the
+object-oriented API (no pyplot, no global backend switch), so they work
+headless.  Every function takes the data and an output path; the suffix
+(``.png``, ``.svg``, ``.pdf``) picks the format, and a PNG is exactly
+``figsize × dpi`` pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .._optional import import_optional
+from ..errors import ValidationError
+
+if TYPE_CHECKING:
+    from ..conversion.network import SpikingNetwork
+    from ..store.record import SpikeTrains
+    from .compare import LayerData
+
+__all__ = [
+    "plot_raster",
+    "plot_accuracy",
+    "plot_rate_vs_activation",
+    "plot_rate_histograms",
+    "plot_all",
+    "plot_report",
+]
+
+_MAX_POINTS = 300_000
+
+
+def _figure(figsize: tuple[float, float], dpi: int) -> Any:
+    import_optional("matplotlib", "plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValidationError(f"plot: output '{p}' must end in .png, .svg or .pdf", attr="path")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=dpi)
+    return p
+
+
+def plot_raster(
+    spikes: "Mapping[str, SpikeTrains]",
+    path: str | os.PathLike[str],
+    *,
+    samples: Sequence[int] = (0,),
+    populations: Sequence[str] | None = None,
+    n_steps: int | None = None,
+    figsize: tuple[float, float] = (8.0, 5.0),
+    dpi: int = 100,
+    title: str | None = None,
+) -> Path:
+    """Spike raster of chosen samples, one band per population.
+
+    Parameters
+    ----------
+    spikes : mapping of population name to SpikeTrains
+        E.g. a :class:`~spikebridge.store.spikes.SpikeStore` or ``record.spikes``.
+    path : path-like
+        Output file (``.png``/``.svg``/``.pdf``).
+    samples : sequence of int
+        Samples shown one after another on the time axis.
+    populations : sequence of str, optional
+        Bands from bottom to top (default: all in ``spikes``).
+    n_steps : int, optional
+        Steps per sample (default: the latest spike + 1), for the sample boundaries.
+
+    Returns
+    -------
+    Path
+    """
+    names = list(populations) if populations is not None else list(spikes)
+    if not names:
+        raise ValidationError("plot_raster: no population with recorded spikes; simulate with record=('all',)", attr="spikes")
+    trains = {name: spikes[name] for name in names}
+    first = next(iter(trains.values()))
+    dt = first.dt
+    if n_steps is None:
+        n_steps = max((int(t.step.max()) + 1 if t.n_spikes else 1) for t in trains.values())
+    fig = _figure(figsize, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    offset = 0
+    ticks, labels = [], []
+    budget = _MAX_POINTS
+    for k, name in enumerate(names):
+        st = trains[name]
+        for j, s in enumerate(samples):
+            if not 0 <= s < st.n_samples:
+                raise ValidationError(f"plot_raster: sample {s} out of range [0, {st.n_samples})", attr="samples")
+            neuron, times = st.for_sample(int(s))
+            t_ms = (times + j * n_steps * dt) * 1e3
+            if neuron.size > budget:
+                keep = np.linspace(0, neuron.size - 1, budget).astype(int)
+                neuron, t_ms = neuron[keep], t_ms[keep]
+            budget = max(budget - neuron.size, 1000)
+            ax.scatter(t_ms, neuron + offset, s=2, marker="|", color=f"C{k % 10}", linewidths=0.6)
+        ticks.append(offset + st.n_neurons / 2)
+        labels.append(name)
+        offset += st.n_neurons
+        ax.axhline(offset - 0.5, color="0.85", linewidth=0.5)
+    for j in range(1, len(samples)):
+        ax.axvline(j * n_steps * dt * 1e3, color="0.3", linestyle="--", linewidth=0.8)
+    ax.set_xlim(0, len(samples) * n_steps * dt * 1e3)
+    ax.set_ylim(-0.5, offset - 0.5)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("time (ms)" + (f"; samples {', '.join(map(str, samples))}" if len(samples) > 1 else ""))
+    ax.set_ylabel("population / neuron")
+    ax.set_title(title or f"spike raster, sample{'s' if len(samples) > 1 else ''} {', '.join(map(str, samples))}")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_accuracy(
+    accuracy_t: ArrayLike,
+    path: str | os.PathLike[str],
+    *,
+    dt: float,
+    ann_accuracy: float | None = None,
+    figsize: tuple[float, float] = (6.0, 4.0),
+    dpi: int = 100,
+    title: str | None = None,
+) -> Path:
+    """SNN accuracy after each step, with the ANN's accuracy as a horizontal line.
+
+    Parameters
+    ----------
+    accuracy_t : array_like, shape (n_steps,)
+        Accuracy (fraction) after steps 1..n_steps.
+    dt : float
+        Time step in seconds (the x axis is in ms).
+    ann_accuracy : float, optional
+    """
+    acc = np.asarray(accuracy_t, dtype=np.float64)
+    if acc.ndim != 1 or acc.size == 0:
+        raise ValidationError(f"plot_accuracy: accuracy_t must be a non-empty 1-D array, got shape {acc.shape}", attr="accuracy_t")
+    fig = _figure(figsize, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    t_ms = np.arange(1, acc.size + 1) * dt * 1e3
+    ax.plot(t_ms, 100 * acc, color="C0", label="SNN")
+    if ann_accuracy is not None:
+        ax.axhline(100 * ann_accuracy, color="C3", linestyle="--", label=f"ANN ({100 * ann_accuracy:.2f} %)")
+    ax.set_xlabel("simulated time (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(0, t_ms[-1])
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or "accuracy versus time")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_rate_vs_activation(
+    layers: "Mapping[str, tuple[ArrayLike, ArrayLike]] | Sequence[LayerData]",
+    path: str | os.PathLike[str],
+    *,
+    max_points: int = 20_000,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+    seed: int = 0,
+) -> Path:
+    """Scatter of SNN firing rate (spikes/step) against normalised ANN activation, one panel per layer.
+
+    Parameters
+    ----------
+    layers : mapping of name to (activation, rate), or sequence of LayerData
+        Arrays of equal size (any shape; flattened).
+    max_points : int
+        Points per panel above this are subsampled (seeded).
+    figsize : (float, float), optional
+        Default: 3.2 inches per panel wide, 3.4 high.
+    """
+    if isinstance(layers, Mapping):
+        pairs = [(str(k), np.asarray(v[0], float).ravel(), np.asarray(v[1], float).ravel()) for k, v in layers.items()]
+    else:
+        pairs = [(f"{d.layer} ({d.population})", d.activation.ravel(), d.rate.ravel()) for d in layers]
+    if not pairs:
+        raise ValidationError("plot_rate_vs_activation: no layer to draw (store ANN activations with ann_activations=True)", attr="layers")
+    n = len(pairs)
+    fig = _figure(figsize or (3.2 * n, 3.4), dpi)
+    rng = np.random.default_rng(seed)
+    for k, (name, x, y) in enumerate(pairs):
+        if x.shape != y.shape:
+            raise ValidationError(f"plot_rate_vs_activation: layer {name!r}: {x.size} activations but {y.size} rates", attr="layers")
+        if x.size > max_points:
+            keep = rng.choice(x.size, max_points, replace=False)
+            x, y = x[keep], y[keep]
+        ax = fig.add_subplot(1, n, k + 1)
+        ax.scatter(x, y, s=3, alpha=0.3, color=f"C{k % 10}", linewidths=0)
+        top = max(1.0, float(np.max(x)) if x.size else 1.0)
+        ax.plot([0, 1, top], [0, 1, 1], color="k", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0, top * 1.02)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("activation / λ")
+        if k == 0:
+            ax.set_ylabel("SNN rate (spikes per step)")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_rate_histograms(
+    counts: Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    n_steps: int,
+    dt: float,
+    bins: int = 30,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Histogram of firing rates (Hz) of every (sample, neuron) pair, one panel per population.
+
+    Parameters
+    ----------
+    counts : mapping of population name to array_like (n_samples, n_neurons)
+        Spike counts over ``n_steps`` steps of ``dt`` seconds.
+    """
+    if not counts:
+        raise ValidationError("plot_rate_histograms: no spike counts given", attr="counts")
+    duration = n_steps * dt
+    n = len(counts)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig = _figure(figsize or (3.2 * cols, 2.8 * rows), dpi)
+    for k, (name, c) in enumerate(counts.items()):
+        rate = np.asarray(c, dtype=np.float64).ravel() / duration
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.hist(rate, bins=bins, range=(0.0, max(float(rate.max()) if rate.size else 1.0, 1.0 / duration)), color=f"C{k % 10}")
+        ax.set_yscale("log")
+        ax.set_title(f"{name} (mean {rate.mean():.1f} Hz)" if rate.size else name, fontsize=9)
+        ax.set_xlabel("rate (Hz)")
+        if k % cols == 0:
+            ax.set_ylabel("neurons × samples")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_all(
+    store_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    prefix: str = "",
+    snn: "SpikingNetwork | None" = None,
+    raster_samples: int = 3,
+    fmt: str = "png",
+    dpi: int = 100,
+) -> dict[str, Path]:
+    """Draw every figure a spike store supports into ``out_dir``.
+
+    Returns
+    -------
+    dict of str to Path
+        Keys ``"accuracy"`` (when labels and ANN outputs are stored),
+        ``"raster"`` (when spikes were recorded), ``"scatter"`` (when ANN
+        activations were stored), ``"rates"``.
+    """
+    from ..store.spikes import SpikeStore
+    from .compare import compare, layer_data, load_comparison_inputs
+
+    out = Path(out_dir)
+    figures: dict[str, Path] = {}
+    with SpikeStore(store_path) as st:
+        inputs = load_comparison_inputs(st, snn=snn)
+        rec = inputs.record
+        report = compare(st, snn=snn)
+        if report.accuracy_t:
+            figures["accuracy"] = plot_accuracy(
+                report.accuracy_t, out / f"{prefix}accuracy.{fmt}", dt=rec.dt, ann_accuracy=report.ann_accuracy, dpi=dpi
+            )
+        if len(st):
+            shown = list(range(min(raster_samples, rec.n_samples)))
+            figures["raster"] = plot_raster(st, out / f"{prefix}raster.{fmt}", samples=shown, n_steps=rec.n_steps, dpi=dpi)
+        data = layer_data(inputs)
+        if data:
+            figures["scatter"] = plot_rate_vs_activation(list(data.values()), out / f"{prefix}scatter.{fmt}", dpi=dpi)
+        if rec.counts:
+            figures["rates"] = plot_rate_histograms(rec.counts, out / f"{prefix}rates.{fmt}", n_steps=rec.n_steps, dt=rec.dt, dpi=dpi)
+    return figures
+
+
+def plot_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, fmt: str = "png") -> list[Path]:
+    """Figures for ``spikebridge compare --plots DIR``: :func:`plot_all` with the store's name as prefix."""
+    prefix = Path(store_path).stem + "_"
+    return list(plot_all(store_path, out_dir, prefix=prefix, fmt=fmt).values())

@@ -1,0 +1,138 @@
+"""What a simulation needs, computed in numpy before any Brian2 object exists.
+
+Shared by the Brian2 builder and the numpy reference simulator, so both read
+inputs, encodings and delays the same way:
+
+* ``"current"`` encoding: projections out of the input population are folded
+  into a constant per-neuron current of their post population,
+  ``I_in = W x / scale / dt`` (threshold units per second); the input
+  population then has no neurons in the simulation.
+* ``"poisson"`` / ``"regular"``: the input population fires with
+  ``rate = clip(x / scale, 0, 1) × max_rate`` hertz (negative inputs cannot be
+  rates and are clipped to 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..conversion.delays import delay_steps
+from ..conversion.network import SpikingNetwork
+from ..errors import ValidationError
+
+__all__ = ["InputPlan", "prepare_inputs", "folded_projections", "active_populations", "max_delay_steps"]
+
+
+def folded_projections(snn: SpikingNetwork) -> set[str]:
+    """Names of projections replaced by a constant current (current-encoded input)."""
+    if snn.input is None or snn.encoding.get("kind", "current") != "current":
+        return set()
+    return {p.name for p in snn.outgoing(snn.input)}
+
+
+def active_populations(snn: SpikingNetwork) -> list[str]:
+    """Populations that exist in the simulation (a current-encoded input has no neurons)."""
+    skip = snn.input if (snn.input is not None and snn.encoding.get("kind", "current") == "current") else None
+    return [name for name in snn.populations if name != skip]
+
+
+def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
+    """Largest delay in steps over the simulated projections (1 without any)."""
+    folded = folded_projections(snn)
+    steps = [int(np.max(delay_steps(p.delay, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses]
+    return max(steps, default=1)
+
+
+@dataclass
+class InputPlan:
+    """Per-sample input values of a batch.
+
+    Attributes
+    ----------
+    n_samples : int
+    currents : dict of str to ndarray (n_samples, n_post)
+        Constant input current of populations fed by a current-encoded input,
+        in threshold units per second.
+    rates : ndarray (n_samples, n_in) or None
+        Input firing rates in hertz for spike encodings.
+    kind : str
+        The encoding.
+    """
+
+    n_samples: int
+    currents: dict[str, NDArray[np.float64]]
+    rates: NDArray[np.float64] | None
+    kind: str
+
+    def select(self, start: int, stop: int) -> "InputPlan":
+        """The plan of samples ``start:stop``."""
+        return InputPlan(
+            n_samples=max(0, min(stop, self.n_samples) - start),
+            currents={k: v[start:stop] for k, v in self.currents.items()},
+            rates=None if self.rates is None else self.rates[start:stop],
+            kind=self.kind,
+        )
+
+
+def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> InputPlan:
+    """Turn ANN-unit inputs into currents or rates for the simulators.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        None only for networks without an input population (one sample).
+    dt : float
+        Simulation time step in seconds.
+
+    Raises
+    ------
+    ValidationError
+        Inputs that do not match the input population, contain NaN, or are
+        missing/extra.
+    """
+    kind = str(snn.encoding.get("kind", "current"))
+    if snn.input is None:
+        if inputs is not None:
+            raise ValidationError(
+                f"network '{snn.name}' has no input population; call simulate with inputs=None", attr="inputs"
+            )
+        return InputPlan(n_samples=1, currents={}, rates=None, kind=kind)
+    if inputs is None:
+        raise ValidationError(
+            f"network '{snn.name}' has input population '{snn.input}'; pass inputs of shape (n_samples, "
+            f"{', '.join(map(str, snn.populations[snn.input].shape or ()))})",
+            attr="inputs",
+        )
+    n_in = snn.populations[snn.input].n
+    x = np.asarray(inputs, dtype=np.float64)
+    if x.ndim >= 1 and x.size == n_in and x.shape == tuple(snn.populations[snn.input].shape or (n_in,)):
+        x = x[None]
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
+        raise ValidationError(
+            f"inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} neurons "
+            f"(shape {snn.populations[snn.input].shape}); expected (n_samples, ...) with {n_in} values per sample",
+            attr="inputs",
+        )
+    x = x.reshape(x.shape[0], n_in)
+    if not np.all(np.isfinite(x)):
+        raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    scale = float(snn.encoding.get("scale", 1.0)) or 1.0
+    xs = x / scale
+    if kind == "current":
+        currents: dict[str, NDArray[np.float64]] = {}
+        for proj in snn.outgoing(snn.input):
+            n_post = snn.populations[proj.post].n
+            w = np.zeros((n_post, n_in))
+            np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+            cur = xs @ w.T / dt
+            currents[proj.post] = currents.get(proj.post, 0.0) + cur
+        return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind)
+    if kind in ("poisson", "regular"):
+        max_rate = float(snn.encoding.get("max_rate", 1.0 / dt))
+        rates = np.clip(xs, 0.0, 1.0) * max_rate
+        return InputPlan(n_samples=x.shape[0], currents={}, rates=rates, kind=kind)
+    raise ValidationError(f"network '{snn.name}': unknown input encoding {kind!r}", attr="encoding")

@@ -1,0 +1,435 @@
+"""Run spiking networks in Brian2: batching, devices, seeds, progress.
+
+:func:`simulate` returns one :class:`~spikebridge.store.record.SpikeRecord`
+for all samples; :func:`iter_simulate` yields one per batch (each batch is
+built, run and read before the next is built, so memory stays bounded and a
+long run can be resumed with ``start``).
+
+Brian2's global state (code-generation target, device, ``defaultclock.dt``,
+numpy's global random state that ``brian2.seed`` touches) is changed only
+inside :func:`brian2_state` and restored when it exits.
+
+Targets: ``"numpy"`` (no compiler; tests), ``"cython"``, ``"auto"`` (cython
+where Cython and a C compiler are found, else numpy) and ``"cpp_standalone"``
+(the network is compiled once for a batch size and the binary is re-run for
+every batch with the batch's input values passed as ``run_args``; the last
+batch is padded with zero inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..config import SimulationConfig
+from ..conversion.network import SpikingNetwork
+from ..errors import BuildError, SimulationError, ValidationError
+from ..store.record import SpikeRecord, SpikeTrains, concat_records
+from .builder import BuiltNetwork, build_network, estimate_memory, max_batch_size
+from .plan import InputPlan, active_populations, prepare_inputs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["simulate", "iter_simulate", "brian2_state", "resolve_target", "plan_batches"]
+
+
+@functools.lru_cache(maxsize=1)
+def _cython_works() -> bool:
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        return False
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None or shutil.which("cc") is not None
+
+
+def resolve_target(target: str) -> str:
+    """The code-generation target that ``target`` means on this machine.
+
+    Examples
+    --------
+    >>> resolve_target("numpy")
+    'numpy'
+    """
+    if target == "auto":
+        return "cython" if _cython_works() else "numpy"
+    return target
+
+
+def _structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float) -> str:
+    """Hash of everything that changes the generated standalone code (not the input values)."""
+    h = hashlib.sha1()
+    h.update(repr((snn.name, batch_size, cfg.n_steps, dt, cfg.seed, cfg.threads, tuple(cfg.record))).encode())
+    h.update(repr(sorted(snn.encoding.items())).encode())
+    for pop in snn.populations.values():
+        h.update(repr((pop.name, pop.n, pop.model, pop.reset, pop.refractory, pop.tau_mem, pop.tau_syn, sorted(pop.params.items()))).encode())
+        for key in ("threshold", "bias", "v_init"):
+            h.update(np.ascontiguousarray(np.asarray(getattr(pop, key), dtype=np.float64)).tobytes())
+    for proj in snn.projections.values():
+        h.update(repr((proj.name, proj.pre, proj.post, proj.target)).encode())
+        for arr in (proj.pre_index, proj.post_index, proj.weight, np.asarray(proj.delay)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def standalone_cache_dir() -> Path:
+    """Where ``cpp_standalone`` projects are kept between runs (``$SPIKEBRIDGE_CACHE`` or ``~/.cache/spikebridge``)."""
+    root = os.environ.get("SPIKEBRIDGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spikebridge"
+    )
+    return Path(root) / "standalone"
+
+
+@contextlib.contextmanager
+def brian2_state(target: str, seed: int, *, build_dir: str | None = None, threads: int = 1) -> Iterator[str]:
+    """Set Brian2's target/device and seed; restore all of it on exit.
+
+    Parameters
+    ----------
+    target : {"numpy", "cython", "auto", "cpp_standalone"}
+    seed : int
+    build_dir : str, optional
+        Project directory for ``cpp_standalone``.
+
+    Yields
+    ------
+    str
+        The resolved target.
+    """
+    import brian2 as b2
+    from brian2.devices.device import get_device, set_device
+
+    resolved = resolve_target(target)
+    saved_target = b2.prefs["codegen.target"]
+    saved_dt = b2.defaultclock.dt_
+    saved_device = get_device()
+    saved_rng = np.random.get_state()
+    saved_threads = b2.prefs["devices.cpp_standalone.openmp_threads"]
+    try:
+        if resolved == "cpp_standalone":
+            b2.prefs["devices.cpp_standalone.openmp_threads"] = 0 if threads <= 1 else int(threads)
+            set_device("cpp_standalone", build_on_run=False, directory=build_dir)
+        else:
+            b2.prefs["codegen.target"] = resolved
+        b2.seed(seed)
+        yield resolved
+    finally:
+        if resolved == "cpp_standalone":
+            get_device().reinit()
+            set_device(saved_device)
+        b2.prefs["codegen.target"] = saved_target
+        b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
+        b2.defaultclock.dt = saved_dt * b2.second
+        np.random.set_state(saved_rng)
+
+
+def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
+    """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
+
+    Raises
+    ------
+    BuildError
+        If not even one sample fits, or an explicit ``batch_size`` does not;
+        the message says what would fit.
+    """
+    fit = max_batch_size(snn, config.max_memory, config.n_steps, config.record)
+    one = estimate_memory(snn, 1, config.n_steps, config.record)
+    mb = config.max_memory / 1e6
+    if fit == 0:
+        raise BuildError(
+            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB but max_memory is {mb:.1f} MB; "
+            f"raise max_memory to at least {np.ceil(one / 1e6):.0f}MB"
+        )
+    if config.batch_size is not None:
+        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record)
+        if need > config.max_memory:
+            raise BuildError(
+                f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
+                f"max_memory {mb:.1f} MB; batch_size <= {fit} would fit (or leave batch_size unset)"
+            )
+        return int(config.batch_size)
+    return int(max(1, min(fit, n_samples)))
+
+
+def _collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int, dt: float) -> dict[str, Any]:
+    """Read monitors into numpy arrays for the first ``n_valid`` samples."""
+    b = built.batch_size
+    counts: dict[str, np.ndarray] = {}
+    spikes: dict[str, SpikeTrains] = {}
+    for name, mon in built.spike_monitors.items():
+        n = snn.populations[name].n
+        counts[name] = np.asarray(mon.count[:], dtype=np.int64).reshape(b, n)[:n_valid]
+        if name in built.recorded:
+            i = np.asarray(mon.i[:], dtype=np.int64)
+            step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
+            keep = i < n_valid * n
+            spikes[name] = SpikeTrains(
+                n_neurons=n, n_samples=n_valid, dt=dt, sample=i[keep] // n, neuron=i[keep] % n, step=step[keep]
+            )
+    out = snn.output
+    n_out = snn.populations[out].n if out else 0
+    out_counts = np.zeros((n_valid, n_steps, n_out), dtype=np.int32)
+    out_pot = np.zeros((n_valid, n_steps, n_out), dtype=np.float32)
+    if built.output_spikes is not None:
+        i = np.asarray(built.output_spikes.i[:], dtype=np.int64)
+        step = np.rint(np.asarray(built.output_spikes.t_[:]) / dt).astype(np.int64)
+        keep = (i < n_valid * n_out) & (step < n_steps)
+        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), 1)
+        out_counts = np.cumsum(out_counts, axis=1, dtype=np.int32)
+    if built.potential_monitor is not None:
+        v = np.asarray(built.potential_monitor.v_[:])  # (b * n_out, recorded steps)
+        m = min(v.shape[1], n_steps)
+        v = v.reshape(b, n_out, v.shape[1])[:n_valid, :, :m]
+        out_pot[:, :m] = np.transpose(v, (0, 2, 1))
+    for name in built.recorded - set(spikes):
+        spikes[name] = SpikeTrains(
+            n_neurons=snn.populations[name].n, n_samples=n_valid, dt=dt,
+            sample=np.zeros(0, np.int64), neuron=np.zeros(0, np.int64), step=np.zeros(0, np.int64),
+        )
+    return {"counts": counts, "spikes": spikes, "output_counts_t": out_counts, "output_potential_t": out_pot}
+
+
+def _empty_spikes(snn: SpikingNetwork, names: set[str], n: int, dt: float) -> dict[str, SpikeTrains]:
+    z = np.zeros(0, np.int64)
+    return {k: SpikeTrains(n_neurons=snn.populations[k].n, n_samples=n, dt=dt, sample=z, neuron=z, step=z) for k in names}
+
+
+def iter_simulate(
+    snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig | None = None, *, start: int = 0
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Simulate batch by batch.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        ANN-unit inputs; None for networks without an input population
+        (one sample).
+    config : SimulationConfig, optional
+    start : int
+        Skip samples before this index (to resume an interrupted run).
+
+    Yields
+    ------
+    first_sample : int
+        Index of the batch's first sample.
+    record : SpikeRecord
+        The batch's results (sample indices local to the batch).
+
+    Raises
+    ------
+    ValidationError
+        Bad inputs or ``start``.
+    BuildError
+        The batch does not fit ``config.max_memory`` (message says what fits).
+    SimulationError
+        Brian2 failed while running.
+    """
+    cfg = config if config is not None else SimulationConfig()
+    if not isinstance(cfg, SimulationConfig):
+        raise ValidationError(f"simulate: config must be a SimulationConfig, got {type(cfg).__name__}", attr="config")
+    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    record = tuple(cfg.record)
+    unknown = set(record) - set(snn.populations) - {"all"}
+    if unknown:
+        raise ValidationError(
+            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
+            attr="record",
+        )
+    plan = prepare_inputs(snn, inputs, dt)
+    n = plan.n_samples
+    if not (0 <= start <= n):
+        raise ValidationError(f"iter_simulate: start must be in [0, {n}], got {start}", attr="start")
+    if start == n:
+        return
+    bs = plan_batches(snn, n - start, cfg)
+    starts = list(range(start, n, bs))
+    progress = None
+    if cfg.progress:
+        from .._optional import import_optional
+
+        tqdm = import_optional("tqdm", "a progress bar")
+        progress = tqdm.tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
+    target = resolve_target(cfg.target)
+    try:
+        if target == "cpp_standalone":
+            yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
+        else:
+            for batch_idx, k0 in enumerate(starts):
+                sub = plan.select(k0, k0 + bs)
+                rec = _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+                if progress is not None:
+                    progress.update(sub.n_samples)
+                yield k0, rec
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: SimulationConfig, dt: float, meta: dict[str, Any]) -> SpikeRecord:
+    return SpikeRecord(
+        n_samples=n_valid,
+        n_steps=cfg.n_steps,
+        dt=dt,
+        output_counts_t=data["output_counts_t"],
+        output_potential_t=data["output_potential_t"],
+        counts=data["counts"],
+        spikes=data["spikes"],
+        readout=dict(snn.readout),
+        meta=meta,
+    )
+
+
+def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:
+    import brian2 as b2
+
+    t0 = time.perf_counter()
+    with brian2_state(target, seed) as resolved:
+        built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps)
+        built.set_inputs(snn, sub)
+        t1 = time.perf_counter()
+        try:
+            built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+        except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
+            raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
+        t2 = time.perf_counter()
+        data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+        del built
+    meta = {
+        "seed": seed,
+        "target": resolved,
+        "batch_size": sub.n_samples,
+        "timings": {"build_s": t1 - t0, "run_s": t2 - t1, "collect_s": time.perf_counter() - t2},
+        "config": cfg.to_dict(),
+    }
+    return _record(snn, data, sub.n_samples, cfg, dt, meta)
+
+
+def _iter_standalone(
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, progress: Any
+) -> Iterator[tuple[int, SpikeRecord]]:
+    import brian2 as b2
+    from brian2.devices.device import get_device
+
+    bs = min(bs, plan.n_samples - starts[0])
+    if cfg.build_dir is not None:
+        directory = str(cfg.build_dir)
+    else:
+        # one project per network structure: Brian2 rewrites only changed sources and make
+        # recompiles only those, so a second simulate() of the same network skips compilation
+        directory = str(standalone_cache_dir() / f"{snn.name}_{_structure_key(snn, bs, cfg, dt)}")
+    os.makedirs(directory, exist_ok=True)
+    with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
+        t0 = time.perf_counter()
+        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps)
+        # placeholder values; every run overrides them through run_args
+        first = plan.select(starts[0], starts[0] + bs)
+        for view, value in built.input_values(snn, first).items():
+            view[:] = value
+        built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+        device = get_device()
+        try:
+            device.build(directory=directory, compile=True, run=False, with_output=False)
+        except Exception as err:
+            raise SimulationError(f"network '{snn.name}': cpp_standalone build failed in '{directory}': {err}") from err
+        t_build = time.perf_counter() - t0
+        for k0 in starts:
+            sub = plan.select(k0, k0 + bs)
+            t1 = time.perf_counter()
+            run_args = built.input_values(snn, sub)
+            try:
+                device.run(run_args=run_args, with_output=False)
+            except Exception as err:
+                raise SimulationError(f"network '{snn.name}': standalone run failed: {err}") from err
+            t2 = time.perf_counter()
+            data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+            meta = {
+                "seed": cfg.seed,
+                "target": "cpp_standalone",
+                "batch_size": bs,
+                "timings": {"build_s": t_build if k0 == starts[0] else 0.0, "run_s": t2 - t1,
+                            "collect_s": time.perf_counter() - t2},
+                "config": cfg.to_dict(),
+                "build_dir": directory,
+            }
+            if progress is not None:
+                progress.update(sub.n_samples)
+            yield k0, _record(snn, data, sub.n_samples, cfg, dt, meta)
+
+
+def simulate(
+    snn: SpikingNetwork,
+    inputs: ArrayLike | None,
+    config: SimulationConfig | None = None,
+    *,
+    labels: ArrayLike | None = None,
+) -> SpikeRecord:
+    """Simulate a spiking network on many samples in batched Brian2 runs.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+        A converted (or hand-built) network.
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        Inputs in ANN units (encoded as ``snn.encoding`` says); None for
+        networks without an input population (one sample).
+    config : SimulationConfig, optional
+        Steps, dt, batch size, target, seed, memory budget, recorded populations.
+    labels : array_like, shape (n_samples,), optional
+        Stored in the record (``record.accuracy_over_time()`` then needs no argument).
+
+    Returns
+    -------
+    SpikeRecord
+        ``output_counts_t``, ``output_potential_t``, ``counts`` of every
+        spiking population, ``spikes`` of the recorded ones, ``readout`` and
+        ``meta`` (seed, target, timings, batch size).
+
+    Examples
+    --------
+    >>> from spikebridge.config import SimulationConfig
+    >>> from spikebridge.conversion.network import Population, SpikingNetwork
+    >>> net = SpikingNetwork([Population(name="a", n=1, model="if", bias=370.0, role="output")], output="a")
+    >>> rec = simulate(net, None, SimulationConfig(n_steps=64, target="numpy"))
+    >>> int(rec.output_counts[0, 0])
+    23
+    """
+    cfg = config if config is not None else SimulationConfig()
+    t0 = time.perf_counter()
+    parts = [rec for _, rec in iter_simulate(snn, inputs, cfg)]
+    if not parts:
+        raise ValidationError("simulate: no samples to simulate", attr="inputs")
+    out = concat_records(parts)
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.shape[0] != out.n_samples:
+            raise ValidationError(f"simulate: {y.shape[0]} labels for {out.n_samples} samples", attr="labels")
+        out.labels = y
+    timings = [r.meta.get("timings", {}) for r in parts]
+    out.meta = {
+        "seed": cfg.seed,
+        "target": parts[0].meta.get("target"),
+        "batch_size": parts[0].meta.get("batch_size"),
+        "n_batches": len(parts),
+        "timings": {
+            "build_s": float(sum(t.get("build_s", 0.0) for t in timings)),
+            "run_s": float(sum(t.get("run_s", 0.0) for t in timings)),
+            "collect_s": float(sum(t.get("collect_s", 0.0) for t in timings)),
+            "total_s": time.perf_counter() - t0,
+        },
+        "config": cfg.to_dict(),
+    }
+    return out

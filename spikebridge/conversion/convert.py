@@ -1,0 +1,407 @@
+"""ANN → spiking network conversion (pure numpy, no Brian2).
+
+How layers map
+--------------
+* Every run of linear layers between two activation boundaries (Dense,
+  Conv2d, AvgPool2d after a linear layer, GlobalAvgPool2d, Flatten, Identity
+  / Dropout) is composed into **one** sparse projection with one bias.
+  Flatten is an index mapping and needs no population.
+* A ReLU ends a run: the neurons of the new population fire at a rate
+  proportional to the rectified activation.  ReLU, Identity and Dropout never
+  need neurons of their own.
+* An AvgPool2d / GlobalAvgPool2d directly after a population becomes a
+  population of its own (weights ``1/k²``): folding it into the next
+  convolution would multiply that convolution's synapses by the window size.
+* MaxPool2d (``ConversionConfig.maxpool``):
+
+  - ``"gate"`` (default): a spiking OR gate per window — an IF neuron with
+    reset to zero whose every input synapse weighs one threshold, so it fires
+    in each step in which at least one input fired.  Its rate lies between
+    the largest input rate and their sum; it equals the max for inputs that
+    fire in the same steps, and over-estimates for desynchronised ones.
+  - ``"avg"``: replaced by average pooling (a ``ConversionWarning`` says so).
+  - ``"refuse"``: raise :class:`~spikebridge.errors.ConversionError`.
+
+* The last linear run is the output population.  Softmax at the end is dropped
+  (argmax is unchanged).  Its activations may be negative, so:
+
+  - ``output="count"`` (classification default): IF neurons; negative outputs
+    stay silent and ties (also all-silent) are broken by the membrane
+    potential, which after reset by subtraction is the sub-threshold remainder.
+  - ``output="potential"``: a non-spiking ``"integrator"`` whose potential is
+    the exact sum of its (signed) input; the decoded value is
+    ``v / steps × scale``.  Regression always uses this mode.
+
+Normalisation and neurons
+-------------------------
+See :mod:`spikebridge.conversion.normalise`.  With threshold θ, weights and
+biases are multiplied by θ so that rates do not depend on θ.  Biases become
+constant currents ``bias = θ b_l / (λ_l dt)`` (threshold units per second).
+
+Input encodings: ``"current"`` — the first layer receives the constant current
+``W_1 x / λ_0 / dt`` (no input spikes, no delay); ``"poisson"`` /
+``"regular"`` — the input population fires with rate
+``clip(x / λ_0, 0, 1) × max_rate`` and the first projection's weights are
+divided by ``max_rate dt`` so the expected drive is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+
+from ..config import ConversionConfig
+from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError, ValidationError
+from ..ir.evaluate import evaluate
+from ..ir.graph import AnnGraph, safe_name
+from ..ir.layers import AvgPool2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
+from .delays import delay_steps, draw_delays, pipeline_latency
+from .network import Population, Projection, SpikingNetwork
+from .normalise import activation_scale
+from .operators import is_linear, linear_operator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["convert", "Stage", "plan_stages"]
+
+_SUPPORTED = ("Input", "Dense", "Conv2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPool2d", "Flatten", "ReLU", "Identity", "Softmax")
+
+
+@dataclass
+class Stage:
+    """One population to be made, with the linear map that feeds it.
+
+    Attributes
+    ----------
+    name : str
+        Population name.
+    kind : {"relu", "pool", "gate", "output"}
+    layer : str
+        ANN layer whose activation the population represents.
+    source : str
+        Population (or ``"input"``) that feeds it.
+    matrix : scipy.sparse.csr_matrix, shape (n, n_source)
+        Composed linear map in ANN units.
+    bias : ndarray (n,) or None
+    shape : tuple of int
+        Logical shape of the population.
+    rectify : bool
+        Whether its calibration activation must be rectified first (a
+        population before a MaxPool that precedes the ReLU).
+    """
+
+    name: str
+    kind: str
+    layer: str
+    source: str
+    matrix: sp.csr_matrix
+    bias: NDArray[np.float64] | None
+    shape: tuple[int, ...]
+    rectify: bool = False
+
+
+def _gate_operator(layer: MaxPool2d, in_shape: tuple[int, ...]) -> sp.csr_matrix:
+    """One unit-weight synapse from every input of a max-pool window to its output."""
+    from .operators import pool_operator
+
+    k = layer.kernel_size
+    mat = pool_operator(in_shape, k, layer.stride, layer.padding)  # type: ignore[arg-type]
+    mat.data[:] = 1.0
+    return mat
+
+
+def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
+    """Split the ANN into populations and the composed linear maps between them.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        A layer type conversion cannot represent, or a Softmax that is not last.
+    ConversionError
+        A MaxPool2d with ``maxpool="refuse"``.
+    """
+    stages: list[Stage] = []
+    source = "input"
+    cur_shape: tuple[int, ...] = graph.input_shape
+    mat: sp.csr_matrix | None = None
+    bias: NDArray[np.float64] | None = None
+    named: str | None = None  # last weighted layer of the pending run: names the population
+    used: set[str] = {"input"}
+    layers = list(graph.layers)
+
+    def unique(base: str) -> str:
+        name = safe_name(base)
+        out, k = name, 1
+        while out in used:
+            k += 1
+            out = f"{name}_{k}"
+        used.add(out)
+        return out
+
+    def close(kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> None:
+        nonlocal source, mat, bias, named
+        n_src = int(np.prod(stages[-1].shape)) if stages else int(np.prod(graph.input_shape))
+        m = mat if mat is not None else sp.identity(n_src, format="csr")
+        stage = Stage(unique(named or layer_name), kind, layer_name, source, sp.csr_matrix(m), bias, tuple(shape), rectify)
+        stages.append(stage)
+        source, mat, bias, named = stage.name, None, None, None
+
+    for idx, layer in enumerate(layers):
+        if isinstance(layer, Input):
+            continue
+        in_shape = graph.input_shape_of(layer.name)
+        out_shape = graph.shapes[layer.name]
+        if isinstance(layer, MaxPool2d) and config.maxpool == "avg":
+            warnings.warn(
+                f"MaxPool2d '{layer.name}' replaced by average pooling (maxpool='avg'); "
+                "the SNN now approximates a slightly different ANN",
+                ConversionWarning,
+                stacklevel=3,
+            )
+            layer = AvgPool2d(name=layer.name, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding)
+        if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and source != "input":
+            # pooling of spiking activity: its own population (see the module docstring)
+            m, _ = linear_operator(layer, in_shape)
+            mat, bias, named = m, None, layer.name
+            close("pool", layer.name, out_shape)
+        elif is_linear(layer):
+            m, b = linear_operator(layer, in_shape)
+            if m is not None:
+                mat = m if mat is None else sp.csr_matrix(m @ mat)
+                if bias is not None:
+                    bias = m @ bias
+            if b is not None:
+                bias = b if bias is None else bias + b
+            if layer.has_weights or isinstance(layer, (AvgPool2d, GlobalAvgPool2d)):
+                named = layer.name
+        elif isinstance(layer, ReLU):
+            if mat is None and bias is None:
+                continue  # rates are already non-negative
+            close("relu", layer.name, out_shape)
+        elif isinstance(layer, MaxPool2d):
+            if config.maxpool == "refuse":
+                raise ConversionError(
+                    f"MaxPool2d '{layer.name}' has no exact spiking form; convert with maxpool='gate' "
+                    "(spiking OR gate, approximate) or maxpool='avg' (replace it by average pooling), or "
+                    "retrain the model with AvgPool2d"
+                )
+            if mat is not None or bias is not None:
+                prev = graph.predecessor(layer.name)
+                # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
+                close("relu", prev or layer.name, in_shape, rectify=True)
+            mat, bias, named = _gate_operator(layer, in_shape), None, layer.name
+            close("gate", layer.name, out_shape)
+        elif isinstance(layer, Softmax):
+            if idx != len(layers) - 1:
+                raise UnsupportedLayerError(
+                    layer.name, "Softmax", _SUPPORTED, hint="Softmax is only supported as the last layer (it is dropped)"
+                )
+        else:
+            raise UnsupportedLayerError(layer.name, layer.type_name, _SUPPORTED)
+    last = layers[-1].name if not isinstance(layers[-1], Softmax) else graph.predecessor(layers[-1].name)
+    if mat is not None or bias is not None:
+        close("output", last or layers[-1].name, graph.shapes[last] if last else graph.output_shape)
+    elif stages:
+        stages[-1].kind = "output"
+    else:
+        raise ConversionError(f"model '{graph.name}' has no layer to convert (only {[l.type_name for l in layers]})")
+    return stages
+
+
+def _resolve_task(graph: AnnGraph, config: ConversionConfig) -> str:
+    if config.task != "auto":
+        return config.task
+    task = str(graph.metadata.get("task", "classification")).lower()
+    return "regression" if task.startswith("regress") else "classification"
+
+
+def convert(
+    graph: AnnGraph, config: ConversionConfig | None = None, calibration: ArrayLike | None = None
+) -> SpikingNetwork:
+    """Convert a trained ANN into a rate-coded spiking network.
+
+    Parameters
+    ----------
+    graph : AnnGraph
+        The trained model.
+    config : ConversionConfig, optional
+        Neuron model, normalisation, delays, encodings (defaults if None).
+    calibration : array_like, shape (n_samples, *graph.input_shape), optional
+        Data for the per-layer activation scales; required when
+        ``config.normalisation == "data"``.  A few hundred training samples suffice.
+
+    Returns
+    -------
+    SpikingNetwork
+        With ``ann=graph``, ``scales`` (λ per ANN layer named in
+        ``Population.layer``, plus the input layer), ``readout`` (``mode``,
+        ``task``, ``scale``, ``latency_steps``, ``n_out``), ``encoding``
+        (``kind``, ``max_rate``, ``scale``) and ``conversion`` (the config).
+
+    Raises
+    ------
+    ConversionError
+        Missing calibration data, or a MaxPool refused.
+    UnsupportedLayerError
+        A layer type without a spiking form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spikebridge.ir import AnnGraph, Input, Dense, ReLU
+    >>> g = AnnGraph([Input(name="x", shape=(2,)), Dense(name="fc1", weight=[[1.0, 0.5]]), ReLU(name="r1"),
+    ...               Dense(name="out", weight=[[2.0]])])
+    >>> snn = convert(g, calibration=np.array([[1.0, 2.0], [0.5, 0.0]]))
+    >>> sorted(snn.populations), snn.scales["r1"]
+    (['fc1', 'input', 'out'], 1.998)
+    """
+    cfg = config if config is not None else ConversionConfig()
+    if not isinstance(cfg, ConversionConfig):
+        raise ValidationError(f"convert: config must be a ConversionConfig, got {type(cfg).__name__}", attr="config")
+    if not isinstance(graph, AnnGraph):
+        raise ValidationError(f"convert: graph must be an AnnGraph, got {type(graph).__name__}", attr="graph")
+    task = _resolve_task(graph, cfg)
+    stages = plan_stages(graph, cfg)
+    dt, theta = cfg.dt, cfg.threshold
+
+    # -- scales ------------------------------------------------------------
+    in_name = graph.input.name
+    scales: dict[str, float] = {}
+    if cfg.normalisation == "data":
+        if calibration is None:
+            raise ConversionError(
+                f"model '{graph.name}': data-based normalisation needs calibration data; pass "
+                "calibration=x_train[:500] (or --calibration on the CLI), or use normalisation='none'"
+            )
+        acts = cast("dict[str, NDArray[np.float64]]", evaluate(graph, calibration, return_all=True))
+        scales[in_name] = activation_scale(acts[in_name], cfg.percentile, name=in_name, signed=True)
+        for st in stages:
+            a = acts[st.layer]
+            if st.rectify:
+                a = np.maximum(a, 0.0)
+            if st.kind == "gate":
+                scales[st.layer] = scales[stages[[s.name for s in stages].index(st.source)].layer]
+            else:
+                signed = st.kind == "output" and task == "regression"
+                scales[st.layer] = activation_scale(a, cfg.percentile, name=st.layer, signed=signed)
+    else:
+        scales[in_name] = 1.0
+        for st in stages:
+            scales[st.layer] = 1.0
+
+    # -- readout -----------------------------------------------------------
+    mode = cfg.output
+    if task == "regression" and mode != "potential":
+        log.info("regression model '%s': using the integrating potential read-out (counts cannot be negative)", graph.name)
+        mode = "potential"
+
+    enc_kind = cfg.input_encoding
+    rng = np.random.default_rng(cfg.seed)
+    pop_of_layer = {"input": in_name}
+    populations = [
+        Population(name="input", n=int(np.prod(graph.input_shape)), model="input", shape=graph.input_shape,
+                   role="input", layer=in_name)
+    ]
+    projections: list[Projection] = []
+    proj_order: list[str] = []
+    mean_steps: dict[str, float] = {}
+    used = {"input"} | {st.name for st in stages}
+    for st in stages:
+        lam_src = scales[in_name] if st.source == "input" else scales[pop_of_layer[st.source]]
+        lam = scales[st.layer]
+        pop_of_layer[st.name] = st.layer
+        is_out = st.kind == "output"
+        n = int(np.prod(st.shape))
+        bias = np.zeros(n) if st.bias is None else np.asarray(st.bias, dtype=np.float64)
+        bias_rate = theta * bias / lam / dt
+        if st.kind == "gate":
+            w_scale = theta  # one input spike always crosses the threshold
+        else:
+            w_scale = theta * lam_src / lam
+        if st.source == "input" and enc_kind != "current":
+            w_scale /= cfg.max_rate * dt
+        coo = st.matrix.tocoo()
+        keep = coo.data != 0
+        pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+        if is_out and mode == "potential":
+            model, v_init = "integrator", 0.0
+        else:
+            model, v_init = cfg.neuron, cfg.v_init * theta
+        populations.append(
+            Population(
+                name=st.name,
+                n=n,
+                model=model,
+                shape=st.shape,
+                threshold=theta,
+                reset="zero" if st.kind == "gate" else cfg.reset,
+                v_init=v_init,
+                tau_mem=cfg.tau_mem if model == "lif" else None,
+                bias=bias_rate if np.any(bias_rate) else 0.0,
+                refractory=cfg.refractory,
+                role="output" if is_out else "hidden",
+                layer=st.layer,
+            )
+        )
+        pname = f"{st.source}_{st.name}"
+        k = 1
+        while pname in used:
+            k += 1
+            pname = f"{st.source}_{st.name}_{k}"
+        used.add(pname)
+        delay = draw_delays(len(w), dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
+        mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
+        proj_order.append(pname)
+        projections.append(
+            Projection(
+                name=pname,
+                pre=st.source,
+                post=st.name,
+                pre_index=pre,
+                post_index=post,
+                weight=w,
+                delay=delay,
+                kind=st.kind if st.kind in ("pool", "gate") else ("conv" if len(st.shape) == 3 else "dense"),
+                layer=st.layer,
+            )
+        )
+    out_stage = stages[-1]
+    latency = pipeline_latency(proj_order, mean_steps, first_is_current=enc_kind == "current")
+    readout = {
+        "mode": mode,
+        "task": task,
+        "scale": scales[out_stage.layer] / (theta if mode == "potential" else 1.0),
+        "latency_steps": latency,
+        "n_out": int(np.prod(out_stage.shape)),
+        "threshold": theta,
+    }
+    encoding = {"kind": enc_kind, "max_rate": float(cfg.max_rate), "scale": scales[in_name]}
+    snn = SpikingNetwork(
+        populations,
+        projections,
+        input="input",
+        output=out_stage.name,
+        dt=dt,
+        readout=readout,
+        encoding=encoding,
+        conversion=cfg.to_dict(),
+        scales=scales,
+        ann=graph,
+        name=safe_name(graph.name),
+        metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes")},
+    )
+    if cfg.lateral_inhibition > 0:
+        from .recurrent import add_lateral_inhibition
+
+        snn = add_lateral_inhibition(snn, cfg.lateral_inhibition)
+    if cfg.dale != "none":
+        from .dale import apply_dale
+
+        snn = apply_dale(snn, cfg)
+    return snn

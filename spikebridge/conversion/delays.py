@@ -1,0 +1,71 @@
+"""Synaptic delays of converted projections and the read-out latency they add.
+
+Every projection gets a base delay (``ConversionConfig.delay``, default one
+time step) and optionally a per-synapse extra delay drawn uniformly from
+``[0, delay_jitter]`` with the conversion seed, rounded to whole steps (the
+simulator works on a grid of ``dt``).  A delay below one step counts as one
+step (see the discrete-time semantics in ``conversion/network.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["delay_steps", "draw_delays", "pipeline_latency"]
+
+
+def delay_steps(delay: float | NDArray[np.float64], dt: float) -> NDArray[np.int64]:
+    """Delays in whole time steps (at least 1).
+
+    Examples
+    --------
+    >>> delay_steps(np.array([0.0, 1e-3, 2.4e-3]), 1e-3).tolist()
+    [1, 1, 2]
+    """
+    steps = np.rint(np.asarray(delay, dtype=np.float64) / dt).astype(np.int64)
+    return np.maximum(steps, 1)
+
+
+def draw_delays(
+    n_synapses: int, *, dt: float, delay: float | None, jitter: float, rng: np.random.Generator
+) -> float | NDArray[np.float64]:
+    """Delay of one projection in seconds: a scalar, or one value per synapse with jitter.
+
+    Parameters
+    ----------
+    n_synapses : int
+    dt : float
+        Time step in seconds.
+    delay : float or None
+        Base delay in seconds (None = one step).
+    jitter : float
+        Width in seconds of the uniform extra delay (0 = none).
+    rng : numpy.random.Generator
+        Seeded generator (conversion seed), so delays are reproducible.
+    """
+    base = int(delay_steps(dt if delay is None else delay, dt))
+    if jitter <= 0:
+        return base * dt
+    extra = np.rint(rng.uniform(0.0, jitter, size=n_synapses) / dt)
+    return (base + extra) * dt
+
+
+def pipeline_latency(
+    order: list[str], mean_steps: Mapping[str, float], first_is_current: bool
+) -> int:
+    """Steps from input to output along a chain of projections.
+
+    Parameters
+    ----------
+    order : list of str
+        Projection names from input to output.
+    mean_steps : mapping
+        Mean delay in steps of each projection.
+    first_is_current : bool
+        Current-encoded input reaches the first layer without delay.
+    """
+    names = order[1:] if first_is_current else order
+    return int(round(sum(mean_steps[n] for n in names)))

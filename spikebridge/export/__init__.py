@@ -1,0 +1,1 @@
+"""Exporters of spikebridge results to community formats (NWB)."""

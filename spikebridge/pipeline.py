@@ -1,0 +1,301 @@
+"""The whole job in one call: convert → simulate → compare → graph → report.
+
+Used by ``spikebridge demo`` (on the shipped digits models) and
+``spikebridge run experiment.toml`` (any model and data).  Every stage writes
+its result into the output directory as it finishes, so an interrupted run
+keeps what it finished and ``resume=True`` continues the simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConversionConfig, SimulationConfig, load_toml
+from .errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExperimentSpec", "ModelResult", "run_experiment", "load_experiment", "demo_spec", "EXPERIMENT_KEYS"]
+
+#: documented keys of an experiment TOML file, per table
+EXPERIMENT_KEYS: dict[str, dict[str, str]] = {
+    "experiment": {
+        "name": "title of the report",
+        "out": "output directory (created); CLI --out overrides it",
+    },
+    "model": {
+        "path": "model file, or shipped:NAME for a shipped model (digits_mlp, digits_cnn)",
+        "format": "force a model format (see `spikebridge formats`)",
+        "name": "label used in file names and the report (default: the file's stem)",
+    },
+    "data": {
+        "calibration": "calibration data spec (digits:train, a .npz/.h5 file, idx:IMAGES,LABELS)",
+        "test": "test data spec (default digits:test)",
+        "calibration_samples": "use only the first N calibration samples",
+        "limit": "use only the first N test samples",
+    },
+    "conversion": {k: "see ConversionConfig" for k in ConversionConfig.__dataclass_fields__},
+    "simulation": {k: "see SimulationConfig" for k in SimulationConfig.__dataclass_fields__},
+    "report": {
+        "plots": "write figures (needs matplotlib)",
+        "graph": "run the connectivity analysis",
+        "raster_samples": "number of samples shown in the spike raster",
+    },
+}
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment: a model, data, configs and report options.
+
+    Parameters
+    ----------
+    model : str
+        Path of a model file, or ``"shipped:NAME"``.
+    name : str
+        Label for file names and the report.
+    conversion, simulation : ConversionConfig, SimulationConfig
+    calibration, test : str
+        Data specs understood by :func:`spikebridge.datasets.load_dataset`.
+    calibration_samples, limit : int or None
+    model_format : str or None
+    plots, graph : bool
+    raster_samples : int
+    """
+
+    model: str
+    name: str
+    conversion: ConversionConfig = field(default_factory=ConversionConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    calibration: str = "digits:train"
+    test: str = "digits:test"
+    calibration_samples: int | None = None
+    limit: int | None = None
+    model_format: str | None = None
+    plots: bool = True
+    graph: bool = True
+    raster_samples: int = 3
+
+
+@dataclass
+class ModelResult:
+    """What one experiment produced (paths and headline numbers)."""
+
+    name: str
+    network_path: Path
+    store_path: Path
+    summary: dict[str, Any]
+    comparison: dict[str, Any]
+    graph: dict[str, Any] | None
+    ops: dict[str, Any] | None
+    figures: dict[str, Path]
+    timings: dict[str, float]
+
+
+def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
+    """Read an experiment TOML file.
+
+    Returns
+    -------
+    spec : ExperimentSpec
+    out : str or None
+        The ``[experiment] out`` directory, if given.
+    title : str
+        The ``[experiment] name``.
+
+    Raises
+    ------
+    ValidationError
+        Unknown table or key (the message names it and lists the known ones),
+        or a bad value.
+    """
+    raw = load_toml(path)
+    unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ValidationError(
+            f"experiment file '{path}': unknown table [{unknown[0]}]; known tables: {', '.join(EXPERIMENT_KEYS)}", attr=unknown[0]
+        )
+    for table, keys in EXPERIMENT_KEYS.items():
+        section = raw.get(table, {})
+        if not isinstance(section, Mapping):
+            raise ValidationError(f"experiment file '{path}': [{table}] must be a table", attr=table)
+        bad = sorted(set(section) - set(keys))
+        if bad:
+            raise ValidationError(
+                f"experiment file '{path}': unknown key '{bad[0]}' in [{table}]; known keys: {', '.join(sorted(keys))}",
+                attr=f"{table}.{bad[0]}",
+            )
+    model = raw.get("model", {})
+    if "path" not in model:
+        raise ValidationError(f"experiment file '{path}': [model] needs 'path'", attr="model.path")
+    data = raw.get("data", {})
+    rep = raw.get("report", {})
+    exp = raw.get("experiment", {})
+    model_path = str(model["path"])
+    if not model_path.startswith("shipped:") and not Path(model_path).is_absolute():
+        model_path = str((Path(path).parent / model_path).resolve())
+    spec = ExperimentSpec(
+        model=model_path,
+        name=str(model.get("name") or Path(model_path.replace("shipped:", "")).stem),
+        model_format=model.get("format"),
+        conversion=ConversionConfig.from_dict(raw.get("conversion", {})),
+        simulation=SimulationConfig.from_dict(raw.get("simulation", {})),
+        calibration=str(data.get("calibration", "digits:train")),
+        test=str(data.get("test", "digits:test")),
+        calibration_samples=data.get("calibration_samples"),
+        limit=data.get("limit"),
+        plots=bool(rep.get("plots", True)),
+        graph=bool(rep.get("graph", True)),
+        raster_samples=int(rep.get("raster_samples", 3)),
+    )
+    return spec, exp.get("out"), str(exp.get("name", spec.name))
+
+
+def demo_spec(name: str, *, quick: bool = False, target: str = "auto") -> ExperimentSpec:
+    """The demo's experiment for shipped model ``name`` ("digits_mlp" or "digits_cnn")."""
+    steps = 64 if quick else 128
+    conversion = ConversionConfig(v_init=0.5)
+    simulation = SimulationConfig(n_steps=steps, target=target, seed=0, record=("all",))
+    return ExperimentSpec(model=f"shipped:{name}", name=name, conversion=conversion, simulation=simulation)
+
+
+def _load_model(spec: ExperimentSpec) -> Any:
+    if spec.model.startswith("shipped:"):
+        from .models import load_shipped
+
+        return load_shipped(spec.model.split(":", 1)[1])
+    from .importers.registry import load_model
+
+    return load_model(spec.model, format=spec.model_format)
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> ModelResult:
+    """Convert, simulate, compare, analyse and plot one model; write everything to ``out_dir``.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+    out_dir : str or path-like
+        Receives ``<name>_net.h5``, ``<name>_spikes.h5``, ``<name>_summary.json``
+        and figures ``<name>_*.png``.
+    resume : bool
+        Continue an interrupted simulation in the existing spike store.
+    overwrite : bool
+        Replace existing output files.
+    say : callable, optional
+        Receives one-line progress messages (the CLI prints them).
+
+    Returns
+    -------
+    ModelResult
+    """
+    from .analysis.compare import compare
+    from .conversion.convert import convert
+    from .datasets import load_dataset
+    from .ir import evaluate
+    from .store.stream import simulate_to_store
+
+    say = say or (lambda msg: log.info(msg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    graph = _load_model(spec)
+    x_cal, _ = load_dataset(spec.calibration)
+    if spec.calibration_samples:
+        x_cal = x_cal[: spec.calibration_samples]
+    x, y = load_dataset(spec.test)
+    if spec.limit:
+        x, y = x[: spec.limit], (None if y is None else y[: spec.limit])
+    say(f"[{spec.name}] converting ({graph.n_params():,} parameters, {len(x_cal)} calibration samples)")
+    snn = convert(graph, spec.conversion, calibration=x_cal)
+    net_path = out / f"{spec.name}_net.h5"
+    snn.save(net_path, overwrite=True)
+    timings["convert_s"] = time.perf_counter() - t0
+
+    store_path = out / f"{spec.name}_spikes.h5"
+    t1 = time.perf_counter()
+    say(
+        f"[{spec.name}] simulating {len(x)} samples x {spec.simulation.n_steps} steps "
+        f"({snn.n_neurons} neurons, {snn.n_synapses} synapses per sample; target {spec.simulation.target}"
+        + (", compiling on first use" if spec.simulation.target in ("auto", "cython", "cpp_standalone") else "")
+        + ")"
+    )
+    record = simulate_to_store(
+        snn, x, store_path, spec.simulation, labels=y, resume=resume, overwrite=overwrite or not resume, ann_activations=True
+    )
+    timings["simulate_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    report = compare(store_path)
+    comparison = report.to_dict()
+    timings["compare_s"] = time.perf_counter() - t2
+
+    ops_dict = None
+    try:
+        from .analysis.ops import operations
+
+        ops_dict = operations(snn, record).to_dict()
+    except ImportError:  # pragma: no cover - ops module missing in a partial install
+        ops_dict = None
+
+    graph_dict = None
+    if spec.graph:
+        from .analysis.graph import analyse
+
+        graph_dict = analyse(snn).to_dict()
+
+    figures: dict[str, Path] = {}
+    if spec.plots:
+        say(f"[{spec.name}] drawing figures")
+        figures = _figures(spec, out, store_path, record, snn, x, y)
+
+    ann_out = evaluate(graph, x).reshape(len(x), -1)
+    summary: dict[str, Any] = {
+        "model": spec.name,
+        "samples": int(len(x)),
+        "n_steps": int(record.n_steps),
+        "dt_ms": record.dt * 1e3,
+        "neurons": snn.n_neurons,
+        "synapses": snn.n_synapses,
+        "simulate_s": timings["simulate_s"],
+    }
+    if y is not None and snn.readout.get("task", "classification") == "classification":
+        summary["ann_accuracy"] = float(np.mean(np.argmax(ann_out, axis=1) == y))
+        summary["snn_accuracy"] = float(np.mean(record.predictions() == y))
+    timings["total_s"] = time.perf_counter() - t0
+    (out / f"{spec.name}_summary.json").write_text(
+        json.dumps({"summary": summary, "comparison": comparison, "graph": graph_dict, "ops": ops_dict, "timings": timings}, indent=2, default=float)
+    )
+    return ModelResult(
+        name=spec.name,
+        network_path=net_path,
+        store_path=store_path,
+        summary=summary,
+        comparison=comparison,
+        graph=graph_dict,
+        ops=ops_dict,
+        figures=figures,
+        timings=timings,
+    )
+
+
+def _figures(spec: ExperimentSpec, out: Path, store_path: Path, record: Any, snn: Any, x: Any, y: Any) -> dict[str, Path]:
+    from .analysis import plot
+
+    return plot.plot_all(store_path, out, prefix=f"{spec.name}_", snn=snn, raster_samples=spec.raster_samples)

@@ -1,0 +1,675 @@
+"""The HDF5 spike store: every spike, count and read-out of a simulation, batch by batch.
+
+A :class:`SpikeStore` is an h5py-like context manager (modes ``r``, ``w``,
+``a``, ``x``) and a read-only :class:`~collections.abc.Mapping` from
+population name to :class:`~spikebridge.store.record.SpikeTrains`.  The
+layout is documented in ``docs/formats.md`` ("Spike store files") and is
+readable with plain h5py::
+
+    /                      attrs format="spikebridge.spikes", format_version=1,
+                           package_versions, conversion, simulation (JSON), seed,
+                           network_sha256, network_fingerprint, inputs_sha256,
+                           n_samples (planned), n_steps, dt (s), readout, scales,
+                           populations (JSON), meta (JSON)
+    /progress              attrs n_done = samples completely written
+    /populations/<pop>/    neuron (int32), step (int32): all spikes concatenated,
+                           sorted by (sample, step, neuron); index (int64, one
+                           exclusive end per sample); attrs n_neurons, dt
+    /counts/<pop>          int32 (n_samples, n_neurons) spike counts
+    /output/counts_t       int32 (n_samples, n_steps, n_out) cumulative output counts
+    /output/potential_t    float32 (n_samples, n_steps, n_out)
+    /labels                (n_samples, ...) targets
+    /ann/outputs           float64 (n_samples, n_out)
+    /ann/activations/<l>   float32 (n_samples, *shape of layer l)
+
+Datasets may hold rows past ``n_done`` after a crash (a batch being written
+when the process died); readers always cut at ``n_done`` and writers
+overwrite from there.
+
+Writers hold an exclusive ``flock`` on the file and switch HDF5 to SWMR mode
+once the datasets exist, so a killed writer leaves a consistent file (see
+:mod:`spikebridge.store._hdf5lock`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._h5 import check_format, json_attr, read_json_attr, write_format
+from ..errors import SpikebridgeError, StoreFormatError, StoreLockedError, ValidationError
+from ._hdf5lock import WriterLock, clear_status_flags, is_flag_error, is_lock_error
+from .record import SpikeRecord, SpikeTrains
+
+__all__ = ["SpikeStore", "StoreExistsError", "FORMAT", "VERSION", "open_store"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "spikebridge.spikes"
+VERSION = 1
+
+_LIBVER = ("v110", "latest")  # the oldest format that supports SWMR
+_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_CHUNK_BYTES = 1 << 20
+
+
+class StoreExistsError(SpikebridgeError, FileExistsError):
+    """A spike store exists where a new one was to be created."""
+
+
+def _json_safe(obj: Any) -> str:
+    try:
+        return json_attr(obj)
+    except TypeError:
+        return json.dumps(obj, default=str, sort_keys=True)
+
+
+def _rows_per_chunk(row_items: int, itemsize: int) -> int:
+    return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
+
+
+class SpikeStore(Mapping[str, SpikeTrains]):
+    """An HDF5 file of spike trains and read-outs, written batch by batch.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.h5`` file.
+    mode : {"r", "w", "a", "x"}
+        ``"r"`` read; ``"w"`` create (an existing file only with
+        ``overwrite=True``); ``"x"`` create, never overwrite; ``"a"`` read and
+        append, creating the file if missing.
+    overwrite : bool
+        Allow mode ``"w"`` to replace an existing file.
+
+    Raises
+    ------
+    FileNotFoundError
+        Mode ``"r"`` and no such file.
+    StoreExistsError
+        Mode ``"w"``/``"x"`` and the file exists (without ``overwrite``).
+    StoreFormatError
+        Not HDF5, truncated, foreign (another ``format``) or a newer version.
+    StoreLockedError
+        Another writer (process or handle) has the file open for writing.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from spikebridge.store.record import SpikeRecord, SpikeTrains
+    >>> rec = SpikeRecord(n_samples=1, n_steps=2, dt=1e-3,
+    ...     output_counts_t=np.zeros((1, 2, 1), np.int32), output_potential_t=np.zeros((1, 2, 1), np.float32),
+    ...     counts={"a": np.array([[1]])},
+    ...     spikes={"a": SpikeTrains(n_neurons=1, n_samples=1, dt=1e-3, sample=[0], neuron=[0], step=[1])})
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> with SpikeStore(path, "w") as st:
+    ...     st.append_batch(0, rec)
+    1
+    >>> with SpikeStore(path) as st:
+    ...     st.n_done, list(st), st["a"].step.tolist()
+    (1, ['a'], [1])
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, overwrite: bool = False) -> None:
+        if mode not in ("r", "w", "a", "x"):
+            raise ValidationError(f"SpikeStore: mode {mode!r} is not one of 'r', 'w', 'a', 'x'", attr="mode")
+        self.path = Path(path)
+        self.mode = mode
+        self._lock: WriterLock | None = None
+        self._f: h5py.File | None = None
+        self._swmr = False
+        if mode == "r":
+            self._f = self._open_read()
+        else:
+            self._f = self._open_write(mode, overwrite)
+
+    # -- opening --------------------------------------------------------------
+    def _open_read(self) -> h5py.File:
+        if not self.path.exists():
+            raise FileNotFoundError(f"spike store '{self.path}' does not exist")
+        try:
+            f = h5py.File(self.path, "r", locking=False)
+        except OSError as err:
+            if not is_flag_error(err):
+                raise self._format_error(err) from err
+            # A writer is running or was killed: SWMR reading sees the last flush.
+            try:
+                f = h5py.File(self.path, "r", locking=False, swmr=True)
+            except OSError as err2:
+                raise self._format_error(err2) from err2
+        try:
+            check_format(f, FORMAT, VERSION, path=str(self.path))
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def _format_error(self, err: OSError) -> StoreFormatError:
+        first = str(err).splitlines()[0] if str(err) else repr(err)
+        return StoreFormatError(f"spike store '{self.path}' is not a readable HDF5 file (truncated or not HDF5): {first}")
+
+    def _open_write(self, mode: str, overwrite: bool) -> h5py.File:
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists and mode == "x":
+            raise StoreExistsError(f"spike store '{self.path}' already exists; choose another path, or use --overwrite / --resume")
+        if exists and mode == "w" and not overwrite:
+            raise StoreExistsError(
+                f"spike store '{self.path}' already exists; pass --overwrite to replace it or --resume to continue it"
+            )
+        self._lock = WriterLock(self.path)
+        try:
+            if exists and mode == "a":
+                f = self._open_append()
+            else:
+                f = self._h5(self.path, "w")
+                write_format(f, FORMAT, VERSION)
+                f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                f.create_group("progress").attrs["n_done"] = 0
+                f.flush()
+            return f
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+
+    def _h5(self, path: Path, mode: str) -> h5py.File:
+        try:
+            # Our own flock guards writers, so HDF5's (dropped in SWMR anyway) is off.
+            return h5py.File(path, mode, libver=_LIBVER, locking=False)
+        except OSError as err:
+            if is_lock_error(err):
+                raise StoreLockedError(f"spike store '{path}' is locked by another writer: {err}") from err
+            raise
+
+    def _open_append(self) -> h5py.File:
+        try:
+            f = self._h5(self.path, "r+")
+        except OSError as err:
+            if not is_flag_error(err):
+                raise self._format_error(err) from err
+            # We hold the lock, so the writer that set the flags is dead.
+            log.info("spike store '%s': clearing the flags left by an interrupted writer", self.path)
+            clear_status_flags(self.path)
+            try:
+                f = self._h5(self.path, "r+")
+            except OSError as err2:
+                raise self._format_error(err2) from err2
+        try:
+            check_format(f, FORMAT, VERSION, path=str(self.path))
+            if "progress" not in f:
+                raise StoreFormatError(f"spike store '{self.path}' has no /progress group; it is incomplete")
+        except BaseException:
+            f.close()
+            raise
+        if "populations" in f or "output" in f:
+            self._enable_swmr(f)
+        return f
+
+    def _enable_swmr(self, f: h5py.File) -> None:
+        try:
+            f.swmr_mode = True
+            self._swmr = True
+        except (ValueError, OSError) as err:  # e.g. a file written with an old superblock
+            log.warning("spike store '%s': SWMR unavailable (%s); a crash may damage the batch being written", self.path, err)
+
+    # -- context manager ------------------------------------------------------
+    def __enter__(self) -> "SpikeStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def close(self) -> None:
+        """Flush and close the file and release the writer lock (idempotent)."""
+        if self._f is not None:
+            try:
+                if self.mode != "r" and self._f.id.valid:
+                    self._trim()
+                    self._f.flush()
+            finally:
+                self._f.close()
+                self._f = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def flush(self) -> None:
+        """Write everything buffered to disk."""
+        self.file.flush()
+
+    @property
+    def file(self) -> h5py.File:
+        """The open :class:`h5py.File`."""
+        if self._f is None or not self._f.id.valid:
+            raise ValidationError(f"spike store '{self.path}' is closed")
+        return self._f
+
+    @property
+    def writable(self) -> bool:
+        return self.mode != "r"
+
+    # -- header ---------------------------------------------------------------
+    def write_header(
+        self,
+        *,
+        n_steps: int,
+        dt: float,
+        n_samples: int | None = None,
+        seed: int | None = None,
+        conversion: Mapping[str, Any] | None = None,
+        simulation: Mapping[str, Any] | None = None,
+        network_sha256: str | None = None,
+        network_fingerprint: str | None = None,
+        inputs_sha256: str | None = None,
+        readout: Mapping[str, Any] | None = None,
+        scales: Mapping[str, float] | None = None,
+        populations: Mapping[str, Mapping[str, Any]] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record how the spikes were made (root attributes).
+
+        Parameters
+        ----------
+        n_steps : int
+            Time steps per sample.
+        dt : float
+            Time step in seconds.
+        n_samples : int, optional
+            Samples the run plans to write (``-1`` when unknown).
+        seed : int, optional
+        conversion, simulation : mapping, optional
+            Resolved configuration dicts (stored as JSON).
+        network_sha256 : str, optional
+            SHA-256 of the network file's bytes.
+        network_fingerprint : str, optional
+            SHA-256 of the network's content (:func:`spikebridge.store.stream.network_fingerprint`).
+        inputs_sha256 : str, optional
+            SHA-256 of the input array.
+        readout, scales : mapping, optional
+            The network's read-out description and per-layer λ.
+        populations : mapping, optional
+            Per population: ``n``, ``layer``, ``role``, ``model``, ``shape``, ``latency_steps``.
+        meta : mapping, optional
+            Anything else (JSON-serialisable; other objects are stored as text).
+        """
+        self._check_writable("write_header")
+        a = self.file.attrs
+        a["n_steps"] = int(n_steps)
+        a["dt"] = float(dt)
+        a["n_samples"] = -1 if n_samples is None else int(n_samples)
+        a["seed"] = -1 if seed is None else int(seed)
+        a["network_sha256"] = network_sha256 or ""
+        a["network_fingerprint"] = network_fingerprint or ""
+        a["inputs_sha256"] = inputs_sha256 or ""
+        for key, value in (
+            ("conversion", conversion),
+            ("simulation", simulation),
+            ("readout", readout),
+            ("scales", scales),
+            ("populations", populations),
+            ("meta", meta),
+        ):
+            a[key] = _json_safe(dict(value or {}))
+        # JSON objects are written with sorted keys; keep the network's order apart.
+        a["population_order"] = _json_safe(list(populations or {}))
+        self.file.flush()
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes, JSON ones decoded."""
+        out: dict[str, Any] = {}
+        for key, value in self.file.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if key in ("package_versions", "conversion", "simulation", "readout", "scales", "populations", "meta", "population_order"):
+                value = read_json_attr(self.file, key, {})
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+        return out
+
+    def _attr_json(self, key: str) -> dict[str, Any]:
+        return read_json_attr(self.file, key, {}) or {}
+
+    @property
+    def n_done(self) -> int:
+        """Samples completely written (the only ones readers see)."""
+        return int(self.file["progress"].attrs.get("n_done", 0)) if "progress" in self.file else 0
+
+    @property
+    def n_samples(self) -> int | None:
+        """Samples the run planned (None when unknown)."""
+        value = int(self.file.attrs.get("n_samples", -1))
+        return None if value < 0 else value
+
+    @property
+    def complete(self) -> bool:
+        """True when every planned sample is written."""
+        planned = self.n_samples
+        return planned is not None and self.n_done >= planned
+
+    @property
+    def n_steps(self) -> int:
+        if "n_steps" not in self.file.attrs:
+            raise StoreFormatError(f"spike store '{self.path}' has no n_steps attribute (nothing written yet)")
+        return int(self.file.attrs["n_steps"])
+
+    @property
+    def dt(self) -> float:
+        """Time step in seconds."""
+        return float(self.file.attrs.get("dt", 0.0))
+
+    @property
+    def seed(self) -> int | None:
+        value = int(self.file.attrs.get("seed", -1))
+        return None if value < 0 else value
+
+    @property
+    def readout(self) -> dict[str, Any]:
+        return self._attr_json("readout")
+
+    @property
+    def scales(self) -> dict[str, float]:
+        """Per-layer normalisation scales λ (as stored from the network)."""
+        return {k: float(v) for k, v in self._attr_json("scales").items()}
+
+    @property
+    def population_info(self) -> dict[str, dict[str, Any]]:
+        """Per population, in network order: ``n``, ``layer``, ``role``, ``model``, ``shape``, ``latency_steps``."""
+        info = self._attr_json("populations")
+        order = read_json_attr(self.file, "population_order", None) or []
+        return {name: info[name] for name in [*order, *sorted(set(info) - set(order))] if name in info}
+
+    # -- mapping of spike trains ------------------------------------------------
+    def __getitem__(self, name: str) -> SpikeTrains:
+        return self.read_spikes(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.file["populations"]) if "populations" in self.file else iter(())
+
+    def __len__(self) -> int:
+        return len(self.file["populations"]) if "populations" in self.file else 0
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and "populations" in self.file and name in self.file["populations"]
+
+    def __repr__(self) -> str:
+        state = "closed" if self._f is None else f"mode {self.mode!r}, {self.n_done} samples"
+        return f"SpikeStore('{self.path}', {state})"
+
+    def read_spikes(self, name: str, start: int = 0, stop: int | None = None) -> SpikeTrains:
+        """Spike trains of population ``name`` for samples ``start..stop-1`` (renumbered from 0).
+
+        Raises
+        ------
+        KeyError
+            If no spikes of ``name`` were recorded; the message lists those that were.
+        """
+        if name not in self:
+            raise KeyError(f"no spike trains for population {name!r} in '{self.path}'; recorded: {list(self)}")
+        g = self.file["populations"][name]
+        n_done = self.n_done
+        stop = n_done if stop is None else min(int(stop), n_done)
+        start = max(0, int(start))
+        n = max(0, stop - start)
+        index = g["index"][:stop].astype(np.int64)
+        lo = int(index[start - 1]) if start > 0 else 0
+        hi = int(index[stop - 1]) if stop > 0 else 0
+        ends = index[start:stop] - lo
+        per_sample = np.diff(np.concatenate([[0], ends])) if n else np.zeros(0, np.int64)
+        return SpikeTrains(
+            n_neurons=int(g.attrs["n_neurons"]),
+            n_samples=n,
+            dt=float(g.attrs.get("dt", self.dt)),
+            sample=np.repeat(np.arange(n, dtype=np.int32), per_sample),
+            neuron=g["neuron"][lo:hi],
+            step=g["step"][lo:hi],
+        )
+
+    # -- other arrays -----------------------------------------------------------
+    def _rows(self, key: str) -> NDArray[Any] | None:
+        if key not in self.file:
+            return None
+        return self.file[key][: self.n_done]
+
+    @property
+    def count_populations(self) -> tuple[str, ...]:
+        """Populations with stored spike-count matrices."""
+        return tuple(self.file["counts"]) if "counts" in self.file else ()
+
+    def counts(self, name: str) -> NDArray[np.int64]:
+        """Spike counts of population ``name``, shape (n_done, n_neurons)."""
+        if name not in self.count_populations:
+            raise KeyError(f"no spike counts for population {name!r} in '{self.path}'; stored: {list(self.count_populations)}")
+        return self.file["counts"][name][: self.n_done].astype(np.int64)
+
+    @property
+    def labels(self) -> NDArray[Any] | None:
+        return self._rows("labels")
+
+    @property
+    def ann_outputs(self) -> NDArray[np.float64] | None:
+        """ANN outputs, shape (n_done, n_out), or None."""
+        return self._rows("ann/outputs")
+
+    def ann_activations(self) -> dict[str, NDArray[np.float32]]:
+        """Stored ANN activations per layer, each (n_done, *layer shape)."""
+        if "ann/activations" not in self.file:
+            return {}
+        g = self.file["ann/activations"]
+        return {str(g[k].attrs.get("layer", k)): g[k][: self.n_done] for k in g}
+
+    def to_record(self) -> SpikeRecord:
+        """Everything written so far as one in-memory :class:`SpikeRecord`."""
+        if "output" not in self.file:
+            raise StoreFormatError(f"spike store '{self.path}' holds no finished batch yet (n_done = {self.n_done})")
+        meta = self._attr_json("meta")
+        meta.setdefault("seed", self.seed)
+        return SpikeRecord(
+            n_samples=self.n_done,
+            n_steps=self.n_steps,
+            dt=self.dt,
+            output_counts_t=self.file["output/counts_t"][: self.n_done],
+            output_potential_t=self.file["output/potential_t"][: self.n_done],
+            counts={name: self.counts(name) for name in self.count_populations},
+            spikes={name: self.read_spikes(name) for name in self},
+            readout=self.readout,
+            labels=self.labels,
+            meta=meta,
+        )
+
+    # -- writing ------------------------------------------------------------------
+    def _check_writable(self, what: str) -> None:
+        if self.mode == "r":
+            raise ValidationError(f"SpikeStore.{what}: '{self.path}' is open read-only; open it with mode 'a' or 'w'")
+
+    def _create_layout(self, record: SpikeRecord, ann_outputs: NDArray[Any] | None, activations: Mapping[str, NDArray[Any]] | None, labels: NDArray[Any] | None) -> None:
+        f = self.file
+        if "n_steps" not in f.attrs:
+            self.write_header(n_steps=record.n_steps, dt=record.dt, readout=record.readout, meta=record.meta, seed=record.meta.get("seed"))
+        pops = f.create_group("populations")
+        for name, st in record.spikes.items():
+            g = pops.create_group(name)
+            g.attrs["n_neurons"] = int(st.n_neurons)
+            g.attrs["dt"] = float(st.dt)
+            for key in ("neuron", "step"):
+                g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **_GZIP)
+            g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **_GZIP)
+        cg = f.create_group("counts")
+        for name, c in record.counts.items():
+            n = int(np.shape(c)[1])
+            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_rows_per_chunk(n, 4), n), **_GZIP)
+        og = f.create_group("output")
+        n_out = int(record.output_counts_t.shape[2])
+        row = (record.n_steps, n_out)
+        rows = _rows_per_chunk(record.n_steps * n_out, 4)
+        og.attrs["n_out"] = n_out
+        og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=np.int32, chunks=(rows, *row), **_GZIP)
+        og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **_GZIP)
+        if labels is not None:
+            shape = labels.shape[1:]
+            dtype = np.int64 if np.issubdtype(labels.dtype, np.integer) else np.float64
+            f.create_dataset("labels", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape))
+        if ann_outputs is not None or activations:
+            ag = f.create_group("ann")
+            if ann_outputs is not None:
+                shape = ann_outputs.shape[1:]
+                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape), **_GZIP)
+            if activations:
+                actg = ag.create_group("activations")
+                for layer, arr in activations.items():
+                    shape = tuple(np.shape(arr)[1:])
+                    key = layer.replace("/", "_")
+                    ds = actg.create_dataset(
+                        key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
+                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **_GZIP,
+                    )
+                    ds.attrs["layer"] = layer
+        f.flush()
+
+    def append_batch(
+        self,
+        first_sample: int,
+        record: SpikeRecord,
+        ann_outputs: ArrayLike | None = None,
+        activations: Mapping[str, ArrayLike] | None = None,
+        labels: ArrayLike | None = None,
+    ) -> int:
+        """Write one finished batch, flush it, then mark it done.
+
+        The progress counter ``/progress.n_done`` is updated last, after a
+        flush, so a crash at any moment leaves either the old or the new
+        count, never a half-written batch that counts.
+
+        Parameters
+        ----------
+        first_sample : int
+            Index of the batch's first sample; must equal :attr:`n_done`.
+        record : SpikeRecord
+            The batch (sample indices local to the batch).
+        ann_outputs : array_like, shape (n_batch, n_out), optional
+        activations : mapping of str to array_like (n_batch, *shape), optional
+            ANN activations per layer.
+        labels : array_like, shape (n_batch, ...), optional
+            Defaults to ``record.labels``.
+
+        Returns
+        -------
+        int
+            The new :attr:`n_done`.
+
+        Raises
+        ------
+        ValidationError
+            Out-of-order batch, or arrays whose shapes differ from the store's.
+        """
+        self._check_writable("append_batch")
+        f = self.file
+        start = self.n_done
+        if int(first_sample) != start:
+            raise ValidationError(
+                f"SpikeStore.append_batch: batch starts at sample {first_sample} but the store holds {start} samples; "
+                "batches must be appended in order",
+                attr="first_sample",
+            )
+        n = int(record.n_samples)
+        ann = None if ann_outputs is None else np.asarray(ann_outputs, dtype=np.float64).reshape(n, -1)
+        acts = {k: np.asarray(v, dtype=np.float32) for k, v in (activations or {}).items()}
+        lab = record.labels if labels is None else labels
+        lab = None if lab is None else np.asarray(lab)
+        if "output" not in f:
+            self._create_layout(record, ann, acts, lab)
+            self._enable_swmr(f)
+        elif record.n_steps != self.n_steps:
+            raise ValidationError(f"SpikeStore.append_batch: batch has {record.n_steps} steps, store has {self.n_steps}", attr="record")
+        stop = start + n
+
+        def put(ds: h5py.Dataset, data: NDArray[Any], lo: int) -> None:
+            if data.shape[1:] != ds.shape[1:]:
+                raise ValidationError(
+                    f"SpikeStore.append_batch: {ds.name} rows have shape {data.shape[1:]}, store has {ds.shape[1:]}", attr="record"
+                )
+            ds.resize(lo + data.shape[0], axis=0)
+            if data.shape[0]:
+                ds[lo : lo + data.shape[0]] = data
+
+        for name in self:
+            if name not in record.spikes:
+                raise ValidationError(f"SpikeStore.append_batch: batch lacks the spikes of population {name!r}", attr="record")
+            g = f["populations"][name]
+            st = record.spikes[name]
+            base = int(g["index"][start - 1]) if start else 0
+            ends = base + np.cumsum(np.bincount(st.sample, minlength=n)[:n]).astype(np.int64)
+            put(g["neuron"], np.asarray(st.neuron, dtype=np.int32), base)
+            put(g["step"], np.asarray(st.step, dtype=np.int32), base)
+            put(g["index"], ends, start)
+        for name in self.count_populations:
+            if name not in record.counts:
+                raise ValidationError(f"SpikeStore.append_batch: batch lacks the counts of population {name!r}", attr="record")
+            put(f["counts"][name], np.asarray(record.counts[name], dtype=np.int32), start)
+        put(f["output/counts_t"], np.asarray(record.output_counts_t, dtype=np.int32), start)
+        put(f["output/potential_t"], np.asarray(record.output_potential_t, dtype=np.float32), start)
+        if "labels" in f:
+            if lab is None:
+                raise ValidationError("SpikeStore.append_batch: the store has labels but this batch has none", attr="labels")
+            put(f["labels"], lab.astype(f["labels"].dtype), start)
+        if "ann/outputs" in f:
+            if ann is None:
+                raise ValidationError("SpikeStore.append_batch: the store has ANN outputs but this batch has none", attr="ann_outputs")
+            put(f["ann/outputs"], ann, start)
+        if "ann/activations" in f:
+            g = f["ann/activations"]
+            for key in g:
+                layer = str(g[key].attrs.get("layer", key))
+                if layer not in acts:
+                    raise ValidationError(f"SpikeStore.append_batch: batch lacks ANN activations of layer {layer!r}", attr="activations")
+                put(g[key], acts[layer], start)
+        # Data first, then the counter: a crash between the two flushes leaves
+        # n_done at the old value and the extra rows are overwritten on resume.
+        f.flush()
+        f["progress"].attrs["n_done"] = stop
+        f.flush()
+        return stop
+
+    def _trim(self) -> None:
+        """Cut datasets to ``n_done`` rows (leftovers of an interrupted batch)."""
+        f = self._f
+        if f is None or "progress" not in f:
+            return
+        n = self.n_done
+        for key in ("output/counts_t", "output/potential_t", "labels", "ann/outputs"):
+            if key in f and f[key].shape[0] > n:
+                f[key].resize(n, axis=0)
+        for group in ("counts", "ann/activations"):
+            if group in f:
+                for ds in f[group].values():
+                    if ds.shape[0] > n:
+                        ds.resize(n, axis=0)
+        if "populations" in f:
+            for g in f["populations"].values():
+                if g["index"].shape[0] > n:
+                    g["index"].resize(n, axis=0)
+                total = int(g["index"][n - 1]) if n else 0
+                for key in ("neuron", "step"):
+                    if g[key].shape[0] > total:
+                        g[key].resize(total, axis=0)
+
+
+def open_store(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> SpikeStore:
+    """Open a :class:`SpikeStore` (same arguments); a verb for readers of the API."""
+    return SpikeStore(path, mode, **kwargs)

@@ -1,0 +1,182 @@
+"""Brian2 backend: hand-computed cases, equality with the reference simulator, batching, state."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from spikebridge.backend.builder import estimate_memory, max_batch_size
+from spikebridge.backend.reference import simulate_reference
+from spikebridge.backend.runner import iter_simulate, simulate
+from spikebridge.config import ConversionConfig, SimulationConfig
+from spikebridge.conversion.convert import convert
+from spikebridge.conversion.network import load_network, save_network
+from spikebridge.errors import BuildError, ValidationError
+
+from ._nets import chain, mixed, single_if
+
+
+def _cfg(n_steps: int, **kw) -> SimulationConfig:
+    return SimulationConfig(n_steps=n_steps, target="numpy", **kw)
+
+
+def test_if_neuron_hand_count_in_brian2():
+    rec = simulate(single_if(threshold=0.5), [[0.37], [0.11]], _cfg(64))
+    assert rec.output_counts[:, 0].tolist() == [math.floor(64 * 0.37 / 0.5), math.floor(64 * 0.11 / 0.5)]
+    assert rec.meta["target"] == "numpy"
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_delay_shifts_first_spike_in_brian2(d):
+    rec = simulate(chain(d), [[1.0]], _cfg(16, record=("a", "b")))
+    assert int(rec.spikes["b"].step.min()) - int(rec.spikes["a"].step.min()) == d
+
+
+def test_refractory_caps_rate_in_brian2():
+    rec = simulate(single_if(refractory=3e-3), [[2.5]], _cfg(20))
+    assert int(rec.output_counts[0, 0]) == math.ceil(20 / 3)
+
+
+@pytest.mark.parametrize("kind", ["current", "regular"])
+def test_brian2_matches_reference_on_mixed_network(rng, kind):
+    net = mixed(rng, kind=kind)
+    x = rng.uniform(0, 1, size=(3, 5))
+    ref = simulate_reference(net, x, 120, record=("all",))
+    b2 = simulate(net, x, _cfg(120, record=("all",)))
+    assert set(b2.counts) == set(ref.counts)
+    fired = 0
+    for name in ref.counts:
+        np.testing.assert_array_equal(b2.counts[name], ref.counts[name], err_msg=name)
+        np.testing.assert_array_equal(b2.spikes[name].step, ref.spikes[name].step, err_msg=name)
+        fired += int(ref.counts[name].sum())
+    assert fired > 300  # not vacuous
+    np.testing.assert_allclose(b2.output_potential_t, ref.output_potential_t, atol=1e-5)
+
+
+def test_brian2_matches_reference_on_converted_cnn(tiny_cnn, rng):
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(40, 1, 6, 6))
+    snn = convert(g, ConversionConfig(v_init=0.5, delay_jitter=2e-3), calibration=x)
+    ref = simulate_reference(snn, x[:4], 50)
+    b2 = simulate(snn, x[:4], _cfg(50))
+    for name in ref.counts:
+        np.testing.assert_array_equal(b2.counts[name], ref.counts[name], err_msg=name)
+    np.testing.assert_array_equal(b2.output_counts_t, ref.output_counts_t)
+    assert sum(int(c.sum()) for c in ref.counts.values()) > 200
+
+
+def test_batched_equals_per_sample(tiny_mlp, rng):
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(30, 6))
+    snn = convert(g, calibration=x)
+    together = simulate(snn, x[:3], _cfg(60, record=("all",)))
+    alone = simulate(snn, x[:3], _cfg(60, record=("all",), batch_size=1))
+    assert alone.meta["n_batches"] == 3 and together.meta["n_batches"] == 1
+    for name in together.spikes:
+        for key in ("sample", "neuron", "step"):
+            np.testing.assert_array_equal(getattr(together.spikes[name], key), getattr(alone.spikes[name], key))
+    np.testing.assert_array_equal(together.output_counts_t, alone.output_counts_t)
+    assert together.spikes["fc1"].n_spikes > 20
+
+
+def test_iter_simulate_resumes_from_start(tiny_mlp, rng):
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(5, 6))
+    snn = convert(g, calibration=x)
+    batches = list(iter_simulate(snn, x, _cfg(30, batch_size=2), start=1))
+    assert [k for k, _ in batches] == [1, 3]
+    assert [r.n_samples for _, r in batches] == [2, 2]
+    full = simulate_reference(snn, x, 30)
+    np.testing.assert_array_equal(batches[1][1].output_counts_t, full.output_counts_t[3:5])
+
+
+def test_save_load_round_trip_gives_identical_spikes(tiny_cnn, rng, tmp_h5):
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(20, 1, 6, 6))
+    snn = convert(g, ConversionConfig(delay_jitter=1e-3), calibration=x)
+    save_network(snn, tmp_h5)
+    back = load_network(tmp_h5)
+    a = simulate(snn, x[:2], _cfg(40, record=("all",)))
+    b = simulate(back, x[:2], _cfg(40, record=("all",)))
+    for name in a.spikes:
+        np.testing.assert_array_equal(a.spikes[name].step, b.spikes[name].step)
+        np.testing.assert_array_equal(a.spikes[name].neuron, b.spikes[name].neuron)
+    assert back.readout == snn.readout and back.scales == snn.scales
+    assert a.spikes["conv1"].n_spikes > 50
+
+
+def test_poisson_runs_are_seeded(tiny_mlp, rng):
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(10, 6))
+    snn = convert(g, ConversionConfig(input_encoding="poisson", max_rate=500.0), calibration=x)
+    a = simulate(snn, x[:2], _cfg(50, seed=3, record=("input",)))
+    b = simulate(snn, x[:2], _cfg(50, seed=3, record=("input",)))
+    c = simulate(snn, x[:2], _cfg(50, seed=4, record=("input",)))
+    np.testing.assert_array_equal(a.spikes["input"].step, b.spikes["input"].step)
+    assert a.spikes["input"].n_spikes > 50
+    assert not np.array_equal(a.counts["input"], c.counts["input"])
+    # input rates follow x: 500 Hz * x / scale over 50 ms
+    expected = np.clip(x[:2] / snn.encoding["scale"], 0, 1) * 500 * 0.05
+    assert abs(a.counts["input"].sum() - expected.sum()) < 4 * np.sqrt(expected.sum())
+
+
+def test_memory_estimate_and_build_error(tiny_mlp, rng):
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(10, 6))
+    snn = convert(g, calibration=x)
+    one, ten = estimate_memory(snn, 1, 10), estimate_memory(snn, 10, 10)
+    assert ten > one > 0
+    assert estimate_memory(snn, 10, 1000) > ten  # the output potential is recorded every step
+    with pytest.raises(BuildError, match=r"raise max_memory to at least"):
+        simulate(snn, x, _cfg(10, max_memory=1000.0))
+    fit = max_batch_size(snn, one + 3 * (ten - one) / 9, 10)
+    assert fit == 4
+    with pytest.raises(BuildError, match=r"batch_size <= 4 would fit"):
+        simulate(snn, x, _cfg(10, max_memory=one + 3 * (ten - one) / 9, batch_size=8))
+    rec = simulate(snn, x, _cfg(10, max_memory=one + 3 * (ten - one) / 9))
+    assert rec.meta["batch_size"] == 4 and rec.meta["n_batches"] == 3 and rec.n_samples == 10
+
+
+def test_global_brian2_state_is_restored(tiny_mlp, rng):
+    import brian2
+
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(4, 6))
+    snn = convert(g, calibration=x)
+    brian2.prefs["codegen.target"] = "numpy"
+    brian2.defaultclock.dt = 0.25 * brian2.ms
+    np.random.seed(99)
+    expected_draw = np.random.RandomState(99).random_sample()
+    device = brian2.get_device()
+    simulate(snn, x, SimulationConfig(n_steps=10, target="numpy", dt=5e-4, seed=7))
+    assert brian2.prefs["codegen.target"] == "numpy"
+    assert float(brian2.defaultclock.dt / brian2.ms) == pytest.approx(0.25)
+    assert brian2.get_device() is device
+    assert np.random.random_sample() == expected_draw
+
+
+def test_inputs_are_checked(tiny_mlp, rng):
+    snn = convert(tiny_mlp(), calibration=rng.uniform(0, 1, size=(4, 6)))
+    with pytest.raises(ValidationError, match="do not match input population"):
+        simulate(snn, np.zeros((2, 5)), _cfg(5))
+    with pytest.raises(ValidationError, match="unknown population"):
+        simulate(snn, np.zeros((2, 6)), _cfg(5, record=("nope",)))
+
+
+@pytest.mark.slow
+def test_cpp_standalone_reuses_binary_and_matches_reference(tiny_mlp, rng, tmp_path):
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(5, 6))
+    snn = convert(g, ConversionConfig(delay_jitter=2e-3), calibration=x)
+    cfg = SimulationConfig(n_steps=40, target="cpp_standalone", batch_size=2, build_dir=str(tmp_path / "sa"), record=("fc1",))
+    rec = simulate(snn, x, cfg)
+    ref = simulate_reference(snn, x, 40, record=("fc1",))
+    assert rec.meta["n_batches"] == 3  # one compiled binary, run three times (last batch padded)
+    for name in ref.counts:
+        np.testing.assert_array_equal(rec.counts[name], ref.counts[name], err_msg=name)
+    np.testing.assert_array_equal(rec.spikes["fc1"].step, ref.spikes["fc1"].step)
+    import brian2
+
+    assert type(brian2.get_device()).__name__ == "RuntimeDevice"

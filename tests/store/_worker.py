@@ -1,0 +1,18 @@
+"""Subprocess: stream a small simulation into a store (killed by the tests)."""
+
+import os
+import sys
+
+import numpy as np
+
+import spikebridge.store.stream as stream
+from spikebridge.config import SimulationConfig
+from tests.store._fake import fake_iter, make_net
+
+if os.environ.get("SB_REAL_BACKEND") != "1":
+    stream._backend_iter = lambda snn, x, config, start: fake_iter(snn, x, config, start)
+path, n, bs, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+x = np.random.default_rng(1).uniform(0, 1, (n, 6))
+y = np.arange(n) % 4
+cfg = SimulationConfig(n_steps=40, batch_size=bs, seed=7, record=("all",), target="numpy")
+stream.simulate_to_store(make_net(), x, path, cfg, labels=y, resume=resume, overwrite=not resume)

@@ -1,0 +1,220 @@
+"""SpikeStore: round trips, layout readable by plain h5py, refusals and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from spikebridge.errors import SpikebridgeError, StoreFormatError, StoreLockedError, ValidationError
+from spikebridge.store.record import SpikeRecord, SpikeTrains, concat_records
+from spikebridge.store.spikes import FORMAT, SpikeStore, StoreExistsError
+from spikebridge.store._hdf5lock import lookup3
+
+
+def make_record(n_samples, n_steps=10, sizes=(("a", 3), ("b", 5)), n_spikes=None, rng=None, n_out=2, labels=True):
+    """A batch with random spikes (``n_spikes`` per population: an int or a dict)."""
+    rng = rng or np.random.default_rng(0)
+    spikes, counts = {}, {}
+    for name, n in sizes:
+        k = n_spikes.get(name, 0) if isinstance(n_spikes, dict) else (n_spikes if n_spikes is not None else 20)
+        sample = rng.integers(0, n_samples, k)
+        neuron = rng.integers(0, n, k)
+        step = rng.integers(0, n_steps, k)
+        st = SpikeTrains(n_neurons=n, n_samples=n_samples, dt=1e-3, sample=sample, neuron=neuron, step=step)
+        spikes[name] = st
+        counts[name] = st.counts()
+    out = rng.integers(0, 3, (n_samples, n_steps, n_out)).cumsum(axis=1).astype(np.int32)
+    pot = rng.uniform(0, 1, (n_samples, n_steps, n_out)).astype(np.float32)
+    return SpikeRecord(
+        n_samples=n_samples, n_steps=n_steps, dt=1e-3, output_counts_t=out, output_potential_t=pot,
+        counts=counts, spikes=spikes, readout={"mode": "count", "task": "classification"},
+        labels=rng.integers(0, n_out, n_samples) if labels else None,
+    )
+
+
+def assert_trains_equal(a: SpikeTrains, b: SpikeTrains) -> None:
+    assert (a.n_neurons, a.n_samples, a.dt) == (b.n_neurons, b.n_samples, b.dt)
+    for key in ("sample", "neuron", "step"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+
+
+@pytest.mark.parametrize("n_spikes", [0, 1, 200_000], ids=["empty", "single", "large"])
+def test_round_trip_empty_single_and_large_trains(tmp_h5, n_spikes):
+    rec = make_record(4, n_steps=50, n_spikes=n_spikes, rng=np.random.default_rng(3))
+    with SpikeStore(tmp_h5, "w") as st:
+        assert st.append_batch(0, rec) == 4
+    with SpikeStore(tmp_h5) as st:
+        assert sorted(st) == ["a", "b"] and len(st) == 2 and st.n_done == 4
+        for name in ("a", "b"):
+            assert_trains_equal(st[name], rec.spikes[name])
+            np.testing.assert_array_equal(st.counts(name), rec.counts[name])
+            assert st[name].n_spikes == n_spikes
+        back = st.to_record()
+    np.testing.assert_array_equal(back.output_counts_t, rec.output_counts_t)
+    np.testing.assert_array_equal(back.output_potential_t, rec.output_potential_t)
+    np.testing.assert_array_equal(back.labels, rec.labels)
+
+
+def test_batches_append_and_read_like_one_record(tmp_h5):
+    rng = np.random.default_rng(5)
+    batches = [make_record(n, rng=rng, n_spikes={"a": 7 * n, "b": 0}) for n in (3, 1, 4)]
+    ann = [rng.normal(size=(b.n_samples, 2)) for b in batches]
+    acts = [{"relu1": rng.normal(size=(b.n_samples, 2, 3))} for b in batches]
+    with SpikeStore(tmp_h5, "w") as st:
+        first = 0
+        for b, o, a in zip(batches, ann, acts):
+            st.append_batch(first, b, ann_outputs=o, activations=a)
+            first += b.n_samples
+    whole = concat_records(batches)
+    with SpikeStore(tmp_h5) as st:
+        assert st.n_done == 8
+        assert_trains_equal(st["a"], whole.spikes["a"])
+        part = st.read_spikes("a", 3, 4)  # the single-sample middle batch, renumbered from 0
+        assert_trains_equal(part, batches[1].spikes["a"])
+        np.testing.assert_allclose(st.ann_outputs, np.concatenate(ann))
+        np.testing.assert_allclose(st.ann_activations()["relu1"], np.concatenate([a["relu1"] for a in acts]), rtol=1e-6)
+        rec = st.to_record()
+    np.testing.assert_array_equal(rec.counts["b"], whole.counts["b"])
+    np.testing.assert_array_equal(rec.labels, whole.labels)
+
+
+def test_layout_is_plain_h5py_with_ragged_index(tmp_h5):
+    rec = make_record(3, n_spikes={"a": 5, "b": 2}, rng=np.random.default_rng(1))
+    with SpikeStore(tmp_h5, "w") as st:
+        st.write_header(n_steps=10, dt=1e-3, n_samples=3, seed=11, simulation={"n_steps": 10}, network_sha256="ab" * 32)
+        st.append_batch(0, rec)
+    with h5py.File(tmp_h5, "r") as f:
+        assert f.attrs["format"] == FORMAT and f.attrs["format_version"] == 1
+        assert f.attrs["seed"] == 11 and f.attrs["n_samples"] == 3 and f["progress"].attrs["n_done"] == 3
+        g = f["populations/a"]
+        assert g["neuron"].dtype == np.int32 and g["step"].dtype == np.int32 and g["index"].dtype == np.int64
+        assert g["neuron"].compression == "gzip" and g["neuron"].maxshape == (None,)
+        index = g["index"][()]
+        st = rec.spikes["a"]
+        # exclusive end per sample: sample k's spikes are neuron[index[k-1]:index[k]]
+        np.testing.assert_array_equal(index, np.cumsum(np.bincount(st.sample, minlength=3)))
+        k = 1
+        lo, hi = (index[k - 1], index[k])
+        np.testing.assert_array_equal(g["step"][lo:hi], st.step[st.sample == k])
+        assert f["counts/b"].shape == (3, 5) and f["output/counts_t"].shape == (3, 10, 2)
+
+
+def test_missing_population_is_keyerror_naming_what_exists(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(1))
+    with SpikeStore(tmp_h5) as st, pytest.raises(KeyError, match=r"'nope'.*recorded: \['a', 'b'\]"):
+        st["nope"]
+
+
+def test_overwrite_refused_unless_asked(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(2))
+    for mode in ("w", "x"):
+        with pytest.raises(StoreExistsError, match="--overwrite") as info:
+            SpikeStore(tmp_h5, mode)
+        assert isinstance(info.value, FileExistsError) and isinstance(info.value, SpikebridgeError)
+    with SpikeStore(tmp_h5, "w", overwrite=True) as st:
+        assert st.n_done == 0
+    with SpikeStore(tmp_h5) as st:
+        assert st.n_done == 0 and len(st) == 0
+
+
+def test_out_of_order_batch_is_refused(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(2))
+        with pytest.raises(ValidationError, match="starts at sample 5 but the store holds 2"):
+            st.append_batch(5, make_record(2))
+
+
+def test_truncated_file_is_store_format_error(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(4, n_spikes=5000))
+    data = tmp_h5.read_bytes()
+    tmp_h5.write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreFormatError, match="truncated or not HDF5"):
+        SpikeStore(tmp_h5)
+    tmp_h5.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(StoreFormatError, match="not a readable HDF5 file"):
+        SpikeStore(tmp_h5)
+
+
+def test_foreign_and_newer_files_say_what_was_found(tmp_h5):
+    with h5py.File(tmp_h5, "w") as f:
+        f.attrs["format"] = "spikebridge.snn"
+    with pytest.raises(StoreFormatError, match="found format 'spikebridge.snn'"):
+        SpikeStore(tmp_h5)
+    with h5py.File(tmp_h5, "w") as f:
+        f.create_dataset("x", data=[1])
+    with pytest.raises(StoreFormatError, match="found no 'format' attribute"):
+        SpikeStore(tmp_h5, "a")
+    with h5py.File(tmp_h5, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = 7
+    with pytest.raises(StoreFormatError, match="format_version 7.*upgrade spikebridge"):
+        SpikeStore(tmp_h5)
+
+
+def test_two_handles_in_one_process_cannot_both_write(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(1))
+        with pytest.raises(StoreLockedError, match="being written by another process or handle"):
+            SpikeStore(tmp_h5, "a")
+        with pytest.raises(StoreLockedError):
+            SpikeStore(tmp_h5, "w", overwrite=True)
+        # a reader is fine while the writer works, and sees the finished batch
+        with SpikeStore(tmp_h5) as reader:
+            assert reader.n_done == 1
+        st.append_batch(1, make_record(1))
+    with SpikeStore(tmp_h5, "a") as st:  # the lock went away with the writer
+        assert st.n_done == 2
+
+
+def test_second_writer_process_gets_a_clear_error(tmp_h5):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from spikebridge.errors import StoreLockedError
+        from spikebridge.store.spikes import SpikeStore
+        try:
+            SpikeStore({str(tmp_h5)!r}, "a")
+        except StoreLockedError as err:
+            print("LOCKED", err)
+            sys.exit(0)
+        sys.exit(3)
+        """
+    )
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(2))
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "LOCKED" in res.stdout and "--resume" in res.stdout
+        # a plain-h5py writer is kept out too instead of corrupting the file
+        plain = subprocess.run(
+            [sys.executable, "-c", f"import h5py; h5py.File({str(tmp_h5)!r}, 'a')"], capture_output=True, text=True, timeout=60
+        )
+        assert plain.returncode != 0 and "lock" in plain.stderr.lower()
+        st.append_batch(2, make_record(1))
+    with SpikeStore(tmp_h5) as st:
+        assert st.n_done == 3
+
+
+def test_read_only_store_refuses_writes(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(1))
+    with SpikeStore(tmp_h5) as st, pytest.raises(ValidationError, match="read-only"):
+        st.append_batch(1, make_record(1))
+
+
+def test_lookup3_matches_hdf5_superblock_checksum(tmp_h5):
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, make_record(1))
+    head = tmp_h5.read_bytes()[:64]
+    n_off = head[9]
+    body = 12 + 4 * n_off
+    assert head[8] in (2, 3)
+    assert lookup3(head[:body]) == int.from_bytes(head[body : body + 4], "little")

@@ -1,0 +1,300 @@
+"""Streaming to the store: resume equals an uninterrupted run, also after real SIGKILLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spikebridge.store.stream as stream
+from spikebridge.config import SimulationConfig
+from spikebridge.errors import ValidationError
+from spikebridge.store.spikes import SpikeStore, StoreExistsError
+from tests.store._fake import fake_iter, make_net
+
+ROOT = Path(__file__).resolve().parents[2]
+N, BS = 24, 4
+X = np.random.default_rng(1).uniform(0, 1, (N, 6))
+Y = np.arange(N) % 4
+CFG = SimulationConfig(n_steps=40, batch_size=BS, seed=7, record=("all",), target="numpy")
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    monkeypatch.setattr(stream, "_backend_iter", fake_iter)
+
+
+@pytest.fixture(scope="module")
+def reference_store(tmp_path_factory):
+    """An uninterrupted run: the arrays every interrupted run must end with."""
+    path = tmp_path_factory.mktemp("ref") / "ref.h5"
+    old = stream._backend_iter
+    stream._backend_iter = fake_iter
+    try:
+        stream.simulate_to_store(make_net(), X, path, CFG, labels=Y)
+    finally:
+        stream._backend_iter = old
+    return path
+
+
+def _arrays(path: Path, n: int | None = None) -> dict[str, np.ndarray]:
+    with SpikeStore(path) as st:
+        n = st.n_done if n is None else n
+        out = {"counts_t": st.file["output/counts_t"][:n], "pot": st.file["output/potential_t"][:n], "labels": st.labels[:n]}
+        for name in st:
+            sp = st.read_spikes(name, 0, n)
+            out[f"{name}/sample"], out[f"{name}/neuron"], out[f"{name}/step"] = sp.sample, sp.neuron, sp.step
+        for name in st.count_populations:
+            out[f"counts/{name}"] = st.counts(name)[:n]
+    return out
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_stream_writes_every_sample_with_provenance(fake_backend, tmp_path, reference_store):
+    calls = []
+    net_file = tmp_path / "net.h5"
+    make_net().save(net_file)
+    rec = stream.simulate_to_store(make_net(), X, tmp_path / "s.h5", CFG, labels=Y, progress=lambda d, n: calls.append((d, n)), network_path=net_file)
+    assert calls == [(k, N) for k in range(BS, N + 1, BS)]
+    assert rec.n_samples == N and rec.counts["hidden"].sum() > 100  # the network really spiked
+    with SpikeStore(tmp_path / "s.h5") as st:
+        a = st.attrs
+        assert st.complete and a["seed"] == 7 and a["n_samples"] == N and a["n_steps"] == 40
+        assert a["network_sha256"] == stream.file_sha256(net_file) and len(a["network_fingerprint"]) == 64
+        assert a["simulation"]["batch_size"] == BS and a["populations"]["out"]["latency_steps"] == 2
+    _assert_same(_arrays(tmp_path / "s.h5"), _arrays(reference_store))
+
+
+def test_existing_store_needs_overwrite_or_resume(fake_backend, tmp_path):
+    path = tmp_path / "s.h5"
+    stream.simulate_to_store(make_net(), X[:4], path, CFG)
+    with pytest.raises(StoreExistsError, match="--overwrite.*--resume"):
+        stream.simulate_to_store(make_net(), X[:4], path, CFG)
+    stream.simulate_to_store(make_net(), X[:8], path, CFG, overwrite=True)
+    with SpikeStore(path) as st:
+        assert st.n_done == 8
+
+
+def test_resume_refuses_other_settings_network_or_inputs(fake_backend, tmp_path):
+    path = tmp_path / "s.h5"
+    stream.simulate_to_store(make_net(), X, path, CFG, labels=Y)
+    with pytest.raises(ValidationError, match=r"simulation differs \(n_steps: stored 40, now 41\)"):
+        stream.simulate_to_store(make_net(), X, path, SimulationConfig(n_steps=41, batch_size=BS, seed=7, record=("all",)), resume=True)
+    with pytest.raises(ValidationError, match="seed differs"):
+        stream.simulate_to_store(make_net(), X, path, SimulationConfig(n_steps=40, batch_size=BS, seed=8, record=("all",)), resume=True)
+    with pytest.raises(ValidationError, match="network_fingerprint differs"):
+        stream.simulate_to_store(make_net(seed=1), X, path, CFG, resume=True)
+    with pytest.raises(ValidationError, match="inputs_sha256 differs.*--overwrite"):
+        stream.simulate_to_store(make_net(), X + 0.1, path, CFG, resume=True)
+
+
+def test_resume_after_partial_run_equals_uninterrupted(fake_backend, tmp_path, reference_store, monkeypatch):
+    path = tmp_path / "s.h5"
+
+    def stop_after_two(snn, x, config, start):
+        for k, item in enumerate(fake_iter(snn, x, config, start)):
+            if k == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(stream, "_backend_iter", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        stream.simulate_to_store(make_net(), X, path, CFG, labels=Y)
+    with SpikeStore(path) as st:
+        assert st.n_done == 2 * BS and not st.complete
+    starts = []
+
+    def recording(snn, x, config, start):
+        starts.append(start)
+        return fake_iter(snn, x, config, start)
+
+    monkeypatch.setattr(stream, "_backend_iter", recording)
+    rec = stream.simulate_to_store(make_net(), X, path, CFG, labels=Y, resume=True)
+    assert starts == [2 * BS] and rec.n_samples == N
+    _assert_same(_arrays(path), _arrays(reference_store))
+    # resuming a complete store simulates nothing and returns it
+    starts.clear()
+    stream.simulate_to_store(make_net(), X, path, CFG, labels=Y, resume=True)
+    assert starts == []
+
+
+def _n_done(path: Path) -> int:
+    try:
+        with SpikeStore(path) as st:
+            return st.n_done
+    except (FileNotFoundError, OSError, ValueError):
+        return -1
+
+
+def _spawn(path: Path, resume: bool = False, sleep: float = 0.15) -> subprocess.Popen:
+    env = {**os.environ, "SB_FAKE_SLEEP": str(sleep), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store._worker", str(path), str(N), str(BS), "resume" if resume else "fresh"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _kill_and_check(path: Path, reference: Path, *, after_batches: int | None = None, after_seconds: float | None = None) -> int:
+    proc = _spawn(path)
+    try:
+        if after_batches is not None:
+            deadline = time.monotonic() + 60
+            while _n_done(path) < after_batches * BS:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "writer made no progress"
+                time.sleep(0.01)
+        else:
+            time.sleep(after_seconds)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    done = _n_done(path)
+    if after_batches is not None:
+        assert done >= after_batches * BS
+    if done > 0:
+        # the killed file opens, and every batch finished before the kill is there and right
+        assert done % BS == 0
+        _assert_same(_arrays(path), _arrays(reference, done))
+    # resume in a fresh process (the store must not need the dead writer)
+    res = _spawn(path, resume=True, sleep=0.0)
+    out, err = res.communicate(timeout=120)
+    assert res.returncode == 0, err.decode()
+    _assert_same(_arrays(path), _arrays(reference))
+    with SpikeStore(path) as st:
+        assert st.complete
+    return done
+
+
+@pytest.mark.parametrize("batches", [1, 2, 3])
+def test_sigkill_after_n_batches_then_resume(tmp_path, reference_store, batches):
+    done = _kill_and_check(tmp_path / "s.h5", reference_store, after_batches=batches)
+    assert batches * BS <= done < N
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path, reference_store):
+    rng = np.random.default_rng(2024)
+    for k, t in enumerate(rng.uniform(0.3, 1.6, 2)):
+        _kill_and_check(tmp_path / f"r{k}.h5", reference_store, after_seconds=float(t))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_many_times_never_corrupts(tmp_path):
+    """No sleeps: kills land while batches are being written and flushed."""
+    n, bs = 200, 4
+    x = np.random.default_rng(1).uniform(0, 1, (n, 6))
+    ref = tmp_path / "ref.h5"
+    old = stream._backend_iter
+    stream._backend_iter = fake_iter
+    try:
+        stream.simulate_to_store(make_net(), x, ref, CFG, labels=np.arange(n) % 4)
+    finally:
+        stream._backend_iter = old
+    rng = np.random.default_rng(7)
+    env = {**os.environ, "SB_FAKE_SLEEP": "0", "PYTHONPATH": str(ROOT)}
+    seen = []
+    for k in range(10):
+        path = tmp_path / f"k{k}.h5"
+        proc = subprocess.Popen([sys.executable, "-m", "tests.store._worker", str(path), str(n), str(bs), "fresh"], cwd=ROOT, env=env)
+        time.sleep(rng.uniform(0.6, 2.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        done = _n_done(path)
+        seen.append(done)
+        if done > 0:
+            _assert_same(_arrays(path), _arrays(ref, done))
+            with SpikeStore(path, "a") as st:  # writable again after the crash
+                assert st.n_done == done
+    assert sum(d > 0 for d in seen) >= 5, seen
+
+
+# -- the real Brian2 backend --------------------------------------------------------------------------------------
+
+REAL_CFG = SimulationConfig(n_steps=40, batch_size=2, seed=7, record=("all",), target="numpy")
+
+
+def _real_reference(path: Path, n: int) -> Path:
+    stream.simulate_to_store(make_net(), X[:n], path, REAL_CFG, labels=Y[:n])
+    return path
+
+
+def test_real_backend_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    from spikebridge.backend.runner import iter_simulate
+
+    n = 6
+    ref = _real_reference(tmp_path / "ref.h5", n)
+
+    def stop_after_one(snn, x, config, start):
+        for k, item in enumerate(iter_simulate(snn, x, config, start=start)):
+            if k == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(stream, "_backend_iter", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        stream.simulate_to_store(make_net(), X[:n], tmp_path / "s.h5", REAL_CFG, labels=Y[:n])
+    monkeypatch.undo()
+    assert _n_done(tmp_path / "s.h5") == 2
+    rec = stream.simulate_to_store(make_net(), X[:n], tmp_path / "s.h5", REAL_CFG, labels=Y[:n], resume=True)
+    assert rec.counts["input"].sum() > 50  # Poisson input really fired, so seeding matters
+    _assert_same(_arrays(tmp_path / "s.h5"), _arrays(ref))
+
+
+@pytest.mark.slow
+def test_real_backend_sigkill_then_resume(tmp_path):
+    n = 8
+    ref = _real_reference(tmp_path / "ref.h5", n)
+    path = tmp_path / "s.h5"
+    env = {**os.environ, "SB_REAL_BACKEND": "1", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "tests.store._worker", str(path), str(n), "2"]
+    proc = subprocess.Popen(args + ["fresh"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _n_done(path) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = _n_done(path)
+    assert 2 <= done < n
+    _assert_same(_arrays(path), _arrays(ref, done))
+    res = subprocess.run(args + ["resume"], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()
+    _assert_same(_arrays(path), _arrays(ref))
+
+
+def test_resume_keeps_the_first_runs_batch_size(tmp_path, reference_store, monkeypatch):
+    """With batch_size unset the memory budget picks it; a resume under another budget must not shift batches."""
+    import dataclasses
+
+    seen = []
+
+    def by_memory(snn, x, config, start, stop_after=None):
+        bs = config.batch_size or int(config.max_memory // 1e6)
+        seen.append((start, bs))
+        for k, item in enumerate(fake_iter(snn, x, dataclasses.replace(config, batch_size=bs), start)):
+            if k == stop_after:
+                raise KeyboardInterrupt
+            yield item
+
+    free = dataclasses.replace(CFG, batch_size=None, max_memory=4e6)
+    monkeypatch.setattr(stream, "_backend_iter", lambda *a: by_memory(*a, stop_after=2))
+    with pytest.raises(KeyboardInterrupt):
+        stream.simulate_to_store(make_net(), X, tmp_path / "s.h5", free, labels=Y)
+    monkeypatch.setattr(stream, "_backend_iter", by_memory)
+    stream.simulate_to_store(make_net(), X, tmp_path / "s.h5", dataclasses.replace(free, max_memory=3e6), labels=Y, resume=True)
+    assert seen == [(0, 4), (8, 4)]
+    _assert_same(_arrays(tmp_path / "s.h5"), _arrays(reference_store))
