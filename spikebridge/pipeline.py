@@ -162,7 +162,7 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
 def demo_spec(name: str, *, quick: bool = False, target: str = "auto") -> ExperimentSpec:
     """The demo's experiment for shipped model ``name`` ("digits_mlp" or "digits_cnn")."""
     steps = 64 if quick else 128
-    conversion = ConversionConfig(v_init=0.5)
+    conversion = ConversionConfig(v_init=0.5, percentile=100.0)
     simulation = SimulationConfig(n_steps=steps, target=target, seed=0, record=("all",))
     return ExperimentSpec(model=f"shipped:{name}", name=name, conversion=conversion, simulation=simulation)
 

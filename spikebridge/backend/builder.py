@@ -148,6 +148,7 @@ class BuiltNetwork:
     dt: float
     recorded: set[str] = field(default_factory=set)
     input_kind: str = "current"
+    raster_array: Any = None
 
     def input_values(self, snn: SpikingNetwork, plan: InputPlan) -> dict[Any, np.ndarray]:
         """Map ``group.variable`` views to the batch's input values (padded to the batch size)."""
@@ -162,12 +163,24 @@ class BuiltNetwork:
             values = np.zeros((self.batch_size, snn.populations[snn.input].n))
             values[: plan.rates.shape[0]] = plan.rates
             out[self.groups[snn.input].rate] = values.ravel() * brian2.Hz
+        if plan.raster is not None and self.raster_array is not None:
+            out[self.raster_array] = _raster_values(plan.raster, self.batch_size)
         return out
 
     def set_inputs(self, snn: SpikingNetwork, plan: InputPlan) -> None:
-        """Write the batch's input values into the (runtime) groups."""
+        """Write the batch's input values into the (runtime) groups (rasters are set at build time)."""
         for view, value in self.input_values(snn, plan).items():
-            view[:] = value
+            if view is not self.raster_array:
+                view[:] = value
+
+
+def _raster_values(raster: np.ndarray, batch: int) -> np.ndarray:
+    """TimedArray values (n_raster_steps + 1, batch * n_in): a row per step and a silent last row
+    (a TimedArray holds its last value after the end)."""
+    n, steps, n_in = raster.shape
+    values = np.zeros((steps + 1, batch, n_in))
+    values[:steps, :n] = np.transpose(raster, (1, 0, 2))
+    return values.reshape(steps + 1, batch * n_in)
 
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
@@ -185,6 +198,7 @@ def build_network(
     record: tuple[str, ...] = (),
     n_steps: int = 128,
     split_signs: bool = False,
+    raster: np.ndarray | None = None,
 ) -> BuiltNetwork:
     """Create the Brian2 objects of ``batch_size`` copies of ``snn``.
 
@@ -203,6 +217,11 @@ def build_network(
         Populations whose spikes are recorded with times.
     n_steps : int
         Only used for the output monitor allocation hint.
+    split_signs : bool
+        Build a mixed-sign projection as two objects ``<proj>_exc`` and
+        ``<proj>_inh`` (same synapses, one more pathway per spike).
+    raster : ndarray of bool, shape (n_samples <= batch_size, n_raster_steps, n_in), optional
+        Input spikes of the batch for the ``"spikes"`` encoding (zero-padded to the batch).
 
     Raises
     ------
@@ -212,6 +231,7 @@ def build_network(
     import brian2 as b2
 
     b = int(batch_size)
+    raster_array = None
     clock = b2.Clock(dt=dt * b2.second, name="spikebridge_clock")
     folded = folded_projections(snn)
     names = active_populations(snn)
@@ -227,12 +247,19 @@ def build_network(
         except ValueError as err:
             raise BuildError(str(err)) from err
         units = {"second": b2.second, "1/second": b2.Hz, "1": 1.0}
-        ns = {k: v * units[u] for k, (v, u) in spec.namespace.items()}
+        ns: dict[str, Any] = {k: v * units[u] for k, (v, u) in spec.namespace.items()}
+        if name == snn.input and kind == "spikes":
+            if raster is None:
+                raise BuildError(f"network '{snn.name}': the 'spikes' encoding needs a raster of input spikes")
+            raster_array = b2.TimedArray(_raster_values(raster, b), dt=dt * b2.second, name=f"{name}_raster")
+            ns["spike_raster"] = raster_array
         kwargs: dict[str, Any] = dict(method=spec.method, clock=clock, name=name, namespace=ns)
         if spec.threshold:
             kwargs["threshold"] = spec.threshold
         if spec.reset:
             kwargs["reset"] = spec.reset
+        elif spec.threshold:
+            kwargs["reset"] = ""  # deliberate (Poisson/raster inputs, reset "none"): silences Brian2's warning
         if spec.refractory > 0:
             kwargs["refractory"] = spec.refractory * b2.second
         group = b2.NeuronGroup(b * pop.n, spec.equations, **kwargs)
@@ -324,4 +351,5 @@ def build_network(
         dt=dt,
         recorded=rec,
         input_kind=kind,
+        raster_array=raster_array,
     )

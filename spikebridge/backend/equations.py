@@ -132,7 +132,13 @@ def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
 
 
 def input_spec(kind: str) -> NeuronSpec:
-    """Brian2 description of a spike-encoded input population (``"poisson"`` or ``"regular"``)."""
+    """Brian2 description of a spike-encoded input population (``"poisson"``, ``"regular"``, ``"spikes"``).
+
+    ``"spikes"`` reads a 2-D ``TimedArray`` named ``spike_raster`` (time × neuron)
+    that the builder puts in the group's namespace.
+    """
+    if kind == "spikes":
+        return NeuronSpec(equations="", threshold="spike_raster(t, i) > 0.5", reset=None, refractory=0.0, method="euler")
     if kind == "poisson":
         return NeuronSpec(equations="rate : Hz (constant)", threshold="rand() < rate*dt", reset=None, refractory=0.0, method="exact")
     if kind == "regular":

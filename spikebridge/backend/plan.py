@@ -5,11 +5,14 @@ inputs, encodings and delays the same way:
 
 * ``"current"`` encoding: projections out of the input population are folded
   into a constant per-neuron current of their post population,
-  ``I_in = W x / scale / dt`` (threshold units per second); the input
+  ``I_in = W x / scale / snn.dt`` (threshold units per second); the input
   population then has no neurons in the simulation.
 * ``"poisson"`` / ``"regular"``: the input population fires with
   ``rate = clip(x / scale, 0, 1) × max_rate`` hertz (negative inputs cannot be
   rates and are clipped to 0).
+* ``"spikes"``: the inputs *are* spike rasters, shape
+  ``(n_samples, n_raster_steps, *input_shape)``; input neuron ``i`` fires in
+  step ``k`` where ``x[s, k, i] != 0`` (no spikes after the raster ends).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class InputPlan:
         in threshold units per second.
     rates : ndarray (n_samples, n_in) or None
         Input firing rates in hertz for spike encodings.
+    raster : ndarray of bool (n_samples, n_raster_steps, n_in) or None
+        Input spikes per step (``"spikes"`` encoding).
     kind : str
         The encoding.
     """
@@ -66,6 +71,7 @@ class InputPlan:
     currents: dict[str, NDArray[np.float64]]
     rates: NDArray[np.float64] | None
     kind: str
+    raster: NDArray[np.bool_] | None = None
 
     def select(self, start: int, stop: int) -> "InputPlan":
         """The plan of samples ``start:stop``."""
@@ -74,6 +80,7 @@ class InputPlan:
             currents={k: v[start:stop] for k, v in self.currents.items()},
             rates=None if self.rates is None else self.rates[start:stop],
             kind=self.kind,
+            raster=None if self.raster is None else self.raster[start:stop],
         )
 
 
@@ -109,6 +116,15 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
         )
     n_in = snn.populations[snn.input].n
     x = np.asarray(inputs, dtype=np.float64)
+    if kind == "spikes":
+        if x.ndim < 3 or int(np.prod(x.shape[2:])) != n_in:
+            raise ValidationError(
+                f"spike-raster inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} "
+                f"neurons; expected (n_samples, n_steps, {n_in})",
+                attr="inputs",
+            )
+        raster = x.reshape(x.shape[0], x.shape[1], n_in) != 0
+        return InputPlan(n_samples=x.shape[0], currents={}, rates=None, kind=kind, raster=raster)
     if x.ndim >= 1 and x.size == n_in and x.shape == tuple(snn.populations[snn.input].shape or (n_in,)):
         x = x[None]
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
@@ -128,7 +144,9 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
             n_post = snn.populations[proj.post].n
             w = np.zeros((n_post, n_in))
             np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
-            cur = xs @ w.T / dt
+            # per second of the network's own dt: with a finer simulation step the drive per
+            # step shrinks like the biases do, so rates in hertz do not depend on the step
+            cur = xs @ w.T / snn.dt
             currents[proj.post] = currents.get(proj.post, 0.0) + cur
         return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind)
     if kind in ("poisson", "regular"):

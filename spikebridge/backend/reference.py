@@ -19,7 +19,7 @@ Each step ``k`` (see ``conversion/network.py`` and the shared contract):
 
 Poisson input fires with probability ``rate dt`` per step; a regular input
 neuron integrates ``v += rate dt`` and fires when ``v >= 1`` (reset by
-subtraction).  Random numbers come from ``numpy.random.default_rng(seed)``,
+subtraction); a ``"spikes"`` input fires where its raster says.  Random numbers come from ``numpy.random.default_rng(seed)``,
 so runs are reproducible, but they are not Brian2's random numbers.
 """
 
@@ -42,7 +42,6 @@ from .plan import InputPlan, active_populations, folded_projections, prepare_inp
 
 __all__ = ["simulate_reference"]
 
-_LEAKY = ("lif", "li", "cuba_lif", "cuba_li")
 _THRESHOLDED = ("if", "lif", "cuba_lif")
 
 
@@ -162,9 +161,8 @@ def simulate_reference(
         i_in = plan.currents.get(name)
         ref_steps = int(round(pop.refractory / dt)) if pop.refractory > 0 else 0
         last = np.full((n_b, pop.n), -(10**9), dtype=np.int64) if ref_steps > 0 else None
-        spiking = pop.model in _THRESHOLDED or name == snn.input
         st = _Pop(pop, v, cur, i_in, last, ref_steps)
-        if spiking:
+        if pop.model in _THRESHOLDED or name == snn.input:
             st.counts = np.zeros((n_b, pop.n), dtype=np.int64)
         if name == snn.input:
             st.v = np.zeros((n_b, pop.n))
@@ -203,7 +201,10 @@ def simulate_reference(
         for name, st in state.items():
             pop = st.pop
             if name == snn.input:
-                if plan.kind == "poisson":
+                if plan.kind == "spikes":
+                    raster = plan.raster
+                    st.spikes = raster[:, k] if k < raster.shape[1] else np.zeros((n_b, pop.n), dtype=bool)  # type: ignore[index, union-attr]
+                elif plan.kind == "poisson":
                     st.spikes = rng.random((n_b, pop.n)) < plan.rates * dt  # type: ignore[operator]
                 else:
                     st.v += dt * plan.rates  # type: ignore[operator]
@@ -239,9 +240,7 @@ def simulate_reference(
         # 3. threshold and 4. reset
         for name, st in state.items():
             pop = st.pop
-            if name == snn.input:
-                continue
-            if pop.model not in _THRESHOLDED:
+            if name == snn.input or pop.model not in _THRESHOLDED:
                 continue
             theta = pop.threshold
             spk = st.v >= theta

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -37,7 +38,7 @@ from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, SimulationError, ValidationError
 from ..store.record import SpikeRecord, SpikeTrains, concat_records
 from .builder import BuiltNetwork, build_network, estimate_memory, max_batch_size
-from .plan import InputPlan, active_populations, prepare_inputs
+from .plan import InputPlan, prepare_inputs
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,6 @@ def _collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: in
     return {"counts": counts, "spikes": spikes, "output_counts_t": out_counts, "output_potential_t": out_pot}
 
 
-def _empty_spikes(snn: SpikingNetwork, names: set[str], n: int, dt: float) -> dict[str, SpikeTrains]:
-    z = np.zeros(0, np.int64)
-    return {k: SpikeTrains(n_neurons=snn.populations[k].n, n_samples=n, dt=dt, sample=z, neuron=z, step=z) for k in names}
-
-
 def iter_simulate(
     snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig | None = None, *, start: int = 0
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -298,7 +294,7 @@ def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfi
 
     t0 = time.perf_counter()
     with brian2_state(target, seed) as resolved:
-        built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps)
+        built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
         built.set_inputs(snn, sub)
         t1 = time.perf_counter()
         try:
@@ -332,13 +328,15 @@ def _iter_standalone(
         # recompiles only those, so a second simulate() of the same network skips compilation
         directory = str(standalone_cache_dir() / f"{snn.name}_{_structure_key(snn, bs, cfg, dt)}")
     os.makedirs(directory, exist_ok=True)
+    # Brian2 objects of an earlier build that are still alive would make the new code objects
+    # take suffixed names, i.e. new source files and a full recompilation
+    gc.collect()
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
-        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps)
-        # placeholder values; every run overrides them through run_args
         first = plan.select(starts[0], starts[0] + bs)
-        for view, value in built.input_values(snn, first).items():
-            view[:] = value
+        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster)
+        # placeholder values; every run overrides them through run_args
+        built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})
         device = get_device()
         try:
@@ -395,8 +393,11 @@ def simulate(
     -------
     SpikeRecord
         ``output_counts_t``, ``output_potential_t``, ``counts`` of every
-        spiking population, ``spikes`` of the recorded ones, ``readout`` and
-        ``meta`` (seed, target, timings, batch size).
+        spiking population (a current-encoded input has no neurons and no
+        entry), ``spikes`` of the recorded ones, ``readout`` and ``meta``
+        (seed, target, timings, batch size).  Synaptic input to ``v`` that
+        arrives during a refractory period is dropped (Brian2's
+        ``unless refractory``), in the reference simulator as well.
 
     Examples
     --------

@@ -191,6 +191,11 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                     "(spiking OR gate, approximate) or maxpool='avg' (replace it by average pooling), or "
                     "retrain the model with AvgPool2d"
                 )
+            if source == "input" and mat is None:
+                raise ConversionError(
+                    f"MaxPool2d '{layer.name}' acts directly on the input, which is a current, not spikes; "
+                    "use maxpool='avg' or apply the pooling to the data before conversion"
+                )
             if mat is not None or bias is not None:
                 prev = graph.predecessor(layer.name)
                 # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
@@ -257,9 +262,9 @@ def convert(
     >>> from spikebridge.ir import AnnGraph, Input, Dense, ReLU
     >>> g = AnnGraph([Input(name="x", shape=(2,)), Dense(name="fc1", weight=[[1.0, 0.5]]), ReLU(name="r1"),
     ...               Dense(name="out", weight=[[2.0]])])
-    >>> snn = convert(g, calibration=np.array([[1.0, 2.0], [0.5, 0.0]]))
-    >>> sorted(snn.populations), snn.scales["r1"]
-    (['fc1', 'input', 'out'], 1.998)
+    >>> snn = convert(g, ConversionConfig(percentile=100.0), calibration=np.array([[1.0, 2.0], [0.5, 0.0]]))
+    >>> sorted(snn.populations), snn.scales["r1"], snn.readout["latency_steps"]
+    (['fc1', 'input', 'out'], 2.0, 1)
     """
     cfg = config if config is not None else ConversionConfig()
     if not isinstance(cfg, ConversionConfig):
@@ -373,6 +378,11 @@ def convert(
         )
     out_stage = stages[-1]
     latency = pipeline_latency(proj_order, mean_steps, first_is_current=enc_kind == "current")
+    out_pop = populations[-1]
+    if out_pop.model == "integrator" and latency > 0 and np.any(np.asarray(out_pop.bias)):
+        # the read-out divides by the steps after the pipeline latency; start the integrator that
+        # much bias below zero so the bias is counted for exactly those steps too
+        populations[-1] = out_pop.replace(v_init=-np.asarray(out_pop.bias) * dt * latency)
     readout = {
         "mode": mode,
         "task": task,

@@ -54,6 +54,7 @@ def mixed(rng: np.random.Generator, *, kind: str = "current") -> SpikingNetwork:
         dense("b_c", "b", "c", n_b, n_c, 1.0, target="I"),
         dense("c_out", "c", "out", n_c, n_out, 0.5),
         dense("a_a", "a", "a", n_a, n_a, 0.2, delay=2e-3),
+        dense("b_a", "b", "a", n_b, n_a, 0.3, delay=3e-3),  # feedback onto an earlier population
     ]
     p = projs[1]
     jitter = (1 + rng.integers(0, 4, size=p.n_synapses)) * 1e-3

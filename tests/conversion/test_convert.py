@@ -232,3 +232,48 @@ def test_delays_and_jitter_are_seeded(tiny_mlp, rng):
     # spike-encoded input: weights carry 1 / (max_rate dt) so the mean drive is unchanged
     ratio = poisson.projections["input_fc1"].weight / convert(g, calibration=x).projections["input_fc1"].weight
     np.testing.assert_allclose(ratio, 4.0)
+
+
+def test_maxpool_on_input_is_refused(rng):
+    g = AnnGraph([Input(name="x", shape=(1, 4, 4)), MaxPool2d(name="mp", kernel_size=2), Flatten(name="f"),
+                  Dense(name="fc", weight=rng.normal(size=(2, 4)))])
+    with pytest.raises(ConversionError, match="directly on the input"):
+        convert(g, ConversionConfig(normalisation="none"))
+
+
+def test_integrator_readout_counts_bias_after_latency(rng):
+    # a constant-only regression output: its value must be exact whatever T is
+    g = AnnGraph(
+        [Input(name="x", shape=(2,)), Dense(name="h", weight=np.eye(2)), ReLU(name="r"),
+         Dense(name="y", weight=np.zeros((1, 2)), bias=[0.7])],
+        metadata={"task": "regression"},
+    )
+    snn = convert(g, ConversionConfig(delay=3e-3), calibration=rng.uniform(0, 1, size=(5, 2)))
+    assert snn.readout["latency_steps"] == 3
+    rec = simulate_reference(snn, rng.uniform(0, 1, size=(2, 2)), 20)
+    np.testing.assert_allclose(rec.output_values(), 0.7, rtol=1e-9)
+    np.testing.assert_allclose(rec.output_values(step=9), 0.7, rtol=1e-9)
+
+
+def test_finer_simulation_step_keeps_rates(tiny_mlp, rng):
+    g = tiny_mlp(sizes=(6, 12, 4))
+    x = rng.uniform(0, 1, size=(20, 6))
+    snn = convert(g, ConversionConfig(percentile=100.0), calibration=x)  # no unit saturates at one spike per step
+    coarse = simulate_reference(snn, x, 200)
+    fine = simulate_reference(snn, x, 400, dt=0.5e-3)
+    # same simulated time, half the step: the same number of spikes within rounding
+    assert np.abs(coarse.counts["fc1"] - fine.counts["fc1"]).max() <= 2
+    assert coarse.counts["fc1"].sum() > 200
+
+
+def test_lif_neurons_and_refractory_are_applied(tiny_mlp, rng):
+    g = tiny_mlp(sizes=(6, 10, 3))
+    x = rng.uniform(0, 1, size=(20, 6))
+    snn = convert(g, ConversionConfig(neuron="lif", tau_mem=0.05, refractory=2e-3, reset="zero", v_init=0.5), calibration=x)
+    hidden = snn.populations["fc1"]
+    assert (hidden.model, hidden.tau_mem, hidden.refractory, hidden.reset) == ("lif", 0.05, 2e-3, "zero")
+    assert hidden.v_init == pytest.approx(0.5)
+    rec = simulate_reference(snn, x, 200)
+    # a refractory period of 2 steps caps every neuron at one spike per 2 steps
+    assert rec.counts["fc1"].max() <= 100 and rec.counts["fc1"].sum() > 100
+    assert np.mean(rec.predictions() == evaluate(g, x).argmax(1)) >= 0.8
