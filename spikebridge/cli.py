@@ -63,7 +63,9 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
         raw = load_toml(args.config)
-        data.update(raw.get("conversion", raw))
+        # a file with tables takes [conversion]; a flat file is the conversion table itself
+        has_tables = any(isinstance(v, dict) for v in raw.values())
+        data.update(raw.get("conversion", {}) if has_tables else raw)
     overrides = {
         "percentile": args.percentile,
         "neuron": args.neuron,
@@ -128,6 +130,10 @@ def _print_network(snn: Any) -> None:
 
 def _load_any(path: str, fmt: str | None, **kwargs: Any) -> Any:
     """An AnnGraph for ANN formats, a SpikingNetwork for network files and NIR graphs."""
+    if path.startswith("shipped:"):
+        from .models import model_path
+
+        path = str(model_path(path.split(":", 1)[1]))
     if _is_network_file(path):
         from .conversion.network import load_network
 

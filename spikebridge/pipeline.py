@@ -237,7 +237,7 @@ def run_experiment(
         + ")"
     )
     record = simulate_to_store(
-        snn, x, store_path, spec.simulation, labels=y, resume=resume, overwrite=overwrite or not resume, ann_activations=True
+        snn, x, store_path, spec.simulation, labels=y, resume=resume, overwrite=overwrite, ann_activations=True
     )
     timings["simulate_s"] = time.perf_counter() - t1
 

@@ -142,7 +142,8 @@ class SpikeRecord:
         if self.readout.get("mode", "count") == "potential":
             return pot / steps * scale
         counts = self.output_counts_t[:, k, :].astype(np.float64)
-        return (counts + np.clip(pot, 0.0, 1.0)) / steps * scale
+        theta = float(self.readout.get("threshold", 1.0))
+        return (counts + np.clip(pot / theta, 0.0, 1.0)) / steps * scale
 
     def predictions(self, step: int | None = None) -> NDArray[np.int64]:
         """Predicted class per sample at ``step`` (argmax of :meth:`output_values`)."""
