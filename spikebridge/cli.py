@@ -307,12 +307,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline import demo_spec, run_experiment
 
     out = Path(args.out)
-    names = ["digits_mlp"] if args.quick else ["digits_mlp", "digits_cnn"]
+    # (model, Dale mode): the plain MLP and CNN, and the MLP with excitatory/inhibitory populations
+    runs = [("digits_mlp", "none")] if args.quick else [("digits_mlp", "none"), ("digits_cnn", "none"), ("digits_mlp", "relay")]
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say(f"spikebridge demo: shipped digits models {', '.join(names)} -> {out}/")
+    say(f"spikebridge demo: shipped digits models -> {out}/")
     results = []
-    for name in names:
-        spec = demo_spec(name, quick=args.quick, target=args.target or "auto")
+    for name, dale in runs:
+        spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale)
         if args.limit:
             spec.limit = args.limit
         if args.steps:

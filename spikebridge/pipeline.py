@@ -159,12 +159,17 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
     return spec, exp.get("out"), str(exp.get("name", spec.name))
 
 
-def demo_spec(name: str, *, quick: bool = False, target: str = "auto") -> ExperimentSpec:
-    """The demo's experiment for shipped model ``name`` ("digits_mlp" or "digits_cnn")."""
+def demo_spec(name: str, *, quick: bool = False, target: str = "auto", dale: str = "none") -> ExperimentSpec:
+    """The demo's experiment for shipped model ``name`` ("digits_mlp" or "digits_cnn").
+
+    ``dale="relay"`` converts with separate excitatory and inhibitory
+    populations; the result is labelled ``<name>_<dale>``.
+    """
     steps = 64 if quick else 128
-    conversion = ConversionConfig(v_init=0.5, percentile=100.0)
+    conversion = ConversionConfig(v_init=0.5, percentile=100.0, dale=dale)
     simulation = SimulationConfig(n_steps=steps, target=target, seed=0, record=("all",))
-    return ExperimentSpec(model=f"shipped:{name}", name=name, conversion=conversion, simulation=simulation)
+    label = name if dale == "none" else f"{name}_{dale}"
+    return ExperimentSpec(model=f"shipped:{name}", name=label, conversion=conversion, simulation=simulation)
 
 
 def _load_model(spec: ExperimentSpec) -> Any:

@@ -60,9 +60,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _layer_rows(result: Any) -> list[list[str]]:
     rows = []
     for layer in _get(result.comparison, "layers", default=[]) or []:
+        pop, name = layer.get("population"), str(layer.get("layer"))
         rows.append(
             [
-                str(layer.get("layer")),
+                f"{pop} ({name})" if pop and pop != name else name,
                 "–" if layer.get("correlation") is None else f"{layer['correlation']:.3f}",
                 "–" if layer.get("slope") is None else f"{layer['slope']:.3f}",
                 _pct(layer.get("saturated_fraction")),
@@ -74,21 +75,39 @@ def _layer_rows(result: Any) -> list[list[str]]:
 
 def _graph_rows(result: Any) -> list[list[str]]:
     g = result.graph or {}
-    keys = [
-        ("neurons", "n_neurons"),
-        ("synapses", "n_synapses"),
-        ("excitatory neurons", "n_excitatory"),
-        ("inhibitory neurons", "n_inhibitory"),
-        ("recurrent loops", "recurrent_populations"),
-        ("shortest latency (ms)", "latency_min_ms"),
-        ("longest latency (ms)", "latency_max_ms"),
-        ("reciprocity", "reciprocity"),
+    counts = g.get("counts", {})
+    lat = g.get("latency", {})
+    comps = g.get("components", {})
+    rows = [
+        ["neurons / synapses", f"{counts.get('neurons', '–')} / {counts.get('synapses', '–')}"],
+        ["excitatory / inhibitory / mixed-sign neurons", f"{counts.get('exc', 0)} / {counts.get('inh', 0)} / {counts.get('mixed', 0)}"],
+        ["excitatory / inhibitory synapses", f"{counts.get('exc_synapses', 0)} / {counts.get('inh_synapses', 0)}"],
+        ["neurons in recurrent loops", str(comps.get("neurons_in_loops", 0))],
+        ["population loops", ", ".join("→".join(loop) for loop in g.get("loops", [])) or "none (feed-forward)"],
+        ["reciprocity", f"{g.get('reciprocity', 0.0):.3g}"],
     ]
+    if lat:
+        rows.append(["input→output latency (shortest / longest)", f"{lat.get('shortest_s', 0) * 1e3:g} ms / {lat.get('longest_s', 0) * 1e3:g} ms"])
+    return rows
+
+
+def _population_rows(result: Any) -> list[list[str]]:
     rows = []
-    for label, key in keys:
-        if key in g:
-            value = g[key]
-            rows.append([label, f"{value:.4g}" if isinstance(value, float) else str(value)])
+    for name, p in ((result.graph or {}).get("populations") or {}).items():
+        if p.get("role") == "input":
+            continue
+        exc, inh = p.get("exc_input", {}).get("mean"), p.get("inh_input", {}).get("mean")
+        rows.append(
+            [
+                name,
+                str(p.get("ei", "")),
+                str(p.get("n", "")),
+                f"{p.get('in_degree', {}).get('mean', 0):.1f}",
+                "–" if exc is None else f"{exc:.3g}",
+                "–" if inh is None else f"{inh:.3g}",
+                "–" if p.get("balance") is None else f"{p['balance']:+.3f}",
+            ]
+        )
     return rows
 
 
@@ -124,16 +143,20 @@ def write_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *, tit
                 md += [f"![{caption}]({Path(r.figures[fig_key]).name})", "", f"*{caption}.*", ""]
         layer_rows = _layer_rows(r)
         if layer_rows:
-            md += ["### Per-layer fidelity", "", _md_table(["layer", "rate/activation corr.", "slope", "saturated", "silent where ANN active"], layer_rows), ""]
+            md += ["### Per-layer fidelity", "", _md_table(["population (ANN layer)", "rate/activation corr.", "slope", "saturated", "silent where ANN active"], layer_rows), ""]
         if diag:
             md += ["### Diagnosis", ""] + [f"- {s}" for s in diag] + [""]
         ops = r.ops or {}
         if ops:
             rows = [[k.replace("_", " "), f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in ops.items() if not isinstance(v, (dict, list))]
             md += ["### Operations and energy", "", _md_table(["quantity", "value"], rows), ""]
-        graph_rows = _graph_rows(r)
-        if graph_rows:
-            md += ["### Connectivity (E/I and graph summary)", "", _md_table(["measure", "value"], graph_rows), ""]
+        if r.graph:
+            md += ["### Connectivity (E/I and graph summary)", "", _md_table(["measure", "value"], _graph_rows(r)), ""]
+            pop_rows = _population_rows(r)
+            if pop_rows:
+                header = ["population", "outgoing sign", "neurons", "mean in-degree", "mean exc. input", "mean inh. input", "E/I balance"]
+                md += [_md_table(header, pop_rows), ""]
+            md += [f"*{note}*" for note in r.graph.get("notes", [])] + [""]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     html_path = out / "report.html"
