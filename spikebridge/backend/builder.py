@@ -276,7 +276,12 @@ def build_network(
         if p.get("poisson_n"):
             objects.append(
                 b2.PoissonInput(
-                    group, "v", N=int(p["poisson_n"]), rate=float(p["poisson_rate"]) * b2.Hz, weight=repr(float(p["poisson_weight"]))
+                    group,
+                    "v",
+                    N=int(p["poisson_n"]),
+                    rate=float(p["poisson_rate"]) * b2.Hz,
+                    # refractory neurons ignore input (Brunel 2000; the reference simulator does the same)
+                    weight=repr(float(p["poisson_weight"])) + (" * int(not_refractory)" if pop.refractory > 0 else ""),
                 )
             )
         groups[name] = group
@@ -302,7 +307,10 @@ def build_network(
             sel = order[sel[order]]
             if not sel.size:
                 continue
-            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w", clock=clock, name=sname,
+            # Brian2's "unless refractory" stops only the ODE; synaptic writes to v must be
+            # gated explicitly so refractory neurons ignore input, as in the reference simulator
+            gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
+            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{gate}", clock=clock, name=sname,
                                       namespace={}, method="exact")
             if not hetero:
                 d = int(np.ravel(steps)[0]) if np.size(steps) else 1
