@@ -235,7 +235,8 @@ def build_network(
     clock = b2.Clock(dt=dt * b2.second, name="spikebridge_clock")
     folded = folded_projections(snn)
     names = active_populations(snn)
-    kind = str(snn.encoding.get("kind", "current"))
+    # Poisson inputs arrive pre-drawn as a raster (plan.draw_poisson), like the "spikes" encoding
+    kind = "spikes" if raster is not None else str(snn.encoding.get("kind", "current"))
     has_current = {p.post for p in snn.projections.values() if p.name in folded}
     rec = set(names) if "all" in record else set(record) & set(names)
     groups: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from ..conversion.delays import delay_steps
 from ..conversion.network import SpikingNetwork
 from ..errors import ValidationError
 
-__all__ = ["InputPlan", "prepare_inputs", "folded_projections", "active_populations", "max_delay_steps"]
+__all__ = ["InputPlan", "prepare_inputs", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps"]
 
 
 def folded_projections(snn: SpikingNetwork) -> set[str]:
@@ -154,3 +154,39 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
         rates = np.clip(xs, 0.0, 1.0) * max_rate
         return InputPlan(n_samples=x.shape[0], currents={}, rates=rates, kind=kind)
     raise ValidationError(f"network '{snn.name}': unknown input encoding {kind!r}", attr="encoding")
+
+
+def draw_poisson(plan: InputPlan, n_steps: int, dt: float, seed: int, first_sample: int = 0) -> InputPlan:
+    """Draw the spikes of a ``"poisson"`` plan in numpy; other plans are returned unchanged.
+
+    Each sample gets its own generator, seeded by ``(seed, global sample index)``,
+    so a sample's input spikes do not depend on the batch size, on where a
+    resumed run restarts, or on the code-generation target (cpp_standalone
+    would otherwise reuse one compiled random stream for every batch), and the
+    Brian2 and reference simulators see identical inputs.
+
+    Parameters
+    ----------
+    plan : InputPlan
+        A batch's plan (from :func:`prepare_inputs` and ``select``).
+    n_steps : int
+        Steps to draw.
+    dt : float
+        Time step in seconds (spike probability per step is ``rate * dt``).
+    seed : int
+    first_sample : int
+        Global index of the plan's first sample.
+
+    Returns
+    -------
+    InputPlan
+        A ``"spikes"`` plan whose raster has shape (n_samples, n_steps, n_in).
+    """
+    if plan.kind != "poisson" or plan.rates is None:
+        return plan
+    p = np.clip(plan.rates * dt, 0.0, 1.0)
+    raster = np.empty((plan.n_samples, n_steps, p.shape[1]), dtype=bool)
+    for k in range(plan.n_samples):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(first_sample + k)]))
+        raster[k] = rng.random((n_steps, p.shape[1])) < p[k]
+    return InputPlan(n_samples=plan.n_samples, currents=plan.currents, rates=None, kind="spikes", raster=raster)

@@ -38,7 +38,7 @@ from ..conversion.delays import delay_steps
 from ..conversion.network import Population, SpikingNetwork
 from ..errors import ValidationError
 from ..store.record import SpikeRecord, SpikeTrains
-from .plan import InputPlan, active_populations, folded_projections, prepare_inputs
+from .plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs
 
 __all__ = ["simulate_reference"]
 
@@ -143,7 +143,7 @@ def simulate_reference(
         raise ValidationError(f"simulate_reference: n_steps must be an int >= 1, got {n_steps!r}", attr="n_steps")
     dt = float(snn.dt if dt is None else dt)
     t0 = time.perf_counter()
-    plan: InputPlan = prepare_inputs(snn, inputs, dt)
+    plan: InputPlan = draw_poisson(prepare_inputs(snn, inputs, dt), n_steps, dt, seed)
     n_b = plan.n_samples
     rng = np.random.default_rng(seed)
     names = active_populations(snn)

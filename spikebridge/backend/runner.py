@@ -38,7 +38,7 @@ from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, SimulationError, ValidationError
 from ..store.record import SpikeRecord, SpikeTrains, concat_records
 from .builder import BuiltNetwork, build_network, estimate_memory, max_batch_size
-from .plan import InputPlan, prepare_inputs
+from .plan import InputPlan, draw_poisson, prepare_inputs
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def iter_simulate(
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
         else:
             for batch_idx, k0 in enumerate(starts):
-                sub = plan.select(k0, k0 + bs)
+                sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
                 rec = _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
                 if progress is not None:
                     progress.update(sub.n_samples)
@@ -333,7 +333,7 @@ def _iter_standalone(
     gc.collect()
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
-        first = plan.select(starts[0], starts[0] + bs)
+        first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
         built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
@@ -345,7 +345,7 @@ def _iter_standalone(
             raise SimulationError(f"network '{snn.name}': cpp_standalone build failed in '{directory}': {err}") from err
         t_build = time.perf_counter() - t0
         for k0 in starts:
-            sub = plan.select(k0, k0 + bs)
+            sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
             t1 = time.perf_counter()
             run_args = built.input_values(snn, sub)
             try:
