@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     x, y = load_dataset(args.data)
     if args.limit:
         x, y = x[: args.limit], (None if y is None else y[: args.limit])
-    config = _simulation_config(args, progress=not args.quiet)
+    extra: dict[str, Any] = {"progress": not args.quiet}
+    if args.output and not args.record:
+        extra["record"] = ("all",)  # a spike store keeps every spike unless told otherwise
+    config = _simulation_config(args, **extra)
     ann_acc = None
     if snn.ann is not None and y is not None and snn.readout.get("task", "classification") == "classification":
         ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
@@ -409,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--record", help="populations whose every spike is stored (comma-separated, or 'all')")
+    p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="TOML file with a [simulation] table")
     _add_simulation_args(p)
@@ -477,6 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        # one line per warning, without the source line Python would show
+        warnings.showwarning = lambda message, category, *rest, **kw: print(
+            f"spikebridge: {category.__name__}: {message}", file=sys.stderr
+        )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

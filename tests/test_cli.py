@@ -107,3 +107,23 @@ def test_demo_quick_writes_report_and_figures(capsys, tmp_path):
         img = np.asarray(Image.open(png).convert("L"), dtype=float)
         assert img.shape[0] >= 200 and img.shape[1] >= 200
         assert img.std() > 1.0, f"{png.name} looks blank"
+
+
+def test_store_compare_graph_and_export_chain(capsys, tmp_path):
+    net, store = tmp_path / "net.h5", tmp_path / "spikes.h5"
+    assert cli.main(["-q", "convert", "shipped:digits_mlp", "-o", str(net), "--v-init", "0.5", "--percentile", "100"]) == 0
+    assert cli.main(["-q", "simulate", str(net), "--limit", "20", "--steps", "32", "--target", "numpy", "-o", str(store)]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "compare", str(store), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["n_samples"] == 20 and report["agreement"] >= 0.9
+    code, out, err = run(capsys, "graph", str(net), "--json", "--graphml", str(tmp_path / "g.graphml"))
+    assert code == 0, err
+    graph = json.loads(out.split("\nwrote ")[0])
+    # 64 inputs + 128 + 64 + 10 neurons; 64*128 + 128*64 + 64*10 synapses
+    assert graph["counts"]["neurons"] == 266 and graph["counts"]["synapses"] == 17024
+    assert (tmp_path / "g.graphml").stat().st_size > 1000
+    # a second run into the same store is refused without --overwrite or --resume
+    code, _, err = run(capsys, "simulate", str(net), "--limit", "20", "--steps", "32", "--target", "numpy", "-o", str(store))
+    assert code == 1 and ("--overwrite" in err or "--resume" in err)
