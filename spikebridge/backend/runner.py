@@ -264,7 +264,7 @@ def iter_simulate(
         if target == "cpp_standalone":
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
         else:
-            for batch_idx, k0 in enumerate(starts):
+            for k0 in starts:
                 sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
                 rec = _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
                 if progress is not None:

@@ -128,7 +128,6 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     """
     stages: list[Stage] = []
     source = "input"
-    cur_shape: tuple[int, ...] = graph.input_shape
     mat: sp.csr_matrix | None = None
     bias: NDArray[np.float64] | None = None
     named: str | None = None  # last weighted layer of the pending run: names the population
