@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# scripts run in subprocesses by the tests; importing them (doctest collection) would run them
+collect_ignore_glob = ["*/_worker.py"]
+
 from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, AvgPool2d, ReLU  # noqa: E402
 
 
