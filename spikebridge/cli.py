@@ -105,6 +105,8 @@ def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConf
         data["seed"] = args.seed
     if args.max_memory is not None:
         data["max_memory"] = parse_memory(args.max_memory, "--max-memory")
+    if args.workers is not None:
+        data["workers"] = args.workers
     if getattr(args, "record", None):
         data["record"] = tuple(args.record.split(","))
     data.update(extra)
@@ -317,7 +319,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(f"spikebridge demo: shipped digits models -> {out}/")
     results = []
     for name, dale in runs:
-        spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale)
+        spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
         if args.limit:
             spec.limit = args.limit
         if args.steps:
@@ -371,7 +373,8 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dt", help="time step, e.g. 1ms (default: the network's)")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="samples per Brian2 network (default: fit --max-memory)")
     g.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"], help="Brian2 code generation target")
-    g.add_argument("--max-memory", dest="max_memory", help="memory budget per batch, e.g. 500MB")
+    g.add_argument("--max-memory", dest="max_memory", help="memory budget, e.g. 500MB (shared by the workers)")
+    g.add_argument("--workers", type=int, help="processes simulating batches in parallel (runtime targets); 0 = one per core")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="MLP only, fewer time steps")
     p.add_argument("--steps", type=int, help="time steps per sample (default 128, 64 with --quick)")
     p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"])
+    p.add_argument("--workers", type=int, default=0, help="parallel simulation processes (default 0 = one per core)")
     p.add_argument("--limit", type=int, help="use only the first N test samples")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=cmd_demo)

@@ -259,6 +259,11 @@ class SimulationConfig(_Config):
         Directory for ``cpp_standalone`` builds (None = a cache directory).
     threads : int
         OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP).
+    workers : int
+        Processes that simulate batches in parallel with the runtime targets
+        (numpy, cython); Brian2's runtime is single-threaded, so this is how
+        more than one core is used. 0 = one per CPU core. ``max_memory`` is
+        shared among them.
     """
 
     n_steps: int = 128
@@ -271,6 +276,7 @@ class SimulationConfig(_Config):
     progress: bool = False
     build_dir: str | None = None
     threads: int = 1
+    workers: int = 1
 
     _time_fields = frozenset({"dt"})
 
@@ -288,6 +294,8 @@ class SimulationConfig(_Config):
         _check_range(self, "max_memory", 1.0)
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise ValidationError(f"SimulationConfig.workers: must be an int >= 0, got {self.workers!r}", attr="workers", obj=self)
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
         else:

@@ -159,15 +159,16 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
     return spec, exp.get("out"), str(exp.get("name", spec.name))
 
 
-def demo_spec(name: str, *, quick: bool = False, target: str = "auto", dale: str = "none") -> ExperimentSpec:
+def demo_spec(name: str, *, quick: bool = False, target: str = "auto", dale: str = "none", workers: int = 0) -> ExperimentSpec:
     """The demo's experiment for shipped model ``name`` ("digits_mlp" or "digits_cnn").
 
     ``dale="relay"`` converts with separate excitatory and inhibitory
-    populations; the result is labelled ``<name>_<dale>``.
+    populations; the result is labelled ``<name>_<dale>``.  ``workers``
+    simulation processes run in parallel (0 = one per core).
     """
     steps = 64 if quick else 128
     conversion = ConversionConfig(v_init=0.5, percentile=100.0, dale=dale)
-    simulation = SimulationConfig(n_steps=steps, target=target, seed=0, record=("all",))
+    simulation = SimulationConfig(n_steps=steps, target=target, seed=0, record=("all",), workers=workers)
     label = name if dale == "none" else f"{name}_{dale}"
     return ExperimentSpec(model=f"shipped:{name}", name=label, conversion=conversion, simulation=simulation)
 

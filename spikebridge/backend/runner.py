@@ -42,7 +42,7 @@ from .plan import InputPlan, draw_poisson, prepare_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["simulate", "iter_simulate", "brian2_state", "resolve_target", "plan_batches"]
+__all__ = ["simulate", "iter_simulate", "brian2_state", "resolve_target", "plan_batches", "n_workers"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,8 +137,18 @@ def brian2_state(target: str, seed: int, *, build_dir: str | None = None, thread
         np.random.set_state(saved_rng)
 
 
+def n_workers(config: SimulationConfig) -> int:
+    """Worker processes ``config`` asks for (1 for cpp_standalone, which runs one binary)."""
+    if resolve_target(config.target) == "cpp_standalone":
+        return 1
+    return config.workers if config.workers >= 1 else (os.cpu_count() or 1)
+
+
 def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
     """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
+
+    With several workers the memory budget is shared among them, and the
+    samples are spread so that every worker gets a batch.
 
     Raises
     ------
@@ -146,9 +156,11 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
         If not even one sample fits, or an explicit ``batch_size`` does not;
         the message says what would fit.
     """
-    fit = max_batch_size(snn, config.max_memory, config.n_steps, config.record)
+    workers = n_workers(config)
+    budget = config.max_memory / workers
+    fit = max_batch_size(snn, budget, config.n_steps, config.record)
     one = estimate_memory(snn, 1, config.n_steps, config.record)
-    mb = config.max_memory / 1e6
+    mb = budget / 1e6
     if fit == 0:
         raise BuildError(
             f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB but max_memory is {mb:.1f} MB; "
@@ -156,13 +168,13 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
         )
     if config.batch_size is not None:
         need = estimate_memory(snn, config.batch_size, config.n_steps, config.record)
-        if need > config.max_memory:
+        if need > budget:
             raise BuildError(
                 f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
                 f"max_memory {mb:.1f} MB; batch_size <= {fit} would fit (or leave batch_size unset)"
             )
         return int(config.batch_size)
-    return int(max(1, min(fit, n_samples)))
+    return int(max(1, min(fit, n_samples, -(-n_samples // workers))))
 
 
 def _collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int, dt: float) -> dict[str, Any]:
@@ -263,6 +275,11 @@ def iter_simulate(
     try:
         if target == "cpp_standalone":
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
+        elif n_workers(cfg) > 1 and len(starts) > 1:
+            for k0, rec in _iter_parallel(snn, plan, cfg, starts, bs, dt, target):
+                if progress is not None:
+                    progress.update(rec.n_samples)
+                yield k0, rec
         else:
             for k0 in starts:
                 sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
@@ -287,6 +304,48 @@ def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: Simula
         readout=dict(snn.readout),
         meta=meta,
     )
+
+
+def _batch_job(
+    snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int
+) -> SpikeRecord:
+    """One batch in a worker process (module-level so the process pool can call it)."""
+    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
+    return _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+
+
+def _iter_parallel(
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, target: str
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Run batches in worker processes, at most one per worker in flight, yielded in order.
+
+    Yielding strictly in sample order keeps the streaming store's guarantee: a
+    batch is handed on only when it and every batch before it are finished.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(n_workers(cfg), len(starts))
+    # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
+    # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = []
+        queue = list(starts)
+        try:
+            while queue and len(pending) < workers:
+                k0 = queue.pop(0)
+                pending.append((k0, pool.submit(_batch_job, snn, plan.select(k0, k0 + bs), cfg, dt, target, k0)))
+            while pending:
+                k0, fut = pending.pop(0)
+                rec = fut.result()
+                if queue:
+                    k1 = queue.pop(0)
+                    pending.append((k1, pool.submit(_batch_job, snn, plan.select(k1, k1 + bs), cfg, dt, target, k1)))
+                yield k0, rec
+        finally:
+            for _, fut in pending:
+                fut.cancel()
 
 
 def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:

@@ -39,3 +39,19 @@ def test_poisson_spikes_do_not_depend_on_batch_size_or_start(rng):
     # input rates follow the encoding: rate = x * max_rate, so counts ~ x * 500 Hz * 40 ms
     expected = np.clip(x, 0, 1) * 500.0 * 40e-3
     assert abs(whole.counts["input"].sum() - expected.sum()) < 4 * np.sqrt(expected.sum())
+
+
+def test_parallel_workers_give_identical_results_in_order(rng):
+    from spikebridge.backend.runner import iter_simulate, plan_batches
+
+    snn, x = _poisson_net(rng)
+    x = np.concatenate([x, x[::-1]])  # 12 samples
+    serial = simulate(snn, x, SimulationConfig(n_steps=30, target="numpy", seed=5, record=("all",)))
+    cfg = SimulationConfig(n_steps=30, target="numpy", seed=5, record=("all",), workers=2)
+    assert plan_batches(snn, 12, cfg) == 6  # samples spread so both workers get a batch
+    parallel = simulate(snn, x, cfg)
+    for name in serial.counts:
+        np.testing.assert_array_equal(serial.counts[name], parallel.counts[name])
+    np.testing.assert_array_equal(serial.output_counts_t, parallel.output_counts_t)
+    starts = [k0 for k0, _ in iter_simulate(snn, x, SimulationConfig(n_steps=30, target="numpy", batch_size=3, workers=2))]
+    assert starts == [0, 3, 6, 9]
