@@ -94,7 +94,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         runner_mod.build_network = split_build  # type: ignore[assignment]
     cfg = SimulationConfig(
         n_steps=spec["steps"], target=spec["target"], batch_size=spec.get("batch_size"), max_memory=2e9,
-        threads=spec.get("threads", 1),
+        threads=spec.get("threads", 1), workers=spec.get("workers", 1),
     )
     if spec["target"] != "cpp_standalone":
         simulate(snn, x[:2], SimulationConfig(n_steps=4, target=spec["target"]))  # compile / cache warm-up
@@ -224,6 +224,11 @@ def main() -> None:
                       "target": "cython", "steps": steps, "repeats": args.repeats, "split_signs": True})
         specs.append({"label": f"batched cython CNN T={steps}", "kind": "brian2", "model": "digits_cnn",
                       "target": "cython", "steps": steps, "repeats": args.repeats})
+        # Brian2's runtime is single-threaded: worker processes are how the second core is used
+        specs.append({"label": f"batched cython 2 workers T={steps}", "kind": "brian2", "model": mlp,
+                      "target": "cython", "steps": steps, "repeats": args.repeats, "workers": 2})
+        specs.append({"label": f"batched cython CNN 2 workers T={steps}", "kind": "brian2", "model": "digits_cnn",
+                      "target": "cython", "steps": steps, "repeats": args.repeats, "workers": 2})
         try:
             import spikingjelly  # noqa: F401
 
