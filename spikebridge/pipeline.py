@@ -252,13 +252,9 @@ def run_experiment(
     comparison = report.to_dict()
     timings["compare_s"] = time.perf_counter() - t2
 
-    ops_dict = None
-    try:
-        from .analysis.ops import operations
+    from .analysis.ops import operations
 
-        ops_dict = operations(snn, record).to_dict()
-    except ImportError:  # pragma: no cover - ops module missing in a partial install
-        ops_dict = None
+    ops_dict = operations(snn, record).to_dict()
 
     graph_dict = None
     if spec.graph:
@@ -269,7 +265,9 @@ def run_experiment(
     figures: dict[str, Path] = {}
     if spec.plots:
         say(f"[{spec.name}] drawing figures")
-        figures = _figures(spec, out, store_path, record, snn, x, y)
+        from .analysis.plot import plot_all
+
+        figures = plot_all(store_path, out, prefix=f"{spec.name}_", snn=snn, raster_samples=spec.raster_samples)
 
     ann_out = evaluate(graph, x).reshape(len(x), -1)
     summary: dict[str, Any] = {
@@ -300,8 +298,3 @@ def run_experiment(
         timings=timings,
     )
 
-
-def _figures(spec: ExperimentSpec, out: Path, store_path: Path, record: Any, snn: Any, x: Any, y: Any) -> dict[str, Path]:
-    from .analysis import plot
-
-    return plot.plot_all(store_path, out, prefix=f"{spec.name}_", snn=snn, raster_samples=spec.raster_samples)
