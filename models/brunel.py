@@ -52,7 +52,7 @@ network, 49 Hz at ``scale=0.2``, 60 Hz at ``scale=0.1``);
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -203,7 +203,9 @@ def brunel_network(
             pre_i, post_i = _fixed_indegree(rng, n_pre, n_post, c, same=pre == post)
             projs.append(
                 Projection(
-                    name=f"{pre}_{post}", pre=pre, post=post, pre_index=pre_i, post_index=post_i,
+                    name=f"{pre}_{post}", pre=pre, post=post,
+                    # Projection converts the int32 indices to int64
+                    pre_index=cast("NDArray[np.int64]", pre_i), post_index=cast("NDArray[np.int64]", post_i),
                     weight=np.full(pre_i.size, weight), delay=D, kind="recurrent",
                 )
             )
@@ -339,7 +341,8 @@ def firing_statistics(
     out: dict[str, dict[str, float]] = {}
     for name in names:
         st = record.spikes[name]
-        neuron, t_step = (np.asarray(a) for a in st.for_sample(sample))
+        neuron_k, t_k = st.for_sample(sample)
+        neuron, t_step = np.asarray(neuron_k), np.asarray(t_k)
         step = np.rint(t_step / record.dt).astype(np.int64)
         keep = step >= k0
         neuron, step = neuron[keep], step[keep] - k0

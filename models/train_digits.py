@@ -49,7 +49,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "digits_cnn": {"seed": 0, "epochs": 150, "batch_size": 16, "lr": 2e-2, "weight_decay": 1e-4},
 }
 
-METADATA_BASE = {
+METADATA_BASE: dict[str, Any] = {
     "task": "classification",
     "classes": list(range(10)),
     "dataset": "digits",

@@ -33,7 +33,7 @@ def _out(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _table(rows: list[Sequence[Any]], header: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
@@ -120,7 +120,7 @@ def _print_network(snn: Any) -> None:
     import numpy as np
 
     _out(f"spiking network '{snn.name}': {snn.n_neurons} neurons, {snn.n_synapses} synapses per sample, dt={snn.dt * 1e3:g} ms")
-    rows = [(p.name, p.model, "x".join(map(str, p.shape or ())), p.n, p.role, p.sign, p.layer or "") for p in snn]
+    rows: list[tuple[Any, ...]] = [(p.name, p.model, "x".join(map(str, p.shape or ())), p.n, p.role, p.sign, p.layer or "") for p in snn]
     _out(_table(rows, ["population", "model", "shape", "neurons", "role", "sign", "layer"]))
     _out()
     rows = []

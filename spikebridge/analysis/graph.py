@@ -97,8 +97,8 @@ class _Flat:
 
     n: int
     offsets: dict[str, int]
-    pre: NDArray[np.int32]
-    post: NDArray[np.int32]
+    pre: NDArray[np.signedinteger[Any]]  # int32, or int64 for >= 2**31 - 1 neurons
+    post: NDArray[np.signedinteger[Any]]
     weight: NDArray[np.float64]
     steps: NDArray[np.int32]
     owner: NDArray[np.int32]  # index of the population of each neuron
@@ -107,7 +107,7 @@ class _Flat:
 def _flatten(snn: "SpikingNetwork", *, with_steps: bool = True) -> _Flat:
     offsets = _offsets(snn)
     n = snn.n_neurons
-    itype = np.int32 if n < 2**31 - 1 else np.int64
+    itype: type[np.signedinteger[Any]] = np.int32 if n < 2**31 - 1 else np.int64
     projs = list(snn.projections.values())
     total = sum(p.n_synapses for p in projs)
     pre = np.empty(total, dtype=itype)

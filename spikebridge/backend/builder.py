@@ -185,7 +185,7 @@ def _raster_values(raster: np.ndarray, batch: int) -> np.ndarray:
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
     """Indices of ``local`` replicated for every sample, sample-major (int32 if it fits)."""
-    dtype = np.int32 if n * batch < 2**31 else np.int64
+    dtype: type[np.signedinteger[Any]] = np.int32 if n * batch < 2**31 else np.int64
     base = (np.arange(batch, dtype=dtype) * dtype(n))[:, None]
     return (base + local.astype(dtype)[None, :]).ravel()
 

@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -218,8 +219,9 @@ def simulate_reference(
             elif pop.model in ("lif", "li"):
                 new_v = _exact_lif(st.v, drive, pop, dt)
             else:
-                new_v = _exact_cuba(st.v, st.current, drive, pop, dt)  # type: ignore[arg-type]
-                st.current = st.current * math.exp(-dt / float(pop.tau_syn))  # type: ignore[operator, arg-type]
+                cur = cast("NDArray[np.float64]", st.current)  # every cuba population carries a current
+                new_v = _exact_cuba(st.v, cur, drive, pop, dt)
+                st.current = cur * math.exp(-dt / float(cast(float, pop.tau_syn)))
             st.v = new_v if free is None else np.where(free, new_v, st.v)
             st.free = free
         # 2. arrivals
@@ -279,13 +281,16 @@ def simulate_reference(
     counts = {name: st.counts for name, st in state.items() if st.counts is not None}
     spikes: dict[str, SpikeTrains] = {}
     for name in sorted(rec_set):
-        st = state.get(name)
-        parts = st.rec if st is not None else []
+        rec_st = state.get(name)
+        parts = rec_st.rec if rec_st is not None else []
         sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
         neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
         step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
         spikes[name] = SpikeTrains(
-            n_neurons=snn.populations[name].n, n_samples=n_b, dt=dt, sample=sample, neuron=neuron, step=step
+            n_neurons=snn.populations[name].n, n_samples=n_b, dt=dt,
+            # SpikeTrains converts the indices to int32
+            sample=cast("NDArray[np.int32]", sample), neuron=cast("NDArray[np.int32]", neuron),
+            step=cast("NDArray[np.int32]", step),
         )
     return SpikeRecord(
         n_samples=n_b,

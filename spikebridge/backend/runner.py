@@ -28,10 +28,10 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ..config import SimulationConfig
 from ..conversion.network import SpikingNetwork
@@ -190,7 +190,10 @@ def _collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: in
             step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
             keep = i < n_valid * n
             spikes[name] = SpikeTrains(
-                n_neurons=n, n_samples=n_valid, dt=dt, sample=i[keep] // n, neuron=i[keep] % n, step=step[keep]
+                n_neurons=n, n_samples=n_valid, dt=dt,
+                # SpikeTrains converts the indices to int32
+                sample=cast("NDArray[np.int32]", i[keep] // n), neuron=cast("NDArray[np.int32]", i[keep] % n),
+                step=cast("NDArray[np.int32]", step[keep]),
             )
     out = snn.output
     n_out = snn.populations[out].n if out else 0
@@ -323,14 +326,14 @@ def _iter_parallel(
     batch is handed on only when it and every batch before it are finished.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     workers = min(n_workers(cfg), len(starts))
     # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
     # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = []
+        pending: list[tuple[int, Future[SpikeRecord]]] = []
         queue = list(starts)
         try:
             while queue and len(pending) < workers:

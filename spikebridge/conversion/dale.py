@@ -440,6 +440,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
             if not neg.any():
                 continue
             inh_proj_name = _unique(f"{proj.name}_inh", taken)
+            d: float | NDArray[np.float64]
             if how == "nmf":
                 post_i, inh_i = np.nonzero(A)
                 w = -A[post_i, inh_i]
@@ -455,7 +456,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
                     delay=d, target=proj.target, kind=proj.kind, layer=proj.layer,
                 )
             )
-            entry = {
+            entry: dict[str, Any] = {
                 "inhibitory_projection": inh_proj_name,
                 "interneurons": inh_name,
                 "n_inh": k,

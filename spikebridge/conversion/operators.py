@@ -9,6 +9,8 @@ shape, the same order as ``numpy.reshape`` and PyTorch's ``Flatten``.
 
 from __future__ import annotations
 
+from typing import TypeAlias, cast
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -27,7 +29,7 @@ from ..ir.layers import (
 
 __all__ = ["linear_operator", "conv_operator", "pool_operator", "is_linear"]
 
-Sparse = sp.csr_matrix
+Sparse: TypeAlias = sp.csr_matrix
 
 LINEAR_TYPES = (Dense, Conv2d, AvgPool2d, GlobalAvgPool2d, Flatten, Identity)
 
@@ -123,5 +125,5 @@ def linear_operator(layer: Layer, in_shape: tuple[int, ...]) -> tuple[Sparse | N
         return pool_operator(in_shape, layer.kernel_size, layer.stride, layer.padding), None  # type: ignore[arg-type]
     if isinstance(layer, GlobalAvgPool2d):
         c, h, w = in_shape
-        return pool_operator(in_shape, (h, w), (h, w), (0, 0)), None
+        return pool_operator(cast("tuple[int, int, int]", in_shape), (h, w), (h, w), (0, 0)), None
     raise ValidationError(f"layer '{layer.name}' of type {layer.type_name} is not linear", attr="layer")

@@ -211,6 +211,7 @@ def _build_graph(
         if len(shape) == 3:
             meta["input_layout"] = "channels_first"
     builder.input(shape, name=builder.unique("input"))
+    kernel: np.ndarray | None  # Dense and Conv2D branches both read it
     perm: np.ndarray | None = None  # column permutation owed to the next Dense (channels-last Flatten)
     perm_from = ""
 
@@ -310,9 +311,13 @@ def _build_graph(
             if axis not in channel_axis:
                 raise _unsupported(lname, f"BatchNormalization(axis={axis})", "only normalisation over channels")
             wts = get_weights(lname, cls, cfg)
+            mean, var = wts.get("moving_mean"), wts.get("moving_variance")
+            if mean is None or var is None:
+                raise ModelFormatError(f"{where}: BatchNormalization '{lname}' has no moving_mean/moving_variance "
+                                       f"weights (found {sorted(wts)})")
             builder.fold_batchnorm(
-                lname, gamma=wts.get("gamma"), beta=wts.get("beta"), mean=wts.get("moving_mean"),
-                var=wts.get("moving_variance"), eps=float(cfg.get("epsilon", 1e-3)), bn_type=cls,
+                lname, gamma=wts.get("gamma"), beta=wts.get("beta"), mean=mean,
+                var=var, eps=float(cfg.get("epsilon", 1e-3)), bn_type=cls,
                 supported=SUPPORTED_LAYERS,
             )
         elif cls == "Activation":

@@ -60,7 +60,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -749,7 +749,7 @@ class _Importer:
             idx = np.nonzero(labels == g)[0]
             single = len(uniq) == 1
             first = idx[0]
-            tau_kw = {k: float(keys[k][first]) for k in ("tau_mem", "tau_syn") if k in keys}
+            tau_kw: dict[str, float] = {k: float(keys[k][first]) for k in ("tau_mem", "tau_syn") if k in keys}
             b = bias[idx]
             v_rest = 0.0
             if leak is not None:
@@ -767,7 +767,8 @@ class _Importer:
                 params["nir_indices"] = idx.tolist()
             if spiking:
                 params["v_offset"] = float(offset[first])
-                pop = Population(**common, threshold=_squeeze(threshold[idx]), reset="zero", v_init=-float(offset[first]),
+                spk_threshold = cast(np.ndarray, threshold)  # set whenever spiking
+                pop = Population(**common, threshold=_squeeze(spk_threshold[idx]), reset="zero", v_init=-float(offset[first]),
                                  params=params)
             else:
                 pop = Population(**common, threshold=1.0, reset="none", v_init=0.0, params=params)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def _input_shape(model: Any, consts: dict[str, np.ndarray], where: str,
             "the batch must be static. Export with a fixed input size or pass input_shape=(C, H, W)",
             attr="input_shape",
         )
-    return inp.name, tuple(int(d) for d in dims[1:]), batch  # type: ignore[misc]
+    return inp.name, tuple(int(cast(int, d)) for d in dims[1:]), batch  # None ruled out above
 
 
 def _eval_shape_op(node: Any, vals: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
@@ -261,7 +261,7 @@ def from_onnx(
                 raise _unsupported(nname, "BatchNormalization",
                                    f"batch normalisation is folded into a directly preceding Conv/Gemm/MatMul; here it "
                                    f"follows {type(last).__name__} '{last.name if last else ''}'")
-            gamma, beta, mean, var = vals
+            gamma, beta, mean, var = cast("list[np.ndarray]", vals)  # None ruled out above
             builder.fold_batchnorm(nname, gamma=gamma, beta=beta, mean=mean, var=var,
                                    eps=float(attrs.get("epsilon", 1e-5)), bn_type="BatchNormalization",
                                    supported=SUPPORTED_OPS)

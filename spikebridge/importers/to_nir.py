@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -65,15 +65,17 @@ def _neuron_node(nir: Any, pop: Population, dt: float) -> Any:
     v_reset = ones * (pop.v_reset if pop.reset == "value" else 0.0)
     if pop.model == "if":
         return nir.IF(r=ones / dt, v_threshold=thr, v_reset=v_reset, metadata=meta)
+    # Population validates tau_mem (and tau_syn for cuba) > 0 for the leaky models
+    tau_mem, tau_syn = cast(float, pop.tau_mem), cast(float, pop.tau_syn)
     if pop.model == "lif":
-        tau = ones * pop.tau_mem
+        tau = ones * tau_mem
         return nir.LIF(tau=tau, r=tau / dt, v_leak=ones * pop.v_rest, v_threshold=thr, v_reset=v_reset, metadata=meta)
     if pop.model == "li":
-        tau = ones * pop.tau_mem
+        tau = ones * tau_mem
         return nir.LI(tau=tau, r=tau / dt, v_leak=ones * pop.v_rest, metadata=meta)
     if pop.model in ("cuba_lif", "cuba_li"):
-        tau_syn, tau_mem = ones * pop.tau_syn, ones * pop.tau_mem
-        common = dict(tau_syn=tau_syn, tau_mem=tau_mem, r=ones * pop.r, v_leak=ones * pop.v_rest, w_in=tau_syn / dt)
+        tau_syn_n, tau_mem_n = ones * tau_syn, ones * tau_mem
+        common = dict(tau_syn=tau_syn_n, tau_mem=tau_mem_n, r=ones * pop.r, v_leak=ones * pop.v_rest, w_in=tau_syn_n / dt)
         if pop.model == "cuba_li":
             return nir.CubaLI(**common, metadata=meta)
         return nir.CubaLIF(**common, v_threshold=thr, v_reset=v_reset, metadata=meta)
@@ -188,7 +190,7 @@ def export_nir(snn: SpikingNetwork, path: "str | os.PathLike[str] | None" = None
         if post.model in ("lif", "li", "if", "integrator"):
             return b * dt  # R b_nir / tau = b with R = tau/dt (lif) or R b_nir = b with R = 1/dt (if)
         # cuba: steady state R w_in b_nir / tau_mem = b
-        return b * post.tau_mem / (post.r * post.tau_syn / dt)
+        return b * cast(float, post.tau_mem) / (post.r * cast(float, post.tau_syn) / dt)  # validated for cuba
 
     for proj in snn.projections.values():
         pre, post = snn.populations[proj.pre], snn.populations[proj.post]

@@ -7,6 +7,7 @@ it is written for clarity and exactness (float64), not speed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -64,7 +65,7 @@ def im2col(
 
 
 def _dense(layer: Dense, x: Array) -> Array:
-    return x @ layer.weight.T + layer.bias
+    return x @ layer.weight.T + cast(Array, layer.bias)  # never None after Dense.__post_init__
 
 
 def _conv(layer: Conv2d, x: Array) -> Array:
@@ -109,6 +110,18 @@ def forward_layer(layer: Layer, x: Array) -> Array:
     except KeyError:
         raise ValidationError(f"no forward pass for layer '{layer.name}' of type {type(layer).__name__}") from None
     return fn(layer, x)
+
+
+@overload
+def evaluate(
+    graph: AnnGraph, x: ArrayLike, *, return_all: Literal[False] = False, batch_size: int = 1024
+) -> Array: ...
+@overload
+def evaluate(graph: AnnGraph, x: ArrayLike, *, return_all: Literal[True], batch_size: int = 1024) -> dict[str, Array]: ...
+@overload
+def evaluate(
+    graph: AnnGraph, x: ArrayLike, *, return_all: bool, batch_size: int = 1024
+) -> Array | dict[str, Array]: ...
 
 
 def evaluate(

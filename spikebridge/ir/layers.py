@@ -36,6 +36,7 @@ __all__ = [
 
 
 def _pair(value: Any, what: str, layer: str, minimum: int) -> tuple[int, int]:
+    pair: tuple[int, ...]
     if isinstance(value, (int, np.integer)):
         pair = (int(value), int(value))
     else:

@@ -453,3 +453,37 @@ def test_missing_sklearn_gives_pip_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(MissingDependencyError, match=r'pip install "spikebridge\[sklearn\]"$'):
         load_model(reg)
+
+
+def test_keras_h5_batchnorm_without_moving_statistics_is_a_format_error(tmp_path):
+    """A BatchNormalization whose file lacks moving_mean/moving_variance names the layer."""
+    import json
+
+    import h5py
+    import numpy as np
+
+    from spikebridge import ModelFormatError, load_model
+
+    rng = np.random.default_rng(0)
+    config = {"class_name": "Functional", "config": {"name": "model", "layers": [
+        {"class_name": "InputLayer", "name": "input_1", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 4], "name": "input_1"}},
+        {"class_name": "Dense", "name": "dense", "inbound_nodes": [[["input_1", 0, 0, {}]]],
+         "config": {"name": "dense", "units": 3, "activation": "linear", "use_bias": True}},
+        {"class_name": "BatchNormalization", "name": "bn", "inbound_nodes": [[["dense", 0, 0, {}]]],
+         "config": {"name": "bn", "axis": -1}},
+    ]}}
+    path = tmp_path / "bn.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config).encode()
+        mw = f.create_group("model_weights")
+        g = mw.create_group("dense")
+        g.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0"]
+        g["dense/kernel:0"] = rng.normal(size=(4, 3))
+        g["dense/bias:0"] = rng.normal(size=3)
+        g = mw.create_group("bn")
+        g.attrs["weight_names"] = [b"bn/gamma:0", b"bn/beta:0"]
+        g["bn/gamma:0"] = np.ones(3)
+        g["bn/beta:0"] = np.zeros(3)
+    with pytest.raises(ModelFormatError, match="BatchNormalization 'bn'.*moving_mean"):
+        load_model(path)
