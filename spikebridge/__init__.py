@@ -36,6 +36,7 @@ _LAZY = {
     "load_network": ("spikebridge.conversion.network", "load_network"),
     "save_network": ("spikebridge.conversion.network", "save_network"),
     "simulate": ("spikebridge.backend.runner", "simulate"),
+    "to_brian2": ("spikebridge.backend.brian2_api", "to_brian2"),
     "SpikeRecord": ("spikebridge.store.record", "SpikeRecord"),
     "SpikeStore": ("spikebridge.store.spikes", "SpikeStore"),
     "compare": ("spikebridge.analysis.compare", "compare"),
