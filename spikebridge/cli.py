@@ -286,8 +286,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if not (args.nwb or args.nir):
-        raise ValidationError("export: give --nwb OUT.nwb (for a spike store) or --nir OUT.nir (for a network file)")
+    if not (args.nwb or args.nir or args.brian2):
+        raise ValidationError(
+            "export: give --nwb OUT.nwb (for a spike store), --nir OUT.nir or --brian2 OUT_DIR (for a network file)"
+        )
+    if args.brian2:
+        _export_brian2(args)
     if args.nwb:
         from .export.nwb import export_nwb
 
@@ -300,6 +304,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_nir(load_network(args.source), args.nir)
         _out(f"wrote {args.nir}")
     return 0
+
+
+def _export_brian2(args: argparse.Namespace) -> None:
+    from .backend.export_script import export_brian2_script
+    from .conversion.network import load_network
+    from .datasets import load_dataset
+
+    snn = load_network(args.source)
+    x = None
+    if snn.input is not None:
+        x, _ = load_dataset(args.data)
+        x = x[: args.limit]
+    script, arrays = export_brian2_script(snn, args.brian2, x, n_steps=args.steps, seed=args.seed, overwrite=args.overwrite)
+    _out(f"wrote {script} and {arrays} (run: python {script})")
 
 
 def _print_summary(results: list[Any]) -> None:
@@ -436,10 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, help="run non-scaling measures on a sampled subgraph of this many neurons")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("export", help="export a spike store to NWB or a network to NIR")
+    p = sub.add_parser("export", help="export a spike store to NWB, a network to NIR or to a Brian2 script")
     p.add_argument("source", help="spike store (for --nwb) or network file (for --nir)")
     p.add_argument("--nwb", help="NWB file to write")
     p.add_argument("--nir", help="NIR file to write")
+    p.add_argument("--brian2", metavar="OUT_DIR", help="write a standalone Brian2 script (+ .npz of arrays) of a network file")
+    p.add_argument("--data", default="digits:test", help="inputs the Brian2 script simulates (default digits:test)")
+    p.add_argument("--limit", type=int, default=10, help="samples the Brian2 script simulates (default 10)")
+    p.add_argument("--steps", type=int, default=128, help="time steps the Brian2 script runs (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of Poisson inputs (as simulate --seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="convert, simulate, compare and report on the shipped digits models")

@@ -151,7 +151,10 @@ def to_brian2(
     inputs : array_like, shape (n_samples, *input_shape), optional
         ANN-unit inputs encoded as ``snn.encoding`` says (as for
         ``simulate``).  None: networks without an input population, or all
-        inputs zero (set ``groups[...].I_in`` / the raster yourself).
+        inputs zero for you to set: ``groups[pop].I_in`` (1/second) of a
+        current-encoded network; for a ``"poisson"`` encoding the input
+        population then draws its spikes in Brian2 (``rand() < rate*dt``)
+        from its ``rate`` variable (hertz), which you set between runs.
     batch_size : int, optional
         Copies of the network in the Brian2 objects (default: the number of
         input samples, 1 without inputs); samples beyond the inputs get zero input.
@@ -190,8 +193,9 @@ def to_brian2(
     unknown = set(cfg.record) - set(snn.populations) - {"all"}
     if unknown:
         raise ValidationError(f"to_brian2: unknown population(s) to record {sorted(unknown)}", attr="record")
+    brian2_poisson = inputs is None and snn.input is not None and snn.encoding.get("kind") == "poisson"
     if inputs is None and snn.input is not None:
-        # zero inputs: the user drives the network (e.g. sets I_in or the raster) themselves
+        # zero inputs: the user drives the network (sets I_in, rate or the raster) themselves
         shape = snn.populations[snn.input].shape or (snn.populations[snn.input].n,)
         n = 1 if batch_size is None else int(batch_size)
         if snn.encoding.get("kind") == "spikes":
@@ -206,7 +210,8 @@ def to_brian2(
             attr="batch_size",
         )
     # the same draws as simulate's first batch (per-sample seeds: independent of the batch size)
-    plan = draw_poisson(plan, cfg.n_steps, dt, cfg.seed, 0)
+    if not brian2_poisson:
+        plan = draw_poisson(plan, cfg.n_steps, dt, cfg.seed, 0)
     built = build_network(snn, b, dt=dt, record=tuple(cfg.record), n_steps=cfg.n_steps, raster=plan.raster)
     built.set_inputs(snn, plan)
     synapses: dict[str, Any] = {}

@@ -1,0 +1,433 @@
+"""Plasticity on spikebridge networks: pair-based STDP and unsupervised digit learning.
+
+Public entry points (Brian2 is imported only when a network is built):
+
+* :class:`STDPRule`, :func:`add_stdp`, :class:`PlasticProjection`,
+  :func:`present_samples` -- Brian2-native STDP on projections of a
+  :func:`spikebridge.to_brian2` network (see :mod:`spikebridge.backend.plasticity`);
+* :func:`write_weight_history` -- a plastic projection's recorded weights
+  into a spike store (layout: ``docs/formats.md``, "Weight recordings");
+* :class:`DiehlCookConfig`, :func:`diehl_cook_network`, :func:`train_diehl_cook`,
+  :func:`labelled_network`, :func:`run_stdp_digits` -- unsupervised learning
+  of the shipped 8×8 digits in the style of Diehl & Cook (2015, Front.
+  Comput. Neurosci. 9:99): Poisson input → excitatory layer with STDP and
+  adaptive thresholds → inhibitory population giving lateral inhibition;
+  every excitatory neuron is labelled with the class it responds to most on
+  training data, and the labelled network classifies by the mean response
+  of each class's neurons.
+
+Differences from the paper, all for speed on CPUs: current-based LIF neurons
+(not conductance-based), the pair-based rule above (not the paper's
+pre-and-post variant with a target trace), dt = 1 ms, and the threshold
+adaptation applied once per presentation (the paper's θ decays with a time
+constant of 10^4 s, so within one presentation only its growth differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import SimulationConfig, _Config, _check_range
+from .conversion.network import Population, Projection, SpikingNetwork
+from .errors import ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend.plasticity import PlasticProjection, STDPRule
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "STDPRule",
+    "PlasticProjection",
+    "add_stdp",
+    "present_samples",
+    "write_weight_history",
+    "DiehlCookConfig",
+    "diehl_cook_network",
+    "train_diehl_cook",
+    "assign_labels",
+    "labelled_network",
+    "run_stdp_digits",
+]
+
+_BACKEND = ("STDPRule", "PlasticProjection", "add_stdp", "present_samples")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BACKEND:
+        from .backend import plasticity
+
+        return getattr(plasticity, name)
+    raise AttributeError(f"module 'spikebridge.plasticity' has no attribute {name!r}")
+
+
+def write_weight_history(store_path: str | Path, plastic: "PlasticProjection", *, pre: str, post: str) -> None:
+    """Append ``plastic``'s weight snapshots to the spike store at ``store_path``.
+
+    Parameters
+    ----------
+    store_path : str or path-like
+        An existing spike store (opened for appending).
+    plastic : PlasticProjection
+        With at least one snapshot.
+    pre, post : str
+        Names of the projection's pre- and post-synaptic populations.
+    """
+    from .store.spikes import SpikeStore
+    from .store.weights import write_weights
+
+    if not plastic.history:
+        raise ValidationError(f"write_weight_history: projection '{plastic.name}' has no snapshots; call snapshot() first")
+    with SpikeStore(store_path, "a") as st:
+        write_weights(
+            st, plastic.name, pre=pre, post=post, pre_index=plastic.pre, post_index=plastic.post, copy=plastic.copy,
+            times=np.asarray(plastic.times), weights=np.stack(plastic.history), rule=dataclasses.asdict(plastic.rule),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiehlCookConfig(_Config):
+    """Parameters of the Diehl & Cook style digit learner (SI units).
+
+    Parameters
+    ----------
+    n_exc : int
+        Excitatory (and inhibitory) neurons.
+    epochs : int
+        Passes over the training samples.
+    n_train, n_test : int or None
+        Use only the first N training / test samples (None = all).
+    max_rate : float
+        Input rate in hertz of a pixel of intensity 1.
+    t_present, t_rest : float
+        Seconds each sample is shown, and of silence after it.
+    dt : float
+        Time step in seconds.
+    tau_exc, tau_inh : float
+        Membrane time constants in seconds.
+    refractory_exc, refractory_inh : float
+        Refractory periods in seconds.
+    w_exc_inh, w_inh_exc : float
+        Jump of ``v`` (threshold units) from an excitatory spike onto its
+        inhibitory partner, and (negative) from an inhibitory spike onto every
+        other excitatory neuron.
+    w_init : float
+        Initial input weights are uniform in ``[0, w_init]``.
+    w_total : float
+        Sum of the input weights onto each excitatory neuron (normalised before
+        every presentation).
+    w_max, tau_pre, tau_post, a_plus, a_minus : float
+        The STDP rule (:class:`STDPRule`).
+    theta_plus : float
+        Threshold increase per spike (threshold units).
+    n_steps_test : int
+        Steps of each test (and labelling) presentation.
+    seed : int
+    target : str
+        Brian2 code-generation target for training ("numpy" or "cython"/"auto").
+    snapshot_every : int
+        Record the weights every this many training samples.
+    """
+
+    n_exc: int = 100
+    epochs: int = 1
+    n_train: int | None = None
+    n_test: int | None = None
+    max_rate: float = 250.0
+    t_present: float = 0.15
+    t_rest: float = 0.05
+    dt: float = 1e-3
+    tau_exc: float = 0.05
+    tau_inh: float = 0.01
+    refractory_exc: float = 5e-3
+    refractory_inh: float = 2e-3
+    w_exc_inh: float = 2.0
+    w_inh_exc: float = -1.0
+    w_init: float = 0.3
+    w_total: float = 6.4
+    w_max: float = 1.0
+    tau_pre: float = 0.02
+    tau_post: float = 0.02
+    a_plus: float = 0.01
+    a_minus: float = -0.011
+    theta_plus: float = 0.05
+    n_steps_test: int = 150
+    seed: int = 0
+    target: str = "auto"
+    snapshot_every: int = 100
+
+    _time_fields = frozenset({"t_present", "t_rest", "dt", "tau_exc", "tau_inh", "refractory_exc", "refractory_inh",
+                              "tau_pre", "tau_post"})
+
+    def __post_init__(self) -> None:
+        for name in ("n_exc", "epochs", "n_steps_test"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValidationError(f"DiehlCookConfig.{name}: must be an int >= 1, got {value!r}", attr=name, obj=self)
+        for name in ("max_rate", "t_present", "dt", "tau_exc", "tau_inh", "w_init", "w_total", "w_max", "theta_plus"):
+            _check_range(self, name, 0.0, lo_open=True)
+        for name in ("t_rest", "refractory_exc", "refractory_inh", "snapshot_every"):
+            _check_range(self, name, 0.0)
+        if self.w_inh_exc > 0:
+            raise ValidationError("DiehlCookConfig.w_inh_exc: inhibition must be <= 0", attr="w_inh_exc", obj=self)
+        if self.target not in ("auto", "numpy", "cython"):
+            raise ValidationError(
+                f"DiehlCookConfig.target: {self.target!r} is not one of 'auto', 'numpy', 'cython' (training runs a "
+                "network_operation, which needs a runtime target)", attr="target", obj=self,
+            )
+
+    def rule(self) -> "STDPRule":
+        """The STDP rule of this configuration."""
+        from .backend.plasticity import STDPRule
+
+        return STDPRule(tau_pre=self.tau_pre, tau_post=self.tau_post, a_plus=self.a_plus, a_minus=self.a_minus,
+                        w_min=0.0, w_max=self.w_max)
+
+
+def diehl_cook_network(
+    cfg: DiehlCookConfig, n_input: int, *, weights: NDArray[np.float64] | None = None, theta: NDArray[np.float64] | None = None
+) -> SpikingNetwork:
+    """The learner as a :class:`SpikingNetwork` (Poisson input → ``exc`` ⇄ ``inh``).
+
+    Parameters
+    ----------
+    cfg : DiehlCookConfig
+    n_input : int
+        Input neurons (pixels).
+    weights : ndarray (n_exc, n_input), optional
+        Input → excitatory weights (default: uniform in ``[0, w_init]`` from ``cfg.seed``).
+    theta : ndarray (n_exc,), optional
+        Excitatory thresholds (default 1).
+
+    Returns
+    -------
+    SpikingNetwork
+        Populations ``input`` (poisson), ``exc`` (LIF, excitatory, per-neuron
+        thresholds), ``inh`` (LIF, inhibitory); projections ``in_exc``
+        (plastic candidate), ``exc_inh`` (one-to-one), ``inh_exc`` (all but self).
+    """
+    n = cfg.n_exc
+    rng = np.random.default_rng(cfg.seed)
+    w = rng.uniform(0.0, cfg.w_init, size=(n, n_input)) if weights is None else np.asarray(weights, dtype=np.float64)
+    th = np.ones(n) if theta is None else np.asarray(theta, dtype=np.float64)
+    pops = [
+        Population(name="input", n=n_input, model="input", role="input", sign="excitatory"),
+        Population(name="exc", n=n, model="lif", tau_mem=cfg.tau_exc, threshold=th, reset="value", v_reset=0.0,
+                   refractory=cfg.refractory_exc, role="hidden", sign="excitatory"),
+        Population(name="inh", n=n, model="lif", tau_mem=cfg.tau_inh, threshold=1.0, reset="value", v_reset=0.0,
+                   refractory=cfg.refractory_inh, role="interneuron", sign="inhibitory"),
+    ]
+    idx = np.arange(n)
+    pre, post = np.repeat(idx, n), np.tile(idx, n)
+    other = pre != post
+    projs = [
+        Projection.from_dense(w, keep_zeros=True, name="in_exc", pre="input", post="exc", delay=cfg.dt, kind="dense"),
+        Projection(name="exc_inh", pre="exc", post="inh", pre_index=idx, post_index=idx, weight=np.full(n, cfg.w_exc_inh),
+                   delay=cfg.dt, kind="relay"),
+        Projection(name="inh_exc", pre="inh", post="exc", pre_index=pre[other], post_index=post[other],
+                   weight=np.full(int(other.sum()), cfg.w_inh_exc), delay=cfg.dt, kind="lateral"),
+    ]
+    return SpikingNetwork(pops, projs, input="input", output=None, dt=cfg.dt, name="diehl_cook",
+                          encoding={"kind": "poisson", "scale": 1.0, "max_rate": cfg.max_rate})
+
+
+def train_diehl_cook(
+    x: NDArray[np.float64], cfg: DiehlCookConfig, *, say: Callable[[str], None] | None = None
+) -> tuple[SpikingNetwork, "PlasticProjection", dict[str, Any]]:
+    """Learn input weights and thresholds from ``x`` without labels.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_samples, n_input)
+        Pixel intensities in [0, 1].
+    cfg : DiehlCookConfig
+    say : callable, optional
+        One-line progress messages.
+
+    Returns
+    -------
+    network : SpikingNetwork
+        The learner with the learned ``in_exc`` weights and ``exc`` thresholds.
+    plastic : PlasticProjection
+        The plastic projection with its weight snapshots.
+    info : dict
+        ``epoch_s`` (wall seconds per epoch), ``build_s``, ``spikes_per_sample``.
+    """
+    import brian2 as b2
+
+    from .backend.brian2_api import to_brian2
+    from .backend.plasticity import add_stdp, present_samples
+    from .backend.runner import brian2_state
+
+    say = say or (lambda msg: log.info(msg))
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    snn = diehl_cook_network(cfg, x.shape[1])
+    info: dict[str, Any] = {"epoch_s": [], "spikes_per_sample": []}
+    # training is one long Brian2 run; brian2_state sets the target and seed and restores them
+    with brian2_state(cfg.target, cfg.seed):
+        t0 = time.perf_counter()
+        net = to_brian2(snn, config=SimulationConfig(n_steps=1, dt=cfg.dt))
+        plastic = add_stdp(net, "in_exc", cfg.rule())
+        exc = net.groups["exc"]
+        theta = np.ones(cfg.n_exc)
+
+        def adapt(k: int, counts: NDArray[np.int64]) -> None:
+            theta[:] += cfg.theta_plus * counts
+            exc.theta = theta
+
+        info["build_s"] = time.perf_counter() - t0
+        rng = np.random.default_rng(cfg.seed)
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(len(x))
+            t1 = time.perf_counter()
+            counts = present_samples(
+                net, x[order] * cfg.max_rate, t_present=cfg.t_present, t_rest=cfg.t_rest, population="exc",
+                plastic=plastic, normalise=cfg.w_total, on_sample=adapt, snapshot_every=cfg.snapshot_every,
+            )
+            info["epoch_s"].append(time.perf_counter() - t1)
+            info["spikes_per_sample"].append(float(counts.sum(axis=1).mean()))
+            say(f"epoch {epoch + 1}/{cfg.epochs}: {info['epoch_s'][-1]:.1f} s, "
+                f"{info['spikes_per_sample'][-1]:.1f} excitatory spikes per sample")
+        weights = plastic.weight_matrix()
+        del net, b2
+    return diehl_cook_network(cfg, x.shape[1], weights=weights, theta=theta.copy()), plastic, info
+
+
+def assign_labels(counts: NDArray[Any], y: NDArray[Any], n_classes: int) -> NDArray[np.int64]:
+    """Label every neuron with the class of its highest mean response.
+
+    Parameters
+    ----------
+    counts : ndarray (n_samples, n_neurons)
+        Spike counts per sample.
+    y : ndarray (n_samples,)
+        Class of each sample, in ``0 … n_classes - 1``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_neurons,)
+
+    Examples
+    --------
+    >>> assign_labels(np.array([[3, 0], [0, 2], [1, 0]]), np.array([0, 1, 0]), 2).tolist()
+    [0, 1]
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    yy = np.asarray(y, dtype=np.int64)
+    mean = np.stack([c[yy == k].mean(axis=0) if np.any(yy == k) else np.zeros(c.shape[1]) for k in range(n_classes)])
+    return np.argmax(mean, axis=0).astype(np.int64)
+
+
+def labelled_network(learner: SpikingNetwork, labels: NDArray[np.int64], n_classes: int) -> SpikingNetwork:
+    """Add a read-out of ``n_classes`` integrators fed by the labelled excitatory neurons.
+
+    Read-out neuron ``c`` integrates ``1 / n_c`` per spike of each of the
+    ``n_c`` neurons labelled ``c``: its potential is the mean response of the
+    class, and ``SpikeRecord.predictions()`` is Diehl & Cook's vote.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n_per = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    pre = np.arange(labels.size)
+    readout = Projection(name="exc_readout", pre="exc", post="readout", pre_index=pre, post_index=labels,
+                         weight=1.0 / n_per[labels], delay=learner.dt, kind="readout")
+    pops = [*learner.populations.values(), Population(name="readout", n=n_classes, model="integrator", role="output")]
+    return SpikingNetwork(
+        pops, [*learner.projections.values(), readout], input=learner.input, output="readout", dt=learner.dt,
+        name="diehl_cook_labelled", encoding=dict(learner.encoding),
+        readout={"mode": "potential", "task": "classification", "scale": 1.0, "latency_steps": 0},
+    )
+
+
+def run_stdp_digits(
+    cfg: DiehlCookConfig, out_dir: str | Path, *, overwrite: bool = False, workers: int = 0,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train on the shipped digits, label, test; write a spike store with the weight history.
+
+    Parameters
+    ----------
+    cfg : DiehlCookConfig
+    out_dir : str or path-like
+        Receives ``stdp_digits_net.h5`` (the labelled network),
+        ``stdp_digits_spikes.h5`` (test spikes + ``/weights/in_exc``) and
+        ``stdp_digits_summary.json``.
+    overwrite : bool
+        Replace existing output files.
+    workers : int
+        Processes for the batched labelling and test simulations (0 = one per core).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (test), ``train_accuracy`` (labelling samples),
+        ``epoch_s``, ``label_s``, ``test_s``, sizes and paths.
+    """
+    from .backend.runner import simulate
+    from .datasets import load_digits
+    from .store.stream import simulate_to_store
+
+    say = say or (lambda msg: log.info(msg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net_path, store_path = out / "stdp_digits_net.h5", out / "stdp_digits_spikes.h5"
+    for p in (net_path, store_path):
+        if p.exists() and not overwrite:
+            raise ValidationError(f"output '{p}' exists; pass --overwrite to replace it", attr="out")
+    x_tr, y_tr = load_digits("train")
+    x_te, y_te = load_digits("test")
+    x_tr, y_tr = x_tr[: cfg.n_train], y_tr[: cfg.n_train]
+    x_te, y_te = x_te[: cfg.n_test], y_te[: cfg.n_test]
+    x_tr, x_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
+    say(f"training {cfg.n_exc} excitatory neurons on {len(x_tr)} digits x {cfg.epochs} epoch(s) (STDP, Brian2 {cfg.target})")
+    learner, plastic, info = train_diehl_cook(x_tr, cfg, say=say)
+    sim = SimulationConfig(n_steps=cfg.n_steps_test, dt=cfg.dt, target=cfg.target, seed=cfg.seed + 1, workers=workers)
+    t0 = time.perf_counter()
+    rec = simulate(learner, x_tr, sim)
+    labels = assign_labels(rec.counts["exc"], y_tr, 10)
+    label_s = time.perf_counter() - t0
+    snn = labelled_network(learner, labels, 10)
+    train_acc = float(np.mean(np.argmax(_class_means(rec.counts["exc"], labels, 10), axis=1) == y_tr))
+    snn.save(net_path, overwrite=True)
+    say(f"labelled {cfg.n_exc} neurons on {len(x_tr)} training digits ({label_s:.1f} s); testing on {len(x_te)}")
+    t1 = time.perf_counter()
+    test = simulate_to_store(snn, x_te, store_path, dataclasses.replace(sim, seed=cfg.seed + 2, record=("exc", "inh", "input")),
+                             labels=y_te, overwrite=True, network_path=net_path)
+    test_s = time.perf_counter() - t1
+    write_weight_history(store_path, plastic, pre="input", post="exc")
+    acc = float(np.mean(test.predictions() == y_te))
+    summary = {
+        "accuracy": acc, "train_accuracy": train_acc, "n_exc": cfg.n_exc, "n_train": len(x_tr), "n_test": len(x_te),
+        "epochs": cfg.epochs, "epoch_s": info["epoch_s"], "build_s": info["build_s"],
+        "spikes_per_sample": info["spikes_per_sample"], "label_s": label_s, "test_s": test_s,
+        "classes_covered": int(np.unique(labels).size), "config": cfg.to_dict(),
+        "network": str(net_path), "store": str(store_path),
+    }
+    (out / "stdp_digits_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    say(f"test accuracy {100 * acc:.1f} % ({len(x_te)} digits), training-set vote {100 * train_acc:.1f} %")
+    return summary
+
+
+def _class_means(counts: NDArray[Any], labels: NDArray[np.int64], n_classes: int) -> NDArray[np.float64]:
+    c = np.asarray(counts, dtype=np.float64)
+    n_per = np.maximum(np.bincount(labels, minlength=n_classes), 1)
+    out = np.zeros((c.shape[0], n_classes))
+    np.add.at(out.T, labels, c.T)
+    return out / n_per
+
+
+def load_stdp_experiment(raw: Mapping[str, Any]) -> tuple[DiehlCookConfig, dict[str, Any]]:
+    """Read the ``[stdp]`` and ``[experiment]`` tables of an experiment file (``spikebridge run``)."""
+    unknown = sorted(set(raw) - {"stdp", "experiment"})
+    if unknown:
+        raise ValidationError(f"STDP experiment file: unknown table [{unknown[0]}]; known tables: stdp, experiment", attr=unknown[0])
+    return DiehlCookConfig.from_dict(raw.get("stdp", {})), dict(raw.get("experiment", {}))
