@@ -268,9 +268,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_spike_store(path: str) -> bool:
+    from .store.spikes import SpikeStore
+
+    try:
+        with SpikeStore(path):
+            return True
+    except (OSError, SpikebridgeError):
+        return False
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from .analysis.graph import analyse, write_graphml
     from .conversion.network import load_network
+
+    if _is_spike_store(args.network):
+        # a spike store: how its recorded (plastic) projections changed
+        from .analysis.learning import weight_changes
+
+        learning = weight_changes(args.network)
+        _out(json.dumps(learning.to_dict(), indent=2, default=float) if args.json else learning.to_text())
+        return 0
 
     snn = load_network(args.network)
     report = analyse(snn, sample_size=args.sample)
@@ -446,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", help="directory to write figures to")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("graph", help="analyse the connectivity of a network file")
-    p.add_argument("network")
+    p = sub.add_parser("graph", help="analyse the connectivity of a network file (or the weight changes in a spike store)")
+    p.add_argument("network", help="network file, or a spike store with weight recordings")
     p.add_argument("--json", action="store_true")
     p.add_argument("--graphml", help="write the graph as GraphML")
     p.add_argument("--level", choices=["population", "neuron"], default="population")

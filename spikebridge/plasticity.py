@@ -122,7 +122,7 @@ class DiehlCookConfig(_Config):
         inhibitory partner, and (negative) from an inhibitory spike onto every
         other excitatory neuron.
     w_init : float
-        Initial input weights are uniform in ``[0, w_init]``.
+        Initial input weights are uniform in ``[0, w_init]``, then scaled to sum to ``w_total``.
     w_total : float
         Sum of the input weights onto each excitatory neuron (normalised before
         every presentation).
@@ -218,7 +218,11 @@ def diehl_cook_network(
     """
     n = cfg.n_exc
     rng = np.random.default_rng(cfg.seed)
-    w = rng.uniform(0.0, cfg.w_init, size=(n, n_input)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights is None:
+        w = rng.uniform(0.0, cfg.w_init, size=(n, n_input))
+        w *= cfg.w_total / w.sum(axis=1, keepdims=True)  # as normalised before every presentation
+    else:
+        w = np.asarray(weights, dtype=np.float64)
     th = np.ones(n) if theta is None else np.asarray(theta, dtype=np.float64)
     pops = [
         Population(name="input", n=n_input, model="input", role="input", sign="excitatory"),
@@ -293,6 +297,7 @@ def train_diehl_cook(
             counts = present_samples(
                 net, x[order] * cfg.max_rate, t_present=cfg.t_present, t_rest=cfg.t_rest, population="exc",
                 plastic=plastic, normalise=cfg.w_total, on_sample=adapt, snapshot_every=cfg.snapshot_every,
+                reset={"exc": {"v": 0.0}, "inh": {"v": 0.0}},  # every sample starts as a test presentation does
             )
             info["epoch_s"].append(time.perf_counter() - t1)
             info["spikes_per_sample"].append(float(counts.sum(axis=1).mean()))

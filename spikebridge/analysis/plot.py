@@ -33,6 +33,7 @@ __all__ = [
     "plot_rate_histograms",
     "plot_all",
     "plot_report",
+    "plot_weight_distribution",
 ]
 
 _MAX_POINTS = 300_000
@@ -254,6 +255,41 @@ def plot_rate_histograms(
     return _save(fig, path, dpi)
 
 
+def plot_weight_distribution(
+    histories: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    bins: int = 40,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Weight histograms before (first snapshot) and after (last) learning, one panel per projection.
+
+    Parameters
+    ----------
+    histories : mapping of projection name to WeightHistory
+        From :func:`spikebridge.store.weights.read_weights`.
+    """
+    if not histories:
+        raise ValidationError("plot_weight_distribution: no weight recordings given", attr="histories")
+    n = len(histories)
+    fig = _figure(figsize or (3.6 * n, 2.8), dpi)
+    for k, (name, h) in enumerate(histories.items()):
+        ax = fig.add_subplot(1, n, k + 1)
+        first, last = np.asarray(h.w[0], dtype=np.float64), np.asarray(h.w[-1], dtype=np.float64)
+        hi = max(float(h.w.max()), 1e-12)
+        ax.hist(first, bins=bins, range=(0.0, hi), alpha=0.6, color="C0", label=f"t = {float(h.t[0]):g} s")
+        ax.hist(last, bins=bins, range=(0.0, hi), alpha=0.6, color="C3", label=f"t = {float(h.t[-1]):g} s")
+        ax.set_yscale("log")
+        ax.set_title(f"{name} ({h.pre} -> {h.post})", fontsize=9)
+        ax.set_xlabel("weight")
+        if k == 0:
+            ax.set_ylabel("synapses")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 def plot_all(
     store_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -271,7 +307,8 @@ def plot_all(
     dict of str to Path
         Keys ``"accuracy"`` (when labels and ANN outputs are stored),
         ``"raster"`` (when spikes were recorded), ``"scatter"`` (when ANN
-        activations were stored), ``"rates"``.
+        activations were stored), ``"rates"``, ``"weights"`` (weight
+        distributions before/after learning, when weights were recorded).
     """
     from ..store.spikes import SpikeStore
     from .compare import compare, layer_data, load_comparison_inputs
@@ -294,6 +331,11 @@ def plot_all(
             figures["scatter"] = plot_rate_vs_activation(list(data.values()), out / f"{prefix}scatter.{fmt}", dpi=dpi)
         if rec.counts:
             figures["rates"] = plot_rate_histograms(rec.counts, out / f"{prefix}rates.{fmt}", n_steps=rec.n_steps, dt=rec.dt, dpi=dpi)
+        from ..store.weights import read_weights
+
+        histories = read_weights(st)
+        if histories:
+            figures["weights"] = plot_weight_distribution(histories, out / f"{prefix}weights.{fmt}", dpi=dpi)
     return figures
 
 

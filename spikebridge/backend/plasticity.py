@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -121,7 +121,7 @@ class PlasticProjection:
 
     def snapshot(self, t: float | None = None) -> None:
         """Append the current weights to :attr:`history` at network time ``t`` (s; default: now)."""
-        now = float(self.synapses.t_) if t is None else float(t)
+        now = float(self.synapses.clock.t_[:]) if t is None else float(t)
         self.times.append(now)
         self.history.append(self.weights.astype(np.float32))
 
@@ -235,6 +235,7 @@ def present_samples(
     normalise: float | None = None,
     on_sample: Callable[[int, NDArray[np.int64]], None] | None = None,
     snapshot_every: int = 0,
+    reset: Mapping[str, Mapping[str, float]] | None = None,
 ) -> NDArray[np.int64]:
     """Present input rate patterns one after another in a single Brian2 run.
 
@@ -264,6 +265,9 @@ def present_samples(
     on_sample : callable(k, counts), optional
         Called after sample ``k``'s presentation with its spike counts
         (shape (n,)); may change group variables (e.g. thresholds).
+    reset : mapping of population to {variable: value}, optional
+        Set before every presentation (e.g. ``{"exc": {"v": 0.0}}``), so each
+        sample starts from the state a fresh :func:`spikebridge.simulate` run has.
 
     Returns
     -------
@@ -304,6 +308,9 @@ def present_samples(
                 _normalise()
             if plastic is not None and snapshot_every and k % snapshot_every == 0:
                 plastic.snapshot(float(t / b2.second))
+            for pop_name, values in (reset or {}).items():
+                for var, value in values.items():
+                    setattr(net.groups[pop_name], var, value)
             seen["before"] = np.asarray(mon.count[:], dtype=np.int64).copy()
             net.input.rate = x[k] * b2.Hz
         if phase == s_on or (phase == 0 and k > 0 and s_off == 0):
