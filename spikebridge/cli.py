@@ -367,10 +367,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_stdp(args: argparse.Namespace, raw: dict[str, Any]) -> int:
+    from .plasticity import load_stdp_experiment, run_stdp_digits
+
+    if args.resume:
+        raise ValidationError("run: an [stdp] experiment cannot --resume; run it again with --overwrite")
+    cfg, exp = load_stdp_experiment(raw)
+    out = Path(args.out or exp.get("out") or "spikebridge_stdp")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    s = run_stdp_digits(cfg, out, overwrite=args.overwrite, say=say)
+    rows = [("test accuracy", f"{100 * s['accuracy']:.2f} %"), ("training-set vote", f"{100 * s['train_accuracy']:.2f} %"),
+            ("excitatory neurons", str(s["n_exc"])), ("training digits x epochs", f"{s['n_train']} x {s['epochs']}"),
+            ("s per epoch", " ".join(f"{t:.1f}" for t in s["epoch_s"])), ("spike store", s["store"])]
+    _out(_table(rows, [str(exp.get("name", "stdp")), "value"]))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .analysis.report import write_report
     from .pipeline import load_experiment, run_experiment
 
+    raw = load_toml(args.experiment)
+    if "stdp" in raw:  # an STDP learning experiment (examples/stdp_digits.toml)
+        return _run_stdp(args, raw)
     spec, out_cfg, title = load_experiment(args.experiment)
     out = Path(args.out or out_cfg or "spikebridge_out")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -140,7 +140,7 @@ class DiehlCookConfig(_Config):
     """
 
     n_exc: int = 100
-    epochs: int = 1
+    epochs: int = 2
     n_train: int | None = None
     n_test: int | None = None
     max_rate: float = 250.0
@@ -152,15 +152,15 @@ class DiehlCookConfig(_Config):
     refractory_exc: float = 5e-3
     refractory_inh: float = 2e-3
     w_exc_inh: float = 2.0
-    w_inh_exc: float = -1.0
+    w_inh_exc: float = -5.0
     w_init: float = 0.3
-    w_total: float = 6.4
+    w_total: float = 0.6
     w_max: float = 1.0
     tau_pre: float = 0.02
     tau_post: float = 0.02
-    a_plus: float = 0.01
-    a_minus: float = -0.011
-    theta_plus: float = 0.05
+    a_plus: float = 3e-4
+    a_minus: float = -6e-5
+    theta_plus: float = 0.005
     n_steps_test: int = 150
     seed: int = 0
     target: str = "auto"
@@ -185,6 +185,15 @@ class DiehlCookConfig(_Config):
                 f"DiehlCookConfig.target: {self.target!r} is not one of 'auto', 'numpy', 'cython' (training runs a "
                 "network_operation, which needs a runtime target)", attr="target", obj=self,
             )
+
+    @classmethod
+    def quick(cls) -> "DiehlCookConfig":
+        """A seconds-long smoke configuration for CI: 10 neurons, 100 training and 60 test digits, numpy target.
+
+        With ten digits per neuron, homeostasis and learning are made faster so every neuron gets to win.
+        """
+        return cls(n_exc=10, n_train=100, n_test=60, epochs=1, target="numpy", t_present=0.1, t_rest=0.02,
+                   n_steps_test=100, theta_plus=0.05, a_plus=1e-3, a_minus=-2e-4)
 
     def rule(self) -> "STDPRule":
         """The STDP rule of this configuration."""
@@ -435,4 +444,8 @@ def load_stdp_experiment(raw: Mapping[str, Any]) -> tuple[DiehlCookConfig, dict[
     unknown = sorted(set(raw) - {"stdp", "experiment"})
     if unknown:
         raise ValidationError(f"STDP experiment file: unknown table [{unknown[0]}]; known tables: stdp, experiment", attr=unknown[0])
-    return DiehlCookConfig.from_dict(raw.get("stdp", {})), dict(raw.get("experiment", {}))
+    exp = dict(raw.get("experiment", {}))
+    bad = sorted(set(exp) - {"name", "out"})
+    if bad:
+        raise ValidationError(f"STDP experiment file: unknown key '{bad[0]}' in [experiment]; known keys: name, out", attr=bad[0])
+    return DiehlCookConfig.from_dict(raw.get("stdp", {})), exp
