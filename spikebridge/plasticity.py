@@ -276,8 +276,6 @@ def train_diehl_cook(
     info : dict
         ``epoch_s`` (wall seconds per epoch), ``build_s``, ``spikes_per_sample``.
     """
-    import brian2 as b2
-
     from .backend.brian2_api import to_brian2
     from .backend.plasticity import add_stdp, present_samples
     from .backend.runner import brian2_state
@@ -313,7 +311,7 @@ def train_diehl_cook(
             say(f"epoch {epoch + 1}/{cfg.epochs}: {info['epoch_s'][-1]:.1f} s, "
                 f"{info['spikes_per_sample'][-1]:.1f} excitatory spikes per sample")
         weights = plastic.weight_matrix()
-        del net, b2
+        del net
     return diehl_cook_network(cfg, x.shape[1], weights=weights, theta=theta.copy()), plastic, info
 
 
