@@ -26,6 +26,7 @@ constant of 10^4 s, so within one presentation only its growth differs).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import time
@@ -361,7 +362,7 @@ def labelled_network(learner: SpikingNetwork, labels: NDArray[np.int64], n_class
 
 
 def run_stdp_digits(
-    cfg: DiehlCookConfig, out_dir: str | Path, *, overwrite: bool = False, workers: int = 0,
+    cfg: DiehlCookConfig, out_dir: str | Path, *, overwrite: bool = False, workers: int = 0, plots: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train on the shipped digits, label, test; write a spike store with the weight history.
@@ -371,18 +372,21 @@ def run_stdp_digits(
     cfg : DiehlCookConfig
     out_dir : str or path-like
         Receives ``stdp_digits_net.h5`` (the labelled network),
-        ``stdp_digits_spikes.h5`` (test spikes + ``/weights/in_exc``) and
-        ``stdp_digits_summary.json``.
+        ``stdp_digits_spikes.h5`` (test spikes + ``/weights/in_exc``),
+        ``stdp_digits_summary.json`` and the receptive-field figure.
     overwrite : bool
         Replace existing output files.
     workers : int
         Processes for the batched labelling and test simulations (0 = one per core).
+    plots : bool
+        Also draw every neuron's learned input weights, sorted by label, to
+        ``stdp_digits_receptive_fields.png`` (when matplotlib is installed).
 
     Returns
     -------
     dict
         ``accuracy`` (test), ``train_accuracy`` (labelling samples),
-        ``epoch_s``, ``label_s``, ``test_s``, sizes and paths.
+        ``epoch_s``, ``label_s``, ``test_s``, ``neurons_per_class``, sizes and paths.
     """
     from .backend.runner import simulate
     from .datasets import load_digits
@@ -417,8 +421,16 @@ def run_stdp_digits(
     test_s = time.perf_counter() - t1
     write_weight_history(store_path, plastic, pre="input", post="exc")
     acc = float(np.mean(test.predictions() == y_te))
+    figure = None
+    if plots and importlib.util.find_spec("matplotlib") is not None:
+        from .analysis.plot import plot_receptive_fields
+
+        order = np.argsort(labels, kind="stable")
+        figure = str(plot_receptive_fields(plastic.weight_matrix()[order], out / "stdp_digits_receptive_fields.png",
+                                           image_shape=(8, 8), labels=labels[order]))
     summary = {
         "accuracy": acc, "train_accuracy": train_acc, "n_exc": cfg.n_exc, "n_train": len(x_tr), "n_test": len(x_te),
+        "neurons_per_class": np.bincount(labels, minlength=10).tolist(), "figure": figure,
         "epochs": cfg.epochs, "epoch_s": info["epoch_s"], "build_s": info["build_s"],
         "spikes_per_sample": info["spikes_per_sample"], "label_s": label_s, "test_s": test_s,
         "classes_covered": int(np.unique(labels).size), "config": cfg.to_dict(),

@@ -34,6 +34,7 @@ __all__ = [
     "plot_all",
     "plot_report",
     "plot_weight_distribution",
+    "plot_receptive_fields",
 ]
 
 _MAX_POINTS = 300_000
@@ -287,6 +288,45 @@ def plot_weight_distribution(
             ax.set_ylabel("synapses")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_receptive_fields(
+    weights: ArrayLike,
+    path: str | os.PathLike[str],
+    *,
+    image_shape: tuple[int, int],
+    labels: ArrayLike | None = None,
+    cols: int = 10,
+    dpi: int = 100,
+) -> Path:
+    """Input weights of every neuron drawn as an image (e.g. what each STDP neuron learned).
+
+    Parameters
+    ----------
+    weights : array_like, shape (n_neurons, H * W)
+        One row of input weights per neuron (pixels in C order).
+    image_shape : (H, W)
+    labels : array_like of int, shape (n_neurons,), optional
+        Class of each neuron, shown as its title.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    h, wd = image_shape
+    if w.ndim != 2 or w.shape[1] != h * wd:
+        raise ValidationError(f"plot_receptive_fields: weights {w.shape} do not hold {h}x{wd} images", attr="weights")
+    n = w.shape[0]
+    cols = max(1, min(cols, n))
+    rows = (n + cols - 1) // cols
+    fig = _figure((0.9 * cols, 0.95 * rows), dpi)
+    lab = None if labels is None else np.asarray(labels)
+    for k in range(n):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(w[k].reshape(h, wd), cmap="gray_r", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if lab is not None:
+            ax.set_title(str(lab[k]), fontsize=7, pad=1)
+    fig.tight_layout(pad=0.2)
     return _save(fig, path, dpi)
 
 
