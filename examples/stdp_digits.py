@@ -29,11 +29,11 @@ Run it
 ------
 ::
 
-    python examples/stdp_digits.py                 # 100 neurons, 1,437 digits x 2 epochs (a few minutes)
+    python examples/stdp_digits.py                 # 100 neurons, 1,437 digits x 4 epochs (about 4 minutes)
     python examples/stdp_digits.py --quick         # 10 neurons, 100 digits, numpy target (CI, seconds)
     spikebridge run examples/stdp_digits.toml      # the same from an experiment file
 
-Expected: about 80-85 % test accuracy with 100 neurons after 2 epochs (see
+Expected: about 88 % test accuracy with 100 neurons after 4 epochs (see
 ``benchmarks/bench_stdp.py``); ``--quick`` is a smoke run (about 60 %; chance is 10 %).
 """
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 neurons, 100 training and 60 test digits, numpy target (CI)")
     parser.add_argument("--out", default="stdp_digits_out", help="output directory (default ./stdp_digits_out)")
-    parser.add_argument("--epochs", type=int, help="passes over the training digits (default 2)")
+    parser.add_argument("--epochs", type=int, help="passes over the training digits (default 4)")
     parser.add_argument("--n-exc", dest="n_exc", type=int, help="excitatory neurons (default 100)")
     parser.add_argument("--target", choices=["auto", "numpy", "cython"], help="Brian2 target (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")

@@ -141,7 +141,7 @@ class DiehlCookConfig(_Config):
     """
 
     n_exc: int = 100
-    epochs: int = 2
+    epochs: int = 4
     n_train: int | None = None
     n_test: int | None = None
     max_rate: float = 250.0
@@ -159,8 +159,8 @@ class DiehlCookConfig(_Config):
     w_max: float = 1.0
     tau_pre: float = 0.02
     tau_post: float = 0.02
-    a_plus: float = 3e-4
-    a_minus: float = -6e-5
+    a_plus: float = 1e-4
+    a_minus: float = -2e-5
     theta_plus: float = 0.005
     n_steps_test: int = 150
     seed: int = 0

@@ -39,7 +39,7 @@ def test_stdp_digits_quick(tmp_path):
 def test_stdp_toml_runs_and_checks_keys(tmp_path, capsys):
     text = (EXAMPLES / "stdp_digits.toml").read_text()
     assert "[stdp]" in text and 'target = "auto"' in text
-    small = text.replace('target = "auto"', 'target = "numpy"').replace("n_exc = 100", "n_exc = 10").replace("epochs = 2", "epochs = 1")
+    small = text.replace('target = "auto"', 'target = "numpy"').replace("n_exc = 100", "n_exc = 10").replace("epochs = 4", "epochs = 1")
     small += 'n_train = 40\nn_test = 30\nn_steps_test = 60\nt_present = "60ms"\nt_rest = "20ms"\n'
     small = small.replace('t_present = "150ms"', "").replace('t_rest = "50ms"', "")
     exp = tmp_path / "stdp.toml"

@@ -8,7 +8,7 @@ populations tagged ``sign="excitatory"`` in the store, or the rule's
 population the same) it adds reciprocity:
 
 * ``reciprocity``: fraction of strong synapses ``i → j`` (``w >= strong``,
-  default half of the rule's ``w_max``) whose reverse ``j → i`` is strong too
+  default half the largest recorded weight) whose reverse ``j → i`` is strong too
   (networkx's definition on the graph of strong synapses);
 * ``weighted_reciprocity``: ``Σ min(w_ij, w_ji) / Σ w_ij`` (Squartini et al. 2013),
   1 for a symmetric weight matrix, 0 when no pair is bidirectional.
@@ -102,7 +102,8 @@ class LearningReport:
             )
             lines.append(f"    mean weight      {p.mean_before:.4g} -> {p.mean_after:.4g}")
             lines.append(f"    total strength   {p.total_before:.4g} -> {p.total_after:.4g}")
-            lines.append(f"    mean |change|    {p.mean_abs_change:.4g}")
+            rel = f" ({100 * p.mean_abs_change / p.mean_before:.0f} % of the mean weight before)" if p.mean_before > 0 else ""
+            lines.append(f"    mean |change|    {p.mean_abs_change:.4g}{rel}")
             lines.append(f"    strong (w >= {p.strong:.3g})  {100 * p.strong_before:.1f} % -> {100 * p.strong_after:.1f} %")
             if p.recurrent:
                 def fmt(v: float | None) -> str:
@@ -122,7 +123,7 @@ def weight_changes(store_path: str | os.PathLike[str], *, strong: float | None =
         A spike store (stores without weight recordings give an empty report).
     strong : float, optional
         Weight from which a synapse counts as strong (default: half the
-        rule's ``w_max``, else half the largest recorded weight).
+        largest weight in any snapshot).
 
     Returns
     -------
@@ -137,7 +138,8 @@ def weight_changes(store_path: str | os.PathLike[str], *, strong: float | None =
         info = st.population_info
     for name, h in histories.items():
         first, last = h.w[0].astype(np.float64), h.w[-1].astype(np.float64)
-        cut = strong if strong is not None else 0.5 * float(h.rule.get("w_max", max(float(h.w.max()), 1e-12)))
+        # half the largest weight ever recorded: the rule's w_max may be far above what the weights reach
+        cut = strong if strong is not None else 0.5 * max(float(h.w.max()) if h.w.size else 0.0, 1e-12)
         signs = {info.get(p, {}).get("sign") for p in (h.pre, h.post)}
         excitatory = signs == {"excitatory"} or float(h.rule.get("w_min", -1.0)) >= 0.0
         sel = h.copy == 0
