@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+# brian2 is imported inside the tests: importing it while pytest collects patches pytest's doctest collector
+
 import json
 
-import brian2
 import h5py
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ from spikebridge.store.weights import read_weights, write_weights
 
 def _sequence_store(path) -> None:
     """Four excitatory neurons, all-to-all recurrent STDP, driven in the order 0, 1, 2, 3 again and again."""
+    import brian2
+
     brian2.prefs.codegen.target = "numpy"
     n = 4
     pops = [Population(name="input", n=n, model="input", role="input", sign="excitatory"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import brian2
+# brian2 is imported inside the tests: importing it while pytest collects patches pytest's doctest collector
+
 import numpy as np
 import pytest
 
@@ -28,6 +29,8 @@ def _same(rec, ref) -> int:
 
 
 def test_digits_mlp_user_run_equals_simulate():
+    import brian2
+
     from spikebridge.datasets import load_digits
     from spikebridge.models import load_shipped
 
@@ -48,6 +51,8 @@ def test_digits_mlp_user_run_equals_simulate():
 
 
 def test_delayed_poisson_network_and_user_monitor(rng):
+    import brian2
+
     snn = mixed(rng, kind="poisson")
     x = rng.uniform(0, 1, size=(3, 5))
     cfg = SimulationConfig(n_steps=80, target="numpy", record=("all",), seed=7)
@@ -65,6 +70,8 @@ def test_delayed_poisson_network_and_user_monitor(rng):
 
 
 def test_changing_tau_changes_the_run(rng):
+    import brian2
+
     snn = mixed(rng, kind="current")
     x = rng.uniform(0, 1, size=(2, 5))
     cfg = SimulationConfig(n_steps=60, target="numpy")
@@ -85,6 +92,8 @@ def test_batch_size_is_checked(rng):
 
 
 def test_brian2_random_drive_reproduced_with_the_documented_seed():
+    import brian2
+
     from spikebridge.conversion.network import Population, SpikingNetwork
 
     drive = {"poisson_n": 20, "poisson_rate": 200.0, "poisson_weight": 0.2}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+# brian2 is imported inside the tests: importing it while pytest collects patches pytest's doctest collector
+
 import math
 
-import brian2
 import numpy as np
 import pytest
 
@@ -24,6 +25,8 @@ def _pair_net(w0: float = 0.2) -> SpikingNetwork:
 
 
 def test_pair_based_stdp_matches_hand_computation():
+    import brian2
+
     brian2.prefs.codegen.target = "numpy"
     raster = np.zeros((1, 40, 2))
     raster[0, 10, 0] = 1  # pre 0 at step 10, 5 steps before the post spike
@@ -47,6 +50,8 @@ def test_pair_based_stdp_matches_hand_computation():
 
 
 def test_weights_stay_within_bounds():
+    import brian2
+
     brian2.prefs.codegen.target = "numpy"
     raster = np.zeros((1, 60, 2))
     raster[0, ::3, 0] = 1
@@ -59,6 +64,8 @@ def test_weights_stay_within_bounds():
 
 
 def test_dale_and_rule_checks(rng):
+    import brian2
+
     brian2.prefs.codegen.target = "numpy"
     raster = np.zeros((1, 5, 2))
     with pytest.raises(ValidationError, match="inhibitory"):
@@ -77,6 +84,8 @@ def test_dale_and_rule_checks(rng):
 
 
 def test_present_samples_counts_and_normalises():
+    import brian2
+
     brian2.prefs.codegen.target = "numpy"
     pops = [Population(name="input", n=2, model="input", role="input", sign="excitatory"),
             Population(name="a", n=2, model="if", role="output", reset="zero", sign="excitatory")]
