@@ -83,3 +83,19 @@ def test_cli_export_digits_mlp_and_refuse_overwrite(tmp_path, capsys):
 def test_export_needs_inputs(rng, tmp_path):
     with pytest.raises(ValidationError, match="inputs"):
         export_brian2_script(mixed(rng), tmp_path, None)
+
+
+def test_script_reproduces_brian2_drawn_poisson_drive(tmp_path):
+    from spikebridge.conversion.network import Population, SpikingNetwork
+
+    drive = {"poisson_n": 20, "poisson_rate": 200.0, "poisson_weight": 0.2}
+    snn = SpikingNetwork([Population(name="e", n=30, model="lif", tau_mem=0.02, params=drive, refractory=2e-3,
+                                     role="output")], output="e", name="brunel_like")
+    script, _ = export_brian2_script(snn, tmp_path, None, n_steps=100, seed=3)
+    assert "b2.PoissonInput(e, 'v', N=20" in script.read_text()
+    res = _run(script)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ref = simulate(snn, None, SimulationConfig(n_steps=100, target="numpy", seed=3))
+    with np.load(tmp_path / "brunel_like_results.npz", allow_pickle=False) as got:
+        np.testing.assert_array_equal(got["e__counts"], ref.counts["e"])
+    assert ref.counts["e"].sum() > 20
