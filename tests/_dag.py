@@ -37,3 +37,58 @@ def make_tiny_resnet(seed: int = 0) -> AnnGraph:
         ("a2", "r4"), ("r4", "side"), ("side", "r5"), ("r4", "cat"), ("r5", "cat"), ("cat", "gap"), ("gap", "fc"),
     ]
     return AnnGraph(layers, edges, name="tiny_resnet", metadata={"task": "classification"})
+
+
+def torch_resnet(seed: int = 0, in_channels: int = 1, n_classes: int = 10):
+    """A small ResNet in torch: stem, an identity BasicBlock, a BasicBlock with a 1x1 conv + BN downsample
+    (stride 2), a channel concat head, global average pooling and a Linear read-out.
+
+    The blocks use ``out += identity`` and ``torch.add``; the head uses ``torch.cat`` — the three joins
+    an fx trace of a ResNet-style module holds.
+    """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class BasicBlock(nn.Module):  # torchvision's BasicBlock, without the dependency
+        def __init__(self, cin: int, cout: int, stride: int = 1, use_add: bool = False) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.use_add = use_add
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            if self.use_add:
+                out = torch.add(out, identity)
+            else:
+                out += identity
+            return self.relu(out)
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+            self.layer1 = BasicBlock(8, 8)
+            self.layer2 = BasicBlock(8, 16, stride=2, use_add=True)
+            self.side = nn.Conv2d(16, 4, 1)
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(20, n_classes)
+
+        def forward(self, x):
+            x = self.layer2(self.layer1(self.stem(x)))
+            x = torch.cat([x, F.relu(self.side(x))], dim=1)
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    torch.manual_seed(seed)
+    return ResNet()

@@ -79,8 +79,16 @@ def test_onnx_asymmetric_pads_and_residual_add(rng):
     model = _onnx_model([conv], {"w": rng.normal(size=(1, 1, 2, 2))}, [1, 1, 4, 4], [1, 1, 4, 4])
     with pytest.raises(UnsupportedLayerError, match=r"'c' of type Conv\(pads=\[0, 0, 1, 1\]\).*symmetric"):
         load_model(model)
+    # a residual sum of two computed tensors is an Add layer; an Add of a constant that is no bias is refused
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "x"], ["y"], name="res")]
-    with pytest.raises(UnsupportedLayerError, match="'res' of type Add"):
+    g = load_model(_onnx_model(nodes, {}, [1, 3], [1, 3]))
+    assert g["res"].type_name == "Add" and g.predecessors("res") == ("r", g.input.name)
+    np.testing.assert_allclose(evaluate(g, [[-1.0, 2.0, 0.5]]), [[-1.0, 4.0, 1.0]])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "b"], ["y"], name="res")]
+    with pytest.raises(UnsupportedLayerError, match="'res' of type Add.*only supported as the bias"):
+        load_model(_onnx_model(nodes, {"b": np.ones(3)}, [1, 3], [1, 3]))
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Mul", ["r", "x"], ["y"], name="gate")]
+    with pytest.raises(UnsupportedLayerError, match="'gate' of type Mul"):
         load_model(_onnx_model(nodes, {}, [1, 3], [1, 3]))
 
 
