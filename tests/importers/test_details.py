@@ -92,6 +92,28 @@ def test_onnx_asymmetric_pads_and_residual_add(rng):
         load_model(_onnx_model(nodes, {}, [1, 3], [1, 3]))
 
 
+@requires_onnx
+def test_onnx_sum_of_three_and_concat_checked_by_onnx_reference(rng):
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    w1, w2 = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="m1"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="m2"),
+        helper.make_node("Sum", ["a", "b", "x"], ["s"], name="sum3"),
+        helper.make_node("Relu", ["s"], ["r"], name="relu"),
+        helper.make_node("Concat", ["r", "a"], ["y"], name="cat", axis=-1),
+    ]
+    model = _onnx_model(nodes, {"w1": w1, "w2": w2}, [2, 3], [2, 6])
+    g = load_model(model)
+    assert g["sum3"].type_name == "Add" and g.predecessors("sum3") == ("m1", "m2", g.input.name)
+    assert g["cat"].type_name == "Concat" and g["cat"].axis == -1 and g.output_shape == (6,)
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(evaluate(g, x), ref, rtol=1e-5, atol=1e-5)
+
+
 @requires_sklearn
 def test_sklearn_binary_metadata_and_decision_rule(rng):
     from sklearn.neural_network import MLPClassifier
