@@ -91,7 +91,7 @@ def test_brian2_gives_identical_spikes_on_a_residual_network(resnet):
     snn = convert(g, ConversionConfig(v_init=0.5, delay_jitter=2e-3), calibration=x)
     xs = x[:3]
     ref = simulate_reference(snn, xs, 40, record=("all",))
-    b2 = simulate(snn, xs, SimulationConfig(n_steps=40, batch_size=3, record=("all",)))
+    b2 = simulate(snn, xs, SimulationConfig(n_steps=40, batch_size=3, target="numpy", record=("all",)))
     fired = 0
     for name in ref.counts:
         np.testing.assert_array_equal(b2.counts[name], ref.counts[name], err_msg=name)
