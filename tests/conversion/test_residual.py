@@ -118,3 +118,23 @@ def test_softmax_inside_a_dag_and_maxpool_on_a_sum():
     snn = convert(AnnGraph(layers, edges), ConversionConfig(percentile=100.0), calibration=np.ones((1, 1, 2, 2)))
     assert [(p.name, p.layer) for p in snn] == [("input", "x"), ("c", "r"), ("a", "a"), ("mp", "mp"), ("out", "out")]
     assert snn.populations["mp"].reset == "zero" and snn.scales["mp"] == snn.scales["a"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("maxpool", ["gate", "avg"])
+def test_dag_planner_reproduces_the_chain_planner_on_chains(maxpool, tiny_mlp, tiny_cnn):
+    import warnings
+
+    from spikebridge.conversion.convert import plan_stages
+    from spikebridge.conversion.dag import plan_dag
+    from spikebridge.models import load_shipped
+
+    for g in (tiny_mlp(), tiny_cnn(), load_shipped("digits_cnn"), load_shipped("digits_mlp")):
+        cfg = ConversionConfig(maxpool=maxpool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            chain, dag = plan_stages(g, cfg), plan_dag(g, cfg)
+        assert [(s.name, s.kind, s.layer, s.source, s.shape, s.rectify, len(s.extra)) for s in dag] == \
+            [(s.name, s.kind, s.layer, s.source, s.shape, s.rectify, 0) for s in chain]
+        for a, b in zip(chain, dag):
+            assert abs(a.matrix - b.matrix).max() < 1e-12
+            assert (a.bias is None and b.bias is None) or np.allclose(a.bias, b.bias)
