@@ -415,7 +415,7 @@ def from_torch(
     Parameters
     ----------
     source : torch.nn.Module or path
-        A module (``nn.Sequential`` or a module whose ``forward`` is a traceable chain of
+        A module (``nn.Sequential`` or a module whose ``forward`` fx-traces to (a DAG of)
         supported layers), or a ``.pt``/``.pth`` file written by ``torch.save(model.state_dict())``.
     input_shape : sequence of int, optional
         Per-sample input shape without the batch dimension, channels-first (``(C, H, W)``).
