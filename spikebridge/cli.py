@@ -160,8 +160,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     graph = model
     _out(f"model '{graph.name}': input {graph.input_shape}, output {graph.output_shape}")
-    rows = [(r.name, r.type_name, "x".join(map(str, r.output_shape)), f"{r.n_params:,}", f"{r.macs:,}") for r in graph.summary()]
-    _out(_table(rows, ["layer", "type", "output shape", "params", "MACs"]))
+    rows: list[tuple[Any, ...]] = [(r.name, r.type_name, "x".join(map(str, r.output_shape)), f"{r.n_params:,}", f"{r.macs:,}") for r in graph.summary()]
+    if not graph.is_chain:  # a DAG: say what feeds each layer, and where the graph branches
+        rows = [row + (", ".join(graph.predecessors(row[0])),) for row in rows]
+        _out(_table(rows, ["layer", "type", "output shape", "params", "MACs", "inputs"]))
+        for layer in graph.layers:
+            if len(graph.successors(layer.name)) > 1:
+                _out(f"branch: '{layer.name}' feeds {', '.join(graph.successors(layer.name))}")
+    else:
+        _out(_table(rows, ["layer", "type", "output shape", "params", "MACs"]))
     _out(f"total: {graph.n_params():,} parameters, {graph.macs():,} MACs per sample")
     return 0
 

@@ -32,11 +32,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ValidationError
 from ..store.record import SpikeRecord
+from .diagnose import Diagnosis, diagnose
 
 if TYPE_CHECKING:
     from ..conversion.network import SpikingNetwork
     from ..store.spikes import SpikeStore
-    from .diagnose import Diagnosis
 
 __all__ = ["ComparisonReport", "LayerFidelity", "LayerData", "compare", "layer_data", "load_comparison_inputs", "ComparisonInputs"]
 
@@ -339,8 +339,6 @@ def compare(
     >>> r.ann_accuracy, r.snn_accuracy, r.agreement, r.steps_within
     (1.0, 0.5, 0.5, {'0.5': None, '0.1': None})
     """
-    from .diagnose import diagnose
-
     inp = load_comparison_inputs(store_or_record, ann_outputs=ann_outputs, labels=labels, activations=activations, snn=snn)
     rec = inp.record
     report = ComparisonReport(task=inp.task, n_samples=rec.n_samples, n_steps=rec.n_steps, dt=rec.dt)

@@ -21,12 +21,38 @@ networks to efficient event-driven networks for image classification"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .compare import ComparisonReport
+# diagnose reads a comparison through these structural types instead of importing
+# analysis/compare.py, so the arrow runs one way only: compare -> diagnose.
+
+
+class _Fidelity(Protocol):
+    """What a rule reads of one layer (a :class:`~spikebridge.analysis.compare.LayerFidelity`)."""
+
+    population: str
+    layer: str
+    effective_steps: int
+    correlation: float | None
+    rate_ratio: float | None
+    saturated_fraction: float
+    above_one_fraction: float
+    silent_active_fraction: float | None
+
+
+class _Comparison(Protocol):
+    """What a rule reads of a comparison (a :class:`~spikebridge.analysis.compare.ComparisonReport`)."""
+
+    task: str
+    n_steps: int
+    ann_accuracy: float | None
+    accuracy_t: list[float] | None
+    steps_within: dict[str, int | None]
+
+    @property
+    def layers(self) -> Sequence[_Fidelity]: ...
 
 __all__ = ["Diagnosis", "LayerDiagnosis", "diagnose", "THRESHOLDS"]
 
@@ -76,7 +102,7 @@ def _list(rows: list[Any], describe: Any) -> str:
     return "; ".join(f"'{r.layer}' ({describe(r)})" for r in rows)
 
 
-def diagnose(report: "ComparisonReport", *, conversion: Mapping[str, Any] | None = None) -> Diagnosis:
+def diagnose(report: _Comparison, *, conversion: Mapping[str, Any] | None = None) -> Diagnosis:
     """Turn a comparison into symptoms and suggestions.
 
     Parameters

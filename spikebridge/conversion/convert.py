@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -61,7 +61,7 @@ from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError, 
 from ..ir.evaluate import evaluate
 from ..ir.graph import AnnGraph, safe_name
 from ..ir.layers import AvgPool2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
-from .delays import delay_steps, draw_delays, pipeline_latency
+from .delays import align_arrivals, delay_steps, draw_delays
 from .network import Population, Projection, SpikingNetwork
 from .normalise import activation_scale
 from .operators import is_linear, linear_operator
@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["convert", "Stage", "plan_stages"]
 
-_SUPPORTED = ("Input", "Dense", "Conv2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPool2d", "Flatten", "ReLU", "Identity", "Softmax")
+_SUPPORTED = ("Input", "Dense", "Conv2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPool2d", "Flatten", "ReLU", "Identity", "Softmax",
+              "Add", "Concat")
 
 
 @dataclass
@@ -94,6 +95,9 @@ class Stage:
     rectify : bool
         Whether its calibration activation must be rectified first (a
         population before a MaxPool that precedes the ReLU).
+    extra : list of (str, scipy.sparse.csr_matrix)
+        Further ``(source, matrix)`` inputs summed into the population (a
+        residual sum of a branching graph, see :mod:`spikebridge.conversion.dag`).
     """
 
     name: str
@@ -104,6 +108,11 @@ class Stage:
     bias: NDArray[np.float64] | None
     shape: tuple[int, ...]
     rectify: bool = False
+    extra: list[tuple[str, sp.csr_matrix]] = field(default_factory=list)
+
+    def inputs(self) -> list[tuple[str, sp.csr_matrix]]:
+        """All ``(source, matrix)`` pairs feeding the population."""
+        return [(self.source, self.matrix), *self.extra]
 
 
 def _gate_operator(layer: MaxPool2d, in_shape: tuple[int, ...]) -> sp.csr_matrix:
@@ -271,7 +280,12 @@ def convert(
     if not isinstance(graph, AnnGraph):
         raise ValidationError(f"convert: graph must be an AnnGraph, got {type(graph).__name__}", attr="graph")
     task = _resolve_task(graph, cfg)
-    stages = plan_stages(graph, cfg)
+    if graph.is_chain:
+        stages = plan_stages(graph, cfg)
+    else:
+        from .dag import plan_dag
+
+        stages = plan_dag(graph, cfg)
     dt, theta = cfg.dt, cfg.threshold
 
     # -- scales ------------------------------------------------------------
@@ -313,26 +327,16 @@ def convert(
                    role="input", layer=in_name)
     ]
     projections: list[Projection] = []
-    proj_order: list[str] = []
     mean_steps: dict[str, float] = {}
     used = {"input"} | {st.name for st in stages}
+    arrival: dict[str, float] = {"input": 0.0}  # mean steps from the input to each population
     for st in stages:
-        lam_src = scales[in_name] if st.source == "input" else scales[pop_of_layer[st.source]]
         lam = scales[st.layer]
         pop_of_layer[st.name] = st.layer
         is_out = st.kind == "output"
         n = int(np.prod(st.shape))
         bias = np.zeros(n) if st.bias is None else np.asarray(st.bias, dtype=np.float64)
         bias_rate = theta * bias / lam / dt
-        if st.kind == "gate":
-            w_scale = theta  # one input spike always crosses the threshold
-        else:
-            w_scale = theta * lam_src / lam
-        if st.source == "input" and enc_kind != "current":
-            w_scale /= cfg.max_rate * dt
-        coo = st.matrix.tocoo()
-        keep = coo.data != 0
-        pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
         if is_out and mode == "potential":
             model, v_init = "integrator", 0.0
         else:
@@ -353,30 +357,48 @@ def convert(
                 layer=st.layer,
             )
         )
-        pname = f"{st.source}_{st.name}"
-        k = 1
-        while pname in used:
-            k += 1
-            pname = f"{st.source}_{st.name}_{k}"
-        used.add(pname)
-        delay = draw_delays(len(w), dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
-        mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
-        proj_order.append(pname)
-        projections.append(
-            Projection(
-                name=pname,
-                pre=st.source,
-                post=st.name,
-                pre_index=pre,
-                post_index=post,
-                weight=w,
-                delay=delay,
-                kind=st.kind if st.kind in ("pool", "gate") else ("conv" if len(st.shape) == 3 else "dense"),
-                layer=st.layer,
-            )
-        )
+        incoming: list[tuple[Projection, float]] = []
+        for source, matrix in st.inputs():
+            lam_src = scales[in_name] if source == "input" else scales[pop_of_layer[source]]
+            if st.kind == "gate":
+                w_scale = theta  # one input spike always crosses the threshold
+            else:
+                # each source in its own scale: a residual sum gets lambda_src / lambda_sum per path
+                w_scale = theta * lam_src / lam
+            if source == "input" and enc_kind != "current":
+                w_scale /= cfg.max_rate * dt
+            coo = matrix.tocoo()
+            keep = coo.data != 0
+            pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+            pname = f"{source}_{st.name}"
+            k = 1
+            while pname in used:
+                k += 1
+                pname = f"{source}_{st.name}_{k}"
+            used.add(pname)
+            delay = draw_delays(len(w), dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
+            mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
+            folded = source == "input" and enc_kind == "current"  # a constant current: no hop
+            incoming.append((
+                Projection(
+                    name=pname,
+                    pre=source,
+                    post=st.name,
+                    pre_index=pre,
+                    post_index=post,
+                    weight=w,
+                    delay=delay,
+                    kind=st.kind if st.kind in ("pool", "gate") else ("conv" if len(st.shape) == 3 else "dense"),
+                    layer=st.layer,
+                ),
+                arrival[source] + (0.0 if folded else mean_steps[pname]),
+            ))
+        arrival[st.name], pads = align_arrivals([a for _, a in incoming])
+        for (proj, _), pad in zip(incoming, pads):
+            # paths of a residual sum arrive aligned: the shorter one waits `pad` more steps
+            projections.append(proj if pad == 0 else proj.replace(delay=proj.delay + pad * dt))
     out_stage = stages[-1]
-    latency = pipeline_latency(proj_order, mean_steps, first_is_current=enc_kind == "current")
+    latency = int(round(arrival[out_stage.name]))
     out_pop = populations[-1]
     if out_pop.model == "integrator" and latency > 0 and np.any(np.asarray(out_pop.bias)):
         # the read-out divides by the steps after the pipeline latency; start the integrator that

@@ -368,7 +368,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
         return snn
     if mode not in ("relay", "pooled"):
         raise ConversionError(f"apply_dale: dale={mode!r} is not 'none', 'relay' or 'pooled'")
-    from ..analysis.graph import population_latency
+    from .latency import population_latency
     from .network import Population, Projection
 
     dt = snn.dt

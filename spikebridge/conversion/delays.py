@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["delay_steps", "draw_delays", "pipeline_latency"]
+__all__ = ["delay_steps", "draw_delays", "pipeline_latency", "align_arrivals"]
 
 
 def delay_steps(delay: float | NDArray[np.float64], dt: float) -> NDArray[np.int64]:
@@ -69,3 +69,27 @@ def pipeline_latency(
     """
     names = order[1:] if first_is_current else order
     return int(round(sum(mean_steps[n] for n in names)))
+
+
+def align_arrivals(arrivals: list[float]) -> tuple[float, list[int]]:
+    """Align the paths into one population (the inputs of a residual sum).
+
+    Parameters
+    ----------
+    arrivals : list of float
+        Mean steps from the input to this population along each incoming
+        projection (the source's own arrival plus the projection's delay).
+
+    Returns
+    -------
+    (arrival, pads) : (float, list of int)
+        The population's arrival (the latest path) and the extra whole steps
+        of delay each projection needs to arrive with it.
+
+    Examples
+    --------
+    >>> align_arrivals([3.0, 1.0])
+    (3.0, [0, 2])
+    """
+    latest = max(arrivals)
+    return latest, [int(round(latest - a)) for a in arrivals]

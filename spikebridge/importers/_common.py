@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 
 from ..errors import UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import Conv2d, Dense, Input, Layer
+from ..ir.layers import Conv2d, Dense, Input, Layer, Merge
 
 __all__ = ["GraphBuilder", "fold_batchnorm"]
 
@@ -70,7 +70,12 @@ def fold_batchnorm(
 
 
 class GraphBuilder:
-    """Build a chain-shaped :class:`AnnGraph` one layer at a time, checking shapes as it goes.
+    """Build an :class:`AnnGraph` one layer at a time, checking shapes as it goes.
+
+    Layers attach to the *current* layer (the last one added, or the one
+    chosen with :meth:`select`), so a chain needs no bookkeeping; a branching
+    model selects a branch's source before adding to it and joins branches
+    with ``add(Add | Concat, name, inputs=[...])``.
 
     Every error raised while building names the source (file or object) and the layer,
     so a user can tell which file and which layer is at fault.
@@ -85,6 +90,10 @@ class GraphBuilder:
         self.source = source
         self.layers: list[Layer] = []
         self.shapes: list[tuple[int, ...]] = []
+        #: names of each layer's inputs (parallel to ``layers``)
+        self.inputs: list[tuple[str, ...]] = []
+        #: index of the current layer (what the next ``add`` attaches to)
+        self.cursor = -1
         #: names of batch-norm layers folded into the preceding layer (bn name -> layer name)
         self.folded: dict[str, str] = {}
 
@@ -105,15 +114,29 @@ class GraphBuilder:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Per-sample shape of the current (last) tensor."""
+        """Per-sample shape of the current tensor (the current layer's output)."""
         if not self.shapes:
             raise ValidationError(f"{self.source}: no input layer yet", attr="input_shape")
-        return self.shapes[-1]
+        return self.shapes[self.cursor]
 
     @property
     def last(self) -> Layer | None:
-        """The most recently added layer."""
-        return self.layers[-1] if self.layers else None
+        """The current layer (the most recently added one, unless :meth:`select` chose another)."""
+        return self.layers[self.cursor] if self.layers else None
+
+    def _index(self, name: str) -> int:
+        for k, layer in enumerate(self.layers):
+            if layer.name == name:
+                return k
+        raise ValidationError(f"{self.source}: no layer named '{name}' yet", attr="inputs")
+
+    def select(self, name: str) -> None:
+        """Make layer ``name`` the current one: the next :meth:`add` attaches to it."""
+        self.cursor = self._index(name)
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """Per-sample output shape of layer ``name``."""
+        return self.shapes[self._index(name)]
 
     # -- building ---------------------------------------------------------------
     def input(self, shape: tuple[int, ...], name: str = "input") -> Input:
@@ -122,19 +145,30 @@ class GraphBuilder:
             layer = Input(name=name, shape=tuple(shape))
         except ValidationError as err:
             raise self._wrap(err) from err
-        self.layers.append(layer)
-        self.shapes.append(layer.shape)
+        self._append(layer, layer.shape, ())
         return layer
 
-    def add(self, cls: type[Layer], name: str, **kwargs: Any) -> Layer:
-        """Create ``cls(name=..., **kwargs)``, check it against the current shape and append it."""
+    def _append(self, layer: Layer, shape: tuple[int, ...], inputs: tuple[str, ...]) -> None:
+        self.layers.append(layer)
+        self.shapes.append(tuple(shape))
+        self.inputs.append(inputs)
+        self.cursor = len(self.layers) - 1
+
+    def add(self, cls: type[Layer], name: str, *, inputs: Sequence[str] | None = None, **kwargs: Any) -> Layer:
+        """Create ``cls(name=..., **kwargs)``, check it against its input shape(s) and append it.
+
+        ``inputs`` names the layers feeding it (default: the current layer);
+        a merge layer (Add, Concat) needs two or more.  The new layer becomes
+        the current one.
+        """
+        srcs = tuple(inputs) if inputs is not None else (self.layers[self.cursor].name,)
         try:
             layer = cls(name=self.unique(name), **kwargs)
-            out = layer.output_shape(self.shape)
+            shapes = [self.shape_of(s) for s in srcs]
+            out = layer.merge_shape(shapes) if isinstance(layer, Merge) else layer.output_shape(shapes[0])
         except ValidationError as err:
             raise self._wrap(err) from err
-        self.layers.append(layer)
-        self.shapes.append(tuple(out))
+        self._append(layer, out, srcs)
         return layer
 
     def add_bias(self, value: ArrayLike, node: str) -> None:
@@ -160,13 +194,14 @@ class GraphBuilder:
         self.replace_last(last.replace(bias=last.bias + vec))  # type: ignore[operator]
 
     def replace_last(self, layer: Layer) -> None:
-        """Replace the last layer (same input), re-checking its shape."""
+        """Replace the current layer (same inputs), re-checking its shape."""
+        k = self.cursor if self.cursor >= 0 else len(self.layers) + self.cursor
         try:
-            out = layer.output_shape(self.shapes[-2])
+            out = layer.output_shape(self.shape_of(self.inputs[k][0]))
         except ValidationError as err:
             raise self._wrap(err) from err
-        self.layers[-1] = layer
-        self.shapes[-1] = tuple(out)
+        self.layers[k] = layer
+        self.shapes[k] = tuple(out)
 
     def fold_batchnorm(
         self,
@@ -204,7 +239,8 @@ class GraphBuilder:
         if self.folded:
             meta["folded_batchnorm"] = dict(self.folded)
         try:
-            return AnnGraph(self.layers, name=name, metadata=meta)
+            edges = [(src, layer.name) for layer, srcs in zip(self.layers, self.inputs) for src in srcs]
+            return AnnGraph(self.layers, edges, name=name, metadata=meta)
         except ValidationError as err:
             raise self._wrap(err) from err
 

@@ -13,7 +13,9 @@ Two file kinds are read:
 Supported layers: InputLayer, Dense, Conv2D (valid/same padding, strides, groups=1,
 dilation 1), MaxPooling2D, AveragePooling2D (no padding), GlobalAveragePooling2D, Flatten,
 Dropout (and SpatialDropout2D), BatchNormalization (folded into the preceding Dense/Conv2D),
-Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"softmax"``, ``"linear"``.
+Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"softmax"``, ``"linear"``;
+in functional models also the merge layers Add (residual sums) and Concatenate (its ``axis``
+mapped to the channels-first layout), so ResNet-style branches import.
 
 Layout: Keras images are channels-last ``(H, W, C)``; the imported graph is channels-first
 ``(C, H, W)`` like every spikebridge graph, so **transpose inputs** with
@@ -37,16 +39,17 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder
 
 __all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
 
 SUPPORTED_LAYERS: tuple[str, ...] = (
     "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
-    "Dropout", "SpatialDropout2D", "BatchNormalization", "Activation", "ReLU", "Softmax",
+    "Dropout", "SpatialDropout2D", "BatchNormalization", "Activation", "ReLU", "Softmax", "Add", "Concatenate",
 )
 _ACTIVATIONS = ("relu", "softmax", "linear")
+_MERGES = ("Add", "Concatenate")
 _WEIGHT_ORDER = {
     "Dense": ("kernel", "bias"),
     "Conv2D": ("kernel", "bias"),
@@ -96,8 +99,10 @@ def _inbound_names(inbound: Any) -> list[str]:
     return names
 
 
-def _chain(model_config: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], list[int] | None]:
-    """Return the layer dicts in chain order and the batch input shape if declared."""
+def _chain(
+    model_config: dict[str, Any], where: str
+) -> tuple[list[dict[str, Any]], list[int] | None, dict[str, list[str]]]:
+    """Return the layer dicts in topological order, the batch input shape if declared, and each layer's inputs."""
     cls = model_config.get("class_name")
     cfg = model_config.get("config", {})
     if not isinstance(cfg, dict) or "layers" not in cfg:
@@ -106,7 +111,8 @@ def _chain(model_config: dict[str, Any], where: str) -> tuple[list[dict[str, Any
     build = model_config.get("build_config") or {}
     declared = build.get("input_shape") if isinstance(build, dict) else None
     if cls == "Sequential":
-        return layers, declared
+        names = [str(layer.get("config", {}).get("name") or layer.get("name")) for layer in layers]
+        return layers, declared, {n: names[k - 1 : k] if k else [] for k, n in enumerate(names)}
     if cls not in ("Functional", "Model"):
         raise _unsupported(str(cfg.get("name", "model")), f"model class {cls}",
                            "only Sequential and functional models (keras.Model(inputs, outputs))")
@@ -116,9 +122,10 @@ def _chain(model_config: dict[str, Any], where: str) -> tuple[list[dict[str, Any
         preds[lname] = _inbound_names(layer.get("inbound_nodes", []))
     succ: dict[str, list[str]] = {n: [] for n in by_name}
     for lname, ps in preds.items():
-        if len(ps) > 1 or len(_layer_calls(by_name[lname])) > 1:
+        merge = by_name[lname].get("class_name") in _MERGES
+        if (len(ps) > 1 and not merge) or len(_layer_calls(by_name[lname])) > 1:
             raise _unsupported(lname, f"{by_name[lname].get('class_name')} with inputs {ps}",
-                               "only a chain of layers, each called once on one input (no branches or merges)")
+                               "each layer called once; only Add and Concatenate join several inputs")
         for p in ps:
             if p not in succ:
                 raise ModelFormatError(f"{where}: layer '{lname}' takes input from unknown layer '{p}'")
@@ -126,16 +133,23 @@ def _chain(model_config: dict[str, Any], where: str) -> tuple[list[dict[str, Any
     starts = [n for n, ps in preds.items() if not ps]
     if len(starts) != 1:
         raise _unsupported(",".join(starts), f"model with {len(starts)} inputs", "only models with one input")
-    order = [starts[0]]
-    while succ[order[-1]]:
-        nxt = succ[order[-1]]
-        if len(nxt) != 1:
-            raise _unsupported(order[-1], f"layer feeding {nxt}", "only a chain of layers (no branches)")
-        order.append(nxt[0])
+    ends = [n for n, nxt in succ.items() if not nxt]
+    if len(ends) != 1:
+        raise _unsupported(",".join(ends), f"model with {len(ends)} outputs", "only models with one output")
+    order: list[str] = []  # topological (Kahn), keeping the config's order among ready layers
+    waiting = {n: len(ps) for n, ps in preds.items()}
+    ready = [n for n in by_name if not waiting[n]]
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for m in succ[n]:
+            waiting[m] -= 1
+            if not waiting[m]:
+                ready.append(m)
     if len(order) != len(by_name):
         left = sorted(set(by_name) - set(order))
-        raise _unsupported(",".join(left), "layers outside the main chain", "only a chain of layers")
-    return [by_name[n] for n in order], declared
+        raise ModelFormatError(f"{where}: layers {left} form a cycle")
+    return [by_name[n] for n in order], declared, preds
 
 
 def _layer_calls(layer: dict[str, Any]) -> list[Any]:
@@ -189,7 +203,7 @@ def _build_graph(
     task: str | None,
     input_shape: Sequence[int] | None,
 ) -> AnnGraph:
-    chain, declared = _chain(model_config, where)
+    chain, declared, preds = _chain(model_config, where)
     shape_k = list(input_shape) if input_shape is not None else _input_shape(chain, declared, where)
     if any(s is None for s in shape_k):
         raise ValidationError(f"{where}: input shape {shape_k} has unknown dimensions; pass input_shape=",
@@ -214,6 +228,11 @@ def _build_graph(
     kernel: np.ndarray | None  # Dense and Conv2D branches both read it
     perm: np.ndarray | None = None  # column permutation owed to the next Dense (channels-last Flatten)
     perm_from = ""
+    layer_of: dict[str, str] = {}  # Keras layer -> our layer holding its output
+    uses: dict[str, int] = {}
+    for ps in preds.values():
+        for p in ps:
+            uses[p] = uses.get(p, 0) + 1
 
     def activation(lname: str, cls: str, act: Any) -> None:
         if isinstance(act, dict):
@@ -231,9 +250,30 @@ def _build_graph(
         cls = str(layer.get("class_name"))
         cfg = layer.get("config", {})
         lname = str(cfg.get("name") or layer.get("name"))
+        inputs = preds.get(lname, [])
+        if inputs and cls not in _MERGES:
+            builder.select(layer_of[inputs[0]])  # a branch continues from its input
+        layer_of[lname] = builder.layers[builder.cursor].name
         if cls == "InputLayer":
             continue
         if cls in ("Dropout", "SpatialDropout2D", "GaussianDropout", "AlphaDropout"):
+            continue
+        if cls in _MERGES:
+            if perm is not None:
+                raise _unsupported(perm_from, "Flatten", "a channels-last Flatten must be followed by a Dense layer")
+            srcs = [layer_of[p] for p in inputs]
+            if cls == "Add":
+                builder.add(Add, lname, inputs=srcs)
+            else:
+                rank = len(builder.shape_of(srcs[0]))
+                axis = int(cfg.get("axis", -1))
+                axis = (axis + rank + 1 if axis < 0 else axis) - 1  # per-sample Keras axis
+                if rank == 3 and not channels_first:
+                    axis = {0: 1, 1: 2, 2: 0}.get(axis, axis)  # (H, W, C) -> our (C, H, W)
+                if not 0 <= axis < rank:
+                    raise _unsupported(lname, f"Concatenate(axis={cfg.get('axis')})", "only a per-sample axis")
+                builder.add(Concat, lname, inputs=srcs, axis=axis)
+            layer_of[lname] = builder.layers[builder.cursor].name
             continue
         if perm is not None and cls not in ("Dense", "Activation", "ReLU"):
             raise _unsupported(lname, cls, f"a channels-last Flatten ('{perm_from}') must be followed by a Dense layer")
@@ -315,6 +355,9 @@ def _build_graph(
             if mean is None or var is None:
                 raise ModelFormatError(f"{where}: BatchNormalization '{lname}' has no moving_mean/moving_variance "
                                        f"weights (found {sorted(wts)})")
+            if inputs and uses.get(inputs[0], 0) > 1:
+                raise _unsupported(lname, cls, f"batch normalisation is folded into the layer before it, but "
+                                               f"'{inputs[0]}' also feeds other layers")
             builder.fold_batchnorm(
                 lname, gamma=wts.get("gamma"), beta=wts.get("beta"), mean=mean,
                 var=var, eps=float(cfg.get("epsilon", 1e-3)), bn_type=cls,
@@ -332,8 +375,11 @@ def _build_graph(
             builder.add(Softmax, lname)
         else:
             raise _unsupported(lname, cls)
+        layer_of[lname] = builder.layers[builder.cursor].name
     if perm is not None:
         raise _unsupported(perm_from, "Flatten", "a channels-last Flatten must be followed by a Dense layer")
+    if chain:
+        builder.select(layer_of[str(chain[-1].get("config", {}).get("name") or chain[-1].get("name"))])
     if task is None and isinstance(builder.last, Softmax):
         task = "classification"
     if task is not None:
@@ -516,10 +562,10 @@ def from_keras_v3(
             if isinstance(vars_group, h5py.Group) and "name" in vars_group.attrs:
                 by_name[str(_decode(vars_group.attrs["name"]))] = vars_group
         class_counts: dict[str, int] = {}
-        chain, _ = _chain(config, where)
-        # fallback when 'name' attributes are absent: groups are named <snake_class>[_k] in layer order
+        _chain(config, where)  # refuses unsupported structures before any weight is read
+        # fallback when 'name' attributes are absent: groups are named <snake_class>[_k] in the config's layer order
         fallback: dict[str, str] = {}
-        for layer in chain:
+        for layer in config.get("config", {}).get("layers", []):
             cls = str(layer.get("class_name"))
             snake = _snake(cls)
             k = class_counts.get(snake, 0)

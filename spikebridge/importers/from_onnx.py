@@ -1,7 +1,11 @@
-"""Import ONNX models (files or ``onnx.ModelProto``) whose graph is a chain of supported operators.
+"""Import ONNX models (files or ``onnx.ModelProto``) built of supported operators.
+
+The graph may branch and join (ResNet-style residual connections): Add and Sum of two or more
+computed tensors become an ``Add`` layer, Concat of computed tensors (not along the batch axis) a
+``Concat`` layer.
 
 Supported operators: Gemm (any alpha/beta, transB; transA=0), MatMul (+ Add of a constant bias),
-Conv (group=1, dilations=1, symmetric pads), Relu, MaxPool, AveragePool (padding only with
+Conv (group=1, dilations=1, symmetric pads), Add / Sum (residual sums), Concat, Relu, MaxPool, AveragePool (padding only with
 count_include_pad=1), GlobalAveragePool, Flatten (axis=1), Reshape to (N, -1), BatchNormalization
 (folded into the preceding Conv/Gemm/MatMul), Dropout, Identity, Constant and Softmax (last axis).
 Shape arithmetic that PyTorch emits for ``x.view(x.size(0), -1)`` (Shape, Gather, Unsqueeze,
@@ -19,13 +23,13 @@ import numpy as np
 from .._optional import import_optional
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder
 
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS: tuple[str, ...] = (
-    "Gemm", "MatMul", "Add", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
+    "Gemm", "MatMul", "Add", "Sum", "Concat", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
     "BatchNormalization", "Dropout", "Identity", "Constant", "Softmax",
 )
 _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity")
@@ -169,13 +173,21 @@ def from_onnx(
     builder = GraphBuilder(where)
     builder.input(shape, name=builder.unique("input"))
     current = in_name
-    produced_by_weighted: str | None = None  # chain tensor name right after a Dense/Conv (for Add/BN)
+    produced_by_weighted: str | None = None  # tensor right after a Dense/Conv (for a bias Add or BN to fold into)
+    layer_of = {in_name: builder.layers[0].name}  # computed tensor -> the layer producing it
+    uses: dict[str, int] = {}  # consumers of each tensor (a fold needs the weighted layer's only one)
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
 
     def chain_in(node: Any, nname: str) -> None:
+        nonlocal current
         dynamic = [i for i in node.input if i and i not in consts]
-        if dynamic != [current]:
+        if len(dynamic) != 1 or dynamic[0] not in layer_of:
             raise _unsupported(nname, f"{node.op_type} with inputs {list(node.input)}",
-                               "only a single chain of operators is supported (no branches or residual connections)")
+                               "only Add, Sum and Concat join several computed tensors")
+        current = dynamic[0]
+        builder.select(layer_of[current])
 
     for index, node in enumerate(graph.node):
         op = node.op_type
@@ -188,22 +200,41 @@ def from_onnx(
             consts[out] = np.asarray(numpy_helper.to_array(attrs["value"]))
             continue
         if op == "Shape":
-            if list(node.input) != [current]:
-                raise _unsupported(nname, "Shape of a non-chain tensor")
-            consts[out] = np.array([batch, *builder.shape], dtype=np.int64)
+            if len(node.input) != 1 or node.input[0] not in layer_of:
+                raise _unsupported(nname, "Shape of a non-computed tensor")
+            consts[out] = np.array([batch, *builder.shape_of(layer_of[node.input[0]])], dtype=np.int64)
             continue
         if op in _SHAPE_OPS and node.input and all((not i) or i in consts for i in node.input):
             consts[out] = _eval_shape_op(node, [consts[i] for i in node.input if i], attrs)
             continue
         if op not in SUPPORTED_OPS:
             raise _unsupported(nname, op)
+        joined = [i for i in node.input if i and i not in consts]
+        if op in ("Add", "Sum", "Concat") and len(joined) > 1:
+            if len(joined) != len([i for i in node.input if i]) or any(i not in layer_of for i in joined):
+                raise _unsupported(nname, f"{op} of computed tensors and constants",
+                                   "a residual sum or concatenation joins computed tensors only")
+            if op == "Concat":
+                axis = int(attrs.get("axis", 1))
+                if axis == 0:
+                    raise _unsupported(nname, "Concat(axis=0)", "concatenation along the batch axis")
+                builder.add(Concat, nname, inputs=[layer_of[i] for i in joined], axis=axis - 1 if axis > 0 else axis)
+            else:
+                builder.add(Add, nname, inputs=[layer_of[i] for i in joined])
+            layer_of[out] = builder.layers[-1].name
+            produced_by_weighted = None
+            continue
+        if op in ("Sum", "Concat") and len([i for i in node.input if i]) != 1:
+            raise _unsupported(nname, f"{op} of computed tensors and constants",
+                               "a residual sum or concatenation joins computed tensors only")
         chain_in(node, nname)
-        if op in ("Dropout", "Identity"):
+        if op in ("Dropout", "Identity", "Sum", "Concat"):  # a Sum or Concat of one tensor is that tensor
             if op == "Dropout" and len(node.output) > 1 and node.output[1]:
                 used = any(node.output[1] in n.input for n in graph.node)
                 if used:
                     raise _unsupported(nname, "Dropout with a used mask output")
             current = out
+            layer_of[out] = builder.layers[builder.cursor].name
             continue
         if op == "Gemm":
             if attrs.get("transA", 0):
@@ -234,9 +265,9 @@ def from_onnx(
             produced_by_weighted = out
         elif op == "Add":
             other = [i for i in node.input if i in consts]
-            if produced_by_weighted != current or len(other) != 1:
-                raise _unsupported(nname, "Add", "Add is only supported as the constant bias of the preceding "
-                                                 "MatMul/Gemm/Conv (no residual connections)")
+            if produced_by_weighted != current or len(other) != 1 or uses.get(current, 0) > 1:
+                raise _unsupported(nname, "Add", "an Add of a constant is only supported as the bias of the "
+                                                 "preceding MatMul/Gemm/Conv (residual sums join two computed tensors)")
             builder.add_bias(consts[other[0]], nname)
             produced_by_weighted = out
         elif op == "Conv":
@@ -256,7 +287,7 @@ def from_onnx(
             vals = [consts.get(i) for i in node.input[1:5]]
             if any(v is None for v in vals):
                 raise _unsupported(nname, "BatchNormalization with non-constant statistics")
-            if produced_by_weighted != current:
+            if produced_by_weighted != current or uses.get(current, 0) > 1:
                 last = builder.last
                 raise _unsupported(nname, "BatchNormalization",
                                    f"batch normalisation is folded into a directly preceding Conv/Gemm/MatMul; here it "
@@ -308,12 +339,13 @@ def from_onnx(
                 raise _unsupported(nname, f"Softmax(axis={axis})", "only softmax over the last axis")
             builder.add(Softmax, nname)
         current = out
+        layer_of[out] = builder.layers[builder.cursor].name
         if op not in ("Gemm", "MatMul", "Add", "Conv", "BatchNormalization"):
             produced_by_weighted = None
     outputs = [o.name for o in graph.output]
-    if outputs != [current]:
-        raise _unsupported(",".join(outputs), f"graph outputs {outputs}",
-                           f"the graph must have one output, the end of the chain ('{current}')")
+    if len(outputs) != 1 or outputs[0] not in layer_of:
+        raise _unsupported(",".join(outputs), f"graph outputs {outputs}", "the graph must have exactly one output")
+    builder.select(layer_of[outputs[0]])
     meta: dict[str, Any] = {"source": src, "format": "onnx",
                             "opset": int(max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                                              default=0))}

@@ -1,4 +1,4 @@
-"""Import PyTorch models: ``nn.Sequential`` and modules whose forward is a chain of supported layers.
+"""Import PyTorch models: ``nn.Sequential`` and modules whose traced forward uses supported layers.
 
 Supported (``torch.nn``): Linear, Conv2d (groups=1, dilation=1, zero padding, integer or
 resolvable ``'same'``/``'valid'`` padding), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d((1, 1))
@@ -6,7 +6,10 @@ resolvable ``'same'``/``'valid'`` padding), AvgPool2d, MaxPool2d, AdaptiveAvgPoo
 BatchNorm1d/2d directly after a Linear/Conv2d (folded with the running statistics, i.e. the
 inference behaviour).  In traced ``forward`` methods also ``torch.relu``/``F.relu``/``x.relu()``,
 ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``/``x.reshape(...)``, ``F.max_pool2d``,
-``F.avg_pool2d``, ``F.dropout`` and ``F.softmax(x, dim=-1)``.
+``F.avg_pool2d``, ``F.dropout`` and ``F.softmax(x, dim=-1)``, and the joins of residual networks:
+``a + b`` / ``torch.add(a, b)`` / ``a += b`` (an ``Add`` layer; a ResNet ``BasicBlock`` with a
+``downsample`` shortcut of 1×1 convolution + BatchNorm is a branch like any other) and
+``torch.cat([a, b], dim=1)`` (a ``Concat`` layer).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from .._optional import import_optional
 from ..errors import ConversionWarning, ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +37,7 @@ __all__ = ["from_torch", "SUPPORTED_MODULES"]
 SUPPORTED_MODULES: tuple[str, ...] = (
     "Linear", "Conv2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d((1, 1))", "Flatten", "ReLU", "Softmax",
     "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "BatchNorm1d", "BatchNorm2d",
-    "Sequential",
+    "Sequential", "+ / torch.add", "torch.cat",
 )
 _SRC = "PyTorch"
 
@@ -46,6 +49,14 @@ class _Op:
         self.kind = kind
         self.name = name
         self.kwargs = kwargs
+        #: the op whose output this one reads (None: the op before it in the list)
+        self.after: _Op | None = None
+        #: the ops whose outputs a join ("add", "concat") reads, in order
+        self.joins: list[_Op] = []
+
+
+#: stands for the graph input in ``_Op.after`` / ``_Op.joins``
+_INPUT = _Op("input", "input")
 
 
 def _np(t: Any) -> np.ndarray:
@@ -174,7 +185,12 @@ def _softmax_sig(input, dim=None, _stacklevel=3, dtype=None):  # noqa: ANN001,AN
     return locals()
 
 
-def _traced_ops(module: Any, root_name: str) -> list[_Op]:
+def _cat_sig(tensors, dim=0, *, out=None):  # noqa: ANN001,ANN202
+    return locals()
+
+
+def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
+    """Pending ops of a traced module, and the op whose output ``forward`` returns."""
     torch = import_optional("torch", "importing PyTorch models")
     fx = import_optional("torch.fx", "importing PyTorch models")
     F = torch.nn.functional
@@ -187,18 +203,37 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
         ) from err
     modules = dict(traced.named_modules())
     ops: list[_Op] = []
-    current = None  # the fx node holding the chain's tensor
+    alias: dict[Any, _Op] = {}  # fx tensor node -> the op producing its value (_INPUT for the input)
+    result = _INPUT  # the op whose output forward returns
     size_nodes: set[Any] = set()  # nodes that hold x.size()/x.shape values, not tensors
 
     def chain_input(node: Any, tensor_args: Sequence[Any]) -> None:
-        nonlocal current
-        if len(tensor_args) != 1 or tensor_args[0] is not current:
+        if len(tensor_args) != 1 or tensor_args[0] not in alias:
             raise UnsupportedLayerError(
                 node.name, f"{node.op} {getattr(node.target, '__name__', node.target)}", SUPPORTED_MODULES, source=_SRC,
-                hint="only a single chain of layers is supported (no residual connections, concatenation or "
-                     "several inputs)",
+                hint="only + / torch.add and torch.cat join several tensors; other layers take one input",
             )
-        current = node
+        alias[node] = alias[tensor_args[0]]  # a no-op unless ops follow (see emit)
+
+    def emit(node: Any, new: list[_Op]) -> None:
+        """Append the ops of ``node`` (after chain_input), reading from its input tensor."""
+        if not new:
+            return
+        if new[0].kind == "bn" and len(node.args[0].users) > 1:
+            raise _unsupported(node.name, "BatchNorm of a tensor that is also used elsewhere",
+                               "batch norm is folded into the layer before it, which must feed nothing else")
+        new[0].after = alias[node]
+        ops.extend(new)
+        alias[node] = new[-1]
+
+    def join(node: Any, kind: str, tensor_args: Sequence[Any], **kwargs: Any) -> None:
+        if len(tensor_args) < 2 or any(t not in alias for t in tensor_args):
+            raise _unsupported(node.name, f"{kind} of {len(tensor_args)} tensor(s) and constants",
+                               "a residual sum or concatenation joins two or more computed tensors")
+        op = _Op(kind, node.name, **kwargs)
+        op.joins = [alias[t] for t in tensor_args]
+        ops.append(op)
+        alias[node] = op
 
     def tensors(values: Any) -> list[Any]:
         found: list[Any] = []
@@ -211,16 +246,17 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
 
     for node in traced.graph.nodes:
         if node.op == "placeholder":
-            if current is not None:
+            if alias:
                 raise UnsupportedLayerError(node.name, "second forward() argument", SUPPORTED_MODULES, source=_SRC,
                                             hint="only models with one input tensor are supported")
-            current = node
+            alias[node] = _INPUT
             continue
         if node.op == "output":
             out = tensors(node.args[0])
-            if len(out) != 1 or out[0] is not current:
+            if len(out) != 1 or out[0] not in alias:
                 raise UnsupportedLayerError(node.name, "several outputs", SUPPORTED_MODULES, source=_SRC,
-                                            hint="forward must return the single tensor of the chain")
+                                            hint="forward must return a single tensor")
+            result = alias[out[0]]
             continue
         if node.op == "get_attr":
             raise UnsupportedLayerError(node.name, f"parameter access {node.target}", SUPPORTED_MODULES, source=_SRC,
@@ -234,15 +270,28 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
         tensor_args = tensors(list(node.args) + list(node.kwargs.values()))
         if node.op == "call_module":
             chain_input(node, tensor_args)
-            ops.extend(_module_ops(str(node.target), modules[node.target]))
+            emit(node, _module_ops(str(node.target), modules[node.target]))
             continue
         target = node.target
         tname = getattr(target, "__name__", str(target))
-        if node.op == "call_function" and target in (torch.relu, F.relu, torch.relu_) or (
+        if (node.op == "call_function" and target in (operator.add, operator.iadd, torch.add)) or (
+            node.op == "call_method" and target in ("add", "add_")
+        ):
+            if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
+                raise _unsupported(node.name, f"{tname}({', '.join(map(str, node.args))}, alpha=...)",
+                                   "only the plain sum of two tensors")
+            join(node, "add", tensor_args)
+        elif (node.op == "call_function" and target in (torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat))):
+            a = _cat_sig(*node.args, **node.kwargs)
+            dim = int(a["dim"])
+            if dim == 0:
+                raise _unsupported(node.name, "cat(dim=0)", "concatenation along the batch dimension")
+            join(node, "concat", tensors(list(a["tensors"])), axis=dim - 1 if dim > 0 else dim)
+        elif node.op == "call_function" and target in (torch.relu, F.relu, torch.relu_) or (
             node.op == "call_method" and target in ("relu", "relu_")
         ):
             chain_input(node, tensor_args)
-            ops.append(_Op("relu", node.name))
+            emit(node, [_Op("relu", node.name)])
         elif node.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
             chain_input(node, tensor_args)
         elif (node.op == "call_function" and target is torch.flatten) or (node.op == "call_method" and target == "flatten"):
@@ -251,7 +300,7 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
             if args["start_dim"] != 1 or args["end_dim"] != -1:
                 raise _unsupported(node.name, f"flatten(start_dim={args['start_dim']}, end_dim={args['end_dim']})",
                                    "only flatten(x, 1) (keep the batch dimension)")
-            ops.append(_Op("flatten", node.name))
+            emit(node, [_Op("flatten", node.name)])
         elif node.op == "call_method" and target in ("view", "reshape") or (
             node.op == "call_function" and target is torch.reshape
         ):
@@ -264,21 +313,21 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
             if not first_ok or not isinstance(second, int) or (dims[0] == -1 and second == -1):
                 raise _unsupported(node.name, f"{tname}{tuple(str(d) for d in dims)}",
                                    "only flattening views such as x.view(x.size(0), -1)")
-            ops.append(_Op("flatten", node.name, expect=None if second == -1 else second))
+            emit(node, [_Op("flatten", node.name, expect=None if second == -1 else second)])
         elif node.op == "call_function" and target is F.max_pool2d:
             chain_input(node, tensor_args)
             a = _max_pool2d_sig(*node.args, **node.kwargs)
             _pool_check(node.name, "max_pool2d", ceil_mode=a["ceil_mode"], dilation=a["dilation"],
                         return_indices=a["return_indices"])
             k = _pair(a["kernel_size"])
-            ops.append(_Op("maxpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"])))
+            emit(node, [_Op("maxpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"]))])
         elif node.op == "call_function" and target is F.avg_pool2d:
             chain_input(node, tensor_args)
             a = _avg_pool2d_sig(*node.args, **node.kwargs)
             _pool_check(node.name, "avg_pool2d", ceil_mode=a["ceil_mode"], count_include_pad=a["count_include_pad"],
                         padding=a["padding"], divisor_override=a["divisor_override"])
             k = _pair(a["kernel_size"])
-            ops.append(_Op("avgpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"])))
+            emit(node, [_Op("avgpool", node.name, kernel_size=k, stride=_pair(a["stride"] or k), padding=_pair(a["padding"]))])
         elif (node.op == "call_function" and target in (F.softmax, torch.softmax)) or (
             node.op == "call_method" and target == "softmax"
         ):
@@ -286,12 +335,13 @@ def _traced_ops(module: Any, root_name: str) -> list[_Op]:
             a = _softmax_sig(*node.args, **node.kwargs)
             if a["dim"] not in (-1, 1):
                 raise _unsupported(node.name, f"softmax(dim={a['dim']})", "only softmax over the feature dimension")
-            ops.append(_Op("softmax", node.name))
+            emit(node, [_Op("softmax", node.name)])
         else:
             raise _unsupported(node.name, f"{node.op} {tname}",
                                "in a traced forward only relu, flatten, view/reshape to (N, -1), max/avg pooling, "
-                               "dropout and softmax calls are understood besides supported modules")
-    return ops
+                               "dropout, softmax, + / torch.add and torch.cat calls are understood besides "
+                               "supported modules")
+    return ops, result
 
 
 def _infer_input_shape(ops: list[_Op], model_name: str) -> tuple[int, ...]:
@@ -313,7 +363,7 @@ def _infer_input_shape(ops: list[_Op], model_name: str) -> tuple[int, ...]:
 
 
 _KIND_TO_LAYER = {"dense": Dense, "conv": Conv2d, "maxpool": MaxPool2d, "avgpool": AvgPool2d, "gap": GlobalAvgPool2d,
-                  "flatten": Flatten, "relu": ReLU, "softmax": Softmax}
+                  "flatten": Flatten, "relu": ReLU, "softmax": Softmax, "add": Add, "concat": Concat}
 
 
 def _load_state_dict_file(path: Path, architecture: Any) -> Any:
@@ -365,7 +415,7 @@ def from_torch(
     Parameters
     ----------
     source : torch.nn.Module or path
-        A module (``nn.Sequential`` or a module whose ``forward`` is a traceable chain of
+        A module (``nn.Sequential`` or a module whose ``forward`` fx-traces to (a DAG of)
         supported layers), or a ``.pt``/``.pth`` file written by ``torch.save(model.state_dict())``.
     input_shape : sequence of int, optional
         Per-sample input shape without the batch dimension, channels-first (``(C, H, W)``).
@@ -425,29 +475,39 @@ def from_torch(
             )
         src = f"{type(module).__module__}.{type(module).__qualname__}"
     model_name = name or type(module).__name__
+    result: _Op | None = None  # the op forward returns (None: the last one)
     with torch.no_grad():
         if isinstance(module, torch.nn.Sequential):
             ops = _module_ops("", module)
         else:
             leaf = _leaf_ops_or_none(module)
-            ops = leaf if leaf is not None else _traced_ops(module, type(module).__name__)
+            ops, result = (leaf, None) if leaf is not None else _traced_ops(module, type(module).__name__)
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else _infer_input_shape(ops, model_name)
     builder = GraphBuilder(where)
     builder.input(shape, name=builder.unique("input"))
+    built = {id(_INPUT): builder.layers[0].name}  # op -> name of the layer holding its output
     for op in ops:
+        if op.after is not None:  # a branch: attach to the op this one reads
+            builder.select(built[id(op.after)])
         if op.kind == "bn":
             kw = dict(op.kwargs)
             builder.fold_batchnorm(op.name, bn_type=kw.pop("bn_type"), supported=SUPPORTED_MODULES, **kw)
+            built[id(op)] = builder.layers[builder.cursor].name
             continue
         kwargs = dict(op.kwargs)
         expect = kwargs.pop("expect", None)
+        if op.joins:
+            kwargs["inputs"] = [built[id(o)] for o in op.joins]
         layer = builder.add(_KIND_TO_LAYER[op.kind], op.name, **kwargs)
+        built[id(op)] = layer.name
         if expect is not None and builder.shape != (expect,):
             raise ValidationError(
                 f"{where}: view '{layer.name}' reshapes to (N, {expect}) but its input has {builder.shape[0]} values "
                 f"per sample (shape {builder.shapes[-2]}); check input_shape={shape}",
                 attr="input_shape",
             )
+    if result is not None:
+        builder.select(built[id(result)])
     meta: dict[str, Any] = {"source": src, "format": "torch"}
     if task is None and isinstance(builder.last, Softmax):
         task = "classification"

@@ -5,7 +5,9 @@ from .graph import AnnGraph, LayerInfo, safe_name
 from .layers import (
     LAYER_TYPES,
     SUPPORTED_LAYERS,
+    Add,
     AvgPool2d,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
@@ -14,6 +16,7 @@ from .layers import (
     Input,
     Layer,
     MaxPool2d,
+    Merge,
     ReLU,
     Softmax,
 )
@@ -22,5 +25,5 @@ from .serialize import load_graph, save_graph
 __all__ = [
     "AnnGraph", "LayerInfo", "safe_name", "evaluate", "load_graph", "save_graph", "Layer", "Input", "Dense",
     "Conv2d", "AvgPool2d", "MaxPool2d", "GlobalAvgPool2d", "Flatten", "ReLU", "Identity", "Softmax",
-    "LAYER_TYPES", "SUPPORTED_LAYERS",
+    "Add", "Concat", "Merge", "LAYER_TYPES", "SUPPORTED_LAYERS",
 ]

@@ -15,7 +15,9 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import ValidationError
 from .graph import AnnGraph
 from .layers import (
+    Add,
     AvgPool2d,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
@@ -24,12 +26,13 @@ from .layers import (
     Input,
     Layer,
     MaxPool2d,
+    Merge,
     ReLU,
     Softmax,
     conv_output_hw,
 )
 
-__all__ = ["evaluate", "forward_layer", "im2col"]
+__all__ = ["evaluate", "forward_layer", "forward_merge", "im2col"]
 
 Array = NDArray[np.float64]
 
@@ -101,6 +104,18 @@ _FORWARD: dict[type[Layer], Callable[..., Array]] = {
     Identity: lambda layer, x: x,
     Softmax: _softmax,
 }
+
+
+def forward_merge(layer: Merge, xs: list[Array]) -> Array:
+    """Apply a merge layer to its inputs (batches, in input order)."""
+    if isinstance(layer, Add):
+        out = xs[0].copy()
+        for x in xs[1:]:
+            out += x
+        return out
+    if isinstance(layer, Concat):
+        return np.concatenate(xs, axis=1 + layer.resolved_axis(xs[0].ndim - 1))
+    raise ValidationError(f"no forward pass for layer '{layer.name}' of type {type(layer).__name__}")
 
 
 def forward_layer(layer: Layer, x: Array) -> Array:
@@ -181,6 +196,9 @@ def evaluate(
         for layer in graph:
             if isinstance(layer, Input):
                 acts[layer.name] = xb
+                continue
+            if isinstance(layer, Merge):
+                acts[layer.name] = forward_merge(layer, [acts[p] for p in graph.predecessors(layer.name)])
                 continue
             prev = graph.predecessor(layer.name)
             acts[layer.name] = forward_layer(layer, acts[prev])  # type: ignore[index]

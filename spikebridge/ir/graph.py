@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
-from .layers import Input, Layer
+from .layers import Input, Layer, Merge
 
 __all__ = ["AnnGraph", "safe_name", "LayerInfo"]
 
@@ -57,10 +57,14 @@ class LayerInfo:
 
 
 class AnnGraph:
-    """A trained ANN as named layers and directed edges.
+    """A trained ANN as named layers and directed edges: a directed acyclic graph.
 
-    Every layer except the single :class:`~spikebridge.ir.layers.Input` has
-    exactly one predecessor; layers are kept in topological order.  Shapes are
+    The single :class:`~spikebridge.ir.layers.Input` has no predecessor, a
+    merge layer (:class:`~spikebridge.ir.layers.Add`,
+    :class:`~spikebridge.ir.layers.Concat`) two or more (its inputs, in the
+    order of ``edges``), every other layer exactly one.  A layer may feed
+    several others (a branch); the graph has exactly one output.  Layers are
+    kept in topological order.  Shapes are
     inferred and checked on construction, so a graph that exists is valid.
 
     Parameters
@@ -69,7 +73,8 @@ class AnnGraph:
         The layers; the first must be an ``Input``.  Names must be unique.
     edges : sequence of (str, str), optional
         ``(source, target)`` pairs.  If omitted the layers form a chain in the
-        given order.
+        given order.  The order of the edges into a merge layer is the order
+        of its inputs (it matters for ``Concat``).
     name : str
         Model name, shown in summaries and stored in files.
     metadata : mapping, optional
@@ -78,8 +83,8 @@ class AnnGraph:
     Raises
     ------
     ValidationError
-        Duplicate names, unknown edge ends, cycles, a layer with several or no
-        inputs, or inconsistent shapes (the message names the layer and both shapes).
+        Duplicate names, unknown edge ends, cycles, a layer with the wrong
+        number of inputs, or inconsistent shapes (the message names the layer and both shapes).
 
     Examples
     --------
@@ -121,11 +126,19 @@ class AnnGraph:
                     raise ValidationError(f"AnnGraph: edge ({src!r} -> {dst!r}) names unknown layer {end!r}", attr="edges")
             preds[dst].append(src)
         for n in names:
+            if isinstance(by_name[n], Merge):
+                if len(preds[n]) < 2 or len(set(preds[n])) != len(preds[n]):
+                    raise ValidationError(
+                        f"AnnGraph: {by_name[n].type_name} layer '{n}' has inputs {preds[n]}; expected two or "
+                        "more distinct layers",
+                        attr="edges",
+                    )
+                continue
             want = 0 if isinstance(by_name[n], Input) else 1
             if len(preds[n]) != want:
                 raise ValidationError(
                     f"AnnGraph: layer '{n}' has {len(preds[n])} inputs {preds[n]}; expected {want} "
-                    "(only chains and trees of single-input layers are supported)",
+                    "(only Add and Concat layers join several inputs)",
                     attr="edges",
                 )
         order = self._toposort(names, preds)
@@ -164,6 +177,9 @@ class AnnGraph:
     def _infer_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {}
         for n, layer in self._layers.items():
+            if isinstance(layer, Merge):
+                shapes[n] = tuple(layer.merge_shape([shapes[p] for p in self._preds[n]]))
+                continue
             in_shape = shapes[self._preds[n][0]] if self._preds[n] else ()
             shapes[n] = tuple(layer.output_shape(in_shape))
         return shapes
@@ -223,14 +239,27 @@ class AnnGraph:
         return dict(self._shapes)
 
     def predecessor(self, name: str) -> str | None:
-        """Name of the layer feeding ``name`` (None for the Input)."""
+        """Name of the layer feeding ``name`` (None for the Input; the first input of a merge layer)."""
         p = self._preds[name]
         return p[0] if p else None
 
+    def predecessors(self, name: str) -> tuple[str, ...]:
+        """Names of all layers feeding ``name``, in input order (empty for the Input)."""
+        return self._preds[name]
+
+    @property
+    def is_chain(self) -> bool:
+        """True when no layer joins several inputs (no Add or Concat): a single chain of layers."""
+        return all(len(p) <= 1 for p in self._preds.values())
+
     def input_shape_of(self, name: str) -> tuple[int, ...]:
-        """Per-sample shape entering layer ``name``."""
+        """Per-sample shape entering layer ``name`` (of its first input, for a merge layer)."""
         p = self.predecessor(name)
         return self._shapes[p] if p is not None else ()
+
+    def input_shapes_of(self, name: str) -> tuple[tuple[int, ...], ...]:
+        """Per-sample shapes of all inputs of layer ``name``, in input order."""
+        return tuple(self._shapes[p] for p in self._preds[name])
 
     def successors(self, name: str) -> tuple[str, ...]:
         """Names of the layers fed by ``name``."""

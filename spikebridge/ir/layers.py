@@ -30,6 +30,9 @@ __all__ = [
     "ReLU",
     "Identity",
     "Softmax",
+    "Merge",
+    "Add",
+    "Concat",
     "LAYER_TYPES",
     "SUPPORTED_LAYERS",
 ]
@@ -390,10 +393,97 @@ class Softmax(Layer):
     type_name: ClassVar[str] = "Softmax"
 
 
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Merge(Layer):
+    """Base class of layers with two or more inputs (the graph's joins).
+
+    A merge layer's inputs are its predecessors in the order of the graph's
+    edges; :meth:`merge_shape` replaces :meth:`Layer.output_shape`.
+    """
+
+    type_name: ClassVar[str] = "Merge"
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.merge_shape([tuple(input_shape)])
+
+    def merge_shape(self, input_shapes: "list[tuple[int, ...]]") -> tuple[int, ...]:
+        """Per-sample output shape for the per-sample shapes of all inputs, in edge order."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Add(Merge):
+    """Element-wise sum of two or more inputs of equal shape (a residual connection).
+
+    A projection shortcut (1×1 convolution + BatchNorm) is an ordinary
+    ``Conv2d`` on one of the input paths, with the BatchNorm folded into it.
+    """
+
+    type_name: ClassVar[str] = "Add"
+
+    def merge_shape(self, input_shapes: "list[tuple[int, ...]]") -> tuple[int, ...]:
+        shapes = [tuple(int(v) for v in s) for s in input_shapes]
+        if len(shapes) < 2:
+            raise ValidationError(f"Add '{self.name}': needs at least two inputs, got {len(shapes)}", attr="inputs")
+        if any(s != shapes[0] for s in shapes):
+            raise ValidationError(
+                f"Add '{self.name}': inputs have different shapes {shapes}; a residual sum needs equal shapes "
+                "(a projection shortcut must match the main path's channels and stride)",
+                attr="inputs",
+            )
+        return shapes[0]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Concat(Merge):
+    """Concatenation of two or more inputs along a per-sample axis.
+
+    Parameters
+    ----------
+    axis : int
+        Axis of the per-sample shape (no batch axis): 0 is the channel axis of a
+        ``(C, H, W)`` activation and the feature axis of a vector.  Negative
+        values count from the end.
+    """
+
+    axis: int = 0
+    type_name: ClassVar[str] = "Concat"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.axis, bool) or not isinstance(self.axis, (int, np.integer)):
+            raise ValidationError(f"Concat '{self.name}': axis must be an int, got {self.axis!r}", attr="axis")
+        object.__setattr__(self, "axis", int(self.axis))
+
+    def resolved_axis(self, ndim: int) -> int:
+        """``axis`` as a non-negative index into a per-sample shape of ``ndim`` dimensions."""
+        ax = self.axis + ndim if self.axis < 0 else self.axis
+        if not 0 <= ax < ndim:
+            raise ValidationError(
+                f"Concat '{self.name}': axis {self.axis} is out of range for inputs with {ndim} dimension(s)",
+                attr="axis",
+            )
+        return ax
+
+    def merge_shape(self, input_shapes: "list[tuple[int, ...]]") -> tuple[int, ...]:
+        shapes = [tuple(int(v) for v in s) for s in input_shapes]
+        if len(shapes) < 2:
+            raise ValidationError(f"Concat '{self.name}': needs at least two inputs, got {len(shapes)}", attr="inputs")
+        ndim = len(shapes[0])
+        ax = self.resolved_axis(ndim)
+        rest = [s[:ax] + s[ax + 1 :] for s in shapes]
+        if any(len(s) != ndim for s in shapes) or any(r != rest[0] for r in rest):
+            raise ValidationError(
+                f"Concat '{self.name}': inputs {shapes} differ outside the concatenation axis {self.axis}",
+                attr="inputs",
+            )
+        return shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1 :]
+
+
 #: registry of layer classes by type name (used by file readers)
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.type_name: cls
-    for cls in (Input, Dense, Conv2d, AvgPool2d, MaxPool2d, GlobalAvgPool2d, Flatten, ReLU, Identity, Softmax)
+    for cls in (Input, Dense, Conv2d, AvgPool2d, MaxPool2d, GlobalAvgPool2d, Flatten, ReLU, Identity, Softmax, Add, Concat)
 }
 
 #: human-readable list for error messages

@@ -2,12 +2,16 @@
 
 Layout (documented in ``docs/formats.md``)::
 
-    /                       attrs: format="spikebridge.ann", format_version=1, name,
+    /                       attrs: format="spikebridge.ann", format_version=2, name,
                                    metadata (JSON), edges (JSON list of [src, dst]),
                                    package_versions (JSON)
     /layers/<k>             one group per layer, k = 0, 1, ... in topological order
         attrs: name, type (a key of LAYER_TYPES), params (JSON of the non-array fields)
         datasets: one float64 dataset per array field (weight, bias)
+
+Version 2 (graphs with Add / Concat joins) has the same layout as version 1:
+``edges`` then lists two or more sources for a merge layer, in input order.
+Version 1 files (chains only) load unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from .layers import LAYER_TYPES, Layer
 __all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "write_graph_group", "read_graph_group", "FORMAT", "VERSION"]
 
 FORMAT = "spikebridge.ann"
-VERSION = 1
+#: written version; readers accept 1..VERSION.  2 added the merge layers Add and Concat.
+VERSION = 2
 
 
 def _layer_fields(layer: Layer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -197,6 +197,33 @@ def make_onnx_gap(tmp: Path, rng: np.random.Generator) -> Made:
     return Made(path, x, _torch_ref(model, x), "onnx", n_weighted=4)
 
 
+# -- branching models: ResNet-style residual sums (identity and 1x1 conv + BN projection) and a concat --
+
+def _torch_resnet():
+    from tests._dag import torch_resnet
+
+    model = torch_resnet(seed=11, in_channels=2, n_classes=4)
+    _randomise_bn(model)
+    return model.eval()
+
+
+def make_torch_resnet(tmp: Path, rng: np.random.Generator) -> Made:
+    model = _torch_resnet()
+    x = rng.normal(size=(5, 2, 8, 8))
+    return Made(model, x, _torch_ref(model, x), "torch", kwargs={"input_shape": (2, 8, 8)}, n_weighted=8)
+
+
+def make_onnx_resnet(tmp: Path, rng: np.random.Generator) -> Made:
+    import torch
+
+    model = _torch_resnet()
+    path = tmp / "resnet.onnx"
+    # unfolded: the BatchNormalization nodes of both paths, and the Add / Concat joins, stay in the file
+    _export(model, torch.zeros(1, 2, 8, 8), path, do_constant_folding=False)
+    x = rng.normal(size=(4, 2, 8, 8))
+    return Made(path, x, _torch_ref(model, x), "onnx", n_weighted=8)
+
+
 # -- Keras 3 (torch backend) writing .keras and legacy .h5 ---------------------------
 
 def _keras_cnn():
@@ -256,6 +283,43 @@ def make_keras_v3_mlp(tmp: Path, rng: np.random.Generator) -> Made:
 
 def make_keras_h5_mlp(tmp: Path, rng: np.random.Generator) -> Made:
     return _keras_made(_keras_mlp(), tmp / "mlp.h5", rng.normal(size=(6, 5)), "keras-h5", 3)
+
+
+def _keras_resnet():
+    import keras
+
+    rng = np.random.default_rng(12)
+    keras.utils.set_random_seed(12)
+    L = keras.layers
+    inp = keras.Input((9, 9, 2))  # odd size: 'same' padding with stride 2 is symmetric here
+    x = L.Activation("relu", name="r0")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(inp)))
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="b1c1")(x)
+    y = L.Conv2D(4, 3, padding="same", name="b1c2")(y)
+    x = L.ReLU(name="r1")(L.Add(name="add1")([y, x]))
+    y = L.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="b2c1")(x)
+    y = L.BatchNormalization(name="bn2")(L.Conv2D(6, 3, padding="same", name="b2c2")(y))
+    s = L.BatchNormalization(name="bn_sc")(L.Conv2D(6, 1, strides=2, name="sc")(x))
+    x = L.ReLU(name="r2")(L.Add(name="add2")([y, s]))
+    side = L.Conv2D(3, 1, activation="relu", name="side")(x)
+    x = L.Concatenate(name="cat")([x, side])  # axis=-1: channels
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(4, activation="softmax", name="out")(x)
+    model = keras.Model(inp, out, name="kresnet")
+    for name in ("bn0", "bn2", "bn_sc"):
+        layer = model.get_layer(name)
+        n = layer.get_weights()[0].shape[0]
+        layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 1.5, n)])
+    return model
+
+
+def make_keras_v3_resnet(tmp: Path, rng: np.random.Generator) -> Made:
+    return _keras_made(_keras_resnet(), tmp / "resnet.keras", rng.normal(size=(5, 9, 9, 2)), "keras", 8)
+
+
+def make_keras_h5_resnet(tmp: Path, rng: np.random.Generator) -> Made:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _keras_made(_keras_resnet(), tmp / "resnet.h5", rng.normal(size=(5, 9, 9, 2)), "keras-h5", 8)
 
 
 # -- scikit-learn ------------------------------------------------------------------
@@ -320,6 +384,10 @@ CASES = [
     pytest.param(make_onnx_mlp, id="onnx-mlp-batchnorm-node", marks=requires_onnx),
     pytest.param(make_onnx_cnn, id="onnx-cnn-dynamic-batch-view", marks=requires_onnx),
     pytest.param(make_onnx_gap, id="onnx-cnn-gap-softmax", marks=requires_onnx),
+    pytest.param(make_torch_resnet, id="torch-fx-resnet-add-cat", marks=requires_torch),
+    pytest.param(make_onnx_resnet, id="onnx-resnet-add-concat-bn", marks=requires_onnx),
+    pytest.param(make_keras_v3_resnet, id="keras-v3-functional-resnet", marks=_keras),
+    pytest.param(make_keras_h5_resnet, id="keras-h5-functional-resnet", marks=_keras),
     pytest.param(make_keras_v3_cnn, id="keras-v3-functional-cnn", marks=_keras),
     pytest.param(make_keras_h5_cnn, id="keras-h5-functional-cnn", marks=_keras),
     pytest.param(make_keras_v3_mlp, id="keras-v3-sequential-mlp", marks=_keras),

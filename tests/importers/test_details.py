@@ -79,9 +79,39 @@ def test_onnx_asymmetric_pads_and_residual_add(rng):
     model = _onnx_model([conv], {"w": rng.normal(size=(1, 1, 2, 2))}, [1, 1, 4, 4], [1, 1, 4, 4])
     with pytest.raises(UnsupportedLayerError, match=r"'c' of type Conv\(pads=\[0, 0, 1, 1\]\).*symmetric"):
         load_model(model)
+    # a residual sum of two computed tensors is an Add layer; an Add of a constant that is no bias is refused
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "x"], ["y"], name="res")]
-    with pytest.raises(UnsupportedLayerError, match="'res' of type Add"):
+    g = load_model(_onnx_model(nodes, {}, [1, 3], [1, 3]))
+    assert g["res"].type_name == "Add" and g.predecessors("res") == ("r", g.input.name)
+    np.testing.assert_allclose(evaluate(g, [[-1.0, 2.0, 0.5]]), [[-1.0, 4.0, 1.0]])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "b"], ["y"], name="res")]
+    with pytest.raises(UnsupportedLayerError, match="'res' of type Add.*only supported as the bias"):
+        load_model(_onnx_model(nodes, {"b": np.ones(3)}, [1, 3], [1, 3]))
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Mul", ["r", "x"], ["y"], name="gate")]
+    with pytest.raises(UnsupportedLayerError, match="'gate' of type Mul"):
         load_model(_onnx_model(nodes, {}, [1, 3], [1, 3]))
+
+
+@requires_onnx
+def test_onnx_sum_of_three_and_concat_checked_by_onnx_reference(rng):
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    w1, w2 = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="m1"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="m2"),
+        helper.make_node("Sum", ["a", "b", "x"], ["s"], name="sum3"),
+        helper.make_node("Relu", ["s"], ["r"], name="relu"),
+        helper.make_node("Concat", ["r", "a"], ["y"], name="cat", axis=-1),
+    ]
+    model = _onnx_model(nodes, {"w1": w1, "w2": w2}, [2, 3], [2, 6])
+    g = load_model(model)
+    assert g["sum3"].type_name == "Add" and g.predecessors("sum3") == ("m1", "m2", g.input.name)
+    assert g["cat"].type_name == "Concat" and g["cat"].axis == -1 and g.output_shape == (6,)
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(evaluate(g, x), ref, rtol=1e-5, atol=1e-5)
 
 
 @requires_sklearn

@@ -63,20 +63,38 @@ def test_torch_lstm_in_nested_sequential_named_by_module_path():
 
 
 @requires_torch
-def test_torch_traced_residual_connection_is_refused():
+def test_torch_traced_joins_other_than_add_and_cat_are_refused():
+    import torch
     import torch.nn as nn
 
-    class Residual(nn.Module):
+    class Gated(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.fc = nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.fc(x) + x
+            return self.fc(x) * x
 
-    with pytest.raises(UnsupportedLayerError, match="add") as info:
-        load_model(Residual())
-    assert "chain" in str(info.value) or "add" in str(info.value)
+    with pytest.raises(UnsupportedLayerError, match="'mul' of type call_function mul.*torch.add and torch.cat"):
+        load_model(Gated())
+
+    class Shifted(nn.Module):  # a sum with a constant is no residual connection
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) + 1.0
+
+    with pytest.raises(UnsupportedLayerError, match="'add' of type add of 1 tensor"):
+        load_model(Shifted())
+
+    class Stacked(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, x], dim=0)
+
+    with pytest.raises(UnsupportedLayerError, match=r"cat\(dim=0\).*batch"):
+        load_model(Stacked(), input_shape=(4,))
 
 
 @requires_torch
@@ -205,15 +223,15 @@ def test_keras_same_padding_with_even_kernel(tmp_path):
 
 @requires_keras
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_keras_branching_model_refused(tmp_path):
+def test_keras_merge_other_than_add_and_concatenate_refused(tmp_path):
     import keras
 
     inp = keras.Input((4,))
     a = keras.layers.Dense(3, name="a")(inp)
     b = keras.layers.Dense(3, name="b")(inp)
-    model = keras.Model(inp, keras.layers.Add(name="sum")([a, b]))
+    model = keras.Model(inp, keras.layers.Multiply(name="prod")([a, b]))
     model.save(str(tmp_path / "branch.keras"))
-    with pytest.raises(UnsupportedLayerError, match="chain"):
+    with pytest.raises(UnsupportedLayerError, match="'prod' of type Multiply.*only Add and Concatenate join"):
         load_model(tmp_path / "branch.keras")
 
 
