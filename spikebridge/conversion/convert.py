@@ -60,8 +60,9 @@ from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError, ValidationError
 from ..ir.evaluate import evaluate
 from ..ir.graph import AnnGraph, safe_name
-from ..ir.layers import AvgPool2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
+from ..ir.layers import AvgPool2d, Conv2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
 from .delays import delay_steps, draw_delays, pipeline_latency
+from .kernels import SharedKernel
 from .network import Population, Projection, SpikingNetwork
 from .normalise import activation_scale
 from .operators import is_linear, linear_operator
@@ -86,14 +87,17 @@ class Stage:
         ANN layer whose activation the population represents.
     source : str
         Population (or ``"input"``) that feeds it.
-    matrix : scipy.sparse.csr_matrix, shape (n, n_source)
-        Composed linear map in ANN units.
+    matrix : scipy.sparse.csr_matrix, shape (n, n_source), or None
+        Composed linear map in ANN units (None when ``operator`` holds it).
     bias : ndarray (n,) or None
     shape : tuple of int
         Logical shape of the population.
     rectify : bool
         Whether its calibration activation must be rectified first (a
         population before a MaxPool that precedes the ReLU).
+    operator : SharedKernel or None
+        The map as a shared kernel, when it is one convolution or pooling
+        (see :mod:`spikebridge.conversion.kernels`); ``matrix`` is then None.
     """
 
     name: str
@@ -104,16 +108,27 @@ class Stage:
     bias: NDArray[np.float64] | None
     shape: tuple[int, ...]
     rectify: bool = False
+    operator: SharedKernel | None = None
+
+    def csr(self) -> sp.csr_matrix:
+        """The map as a sparse matrix (made from the kernel if need be)."""
+        return self.operator.csr() if self.operator is not None else self.matrix
 
 
-def _gate_operator(layer: MaxPool2d, in_shape: tuple[int, ...]) -> sp.csr_matrix:
+def _gate_kernel(layer: MaxPool2d, in_shape: tuple[int, ...]) -> SharedKernel:
     """One unit-weight synapse from every input of a max-pool window to its output."""
-    from .operators import pool_operator
+    c = int(in_shape[0])
+    return SharedKernel(np.ones((c, 1) + tuple(layer.kernel_size)), in_shape, layer.stride, layer.padding, groups=c)  # type: ignore[arg-type]
 
-    k = layer.kernel_size
-    mat = pool_operator(in_shape, k, layer.stride, layer.padding)  # type: ignore[arg-type]
-    mat.data[:] = 1.0
-    return mat
+
+def _pool_kernel(layer: AvgPool2d | GlobalAvgPool2d, in_shape: tuple[int, ...]) -> SharedKernel:
+    """Average pooling of a population: weight ``1/(kh kw)`` per window input (padding counted)."""
+    c, h, w = (int(s) for s in in_shape)
+    if isinstance(layer, GlobalAvgPool2d):
+        kernel, stride, padding = (h, w), (h, w), (0, 0)
+    else:
+        kernel, stride, padding = layer.kernel_size, layer.stride, layer.padding  # type: ignore[assignment]
+    return SharedKernel(np.full((c, 1) + tuple(kernel), 1.0 / (kernel[0] * kernel[1])), (c, h, w), stride, padding, groups=c)
 
 
 def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
@@ -129,6 +144,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     stages: list[Stage] = []
     source = "input"
     mat: sp.csr_matrix | None = None
+    kern: SharedKernel | None = None  # the pending run as a shared kernel, while it is one conv/pool
     bias: NDArray[np.float64] | None = None
     named: str | None = None  # last weighted layer of the pending run: names the population
     used: set[str] = {"input"}
@@ -144,12 +160,12 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         return out
 
     def close(kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> None:
-        nonlocal source, mat, bias, named
+        nonlocal source, mat, bias, named, kern
         n_src = int(np.prod(stages[-1].shape)) if stages else int(np.prod(graph.input_shape))
-        m = mat if mat is not None else sp.identity(n_src, format="csr")
-        stage = Stage(unique(named or layer_name), kind, layer_name, source, sp.csr_matrix(m), bias, tuple(shape), rectify)
+        m = None if kern is not None else sp.csr_matrix(mat if mat is not None else sp.identity(n_src, format="csr"))
+        stage = Stage(unique(named or layer_name), kind, layer_name, source, m, bias, tuple(shape), rectify, kern)
         stages.append(stage)
-        source, mat, bias, named = stage.name, None, None, None
+        source, mat, bias, named, kern = stage.name, None, None, None, None
 
     for idx, layer in enumerate(layers):
         if isinstance(layer, Input):
@@ -164,13 +180,19 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                 stacklevel=3,
             )
             layer = AvgPool2d(name=layer.name, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding)
-        if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and source != "input":
+        if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and kern is None and source != "input":
             # pooling of spiking activity: its own population (see the module docstring)
-            m, _ = linear_operator(layer, in_shape)
-            mat, bias, named = m, None, layer.name
+            kern, bias, named = _pool_kernel(layer, in_shape), None, layer.name
             close("pool", layer.name, out_shape)
+        elif isinstance(layer, Conv2d) and mat is None and kern is None and bias is None:
+            # a convolution keeps its kernel until another linear layer composes with it
+            kern = SharedKernel(layer.weight, in_shape, layer.stride, layer.padding)  # type: ignore[arg-type]
+            bias = np.repeat(np.asarray(layer.bias, dtype=np.float64), kern.out_hw[0] * kern.out_hw[1])
+            named = layer.name
         elif is_linear(layer):
             m, b = linear_operator(layer, in_shape)
+            if m is not None and kern is not None:
+                mat, kern = kern.csr(), None
             if m is not None:
                 mat = m if mat is None else sp.csr_matrix(m @ mat)
                 if bias is not None:
@@ -180,7 +202,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
             if layer.has_weights or isinstance(layer, (AvgPool2d, GlobalAvgPool2d)):
                 named = layer.name
         elif isinstance(layer, ReLU):
-            if mat is None and bias is None:
+            if mat is None and bias is None and kern is None:
                 continue  # rates are already non-negative
             close("relu", layer.name, out_shape)
         elif isinstance(layer, MaxPool2d):
@@ -190,16 +212,16 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                     "(spiking OR gate, approximate) or maxpool='avg' (replace it by average pooling), or "
                     "retrain the model with AvgPool2d"
                 )
-            if source == "input" and mat is None:
+            if source == "input" and mat is None and kern is None:
                 raise ConversionError(
                     f"MaxPool2d '{layer.name}' acts directly on the input, which is a current, not spikes; "
                     "use maxpool='avg' or apply the pooling to the data before conversion"
                 )
-            if mat is not None or bias is not None:
+            if mat is not None or bias is not None or kern is not None:
                 prev = graph.predecessor(layer.name)
                 # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
                 close("relu", prev or layer.name, in_shape, rectify=True)
-            mat, bias, named = _gate_operator(layer, in_shape), None, layer.name
+            kern, bias, named = _gate_kernel(layer, in_shape), None, layer.name
             close("gate", layer.name, out_shape)
         elif isinstance(layer, Softmax):
             if idx != len(layers) - 1:
@@ -209,7 +231,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         else:
             raise UnsupportedLayerError(layer.name, layer.type_name, _SUPPORTED)
     last = layers[-1].name if not isinstance(layers[-1], Softmax) else graph.predecessor(layers[-1].name)
-    if mat is not None or bias is not None:
+    if mat is not None or bias is not None or kern is not None:
         close("output", last or layers[-1].name, graph.shapes[last] if last else graph.output_shape)
     elif stages:
         stages[-1].kind = "output"
@@ -330,9 +352,15 @@ def convert(
             w_scale = theta * lam_src / lam
         if st.source == "input" and enc_kind != "current":
             w_scale /= cfg.max_rate * dt
-        coo = st.matrix.tocoo()
-        keep = coo.data != 0
-        pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+        # a shared kernel stays one (no per-synapse arrays) unless per-synapse delays need them
+        kern = st.operator.scaled(w_scale) if st.operator is not None and cfg.delay_jitter <= 0 else None
+        if kern is None:
+            coo = st.csr().tocoo()
+            keep = coo.data != 0
+            pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+            syn: dict[str, object] = {"pre_index": pre, "post_index": post, "weight": w}
+        else:
+            syn = {"operator": kern}
         if is_out and mode == "potential":
             model, v_init = "integrator", 0.0
         else:
@@ -359,7 +387,7 @@ def convert(
             k += 1
             pname = f"{st.source}_{st.name}_{k}"
         used.add(pname)
-        delay = draw_delays(len(w), dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
+        delay = draw_delays(len(w) if kern is None else kern.n_synapses, dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
         mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
         proj_order.append(pname)
         projections.append(
@@ -367,12 +395,10 @@ def convert(
                 name=pname,
                 pre=st.source,
                 post=st.name,
-                pre_index=pre,
-                post_index=post,
-                weight=w,
                 delay=delay,
                 kind=st.kind if st.kind in ("pool", "gate") else ("conv" if len(st.shape) == 3 else "dense"),
                 layer=st.layer,
+                **syn,  # type: ignore[arg-type]
             )
         )
     out_stage = stages[-1]

@@ -1,0 +1,207 @@
+"""Array libraries the tensor engine runs on: numpy/scipy (always) and torch (CPU or CUDA).
+
+Each :class:`Arrays` turns the network's static parts (kernels, weight
+matrices, per-neuron parameters) into its own arrays once, and offers the few
+operations the step loop needs.  All state is float64: the engine promises
+the same spikes as Brian2 and the reference simulator, and single precision
+would move threshold crossings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ...conversion.kernels import SharedKernel
+from ...errors import ValidationError
+
+__all__ = ["Arrays", "NumpyArrays", "TorchArrays", "arrays_for"]
+
+# a dense matrix beats a sparse one once this fraction of it is filled (as in the reference)
+_DENSE_FILL = 0.2
+# gather the active inputs of a dense matrix when fewer than this fraction fired in a step
+_GATHER_BELOW = 0.5
+
+
+class Arrays:
+    """Operations on one array library; subclasses implement them."""
+
+    name = "abstract"
+    lib: Any
+
+    def asarray(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float64") -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> NDArray[Any]:
+        raise NotImplementedError
+
+    def asbool(self, a: NDArray[np.bool_]) -> Any:
+        raise NotImplementedError
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def as_float(self, spikes: Any) -> Any:
+        raise NotImplementedError
+
+    def any(self, x: Any) -> bool:
+        return bool(x.any())
+
+    def kernel(self, op: SharedKernel) -> Any:
+        """Prepare a shared kernel; :meth:`conv` applies the result."""
+        raise NotImplementedError
+
+    def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
+        """Apply a kernel to flat pre-synaptic values (B, n_pre) → (B, n_post)."""
+        raise NotImplementedError
+
+    def matrix(self, m: sp.csr_matrix) -> Any:
+        """Prepare a ``(n_post, n_pre)`` weight matrix; :meth:`matmul` applies it."""
+        raise NotImplementedError
+
+    def matmul(self, prepared: Any, x: Any) -> Any:
+        """(B, n_pre) spikes → (B, n_post) summed weights."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (timings)."""
+
+
+class NumpyArrays(Arrays):
+    """numpy + scipy.sparse; convolutions by im2col and BLAS (the kernel is shared, never per synapse)."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self.lib = np
+
+    def asarray(self, a: Any) -> Any:
+        return np.asarray(a, dtype=np.float64)
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float64") -> Any:
+        return np.zeros(shape, dtype=dtype)
+
+    def to_numpy(self, x: Any) -> NDArray[Any]:
+        return np.asarray(x)
+
+    def asbool(self, a: NDArray[np.bool_]) -> Any:
+        return np.asarray(a, dtype=bool)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return np.where(cond, a, b)
+
+    def as_float(self, spikes: Any) -> Any:
+        return spikes.astype(np.float64)
+
+    def kernel(self, op: SharedKernel) -> Any:
+        return op
+
+    def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
+        return op.apply(x)
+
+    def matrix(self, m: sp.csr_matrix) -> Any:
+        n_post, n_pre = m.shape
+        if m.nnz > _DENSE_FILL * n_post * n_pre:
+            return ("dense", np.ascontiguousarray(m.toarray().T))  # (n_pre, n_post): active rows are contiguous
+        return ("sparse", sp.csr_matrix(m.T))
+
+    def matmul(self, prepared: Any, x: Any) -> Any:
+        kind, wt = prepared
+        if kind == "dense":
+            active = np.flatnonzero(x.any(axis=0))
+            if active.size < _GATHER_BELOW * x.shape[1]:
+                return x[:, active] @ wt[active]
+            return x @ wt
+        return np.asarray((sp.csr_matrix(x) @ wt).toarray())
+
+
+class TorchArrays(Arrays):
+    """torch on CPU threads or CUDA; convolutions with ``torch.nn.functional.conv2d``."""
+
+    def __init__(self, device: str) -> None:
+        from ..._optional import import_optional
+
+        torch = import_optional("torch", "the tensor engine on torch")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValidationError(
+                f"SimulationConfig.device: {device!r} asked for, but torch sees no CUDA device; use device='cpu'", attr="device"
+            )
+        self.lib = torch
+        self.device = torch.device(device)
+        self.name = f"torch-{self.device.type}"
+        self._f = torch.nn.functional
+
+    def asarray(self, a: Any) -> Any:
+        arr = np.asarray(a, dtype=np.float64)
+        return self.lib.as_tensor(arr if arr.flags.writeable else arr.copy(), device=self.device)
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float64") -> Any:
+        return self.lib.zeros(shape, dtype=getattr(self.lib, dtype), device=self.device)
+
+    def to_numpy(self, x: Any) -> NDArray[Any]:
+        return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+    def asbool(self, a: NDArray[np.bool_]) -> Any:
+        return self.lib.as_tensor(np.asarray(a, dtype=bool), device=self.device)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.lib.cuda.synchronize(self.device)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        torch = self.lib
+        a = a if torch.is_tensor(a) else torch.tensor(a, dtype=torch.float64, device=self.device)
+        b = b if torch.is_tensor(b) else torch.tensor(b, dtype=torch.float64, device=self.device)
+        return torch.where(cond, a, b)
+
+    def as_float(self, spikes: Any) -> Any:
+        return spikes.to(self.lib.float64)
+
+    def kernel(self, op: SharedKernel) -> Any:
+        return self.asarray(op.kernel)
+
+    def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
+        b = x.shape[0]
+        y = self._f.conv2d(x.reshape((b,) + op.in_shape), prepared, stride=op.stride, padding=op.padding, groups=op.groups)
+        return y.reshape(b, -1)
+
+    def matrix(self, m: sp.csr_matrix) -> Any:
+        n_post, n_pre = m.shape
+        if m.nnz > _DENSE_FILL * n_post * n_pre:
+            return ("dense", self.asarray(np.ascontiguousarray(m.toarray().T)))
+        torch = self.lib
+        coo = sp.coo_matrix(m)
+        idx = torch.as_tensor(np.stack([coo.row, coo.col]).astype(np.int64))
+        t = torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data.astype(np.float64)), size=m.shape, check_invariants=True)
+        return ("sparse", t.coalesce().to(self.device))
+
+    def matmul(self, prepared: Any, x: Any) -> Any:
+        kind, w = prepared
+        if kind == "dense":
+            active = self.lib.nonzero(x.any(dim=0)).flatten()
+            if active.numel() < _GATHER_BELOW * x.shape[1]:
+                return x[:, active] @ w[active]
+            return x @ w
+        return self.lib.sparse.mm(w, x.T).T
+
+
+def arrays_for(device: str) -> Arrays:
+    """The array library for ``SimulationConfig.device``.
+
+    ``"numpy"``: numpy/scipy; ``"cpu"``: torch on CPU when installed, else
+    numpy; ``"cuda"``/``"cuda:N"``: torch on that GPU (error without one).
+    """
+    if device == "numpy":
+        return NumpyArrays()
+    if device == "cpu":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return NumpyArrays()
+    return TorchArrays(device)
