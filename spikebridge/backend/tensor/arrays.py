@@ -26,6 +26,70 @@ _DENSE_FILL = 0.2
 _GATHER_BELOW = 0.5
 
 
+def window_sum(kernel: Any, x: Any, op: SharedKernel, lib: Any) -> Any:
+    """Depthwise kernel (pooling, max-pool gate) as ``kh·kw`` strided slices, summed tap by tap.
+
+    The taps are added in the order of the explicit synapses' pre-synaptic
+    indices, so the result equals the sparse-matrix product bit for bit.
+    ``x`` is (B, C, H, W) float on any library with numpy-style slicing.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
+    oh, ow = op.out_hw
+    if ph or pw:
+        b, c, h, w = x.shape
+        padded = lib.zeros((b, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype, **({} if lib is np else {"device": x.device}))
+        padded[:, :, ph : ph + h, pw : pw + w] = x
+        x = padded
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = kernel[:, i, j][None, :, None, None] * x[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            out = term if out is None else out + term
+    return out.reshape(x.shape[0], -1)
+
+
+class SparseConv:
+    """A full convolution of binary spikes, event-driven: work ∝ spikes × fan-out.
+
+    The spikes are unfolded (im2col, one byte per tap) into the rows of a
+    sparse matrix with one row per output position and one entry per fired
+    input of its window, which multiplies the shared kernel as a dense
+    ``(C·kh·kw, O)`` matrix.  Entries are in the order of the explicit
+    synapses' pre-synaptic indices, so every sum equals the one the sparse
+    matrix of explicit synapses computes, bit for bit.  Nothing per synapse
+    is ever stored.
+    """
+
+    def __init__(self, op: SharedKernel) -> None:
+        self.op = op
+        o = op.kernel.shape[0]
+        self.wm = np.ascontiguousarray(op.kernel.reshape(o, -1).T)  # (C*kh*kw, O)
+        self._ones = np.ones(0)
+
+    def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float64]:
+        op = self.op
+        b = spikes.shape[0]
+        c, h, w = op.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
+        oh, ow = op.out_hw
+        s = spikes.reshape(b, c, h, w).view(np.uint8).transpose(0, 2, 3, 1)  # (B, H, W, C) view
+        if ph or pw:
+            s = np.pad(s, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        cols = np.empty((b, oh, ow, c, kh, kw), dtype=np.uint8)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, :, i, j] = s[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+        flat = cols.reshape(b * oh * ow, c * kh * kw)
+        idx = np.flatnonzero(flat)
+        indptr = np.zeros(flat.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.count_nonzero(flat, axis=1), out=indptr[1:])
+        if self._ones.size < idx.size:
+            self._ones = np.ones(max(idx.size, 2 * self._ones.size))
+        m = sp.csr_matrix((self._ones[: idx.size], idx % flat.shape[1], indptr), shape=flat.shape)
+        out = np.asarray(m @ self.wm)  # (B*OH*OW, O)
+        return np.ascontiguousarray(out.reshape(b, oh * ow, -1).transpose(0, 2, 1)).reshape(b, -1)
+
+
 class Arrays:
     """Operations on one array library; subclasses implement them."""
 
@@ -50,6 +114,10 @@ class Arrays:
     def as_float(self, spikes: Any) -> Any:
         raise NotImplementedError
 
+    def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
+        """``v - theta`` where ``cond``, else ``v`` (may reuse ``v``)."""
+        return self.where(cond, v - theta, v)
+
     def any(self, x: Any) -> bool:
         return bool(x.any())
 
@@ -58,7 +126,7 @@ class Arrays:
         raise NotImplementedError
 
     def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
-        """Apply a kernel to flat pre-synaptic values (B, n_pre) → (B, n_post)."""
+        """Apply a kernel to flat boolean spikes (B, n_pre) → (B, n_post) summed weights."""
         raise NotImplementedError
 
     def matrix(self, m: sp.csr_matrix) -> Any:
@@ -66,7 +134,7 @@ class Arrays:
         raise NotImplementedError
 
     def matmul(self, prepared: Any, x: Any) -> Any:
-        """(B, n_pre) spikes → (B, n_post) summed weights."""
+        """(B, n_pre) boolean spikes → (B, n_post) summed weights."""
         raise NotImplementedError
 
     def synchronize(self) -> None:
@@ -99,11 +167,17 @@ class NumpyArrays(Arrays):
     def as_float(self, spikes: Any) -> Any:
         return spikes.astype(np.float64)
 
+    def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
+        np.subtract(v, theta, out=v, where=cond)
+        return v
+
     def kernel(self, op: SharedKernel) -> Any:
-        return op
+        return SparseConv(op) if op.groups == 1 else np.ascontiguousarray(op.kernel[:, 0])
 
     def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
-        return op.apply(x)
+        if op.groups == 1:
+            return prepared(x)
+        return window_sum(prepared, x.reshape((x.shape[0],) + op.in_shape).astype(np.float64), op, np)
 
     def matrix(self, m: sp.csr_matrix) -> Any:
         n_post, n_pre = m.shape
@@ -116,9 +190,9 @@ class NumpyArrays(Arrays):
         if kind == "dense":
             active = np.flatnonzero(x.any(axis=0))
             if active.size < _GATHER_BELOW * x.shape[1]:
-                return x[:, active] @ wt[active]
-            return x @ wt
-        return np.asarray((sp.csr_matrix(x) @ wt).toarray())
+                return x[:, active].astype(np.float64) @ wt[active]
+            return x.astype(np.float64) @ wt
+        return np.asarray((sp.csr_matrix(x, dtype=np.float64) @ wt).toarray())
 
 
 class TorchArrays(Arrays):
@@ -164,11 +238,18 @@ class TorchArrays(Arrays):
         return spikes.to(self.lib.float64)
 
     def kernel(self, op: SharedKernel) -> Any:
-        return self.asarray(op.kernel)
+        if op.groups != 1:
+            return self.asarray(op.kernel[:, 0])
+        # CPU: event-driven (work follows the spikes); GPU: dense convolution
+        return SparseConv(op) if self.device.type == "cpu" else self.asarray(op.kernel)
 
     def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
         b = x.shape[0]
-        y = self._f.conv2d(x.reshape((b,) + op.in_shape), prepared, stride=op.stride, padding=op.padding, groups=op.groups)
+        if op.groups != 1:
+            return window_sum(prepared, x.reshape((b,) + op.in_shape).to(self.lib.float64), op, self.lib)
+        if isinstance(prepared, SparseConv):
+            return self.lib.from_numpy(prepared(x.numpy()))
+        y = self._f.conv2d(x.reshape((b,) + op.in_shape).to(self.lib.float64), prepared, stride=op.stride, padding=op.padding)
         return y.reshape(b, -1)
 
     def matrix(self, m: sp.csr_matrix) -> Any:
@@ -183,12 +264,13 @@ class TorchArrays(Arrays):
 
     def matmul(self, prepared: Any, x: Any) -> Any:
         kind, w = prepared
+        f64 = self.lib.float64
         if kind == "dense":
             active = self.lib.nonzero(x.any(dim=0)).flatten()
             if active.numel() < _GATHER_BELOW * x.shape[1]:
-                return x[:, active] @ w[active]
-            return x @ w
-        return self.lib.sparse.mm(w, x.T).T
+                return x[:, active].to(f64) @ w[active]
+            return x.to(f64) @ w
+        return self.lib.sparse.mm(w, x.T.to(f64)).T
 
 
 def arrays_for(device: str) -> Arrays:

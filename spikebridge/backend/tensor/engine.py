@@ -180,8 +180,9 @@ class TensorProgram:
             if spec.thresholded or spec.is_input:
                 st.counts = xp.zeros((n_b, pop.n), dtype="int64")
             state[name] = st
-        buffers = {key: xp.zeros((self.ring, n_b, snn.populations[key[0]].n)) for key in self.targets}
-        busy = {key: [False] * self.ring for key in self.targets}  # slots holding any arrival
+        # ring buffer per (post, target): slot -> summed arrivals of that step, None while empty
+        # (the first arrival is stored as is, so a silent step costs nothing)
+        buffers: dict[tuple[str, str], list[Any]] = {key: [None] * self.ring for key in self.targets}
         out = snn.output if snn.output in state else None
         n_out = snn.populations[out].n if out else 0
         out_counts_t = xp.zeros((n_steps, n_b, n_out), dtype="int64")
@@ -210,6 +211,11 @@ class TensorProgram:
                         st.v -= xp.as_float(st.spikes)
                     continue
                 free = None if st.last is None else (k - st.last) >= spec.ref_steps
+                st.free = free
+                if pop.model in ("if", "integrator") and free is None:
+                    if not (isinstance(st.step_drive, float) and st.step_drive == 0.0):  # v + 0.0 is v
+                        st.v += st.step_drive
+                    continue
                 if pop.model in ("if", "integrator"):
                     new_v = st.v + st.step_drive
                 elif pop.model in ("lif", "li"):
@@ -218,19 +224,18 @@ class TensorProgram:
                 else:
                     new_v = self._cuba(st, pop)
                 st.v = new_v if free is None else xp.where(free, new_v, st.v)
-                st.free = free
             # 2. arrivals
             for key, buf in buffers.items():
-                if not busy[key][slot]:
+                arrived = buf[slot]
+                if arrived is None:
                     continue
                 post, target = key
                 pst = state[post]
                 if target == "v":
-                    pst.v = pst.v + (buf[slot] if pst.free is None else xp.where(pst.free, buf[slot], 0.0))
+                    pst.v = pst.v + (arrived if pst.free is None else xp.where(pst.free, arrived, 0.0))
                 else:
-                    pst.current = pst.current + buf[slot]
-                buf[slot] = 0.0
-                busy[key][slot] = False
+                    pst.current = pst.current + arrived
+                buf[slot] = None
             for name, st in state.items():
                 p = self.specs[name].pop.params
                 if p.get("poisson_n"):
@@ -248,7 +253,7 @@ class TensorProgram:
                     spk &= (k - st.last) >= spec.ref_steps
                     st.last = xp.where(spk, float(k), st.last)
                 if pop.reset == "subtract":
-                    st.v = st.v - xp.as_float(spk) * spec.theta
+                    st.v = xp.subtract_where(st.v, spec.theta, spk)
                 elif pop.reset == "zero":
                     st.v = xp.where(spk, 0.0, st.v)
                 elif pop.reset == "value":
@@ -265,12 +270,11 @@ class TensorProgram:
                 if name in record:
                     s_idx, n_idx = np.nonzero(xp.to_numpy(spk))
                     st.rec.append((s_idx, n_idx, k))
-                sf = None
                 for link in self.links[name]:
-                    sf = xp.as_float(spk) if sf is None else sf
                     d_slot = (k + link.steps) % self.ring
-                    buffers[(link.post, link.target)][d_slot] += self._apply(link, sf)
-                    busy[(link.post, link.target)][d_slot] = True
+                    buf = buffers[(link.post, link.target)]
+                    # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
+                    buf[d_slot] = self._apply(link, spk) if buf[d_slot] is None else buf[d_slot] + self._apply(link, spk)
             if out:
                 st = state[out]
                 if st.spikes is not None:
