@@ -40,7 +40,7 @@ def window_sum(kernel: Any, x: Any, op: SharedKernel, lib: Any) -> Any:
         padded = lib.zeros((b, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype, **({} if lib is np else {"device": x.device}))
         padded[:, :, ph : ph + h, pw : pw + w] = x
         x = padded
-    out = None
+    out: Any = None
     for i in range(kh):
         for j in range(kw):
             term = kernel[:, i, j][None, :, None, None] * x[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
