@@ -154,10 +154,7 @@ def synaptic_events(snn, rec) -> float:
             continue
         counts = rec.counts[proj.pre].sum(axis=0).astype(np.float64)
         if proj.operator is not None:
-            # fan-out per pre neuron from the kernel: counted with a transposed convolution of ones
-            op = proj.operator
-            fan = np.asarray(op.csr().getnnz(axis=0), dtype=np.float64) if op.n_synapses < 5e7 else None
-            total += float(counts @ fan) if fan is not None else float(counts.sum() * op.n_synapses / op.n_pre)
+            total += float(counts @ proj.operator.fan_out())  # from the kernel, no synapses made
         else:
             fan = np.bincount(proj.pre_index, minlength=snn.populations[proj.pre].n).astype(np.float64)
             total += float(counts @ fan)

@@ -134,6 +134,20 @@ class SharedKernel:
         """Explicit synapses per sample (non-zero weights at in-image taps), without making them."""
         return int(np.sum((self.kernel != 0) * self._valid_taps()[None, None]))
 
+    def fan_out(self) -> NDArray[np.float64]:
+        """Synapses leaving each pre-synaptic neuron, shape (n_pre,), without making them."""
+        _, h, w = self.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh, ow = self.out_hw
+
+        def valid(k: int, s: int, p: int, n_in: int, n_out: int) -> NDArray[np.float64]:
+            rel = np.arange(n_in)[None, :] + p - np.arange(k)[:, None]  # (tap, input position)
+            return ((rel % s == 0) & (rel >= 0) & (rel // s < n_out)).astype(np.float64)
+
+        nz = (self.kernel != 0).sum(axis=0) if self.groups == 1 else (self.kernel[:, 0] != 0)  # (C, kh, kw)
+        fan = np.einsum("cij,iy,jx->cyx", nz.astype(np.float64), valid(kh, sh, ph, h, oh), valid(kw, sw, pw, w, ow))
+        return fan.ravel()
+
     # -- explicit form ------------------------------------------------------------
     def csr(self) -> sp.csr_matrix:
         """The operator as a sparse ``(n_post, n_pre)`` matrix (zero padding has no entry)."""
