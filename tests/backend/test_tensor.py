@@ -280,3 +280,45 @@ def test_bad_device_is_refused():
         SimulationConfig(engine="tensor", device="tpu")
     with pytest.raises(ValidationError, match="engine"):
         SimulationConfig(engine="fast")
+
+
+def test_cli_simulate_with_the_tensor_engine_stores_the_same_spikes(capsys, tmp_path):
+    from spikebridge import cli
+    from spikebridge.models import model_path
+    from spikebridge.store.spikes import SpikeStore
+
+    net = tmp_path / "cnn.h5"
+    assert cli.main(["-q", "convert", str(model_path("digits_cnn")), "-o", str(net), "--v-init", "0.5"]) == 0
+    stores = {}
+    for engine in ("tensor", "brian2"):
+        stores[engine] = tmp_path / f"{engine}.h5"
+        argv = ["-q", "simulate", str(net), "--limit", "4", "--steps", "32", "--target", "numpy", "--engine", engine,
+                "--device", "numpy", "-o", str(stores[engine])]
+        assert cli.main(argv) == 0
+    capsys.readouterr()
+    with SpikeStore(stores["tensor"]) as a, SpikeStore(stores["brian2"]) as b:
+        assert set(a.count_populations) == set(b.count_populations)
+        fired = 0
+        for name in a.count_populations:
+            np.testing.assert_array_equal(a.counts(name), b.counts(name))
+            fired += int(a.counts(name).sum())
+        assert fired > 1000
+    code = cli.main(["simulate", str(net), "--limit", "2", "--engine", "tensor", "--device", "tpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dense_convolution_path_used_on_gpus_gives_the_same_spikes(digits):
+    pytest.importorskip("torch")
+    from spikebridge.backend.plan import draw_poisson, prepare_inputs
+    from spikebridge.backend.tensor import TensorProgram
+    from spikebridge.backend.tensor.arrays import TorchArrays
+
+    # CUDA runs convolutions with torch.nn.functional.conv2d; the same code path on the CPU
+    snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(v_init=0.5), calibration=digits[:200])
+    x = digits[:3]
+    arrays = TorchArrays("cpu")
+    arrays.event_driven = False
+    plan = draw_poisson(prepare_inputs(snn, x, snn.dt), 40, snn.dt, 0)
+    dense = TensorProgram(snn, snn.dt, arrays).run(plan, 40, seed=0, record=set())
+    assert_same_spikes(dense, simulate_reference(snn, x, 40), min_spikes=1000)
