@@ -51,7 +51,7 @@ def window_sum(kernel: Any, x: Any, op: SharedKernel, lib: Any) -> Any:
 class SparseConv:
     """A full convolution of binary spikes, event-driven: work ∝ spikes × fan-out.
 
-    The spikes are unfolded (im2col, one byte per tap) into the rows of a
+    The spikes are unfolded (im2col, one bool per tap) into the rows of a
     sparse matrix with one row per output position and one entry per fired
     input of its window, which multiplies the shared kernel as a dense
     ``(C·kh·kw, O)`` matrix.  Entries are in the order of the explicit
@@ -72,10 +72,10 @@ class SparseConv:
         c, h, w = op.in_shape
         (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
         oh, ow = op.out_hw
-        s = spikes.reshape(b, c, h, w).view(np.uint8).transpose(0, 2, 3, 1)  # (B, H, W, C) view
+        s = np.asarray(spikes, dtype=bool).reshape(b, c, h, w).transpose(0, 2, 3, 1)  # (B, H, W, C) view
         if ph or pw:
             s = np.pad(s, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-        cols = np.empty((b, oh, ow, c, kh, kw), dtype=np.uint8)
+        cols = np.empty((b, oh, ow, c, kh, kw), dtype=bool)  # bool: numpy's fastest nonzero scans
         for i in range(kh):
             for j in range(kw):
                 cols[:, :, :, :, i, j] = s[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
@@ -117,6 +117,10 @@ class Arrays:
     def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
         """``v - theta`` where ``cond``, else ``v`` (may reuse ``v``)."""
         return self.where(cond, v - theta, v)
+
+    def assign_where(self, v: Any, value: float, cond: Any) -> Any:
+        """``value`` where ``cond``, else ``v`` (may reuse ``v``)."""
+        return self.where(cond, value, v)
 
     def any(self, x: Any) -> bool:
         return bool(x.any())
@@ -169,6 +173,10 @@ class NumpyArrays(Arrays):
 
     def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
         np.subtract(v, theta, out=v, where=cond)
+        return v
+
+    def assign_where(self, v: Any, value: float, cond: Any) -> Any:
+        np.copyto(v, value, where=cond)
         return v
 
     def kernel(self, op: SharedKernel) -> Any:
@@ -238,6 +246,9 @@ class TorchArrays(Arrays):
 
     def as_float(self, spikes: Any) -> Any:
         return spikes.to(self.lib.float64)
+
+    def assign_where(self, v: Any, value: float, cond: Any) -> Any:
+        return v.masked_fill_(cond, value)
 
     def kernel(self, op: SharedKernel) -> Any:
         if op.groups != 1:

@@ -255,9 +255,9 @@ class TensorProgram:
                 if pop.reset == "subtract":
                     st.v = xp.subtract_where(st.v, spec.theta, spk)
                 elif pop.reset == "zero":
-                    st.v = xp.where(spk, 0.0, st.v)
+                    st.v = xp.assign_where(st.v, 0.0, spk)
                 elif pop.reset == "value":
-                    st.v = xp.where(spk, float(pop.v_reset), st.v)
+                    st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
                 st.spikes = spk
             # push spikes, record
             for name, st in state.items():
