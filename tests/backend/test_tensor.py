@@ -322,3 +322,13 @@ def test_dense_convolution_path_used_on_gpus_gives_the_same_spikes(digits):
     plan = draw_poisson(prepare_inputs(snn, x, snn.dt), 40, snn.dt, 0)
     dense = TensorProgram(snn, snn.dt, arrays).run(plan, 40, seed=0, record=set())
     assert_same_spikes(dense, simulate_reference(snn, x, 40), min_spikes=1000)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_threads_split_batches_with_the_same_spikes(digits, device):
+    snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(input_encoding="poisson", max_rate=500.0), calibration=digits[:200])
+    x = digits[:5]
+    one = _tensor(snn, x, 30, device, seed=2, record=("all",))
+    two = _tensor(snn, x, 30, device, seed=2, record=("all",), threads=2)
+    assert two.meta["n_batches"] == 1
+    assert_same_spikes(two, one, min_spikes=500)

@@ -400,6 +400,31 @@ def _batch_size(snn: SpikingNetwork, n_samples: int, cfg: SimulationConfig, dt: 
     return max(1, min(fit, n_samples))
 
 
+def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
+    """One batch, split into ``parts`` sub-batches run by concurrent threads."""
+    n = plan.n_samples
+    parts = max(1, min(parts, n))
+    if parts == 1:
+        return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ...store.record import concat_records
+
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        futures = [
+            pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        records = [f.result() for f in futures]
+    out = concat_records(records)
+    out.meta["batch_size"] = n
+    out.meta["threads"] = parts
+    out.meta["timings"] = {"build_s": 0.0, "run_s": time.perf_counter() - t0, "collect_s": 0.0}
+    return out
+
+
 def iter_simulate_tensor(
     snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig, *, start: int = 0
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -408,8 +433,12 @@ def iter_simulate_tensor(
     Batches are sized to ``config.max_memory`` (or ``config.batch_size``);
     Poisson inputs are drawn per sample with ``(seed, sample index)`` and the
     Poisson drive of a batch starting at sample ``k0`` uses ``seed + k0``, as
-    in the Brian2 engine.  torch runs with ``config.threads`` intra-op threads
-    (restored afterwards).
+    in the Brian2 engine.  On CPU, ``config.threads > 1`` splits each batch
+    into that many parts simulated by concurrent threads (numpy, scipy and
+    torch release the GIL in their kernels; each part is a batch of its own,
+    so results equal a run with that batch size); torch then runs one intra-op
+    thread per part.  On CUDA, ``threads`` sets torch's CPU threads.  torch's
+    thread count is restored afterwards.
 
     Yields
     ------
@@ -432,10 +461,13 @@ def iter_simulate_tensor(
         return
     bs = _batch_size(snn, n - start, cfg, dt)
     xp = arrays_for(cfg.device)
+    parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
     saved_threads = None
     if xp.name.startswith("torch"):
         saved_threads = xp.lib.get_num_threads()
-        xp.lib.set_num_threads(int(cfg.threads))
+        # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
+        # parts would oversubscribe the cores)
+        xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
     progress = None
     if cfg.progress:
         from ..._optional import import_optional
@@ -447,7 +479,7 @@ def iter_simulate_tensor(
         t_build = time.perf_counter() - t0
         for k0 in range(start, n, bs):
             sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
-            out = program.run(sub, cfg.n_steps, seed=cfg.seed + k0, record=rec)
+            out = _run_parts(program, sub, k0, parts, cfg, rec)
             out.meta["timings"]["build_s"] = t_build if k0 == start else 0.0
             out.meta["config"] = cfg.to_dict()
             if progress is not None:
