@@ -172,11 +172,12 @@ class NumpyArrays(Arrays):
         return spikes.astype(np.float64)
 
     def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
-        np.subtract(v, theta, out=v, where=cond)
+        # v - 0.0 is v: the reference's ``v - spikes * theta``, in place
+        np.subtract(v, cond * theta, out=v)
         return v
 
     def assign_where(self, v: Any, value: float, cond: Any) -> Any:
-        np.copyto(v, value, where=cond)
+        np.putmask(v, cond, value)
         return v
 
     def kernel(self, op: SharedKernel) -> Any:
