@@ -328,7 +328,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # (model, Dale mode): the plain MLP and CNN, and the MLP with excitatory/inhibitory populations
     runs = [("digits_mlp", "none")] if args.quick else [("digits_mlp", "none"), ("digits_cnn", "none"), ("digits_mlp", "relay")]
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say(f"spikebridge demo: shipped digits models -> {out}/")
+    engine = getattr(args, "engine", None) or "brian2"
+    say(f"spikebridge demo: shipped digits models -> {out}/ (engine {engine}; "
+        + ("--engine tensor gives the same spikes with shared conv kernels)" if engine == "brian2" else "same spikes as brian2)"))
     results = []
     for name, dale in runs:
         spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
