@@ -376,7 +376,9 @@ def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, d
             workspace = max(workspace, 8.0 * (n_pre + n_post))
     per_sample += workspace
     if snn.input is not None:
-        per_sample += snn.populations[snn.input].n * (n_steps + 8 * 2)  # raster (bool) / currents
+        per_sample += snn.populations[snn.input].n * (n_steps + 8 * 2)  # raster (bool) / rates
+    for post in {p.post for p in snn.projections.values() if p.name in folded}:
+        per_sample += snn.populations[post].n * 8 * 3  # input current: the plan's, the batch's, the step's drive
     if snn.output is not None:
         per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
     rec = set(names) if "all" in record else set(record)
