@@ -234,7 +234,7 @@ def case_lenet(args) -> dict:
 
     sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
     out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
-    for device in ("cpu", "numpy"):
+    for device in ("cpu", "torch"):
         med, times, rec = time_engine(snn, x, args.steps, device=device, threads=args.threads, repeats=args.repeats, labels=y)
         ev = synaptic_events(snn, rec)
         out["rows"][f"tensor engine ({rec.meta['target']})"] = {
@@ -242,7 +242,7 @@ def case_lenet(args) -> dict:
             "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
         }
         if device == "cpu":
-            tensor_rec = rec
+            tensor_rec = rec  # numpy/scipy
     # Brian2 on a subset, same spikes: time it and extrapolate linearly in samples
     n_b2 = min(args.brian2_samples, len(x))
     if n_b2:

@@ -96,7 +96,7 @@ def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--engine", choices=["brian2", "tensor", "auto"],
                    help="brian2 (default), tensor (batched arrays, shared conv kernels, same spikes) or auto")
-    p.add_argument("--device", help="tensor engine device: cpu (torch if installed, else numpy), numpy, cuda, cuda:N")
+    p.add_argument("--device", help="tensor engine device: cpu (numpy/scipy, default), torch (torch on CPU), cuda, cuda:N")
 
 
 def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConfig:

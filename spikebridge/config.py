@@ -258,7 +258,8 @@ class SimulationConfig(_Config):
     build_dir : str or None
         Directory for ``cpp_standalone`` builds (None = a cache directory).
     threads : int
-        OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP).
+        OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP); with the
+        tensor engine on CPU, threads that share each batch.
     workers : int
         Processes that simulate batches in parallel with the runtime targets
         (numpy, cython); Brian2's runtime is single-threaded, so this is how
@@ -271,8 +272,8 @@ class SimulationConfig(_Config):
         (convolution/pooling) projections or when one sample does not fit
         ``max_memory`` in Brian2, else brian2; the choice is logged in one line.
     device : str
-        Where the tensor engine runs: ``"cpu"`` (torch threads when torch is
-        installed, else numpy), ``"numpy"`` (numpy/scipy only), ``"cuda"`` or
+        Where the tensor engine runs: ``"cpu"`` (numpy/scipy, always
+        available), ``"torch"`` (torch on CPU threads), ``"cuda"`` or
         ``"cuda:N"`` (torch on a GPU).  Brian2 ignores it.
     """
 
@@ -303,10 +304,10 @@ class SimulationConfig(_Config):
         _check_choice(self, "target", ("auto", "numpy", "cython", "cpp_standalone"))
         _check_choice(self, "engine", ("brian2", "tensor", "auto"))
         if not isinstance(self.device, str) or not (
-            self.device in ("cpu", "numpy", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+            self.device in ("cpu", "torch", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         ):
             raise ValidationError(
-                f"SimulationConfig.device: {self.device!r} is not 'cpu', 'numpy', 'cuda' or 'cuda:N'", attr="device", obj=self
+                f"SimulationConfig.device: {self.device!r} is not 'cpu', 'torch', 'cuda' or 'cuda:N'", attr="device", obj=self
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValidationError(f"SimulationConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)

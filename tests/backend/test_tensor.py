@@ -27,9 +27,9 @@ from ._nets import chain, mixed, single_if
 try:
     import torch  # noqa: F401
 
-    DEVICES = ["numpy", "cpu"]
+    DEVICES = ["cpu", "torch"]
 except ImportError:  # pragma: no cover - torch is an optional extra
-    DEVICES = ["numpy"]
+    DEVICES = ["cpu"]
 
 
 def _tensor(snn, x, n_steps, device, **kw):
@@ -202,7 +202,7 @@ def test_nir_import_equals_brian2(rng):
     raster = (rng.uniform(size=(3, 300, n_in)) < 0.2).astype(float)
     a = _tensor(net, raster, 300, DEVICES[-1], record=("all",))
     assert_same_spikes(a, _brian2(net, raster, 300, record=("all",)), min_spikes=50)
-    assert_same_spikes(_tensor(net, raster, 300, "numpy", record=("all",)), a)
+    assert_same_spikes(_tensor(net, raster, 300, "cpu", record=("all",)), a)
 
 
 # -- Poisson input: per-sample seeds -------------------------------------------------------------
@@ -210,11 +210,11 @@ def test_poisson_input_per_sample_seeds_equal_brian2_and_batch_independent(digit
     snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(input_encoding="poisson", max_rate=500.0), calibration=digits[:200])
     x = digits[:4]
     whole = _tensor(snn, x, 40, DEVICES[-1], seed=11, record=("all",))
-    split = _tensor(snn, x, 40, "numpy", seed=11, record=("all",), batch_size=1)
+    split = _tensor(snn, x, 40, "cpu", seed=11, record=("all",), batch_size=1)
     assert split.meta["n_batches"] == 4
     assert_same_spikes(whole, split, min_spikes=1000)
     assert_same_spikes(whole, _brian2(snn, x, 40, seed=11, record=("all",)))
-    other = _tensor(snn, x, 40, "numpy", seed=12)
+    other = _tensor(snn, x, 40, "cpu", seed=12)
     assert not np.array_equal(other.counts["input"], whole.counts["input"])
 
 
@@ -244,7 +244,7 @@ def test_kernel_projection_makes_synapses_only_when_asked(digits, tmp_path):
     assert back.projections["pool1_conv2"].operator is not None
     np.testing.assert_array_equal(back.projections["pool1_conv2"].operator.kernel, k)
     x = digits[:2]
-    assert_same_spikes(_tensor(back, x, 30, "numpy"), _tensor(snn, x, 30, "numpy"), min_spikes=100)
+    assert_same_spikes(_tensor(back, x, 30, "cpu"), _tensor(snn, x, 30, "cpu"), min_spikes=100)
     explicit_net = snn.copy_with(projections=[p.replace(weight=p.weight) for p in snn.projections.values()])
     assert all(p.operator is None for p in explicit_net.projections.values())
     save_network(explicit_net, tmp_path / "v1.h5")
@@ -252,7 +252,7 @@ def test_kernel_projection_makes_synapses_only_when_asked(digits, tmp_path):
 
     with h5py.File(tmp_path / "v1.h5") as f:
         assert int(f.attrs["format_version"]) == 1
-    assert_same_spikes(_tensor(load_network(tmp_path / "v1.h5"), x, 30, "numpy"), _tensor(snn, x, 30, "numpy"), min_spikes=100)
+    assert_same_spikes(_tensor(load_network(tmp_path / "v1.h5"), x, 30, "cpu"), _tensor(snn, x, 30, "cpu"), min_spikes=100)
 
 
 def test_engine_auto_announces_its_choice(digits, caplog):
@@ -272,7 +272,7 @@ def test_brian2_limit_error_suggests_the_tensor_engine(digits):
     with pytest.raises(BuildError, match=r"one sample needs about [\d.]+ MB in Brian2.*engine='tensor'"):
         simulate(snn, digits[:2], SimulationConfig(n_steps=8, target="numpy", max_memory=30e6))
     # the tensor engine runs it within the same budget
-    assert _tensor(snn, digits[:2], 8, "numpy", max_memory=30e6).n_samples == 2
+    assert _tensor(snn, digits[:2], 8, "cpu", max_memory=30e6).n_samples == 2
 
 
 def test_bad_device_is_refused():
@@ -293,7 +293,7 @@ def test_cli_simulate_with_the_tensor_engine_stores_the_same_spikes(capsys, tmp_
     for engine in ("tensor", "brian2"):
         stores[engine] = tmp_path / f"{engine}.h5"
         argv = ["-q", "simulate", str(net), "--limit", "4", "--steps", "32", "--target", "numpy", "--engine", engine,
-                "--device", "numpy", "-o", str(stores[engine])]
+                "--device", "cpu", "-o", str(stores[engine])]
         assert cli.main(argv) == 0
     capsys.readouterr()
     with SpikeStore(stores["tensor"]) as a, SpikeStore(stores["brian2"]) as b:

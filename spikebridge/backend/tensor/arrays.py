@@ -290,14 +290,11 @@ class TorchArrays(Arrays):
 def arrays_for(device: str) -> Arrays:
     """The array library for ``SimulationConfig.device``.
 
-    ``"numpy"``: numpy/scipy; ``"cpu"``: torch on CPU when installed, else
-    numpy; ``"cuda"``/``"cuda:N"``: torch on that GPU (error without one).
+    ``"cpu"``: numpy/scipy (the fastest on CPU cores in ``bench_engine.py``);
+    ``"torch"``: torch on CPU threads; ``"cuda"``/``"cuda:N"``: torch on that
+    GPU (error without one).  A missing torch raises
+    :class:`~spikebridge.errors.MissingDependencyError` naming the extra.
     """
-    if device == "numpy":
-        return NumpyArrays()
     if device == "cpu":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return NumpyArrays()
-    return TorchArrays(device)
+        return NumpyArrays()
+    return TorchArrays("cpu" if device == "torch" else device)
