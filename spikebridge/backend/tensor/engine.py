@@ -153,6 +153,7 @@ class TensorProgram:
         """
         xp, dt, snn = self.xp, self.dt, self.snn
         t0 = time.perf_counter()
+        plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (iter_simulate_tensor)
         n_b = plan.n_samples
         rng = np.random.default_rng(seed)
         state: dict[str, _State] = {}
