@@ -42,8 +42,9 @@ from ...conversion.delays import delay_steps
 from ...conversion.kernels import SharedKernel
 from ...conversion.network import Population, SpikingNetwork
 from ...errors import BuildError, ValidationError
-from ...store.record import SpikeRecord, SpikeTrains
+from ...store.record import SpikeRecord
 from ..plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs
+from ..reference import _exact_cuba, _exact_lif, spike_trains
 from .arrays import Arrays, arrays_for
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class _PopSpec:
 class _State:
     v: Any
     current: Any = None
-    step_drive: Any = None  # precomputed per-step increment (IF) or v_inf (leaky models)
+    drive: Any = None  # bias + input current (membrane units per second)
+    step_drive: Any = None  # dt * drive, the IF increment per step
     last: Any = None
     free: Any = None
     spikes: Any = None
@@ -170,12 +172,8 @@ class TensorProgram:
                 i_in = plan.currents.get(name)
                 # the reference's ``pop.bias + i_in`` and the quantities derived from it, computed once
                 drive: Any = spec.bias if i_in is None else xp.asarray(np.asarray(pop.bias, dtype=np.float64) + i_in)
-                if pop.model in ("if", "integrator"):
-                    st.step_drive = dt * drive
-                elif pop.model in ("lif", "li"):
-                    st.step_drive = pop.v_rest + drive * float(pop.tau_mem)  # type: ignore[arg-type]
-                else:
-                    st.step_drive = pop.v_rest + drive / (1.0 / float(pop.tau_mem))  # type: ignore[arg-type]
+                st.drive = drive
+                st.step_drive = dt * drive
                 if spec.ref_steps > 0:
                     st.last = xp.asarray(np.full((n_b, pop.n), -(10**9), dtype=np.float64))
             if spec.thresholded or spec.is_input:
@@ -220,10 +218,10 @@ class TensorProgram:
                 if pop.model in ("if", "integrator"):
                     new_v = st.v + st.step_drive
                 elif pop.model in ("lif", "li"):
-                    v_inf = st.step_drive
-                    new_v = v_inf + (st.v - v_inf) * math.exp(-dt / float(pop.tau_mem))  # type: ignore[arg-type]
+                    new_v = _exact_lif(st.v, st.drive, pop, dt)  # the reference's own functions: same arithmetic
                 else:
-                    new_v = self._cuba(st, pop)
+                    new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
+                    st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
                 st.v = new_v if free is None else xp.where(free, new_v, st.v)
             # 2. arrivals
             for key, buf in buffers.items():
@@ -286,17 +284,9 @@ class TensorProgram:
         t1 = time.perf_counter()
 
         counts = {name: xp.to_numpy(st.counts).astype(np.int64) for name, st in state.items() if st.counts is not None}
-        spikes: dict[str, SpikeTrains] = {}
-        for name in sorted(record):
-            parts = state[name].rec if name in state else []
-            sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-            neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-            step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
-            spikes[name] = SpikeTrains(
-                n_neurons=snn.populations[name].n, n_samples=n_b, dt=dt,
-                sample=cast("NDArray[np.int32]", sample), neuron=cast("NDArray[np.int32]", neuron),
-                step=cast("NDArray[np.int32]", step),
-            )
+        spikes = {
+            name: spike_trains(state[name].rec if name in state else [], snn.populations[name].n, n_b, dt) for name in sorted(record)
+        }
         return SpikeRecord(
             n_samples=n_b,
             n_steps=int(n_steps),
@@ -314,20 +304,6 @@ class TensorProgram:
                 "timings": {"build_s": 0.0, "run_s": t1 - t0, "collect_s": time.perf_counter() - t1},
             },
         )
-
-    def _cuba(self, st: _State, pop: Population) -> Any:
-        """The reference's exact cuba step (same operations in the same order)."""
-        dt = self.dt
-        a, c = 1.0 / float(pop.tau_mem), 1.0 / float(pop.tau_syn)  # type: ignore[arg-type]
-        cur = st.current
-        v_inf = st.step_drive
-        if abs(a - c) < 1e-12 * a:
-            coupling = a * pop.r * cur * dt * math.exp(-a * dt)
-        else:
-            coupling = a * pop.r * cur * (math.exp(-c * dt) - math.exp(-a * dt)) / (a - c)
-        new_v = v_inf + (st.v - v_inf) * math.exp(-a * dt) + coupling
-        st.current = cur * math.exp(-dt / float(pop.tau_syn))  # type: ignore[arg-type]
-        return new_v
 
 
 def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, dt: float, record: tuple[str, ...] = ()) -> int:
