@@ -88,6 +88,17 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
     return ConversionConfig.from_dict(data)
 
 
+def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--engine``/``--device`` values that were given."""
+    return {k: getattr(args, k) for k in ("engine", "device") if getattr(args, k, None) is not None}
+
+
+def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--engine", choices=["brian2", "tensor", "auto"],
+                   help="brian2 (default), tensor (batched arrays, shared conv kernels, same spikes) or auto")
+    p.add_argument("--device", help="tensor engine device: cpu (numpy/scipy, default), torch (torch on CPU), cuda, cuda:N")
+
+
 def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
@@ -109,6 +120,7 @@ def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConf
         data["workers"] = args.workers
     if getattr(args, "record", None):
         data["record"] = tuple(args.record.split(","))
+    data.update(_engine_overrides(args))
     data.update(extra)
     return SimulationConfig.from_dict(data)
 
@@ -359,7 +371,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # (model, Dale mode): the plain MLP and CNN, and the MLP with excitatory/inhibitory populations
     runs = [("digits_mlp", "none")] if args.quick else [("digits_mlp", "none"), ("digits_cnn", "none"), ("digits_mlp", "relay")]
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say(f"spikebridge demo: shipped digits models -> {out}/")
+    engine = getattr(args, "engine", None) or "brian2"
+    say(f"spikebridge demo: shipped digits models -> {out}/ (engine {engine}; "
+        + ("--engine tensor gives the same spikes with shared conv kernels)" if engine == "brian2" else "same spikes as brian2)"))
     results = []
     for name, dale in runs:
         spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
@@ -367,6 +381,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             spec.limit = args.limit
         if args.steps:
             spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), "n_steps": args.steps})
+        if _engine_overrides(args):
+            spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
         results.append(run_experiment(spec, out, resume=args.resume, overwrite=not args.resume, say=say))
     md, html_path = write_report(results, out, title="spikebridge demo: digits ANN vs SNN")
     _print_summary(results)
@@ -398,6 +414,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "stdp" in raw:  # an STDP learning experiment (examples/stdp_digits.toml)
         return _run_stdp(args, raw)
     spec, out_cfg, title = load_experiment(args.experiment)
+    if _engine_overrides(args):
+        spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
     out = Path(args.out or out_cfg or "spikebridge_out")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
@@ -437,6 +455,7 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"], help="Brian2 code generation target")
     g.add_argument("--max-memory", dest="max_memory", help="memory budget, e.g. 500MB (shared by the workers)")
     g.add_argument("--workers", type=int, help="processes simulating batches in parallel (runtime targets); 0 = one per core")
+    _add_engine_args(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="parallel simulation processes (default 0 = one per core)")
     p.add_argument("--limit", type=int, help="use only the first N test samples")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    _add_engine_args(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run convert -> simulate -> compare -> graph -> report from a TOML file")
@@ -525,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (overrides [experiment] out)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
+    _add_engine_args(p)
     p.set_defaults(func=cmd_run)
 
     return parser

@@ -258,12 +258,23 @@ class SimulationConfig(_Config):
     build_dir : str or None
         Directory for ``cpp_standalone`` builds (None = a cache directory).
     threads : int
-        OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP).
+        OpenMP threads of ``cpp_standalone`` runs (1 = no OpenMP); with the
+        tensor engine on CPU, threads that share each batch.
     workers : int
         Processes that simulate batches in parallel with the runtime targets
         (numpy, cython); Brian2's runtime is single-threaded, so this is how
         more than one core is used. 0 = one per CPU core. ``max_memory`` is
         shared among them.
+    engine : {"brian2", "tensor", "auto"}
+        ``"brian2"``: explicit synapses in Brian2 (``target`` applies).
+        ``"tensor"``: batched arrays with shared convolution kernels (numpy or
+        torch; same spikes).  ``"auto"``: tensor for networks with shared-kernel
+        (convolution/pooling) projections or when one sample does not fit
+        ``max_memory`` in Brian2, else brian2; the choice is logged in one line.
+    device : str
+        Where the tensor engine runs: ``"cpu"`` (numpy/scipy, always
+        available), ``"torch"`` (torch on CPU threads), ``"cuda"`` or
+        ``"cuda:N"`` (torch on a GPU).  Brian2 ignores it.
     """
 
     n_steps: int = 128
@@ -277,6 +288,8 @@ class SimulationConfig(_Config):
     build_dir: str | None = None
     threads: int = 1
     workers: int = 1
+    engine: str = "brian2"
+    device: str = "cpu"
 
     _time_fields = frozenset({"dt"})
 
@@ -289,6 +302,13 @@ class SimulationConfig(_Config):
                 f"SimulationConfig.batch_size: must be an int >= 1 or None, got {self.batch_size!r}", attr="batch_size", obj=self
             )
         _check_choice(self, "target", ("auto", "numpy", "cython", "cpp_standalone"))
+        _check_choice(self, "engine", ("brian2", "tensor", "auto"))
+        if not isinstance(self.device, str) or not (
+            self.device in ("cpu", "torch", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            raise ValidationError(
+                f"SimulationConfig.device: {self.device!r} is not 'cpu', 'torch', 'cuda' or 'cuda:N'", attr="device", obj=self
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValidationError(f"SimulationConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
         _check_range(self, "max_memory", 1.0)

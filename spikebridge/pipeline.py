@@ -238,8 +238,10 @@ def run_experiment(
     t1 = time.perf_counter()
     say(
         f"[{spec.name}] simulating {len(x)} samples x {spec.simulation.n_steps} steps "
-        f"({snn.n_neurons} neurons, {snn.n_synapses} synapses per sample; target {spec.simulation.target}"
-        + (", compiling on first use" if spec.simulation.target in ("auto", "cython", "cpp_standalone") else "")
+        f"({snn.n_neurons} neurons, {snn.n_synapses} synapses per sample; "
+        + (f"engine {spec.simulation.engine}, device {spec.simulation.device}" if spec.simulation.engine != "brian2"
+           else f"target {spec.simulation.target}"
+           + (", compiling on first use" if spec.simulation.target in ("auto", "cython", "cpp_standalone") else ""))
         + ")"
     )
     record = simulate_to_store(

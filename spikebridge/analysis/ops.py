@@ -222,7 +222,10 @@ def operations(
                 attr="source",
             )
         pre_n = snn.populations[proj.pre].n
-        out_degree = np.bincount(proj.pre_index, minlength=pre_n).astype(np.float64)
+        if proj.operator is not None:  # a shared kernel: fan-out without making its synapses
+            out_degree = proj.operator.fan_out()
+        else:
+            out_degree = np.bincount(proj.pre_index, minlength=pre_n).astype(np.float64)
         c = np.asarray(counts[proj.pre], dtype=np.float64)
         if c.shape[1] != pre_n:
             raise ValidationError(

@@ -142,11 +142,16 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
         currents: dict[str, NDArray[np.float64]] = {}
         for proj in snn.outgoing(snn.input):
             n_post = snn.populations[proj.post].n
-            w = np.zeros((n_post, n_in))
-            np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+            if proj.operator is not None:
+                # a first convolution is applied with its kernel (a dense matrix of a CIFAR conv is GBs)
+                drive = proj.operator.apply(xs)
+            else:
+                w = np.zeros((n_post, n_in))
+                np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+                drive = xs @ w.T
             # per second of the network's own dt: with a finer simulation step the drive per
             # step shrinks like the biases do, so rates in hertz do not depend on the step
-            cur = xs @ w.T / snn.dt
+            cur = drive / snn.dt
             currents[proj.post] = currents.get(proj.post, 0.0) + cur
         return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind)
     if kind in ("poisson", "regular"):

@@ -100,6 +100,21 @@ def _exact_cuba(
     return v_inf + (v - v_inf) * math.exp(-a * dt) + coupling
 
 
+def spike_trains(
+    parts: list[tuple[NDArray[np.int64], NDArray[np.int64], int]], n_neurons: int, n_samples: int, dt: float
+) -> SpikeTrains:
+    """Join per-step ``(sample indices, neuron indices, step)`` of one population into its spike trains."""
+    sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
+    return SpikeTrains(
+        n_neurons=n_neurons, n_samples=n_samples, dt=dt,
+        # SpikeTrains converts the indices to int32
+        sample=cast("NDArray[np.int32]", sample), neuron=cast("NDArray[np.int32]", neuron),
+        step=cast("NDArray[np.int32]", step),
+    )
+
+
 def simulate_reference(
     snn: SpikingNetwork,
     inputs: ArrayLike | None,
@@ -279,19 +294,7 @@ def simulate_reference(
             out_pot_t[:, k] = st.v
 
     counts = {name: st.counts for name, st in state.items() if st.counts is not None}
-    spikes: dict[str, SpikeTrains] = {}
-    for name in sorted(rec_set):
-        rec_st = state.get(name)
-        parts = rec_st.rec if rec_st is not None else []
-        sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
-        spikes[name] = SpikeTrains(
-            n_neurons=snn.populations[name].n, n_samples=n_b, dt=dt,
-            # SpikeTrains converts the indices to int32
-            sample=cast("NDArray[np.int32]", sample), neuron=cast("NDArray[np.int32]", neuron),
-            step=cast("NDArray[np.int32]", step),
-        )
+    spikes = {name: spike_trains(state[name].rec if name in state else [], snn.populations[name].n, n_b, dt) for name in sorted(rec_set)}
     return SpikeRecord(
         n_samples=n_b,
         n_steps=int(n_steps),

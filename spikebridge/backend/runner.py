@@ -42,7 +42,7 @@ from .plan import InputPlan, draw_poisson, prepare_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["simulate", "iter_simulate", "brian2_state", "resolve_target", "plan_batches", "n_workers"]
+__all__ = ["simulate", "iter_simulate", "brian2_state", "resolve_target", "resolve_engine", "plan_batches", "n_workers"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,8 +163,9 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
     mb = budget / 1e6
     if fit == 0:
         raise BuildError(
-            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB but max_memory is {mb:.1f} MB; "
-            f"raise max_memory to at least {np.ceil(one / 1e6):.0f}MB"
+            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in Brian2 ({snn.n_synapses:,} explicit "
+            f"synapses) but max_memory is {mb:.1f} MB; raise max_memory to at least {np.ceil(one / 1e6):.0f}MB, or "
+            f"use engine='tensor' (shared kernels, about {_tensor_mb(snn, config):.0f} MB per sample)"
         )
     if config.batch_size is not None:
         need = estimate_memory(snn, config.batch_size, config.n_steps, config.record)
@@ -175,6 +176,38 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
             )
         return int(config.batch_size)
     return int(max(1, min(fit, n_samples, -(-n_samples // workers))))
+
+
+def _tensor_mb(snn: SpikingNetwork, config: SimulationConfig) -> float:
+    from .tensor import estimate_tensor_memory
+
+    dt = float(config.dt if config.dt is not None else snn.dt)
+    return estimate_tensor_memory(snn, 1, config.n_steps, dt, config.record) / 1e6
+
+
+def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
+    """The engine ``config.engine`` means for ``snn``; ``"auto"`` logs its choice and reason in one line.
+
+    ``"auto"`` picks ``"tensor"`` when a projection carries a shared kernel
+    (convolution/pooling: Brian2 would replicate every synapse per sample) or
+    when one sample does not fit ``max_memory`` in Brian2; else ``"brian2"``
+    (the canonical simulator, extensible by users).
+    """
+    if config.engine != "auto":
+        return config.engine
+    kernels = [p.name for p in snn.projections.values() if p.operator is not None]
+    one = estimate_memory(snn, 1, config.n_steps, config.record)
+    if kernels:
+        reason = f"{len(kernels)} shared-kernel (conv/pool) projection(s), {snn.n_synapses:,} synapses per sample in Brian2"
+        engine = "tensor"
+    elif one > config.max_memory / max(n_workers(config), 1):
+        reason = f"one sample needs {one / 1e6:.0f} MB in Brian2, over max_memory {config.max_memory / 1e6:.0f} MB"
+        engine = "tensor"
+    else:
+        reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
+        engine = "brian2"
+    log.info("engine auto -> %s for network '%s': %s", engine, snn.name, reason)
+    return engine
 
 
 def _collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int, dt: float) -> dict[str, Any]:
@@ -260,6 +293,11 @@ def iter_simulate(
             f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
             attr="record",
         )
+    if resolve_engine(snn, cfg) == "tensor":
+        from .tensor import iter_simulate_tensor
+
+        yield from iter_simulate_tensor(snn, inputs, cfg, start=start)
+        return
     plan = prepare_inputs(snn, inputs, dt)
     n = plan.n_samples
     if not (0 <= start <= n):
@@ -492,6 +530,7 @@ def simulate(
     out.meta = {
         "seed": cfg.seed,
         "target": parts[0].meta.get("target"),
+        "engine": parts[0].meta.get("engine", "brian2"),
         "batch_size": parts[0].meta.get("batch_size"),
         "n_batches": len(parts),
         "timings": {

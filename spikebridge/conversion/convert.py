@@ -60,8 +60,9 @@ from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError, ValidationError
 from ..ir.evaluate import evaluate
 from ..ir.graph import AnnGraph, safe_name
-from ..ir.layers import AvgPool2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
+from ..ir.layers import AvgPool2d, Conv2d, GlobalAvgPool2d, Input, MaxPool2d, ReLU, Softmax
 from .delays import align_arrivals, delay_steps, draw_delays
+from .kernels import SharedKernel
 from .network import Population, Projection, SpikingNetwork
 from .normalise import activation_scale
 from .operators import is_linear, linear_operator
@@ -87,8 +88,8 @@ class Stage:
         ANN layer whose activation the population represents.
     source : str
         Population (or ``"input"``) that feeds it.
-    matrix : scipy.sparse.csr_matrix, shape (n, n_source)
-        Composed linear map in ANN units.
+    matrix : scipy.sparse.csr_matrix, shape (n, n_source), or None
+        Composed linear map in ANN units (None when ``operator`` holds it).
     bias : ndarray (n,) or None
     shape : tuple of int
         Logical shape of the population.
@@ -98,6 +99,9 @@ class Stage:
     extra : list of (str, scipy.sparse.csr_matrix)
         Further ``(source, matrix)`` inputs summed into the population (a
         residual sum of a branching graph, see :mod:`spikebridge.conversion.dag`).
+    operator : SharedKernel or None
+        The map as a shared kernel, when it is one convolution or pooling
+        (see :mod:`spikebridge.conversion.kernels`); ``matrix`` is then None.
     """
 
     name: str
@@ -109,20 +113,31 @@ class Stage:
     shape: tuple[int, ...]
     rectify: bool = False
     extra: list[tuple[str, sp.csr_matrix]] = field(default_factory=list)
+    operator: SharedKernel | None = None
 
-    def inputs(self) -> list[tuple[str, sp.csr_matrix]]:
-        """All ``(source, matrix)`` pairs feeding the population."""
+    def csr(self) -> sp.csr_matrix:
+        """The map as a sparse matrix (made from the kernel if need be)."""
+        return self.operator.csr() if self.operator is not None else self.matrix
+
+    def inputs(self) -> list[tuple[str, sp.csr_matrix | None]]:
+        """All ``(source, matrix)`` pairs feeding the population (the first one's matrix is None when it is a kernel)."""
         return [(self.source, self.matrix), *self.extra]
 
 
-def _gate_operator(layer: MaxPool2d, in_shape: tuple[int, ...]) -> sp.csr_matrix:
+def _gate_kernel(layer: MaxPool2d, in_shape: tuple[int, ...]) -> SharedKernel:
     """One unit-weight synapse from every input of a max-pool window to its output."""
-    from .operators import pool_operator
+    c = int(in_shape[0])
+    return SharedKernel(np.ones((c, 1) + tuple(layer.kernel_size)), in_shape, layer.stride, layer.padding, groups=c)  # type: ignore[arg-type]
 
-    k = layer.kernel_size
-    mat = pool_operator(in_shape, k, layer.stride, layer.padding)  # type: ignore[arg-type]
-    mat.data[:] = 1.0
-    return mat
+
+def _pool_kernel(layer: AvgPool2d | GlobalAvgPool2d, in_shape: tuple[int, ...]) -> SharedKernel:
+    """Average pooling of a population: weight ``1/(kh kw)`` per window input (padding counted)."""
+    c, h, w = (int(s) for s in in_shape)
+    if isinstance(layer, GlobalAvgPool2d):
+        kernel, stride, padding = (h, w), (h, w), (0, 0)
+    else:
+        kernel, stride, padding = layer.kernel_size, layer.stride, layer.padding  # type: ignore[assignment]
+    return SharedKernel(np.full((c, 1) + tuple(kernel), 1.0 / (kernel[0] * kernel[1])), (c, h, w), stride, padding, groups=c)
 
 
 def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
@@ -138,6 +153,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     stages: list[Stage] = []
     source = "input"
     mat: sp.csr_matrix | None = None
+    kern: SharedKernel | None = None  # the pending run as a shared kernel, while it is one conv/pool
     bias: NDArray[np.float64] | None = None
     named: str | None = None  # last weighted layer of the pending run: names the population
     used: set[str] = {"input"}
@@ -153,12 +169,12 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         return out
 
     def close(kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> None:
-        nonlocal source, mat, bias, named
+        nonlocal source, mat, bias, named, kern
         n_src = int(np.prod(stages[-1].shape)) if stages else int(np.prod(graph.input_shape))
-        m = mat if mat is not None else sp.identity(n_src, format="csr")
-        stage = Stage(unique(named or layer_name), kind, layer_name, source, sp.csr_matrix(m), bias, tuple(shape), rectify)
+        m = None if kern is not None else sp.csr_matrix(mat if mat is not None else sp.identity(n_src, format="csr"))
+        stage = Stage(unique(named or layer_name), kind, layer_name, source, m, bias, tuple(shape), rectify, kern)
         stages.append(stage)
-        source, mat, bias, named = stage.name, None, None, None
+        source, mat, bias, named, kern = stage.name, None, None, None, None
 
     for idx, layer in enumerate(layers):
         if isinstance(layer, Input):
@@ -173,13 +189,19 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                 stacklevel=3,
             )
             layer = AvgPool2d(name=layer.name, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding)
-        if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and source != "input":
+        if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and kern is None and source != "input":
             # pooling of spiking activity: its own population (see the module docstring)
-            m, _ = linear_operator(layer, in_shape)
-            mat, bias, named = m, None, layer.name
+            kern, bias, named = _pool_kernel(layer, in_shape), None, layer.name
             close("pool", layer.name, out_shape)
+        elif isinstance(layer, Conv2d) and mat is None and kern is None and bias is None:
+            # a convolution keeps its kernel until another linear layer composes with it
+            kern = SharedKernel(layer.weight, in_shape, layer.stride, layer.padding)  # type: ignore[arg-type]
+            bias = np.repeat(np.asarray(layer.bias, dtype=np.float64), kern.out_hw[0] * kern.out_hw[1])
+            named = layer.name
         elif is_linear(layer):
             m, b = linear_operator(layer, in_shape)
+            if m is not None and kern is not None:
+                mat, kern = kern.csr(), None
             if m is not None:
                 mat = m if mat is None else sp.csr_matrix(m @ mat)
                 if bias is not None:
@@ -189,7 +211,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
             if layer.has_weights or isinstance(layer, (AvgPool2d, GlobalAvgPool2d)):
                 named = layer.name
         elif isinstance(layer, ReLU):
-            if mat is None and bias is None:
+            if mat is None and bias is None and kern is None:
                 continue  # rates are already non-negative
             close("relu", layer.name, out_shape)
         elif isinstance(layer, MaxPool2d):
@@ -199,16 +221,16 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                     "(spiking OR gate, approximate) or maxpool='avg' (replace it by average pooling), or "
                     "retrain the model with AvgPool2d"
                 )
-            if source == "input" and mat is None:
+            if source == "input" and mat is None and kern is None:
                 raise ConversionError(
                     f"MaxPool2d '{layer.name}' acts directly on the input, which is a current, not spikes; "
                     "use maxpool='avg' or apply the pooling to the data before conversion"
                 )
-            if mat is not None or bias is not None:
+            if mat is not None or bias is not None or kern is not None:
                 prev = graph.predecessor(layer.name)
                 # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
                 close("relu", prev or layer.name, in_shape, rectify=True)
-            mat, bias, named = _gate_operator(layer, in_shape), None, layer.name
+            kern, bias, named = _gate_kernel(layer, in_shape), None, layer.name
             close("gate", layer.name, out_shape)
         elif isinstance(layer, Softmax):
             if idx != len(layers) - 1:
@@ -218,7 +240,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         else:
             raise UnsupportedLayerError(layer.name, layer.type_name, _SUPPORTED)
     last = layers[-1].name if not isinstance(layers[-1], Softmax) else graph.predecessor(layers[-1].name)
-    if mat is not None or bias is not None:
+    if mat is not None or bias is not None or kern is not None:
         close("output", last or layers[-1].name, graph.shapes[last] if last else graph.output_shape)
     elif stages:
         stages[-1].kind = "output"
@@ -358,7 +380,7 @@ def convert(
             )
         )
         incoming: list[tuple[Projection, float]] = []
-        for source, matrix in st.inputs():
+        for i, (source, matrix) in enumerate(st.inputs()):
             lam_src = scales[in_name] if source == "input" else scales[pop_of_layer[source]]
             if st.kind == "gate":
                 w_scale = theta  # one input spike always crosses the threshold
@@ -367,16 +389,22 @@ def convert(
                 w_scale = theta * lam_src / lam
             if source == "input" and enc_kind != "current":
                 w_scale /= cfg.max_rate * dt
-            coo = matrix.tocoo()
-            keep = coo.data != 0
-            pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+            # a shared kernel stays one (no per-synapse arrays) unless per-synapse delays need them
+            kern = st.operator.scaled(w_scale) if i == 0 and st.operator is not None and cfg.delay_jitter <= 0 else None
+            if kern is None:
+                coo = (st.csr() if i == 0 else matrix).tocoo()
+                keep = coo.data != 0
+                pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
+                syn: dict[str, object] = {"pre_index": pre, "post_index": post, "weight": w}
+            else:
+                syn = {"operator": kern}
             pname = f"{source}_{st.name}"
             k = 1
             while pname in used:
                 k += 1
                 pname = f"{source}_{st.name}_{k}"
             used.add(pname)
-            delay = draw_delays(len(w), dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
+            delay = draw_delays(len(w) if kern is None else kern.n_synapses, dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
             mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
             folded = source == "input" and enc_kind == "current"  # a constant current: no hop
             incoming.append((
@@ -384,12 +412,10 @@ def convert(
                     name=pname,
                     pre=source,
                     post=st.name,
-                    pre_index=pre,
-                    post_index=post,
-                    weight=w,
                     delay=delay,
                     kind=st.kind if st.kind in ("pool", "gate") else ("conv" if len(st.shape) == 3 else "dense"),
                     layer=st.layer,
+                    **syn,  # type: ignore[arg-type]
                 ),
                 arrival[source] + (0.0 if folded else mean_steps[pname]),
             ))

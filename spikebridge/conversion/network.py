@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .kernels import SharedKernel
 from .._h5 import check_format, json_attr, open_h5, read_json_attr, write_format
 from ..errors import StoreFormatError, ValidationError
 
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 FORMAT = "spikebridge.snn"
-VERSION = 1
+VERSION = 2  # 2: shared-kernel projections (version-1 files still load)
 
 NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
 SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
@@ -205,23 +206,33 @@ class Projection:
         ``"relay"``, ``"lateral"``, ``"recurrent"``, ``"identity"``, ``"gate"`` ...
     layer : str or None
         ANN layer it comes from.
+    operator : SharedKernel, optional
+        A convolution/pooling projection given by its shared kernel instead
+        of explicit synapses (leave ``pre_index``/``post_index``/``weight``
+        unset).  The tensor engine applies the kernel; ``pre_index``,
+        ``post_index`` and ``weight`` are made from it on first access (see
+        :mod:`spikebridge.conversion.kernels`).
     """
 
     name: str
     pre: str
     post: str
-    pre_index: NDArray[np.int64]
-    post_index: NDArray[np.int64]
-    weight: NDArray[np.float64]
+    pre_index: NDArray[np.int64] = field(default=None, repr=False)  # type: ignore[arg-type]
+    post_index: NDArray[np.int64] = field(default=None, repr=False)  # type: ignore[arg-type]
+    weight: NDArray[np.float64] = field(default=None, repr=False)  # type: ignore[arg-type]
     delay: float | NDArray[np.float64] = 0.0
     target: str = "v"
     kind: str = "dense"
     layer: str | None = None
+    operator: SharedKernel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         where = f"projection '{self.name}' ({self.pre} -> {self.post})"
         if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
             raise ValidationError(f"{where}: name must be an identifier not starting with '_'", attr="name")
+        if self.operator is not None:
+            self._init_operator(where)
+            return
         pre = np.asarray(self.pre_index).astype(np.int64, copy=True)
         post = np.asarray(self.post_index).astype(np.int64, copy=True)
         w = np.asarray(self.weight, dtype=np.float64).copy()
@@ -246,6 +257,34 @@ class Projection:
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "delay", delay)
 
+    def _init_operator(self, where: str) -> None:
+        from .kernels import SharedKernel
+
+        if not isinstance(self.operator, SharedKernel):
+            raise ValidationError(f"{where}: operator must be a SharedKernel, got {type(self.operator).__name__}", attr="operator")
+        if any(getattr(self, key) is not None for key in _COO):
+            raise ValidationError(f"{where}: give either operator or pre_index/post_index/weight, not both", attr="operator")
+        if self.target not in ("v", "I"):
+            raise ValidationError(f"{where}: target {self.target!r} is not 'v' or 'I'", attr="target")
+        delay = np.asarray(self.delay, dtype=np.float64)
+        if delay.ndim:
+            delay = np.asarray(_scalar_or_vector(delay, self.operator.n_synapses, "delay", where))
+        elif not np.isfinite(delay):
+            raise ValidationError(f"{where}: delay contains NaN or Inf", attr="delay")
+        if np.any(delay < 0):
+            raise ValidationError(f"{where}: delay must be >= 0 seconds", attr="delay")
+        object.__setattr__(self, "delay", float(delay) if delay.ndim == 0 else delay)
+        # the explicit synapses are made on first access (see _LazyCOO below)
+        for key in _COO:
+            self.__dict__.pop(key, None)
+
+    def _materialise(self) -> None:
+        assert self.operator is not None
+        pre, post, w = self.operator.coo()
+        for key, arr in zip(_COO, (pre, post, w)):
+            arr.setflags(write=False)
+            self.__dict__[key] = arr
+
     @classmethod
     def from_dense(cls, matrix: ArrayLike, *, keep_zeros: bool = False, **kwargs: Any) -> "Projection":
         """Build from a dense ``(n_post, n_pre)`` weight matrix (zeros dropped unless ``keep_zeros``)."""
@@ -257,14 +296,21 @@ class Projection:
 
     @property
     def n_synapses(self) -> int:
+        if self.operator is not None and "weight" not in self.__dict__:
+            return self.operator.n_synapses
         return int(self.weight.size)
 
     @property
     def sign(self) -> str:
         """``"excitatory"`` if no weight is negative, ``"inhibitory"`` if none is positive, else ``"mixed"``."""
-        if self.weight.size == 0 or np.all(self.weight >= 0):
+        if self.operator is not None and "weight" not in self.__dict__:
+            op = self.operator
+            w = op.kernel[(op.kernel != 0) & (op._valid_taps() > 0)[None, None]]
+        else:
+            w = self.weight
+        if w.size == 0 or np.all(w >= 0):
             return "excitatory"
-        if np.all(self.weight <= 0):
+        if np.all(w <= 0):
             return "inhibitory"
         return "mixed"
 
@@ -275,8 +321,42 @@ class Projection:
         return m
 
     def replace(self, **changes: Any) -> "Projection":
-        """Return a copy with ``changes`` applied."""
+        """Return a copy with ``changes`` applied.
+
+        A shared-kernel projection stays one unless ``pre_index``,
+        ``post_index`` or ``weight`` change (the copy then has explicit synapses).
+        """
+        if self.operator is not None:
+            if any(key in changes for key in _COO):
+                changes.setdefault("operator", None)
+                for key in _COO:
+                    changes.setdefault(key, getattr(self, key))
+            elif changes.get("operator", self.operator) is not None:
+                for key in _COO:
+                    changes[key] = None
         return replace(self, **changes)
+
+
+_COO = ("pre_index", "post_index", "weight")
+
+
+class _LazyCOO:
+    """Class-level fallback for a shared-kernel projection's explicit synapses: made on first access."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default
+        if obj.__dict__.get("operator") is None:
+            raise AttributeError(self.name)
+        obj._materialise()
+        return obj.__dict__[self.name]
+
+
+for _key in _COO:
+    setattr(Projection, _key, _LazyCOO(_key))
 
 
 class SpikingNetwork:
@@ -367,7 +447,16 @@ class SpikingNetwork:
                     f"projection '{proj.name}': population '{end}' does not exist; populations: {list(self.populations)}",
                     attr="projections",
                 )
-        for idx, end in ((proj.pre_index, proj.pre), (proj.post_index, proj.post)):
+        if proj.operator is not None:
+            op = proj.operator
+            for size, end in ((op.n_pre, proj.pre), (op.n_post, proj.post)):
+                if size != self.populations[end].n:
+                    raise ValidationError(
+                        f"projection '{proj.name}': its kernel needs {size} neurons in population '{end}', which has "
+                        f"{self.populations[end].n}",
+                        attr="projections",
+                    )
+        for idx, end in (() if proj.operator is not None else ((proj.pre_index, proj.pre), (proj.post_index, proj.post))):
             n = self.populations[end].n
             if idx.size and idx.max() >= n:
                 raise ValidationError(
@@ -451,13 +540,16 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
 
     Layout::
 
-        /  attrs: format="spikebridge.snn", format_version=1, name, input, output,
+        /  attrs: format="spikebridge.snn", format_version=1 (2 with shared kernels), name, input, output,
                   dt (s), readout, encoding, conversion, scales, metadata (JSON)
         /populations/<name>   attrs: scalar fields + shape + params (JSON);
                               datasets threshold, bias, v_init when per-neuron
         /projections/<name>   attrs: pre, post, target, kind, layer;
                               datasets pre_index (int32), post_index (int32),
-                              weight (float64), delay (float64 s, scalar or per synapse)
+                              weight (float64), delay (float64 s, scalar or per synapse);
+                              a shared-kernel projection (version 2) has instead
+                              attr operator (JSON: in_shape, stride, padding, groups),
+                              datasets kernel (float64 (O, C/groups, kh, kw)) and delay
         /ann                  the source ANN in the spikebridge.ann layout (optional)
 
     Parameters
@@ -470,7 +562,8 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
     from ..ir.serialize import write_graph_group
 
     with open_h5(path, "w" if overwrite else "x", what="network file") as f:
-        write_format(f, FORMAT, VERSION)
+        # version 1 readers can still open files without shared kernels
+        write_format(f, FORMAT, VERSION if any(p.operator is not None for p in net.projections.values()) else 1)
         f.attrs["name"] = net.name
         f.attrs["input"] = net.input or ""
         f.attrs["output"] = net.output or ""
@@ -495,6 +588,12 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
                 g.attrs[key] = json_attr(getattr(proj, key))
             big = proj.n_synapses > 4096
             opts: dict[str, Any] = {"compression": "gzip", "shuffle": True} if big else {}
+            if proj.operator is not None:
+                g.attrs["operator"] = json_attr(proj.operator.to_attrs())
+                g.create_dataset("kernel", data=proj.operator.kernel)
+                delay = np.asarray(proj.delay, dtype=np.float64)
+                g.create_dataset("delay", data=delay, **(opts if delay.ndim else {}))
+                continue
             g.create_dataset("pre_index", data=proj.pre_index.astype(np.int32), **opts)
             g.create_dataset("post_index", data=proj.post_index.astype(np.int32), **opts)
             g.create_dataset("weight", data=proj.weight, **opts)
@@ -534,7 +633,10 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
             for name in order:
                 g = f["projections"][name]
                 kwargs = {key: read_json_attr(g, key) for key in ("pre", "post", "target", "kind", "layer")}
-                for key in ("pre_index", "post_index", "weight", "delay"):
+                op_attrs = read_json_attr(g, "operator", None)
+                if op_attrs is not None:
+                    kwargs["operator"] = SharedKernel.from_attrs(g["kernel"][()], op_attrs)
+                for key in ("pre_index", "post_index", "weight", "delay") if op_attrs is None else ("delay",):
                     kwargs[key] = g[key][()]
                 projections.append(Projection(name=name, **kwargs))
             ann = read_graph_group(f["ann"], where=where) if "ann" in f else None

@@ -1,0 +1,480 @@
+"""The tensor engine: whole populations as (batch × neurons) arrays, one step at a time.
+
+It implements the discrete-time contract of :mod:`spikebridge.backend.plan`
+and :mod:`spikebridge.backend.reference` (same inputs from ``prepare_inputs``
+and ``draw_poisson``, same order within a step: state update, arrivals,
+threshold, reset) with the arithmetic of the reference simulator, so its
+spikes are the same as the reference's and Brian2's:
+
+1. state update (IF/integrator ``v += dt (b + I_in)``, exact LIF and cuba
+   integration, refractory neurons held);
+2. arrivals from ring buffers (a spike at step ``j`` through delay ``d``
+   arrives at ``j + d``), gated by refractoriness for ``target="v"``; external
+   Poisson drive (drawn like the reference: ``numpy.random.default_rng(seed)``);
+3. threshold (not refractory) and 4. reset;
+then the step's spikes are pushed through every outgoing projection into the
+ring buffers.
+
+Projections are applied as operators on the whole batch: a shared-kernel
+projection (:class:`~spikebridge.conversion.kernels.SharedKernel`) as a
+convolution, never as per-synapse arrays; an explicit one as a dense or
+sparse matrix shared by all samples (per delay), gathering only the inputs
+that fired.  A projection whose pre population did not fire in a step costs
+nothing.  Work runs on numpy/scipy or on torch (CPU threads, CUDA); see
+:mod:`.arrays`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+
+from ...config import SimulationConfig
+from ...conversion.delays import delay_steps
+from ...conversion.kernels import SharedKernel
+from ...conversion.network import Population, SpikingNetwork
+from ...errors import BuildError, ValidationError
+from ...store.record import SpikeRecord
+from ..plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs
+from ..reference import _exact_cuba, _exact_lif, spike_trains
+from .arrays import Arrays, arrays_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TensorProgram", "iter_simulate_tensor", "simulate_tensor", "estimate_tensor_memory"]
+
+_THRESHOLDED = ("if", "lif", "cuba_lif")
+
+
+@dataclass
+class _Link:
+    """One outgoing operator of a population: kernel or matrix, with its delay in steps."""
+
+    post: str
+    target: str
+    steps: int
+    kernel: SharedKernel | None
+    prepared: Any
+
+
+@dataclass
+class _PopSpec:
+    pop: Population
+    ref_steps: int
+    theta: Any
+    bias: Any  # scalar float or (n,) array on the device
+    is_input: bool
+    thresholded: bool
+
+
+@dataclass
+class _State:
+    v: Any
+    current: Any = None
+    drive: Any = None  # bias + input current (membrane units per second)
+    step_drive: Any = None  # dt * drive, the IF increment per step
+    last: Any = None
+    free: Any = None
+    spikes: Any = None
+    counts: Any = None
+    rec: list[tuple[NDArray[np.int64], NDArray[np.int64], int]] = field(default_factory=list)
+
+
+class TensorProgram:
+    """A network prepared for the tensor engine on one array library (reused across batches).
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    dt : float
+        Time step in seconds.
+    arrays : Arrays
+        The array library (:func:`.arrays.arrays_for`).
+    """
+
+    def __init__(self, snn: SpikingNetwork, dt: float, arrays: Arrays) -> None:
+        self.snn, self.dt, self.xp = snn, float(dt), arrays
+        self.names = active_populations(snn)
+        self.specs: dict[str, _PopSpec] = {}
+        for name in self.names:
+            pop = snn.populations[name]
+            ref = int(round(pop.refractory / dt)) if pop.refractory > 0 else 0
+            theta = float(pop.threshold) if np.ndim(pop.threshold) == 0 else arrays.asarray(pop.threshold)
+            bias = float(pop.bias) if np.ndim(pop.bias) == 0 else arrays.asarray(pop.bias)
+            self.specs[name] = _PopSpec(pop, ref, theta, bias, name == snn.input, pop.model in _THRESHOLDED)
+        folded = folded_projections(snn)
+        self.links: dict[str, list[_Link]] = {name: [] for name in self.names}
+        self.targets: list[tuple[str, str]] = []
+        max_d = 1
+        for proj in snn.projections.values():
+            if proj.name in folded or proj.n_synapses == 0:
+                continue
+            if (proj.post, proj.target) not in self.targets:
+                self.targets.append((proj.post, proj.target))
+            steps = delay_steps(proj.delay, dt)
+            if proj.operator is not None and steps.ndim == 0:
+                d = int(steps)
+                self.links[proj.pre].append(_Link(proj.post, proj.target, d, proj.operator, arrays.kernel(proj.operator)))
+                max_d = max(max_d, d)
+                continue
+            steps = np.broadcast_to(steps, proj.weight.shape)
+            n_pre, n_post = snn.populations[proj.pre].n, snn.populations[proj.post].n
+            for d in np.unique(steps):
+                sel = steps == d
+                m = sp.csr_matrix((proj.weight[sel], (proj.post_index[sel], proj.pre_index[sel])), shape=(n_post, n_pre))
+                m.sum_duplicates()
+                self.links[proj.pre].append(_Link(proj.post, proj.target, int(d), None, arrays.matrix(m)))
+                max_d = max(max_d, int(d))
+        self.ring = max_d + 1
+
+    def _apply(self, link: _Link, spikes: Any) -> Any:
+        if link.kernel is not None:
+            return self.xp.conv(link.prepared, link.kernel, spikes)
+        return self.xp.matmul(link.prepared, spikes)
+
+    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
+        """Simulate one batch.
+
+        Parameters
+        ----------
+        plan : InputPlan
+            The batch's inputs, Poisson input already drawn (``draw_poisson``).
+        n_steps : int
+        seed : int
+            Seed of the populations' Poisson drive (``params["poisson_*"]``).
+        record : set of str
+            Populations whose every spike is returned.
+        """
+        xp, dt, snn = self.xp, self.dt, self.snn
+        t0 = time.perf_counter()
+        plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (iter_simulate_tensor)
+        n_b = plan.n_samples
+        rng = np.random.default_rng(seed)
+        state: dict[str, _State] = {}
+        for name in self.names:
+            spec = self.specs[name]
+            pop = spec.pop
+            if spec.is_input:
+                st = _State(v=xp.zeros((n_b, pop.n)))
+            else:
+                v0 = np.broadcast_to(np.asarray(pop.v_init, dtype=np.float64), (n_b, pop.n))
+                st = _State(v=xp.asarray(np.array(v0)))
+                if pop.model in ("cuba_lif", "cuba_li"):
+                    st.current = xp.zeros((n_b, pop.n))
+                i_in = plan.currents.get(name)
+                # the reference's ``pop.bias + i_in`` and the quantities derived from it, computed once
+                drive: Any = spec.bias if i_in is None else xp.asarray(np.asarray(pop.bias, dtype=np.float64) + i_in)
+                st.drive = drive
+                st.step_drive = dt * drive
+                if spec.ref_steps > 0:
+                    st.last = xp.asarray(np.full((n_b, pop.n), -(10**9), dtype=np.float64))
+            if spec.thresholded or spec.is_input:
+                st.counts = xp.zeros((n_b, pop.n), dtype="int64")
+            state[name] = st
+        # ring buffer per (post, target): slot -> summed arrivals of that step, None while empty
+        # (the first arrival is stored as is, so a silent step costs nothing)
+        buffers: dict[tuple[str, str], list[Any]] = {key: [None] * self.ring for key in self.targets}
+        out = snn.output if snn.output in state else None
+        n_out = snn.populations[out].n if out else 0
+        out_counts_t = xp.zeros((n_steps, n_b, n_out), dtype="int64")
+        out_pot_t = xp.zeros((n_steps, n_b, n_out))
+        running_out = xp.zeros((n_b, n_out), dtype="int64")
+        raster = None if plan.raster is None else xp.asbool(plan.raster)
+        rates = None if plan.rates is None else xp.asarray(plan.rates)
+        zero_in = None
+
+        for k in range(n_steps):
+            slot = k % self.ring
+            # 1. state update
+            for name, st in state.items():
+                spec = self.specs[name]
+                pop = spec.pop
+                if spec.is_input:
+                    if plan.kind == "spikes":
+                        if raster is not None and k < raster.shape[1]:
+                            st.spikes = raster[:, k]
+                        else:
+                            zero_in = zero_in if zero_in is not None else xp.zeros((n_b, pop.n), dtype="bool")
+                            st.spikes = zero_in
+                    else:  # "regular"
+                        st.v += dt * rates  # type: ignore[operator]  # "regular" plans carry rates
+                        st.spikes = st.v >= 1.0
+                        st.v -= xp.as_float(st.spikes)
+                    continue
+                free = None if st.last is None else (k - st.last) >= spec.ref_steps
+                st.free = free
+                if pop.model in ("if", "integrator") and free is None:
+                    if not (isinstance(st.step_drive, float) and st.step_drive == 0.0):  # v + 0.0 is v
+                        st.v += st.step_drive
+                    continue
+                if pop.model in ("if", "integrator"):
+                    new_v = st.v + st.step_drive
+                elif pop.model in ("lif", "li"):
+                    new_v = _exact_lif(st.v, st.drive, pop, dt)  # the reference's own functions: same arithmetic
+                else:
+                    new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
+                    st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
+                st.v = new_v if free is None else xp.where(free, new_v, st.v)
+            # 2. arrivals
+            for key, buf in buffers.items():
+                arrived = buf[slot]
+                if arrived is None:
+                    continue
+                post, target = key
+                pst = state[post]
+                if target == "v":
+                    pst.v = pst.v + (arrived if pst.free is None else xp.where(pst.free, arrived, 0.0))
+                else:
+                    pst.current = pst.current + arrived
+                buf[slot] = None
+            for name, st in state.items():
+                p = self.specs[name].pop.params
+                if p.get("poisson_n"):
+                    lam = float(p["poisson_rate"]) * dt
+                    jump = xp.asarray(rng.binomial(int(p["poisson_n"]), min(lam, 1.0), size=tuple(st.v.shape)) * float(p["poisson_weight"]))
+                    st.v = st.v + (jump if st.free is None else xp.where(st.free, jump, 0.0))
+            # 3. threshold and 4. reset
+            for name, st in state.items():
+                spec = self.specs[name]
+                if spec.is_input or not spec.thresholded:
+                    continue
+                pop = spec.pop
+                spk = st.v >= spec.theta
+                if st.last is not None:
+                    spk &= (k - st.last) >= spec.ref_steps
+                    st.last = xp.where(spk, float(k), st.last)
+                if pop.reset == "subtract":
+                    st.v = xp.subtract_where(st.v, spec.theta, spk)
+                elif pop.reset == "zero":
+                    st.v = xp.assign_where(st.v, 0.0, spk)
+                elif pop.reset == "value":
+                    st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
+                st.spikes = spk
+            # push spikes, record
+            for name, st in state.items():
+                if st.spikes is None:
+                    continue
+                spk = st.spikes
+                if not xp.any(spk):
+                    continue
+                st.counts += spk
+                if name in record:
+                    s_idx, n_idx = np.nonzero(xp.to_numpy(spk))
+                    st.rec.append((s_idx, n_idx, k))
+                for link in self.links[name]:
+                    d_slot = (k + link.steps) % self.ring
+                    buf = buffers[(link.post, link.target)]
+                    # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
+                    buf[d_slot] = self._apply(link, spk) if buf[d_slot] is None else buf[d_slot] + self._apply(link, spk)
+            if out:
+                st = state[out]
+                if st.spikes is not None:
+                    running_out += st.spikes
+                out_counts_t[k] = running_out
+                out_pot_t[k] = st.v
+        xp.synchronize()
+        t1 = time.perf_counter()
+
+        counts = {name: xp.to_numpy(st.counts).astype(np.int64) for name, st in state.items() if st.counts is not None}
+        spikes = {
+            name: spike_trains(state[name].rec if name in state else [], snn.populations[name].n, n_b, dt) for name in sorted(record)
+        }
+        return SpikeRecord(
+            n_samples=n_b,
+            n_steps=int(n_steps),
+            dt=dt,
+            output_counts_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_counts_t), (1, 0, 2))).astype(np.int32),
+            output_potential_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_pot_t), (1, 0, 2))).astype(np.float32),
+            counts=counts,
+            spikes=spikes,
+            readout=dict(snn.readout),
+            meta={
+                "seed": seed,
+                "target": f"tensor-{xp.name}",
+                "engine": "tensor",
+                "batch_size": n_b,
+                "timings": {"build_s": 0.0, "run_s": t1 - t0, "collect_s": time.perf_counter() - t1},
+            },
+        )
+
+
+def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, dt: float, record: tuple[str, ...] = ()) -> int:
+    """Bytes one batch of the tensor engine needs (state, ring buffers, convolution workspace, outputs).
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    batch_size : int
+    n_steps : int
+    dt : float
+        Time step in seconds (sets the ring buffer length).
+    record : tuple of str
+        Recorded populations (about one spike per neuron per 4 steps, 16 bytes each).
+
+    Returns
+    -------
+    int
+        Estimated peak bytes, kernels and matrices included.
+    """
+    folded = folded_projections(snn)
+    names = active_populations(snn)
+    per_sample = 0.0
+    fixed = 10e6  # arrays of the program and interpreter growth during a run
+    ring = 1 + max(
+        (int(np.max(delay_steps(p.delay, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses),
+        default=1,
+    )
+    for name in names:
+        per_sample += snn.populations[name].n * 8 * 6  # v, new v, current, refractory, counts, temporaries
+    posts = {(p.post, p.target) for p in snn.projections.values() if p.name not in folded}
+    per_sample += sum(snn.populations[post].n * 8 * ring for post, _ in posts)
+    workspace = 0.0
+    for p in snn.projections.values():
+        if p.name in folded:
+            continue
+        if p.operator is not None and np.ndim(p.delay) == 0:
+            kh, kw = p.operator.kernel_size
+            oh, ow = p.operator.out_hw
+            cin = p.operator.in_shape[0] if p.operator.groups == 1 else 1
+            # im2col columns (numpy) / conv output, one projection at a time
+            workspace = max(workspace, 8.0 * (p.operator.in_shape[0] * kh * kw * oh * ow + p.operator.n_post) * (1 if cin else 1))
+            fixed += p.operator.kernel.nbytes
+        else:
+            n_pre, n_post = snn.populations[p.pre].n, snn.populations[p.post].n
+            fixed += min(p.n_synapses * 12.0, n_pre * n_post * 8.0) + p.n_synapses * 24.0  # matrix + build temporaries
+            workspace = max(workspace, 8.0 * (n_pre + n_post))
+    per_sample += workspace
+    if snn.input is not None:
+        per_sample += snn.populations[snn.input].n * (n_steps + 8 * 2)  # raster (bool) / rates
+    for post in {p.post for p in snn.projections.values() if p.name in folded}:
+        per_sample += snn.populations[post].n * 8 * 3  # input current: the plan's, the batch's, the step's drive
+    if snn.output is not None:
+        per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
+    rec = set(names) if "all" in record else set(record)
+    for name in rec:
+        if name in snn.populations:
+            per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
+    return int(fixed + per_sample * int(batch_size))
+
+
+def _batch_size(snn: SpikingNetwork, n_samples: int, cfg: SimulationConfig, dt: float) -> int:
+    one = estimate_tensor_memory(snn, 1, cfg.n_steps, dt, cfg.record)
+    per = max(estimate_tensor_memory(snn, 2, cfg.n_steps, dt, cfg.record) - one, 1)
+    if one > cfg.max_memory:
+        raise BuildError(
+            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in the tensor engine but max_memory is "
+            f"{cfg.max_memory / 1e6:.1f} MB; raise max_memory to at least {np.ceil(one / 1e6):.0f}MB"
+        )
+    fit = int(1 + (cfg.max_memory - one) // per)
+    if cfg.batch_size is not None:
+        return int(cfg.batch_size)
+    return max(1, min(fit, n_samples))
+
+
+def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
+    """One batch, split into ``parts`` sub-batches run by concurrent threads."""
+    n = plan.n_samples
+    parts = max(1, min(parts, n))
+    if parts == 1:
+        return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ...store.record import concat_records
+
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        futures = [
+            pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        records = [f.result() for f in futures]
+    out = concat_records(records)
+    out.meta["batch_size"] = n
+    out.meta["threads"] = parts
+    out.meta["timings"] = {"build_s": 0.0, "run_s": time.perf_counter() - t0, "collect_s": 0.0}
+    return out
+
+
+def iter_simulate_tensor(
+    snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig, *, start: int = 0
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Batch-by-batch simulation with the tensor engine (same contract as ``runner.iter_simulate``).
+
+    Batches are sized to ``config.max_memory`` (or ``config.batch_size``);
+    Poisson inputs are drawn per sample with ``(seed, sample index)`` and the
+    Poisson drive of a batch starting at sample ``k0`` uses ``seed + k0``, as
+    in the Brian2 engine.  On CPU, ``config.threads > 1`` splits each batch
+    into that many parts simulated by concurrent threads (numpy, scipy and
+    torch release the GIL in their kernels; each part is a batch of its own,
+    so results equal a run with that batch size); torch then runs one intra-op
+    thread per part.  On CUDA, ``threads`` sets torch's CPU threads.  torch's
+    thread count is restored afterwards.
+
+    Yields
+    ------
+    (first_sample, SpikeRecord)
+    """
+    cfg = config
+    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    names = active_populations(snn)
+    rec = set(names) if "all" in cfg.record else set(cfg.record)
+    unknown = rec - set(snn.populations)
+    if unknown:
+        raise ValidationError(
+            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}", attr="record"
+        )
+    plan = prepare_inputs(snn, inputs, dt)
+    n = plan.n_samples
+    if not (0 <= start <= n):
+        raise ValidationError(f"iter_simulate: start must be in [0, {n}], got {start}", attr="start")
+    if start == n:
+        return
+    bs = _batch_size(snn, n - start, cfg, dt)
+    xp = arrays_for(cfg.device)
+    parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
+    saved_threads = None
+    if xp.name.startswith("torch"):
+        saved_threads = xp.lib.get_num_threads()
+        # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
+        # parts would oversubscribe the cores)
+        xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
+    progress = None
+    if cfg.progress:
+        from ..._optional import import_optional
+
+        progress = import_optional("tqdm", "a progress bar").tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
+    try:
+        t0 = time.perf_counter()
+        program = TensorProgram(snn, dt, xp)
+        t_build = time.perf_counter() - t0
+        for k0 in range(start, n, bs):
+            sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
+            out = _run_parts(program, sub, k0, parts, cfg, rec)
+            out.meta["timings"]["build_s"] = t_build if k0 == start else 0.0
+            out.meta["config"] = cfg.to_dict()
+            if progress is not None:
+                progress.update(sub.n_samples)
+            yield k0, out
+    finally:
+        if saved_threads is not None:
+            xp.lib.set_num_threads(saved_threads)
+        if progress is not None:
+            progress.close()
+
+
+def simulate_tensor(snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig | None = None) -> SpikeRecord:
+    """All samples with the tensor engine in one record (``runner.simulate`` with ``engine="tensor"``)."""
+    from ...store.record import concat_records
+
+    cfg = config if config is not None else SimulationConfig()
+    parts = [r for _, r in iter_simulate_tensor(snn, inputs, cfg)]
+    return concat_records(parts)
