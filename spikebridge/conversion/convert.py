@@ -172,7 +172,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         nonlocal source, mat, bias, named, kern
         n_src = int(np.prod(stages[-1].shape)) if stages else int(np.prod(graph.input_shape))
         m = None if kern is not None else sp.csr_matrix(mat if mat is not None else sp.identity(n_src, format="csr"))
-        stage = Stage(unique(named or layer_name), kind, layer_name, source, m, bias, tuple(shape), rectify, kern)
+        stage = Stage(unique(named or layer_name), kind, layer_name, source, m, bias, tuple(shape), rectify, operator=kern)
         stages.append(stage)
         source, mat, bias, named, kern = stage.name, None, None, None, None
 

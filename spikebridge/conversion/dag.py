@@ -39,7 +39,7 @@ from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError
 from ..ir.graph import AnnGraph, safe_name
 from ..ir.layers import Add, AvgPool2d, Concat, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
-from .convert import _SUPPORTED, Stage, _gate_operator
+from .convert import _SUPPORTED, Stage, _gate_kernel
 from .operators import is_linear, linear_operator
 
 __all__ = ["plan_dag", "concat_operators"]
@@ -225,7 +225,7 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                 # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
                 src = close(src, "relu", preds[0], in_shape, rectify=True)
             gate = _Form(src.terms, None, n, name, sizes=sizes)
-            gate.terms = {next(iter(src.terms)): _gate_operator(layer, in_shape)}
+            gate.terms = {next(iter(src.terms)): _gate_kernel(layer, in_shape).csr()}
             forms[name] = close(gate, "gate", name, shape)
         elif isinstance(layer, Softmax):
             if name != graph.output:

@@ -136,5 +136,5 @@ def test_dag_planner_reproduces_the_chain_planner_on_chains(maxpool, tiny_mlp, t
         assert [(s.name, s.kind, s.layer, s.source, s.shape, s.rectify, len(s.extra)) for s in dag] == \
             [(s.name, s.kind, s.layer, s.source, s.shape, s.rectify, 0) for s in chain]
         for a, b in zip(chain, dag):
-            assert abs(a.matrix - b.matrix).max() < 1e-12
+            assert abs(a.csr() - b.csr()).max() < 1e-12
             assert (a.bias is None and b.bias is None) or np.allclose(a.bias, b.bias)
