@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._h5 import check_format, json_attr, open_h5, read_json_attr, write_format
+from .._h5 import check_format, json_attr, open_h5, read_dataset, read_json_attr, write_format
 from ..errors import StoreFormatError, ValidationError
 
 __all__ = [
@@ -527,7 +527,7 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
                 kwargs["shape"] = tuple(read_json_attr(g, "shape"))
                 kwargs["params"] = read_json_attr(g, "params", {})
                 for key in _ARRAY_FIELDS_POP:
-                    kwargs[key] = g[key][()]
+                    kwargs[key] = read_dataset(g[key], where)
                 populations.append(Population(name=name, **kwargs))
             projections = []
             order = read_json_attr(f["projections"], "order", None) or list(f["projections"])
@@ -535,7 +535,7 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
                 g = f["projections"][name]
                 kwargs = {key: read_json_attr(g, key) for key in ("pre", "post", "target", "kind", "layer")}
                 for key in ("pre_index", "post_index", "weight", "delay"):
-                    kwargs[key] = g[key][()]
+                    kwargs[key] = read_dataset(g[key], where)
                 projections.append(Projection(name=name, **kwargs))
             ann = read_graph_group(f["ann"], where=where) if "ann" in f else None
             attrs = {key: read_json_attr(f, key, {}) for key in ("readout", "encoding", "conversion", "scales", "metadata")}

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._h5 import check_format, json_attr, read_json_attr, write_format
+from .._h5 import check_contained, check_format, json_attr, read_json_attr, write_format
 from ..errors import SpikebridgeError, StoreFormatError, StoreLockedError, ValidationError
 from ._hdf5lock import WriterLock, clear_status_flags, is_flag_error, is_lock_error
 from .record import SpikeRecord, SpikeTrains
@@ -148,6 +148,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 raise self._format_error(err2) from err2
         try:
             check_format(f, FORMAT, VERSION, path=str(self.path))
+            check_contained(f, f"spike store '{self.path}'")
         except BaseException:
             f.close()
             raise
@@ -205,6 +206,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 raise self._format_error(err2) from err2
         try:
             check_format(f, FORMAT, VERSION, path=str(self.path))
+            check_contained(f, f"spike store '{self.path}'")
             if "progress" not in f:
                 raise StoreFormatError(f"spike store '{self.path}' has no /progress group; it is incomplete")
         except BaseException:
