@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -224,12 +225,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if snn.ann is not None and y is not None and snn.readout.get("task", "classification") == "classification":
         ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
     t0 = time.perf_counter()
+    record: Any
     if args.output:
-        from .store.stream import simulate_to_store
+        from .store.stream import StoreReadout, simulate_to_store
 
-        record = simulate_to_store(
-            snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network
+        # nothing is read back whole: memory stays flat in the number of samples
+        simulate_to_store(
+            snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network,
+            return_record=False,
         )
+        record = StoreReadout(args.output)
     else:
         from .backend.runner import simulate
 
@@ -495,6 +500,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        from .store.spikes import StoreFullError
+
+        if not isinstance(err, StoreFullError) or args.debug:
+            raise
+        # HDF5 still holds the objects whose writes failed and would crash the interpreter
+        # while shutting down (inside H5_term_library); what reached the disk is complete
+        print(f"spikebridge: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
     except (SpikebridgeError, FileNotFoundError, FileExistsError) as err:
         if args.debug:
             raise

@@ -1,0 +1,95 @@
+"""Issue 12, class 2: a full disk during ``simulate -o`` fails with one line and keeps a store that resumes.
+
+The writer runs in a subprocess under RLIMIT_FSIZE with SIGXFSZ ignored, so a
+write past the limit fails with EFBIG exactly where ENOSPC would on a full disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikebridge.store.spikes import SpikeStore
+from tests.store._fake import make_net
+
+ROOT = Path(__file__).resolve().parents[2]
+N, BS = 120, 4
+
+
+def _cli(limit: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.hostile._worker", str(limit), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with SpikeStore(path) as st:
+        out = {"counts_t": st.file["output/counts_t"][: st.n_done], "labels": st.labels, "n": np.array(st.n_done)}
+        for name in st:
+            sp = st.read_spikes(name)
+            out[f"{name}/neuron"], out[f"{name}/step"] = sp.neuron, sp.step
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("full")
+    make_net().save(d / "net.h5")
+    np.savez(d / "data.npz", x=np.random.default_rng(1).uniform(0, 1, (N, 6)), y=np.arange(N) % 4)
+    return d
+
+
+def _simulate(d: Path, out: Path, limit: int, *extra: str) -> subprocess.CompletedProcess:
+    return _cli(limit, "simulate", str(d / "net.h5"), "--data", str(d / "data.npz"), "-o", str(out),
+                "--batch-size", str(BS), "--steps", "40", "--seed", "7", "--target", "numpy", *extra)
+
+
+@pytest.mark.parametrize("limit", [30_000, 400_000])
+def test_disk_full_fails_cleanly_and_the_store_resumes(inputs, tmp_path, limit):
+    ref = tmp_path / "ref.h5"
+    assert _simulate(inputs, ref, 0).returncode == 0
+    out = tmp_path / "s.h5"
+    res = _simulate(inputs, out, limit)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    # our one line comes last; before it h5py may print its own report of the failed write
+    # from inside its object destructor, which no Python hook intercepts (see the report)
+    assert "spikebridge" not in res.stderr.rsplit("\n", 2)[0] or len(lines) == 1, res.stderr
+    lines = lines[-1:]
+    assert lines[0].startswith(f"spikebridge: error: no space left on the device of '{out}' while writing samples from ")
+    if limit < 50_000:  # the first batch did not fit: nothing is left behind, not even a partial file
+        assert lines[0].endswith(": nothing was written")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.h5"]
+        return
+    # every finished batch is there and opens without the dead writer; compare-style reading works
+    assert lines[0].endswith("are kept in it; free space and continue with --resume")
+    kept = int(lines[0].rsplit(": ", 1)[1].split()[0])
+    got, want = _arrays(out), _arrays(ref)
+    assert int(got["n"]) == kept and 0 < kept < N and kept % BS == 0
+    for key in got:
+        if key != "n":
+            want_rows = want[key][: len(got[key])]
+            np.testing.assert_array_equal(got[key], want_rows, err_msg=key)
+    # and it resumes to exactly the uninterrupted result
+    res = _simulate(inputs, out, 0, "--resume")
+    assert res.returncode == 0, res.stderr
+    got = _arrays(out)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_disk_full_is_recognised_by_errno_and_by_hdf5_text():
+    from spikebridge.store._hdf5lock import is_disk_full
+
+    assert is_disk_full(OSError(28, "No space left on device"))
+    assert is_disk_full(OSError(27, "File too large"))
+    assert is_disk_full(RuntimeError("Unable to synchronously flush file (unable to extend file properly, errno = 27, error message = 'File too large')"))
+    assert not is_disk_full(OSError(13, "Permission denied"))
+    assert not is_disk_full(RuntimeError("errno = 2, no such file"))
