@@ -317,6 +317,30 @@ def _batch_job(
     return _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
 
 
+def _worker_init(parent: int) -> None:
+    """Tie a worker process to its parent: it dies with it and leaves Ctrl-C to it.
+
+    On Linux the kernel sends SIGKILL to the worker when the parent dies
+    (``PR_SET_PDEATHSIG``), so killing a run (SIGKILL, SIGTERM) leaves no
+    orphans behind.  A worker ignores SIGINT: Ctrl-C reaches the whole
+    process group, and the parent alone reports it and stops the workers.
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the parent's cleanup is all there is
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def _iter_parallel(
     snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, target: str
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -332,9 +356,10 @@ def _iter_parallel(
     # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
     # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         pending: list[tuple[int, Future[SpikeRecord]]] = []
         queue = list(starts)
+        finished = False
         try:
             while queue and len(pending) < workers:
                 k0 = queue.pop(0)
@@ -346,9 +371,14 @@ def _iter_parallel(
                     k1 = queue.pop(0)
                     pending.append((k1, pool.submit(_batch_job, snn, plan.select(k1, k1 + bs), cfg, dt, target, k1)))
                 yield k0, rec
+            finished = True
         finally:
             for _, fut in pending:
                 fut.cancel()
+            if not finished:
+                # interrupted (Ctrl-C, an error, the consumer stopped): do not wait for running batches
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.kill()
 
 
 def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:

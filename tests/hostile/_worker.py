@@ -1,10 +1,11 @@
 """Subprocess for the hostile tests: the CLI with the deterministic fake backend of tests/store.
 
 Usage: python -m tests.hostile._worker FSIZE_LIMIT|0 CLI-ARGS...
-A limit > 0 sets RLIMIT_FSIZE and ignores SIGXFSZ, so writes past it fail with EFBIG
+SB_REAL_BACKEND=1 keeps the real Brian2 backend.  A limit > 0 sets RLIMIT_FSIZE and ignores SIGXFSZ, so writes past it fail with EFBIG
 (what a full disk looks like to the writer).
 """
 
+import os
 import resource
 import signal
 import sys
@@ -13,7 +14,8 @@ import spikebridge.store.stream as stream
 from spikebridge.cli import main
 from tests.store._fake import fake_iter
 
-stream._backend_iter = fake_iter
+if os.environ.get("SB_REAL_BACKEND") != "1":
+    stream._backend_iter = fake_iter
 limit = int(sys.argv[1])
 if limit > 0:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
