@@ -296,12 +296,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.nwb:
         from .export.nwb import export_nwb
 
-        export_nwb(args.source, args.nwb)
+        export_nwb(args.source, args.nwb, overwrite=args.overwrite)
         _out(f"wrote {args.nwb}")
     if args.nir:
         from .conversion.network import load_network
         from .importers.to_nir import export_nir
 
+        if Path(args.nir).exists() and not args.overwrite:
+            raise ValidationError(f"output '{args.nir}' exists; pass --overwrite to replace it", attr="output")
         export_nir(load_network(args.source), args.nir)
         _out(f"wrote {args.nir}")
     return 0
@@ -342,6 +344,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec, out_cfg, title = load_experiment(args.experiment)
     out = Path(args.out or out_cfg or "spikebridge_out")
+    if not (args.overwrite or args.resume):
+        from .pipeline import existing_outputs
+
+        existing_outputs([out / "report.md", out / "report.html"])
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
     md, html_path = write_report([result], out, title=title)
@@ -445,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="spike store (for --nwb) or network file (for --nir)")
     p.add_argument("--nwb", help="NWB file to write")
     p.add_argument("--nir", help="NIR file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="convert, simulate, compare and report on the shipped digits models")
