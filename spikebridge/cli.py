@@ -502,8 +502,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, category, *rest, **kw: print(
             f"spikebridge: {category.__name__}: {message}", file=sys.stderr
         )
+    # Ctrl-C raised while Python runs a destructor or weakref callback is "ignored" (printed
+    # as a traceback, and the run goes on): count it, and exit as interrupted at the end
+    swallowed: list[BaseException] = []
+    previous_hook = sys.unraisablehook
+
+    def note_interrupt(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            swallowed.append(unraisable.exc_value)
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = note_interrupt
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if swallowed:
+            raise KeyboardInterrupt
+        return status
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
         return 130

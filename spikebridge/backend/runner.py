@@ -329,6 +329,8 @@ def _worker_init(parent: int) -> None:
     import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # blocked as well: Brian2 installs its own SIGINT handler during a run
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         import ctypes
 

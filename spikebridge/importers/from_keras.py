@@ -513,6 +513,8 @@ def from_keras_v3(
             weights_bytes = z.read("model.weights.h5")
     except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as err:
         raise ModelFormatError(f"{where} is not a readable .keras zip archive (truncated or corrupt): {err}") from err
+    except ModelFormatError:
+        raise
     except ValueError as err:  # json errors
         raise ModelFormatError(f"{where}: config.json or metadata.json is not valid JSON: {err}") from err
     try:
