@@ -522,20 +522,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:
-        from .store.spikes import StoreFullError
-
-        if not isinstance(err, StoreFullError) or args.debug:
-            raise
-        # HDF5 still holds the objects whose writes failed and would crash the interpreter
-        # while shutting down (inside H5_term_library); what reached the disk is complete
-        print(f"spikebridge: error: {err}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(1)
     except (SpikebridgeError, FileNotFoundError, FileExistsError) as err:
         if args.debug:
             raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"spikebridge: error: {msg}", file=sys.stderr)
+        if type(err).__name__ == "StoreFullError":
+            # HDF5 still holds the objects whose writes failed and would crash the interpreter
+            # while shutting down (inside H5_term_library); what reached the disk is complete
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(1)
         return 1
 
+    finally:
+        sys.unraisablehook = previous_hook
