@@ -37,7 +37,7 @@ from ..config import SimulationConfig
 from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, SimulationError, ValidationError
 from ..store.record import SpikeRecord, SpikeTrains, concat_records
-from .builder import BuiltNetwork, build_network, estimate_memory, max_batch_size
+from .builder import BuiltNetwork, build_network, delay_buffer_bytes, estimate_memory, max_batch_size
 from .plan import InputPlan, draw_poisson, prepare_inputs
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,27 @@ def n_workers(config: SimulationConfig) -> int:
     return config.workers if config.workers >= 1 else (os.cpu_count() or 1)
 
 
+def _usable_budget(max_memory: float) -> float:
+    """``max_memory``, lowered to the machine's physical memory (with a warning) when it asks for more."""
+    try:
+        physical = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: trust the budget
+        return max_memory
+    if max_memory > physical:
+        import warnings
+
+        from ..errors import SpikebridgeWarning
+
+        warnings.warn(
+            f"max_memory {max_memory / 1e9:.3g} GB is more than this machine's {physical / 1e9:.3g} GB of memory; "
+            f"sizing batches for {0.8 * physical / 1e9:.3g} GB instead",
+            SpikebridgeWarning,
+            stacklevel=3,
+        )
+        return 0.8 * physical
+    return max_memory
+
+
 def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
     """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
 
@@ -157,9 +178,19 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
         the message says what would fit.
     """
     workers = n_workers(config)
-    budget = config.max_memory / workers
-    fit = max_batch_size(snn, budget, config.n_steps, config.record)
-    one = estimate_memory(snn, 1, config.n_steps, config.record)
+    budget = _usable_budget(config.max_memory) / workers
+    dt = float(config.dt or snn.dt)
+    queues = delay_buffer_bytes(snn, dt)
+    if queues and max(queues.values()) > budget:
+        name = max(queues, key=lambda k: queues[k])
+        delay = float(np.max(np.asarray(snn.projections[name].delay)))
+        raise BuildError(
+            f"network '{snn.name}': projection '{name}' has a delay of {delay:g} s = {delay / dt:.3g} steps of dt {dt:g} s; "
+            f"its spike queue alone needs about {queues[name] / 1e6:.0f} MB, more than max_memory {budget / 1e6:.0f} MB. "
+            "Use a shorter delay or a coarser dt"
+        )
+    fit = max_batch_size(snn, budget, config.n_steps, config.record, dt)
+    one = estimate_memory(snn, 1, config.n_steps, config.record, dt)
     mb = budget / 1e6
     if fit == 0:
         raise BuildError(
@@ -167,7 +198,7 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
             f"raise max_memory to at least {np.ceil(one / 1e6):.0f}MB"
         )
     if config.batch_size is not None:
-        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record)
+        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record, dt)
         if need > budget:
             raise BuildError(
                 f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
@@ -388,7 +419,13 @@ def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfi
 
     t0 = time.perf_counter()
     with brian2_state(target, seed) as resolved:
-        built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+        try:
+            built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+        except MemoryError as err:
+            raise BuildError(
+                f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
+                f"(max_memory {cfg.max_memory / 1e6:.0f} MB); lower max_memory or batch_size"
+            ) from err
         built.set_inputs(snn, sub)
         t1 = time.perf_counter()
         # Network.run starts with a full gc.collect() that only serves to warn about objects
