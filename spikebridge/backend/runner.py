@@ -418,30 +418,34 @@ def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfi
     import brian2 as b2
 
     t0 = time.perf_counter()
-    with brian2_state(target, seed) as resolved:
-        try:
-            built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
-        except MemoryError as err:
-            raise BuildError(
-                f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
-                f"(max_memory {cfg.max_memory / 1e6:.0f} MB); lower max_memory or batch_size"
-            ) from err
-        built.set_inputs(snn, sub)
-        t1 = time.perf_counter()
-        # Network.run starts with a full gc.collect() that only serves to warn about objects
-        # left out of a network (we always build an explicit Network); with torch or keras
-        # imported it scans millions of objects, ~50 ms per batch. Freezing the heap first
-        # makes that collection scan nothing.
-        gc.freeze()
-        try:
-            built.network.run(cfg.n_steps * dt * b2.second, namespace={})
-        except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
-            raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
-        finally:
-            gc.unfreeze()
-        t2 = time.perf_counter()
-        data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
-        del built
+    # Network.run starts with a full gc.collect() that only serves to warn about objects left out
+    # of a network (we always build an explicit Network); with torch or keras imported it scans
+    # millions of objects, ~50 ms per batch. With the heap frozen first, it scans only this
+    # batch's objects, and so does the collection after the batch, which frees the reference
+    # cycles of its Brian2 objects at once (left to the interpreter they piled up, ~15 MB per
+    # batch, until some later full collection: memory grew with the number of samples).
+    gc.freeze()
+    try:
+        with brian2_state(target, seed) as resolved:
+            try:
+                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+            except MemoryError as err:
+                raise BuildError(
+                    f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
+                    f"(max_memory {cfg.max_memory / 1e6:.0f} MB); lower max_memory or batch_size"
+                ) from err
+            built.set_inputs(snn, sub)
+            t1 = time.perf_counter()
+            try:
+                built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+            except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
+                raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
+            t2 = time.perf_counter()
+            data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+            del built
+        gc.collect()
+    finally:
+        gc.unfreeze()
     meta = {
         "seed": seed,
         "target": resolved,
