@@ -135,3 +135,22 @@ def test_ctrl_c_exits_130_with_one_line(inputs, reference, tmp_path):
     assert err.decode() == "spikebridge: interrupted\n"
     assert _gone(workers) == set()
     _resume_and_check(inputs, out, reference)
+
+
+def test_a_forked_child_does_not_keep_the_store_lock(tmp_path):
+    """flock belongs to the open file, which a fork shares: without closing it, a worker (or an
+    orphan of a killed run) kept the store locked and every later --resume was refused."""
+    import multiprocessing
+
+    from spikebridge.store._hdf5lock import WriterLock
+
+    path = tmp_path / "s.h5"
+    lock = WriterLock(path)
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        lock.release()
+        WriterLock(path).release()  # the child still lives, yet the lock is free
+    finally:
+        child.kill()
+        child.join()
