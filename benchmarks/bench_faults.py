@@ -89,16 +89,17 @@ def _equal(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> bool:
     return got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in got)
 
 
-def _check_store(out: Path, ref: dict[str, np.ndarray]) -> tuple[int, bool]:
-    """(samples kept, lost?) of a store left by a failed run."""
+def _check_store(out: Path, ref: dict[str, np.ndarray]) -> tuple[int, bool, str]:
+    """(samples kept, lost?, why) of a store left by a failed run."""
     if not out.exists():
-        return 0, False  # killed before the first batch finished: nothing to lose
+        return 0, False, ""  # killed before the first batch finished: nothing to lose
     try:
         got = _arrays(out)
-    except Exception:
-        return 0, True
+    except Exception as err:
+        return 0, True, f"{type(err).__name__}: {err}"
     kept = len(got["counts_t"])
-    return kept, not _prefix_equal(got, ref)
+    same = _prefix_equal(got, ref)
+    return kept, not same, "" if same else "finished rows differ from the uninterrupted run"
 
 
 def _resume(d: Path, out: Path, args: argparse.Namespace, workers: int, ref: dict[str, np.ndarray]) -> bool:
@@ -123,10 +124,11 @@ def kill_trial(d: Path, k: int, workers: int, delay: float, args: argparse.Names
     orphans = sorted(p for p in seen if _alive(p))
     for p in orphans:  # leave the machine clean
         os.kill(p, signal.SIGKILL)
-    kept, lost = _check_store(out, ref)
+    kept, lost, why = _check_store(out, ref)
     identical = _resume(d, out, args, workers, ref)
     return {"kind": "sigkill", "workers": workers, "delay_s": round(delay, 2), "finished_before_kill": finished_first,
-            "kept": kept, "lost": lost, "resume_identical": identical, "orphans": len(orphans), "workers_seen": len(seen)}
+            "kept": kept, "lost": lost, "why": why, "resume_identical": identical, "orphans": len(orphans),
+            "children_seen": len(seen)}
 
 
 def disk_full_trial(d: Path, k: int, fraction: float, args: argparse.Namespace, ref: dict[str, np.ndarray], ref_size: int) -> dict:
@@ -139,11 +141,11 @@ def disk_full_trial(d: Path, k: int, fraction: float, args: argparse.Namespace, 
 
     res = subprocess.run(_cmd(d, out, args, 1), cwd=ROOT, env=_env(), capture_output=True, text=True, preexec_fn=limited)
     lines = res.stderr.strip().splitlines()
-    kept, lost = _check_store(out, ref)
+    kept, lost, why = _check_store(out, ref)
     identical = _resume(d, out, args, 1, ref)
     return {"kind": "disk_full", "workers": 1, "limit_bytes": limit, "exit": res.returncode,
             "one_line": len(lines) == 1 and lines[0].startswith("spikebridge: error: no space left"),
-            "stderr_lines": len(lines), "kept": kept, "lost": lost, "resume_identical": identical, "orphans": 0}
+            "stderr": lines[-3:], "kept": kept, "lost": lost, "why": why, "resume_identical": identical, "orphans": 0}
 
 
 def main() -> None:
@@ -163,16 +165,20 @@ def main() -> None:
         d = Path(tmp)
         subprocess.run([sys.executable, "-m", "spikebridge", "-q", "convert", "shipped:digits_mlp", "-o", str(d / "net.h5")],
                        cwd=ROOT, env=_env(), check=True, capture_output=True)
-        t0 = time.perf_counter()
         ref_path = d / "ref.h5"
-        subprocess.run(_cmd(d, ref_path, args, 1), cwd=ROOT, env=_env(), check=True, capture_output=True)
-        t_ref = time.perf_counter() - t0
+        t_ref: dict[int, float] = {}
+        for workers in (2, 1):  # the reference is the 1-worker run; the 2-worker one must equal it
+            t0 = time.perf_counter()
+            subprocess.run(_cmd(d, d / f"ref{workers}.h5", args, workers), cwd=ROOT, env=_env(), check=True, capture_output=True)
+            t_ref[workers] = time.perf_counter() - t0
+        (d / "ref1.h5").rename(ref_path)
         ref = _arrays(ref_path)
+        workers_identical = _equal(_arrays(d / "ref2.h5"), ref)
         rows = []
         for workers in (1, 2):
             for k in range(args.trials):
-                # kill somewhere between just after start-up and near the end of an uninterrupted run
-                rows.append(kill_trial(d, k, workers, float(rng.uniform(0.3, 1.0) * t_ref), args, ref))
+                # kill somewhere between start-up and near the end of an uninterrupted run of this worker count
+                rows.append(kill_trial(d, k, workers, float(rng.uniform(0.2, 0.9) * t_ref[workers]), args, ref))
                 print(rows[-1], flush=True)
         for k in range(args.disk_full):
             rows.append(disk_full_trial(d, k, float(rng.uniform(0.2, 0.8)), args, ref, ref_path.stat().st_size))
@@ -195,12 +201,14 @@ def main() -> None:
     for s in summary:
         print("  ".join(f"{v:>17}" for v in (s["kind"], s["workers"], s["trials"], s["stores_lost"], s["resumes_identical"],
                                              s["orphans_left"], s["median_kept"])))
+    print(f"uninterrupted runs: {t_ref[1]:.1f} s (1 worker), {t_ref[2]:.1f} s (2 workers); identical: {workers_identical}")
     for s in summary:
         if "clean_exit_1_one_line" in s:
             print(f"disk full: {s['clean_exit_1_one_line']}/{s['trials']} exited 1 with one line")
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "shared, busy development machine"},
-        "config": vars(args), "reference_run_s": t_ref, "summary": summary, "trials": rows,
+        "config": vars(args), "reference_run_s": t_ref, "workers_2_equals_1": workers_identical,
+        "summary": summary, "trials": rows,
     }
     out = ROOT / "benchmarks" / "results" / "faults.json"
     out.write_text(json.dumps(result, indent=2))

@@ -347,14 +347,20 @@ def simulate_to_store(
     # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     first = start
-    hook = sys.unraisablehook
+    # h5py reports the failed flushes of objects freed while a disk-full error unwinds, through
+    # both hooks (the traceback via sys.excepthook, then "Exception ignored" via sys.unraisablehook);
+    # the error raised below says it once
+    hook, excepthook = sys.unraisablehook, sys.excepthook
 
     def quiet_when_full(unraisable: Any) -> None:
-        # h5py reports the failed flushes of objects freed while a disk-full error unwinds
         if unraisable.exc_value is None or not is_disk_full(unraisable.exc_value):
             hook(unraisable)
 
-    sys.unraisablehook = quiet_when_full
+    def quiet_except_when_full(kind: Any, value: Any, tb: Any) -> None:
+        if value is None or not is_disk_full(value):
+            excepthook(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = quiet_when_full, quiet_except_when_full
     try:
         if start < n_samples:
             for first, rec in _backend_iter(snn, x, config, start):
@@ -388,7 +394,7 @@ def simulate_to_store(
             raise
         _abandon(store)
         # objects of the failed file are freed later still (with the traceback): keep them quiet
-        hook = quiet_when_full
+        hook, excepthook = quiet_when_full, quiet_except_when_full
         kept = first if store is not None else 0  # batches are appended in order
         store = None
         what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
@@ -398,7 +404,7 @@ def simulate_to_store(
     finally:
         if store is not None:
             store.close()
-        sys.unraisablehook = hook
+        sys.unraisablehook, sys.excepthook = hook, excepthook
 
 
 class StoreReadout:

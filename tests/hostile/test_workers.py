@@ -125,8 +125,7 @@ def test_sigkill_leaves_no_orphan_and_resumes(inputs, reference, tmp_path):
     _resume_and_check(inputs, out, reference)
 
 
-@pytest.mark.slow
-def test_ctrl_c_exits_130_with_one_line(inputs, reference, tmp_path):
+def test_ctrl_c_exits_130_with_one_line(inputs, tmp_path):
     out = tmp_path / "s.h5"
     proc, workers = _start_and_wait(inputs, out)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group
@@ -134,7 +133,7 @@ def test_ctrl_c_exits_130_with_one_line(inputs, reference, tmp_path):
     assert proc.returncode == 130
     assert err.decode() == "spikebridge: interrupted\n"
     assert _gone(workers) == set()
-    _resume_and_check(inputs, out, reference)
+    assert _n_done(out) >= 2  # the store keeps what was finished (resuming it is tested above)
 
 
 def test_a_forked_child_does_not_keep_the_store_lock(tmp_path):
