@@ -347,25 +347,13 @@ def simulate_to_store(
     # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     first = start
-    # h5py reports the failed flushes of objects freed while a disk-full error unwinds, through
-    # both hooks (the traceback via sys.excepthook, then "Exception ignored" via sys.unraisablehook);
-    # the error raised below says it once
-    hook, excepthook = sys.unraisablehook, sys.excepthook
-
-    def quiet_when_full(unraisable: Any) -> None:
-        if unraisable.exc_value is None or not is_disk_full(unraisable.exc_value):
-            hook(unraisable)
-
-    def quiet_except_when_full(kind: Any, value: Any, tb: Any) -> None:
-        if value is None or not is_disk_full(value):
-            excepthook(kind, value, tb)
-
-    sys.unraisablehook, sys.excepthook = quiet_when_full, quiet_except_when_full
+    quiet = _QuietWhenFull()
     try:
         if start < n_samples:
             for first, rec in _backend_iter(snn, x, config, start):
                 ann, acts = ann_for(first, rec.n_samples)
                 yb = None if y is None else y[first : first + rec.n_samples]
+                quiet.install()  # again: importing Brian2 replaces sys.excepthook
                 if store is None:
                     first_store = SpikeStore(partial, "x")
                     try:
@@ -393,8 +381,7 @@ def simulate_to_store(
         if not is_disk_full(err):
             raise
         _abandon(store)
-        # objects of the failed file are freed later still (with the traceback): keep them quiet
-        hook, excepthook = quiet_when_full, quiet_except_when_full
+        quiet.keep = True  # objects of the failed file are freed later still (with the traceback)
         kept = first if store is not None else 0  # batches are appended in order
         store = None
         what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
@@ -404,7 +391,48 @@ def simulate_to_store(
     finally:
         if store is not None:
             store.close()
-        sys.unraisablehook, sys.excepthook = hook, excepthook
+        quiet.restore()
+
+
+class _QuietWhenFull:
+    """Hooks that drop h5py's own reports of writes that failed for lack of space.
+
+    h5py reports the failed flushes of objects freed while a disk-full error
+    unwinds through both ``sys.excepthook`` (the traceback) and
+    ``sys.unraisablehook`` ("Exception ignored"); the ``StoreFullError`` raised
+    instead says it once.  Every other report passes through.
+    """
+
+    def __init__(self) -> None:
+        self.keep = False
+        self.saved: tuple[Any, Any] | None = None
+
+    def _unraisable(self, u: Any) -> None:
+        if u.exc_value is None or not is_disk_full(u.exc_value):
+            (self.saved or (sys.__unraisablehook__, None))[0](u)
+
+    def _except(self, kind: Any, value: Any, tb: Any) -> None:
+        if value is None or not is_disk_full(value):
+            (self.saved or (None, sys.__excepthook__))[1](kind, value, tb)
+
+    def install(self) -> None:
+        """Put the filters in front of the current hooks (once; again if someone replaced them)."""
+        if sys.excepthook == self._except and sys.unraisablehook == self._unraisable:
+            return
+        if self.saved is None:
+            self.saved = (sys.unraisablehook, sys.excepthook)
+        else:  # another hook (Brian2's) was installed meanwhile: keep it behind ours
+            self.saved = (
+                self.saved[0] if sys.unraisablehook == self._unraisable else sys.unraisablehook,
+                self.saved[1] if sys.excepthook == self._except else sys.excepthook,
+            )
+        sys.unraisablehook, sys.excepthook = self._unraisable, self._except
+
+    def restore(self) -> None:
+        """Put the saved hooks back, unless a disk-full error asked to keep the filters."""
+        if self.saved is not None and not self.keep:
+            sys.unraisablehook, sys.excepthook = self.saved
+            self.saved = None
 
 
 class StoreReadout:
