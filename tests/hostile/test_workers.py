@@ -71,8 +71,8 @@ def _n_done(path: Path) -> int:
 
 
 def _start_and_wait(d: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
-    proc = subprocess.Popen(_args(d, out, 2), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(_args(d, out, 2), cwd=ROOT, env={**_env(), "SB_BATCH_SLEEP": "0.3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
     workers: set[int] = set()
     while _n_done(out) < 2 or len(workers) < 2:
