@@ -38,6 +38,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
@@ -108,6 +109,34 @@ def _finished_rows_within(path: Path, size: int) -> bool:
     return True
 
 
+def _bounded(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """``check()`` run in a forked child, False if it fails or takes longer than ``timeout`` seconds.
+
+    HDF5 can loop for ever on metadata it reads from a damaged file, deaf to
+    signals; a child can be killed.  Without ``fork`` (Windows) nothing is run
+    and the answer is False.
+    """
+    if not hasattr(os, "fork"):
+        return False
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = check()
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.005)
+
+
 def _repair_truncated(path: Path, err: OSError) -> bool:
     """Extend a store a full disk left short of its recorded end (see ``extend_to_stored_eof``).
 
@@ -125,7 +154,7 @@ def _repair_truncated(path: Path, err: OSError) -> bool:
         size = path.stat().st_size
         if not extend_to_stored_eof(path):
             return False
-        if not _finished_rows_within(path, size):
+        if not _bounded(lambda: _finished_rows_within(path, size)):
             os.truncate(path, size)  # leave the file as it was
             return False
     except (StoreFormatError, OSError):

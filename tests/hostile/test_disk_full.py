@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikebridge.store.spikes import SpikeStore
 from tests.store._fake import make_net
+from tests.store.test_stream import _arrays, _assert_same, _n_done
 
 ROOT = Path(__file__).resolve().parents[2]
 N, BS = 120, 4
@@ -27,15 +27,6 @@ def _cli(limit: int, *args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "tests.hostile._worker", str(limit), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-
-
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    with SpikeStore(path) as st:
-        out = {"counts_t": st.file["output/counts_t"][: st.n_done], "labels": st.labels, "n": np.array(st.n_done)}
-        for name in st:
-            sp = st.read_spikes(name)
-            out[f"{name}/neuron"], out[f"{name}/step"] = sp.neuron, sp.step
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +65,12 @@ def test_disk_full_fails_cleanly_and_the_store_resumes(inputs, reference, tmp_pa
     # every finished batch is there and opens without the dead writer; compare-style reading works
     assert lines[0].endswith("are kept in it; free space and continue with --resume")
     kept = int(lines[0].rsplit(": ", 1)[1].split()[0])
-    got, want = _arrays(out), _arrays(ref)
-    assert int(got["n"]) == kept and 0 < kept < N and kept % BS == 0
-    for key in got:
-        if key != "n":
-            want_rows = want[key][: len(got[key])]
-            np.testing.assert_array_equal(got[key], want_rows, err_msg=key)
+    assert _n_done(out) == kept and 0 < kept < N and kept % BS == 0
+    _assert_same(_arrays(out), _arrays(ref, kept))
     # and it resumes to exactly the uninterrupted result
     res = _simulate(inputs, out, 0, "--resume")
     assert res.returncode == 0, res.stderr
-    got = _arrays(out)
-    for key in want:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    _assert_same(_arrays(out), _arrays(ref))
 
 
 def test_disk_full_is_recognised_by_errno_and_by_hdf5_text():

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikebridge.store.spikes import SpikeStore
 from tests.store._fake import make_net
+from tests.store.test_stream import _arrays, _assert_same, _n_done
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 8
@@ -62,14 +62,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _n_done(path: Path) -> int:
-    try:
-        with SpikeStore(path) as st:
-            return st.n_done
-    except Exception:
-        return 0
-
-
 def _start_and_wait(d: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
     proc = subprocess.Popen(_args(d, out, 2), cwd=ROOT, env={**_env(), "SB_BATCH_SLEEP": "0.3"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -90,15 +82,6 @@ def _gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     return left
 
 
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    with SpikeStore(path) as st:
-        out = {"counts_t": st.file["output/counts_t"][: st.n_done], "n": np.array(st.n_done)}
-        for name in st:
-            sp = st.read_spikes(name)
-            out[f"{name}/neuron"], out[f"{name}/step"] = sp.neuron, sp.step
-    return out
-
-
 @pytest.fixture(scope="module")
 def reference(inputs):
     out = inputs / "ref.h5"
@@ -110,9 +93,7 @@ def reference(inputs):
 def _resume_and_check(d: Path, out: Path, reference: dict[str, np.ndarray]) -> None:
     res = subprocess.run(_args(d, out, 2, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr  # the dead run's lock does not block
-    got = _arrays(out)
-    for key in reference:
-        np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
+    _assert_same(_arrays(out), reference)
 
 
 def test_sigkill_leaves_no_orphan_and_resumes(inputs, reference, tmp_path):
