@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -108,22 +110,28 @@ def load_digits(
 # ---------------------------------------------------------------------------------------------- IDX
 
 
-def _read_bytes(path: Path) -> bytes:
+def _parse_idx(path: Path, expected_magic: int, what: str) -> np.ndarray:
+    """Stream an IDX file: the header is checked before the data are read, and no more than the
+    header's shape (+1 byte, to detect trailing data) is ever decompressed into memory."""
+    from spikebridge._h5 import array_budget
+
     if not path.exists():
         raise FileNotFoundError(f"IDX file '{path}' does not exist")
+    size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(2)
     # gzip is recognised by content, not suffix, so "train-images-idx3-ubyte" that is secretly gzipped still loads
-    opener = gzip.open if head == b"\x1f\x8b" else open
+    gz = head == b"\x1f\x8b"
+    opener = gzip.open if gz else open
     try:
         with opener(path, "rb") as fh:
-            return fh.read()
+            return _read_idx_stream(fh, path, expected_magic, what, size, gz, array_budget())
     except (OSError, EOFError) as err:
         raise ModelFormatError(f"IDX file '{path}': cannot decompress gzip data ({err}); the file is truncated or corrupt") from err
 
 
-def _parse_idx(path: Path, expected_magic: int, what: str) -> np.ndarray:
-    raw = _read_bytes(path)
+def _read_idx_stream(fh: Any, path: Path, expected_magic: int, what: str, size: int, gz: bool, budget: int) -> np.ndarray:
+    raw = fh.read(4)
     if len(raw) < 4:
         raise ModelFormatError(
             f"IDX {what} file '{path}' is truncated: {len(raw)} bytes, expected at least a 4-byte header"
@@ -137,20 +145,32 @@ def _parse_idx(path: Path, expected_magic: int, what: str) -> np.ndarray:
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
+    raw += fh.read(header - 4)
     if len(raw) < header:
         raise ModelFormatError(
             f"IDX {what} file '{path}' is truncated: header needs {header} bytes, file has {len(raw)}"
         )
     dims = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    n_expected = int(np.prod(dims, dtype=np.int64))
-    n_found = len(raw) - header
+    n_expected = int(np.prod(dims, dtype=np.float64))
+    # deflate expands at most 1032:1, so a gzipped file cannot hold more than that
+    limit = min(budget, size * 1032 if gz else size)
+    if n_expected > limit:
+        why = f"the {budget / 1e6:.0f} MB array budget" if n_expected > budget else f"what its {size} bytes can hold"
+        raise ModelFormatError(
+            f"IDX {what} file '{path}': header shape {dims} declares {n_expected} data bytes, more than {why}"
+        )
+    data = fh.read(n_expected + 1)
+    n_found = len(data)
+    if n_found > n_expected:  # count the rest in blocks, never holding it
+        while block := fh.read(1 << 20):
+            n_found += len(block)
     if n_found != n_expected:
         state = "truncated" if n_found < n_expected else "longer than its header says"
         raise ModelFormatError(
             f"IDX {what} file '{path}' is {state}: header shape {dims} needs {n_expected} data bytes, "
             f"found {n_found}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def load_idx(
@@ -247,24 +267,44 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             ) from err
 
 
-def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
-    import h5py
+class _H5Arrays(Mapping[str, np.ndarray]):
+    """The datasets of an HDF5 file by path, each read only when asked for (after its size is checked)."""
 
-    from spikebridge._h5 import open_h5
-    from spikebridge.errors import StoreFormatError
+    def __init__(self, path: Path) -> None:
+        import h5py
 
-    try:
-        f = open_h5(path, "r", what="array file")
-    except StoreFormatError as err:
-        raise ModelFormatError(str(err)) from err
-    out: dict[str, np.ndarray] = {}
-    with f:
-        def visit(name: str, obj: object) -> None:
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
+        self.path = path
+        names: list[str] = []
+        with self._open() as f:  # open_h5 refuses links and storage outside the file
+            f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        self.names = names
 
-        f.visititems(visit)
-    return out
+    def _open(self) -> Any:
+        from spikebridge._h5 import open_h5
+        from spikebridge.errors import StoreFormatError
+
+        try:
+            return open_h5(self.path, "r", what="array file")
+        except StoreFormatError as err:
+            raise ModelFormatError(str(err)) from err
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from spikebridge._h5 import read_dataset
+
+        if key not in self.names:
+            raise KeyError(key)
+        with self._open() as f:
+            return np.asarray(read_dataset(f[key], f"array file '{self.path}'", ModelFormatError))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _h5_datasets(path: Path) -> Mapping[str, np.ndarray]:
+    return _H5Arrays(path)
 
 
 def load_arrays(

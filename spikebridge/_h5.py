@@ -13,7 +13,27 @@ import numpy as np
 
 from .errors import StoreFormatError
 
-__all__ = ["open_h5", "check_format", "write_format", "json_attr", "read_json_attr", "package_versions"]
+__all__ = [
+    "open_h5",
+    "check_format",
+    "write_format",
+    "json_attr",
+    "read_json_attr",
+    "package_versions",
+    "check_contained",
+    "check_declared_size",
+    "read_dataset",
+    "array_budget",
+]
+
+#: HDF5 filter ids whose largest possible expansion on reading is known (decoded bytes
+#: per stored byte): deflate's longest match (258 bytes) costs at least two bits, so at most
+#: 1032:1; LZF stores at most 264 bytes per 2-byte back-reference; shuffle and fletcher32
+#: never expand.  A dataset under any other filter is bounded by the memory budget alone.
+_MAX_EXPANSION = {1: 1032.0, 32000: 132.0, 2: 1.0, 3: 1.0}
+
+#: arrays this small are read without the stored-size check (fill values, tiny attributes-like data)
+_SMALL_BYTES = 1 << 20
 
 
 def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file", **kwargs: Any) -> h5py.File:
@@ -36,12 +56,13 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file"
         If the file exists but is not a readable HDF5 file (truncated, foreign).
     """
     p = Path(path)
+    reading = mode in ("r", "r+") or (mode == "a" and p.exists())
     if mode in ("r", "r+") and not p.exists():
         raise FileNotFoundError(f"{what} '{p}' does not exist")
     if mode in ("x", "w-") and p.exists():
         raise FileExistsError(f"{what} '{p}' already exists; choose another path or allow overwriting")
     try:
-        return h5py.File(p, mode, **kwargs)
+        f = h5py.File(p, mode, **kwargs)
     except OSError as err:
         text = str(err)
         # file-locking failures stay OSError; "sblock" (superblock) in truncation messages must not match
@@ -50,6 +71,128 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file"
         raise StoreFormatError(
             f"{what} '{p}' is not a readable HDF5 file (truncated or not HDF5): {text.splitlines()[0] if text else err}"
         ) from err
+    if reading:
+        try:
+            check_contained(f, f"{what} '{p}'")
+        except BaseException:
+            f.close()
+            raise
+    return f
+
+
+def check_contained(f: h5py.File | h5py.Group, where: str, error: type[Exception] = StoreFormatError) -> None:
+    """Refuse an HDF5 file whose data may come from outside it.
+
+    HDF5 lets a dataset keep its bytes in other files (*external raw storage*),
+    assemble them from other files (*virtual datasets*), and lets a link point
+    into another file (*external link*) or elsewhere by name (*soft link*).
+    Reading any of them would copy bytes of a file the user never named (e.g.
+    ``/etc/passwd``) into our networks and reports, so every reader of ours
+    calls this right after opening: only hard links and datasets stored inside
+    the file pass.
+
+    Parameters
+    ----------
+    f : h5py.File or h5py.Group
+        The open file (the whole tree under it is checked; no dataset is read).
+    where : str
+        The file, for the message (e.g. ``"model file 'x.h5'"``).
+    error : exception type
+        What to raise (``ModelFormatError`` for model readers).
+
+    Raises
+    ------
+    error
+        One line naming the object and where it points.
+    """
+    tail = "; spikebridge reads only data stored inside the file"
+    base = f.name.rstrip("/")
+
+    # h5py's visitors stop at the first callback that returns a value (raising inside them is unsafe)
+    def check_link(name: str, link: Any) -> str | None:
+        name = f"{base}/{name}"
+        if isinstance(link, h5py.ExternalLink):
+            return f"'{name}' is an external link to '{link.filename}:{link.path}'"
+        if isinstance(link, h5py.SoftLink):
+            return f"'{name}' is a soft link to '{link.path}'"
+        return None
+
+    def check_object(name: str, obj: Any) -> str | None:
+        name = f"{base}/{name}"
+        if isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                sources = sorted({vs.file_name for vs in obj.virtual_sources()})
+                return f"dataset '{name}' is a virtual dataset reading {', '.join(map(repr, sources))}"
+            if obj.external:
+                files = sorted({str(e[0]) for e in obj.external})
+                return f"dataset '{name}' has external raw storage in {', '.join(map(repr, files))}"
+        return None
+
+    problem = f.visititems_links(check_link) or f.visititems(check_object)
+    if problem:
+        raise error(f"{where}: {problem}{tail}")
+
+
+def array_budget() -> int:
+    """Largest array, in bytes, that a reader of ours allocates from a file's declared shape.
+
+    Default 2 GB (a weight matrix that large converts to more synapses than a
+    Brian2 network of ``max_memory`` can hold); ``$SPIKEBRIDGE_MAX_ARRAY_BYTES``
+    raises or lowers it.
+    """
+    raw = os.environ.get("SPIKEBRIDGE_MAX_ARRAY_BYTES")
+    try:
+        return int(float(raw)) if raw else 2_000_000_000
+    except ValueError:
+        return 2_000_000_000
+
+
+def check_declared_size(ds: h5py.Dataset, where: str, error: type[Exception] = StoreFormatError) -> int:
+    """Check that a dataset's declared shape is backed by the file, before reading it.
+
+    A tiny file can declare a dataset of any shape: unwritten chunks read as
+    the fill value, and a compressed chunk can claim to expand a lot.  The
+    bytes a read would allocate must be at most what the stored bytes can
+    decode to (stored size × the filters' largest expansion, see
+    ``_MAX_EXPANSION``) and at most :func:`array_budget`.
+
+    Returns
+    -------
+    int
+        The bytes the read will allocate.
+
+    Raises
+    ------
+    error
+        The declared size is not backed by stored data, or exceeds the budget.
+    """
+    nbytes = int(np.prod(ds.shape, dtype=np.float64) * ds.dtype.itemsize) if ds.shape is not None else 0
+    if nbytes <= _SMALL_BYTES:
+        return nbytes
+    shape = "x".join(map(str, ds.shape))
+    budget = array_budget()
+    if nbytes > budget:
+        raise error(
+            f"{where}: dataset '{ds.name}' declares shape ({shape}), {nbytes / 1e6:.0f} MB, more than the "
+            f"{budget / 1e6:.0f} MB array budget (set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+        )
+    stored = min(int(ds.id.get_storage_size()), int(ds.file.id.get_filesize()))
+    dcpl = ds.id.get_create_plist()
+    expansion = 1.0
+    for k in range(dcpl.get_nfilters()):
+        expansion *= _MAX_EXPANSION.get(int(dcpl.get_filter(k)[0]), float("inf"))
+    if nbytes > stored * expansion:
+        raise error(
+            f"{where}: dataset '{ds.name}' declares shape ({shape}), {nbytes / 1e6:.1f} MB, but the file stores "
+            f"only {stored} bytes of it; the file is truncated or forged"
+        )
+    return nbytes
+
+
+def read_dataset(ds: h5py.Dataset, where: str, error: type[Exception] = StoreFormatError) -> Any:
+    """``ds[()]`` after :func:`check_declared_size`."""
+    check_declared_size(ds, where, error)
+    return ds[()]
 
 
 def write_format(f: h5py.File | h5py.Group, name: str, version: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -243,12 +244,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if snn.ann is not None and y is not None and snn.readout.get("task", "classification") == "classification":
         ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
     t0 = time.perf_counter()
+    record: Any
     if args.output:
-        from .store.stream import simulate_to_store
+        from .store.stream import StoreReadout, simulate_to_store
 
-        record = simulate_to_store(
-            snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network
+        # nothing is read back whole: memory stays flat in the number of samples
+        simulate_to_store(
+            snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network,
+            return_record=False,
         )
+        record = StoreReadout(args.output)
     else:
         from .backend.runner import simulate
 
@@ -332,12 +337,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.nwb:
         from .export.nwb import export_nwb
 
-        export_nwb(args.source, args.nwb)
+        export_nwb(args.source, args.nwb, overwrite=args.overwrite)
         _out(f"wrote {args.nwb}")
     if args.nir:
         from .conversion.network import load_network
         from .importers.to_nir import export_nir
 
+        if Path(args.nir).exists() and not args.overwrite:
+            raise ValidationError(f"output '{args.nir}' exists; pass --overwrite to replace it", attr="output")
         export_nir(load_network(args.source), args.nir)
         _out(f"wrote {args.nir}")
     return 0
@@ -417,6 +424,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _engine_overrides(args):
         spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
     out = Path(args.out or out_cfg or "spikebridge_out")
+    if not (args.overwrite or args.resume):
+        from .pipeline import existing_outputs
+
+        existing_outputs([out / "report.md", out / "report.html"])
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
     md, html_path = write_report([result], out, title=title)
@@ -579,8 +590,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, category, *rest, **kw: print(
             f"spikebridge: {category.__name__}: {message}", file=sys.stderr
         )
+    # Ctrl-C raised while Python runs a destructor or weakref callback is "ignored" (printed
+    # as a traceback, and the run goes on): count it, and exit as interrupted at the end
+    swallowed: list[BaseException] = []
+    previous_hook = sys.unraisablehook
+
+    def note_interrupt(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            swallowed.append(unraisable.exc_value)
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = note_interrupt
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if swallowed:
+            raise KeyboardInterrupt
+        return status
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
         return 130
@@ -589,5 +615,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"spikebridge: error: {msg}", file=sys.stderr)
+        if type(err).__name__ == "StoreFullError":
+            # HDF5 still holds the objects whose writes failed and would crash the interpreter
+            # while shutting down (inside H5_term_library); what reached the disk is complete
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(1)
         return 1
 
+    finally:
+        sys.unraisablehook = previous_hook

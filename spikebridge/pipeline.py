@@ -144,7 +144,7 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
         model_path = str((Path(path).parent / model_path).resolve())
     spec = ExperimentSpec(
         model=model_path,
-        name=str(model.get("name") or Path(model_path.replace("shipped:", "")).stem),
+        name=check_name(str(model.get("name") or Path(model_path.replace("shipped:", "")).stem), f"experiment file '{path}': [model] name"),
         model_format=model.get("format"),
         conversion=ConversionConfig.from_dict(raw.get("conversion", {})),
         simulation=SimulationConfig.from_dict(raw.get("simulation", {})),
@@ -157,6 +157,35 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
         raster_samples=int(rep.get("raster_samples", 3)),
     )
     return spec, exp.get("out"), str(exp.get("name", spec.name))
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    """``name`` if it is a plain file name (output files are ``<name>_net.h5`` etc. inside the output directory).
+
+    Raises
+    ------
+    ValidationError
+        A path (``"../x"``, ``"/abs"``, ``"a/b"``), ``"."``, ``".."``, an empty name or a NUL byte.
+    """
+    text = str(name)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text or Path(text).is_absolute():
+        raise ValidationError(
+            f"{what} {text!r} is not a plain file name; it names output files inside the output directory, "
+            "so it may not contain '/', '\\' or be '.' or '..'",
+            attr="name",
+        )
+    return text
+
+
+def existing_outputs(paths: "list[Path]") -> None:
+    """Raise if any of ``paths`` exists (nothing is replaced without ``overwrite``)."""
+    found = [p for p in paths if p.exists()]
+    if found:
+        raise ValidationError(
+            f"output '{found[0]}' exists" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+            + "; pass --overwrite to replace it (or --resume to continue that run)",
+            attr="overwrite",
+        )
 
 
 def demo_spec(name: str, *, quick: bool = False, target: str = "auto", dale: str = "none", workers: int = 0) -> ExperimentSpec:
@@ -217,7 +246,10 @@ def run_experiment(
     from .store.stream import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
+    check_name(spec.name)
     out = Path(out_dir)
+    if not (overwrite or resume) and out.is_dir():
+        existing_outputs([out / f"{spec.name}_net.h5", out / f"{spec.name}_summary.json", *sorted(out.glob(f"{spec.name}_*.png"))])
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

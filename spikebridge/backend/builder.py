@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuiltNetwork", "build_network", "estimate_memory", "max_batch_size", "SCHEDULE"]
+__all__ = ["BuiltNetwork", "build_network", "estimate_memory", "max_batch_size", "delay_buffer_bytes", "SCHEDULE"]
 
 #: Brian2 schedule that puts synaptic delivery before the threshold test
 SCHEDULE = ["start", "groups", "synapses", "thresholds", "resets", "end"]
@@ -54,6 +54,36 @@ _BYTES_PER_DELAY = 8 + 4  # heterogeneous delays: float64 value + int32 step in 
 # per neuron: v, lastspike, not_refractory, i, spike space, monitors' counters, parameters
 _BYTES_PER_NEURON = 64
 _BYTES_FIXED = 40e6  # Brian2 objects, code objects, interpreter growth during a run
+# Brian2's spike queue keeps one event vector per delay step (a 24-byte vector header in the
+# compiled queue, before any spike); a 1e6 s delay at 1 ms, or 1 ms at 1e-12 s, is 1e9 of them
+_BYTES_PER_QUEUE_STEP = 24
+
+
+def delay_buffer_bytes(snn: SpikingNetwork, dt: float | None = None) -> dict[str, int]:
+    """Bytes of the spike queues of each simulated projection, which grow with the longest delay in steps.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    dt : float, optional
+        Simulation time step in seconds (default ``snn.dt``).
+
+    Returns
+    -------
+    dict of str to int
+        Per projection name; independent of the batch size.
+    """
+    dt = float(snn.dt if dt is None else dt)
+    folded = folded_projections(snn)
+    out: dict[str, int] = {}
+    for proj in snn.projections.values():
+        if proj.name in folded or not proj.n_synapses:
+            continue
+        steps = float(np.max(np.asarray(proj.delay, dtype=np.float64))) / dt + 1
+        w = np.asarray(proj.weight)
+        parts = 2 if (np.any(w > 0) and np.any(w < 0)) else 1  # split into _exc and _inh objects
+        out[proj.name] = int(min(steps, 1e18) * _BYTES_PER_QUEUE_STEP * parts)
+    return out
 
 
 def _pop_bytes(snn: SpikingNetwork, name: str) -> int:
@@ -63,7 +93,9 @@ def _pop_bytes(snn: SpikingNetwork, name: str) -> int:
     return pop.n * (_BYTES_PER_NEURON + extra)
 
 
-def estimate_memory(snn: SpikingNetwork, batch_size: int, n_steps: int = 128, record: tuple[str, ...] = ()) -> int:
+def estimate_memory(
+    snn: SpikingNetwork, batch_size: int, n_steps: int = 128, record: tuple[str, ...] = (), dt: float | None = None
+) -> int:
     """Bytes a batch of ``batch_size`` samples needs in Brian2, before building.
 
     Parameters
@@ -76,6 +108,9 @@ def estimate_memory(snn: SpikingNetwork, batch_size: int, n_steps: int = 128, re
     record : tuple of str
         Populations whose spikes are recorded (a rough allowance of one spike
         per neuron per 4 steps, 12 bytes each).
+    dt : float, optional
+        Simulation time step in seconds (default ``snn.dt``); the spike
+        queues grow with the longest delay in steps (:func:`delay_buffer_bytes`).
 
     Returns
     -------
@@ -105,15 +140,17 @@ def estimate_memory(snn: SpikingNetwork, batch_size: int, n_steps: int = 128, re
     for name in rec:
         if name in snn.populations:
             per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 12
-    return int(_BYTES_FIXED + per_sample * int(batch_size))
+    return int(_BYTES_FIXED + sum(delay_buffer_bytes(snn, dt).values()) + per_sample * int(batch_size))
 
 
-def max_batch_size(snn: SpikingNetwork, max_memory: float, n_steps: int = 128, record: tuple[str, ...] = ()) -> int:
+def max_batch_size(
+    snn: SpikingNetwork, max_memory: float, n_steps: int = 128, record: tuple[str, ...] = (), dt: float | None = None
+) -> int:
     """Largest batch that fits ``max_memory`` bytes (0 if not even one sample fits)."""
-    one = estimate_memory(snn, 1, n_steps, record)
+    one = estimate_memory(snn, 1, n_steps, record, dt)
     if one > max_memory:
         return 0
-    per = max(estimate_memory(snn, 2, n_steps, record) - one, 1)
+    per = max(estimate_memory(snn, 2, n_steps, record, dt) - one, 1)
     return int(1 + (max_memory - one) // per)
 
 

@@ -37,7 +37,7 @@ from ..config import SimulationConfig
 from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, SimulationError, ValidationError
 from ..store.record import SpikeRecord, SpikeTrains, concat_records
-from .builder import BuiltNetwork, build_network, estimate_memory, max_batch_size
+from .builder import BuiltNetwork, build_network, delay_buffer_bytes, estimate_memory, max_batch_size
 from .plan import InputPlan, draw_poisson, prepare_inputs
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,27 @@ def n_workers(config: SimulationConfig) -> int:
     return config.workers if config.workers >= 1 else (os.cpu_count() or 1)
 
 
+def _usable_budget(max_memory: float) -> float:
+    """``max_memory``, lowered to the machine's physical memory (with a warning) when it asks for more."""
+    try:
+        physical = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: trust the budget
+        return max_memory
+    if max_memory > physical:
+        import warnings
+
+        from ..errors import SpikebridgeWarning
+
+        warnings.warn(
+            f"max_memory {max_memory / 1e9:.3g} GB is more than this machine's {physical / 1e9:.3g} GB of memory; "
+            f"sizing batches for {0.8 * physical / 1e9:.3g} GB instead",
+            SpikebridgeWarning,
+            stacklevel=3,
+        )
+        return 0.8 * physical
+    return max_memory
+
+
 def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
     """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
 
@@ -157,9 +178,19 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
         the message says what would fit.
     """
     workers = n_workers(config)
-    budget = config.max_memory / workers
-    fit = max_batch_size(snn, budget, config.n_steps, config.record)
-    one = estimate_memory(snn, 1, config.n_steps, config.record)
+    budget = _usable_budget(config.max_memory) / workers
+    dt = float(config.dt or snn.dt)
+    queues = delay_buffer_bytes(snn, dt)
+    if queues and max(queues.values()) > budget:
+        name = max(queues, key=lambda k: queues[k])
+        delay = float(np.max(np.asarray(snn.projections[name].delay)))
+        raise BuildError(
+            f"network '{snn.name}': projection '{name}' has a delay of {delay:g} s = {delay / dt:.3g} steps of dt {dt:g} s; "
+            f"its spike queue alone needs about {queues[name] / 1e6:.0f} MB, more than max_memory {budget / 1e6:.0f} MB. "
+            "Use a shorter delay or a coarser dt"
+        )
+    fit = max_batch_size(snn, budget, config.n_steps, config.record, dt)
+    one = estimate_memory(snn, 1, config.n_steps, config.record, dt)
     mb = budget / 1e6
     if fit == 0:
         raise BuildError(
@@ -168,7 +199,7 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
             f"use engine='tensor' (shared kernels, about {_tensor_mb(snn, config):.0f} MB per sample)"
         )
     if config.batch_size is not None:
-        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record)
+        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record, dt)
         if need > budget:
             raise BuildError(
                 f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
@@ -355,6 +386,32 @@ def _batch_job(
     return _run_runtime_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
 
 
+def _worker_init(parent: int) -> None:
+    """Tie a worker process to its parent: it dies with it and leaves Ctrl-C to it.
+
+    On Linux the kernel sends SIGKILL to the worker when the parent dies
+    (``PR_SET_PDEATHSIG``), so killing a run (SIGKILL, SIGTERM) leaves no
+    orphans behind.  A worker ignores SIGINT: Ctrl-C reaches the whole
+    process group, and the parent alone reports it and stops the workers.
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # blocked as well: Brian2 installs its own SIGINT handler during a run
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the parent's cleanup is all there is
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def _iter_parallel(
     snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, target: str
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -370,9 +427,10 @@ def _iter_parallel(
     # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
     # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         pending: list[tuple[int, Future[SpikeRecord]]] = []
         queue = list(starts)
+        finished = False
         try:
             while queue and len(pending) < workers:
                 k0 = queue.pop(0)
@@ -384,33 +442,48 @@ def _iter_parallel(
                     k1 = queue.pop(0)
                     pending.append((k1, pool.submit(_batch_job, snn, plan.select(k1, k1 + bs), cfg, dt, target, k1)))
                 yield k0, rec
+            finished = True
         finally:
             for _, fut in pending:
                 fut.cancel()
+            if not finished:
+                # interrupted (Ctrl-C, an error, the consumer stopped): do not wait for running batches
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.kill()
 
 
 def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:
     import brian2 as b2
 
     t0 = time.perf_counter()
-    with brian2_state(target, seed) as resolved:
-        built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
-        built.set_inputs(snn, sub)
-        t1 = time.perf_counter()
-        # Network.run starts with a full gc.collect() that only serves to warn about objects
-        # left out of a network (we always build an explicit Network); with torch or keras
-        # imported it scans millions of objects, ~50 ms per batch. Freezing the heap first
-        # makes that collection scan nothing.
-        gc.freeze()
-        try:
-            built.network.run(cfg.n_steps * dt * b2.second, namespace={})
-        except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
-            raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
-        finally:
-            gc.unfreeze()
-        t2 = time.perf_counter()
-        data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
-        del built
+    # Network.run starts with a full gc.collect() that only serves to warn about objects left out
+    # of a network (we always build an explicit Network); with torch or keras imported it scans
+    # millions of objects, ~50 ms per batch. With the heap frozen first, it scans only this
+    # batch's objects, and so does the collection after the batch, which frees the reference
+    # cycles of its Brian2 objects at once (left to the interpreter they piled up, ~15 MB per
+    # batch, until some later full collection: memory grew with the number of samples).
+    gc.freeze()
+    try:
+        with brian2_state(target, seed) as resolved:
+            try:
+                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+            except MemoryError as err:
+                raise BuildError(
+                    f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
+                    f"(max_memory {cfg.max_memory / 1e6:.0f} MB); lower max_memory or batch_size"
+                ) from err
+            built.set_inputs(snn, sub)
+            t1 = time.perf_counter()
+            try:
+                built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+            except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
+                raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
+            t2 = time.perf_counter()
+            data = _collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+            del built
+        gc.collect()
+    finally:
+        gc.unfreeze()
     meta = {
         "seed": seed,
         "target": resolved,

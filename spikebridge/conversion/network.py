@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .kernels import SharedKernel
-from .._h5 import check_format, json_attr, open_h5, read_json_attr, write_format
+from .._h5 import check_format, json_attr, open_h5, read_dataset, read_json_attr, write_format
 from ..errors import StoreFormatError, ValidationError
 
 __all__ = [
@@ -626,7 +626,7 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
                 kwargs["shape"] = tuple(read_json_attr(g, "shape"))
                 kwargs["params"] = read_json_attr(g, "params", {})
                 for key in _ARRAY_FIELDS_POP:
-                    kwargs[key] = g[key][()]
+                    kwargs[key] = read_dataset(g[key], where)
                 populations.append(Population(name=name, **kwargs))
             projections = []
             order = read_json_attr(f["projections"], "order", None) or list(f["projections"])
@@ -635,9 +635,9 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
                 kwargs = {key: read_json_attr(g, key) for key in ("pre", "post", "target", "kind", "layer")}
                 op_attrs = read_json_attr(g, "operator", None)
                 if op_attrs is not None:
-                    kwargs["operator"] = SharedKernel.from_attrs(g["kernel"][()], op_attrs)
+                    kwargs["operator"] = SharedKernel.from_attrs(read_dataset(g["kernel"], where), op_attrs)
                 for key in ("pre_index", "post_index", "weight", "delay") if op_attrs is None else ("delay",):
-                    kwargs[key] = g[key][()]
+                    kwargs[key] = read_dataset(g[key], where)
                 projections.append(Projection(name=name, **kwargs))
             ann = read_graph_group(f["ann"], where=where) if "ann" in f else None
             attrs = {key: read_json_attr(f, key, {}) for key in ("readout", "encoding", "conversion", "scales", "metadata")}

@@ -37,6 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._h5 import array_budget, check_contained, check_declared_size
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
@@ -405,6 +406,7 @@ def _by_order(cls: str, cfg: dict[str, Any], arrays: list[np.ndarray], where: st
 
 
 def _read(ds: Any, where: str, what: str) -> np.ndarray:
+    check_declared_size(ds, where, ModelFormatError)
     try:
         return np.asarray(ds[()], dtype=np.float64)
     except (OSError, ValueError, TypeError) as err:
@@ -417,9 +419,15 @@ def _open(path: Path, where: str) -> h5py.File:
     if not path.exists():
         raise FileNotFoundError(f"model file '{path}' does not exist")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as err:
         raise ModelFormatError(f"{where} is not a readable HDF5 file (truncated or not HDF5): {err}") from err
+    try:
+        check_contained(f, where, ModelFormatError)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def from_keras_h5(
@@ -540,10 +548,19 @@ def from_keras_v3(
             if missing:
                 raise ModelFormatError(f"{where} lacks {sorted(missing)}; not a Keras 3 model archive")
             config = json.loads(z.read("config.json"))
+            # the sizes a member declares are checked before anything is decompressed (zip bombs)
+            for member in z.infolist():
+                if member.filename in ("config.json", "metadata.json", "model.weights.h5") and member.file_size > array_budget():
+                    raise ModelFormatError(
+                        f"{where}: member '{member.filename}' declares {member.file_size / 1e6:.0f} MB uncompressed, more than "
+                        f"the {array_budget() / 1e6:.0f} MB array budget (set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+                    )
             meta_json = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
             weights_bytes = z.read("model.weights.h5")
     except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as err:
         raise ModelFormatError(f"{where} is not a readable .keras zip archive (truncated or corrupt): {err}") from err
+    except ModelFormatError:
+        raise
     except ValueError as err:  # json errors
         raise ModelFormatError(f"{where}: config.json or metadata.json is not valid JSON: {err}") from err
     try:
@@ -551,6 +568,7 @@ def from_keras_v3(
     except OSError as err:
         raise ModelFormatError(f"{where}: model.weights.h5 is not readable HDF5: {err}") from err
     with wf:
+        check_contained(wf, f"{where} (model.weights.h5)", ModelFormatError)
         layers_group = wf.get("layers")
         if layers_group is None:
             layers_group = wf.get("_layer_checkpoint_dependencies")  # Keras 3.0 naming

@@ -159,6 +159,39 @@ def _flatten_graph(graph: Any, prefix: str = "") -> tuple[dict[str, Any], list[t
     return nodes, edges
 
 
+def _check_width(shape: tuple[int, ...], where: str) -> None:
+    """Refuse a declared shape (a few bytes in the file) whose per-neuron arrays would exceed the array budget."""
+    from .._h5 import array_budget
+
+    n = float(np.prod(shape, dtype=np.float64))
+    if any(s < 0 for s in shape) or n * 8 > array_budget():
+        raise ModelFormatError(
+            f"{where} declares shape {shape} ({n:.0f} neurons), more than the {array_budget() / 1e6:.0f} MB array "
+            "budget allows (8 bytes per neuron per array; set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+        )
+
+
+def _check_nir_file(path: str) -> None:
+    """Refuse, before ``nir.read`` reads every dataset, links or storage outside the file and forged sizes."""
+    import h5py
+
+    from .._h5 import check_contained, check_declared_size
+
+    where = f"NIR file '{path}'"
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ModelFormatError(f"'{path}' is not a readable NIR file: {str(err).splitlines()[0]}") from err
+    with f:
+        check_contained(f, where, ModelFormatError)
+
+        def check(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                check_declared_size(obj, where, ModelFormatError)
+
+        f.visititems(check)
+
+
 def _read_graph(source: Any) -> Any:
     nir = import_optional("nir", "NIR import")
     if isinstance(source, nir.NIRGraph):
@@ -168,6 +201,7 @@ def _read_graph(source: Any) -> Any:
         if not os.path.exists(path):
             raise FileNotFoundError(f"NIR file '{path}' does not exist")
         errors = (OSError, KeyError, ValueError, TypeError, AssertionError, NotImplementedError)
+        _check_nir_file(path)
         try:
             return nir.read(path)
         except errors as err:
@@ -433,6 +467,7 @@ class _Importer:
             self._visit(nxt, ops2, shape2, src, via2)
 
     def _arrive(self, tgt: str, ops: _Ops, shape: tuple[int, ...], src: str | None, via: tuple[str, ...]) -> None:
+        _check_width(shape, f"NIR node '{tgt}'")
         n = int(np.prod(shape))
         if tgt in self.in_shape and int(np.prod(self.in_shape[tgt])) != n:
             raise ModelFormatError(
@@ -465,7 +500,9 @@ class _Importer:
             shape = node.input_type.get("input") if isinstance(node.input_type, Mapping) else None
             if shape is None:
                 raise ModelFormatError(f"NIR Input node '{name}' has no shape")
-            return tuple(int(s) for s in np.ravel(shape))
+            shape = tuple(int(s) for s in np.ravel(shape))
+            _check_width(shape, f"NIR Input node '{name}'")
+            return shape
         return self._neuron_shape(name)
 
     def _neuron_shape(self, name: str) -> tuple[int, ...]:

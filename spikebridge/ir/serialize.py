@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._h5 import check_format, json_attr, open_h5, read_json_attr, write_format
+from .._h5 import check_format, json_attr, open_h5, read_dataset, read_json_attr, write_format
 from ..errors import ModelFormatError, StoreFormatError, ValidationError
 from .graph import AnnGraph
 from .layers import LAYER_TYPES, Layer
@@ -123,7 +123,7 @@ def read_graph_group(group: h5py.Group, *, where: str = "file") -> AnnGraph:
         try:
             spec = {"type": g.attrs["type"], "name": g.attrs["name"], **read_json_attr(g, "params", {})}
             for key in g.keys():
-                spec[key] = g[key][()]
+                spec[key] = read_dataset(g[key], where, ModelFormatError)
         except (KeyError, OSError) as err:
             raise ModelFormatError(f"{where}: layer group {k} is incomplete or unreadable: {err}") from err
         specs.append(spec)

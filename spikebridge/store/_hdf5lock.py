@@ -24,10 +24,20 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreFormatError, StoreLockedError
 
-__all__ = ["WriterLock", "clear_status_flags", "lookup3", "is_flag_error", "is_lock_error"]
+__all__ = [
+    "WriterLock",
+    "clear_status_flags",
+    "extend_to_stored_eof",
+    "lookup3",
+    "is_flag_error",
+    "is_lock_error",
+    "is_disk_full",
+    "is_truncation_error",
+]
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _M = 0xFFFFFFFF
@@ -88,6 +98,78 @@ def is_lock_error(err: BaseException) -> bool:
     return "lock" in text and ("errno = 11" in text or "unable to lock" in text or "resource temporarily" in text)
 
 
+#: errno values that mean "the disk (or the process's file-size limit, or the quota) is full"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for a write that failed for lack of space: ENOSPC, EFBIG (file-size limit) or EDQUOT.
+
+    HDF5 reports these inside the text of an ``OSError`` or ``RuntimeError``
+    (``errno = 28``), so the text is checked as well as ``err.errno``.
+    """
+    if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+        return True
+    text = str(err)
+    return any(f"errno = {n}," in text for n in _FULL_ERRNOS) or any(
+        s in text for s in ("No space left on device", "File too large", "Disk quota exceeded")
+    )
+
+
+def is_truncation_error(err: BaseException) -> bool:
+    """True for HDF5's "truncated file: eof = ..., stored_eof = ..." on opening."""
+    return "truncated file" in str(err).lower()
+
+
+def _superblock(fh: Any, p: Path) -> tuple[bytearray, int, int]:
+    """The superblock's first 64 bytes, size of offsets, and body length; checksum verified."""
+    head = bytearray(fh.read(64))
+    if head[:8] != _SIGNATURE:
+        raise StoreFormatError(f"'{p}': no HDF5 signature at offset 0; cannot clear the writer flags (try h5clear -s)")
+    version, n_off = head[8], head[9]
+    if version not in (2, 3) or n_off not in (4, 8):
+        raise StoreFormatError(f"'{p}': superblock version {version} has no status flags to clear")
+    body_len = 12 + 4 * n_off
+    stored = int.from_bytes(head[body_len : body_len + 4], "little")
+    if lookup3(bytes(head[:body_len])) != stored:
+        raise StoreFormatError(f"'{p}': superblock checksum does not verify; the file header is damaged")
+    return head, n_off, body_len
+
+
+def extend_to_stored_eof(path: str | os.PathLike[str]) -> bool:
+    """Give back to a file the tail that a failed write (disk full) never put on disk.
+
+    When the disk fills while HDF5 flushes, the superblock may already record
+    an end-of-file address past the bytes that reached the disk, and HDF5 then
+    refuses the file as truncated although every batch counted in
+    ``/progress`` lies before that point.  Extending the file with zeros (a
+    sparse hole: no data blocks are needed) to the recorded address makes it
+    open again; the zeros are only the space of the batch that failed.
+
+    Returns
+    -------
+    bool
+        True if the file was extended; False if it was not short.
+
+    Raises
+    ------
+    StoreFormatError
+        The superblock is not one we can validate.
+    OSError
+        The file cannot be extended (e.g. still under a file-size limit).
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        head, n_off, _ = _superblock(fh, p)
+    eof_at = 12 + 2 * n_off
+    eof = int.from_bytes(head[eof_at : eof_at + n_off], "little")
+    if eof <= size:
+        return False
+    os.truncate(p, eof)
+    return True
+
+
 def clear_status_flags(path: str | os.PathLike[str]) -> bool:
     """Clear the writer status flags a killed SWMR writer left in the superblock.
 
@@ -110,16 +192,7 @@ def clear_status_flags(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     size = p.stat().st_size
     with open(p, "r+b") as fh:
-        head = bytearray(fh.read(64))
-        if head[:8] != _SIGNATURE:
-            raise StoreFormatError(f"'{p}': no HDF5 signature at offset 0; cannot clear the writer flags (try h5clear -s)")
-        version, n_off = head[8], head[9]
-        if version not in (2, 3) or n_off not in (4, 8):
-            raise StoreFormatError(f"'{p}': superblock version {version} has no status flags to clear")
-        body_len = 12 + 4 * n_off
-        stored = int.from_bytes(head[body_len : body_len + 4], "little")
-        if lookup3(bytes(head[:body_len])) != stored:
-            raise StoreFormatError(f"'{p}': superblock checksum does not verify; the file header is damaged")
+        head, n_off, body_len = _superblock(fh, p)
         if head[11] == 0:
             return False
         head[11] = 0
@@ -134,6 +207,24 @@ def clear_status_flags(path: str | os.PathLike[str]) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+#: descriptors of the locks this process holds; a forked child closes its copies at once,
+#: so a worker process (or an orphan of a killed run) never keeps a store locked
+_HELD: set[int] = set()
+
+
+def _forget_locks_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)  # closing a duplicate does not unlock the parent's descriptor
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 class WriterLock:
@@ -163,6 +254,13 @@ class WriterLock:
                     "wait for that writer to finish (or stop it), then run again with --resume"
                 ) from err
             raise
+        _HELD.add(self._fd)
+
+    def __enter__(self) -> "WriterLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def release(self) -> None:
         """Drop the lock (idempotent)."""
@@ -172,6 +270,7 @@ class WriterLock:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
+                _HELD.discard(self._fd)
                 os.close(self._fd)
                 self._fd = None
 

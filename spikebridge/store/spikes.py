@@ -34,23 +34,33 @@ once the datasets exist, so a killed writer leaves a consistent file (see
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar, cast
 
 import h5py
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._h5 import check_format, json_attr, read_json_attr, write_format
+from .._h5 import check_contained, check_format, json_attr, read_json_attr, write_format
 from ..errors import SpikebridgeError, StoreFormatError, StoreLockedError, ValidationError
-from ._hdf5lock import WriterLock, clear_status_flags, is_flag_error, is_lock_error
+from ._hdf5lock import (
+    WriterLock,
+    clear_status_flags,
+    extend_to_stored_eof,
+    is_disk_full,
+    is_flag_error,
+    is_lock_error,
+    is_truncation_error,
+)
 from .record import SpikeRecord, SpikeTrains
 
-__all__ = ["SpikeStore", "StoreExistsError", "FORMAT", "VERSION", "open_store"]
+__all__ = ["SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +70,99 @@ VERSION = 1
 _LIBVER = ("v110", "latest")  # the oldest format that supports SWMR
 _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_BYTES = 1 << 20
+_M = TypeVar("_M", bound=Callable[..., Any])
 
 
 class StoreExistsError(SpikebridgeError, FileExistsError):
     """A spike store exists where a new one was to be created."""
+
+
+class StoreFullError(SpikebridgeError, OSError):
+    """The disk (or the file-size limit, or the quota) filled while writing a spike store."""
+
+
+def _finished_rows_within(path: Path, size: int) -> bool:
+    """True if every chunk holding a counted sample (rows below ``/progress.n_done``) lies in the first ``size`` bytes."""
+    try:
+        with h5py.File(path, "r", locking=False, swmr=True) as f:
+            n = int(f["progress"].attrs.get("n_done", 0))
+            needed: dict[str, int] = {}
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    needed[name] = n
+
+            f.visititems(visit)
+            for pop in f.get("populations", {}).values():
+                total = int(pop["index"][n - 1]) if n else 0
+                needed[pop["neuron"].name.lstrip("/")] = needed[pop["step"].name.lstrip("/")] = total
+            for name, rows in needed.items():
+                ds = f[name]
+                if ds.chunks is None or rows == 0:
+                    continue
+                for k in range(ds.id.get_num_chunks()):
+                    info = ds.id.get_chunk_info(k)
+                    if info.chunk_offset[0] < rows and info.byte_offset + info.size > size:
+                        return False
+    except Exception:  # metadata in the missing part: not the tail of one failed write
+        return False
+    return True
+
+
+def _bounded(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """``check()`` run in a forked child, False if it fails or takes longer than ``timeout`` seconds.
+
+    HDF5 can loop for ever on metadata it reads from a damaged file, deaf to
+    signals; a child can be killed.  Without ``fork`` (Windows) nothing is run
+    and the answer is False.
+    """
+    if not hasattr(os, "fork"):
+        return False
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = check()
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.005)
+
+
+def _repair_truncated(path: Path, err: OSError) -> bool:
+    """Extend a store a full disk left short of its recorded end (see ``extend_to_stored_eof``).
+
+    Only when no live writer holds the file, and only if every counted sample
+    lies in the bytes that reached the disk (a file cut short otherwise stays
+    an error); True if it was repaired.
+    """
+    if not is_truncation_error(err):
+        return False
+    try:
+        lock = WriterLock(path)
+    except (StoreLockedError, OSError):
+        return False
+    try:
+        size = path.stat().st_size
+        if not extend_to_stored_eof(path):
+            return False
+        if not _bounded(lambda: _finished_rows_within(path, size)):
+            os.truncate(path, size)  # leave the file as it was
+            return False
+    except (StoreFormatError, OSError):
+        return False
+    finally:
+        lock.release()
+    log.warning("spike store '%s': extended to its recorded size after a write that ran out of space", path)
+    return True
 
 
 def _json_safe(obj: Any) -> str:
@@ -75,6 +174,22 @@ def _json_safe(obj: Any) -> str:
 
 def _rows_per_chunk(row_items: int, itemsize: int) -> int:
     return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
+
+
+def _divert_on_full(method: _M) -> _M:
+    """Wrap a writing method: on a disk-full error, divert the file (see ``SpikeStore._divert``)
+    while the method's datasets are still open, then re-raise."""
+
+    @functools.wraps(method)
+    def wrapper(self: "SpikeStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            if is_disk_full(err):
+                self._divert()
+            raise
+
+    return cast(_M, wrapper)
 
 
 class SpikeStore(Mapping[str, SpikeTrains]):
@@ -137,7 +252,12 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if not self.path.exists():
             raise FileNotFoundError(f"spike store '{self.path}' does not exist")
         try:
-            f = h5py.File(self.path, "r", locking=False)
+            try:
+                f = h5py.File(self.path, "r", locking=False)
+            except OSError as err:
+                if not _repair_truncated(self.path, err):
+                    raise
+                f = h5py.File(self.path, "r", locking=False)
         except OSError as err:
             if not is_flag_error(err):
                 raise self._format_error(err) from err
@@ -148,6 +268,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 raise self._format_error(err2) from err2
         try:
             check_format(f, FORMAT, VERSION, path=str(self.path))
+            check_contained(f, f"spike store '{self.path}'")
         except BaseException:
             f.close()
             raise
@@ -192,7 +313,17 @@ class SpikeStore(Mapping[str, SpikeTrains]):
 
     def _open_append(self) -> h5py.File:
         try:
-            f = self._h5(self.path, "r+")
+            try:
+                f = self._h5(self.path, "r+")
+            except OSError as err:
+                # our own lock is dropped for the repair and taken again
+                assert self._lock is not None
+                self._lock.release()
+                repaired = _repair_truncated(self.path, err)
+                self._lock = WriterLock(self.path)
+                if not repaired:
+                    raise
+                f = self._h5(self.path, "r+")
         except OSError as err:
             if not is_flag_error(err):
                 raise self._format_error(err) from err
@@ -205,6 +336,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 raise self._format_error(err2) from err2
         try:
             check_format(f, FORMAT, VERSION, path=str(self.path))
+            check_contained(f, f"spike store '{self.path}'")
             if "progress" not in f:
                 raise StoreFormatError(f"spike store '{self.path}' has no /progress group; it is incomplete")
         except BaseException:
@@ -234,6 +366,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         except Exception:  # interpreter shutdown
             pass
 
+    @_divert_on_full
     def close(self) -> None:
         """Flush and close the file and release the writer lock (idempotent)."""
         if self._f is not None:
@@ -247,6 +380,51 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def _divert(self) -> None:
+        """Send HDF5's further writes to this file to /dev/null (after a disk-full error).
+
+        HDF5 retries its cached writes whenever an object is closed, and an
+        object whose close failed crashes the interpreter at exit (inside
+        ``H5_term_library``).  Diverted, those writes succeed, the objects
+        close, and the file keeps exactly what reached it before the failure.
+        """
+        if self._f is None or getattr(self, "_diverted", False):
+            return
+        try:
+            fd = self._f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+            self._diverted = True
+        except Exception:  # another file driver: no descriptor to redirect
+            pass
+
+    def abort(self) -> None:
+        """Close after a failed write (disk full) without writing more; release the lock.
+
+        HDF5 retries the failed writes while closing and h5py reports each
+        failure as an "exception ignored" message; those are silenced, since
+        the caller raises one clear error.  What reached the disk before the
+        last ``n_done`` update stays readable (see ``extend_to_stored_eof``).
+        """
+        import sys
+
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda *a: None
+        try:
+            if self._f is not None:
+                self._divert()
+                try:
+                    self._f.close()
+                except Exception:  # the same disk-full error again
+                    pass
+                self._f = None
+        finally:
+            sys.unraisablehook = hook
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def flush(self) -> None:
         """Write everything buffered to disk."""
@@ -264,6 +442,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         return self.mode != "r"
 
     # -- header ---------------------------------------------------------------
+    @_divert_on_full
     def write_header(
         self,
         *,
@@ -474,6 +653,26 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         g = self.file["ann/activations"]
         return {str(g[k].attrs.get("layer", k)): g[k][: self.n_done] for k in g}
 
+    def output_record(self, start: int = 0, stop: int | None = None) -> SpikeRecord:
+        """The read-out of samples ``start..stop-1`` only (output counts and potential, labels; no spikes).
+
+        What predictions and accuracies need, in pieces whose memory does not
+        grow with the store.
+        """
+        if "output" not in self.file:
+            raise StoreFormatError(f"spike store '{self.path}' holds no finished batch yet (n_done = {self.n_done})")
+        stop = self.n_done if stop is None else min(int(stop), self.n_done)
+        start = max(0, min(int(start), stop))
+        return SpikeRecord(
+            n_samples=stop - start,
+            n_steps=self.n_steps,
+            dt=self.dt,
+            output_counts_t=self.file["output/counts_t"][start:stop],
+            output_potential_t=self.file["output/potential_t"][start:stop],
+            readout=self.readout,
+            labels=self.file["labels"][start:stop] if "labels" in self.file else None,
+        )
+
     def to_record(self) -> SpikeRecord:
         """Everything written so far as one in-memory :class:`SpikeRecord`."""
         if "output" not in self.file:
@@ -542,6 +741,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     ds.attrs["layer"] = layer
         f.flush()
 
+    @_divert_on_full
     def append_batch(
         self,
         first_sample: int,

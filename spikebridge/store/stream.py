@@ -21,9 +21,11 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,15 +33,16 @@ from numpy.typing import ArrayLike, NDArray
 from .._h5 import json_attr
 from ..config import SimulationConfig
 from ..errors import ValidationError
-from ._hdf5lock import WriterLock
+from ._hdf5lock import WriterLock, is_disk_full
 from .record import SpikeRecord
-from .spikes import SpikeStore, StoreExistsError
+from .spikes import SpikeStore, StoreExistsError, StoreFullError
 
 if TYPE_CHECKING:
     from ..conversion.network import SpikingNetwork
 
 __all__ = [
     "simulate_to_store",
+    "StoreReadout",
     "network_fingerprint",
     "file_sha256",
     "array_sha256",
@@ -187,6 +190,24 @@ def _check_resume(store: SpikeStore, expected: Mapping[str, Any]) -> None:
         )
 
 
+@overload
+def simulate_to_store(
+    snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
+    *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
+    progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
+    return_record: Literal[True] = ...,
+) -> SpikeRecord: ...
+
+
+@overload
+def simulate_to_store(
+    snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
+    *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
+    progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
+    return_record: Literal[False],
+) -> None: ...
+
+
 def simulate_to_store(
     snn: "SpikingNetwork",
     inputs: ArrayLike | None,
@@ -199,7 +220,8 @@ def simulate_to_store(
     ann_activations: bool | str = "auto",
     progress: Callable[[int, int], None] | None = None,
     network_path: str | os.PathLike[str] | None = None,
-) -> SpikeRecord:
+    return_record: bool = True,
+) -> SpikeRecord | None:
     """Simulate ``snn`` and stream every finished batch into a spike store.
 
     Parameters
@@ -224,11 +246,15 @@ def simulate_to_store(
         Called as ``progress(n_done, n_samples)`` after each batch.
     network_path : str or path-like, optional
         The network file, whose SHA-256 is recorded.
+    return_record : bool
+        Read every sample back from the store at the end.  With False nothing
+        is returned and the memory used stays flat in the number of samples
+        (read what you need from the store).
 
     Returns
     -------
-    SpikeRecord
-        All samples (read back from the store).
+    SpikeRecord or None
+        All samples (read back from the store), or None with ``return_record=False``.
 
     Raises
     ------
@@ -236,6 +262,9 @@ def simulate_to_store(
         ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
     StoreLockedError
         Another process is writing ``path``.
+    StoreFullError
+        The disk filled (or a file-size limit was reached): every batch
+        finished before is kept and readable, and ``resume=True`` continues.
     ValidationError
         ``resume`` with a network, inputs or settings that differ from the stored ones.
     """
@@ -315,20 +344,26 @@ def simulate_to_store(
     elif exists:
         WriterLock.probe(path)
 
-    partial = path.with_name(path.name + ".partial")
+    # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    first = start
+    quiet = _QuietWhenFull()
     try:
         if start < n_samples:
             for first, rec in _backend_iter(snn, x, config, start):
                 ann, acts = ann_for(first, rec.n_samples)
                 yb = None if y is None else y[first : first + rec.n_samples]
+                quiet.install()  # again: importing Brian2 replaces sys.excepthook
                 if store is None:
-                    if partial.exists():
-                        # left by a killed run, unless a live writer holds it
-                        WriterLock.probe(partial)
-                        partial.unlink()
-                    with SpikeStore(partial, "w", overwrite=True) as first_store:
+                    first_store = SpikeStore(partial, "x")
+                    try:
                         first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
                         first_store.append_batch(first, rec, ann, acts, labels=yb)
+                        first_store.close()
+                    except BaseException:
+                        first_store.abort()
+                        partial.unlink(missing_ok=True)
+                        raise
                     if path.exists():
                         WriterLock.probe(path)
                     os.replace(partial, path)
@@ -339,7 +374,96 @@ def simulate_to_store(
                     progress(store.n_done, n_samples)
         if store is None:
             raise ValidationError(f"simulate_to_store: the backend produced no batch for '{path}'")
+        if not return_record:
+            return None
         return store.to_record()
+    except (OSError, RuntimeError) as err:
+        if not is_disk_full(err):
+            raise
+        _abandon(store)
+        quiet.keep = True  # objects of the failed file are freed later still (with the traceback)
+        kept = first if store is not None else 0  # batches are appended in order
+        store = None
+        what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
+        raise StoreFullError(
+            f"no space left on the device of '{path}' while writing samples from {first}: {what}"
+        ) from err
     finally:
         if store is not None:
             store.close()
+        quiet.restore()
+
+
+class _QuietWhenFull:
+    """Hooks that drop h5py's own reports of writes that failed for lack of space.
+
+    h5py reports the failed flushes of objects freed while a disk-full error
+    unwinds through both ``sys.excepthook`` (the traceback) and
+    ``sys.unraisablehook`` ("Exception ignored"); the ``StoreFullError`` raised
+    instead says it once.  Every other report passes through.
+    """
+
+    def __init__(self) -> None:
+        self.keep = False
+        self.saved: tuple[Any, Any] | None = None
+
+    def _unraisable(self, u: Any) -> None:
+        if u.exc_value is None or not is_disk_full(u.exc_value):
+            (self.saved or (sys.__unraisablehook__, None))[0](u)
+
+    def _except(self, kind: Any, value: Any, tb: Any) -> None:
+        if value is None or not is_disk_full(value):
+            (self.saved or (None, sys.__excepthook__))[1](kind, value, tb)
+
+    def install(self) -> None:
+        """Put the filters in front of the current hooks (once; again if someone replaced them)."""
+        if sys.excepthook == self._except and sys.unraisablehook == self._unraisable:
+            return
+        if self.saved is None:
+            self.saved = (sys.unraisablehook, sys.excepthook)
+        else:  # another hook (Brian2's) was installed meanwhile: keep it behind ours
+            self.saved = (
+                self.saved[0] if sys.unraisablehook == self._unraisable else sys.unraisablehook,
+                self.saved[1] if sys.excepthook == self._except else sys.excepthook,
+            )
+        sys.unraisablehook, sys.excepthook = self._unraisable, self._except
+
+    def restore(self) -> None:
+        """Put the saved hooks back, unless a disk-full error asked to keep the filters."""
+        if self.saved is not None and not self.keep:
+            sys.unraisablehook, sys.excepthook = self.saved
+            self.saved = None
+
+
+class StoreReadout:
+    """Predictions and decoded outputs of every sample of a spike store, read in chunks.
+
+    Offers the read-out methods of :class:`SpikeRecord` (``predictions``,
+    ``output_values``, ``n_steps``, ``dt``) without loading the spikes or the
+    per-step traces of all samples at once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], chunk: int = 1024) -> None:
+        self.path = Path(path)
+        self.chunk = int(chunk)
+        with SpikeStore(self.path) as st:
+            self.n_samples, self.n_steps, self.dt = st.n_done, st.n_steps, st.dt
+
+    def _gather(self, fn: Callable[[SpikeRecord], NDArray[Any]]) -> NDArray[Any]:
+        with SpikeStore(self.path) as st:
+            parts = [fn(st.output_record(lo, lo + self.chunk)) for lo in range(0, self.n_samples, self.chunk)]
+        return np.concatenate(parts)
+
+    def predictions(self, step: int | None = None) -> NDArray[np.int64]:
+        """As :meth:`SpikeRecord.predictions`."""
+        return self._gather(lambda r: r.predictions(step))
+
+    def output_values(self, step: int | None = None) -> NDArray[np.float64]:
+        """As :meth:`SpikeRecord.output_values`."""
+        return self._gather(lambda r: r.output_values(step))
+
+
+def _abandon(store: SpikeStore | None) -> None:
+    """Close a store whose write failed for lack of space (its readers repair the file, see SpikeStore)."""
+    if store is not None:
+        store.abort()

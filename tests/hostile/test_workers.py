@@ -1,0 +1,136 @@
+"""Issue 12, class 3: worker processes die with their parent, a dead run's lock never blocks, Ctrl-C exits 130.
+
+A ``--workers 2`` run is killed (SIGKILL) or interrupted (SIGINT to its
+process group) while its workers simulate; no worker may survive, and
+``--resume`` must finish the store to exactly the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.store._fake import make_net
+from tests.store.test_stream import _arrays, _assert_same, _n_done
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 8
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("workers")
+    make_net().save(d / "net.h5")
+    np.savez(d / "data.npz", x=np.random.default_rng(1).uniform(0, 1, (N, 6)), y=np.arange(N) % 4)
+    return d
+
+
+def _args(d: Path, out: Path, workers: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tests.hostile._worker", "0", "-q", "simulate", str(d / "net.h5"), "--data", str(d / "data.npz"),
+            "-o", str(out), "--batch-size", "2", "--steps", "20", "--seed", "7", "--target", "numpy",
+            "--workers", str(workers), *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "SB_REAL_BACKEND": "1"}
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_and_wait(d: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
+    proc = subprocess.Popen(_args(d, out, 2), cwd=ROOT, env={**_env(), "SB_BATCH_SLEEP": "0.3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while _n_done(out) < 2 or len(workers) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no progress"
+        workers |= _children(proc.pid)
+        time.sleep(0.02)
+    return proc, workers
+
+
+def _gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while (left := {p for p in pids if _alive(p)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.fixture(scope="module")
+def reference(inputs):
+    out = inputs / "ref.h5"
+    res = subprocess.run(_args(inputs, out, 1), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return _arrays(out)
+
+
+def _resume_and_check(d: Path, out: Path, reference: dict[str, np.ndarray]) -> None:
+    res = subprocess.run(_args(d, out, 2, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr  # the dead run's lock does not block
+    _assert_same(_arrays(out), reference)
+
+
+def test_sigkill_leaves_no_orphan_and_resumes(inputs, reference, tmp_path):
+    out = tmp_path / "s.h5"
+    proc, workers = _start_and_wait(inputs, out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert _gone(workers) == set()
+    assert 2 <= _n_done(out) < N
+    _resume_and_check(inputs, out, reference)
+
+
+def test_ctrl_c_exits_130_with_one_line(inputs, tmp_path):
+    out = tmp_path / "s.h5"
+    proc, workers = _start_and_wait(inputs, out)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode() == "spikebridge: interrupted\n"
+    assert _gone(workers) == set()
+    assert _n_done(out) >= 2  # the store keeps what was finished (resuming it is tested above)
+
+
+def test_a_forked_child_does_not_keep_the_store_lock(tmp_path):
+    """flock belongs to the open file, which a fork shares: without closing it, a worker (or an
+    orphan of a killed run) kept the store locked and every later --resume was refused."""
+    import multiprocessing
+
+    from spikebridge.store._hdf5lock import WriterLock
+
+    path = tmp_path / "s.h5"
+    lock = WriterLock(path)
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        lock.release()
+        WriterLock(path).release()  # the child still lives, yet the lock is free
+    finally:
+        child.kill()
+        child.join()
