@@ -210,7 +210,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from .conversion.network import load_network
     from .datasets import load_dataset
-    from .ir import evaluate
+    from .ir import evaluate, predict_classes
 
     snn = load_network(args.network)
     x, y = load_dataset(args.data)
@@ -222,7 +222,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = _simulation_config(args, **extra)
     ann_acc = None
     if snn.ann is not None and y is not None and snn.readout.get("task", "classification") == "classification":
-        ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
+        ann_acc = float(np.mean(predict_classes(evaluate(snn.ann, x)) == y))
     t0 = time.perf_counter()
     if args.output:
         from .store.stream import simulate_to_store

@@ -213,7 +213,7 @@ def run_experiment(
     from .analysis.compare import compare
     from .conversion.convert import convert
     from .datasets import load_dataset
-    from .ir import evaluate
+    from .ir import evaluate, predict_classes
     from .store.stream import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
@@ -280,7 +280,7 @@ def run_experiment(
         "simulate_s": timings["simulate_s"],
     }
     if y is not None and snn.readout.get("task", "classification") == "classification":
-        summary["ann_accuracy"] = float(np.mean(np.argmax(ann_out, axis=1) == y))
+        summary["ann_accuracy"] = float(np.mean(predict_classes(ann_out) == y))
         summary["snn_accuracy"] = float(np.mean(record.predictions() == y))
     timings["total_s"] = time.perf_counter() - t0
     (out / f"{spec.name}_summary.json").write_text(

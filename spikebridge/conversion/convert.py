@@ -30,7 +30,10 @@ How layers map
     potential, which after reset by subtraction is the sub-threshold remainder.
   - ``output="potential"``: a non-spiking ``"integrator"`` whose potential is
     the exact sum of its (signed) input; the decoded value is
-    ``v / steps × scale``.  Regression always uses this mode.
+    ``v / steps × scale``.  Regression always uses this mode, and so does a
+    classifier with a single output (a binary logit, e.g. scikit-learn's
+    logistic ``MLPClassifier``): its class is the sign of the decoded value
+    (:func:`~spikebridge.ir.evaluate.predict_classes`).
 
 Normalisation and neurons
 -------------------------
@@ -272,6 +275,8 @@ def convert(
         raise ValidationError(f"convert: graph must be an AnnGraph, got {type(graph).__name__}", attr="graph")
     task = _resolve_task(graph, cfg)
     stages = plan_stages(graph, cfg)
+    # a classifier with one output ends in a binary logit: its sign is the class, so it is signed like a regression
+    binary = task == "classification" and int(np.prod(stages[-1].shape)) == 1
     dt, theta = cfg.dt, cfg.threshold
 
     # -- scales ------------------------------------------------------------
@@ -292,7 +297,7 @@ def convert(
             if st.kind == "gate":
                 scales[st.layer] = scales[stages[[s.name for s in stages].index(st.source)].layer]
             else:
-                signed = st.kind == "output" and task == "regression"
+                signed = st.kind == "output" and (task == "regression" or binary)
                 scales[st.layer] = activation_scale(a, cfg.percentile, name=st.layer, signed=signed)
     else:
         scales[in_name] = 1.0
@@ -301,8 +306,9 @@ def convert(
 
     # -- readout -----------------------------------------------------------
     mode = cfg.output
-    if task == "regression" and mode != "potential":
-        log.info("regression model '%s': using the integrating potential read-out (counts cannot be negative)", graph.name)
+    if (task == "regression" or binary) and mode != "potential":
+        log.info("%s model '%s': using the integrating potential read-out (counts cannot be negative)",
+                 "binary" if binary else "regression", graph.name)
         mode = "potential"
 
     enc_kind = cfg.input_encoding
