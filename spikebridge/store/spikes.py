@@ -9,6 +9,7 @@ readable with plain h5py::
     /                      attrs format="spikebridge.spikes", format_version=1,
                            package_versions, conversion, simulation (JSON), seed,
                            network_sha256, network_fingerprint, inputs_sha256,
+                           labels_sha256 (absent in older stores),
                            n_samples (planned), n_steps, dt (s), readout, scales,
                            populations (JSON), meta (JSON)
     /progress              attrs n_done = samples completely written
@@ -276,6 +277,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         network_sha256: str | None = None,
         network_fingerprint: str | None = None,
         inputs_sha256: str | None = None,
+        labels_sha256: str | None = None,
         readout: Mapping[str, Any] | None = None,
         scales: Mapping[str, float] | None = None,
         populations: Mapping[str, Mapping[str, Any]] | None = None,
@@ -300,6 +302,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             SHA-256 of the network's content (:func:`spikebridge.store.stream.network_fingerprint`).
         inputs_sha256 : str, optional
             SHA-256 of the input array.
+        labels_sha256 : str, optional
+            SHA-256 of the label array ("" when there are none).
         readout, scales : mapping, optional
             The network's read-out description and per-layer λ.
         populations : mapping, optional
@@ -316,6 +320,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         a["network_sha256"] = network_sha256 or ""
         a["network_fingerprint"] = network_fingerprint or ""
         a["inputs_sha256"] = inputs_sha256 or ""
+        a["labels_sha256"] = labels_sha256 or ""
         for key, value in (
             ("conversion", conversion),
             ("simulation", simulation),

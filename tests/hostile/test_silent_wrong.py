@@ -134,3 +134,53 @@ def test_nir_spike_raster_unchanged_and_analog_brian2_equals_reference():
         assert ref.counts["input"].sum() == int(np.count_nonzero(raster))
     # a 0/1 raster through the analog path would give the same: w * 1 == w
     assert simulate_reference(net, spikes, 90).counts["lif2"].sum() > 10
+
+
+# -- 7: --resume with other data ------------------------------------------------------------------
+
+
+def _npz(path, x, y):
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_resume_refuses_other_labels_but_allows_other_workers(tmp_path, capsys):
+    import h5py
+
+    from spikebridge.cli import main
+    from spikebridge.conversion.convert import convert
+    from spikebridge.datasets import load_dataset
+    from spikebridge.store.spikes import SpikeStore
+    from tests.conftest import make_tiny_mlp
+
+    x = np.random.default_rng(2).uniform(0, 1, (6, 6))
+    y = np.array([0, 1, 2, 3, 0, 1])
+    snn = convert(make_tiny_mlp(), ConversionConfig(percentile=100.0), calibration=x)
+    net = tmp_path / "net.h5"
+    snn.save(net)
+    store = str(tmp_path / "s.h5")
+    base = ["-q", "simulate", str(net), "--steps", "12", "--target", "numpy", "-o", store, "--batch-size", "3"]
+    assert main([*base, "--data", _npz(tmp_path / "a.npz", x, y), "--workers", "1"]) == 0
+    capsys.readouterr()
+    # same inputs, other labels: refused, naming the labels; the store is untouched
+    assert main([*base, "--data", _npz(tmp_path / "b.npz", x, (y + 1) % 4), "--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikebridge: error: cannot resume") and "labels_sha256 differs (the labels are not those" in err
+    assert err.count("\n") == 0
+    # without labels at all: refused too
+    np.savez(tmp_path / "c.npz", x=x)
+    assert main([*base, "--data", str(tmp_path / "c.npz"), "--resume"]) == 1
+    assert "labels_sha256 differs" in capsys.readouterr().err
+    # same data, another worker count: allowed (documented to give identical spikes)
+    assert main([*base, "--data", str(tmp_path / "a.npz"), "--resume", "--workers", "2"]) == 0
+    with SpikeStore(store) as st:
+        np.testing.assert_array_equal(st.labels, y)
+    # a store of an older version (no labels_sha256): the finished samples' labels decide
+    with h5py.File(store, "r+") as f:
+        del f.attrs["labels_sha256"]
+    capsys.readouterr()
+    assert main([*base, "--data", str(tmp_path / "b.npz"), "--resume"]) == 1
+    assert "labels differ from the 6 stored ones (the store predates labels_sha256" in capsys.readouterr().err
+    assert main([*base, "--data", str(tmp_path / "a.npz"), "--resume"]) == 0
+    assert "predates labels_sha256: checked the labels of its 6 finished samples only" in capsys.readouterr().err
+    assert load_dataset(str(tmp_path / "a.npz"))[1].tolist() == y.tolist()
