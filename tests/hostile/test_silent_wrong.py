@@ -184,3 +184,91 @@ def test_resume_refuses_other_labels_but_allows_other_workers(tmp_path, capsys):
     assert main([*base, "--data", str(tmp_path / "a.npz"), "--resume"]) == 0
     assert "predates labels_sha256: checked the labels of its 6 finished samples only" in capsys.readouterr().err
     assert load_dataset(str(tmp_path / "a.npz"))[1].tolist() == y.tolist()
+
+
+# -- 8: numeric options are refused or warned about, never reinterpreted ------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "net.h5", "--limit", "-355"], "argument --limit: must be an integer >= 1, got -355"),
+        (["simulate", "net.h5", "--limit", "0"], "argument --limit: must be an integer >= 1, got 0"),
+        (["simulate", "net.h5", "--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+        (["simulate", "net.h5", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1, got -1"),
+        (["simulate", "net.h5", "--workers", "-2"], "argument --workers: must be an integer >= 0, got -2"),
+        (["simulate", "net.h5", "--seed", str(2**70)], f"argument --seed: must be an integer in 0..2147483647, got {2**70}"),
+        (["simulate", "net.h5", "--seed", "-1"], "argument --seed: must be an integer in 0..2147483647, got -1"),
+        (["convert", "m.onnx", "-o", "n.h5", "--calibration-samples", "0"], "argument --calibration-samples: must be an integer >= 1, got 0"),
+        (["demo", "--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+        (["demo", "--limit", "-3"], "argument --limit: must be an integer >= 1, got -3"),
+        (["graph", "net.h5", "--sample", "1"], "argument --sample: must be an integer >= 3, got 1"),
+        (["simulate", "net.h5", "--limit", "five"], "argument --limit: expected an integer, got 'five'"),
+    ],
+)
+def test_numeric_cli_options_are_usage_errors(argv, message, capsys):
+    from spikebridge.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(message)
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[data]\ncalibration_samples = -1436\n", "[data] calibration_samples: must be an integer >= 1, got -1436"),
+        ("[data]\nlimit = 0\n", "[data] limit: must be an integer >= 1, got 0"),
+        ("[data]\nlimit = \"5\"\n", "[data] limit: must be an integer >= 1, got '5'"),
+        ("[report]\nplots = \"no\"\n", "[report] plots: expected true or false, got 'no'"),
+        ("[report]\nraster_samples = -1\n", "[report] raster_samples: must be an integer >= 0, got -1"),
+        ("[simulation]\nseed = -1\n", "SimulationConfig.seed: must be an integer in 0..2147483647, got -1"),
+        ("[conversion]\nseed = 1180591620717411303424\n", "ConversionConfig.seed: must be an integer in 0..2147483647"),
+    ],
+)
+def test_numeric_toml_values_are_refused(toml, message, tmp_path, capsys):
+    from spikebridge.cli import main
+
+    path = tmp_path / "exp.toml"
+    path.write_text('[model]\npath = "shipped:digits_mlp"\n' + toml)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spikebridge: error: ") and message in err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    from spikebridge.conversion.convert import convert
+    from tests.conftest import make_tiny_mlp
+
+    path = tmp_path_factory.mktemp("net") / "net.h5"
+    x = np.random.default_rng(2).uniform(0, 1, (20, 6))
+    convert(make_tiny_mlp(), ConversionConfig(percentile=100.0), calibration=x).save(path)
+    return str(path), x
+
+
+def test_labels_outside_the_output_range_are_refused(tiny_net, tmp_path, capsys):
+    from spikebridge.cli import main
+
+    net, x = tiny_net
+    np.savez(tmp_path / "d.npz", x=x[:5], y=np.array([0, 1, 2, 7, 9]))
+    assert main(["simulate", net, "--data", str(tmp_path / "d.npz"), "--steps", "8", "--target", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"spikebridge: error: labels of --data {tmp_path / 'd.npz'}: 2 of 5 labels lie outside the 4 classes (0..3) "
+        "of network 'tiny_mlp' (found 7..9)"
+    )
+
+
+def test_far_dt_warns_and_unlabelled_classifier_reports_agreement(tiny_net, tmp_path, capsys):
+    from spikebridge.cli import main
+
+    net, x = tiny_net
+    np.savez(tmp_path / "d.npz", x=x[:4])
+    assert main(["simulate", net, "--data", str(tmp_path / "d.npz"), "--steps", "8", "--target", "numpy", "--dt", "1e6s"]) == 0
+    out, err = capsys.readouterr()
+    assert "spikebridge: AccuracyWarning: --dt 1e+06 s is 1e+09 times the time step of network 'tiny_mlp' (1 ms)" in err
+    assert "RMSE" not in out and "agreement with ANN" in out
+    assert main(["simulate", net, "--data", str(tmp_path / "d.npz"), "--steps", "8", "--target", "numpy", "--dt", "2ms"]) == 0
+    assert "AccuracyWarning" not in capsys.readouterr().err
