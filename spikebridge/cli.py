@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -509,7 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.
+        Exit status (see ``EXIT_CODES`` and docs/cli.md): 0 success, 1 error (bad
+        input, files, OS errors: one line on stderr), 2 usage error, 3 internal
+        error (an unexpected exception: one line naming it; ``--debug`` shows
+        the traceback), 130 interrupted, 141 output pipe closed (``| head``).
     """
     parser = build_parser()
     try:
@@ -531,10 +535,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
         return 130
-    except (SpikebridgeError, FileNotFoundError, FileExistsError) as err:
+    except BrokenPipeError:
+        # the reader went away (`spikebridge ... | head`): stop quietly, like a program killed by SIGPIPE;
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot complain either
+        _silence_stdout()
+        return EXIT_CODES["broken pipe"]
+    except (SpikebridgeError, OSError) as err:  # OSError: missing/existing/unreadable files, permissions, disk
         if args.debug:
             raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"spikebridge: error: {msg}", file=sys.stderr)
-        return 1
+        return EXIT_CODES["error"]
+    except Exception as err:  # noqa: BLE001 - the promise is one line, whatever went wrong
+        if args.debug:
+            raise
+        text = str(err).splitlines()[0][:300] if str(err) else ""
+        print(f"spikebridge: internal error: {type(err).__name__}{': ' + text if text else ''}; "
+              "rerun with --debug for the traceback", file=sys.stderr)
+        return EXIT_CODES["internal error"]
+
+
+#: exit statuses of :func:`main` (documented in docs/cli.md)
+EXIT_CODES = {"ok": 0, "error": 1, "usage": 2, "internal error": 3, "interrupted": 130, "broken pipe": 141}
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to silence
+        pass
 

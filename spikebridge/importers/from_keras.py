@@ -25,6 +25,7 @@ channels-first Flatten gives identical outputs.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -54,6 +55,22 @@ _WEIGHT_ORDER = {
 }
 
 WeightGetter = Callable[[str, str, dict[str, Any]], dict[str, np.ndarray]]
+
+
+def _malformed_as_format_error(fn: Callable[..., AnnGraph]) -> Callable[..., AnnGraph]:
+    """A config of the wrong shape (a list where a dict belongs, a missing key) is a bad file, not our bug:
+    turn the AttributeError/TypeError/KeyError/IndexError it causes into a one-line ModelFormatError."""
+
+    @functools.wraps(fn)
+    def wrapper(source: str | Path, **kwargs: Any) -> AnnGraph:
+        try:
+            return fn(source, **kwargs)
+        except (AttributeError, TypeError, KeyError, IndexError) as err:
+            raise ModelFormatError(
+                f"Keras file '{source}': malformed model config ({type(err).__name__}: {str(err)[:200]})"
+            ) from err
+
+    return wrapper
 
 
 def _unsupported(name: str, type_name: str, hint: str | None = None) -> UnsupportedLayerError:
@@ -376,6 +393,7 @@ def _open(path: Path, where: str) -> h5py.File:
         raise ModelFormatError(f"{where} is not a readable HDF5 file (truncated or not HDF5): {err}") from err
 
 
+@_malformed_as_format_error
 def from_keras_h5(
     source: str | Path,
     *,
@@ -465,6 +483,7 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
+@_malformed_as_format_error
 def from_keras_v3(
     source: str | Path,
     *,
