@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -194,6 +196,8 @@ def load_idx(
     ((1, 1, 2, 2), [0.0, 1.0], [7])
     """
     images = _parse_idx(Path(images_path), IDX_IMAGES_MAGIC, "images")
+    if images.size == 0:
+        raise ValidationError(f"IDX images '{images_path}' hold no samples (shape {images.shape})", attr="images_path")
     x = images.astype(np.float64)[:, None] / 255.0
     if labels_path is None:
         return x, None
@@ -231,8 +235,8 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ModelFormatError(
             f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
         ) from err
-    except (OSError, EOFError) as err:
-        raise ModelFormatError(f"'{path}' is not a readable .npz file: {err}") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or not .npz): {err}") from err
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValidationError(
             f"'{path}' holds a single array, not named arrays; save with np.savez(path, x=..., y=...)",
@@ -245,6 +249,8 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             raise ModelFormatError(
                 f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
             ) from err
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a member cut short
+            raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or corrupt): {err}") from err
 
 
 def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
@@ -327,6 +333,8 @@ def load_arrays(
         raise ValidationError(f"'{p}': array {kx!r} of dtype {arrays[kx].dtype} is not numeric", attr="x_key") from err
     if x.ndim < 1:
         raise ValidationError(f"'{p}': array {kx!r} is a scalar; expected shape (n_samples, ...)", attr="x_key")
+    if x.shape[0] == 0 or x.size == 0:
+        raise ValidationError(f"'{p}': array {kx!r} holds no samples (shape {x.shape})", attr="x_key")
     if ky is None:
         return x, None
     y_raw = np.asarray(arrays[ky])

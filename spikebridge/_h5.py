@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import StoreFormatError
 
-__all__ = ["open_h5", "check_format", "write_format", "json_attr", "read_json_attr", "package_versions"]
+__all__ = ["open_h5", "check_format", "write_format", "fixed_text", "json_attr", "read_json_attr", "package_versions"]
 
 
 def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file", **kwargs: Any) -> h5py.File:
@@ -52,11 +52,24 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file"
         ) from err
 
 
-def write_format(f: h5py.File | h5py.Group, name: str, version: int) -> None:
-    """Write the ``format`` and ``format_version`` root attributes and package versions."""
-    f.attrs["format"] = name
+def fixed_text(text: str) -> np.ndarray:
+    """``text`` as a fixed-length UTF-8 byte string for an HDF5 attribute (h5py reads it back as bytes).
+
+    Python ``str`` attributes are variable-length: their bytes live in the file's global heap, whose
+    corruption can make HDF5 hang while reading them; a fixed-length string is stored in the
+    attribute itself, its size known (and checkable) before it is read.
+    """
+    raw = text.encode("utf-8")
+    return np.array(raw, dtype=f"S{max(1, len(raw))}")
+
+
+def write_format(f: h5py.File | h5py.Group, name: str, version: int, *, fixed: bool = False) -> None:
+    """Write the ``format`` and ``format_version`` root attributes and package versions
+    (as fixed-length strings with ``fixed``, see :func:`fixed_text`)."""
+    text = fixed_text if fixed else str
+    f.attrs["format"] = text(name)
     f.attrs["format_version"] = int(version)
-    f.attrs["package_versions"] = json.dumps(package_versions())
+    f.attrs["package_versions"] = text(json.dumps(package_versions()))
 
 
 def check_format(f: h5py.File | h5py.Group, name: str, max_version: int, *, path: str | None = None) -> int:
