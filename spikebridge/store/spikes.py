@@ -114,6 +114,11 @@ def _reading(fn: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
+def _layer_of(ds: h5py.Dataset, default: str) -> str:
+    value = ds.attrs.get("layer", default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _rows_per_chunk(row_items: int, itemsize: int) -> int:
     return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
 
@@ -590,7 +595,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if "ann/activations" not in self.file:
             return {}
         g = self.file["ann/activations"]
-        return {str(g[k].attrs.get("layer", k)): g[k][: self.n_done] for k in g}
+        return {_layer_of(g[k], k): g[k][: self.n_done] for k in g}
 
     @_reading
     def to_record(self) -> SpikeRecord:
@@ -658,7 +663,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
                         chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **_GZIP,
                     )
-                    ds.attrs["layer"] = layer
+                    ds.attrs["layer"] = fixed_text(layer)
         f.flush()
 
     def append_batch(
@@ -754,7 +759,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if "ann/activations" in f:
             g = f["ann/activations"]
             for key in g:
-                layer = str(g[key].attrs.get("layer", key))
+                layer = _layer_of(g[key], key)
                 if layer not in acts:
                     raise ValidationError(f"SpikeStore.append_batch: batch lacks ANN activations of layer {layer!r}", attr="activations")
                 put(g[key], acts[layer], start)

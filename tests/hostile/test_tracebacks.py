@@ -191,3 +191,17 @@ def test_old_store_with_json_attributes_is_still_read(store, tmp_path, capsys):
     a, b = compare(store).to_dict(), compare(old).to_dict()
     assert a["snn_accuracy"] == b["snn_accuracy"] and a["layers"] == b["layers"] and len(a["layers"]) == 2
     assert _compare(old) == 0
+
+
+def test_store_has_no_variable_length_strings(store):
+    # a corrupted global heap (where variable-length strings live) hung `compare` inside HDF5
+    assert b"GCOL" not in store.read_bytes()
+    kinds = {}
+
+    def visit(name, obj):
+        kinds.update({f"{name}@{k}": obj.attrs.get_id(k).dtype.kind for k in obj.attrs})
+
+    with h5py.File(store, "r") as f:
+        visit("/", f)
+        f.visititems(visit)
+    assert len(kinds) > 12 and set(kinds.values()) <= {"S", "i", "f"}, kinds
