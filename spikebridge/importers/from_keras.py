@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import AvgPool2d, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
-from ._common import GraphBuilder
+from ._common import GraphBuilder, refuse_unsupported
 
 __all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
 
@@ -244,6 +244,11 @@ def _build_graph(
             raise _unsupported(lname, f"{cls}(activation={act!r})",
                                f"supported activations: {', '.join(_ACTIVATIONS)}")
 
+    # two or more unsupported layer types: name them all at once (one is left to the loop, which says more)
+    found = [(str(layer.get("config", {}).get("name") or layer.get("name")), str(layer.get("class_name")))
+             for layer in chain if str(layer.get("class_name")) not in SUPPORTED_LAYERS]
+    if len(found) > 1:
+        refuse_unsupported(found, SUPPORTED_LAYERS, "Keras")
     for layer in chain:
         cls = str(layer.get("class_name"))
         cfg = layer.get("config", {})

@@ -205,3 +205,56 @@ def test_store_has_no_variable_length_strings(store):
         visit("/", f)
         f.visititems(visit)
     assert len(kinds) > 12 and set(kinds.values()) <= {"S", "i", "f"}, kinds
+
+
+# -- 12: every unsupported operator at once, the most specific first ---------------------------------
+
+
+def test_onnx_lists_every_unsupported_operator_most_specific_first(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    h = 4
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="transpose_in"),
+             helper.make_node("LSTM", ["xt", "W", "R"], ["h", "hn"], hidden_size=h, name="lstm"),
+             helper.make_node("Squeeze", ["hn"], ["y"], name="squeeze_out")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[numpy_helper.from_array(np.zeros((1, 4 * h, 3), np.float32), "W"),
+                     numpy_helper.from_array(np.zeros((1, 4 * h, h), np.float32), "R")],
+    )
+    path = tmp_path / "lstm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["inspect", str(path)]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith("spikebridge: error: 3 unsupported ONNX layers: 'lstm' of type LSTM, "
+                          "'transpose_in' of type Transpose, 'squeeze_out' of type Squeeze; supported: Add, ")
+
+
+def test_torch_and_keras_list_every_unsupported_layer(tmp_path):
+    torch = pytest.importorskip("torch")
+    from spikebridge.errors import UnsupportedLayerError
+    from spikebridge.importers.from_keras import from_keras_h5
+    from spikebridge.importers.from_torch import from_torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Unflatten(1, (2, 4)),
+                              torch.nn.LSTM(4, 3), torch.nn.ReLU())
+    with pytest.raises(UnsupportedLayerError) as info:
+        from_torch(net, input_shape=(4,))
+    assert str(info.value).startswith("3 unsupported PyTorch layers: '1' of type Tanh, '3' of type LSTM, "
+                                      "'2' of type Unflatten; supported: ")
+    assert info.value.layers == (("1", "Tanh"), ("3", "LSTM"), ("2", "Unflatten"))
+
+    def layer(cls, name, **cfg):
+        return {"class_name": cls, "config": {"name": name, **cfg}}
+
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        layer("InputLayer", "in", batch_shape=[None, 5, 3]), layer("Permute", "permute", dims=[2, 1]),
+        layer("LSTM", "lstm", units=4), layer("Dense", "dense", units=2)]}}
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.create_group("model_weights")
+    with pytest.raises(UnsupportedLayerError, match=r"^2 unsupported Keras layers: 'lstm' of type LSTM, 'permute' of type Permute; "):
+        from_keras_h5(path)
