@@ -48,7 +48,7 @@ def store(net_and_data):
 
 
 def _simulate(d, data, *extra):
-    return main(["simulate", str(d / "net.h5"), "--data", str(data), "--steps", "5", "--target", "numpy", *extra])
+    return main(["-q", "simulate", str(d / "net.h5"), "--data", str(data), "--steps", "5", "--target", "numpy", *extra])
 
 
 def test_malformed_keras_config(tmp_path, capsys):
@@ -84,16 +84,35 @@ def test_out_of_range_seed_in_the_api_and_config_file(net_and_data, tmp_path, ca
     assert _one_error_line(capsys) == "spikebridge: error: SimulationConfig.seed: must be an integer in 0..2147483647, got -1"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def _make_read_only(path, undo):
+    """chmod for ordinary users; root ignores permissions, so it uses the immutable flag (chattr +i)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root without chattr +i support: nothing is read-only")
+    undo.append(path)
+
+
 def test_read_only_store_and_directory(net_and_data, store, tmp_path, capsys):
-    ro = tmp_path / "ro.h5"
-    ro.write_bytes(store.read_bytes())
-    ro.chmod(0o444)
-    assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(ro), "--resume") == 1
-    assert "Permission denied" in _one_error_line(capsys)
-    (tmp_path / "dir").mkdir(mode=0o555)
-    assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(tmp_path / "dir" / "s.h5")) == 1
-    assert "Permission denied" in _one_error_line(capsys)
+    undo: list[Path] = []
+    try:
+        ro = tmp_path / "ro.h5"
+        ro.write_bytes(store.read_bytes())
+        _make_read_only(ro, undo)
+        for extra in (("--resume",), ("--overwrite",)):
+            assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(ro), *extra) == 1
+            err = _one_error_line(capsys)
+            assert err in (f"spikebridge: error: [Errno 13] Permission denied: '{ro}'",
+                           f"spikebridge: error: [Errno 1] Operation not permitted: '{ro}'")
+        (tmp_path / "dir").mkdir()
+        _make_read_only(tmp_path / "dir", undo)
+        assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(tmp_path / "dir" / "s.h5")) == 1
+        err = _one_error_line(capsys)
+        assert "Permission denied" in err or "Operation not permitted" in err
+    finally:
+        for path in undo:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
 
 
 def test_os_errors_are_one_line_and_unexpected_errors_are_internal(monkeypatch, capsys):
