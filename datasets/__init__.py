@@ -229,6 +229,11 @@ def _pick(keys: list[str], wanted: str | None, guesses: tuple[str, ...], role: s
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        # np.load would take anything else for a pickle and blame pickles
+        raise ModelFormatError(f"'{path}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)")
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as err:

@@ -318,8 +318,13 @@ class SimulationConfig(_Config):
             raise ValidationError(f"SimulationConfig.workers: must be an int >= 0, got {self.workers!r}", attr="workers", obj=self)
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
-        else:
+        elif isinstance(self.record, (list, tuple)) and all(isinstance(r, str) for r in self.record):
             object.__setattr__(self, "record", tuple(self.record))
+        else:
+            raise ValidationError(
+                f"SimulationConfig.record: expected population names (a string or a list of strings), got {self.record!r}",
+                attr="record", obj=self,
+            )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

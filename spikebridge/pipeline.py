@@ -172,7 +172,10 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
         graph=rep.get("graph", True),
         raster_samples=rep.get("raster_samples", 3),
     )
-    return spec, exp.get("out"), str(exp.get("name", spec.name))
+    out = exp.get("out")
+    if out is not None and not isinstance(out, str):
+        raise ValidationError(f"experiment file '{path}': [experiment] out must be a directory name (a string), got {out!r}", attr="experiment.out")
+    return spec, out, str(exp.get("name", spec.name))
 
 
 def check_labels(y: NDArray[Any] | None, snn: Any, what: str) -> None:

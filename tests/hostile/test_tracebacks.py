@@ -277,3 +277,25 @@ def test_torch_and_keras_list_every_unsupported_layer(tmp_path):
         f.create_group("model_weights")
     with pytest.raises(UnsupportedLayerError, match=r"^2 unsupported Keras layers: 'lstm' of type LSTM, 'permute' of type Permute; "):
         from_keras_h5(path)
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[simulation]\nrecord = 5\n", "SimulationConfig.record: expected population names (a string or a list of strings), got 5"),
+        ("[experiment]\nout = 5\n", "[experiment] out must be a directory name (a string), got 5"),
+    ],
+)
+def test_wrongly_typed_experiment_values(toml, message, tmp_path, capsys):
+    path = tmp_path / "exp.toml"
+    path.write_text('[model]\npath = "shipped:digits_mlp"\n' + toml)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert message in _one_error_line(capsys)
+
+
+def test_text_file_named_npz_is_not_blamed_on_pickles(net_and_data, tmp_path, capsys):
+    (tmp_path / "g.npz").write_text("not an archive\n")
+    assert _simulate(net_and_data, tmp_path / "g.npz") == 1
+    assert _one_error_line(capsys) == (
+        f"spikebridge: error: '{tmp_path / 'g.npz'}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)"
+    )
