@@ -22,6 +22,7 @@ def test_binary_sklearn_classifier_is_decoded_by_its_sign(tmp_path):
     from spikebridge.conversion.convert import convert
     from spikebridge.importers.from_sklearn import from_sklearn
     from spikebridge.ir import evaluate, predict_classes
+    from spikebridge.store.stream import simulate_to_store
 
     x, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_redundant=0, class_sep=1.5, random_state=3)
     x = (x - x.min()) / (x.max() - x.min())
@@ -38,10 +39,15 @@ def test_binary_sklearn_classifier_is_decoded_by_its_sign(tmp_path):
 
     snn = convert(graph, ConversionConfig(percentile=100.0), calibration=x[:300])
     assert snn.readout["mode"] == "potential"  # a logit is signed: counts cannot carry its sign
-    rec = simulate(snn, xt, SimulationConfig(n_steps=100, target="numpy"), labels=yt)
+    cfg = SimulationConfig(n_steps=100, target="numpy")
+    rec = simulate(snn, xt, cfg, labels=yt)
     snn_pred = rec.predictions()
     assert set(np.unique(snn_pred)) == {0, 1}
     report = compare(rec, ann_outputs=ann, labels=yt)
+    # the same through a spike store, whose ANN outputs are the stored (n, 1) logits
+    simulate_to_store(snn, xt, tmp_path / "s.h5", cfg, labels=yt)
+    stored = compare(tmp_path / "s.h5")
+    assert (stored.ann_accuracy, stored.snn_accuracy, stored.agreement) == (report.ann_accuracy, report.snn_accuracy, report.agreement)
     assert report.ann_accuracy == pytest.approx(sk_acc)
     assert report.agreement >= 0.95
     print(f"sklearn {sk_acc:.3f} ANN {report.ann_accuracy:.3f} SNN {report.snn_accuracy:.3f} agreement {report.agreement:.3f}")
