@@ -1,8 +1,9 @@
 """Command-line interface: one subcommand per arrow of the pipeline.
 
 Each handler parses its arguments, calls one public function and reports.
-Errors of ours print one line to stderr and exit 1 (2 for usage errors);
-``--debug`` shows the traceback instead.
+Errors of ours and OS errors print one line to stderr and exit 1 (2 for usage
+errors, 3 for unexpected internal errors; see ``EXIT_CODES``); ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
