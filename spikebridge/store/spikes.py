@@ -74,11 +74,11 @@ _T = TypeVar("_T")
 FORMAT = "spikebridge.spikes"
 VERSION = 1
 
-_LIBVER = ("v110", "latest")
+_LIBVER = ("v110", "latest")  # the oldest format that supports SWMR
 _META_DS = "run_metadata"
 _JSON_KEYS = ("conversion", "simulation", "readout", "scales", "populations", "meta", "population_order")
 #: no root attribute of ours is larger (the JSON metadata are in /run_metadata)
-_MAX_ATTR_BYTES = 1 << 20  # the oldest format that supports SWMR
+_MAX_ATTR_BYTES = 1 << 20
 _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_BYTES = 1 << 20
 
