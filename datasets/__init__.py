@@ -15,6 +15,8 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator, Mapping
+import zipfile
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,8 @@ def load_idx(
     ((1, 1, 2, 2), [0.0, 1.0], [7])
     """
     images = _parse_idx(Path(images_path), IDX_IMAGES_MAGIC, "images")
+    if images.size == 0:
+        raise ValidationError(f"IDX images '{images_path}' hold no samples (shape {images.shape})", attr="images_path")
     x = images.astype(np.float64)[:, None] / 255.0
     if labels_path is None:
         return x, None
@@ -245,14 +249,19 @@ def _pick(keys: list[str], wanted: str | None, guesses: tuple[str, ...], role: s
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        # np.load would take anything else for a pickle and blame pickles
+        raise ModelFormatError(f"'{path}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)")
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as err:
         raise ModelFormatError(
             f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
         ) from err
-    except (OSError, EOFError) as err:
-        raise ModelFormatError(f"'{path}' is not a readable .npz file: {err}") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or not .npz): {err}") from err
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValidationError(
             f"'{path}' holds a single array, not named arrays; save with np.savez(path, x=..., y=...)",
@@ -265,6 +274,8 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             raise ModelFormatError(
                 f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
             ) from err
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a member cut short
+            raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or corrupt): {err}") from err
 
 
 class _H5Arrays(Mapping[str, np.ndarray]):
@@ -367,6 +378,8 @@ def load_arrays(
         raise ValidationError(f"'{p}': array {kx!r} of dtype {arrays[kx].dtype} is not numeric", attr="x_key") from err
     if x.ndim < 1:
         raise ValidationError(f"'{p}': array {kx!r} is a scalar; expected shape (n_samples, ...)", attr="x_key")
+    if x.shape[0] == 0 or x.size == 0:
+        raise ValidationError(f"'{p}': array {kx!r} holds no samples (shape {x.shape})", attr="x_key")
     if ky is None:
         return x, None
     y_raw = np.asarray(arrays[ky])

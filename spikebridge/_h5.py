@@ -20,6 +20,7 @@ __all__ = [
     "json_attr",
     "read_json_attr",
     "package_versions",
+    "fixed_text",
     "check_contained",
     "check_declared_size",
     "read_dataset",
@@ -195,11 +196,24 @@ def read_dataset(ds: h5py.Dataset, where: str, error: type[Exception] = StoreFor
     return ds[()]
 
 
-def write_format(f: h5py.File | h5py.Group, name: str, version: int) -> None:
-    """Write the ``format`` and ``format_version`` root attributes and package versions."""
-    f.attrs["format"] = name
+def fixed_text(text: str) -> np.ndarray:
+    """``text`` as a fixed-length UTF-8 byte string for an HDF5 attribute (h5py reads it back as bytes).
+
+    Python ``str`` attributes are variable-length: their bytes live in the file's global heap, whose
+    corruption can make HDF5 hang while reading them; a fixed-length string is stored in the
+    attribute itself, its size known (and checkable) before it is read.
+    """
+    raw = text.encode("utf-8")
+    return np.array(raw, dtype=f"S{max(1, len(raw))}")
+
+
+def write_format(f: h5py.File | h5py.Group, name: str, version: int, *, fixed: bool = False) -> None:
+    """Write the ``format`` and ``format_version`` root attributes and package versions
+    (as fixed-length strings with ``fixed``, see :func:`fixed_text`)."""
+    text = fixed_text if fixed else str
+    f.attrs["format"] = text(name)
     f.attrs["format_version"] = int(version)
-    f.attrs["package_versions"] = json.dumps(package_versions())
+    f.attrs["package_versions"] = text(json.dumps(package_versions()))
 
 
 def check_format(f: h5py.File | h5py.Group, name: str, max_version: int, *, path: str | None = None) -> int:

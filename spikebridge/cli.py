@@ -1,8 +1,9 @@
 """Command-line interface: one subcommand per arrow of the pipeline.
 
 Each handler parses its arguments, calls one public function and reports.
-Errors of ours print one line to stderr and exit 1 (2 for usage errors);
-``--debug`` shows the traceback instead.
+Errors of ours and OS errors print one line to stderr and exit 1 (2 for usage
+errors, 3 for unexpected internal errors; see ``EXIT_CODES``); ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConversionConfig, SimulationConfig, load_toml, parse_memory, parse_time
+from .config import MAX_SEED, ConversionConfig, SimulationConfig, load_toml, parse_memory, parse_time
 from .errors import SpikebridgeError, ValidationError
 
 log = logging.getLogger("spikebridge")
@@ -43,6 +44,27 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _int_arg(minimum: int, maximum: int | None = None) -> Any:
+    """An argparse ``type`` for integers in ``[minimum, maximum]``: out of range is a usage error (exit 2)
+    that names the option, never a silent reinterpretation (``--limit -355``, ``--limit 0``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    return parse
+
+
+_COUNT = _int_arg(1)
+_SEED = _int_arg(0, MAX_SEED)
 
 
 def _is_network_file(path: str) -> bool:
@@ -166,7 +188,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     kwargs: dict[str, Any] = {}
     if args.input_shape:
-        kwargs["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
+        try:
+            shape = tuple(int(s) for s in args.input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ValidationError(f"--input-shape: expected positive integers like 1,28,28, got {args.input_shape!r}", attr="input_shape")
+        kwargs["input_shape"] = shape
     model = _load_any(args.model, args.format, **kwargs)
     if isinstance(model, SpikingNetwork):
         _print_network(model)
@@ -215,7 +243,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     calib = None
     if config.normalisation == "data":
         x, _ = load_dataset(args.calibration)
-        calib = x[: args.calibration_samples] if args.calibration_samples else x
+        calib = x[: args.calibration_samples] if args.calibration_samples is not None else x
     t0 = time.perf_counter()
     snn = convert(graph, config, calibration=calib)
     snn.save(out, overwrite=True)
@@ -230,19 +258,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from .conversion.network import load_network
     from .datasets import load_dataset
-    from .ir import evaluate
+    from .ir import evaluate, predict_classes
 
     snn = load_network(args.network)
     x, y = load_dataset(args.data)
-    if args.limit:
+    if args.limit is not None:
         x, y = x[: args.limit], (None if y is None else y[: args.limit])
     extra: dict[str, Any] = {"progress": not args.quiet}
     if args.output and not args.record:
         extra["record"] = ("all",)  # a spike store keeps every spike unless told otherwise
     config = _simulation_config(args, **extra)
+    from .pipeline import check_labels, warn_dt
+
+    check_labels(y, snn, f"labels of --data {args.data}")
+    warn_dt(snn, config.dt, "--dt")
     ann_acc = None
     if snn.ann is not None and y is not None and snn.readout.get("task", "classification") == "classification":
-        ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
+        ann_acc = float(np.mean(predict_classes(evaluate(snn.ann, x)) == y))
     t0 = time.perf_counter()
     record: Any
     if args.output:
@@ -267,8 +299,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rows.append(("SNN accuracy", f"{100 * snn_acc:.2f} %"))
     elif snn.ann is not None:
         ann_out = evaluate(snn.ann, x).reshape(len(x), -1)
-        err = record.output_values() - ann_out
-        rows.append(("RMSE vs ANN", f"{float(np.sqrt(np.mean(err**2))):.4g}"))
+        if snn.readout.get("task", "classification") == "classification":
+            # no labels: how often the SNN picks the ANN's class (an RMSE of class scores means little)
+            agree = float(np.mean(record.predictions() == predict_classes(ann_out)))
+            rows.append(("agreement with ANN", f"{100 * agree:.2f} %"))
+        else:
+            err = record.output_values() - ann_out
+            rows.append(("RMSE vs ANN", f"{float(np.sqrt(np.mean(err**2))):.4g}"))
     rows.append(("wall time", f"{elapsed:.2f} s"))
     if args.output:
         rows.append(("spike store", str(args.output)))
@@ -384,9 +421,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = []
     for name, dale in runs:
         spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
-        if args.limit:
+        if args.limit is not None:
             spec.limit = args.limit
-        if args.steps:
+        if args.steps is not None:
             spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), "n_steps": args.steps})
         if _engine_overrides(args):
             spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
@@ -460,12 +497,12 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("simulation")
-    g.add_argument("--steps", type=int, help="time steps per sample (default 128)")
+    g.add_argument("--steps", type=_COUNT, help="time steps per sample (default 128)")
     g.add_argument("--dt", help="time step, e.g. 1ms (default: the network's)")
-    g.add_argument("--batch-size", dest="batch_size", type=int, help="samples per Brian2 network (default: fit --max-memory)")
+    g.add_argument("--batch-size", dest="batch_size", type=_COUNT, help="samples per Brian2 network (default: fit --max-memory)")
     g.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"], help="Brian2 code generation target")
     g.add_argument("--max-memory", dest="max_memory", help="memory budget, e.g. 500MB (shared by the workers)")
-    g.add_argument("--workers", type=int, help="processes simulating batches in parallel (runtime targets); 0 = one per core")
+    g.add_argument("--workers", type=_int_arg(0), help="processes simulating batches in parallel (runtime targets); 0 = one per core")
     _add_engine_args(g)
 
 
@@ -495,8 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="network file to write (.h5)")
     p.add_argument("--format", help="force a model format")
     p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
-    p.add_argument("--calibration-samples", dest="calibration_samples", type=int, default=None)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None)
+    p.add_argument("--seed", type=_SEED)
     p.add_argument("--overwrite", action="store_true")
     _add_conversion_args(p)
     p.set_defaults(func=cmd_convert)
@@ -504,12 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="simulate a network file on a data set and report accuracy and time")
     p.add_argument("network")
     p.add_argument("--data", default="digits:test", help="digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
-    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--limit", type=_COUNT, help="use only the first N samples")
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_SEED)
     p.add_argument("--config", help="TOML file with a [simulation] table")
     _add_simulation_args(p)
     p.set_defaults(func=cmd_simulate)
@@ -525,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--graphml", help="write the graph as GraphML")
     p.add_argument("--level", choices=["population", "neuron"], default="population")
-    p.add_argument("--sample", type=int, help="run non-scaling measures on a sampled subgraph of this many neurons")
+    p.add_argument("--sample", type=_int_arg(3), help="run non-scaling measures on a sampled subgraph of this many neurons")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("export", help="export a spike store to NWB, a network to NIR or to a Brian2 script")
@@ -543,10 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="convert, simulate, compare and report on the shipped digits models")
     p.add_argument("--out", default="spikebridge_demo", help="output directory (default ./spikebridge_demo)")
     p.add_argument("--quick", action="store_true", help="MLP only, fewer time steps")
-    p.add_argument("--steps", type=int, help="time steps per sample (default 128, 64 with --quick)")
+    p.add_argument("--steps", type=_COUNT, help="time steps per sample (default 128, 64 with --quick)")
     p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"])
-    p.add_argument("--workers", type=int, default=0, help="parallel simulation processes (default 0 = one per core)")
-    p.add_argument("--limit", type=int, help="use only the first N test samples")
+    p.add_argument("--workers", type=_int_arg(0), default=0, help="parallel simulation processes (default 0 = one per core)")
+    p.add_argument("--limit", type=_COUNT, help="use only the first N test samples")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     _add_engine_args(p)
     p.set_defaults(func=cmd_demo)
@@ -573,7 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.
+        Exit status (see ``EXIT_CODES`` and docs/cli.md): 0 success, 1 error (bad
+        input, files, OS errors: one line on stderr), 2 usage error, 3 internal
+        error (an unexpected exception: one line naming it; ``--debug`` shows
+        the traceback), 130 interrupted, 141 output pipe closed (``| head``).
     """
     parser = build_parser()
     try:
@@ -609,8 +649,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except KeyboardInterrupt:
         print("spikebridge: interrupted", file=sys.stderr)
-        return 130
-    except (SpikebridgeError, FileNotFoundError, FileExistsError) as err:
+        return EXIT_CODES["interrupted"]
+    except BrokenPipeError:
+        # the reader went away (`spikebridge ... | head`): stop quietly, like a program killed by SIGPIPE;
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot complain either
+        _silence_stdout()
+        return EXIT_CODES["broken pipe"]
+    except (SpikebridgeError, OSError) as err:  # OSError: missing/existing/unreadable files, permissions, disk
         if args.debug:
             raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -620,8 +665,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             # while shutting down (inside H5_term_library); what reached the disk is complete
             sys.stderr.flush()
             sys.stdout.flush()
-            os._exit(1)
-        return 1
-
+            os._exit(EXIT_CODES["error"])
+        return EXIT_CODES["error"]
+    except Exception as err:  # noqa: BLE001 - the promise is one line, whatever went wrong
+        if args.debug:
+            raise
+        text = str(err).splitlines()[0][:300] if str(err) else ""
+        print(f"spikebridge: internal error: {type(err).__name__}{': ' + text if text else ''}; "
+              "rerun with --debug for the traceback", file=sys.stderr)
+        return EXIT_CODES["internal error"]
     finally:
         sys.unraisablehook = previous_hook
+
+
+#: exit statuses of :func:`main` (documented in docs/cli.md)
+EXIT_CODES = {"ok": 0, "error": 1, "usage": 2, "internal error": 3, "interrupted": 130, "broken pipe": 141}
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to silence
+        pass
+

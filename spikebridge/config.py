@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import ValidationError
 
-__all__ = ["ConversionConfig", "SimulationConfig", "load_toml", "parse_time", "parse_memory"]
+__all__ = ["ConversionConfig", "SimulationConfig", "load_toml", "parse_time", "parse_memory", "check_int"]
 
 T = TypeVar("T", bound="_Config")
 
@@ -95,6 +95,28 @@ def _check_range(obj: Any, attr: str, lo: float | None = None, hi: float | None 
         raise ValidationError(f"{type(obj).__name__}.{attr}: must be {op} {lo}, got {value!r}", attr=attr, obj=obj)
     if hi is not None and value > hi:
         raise ValidationError(f"{type(obj).__name__}.{attr}: must be <= {hi}, got {value!r}", attr=attr, obj=obj)
+
+
+#: largest seed: Brian2 seeds numpy's legacy generator (< 2**32) with ``seed + first sample``
+MAX_SEED = 2**31 - 1
+
+
+def check_int(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[minimum, maximum]``, else raise ``ValidationError`` naming ``what``.
+
+    Examples
+    --------
+    >>> check_int(5, "limit")
+    5
+    >>> check_int(-355, "--limit")
+    Traceback (most recent call last):
+    ...
+    spikebridge.errors.ValidationError: --limit: must be an integer >= 1, got -355
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValidationError(f"{what}: must be an integer {bound}, got {value!r}", attr=what)
+    return value
 
 
 class _Config:
@@ -182,7 +204,7 @@ class ConversionConfig(_Config):
     lateral_inhibition : float
         Strength of winner-take-all inhibition among output neurons (0 = off).
     seed : int
-        Seed for the random parts of conversion (delays, pooled factorisation).
+        Seed for the random parts of conversion (delays, pooled factorisation), 0 .. 2**31 - 1.
     """
 
     normalisation: str = "data"
@@ -228,8 +250,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "dale", ("none", "relay", "pooled"))
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
         _check_range(self, "lateral_inhibition", 0.0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValidationError(f"ConversionConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
+        check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +269,7 @@ class SimulationConfig(_Config):
     target : {"auto", "numpy", "cython", "cpp_standalone"}
         Brian2 code-generation target; ``"auto"`` = cython where a compiler works, else numpy.
     seed : int
-        Seed for Brian2 and numpy (Poisson inputs, random initial states).
+        Seed for Brian2 and numpy (Poisson inputs, random initial states), 0 .. 2**31 - 1.
     max_memory : float
         Memory budget in bytes for one batch's Brian2 objects.
     record : tuple of str
@@ -309,8 +330,7 @@ class SimulationConfig(_Config):
             raise ValidationError(
                 f"SimulationConfig.device: {self.device!r} is not 'cpu', 'torch', 'cuda' or 'cuda:N'", attr="device", obj=self
             )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValidationError(f"SimulationConfig.seed: expected an int, got {self.seed!r}", attr="seed", obj=self)
+        check_int(self.seed, "SimulationConfig.seed", 0, MAX_SEED)
         _check_range(self, "max_memory", 1.0)
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)
@@ -318,8 +338,13 @@ class SimulationConfig(_Config):
             raise ValidationError(f"SimulationConfig.workers: must be an int >= 0, got {self.workers!r}", attr="workers", obj=self)
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
-        else:
+        elif isinstance(self.record, (list, tuple)) and all(isinstance(r, str) for r in self.record):
             object.__setattr__(self, "record", tuple(self.record))
+        else:
+            raise ValidationError(
+                f"SimulationConfig.record: expected population names (a string or a list of strings), got {self.record!r}",
+                attr="record", obj=self,
+            )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

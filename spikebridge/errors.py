@@ -63,6 +63,9 @@ class UnsupportedLayerError(SpikebridgeError, NotImplementedError):
         The framework or format, e.g. ``"ONNX"``.
     hint : str, optional
         Extra advice appended to the message.
+    others : sequence of (layer, layer_type), optional
+        Further unsupported layers of the same model, listed after the first
+        (``layers`` holds all of them).
     """
 
     def __init__(
@@ -72,9 +75,15 @@ class UnsupportedLayerError(SpikebridgeError, NotImplementedError):
         supported: "list[str] | tuple[str, ...] | set[str]" = (),
         source: str | None = None,
         hint: str | None = None,
+        others: "list[tuple[str, str]] | tuple[tuple[str, str], ...]" = (),
     ) -> None:
         where = f"{source} " if source else ""
-        msg = f"unsupported {where}layer '{layer}' of type {layer_type}"
+        self.layers = ((layer, layer_type), *others)
+        if others:
+            listed = ", ".join(f"'{n}' of type {t}" for n, t in self.layers)
+            msg = f"{len(self.layers)} unsupported {where}layers: {listed}"
+        else:
+            msg = f"unsupported {where}layer '{layer}' of type {layer_type}"
         if supported:
             msg += "; supported: " + ", ".join(sorted(supported))
         if hint:

@@ -16,14 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import warnings
 
-from .config import ConversionConfig, SimulationConfig, load_toml
-from .errors import ValidationError
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import ConversionConfig, SimulationConfig, check_int, load_toml
+from .errors import AccuracyWarning, ValidationError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExperimentSpec", "ModelResult", "run_experiment", "load_experiment", "demo_spec", "EXPERIMENT_KEYS"]
+__all__ = [
+    "ExperimentSpec", "ModelResult", "run_experiment", "load_experiment", "demo_spec", "EXPERIMENT_KEYS",
+    "check_labels", "warn_dt",
+]
 
 #: documented keys of an experiment TOML file, per table
 EXPERIMENT_KEYS: dict[str, dict[str, str]] = {
@@ -83,6 +89,16 @@ class ExperimentSpec:
     plots: bool = True
     graph: bool = True
     raster_samples: int = 3
+
+    def __post_init__(self) -> None:
+        # refuse what would otherwise be reinterpreted silently (limit 0 = all, -5 = all but 5, "no" = True)
+        for key in ("calibration_samples", "limit"):
+            if getattr(self, key) is not None:
+                check_int(getattr(self, key), f"[data] {key}")
+        for key in ("plots", "graph"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValidationError(f"[report] {key}: expected true or false, got {getattr(self, key)!r}", attr=key)
+        check_int(self.raster_samples, "[report] raster_samples", 0)
 
 
 @dataclass
@@ -152,11 +168,66 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
         test=str(data.get("test", "digits:test")),
         calibration_samples=data.get("calibration_samples"),
         limit=data.get("limit"),
-        plots=bool(rep.get("plots", True)),
-        graph=bool(rep.get("graph", True)),
-        raster_samples=int(rep.get("raster_samples", 3)),
+        plots=rep.get("plots", True),
+        graph=rep.get("graph", True),
+        raster_samples=rep.get("raster_samples", 3),
     )
-    return spec, exp.get("out"), str(exp.get("name", spec.name))
+    out = exp.get("out")
+    if out is not None and not isinstance(out, str):
+        raise ValidationError(f"experiment file '{path}': [experiment] out must be a directory name (a string), got {out!r}", attr="experiment.out")
+    return spec, out, str(exp.get("name", spec.name))
+
+
+def check_labels(y: NDArray[Any] | None, snn: Any, what: str) -> None:
+    """Refuse classification labels that are not class indices of ``snn``'s output.
+
+    Parameters
+    ----------
+    y : ndarray or None
+        Labels of the data (None: nothing to check).
+    snn : SpikingNetwork
+    what : str
+        Where the labels come from, for the message (e.g. ``"--data"``).
+
+    Raises
+    ------
+    ValidationError
+        Non-integer labels, or labels outside ``0 .. n_classes - 1`` (a single
+        output, a binary logit, has the 2 classes 0 and 1): every such sample
+        would count as wrong, silently.
+    """
+    if y is None or snn.readout.get("task", "classification") != "classification":
+        return
+    n_out = int(snn.readout.get("n_out") or (snn.populations[snn.output].n if snn.output else 0))
+    n_classes = max(n_out, 2)
+    lab = np.asarray(y)
+    if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.number) or not np.all(lab == np.round(lab)):
+        raise ValidationError(f"{what}: labels must be one class index per sample for classifier '{snn.name}'", attr=what)
+    bad = (lab < 0) | (lab >= n_classes)
+    if bad.any():
+        raise ValidationError(
+            f"{what}: {int(bad.sum())} of {lab.size} labels lie outside the {n_classes} classes (0..{n_classes - 1}) "
+            f"of network '{snn.name}' (found {lab[bad].min():g}..{lab[bad].max():g})",
+            attr=what,
+        )
+
+
+#: a simulation step this many times the network's own (or 1/this) draws a warning
+DT_RATIO_WARN = 10.0
+
+
+def warn_dt(snn: Any, dt: float | None, what: str) -> None:
+    """Warn (AccuracyWarning) when the simulation step ``dt`` (s) is far from the one ``snn`` was converted for."""
+    if dt is None or not snn.dt:
+        return
+    ratio = float(dt) / float(snn.dt)
+    if ratio > DT_RATIO_WARN or ratio < 1 / DT_RATIO_WARN:
+        warnings.warn(
+            f"{what} {dt:g} s is {ratio:.3g} times the time step of network '{snn.name}' ({snn.dt * 1e3:g} ms); "
+            "rates and delays are off by that much, results may be meaningless (convert with --conversion-dt instead)",
+            AccuracyWarning,
+            stacklevel=2,
+        )
 
 
 def check_name(name: str, what: str = "model name") -> str:
@@ -242,7 +313,7 @@ def run_experiment(
     from .analysis.compare import compare
     from .conversion.convert import convert
     from .datasets import load_dataset
-    from .ir import evaluate
+    from .ir import evaluate, predict_classes
     from .store.stream import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
@@ -255,13 +326,15 @@ def run_experiment(
     t0 = time.perf_counter()
     graph = _load_model(spec)
     x_cal, _ = load_dataset(spec.calibration)
-    if spec.calibration_samples:
+    if spec.calibration_samples is not None:
         x_cal = x_cal[: spec.calibration_samples]
     x, y = load_dataset(spec.test)
-    if spec.limit:
+    if spec.limit is not None:
         x, y = x[: spec.limit], (None if y is None else y[: spec.limit])
     say(f"[{spec.name}] converting ({graph.n_params():,} parameters, {len(x_cal)} calibration samples)")
     snn = convert(graph, spec.conversion, calibration=x_cal)
+    check_labels(y, snn, f"test data '{spec.test}'")
+    warn_dt(snn, spec.simulation.dt, "[simulation] dt")
     net_path = out / f"{spec.name}_net.h5"
     snn.save(net_path, overwrite=True)
     timings["convert_s"] = time.perf_counter() - t0
@@ -314,7 +387,7 @@ def run_experiment(
         "simulate_s": timings["simulate_s"],
     }
     if y is not None and snn.readout.get("task", "classification") == "classification":
-        summary["ann_accuracy"] = float(np.mean(np.argmax(ann_out, axis=1) == y))
+        summary["ann_accuracy"] = float(np.mean(predict_classes(ann_out) == y))
         summary["snn_accuracy"] = float(np.mean(record.predictions() == y))
     timings["total_s"] = time.perf_counter() - t0
     (out / f"{spec.name}_summary.json").write_text(

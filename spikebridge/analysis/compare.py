@@ -8,7 +8,7 @@ Definitions (all per sample unless said otherwise)
   which SNN accuracy is at most 0.5 percentage points below the ANN's
   (``None`` if never); likewise ``"0.1"``.
 * **Agreement**: share of samples whose SNN prediction (after all steps)
-  equals the ANN's argmax.
+  equals the ANN's argmax (a single output, a binary logit, is decoded by its sign).
 * **Firing rate** of a neuron: ``count / T_eff`` spikes per step, with
   ``T_eff = n_steps - latency`` the steps after the first spike can reach the
   population through the pipeline.
@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ValidationError
+from ..ir.evaluate import predict_classes
 from ..store.record import SpikeRecord
 from .diagnose import Diagnosis, diagnose
 
@@ -346,7 +347,7 @@ def compare(
     if inp.task == "classification":
         snn_pred = rec.predictions()
         if ann is not None:
-            ann_pred = np.argmax(ann, axis=1)
+            ann_pred = predict_classes(ann)
             report.agreement = float(np.mean(snn_pred == ann_pred))
         if y is not None:
             y = y.reshape(-1).astype(np.int64)
@@ -354,7 +355,7 @@ def compare(
             report.accuracy_t = [float(v) for v in curve]
             report.snn_accuracy = float(curve[-1])
             if ann is not None:
-                report.ann_accuracy = float(np.mean(np.argmax(ann, axis=1) == y))
+                report.ann_accuracy = float(np.mean(predict_classes(ann) == y))
                 report.steps_within = {k: _first_within(curve, report.ann_accuracy, tol) for k, tol in WITHIN.items()}
     else:
         target = None if y is None else y.reshape(rec.n_samples, -1).astype(np.float64)

@@ -257,8 +257,9 @@ def build_network(
     split_signs : bool
         Build a mixed-sign projection as two objects ``<proj>_exc`` and
         ``<proj>_inh`` (same synapses, one more pathway per spike).
-    raster : ndarray of bool, shape (n_samples <= batch_size, n_raster_steps, n_in), optional
-        Input spikes of the batch for the ``"spikes"`` encoding (zero-padded to the batch).
+    raster : ndarray, shape (n_samples <= batch_size, n_raster_steps, n_in), optional
+        Input spikes of the batch for the ``"spikes"`` encoding (zero-padded to the batch):
+        bool for spikes, float64 for analog input (pulse areas, see :mod:`.plan`).
 
     Raises
     ------
@@ -274,6 +275,8 @@ def build_network(
     names = active_populations(snn)
     # Poisson inputs arrive pre-drawn as a raster (plan.draw_poisson), like the "spikes" encoding
     kind = "spikes" if raster is not None else str(snn.encoding.get("kind", "current"))
+    # analog input (plan.py): a real-valued raster's events carry their value as a factor on w
+    graded = raster is not None and raster.dtype != np.bool_
     has_current = {p.post for p in snn.projections.values() if p.name in folded}
     rec = set(names) if "all" in record else set(record) & set(names)
     groups: dict[str, Any] = {}
@@ -281,7 +284,7 @@ def build_network(
     for name in names:
         pop = snn.populations[name]
         try:
-            spec = input_spec(kind) if name == snn.input else neuron_spec(pop, has_current=name in has_current)
+            spec = input_spec(kind, graded=graded) if name == snn.input else neuron_spec(pop, has_current=name in has_current)
         except ValueError as err:
             raise BuildError(str(err)) from err
         units = {"second": b2.second, "1/second": b2.Hz, "1": 1.0}
@@ -350,8 +353,15 @@ def build_network(
             gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
             kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{gate}", clock=clock, name=sname,
                                       namespace={}, method="exact")
+            d = int(np.ravel(steps)[0]) if np.size(steps) else 1
+            analog = graded and proj.pre == snn.input
+            if analog:
+                # on_pre runs when the event arrives, d steps after it left (delivery precedes the
+                # threshold, see SCHEDULE): read the pulse area of the emitting step from the raster
+                kw["model"] = "w : 1\nlag : second (constant)"
+                kw["on_pre"] = f"{proj.target}_post += w * spike_raster(t - lag, i_pre){gate}"
+                kw["namespace"] = {"spike_raster": raster_array}
             if not hetero:
-                d = int(np.ravel(steps)[0]) if np.size(steps) else 1
                 kw["delay"] = (d - 1) * dt * b2.second
             syn = b2.Synapses(groups[proj.pre], groups[proj.post], **kw)
             pre = _block_indices(proj.pre_index[sel], pre_n, b)
@@ -361,6 +371,8 @@ def build_network(
             syn.w = np.tile(proj.weight[sel], b)
             if hetero:
                 syn.delay = np.tile((np.broadcast_to(steps, proj.weight.shape)[sel] - 1) * dt, b) * b2.second
+            if analog:
+                syn.lag = np.tile(np.broadcast_to(steps, proj.weight.shape)[sel] * dt, b) * b2.second
             objs.append(syn)
             objects.append(syn)
         synapses[proj.name] = objs

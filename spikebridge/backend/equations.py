@@ -131,14 +131,16 @@ def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
     return spec
 
 
-def input_spec(kind: str) -> NeuronSpec:
+def input_spec(kind: str, *, graded: bool = False) -> NeuronSpec:
     """Brian2 description of a spike-encoded input population (``"poisson"``, ``"regular"``, ``"spikes"``).
 
     ``"spikes"`` reads a 2-D ``TimedArray`` named ``spike_raster`` (time × neuron)
-    that the builder puts in the group's namespace.
+    that the builder puts in the group's namespace; with ``graded`` (an analog
+    raster) every non-zero value is an event whose synapses scale by it.
     """
     if kind == "spikes":
-        return NeuronSpec(equations="", threshold="spike_raster(t, i) > 0.5", reset=None, refractory=0.0, method="euler")
+        threshold = "spike_raster(t, i) != 0" if graded else "spike_raster(t, i) > 0.5"
+        return NeuronSpec(equations="", threshold=threshold, reset=None, refractory=0.0, method="euler")
     if kind == "poisson":
         return NeuronSpec(equations="rate : Hz (constant)", threshold="rand() < rate*dt", reset=None, refractory=0.0, method="exact")
     if kind == "regular":

@@ -10,14 +10,27 @@ inputs, encodings and delays the same way:
 * ``"poisson"`` / ``"regular"``: the input population fires with
   ``rate = clip(x / scale, 0, 1) × max_rate`` hertz (negative inputs cannot be
   rates and are clipped to 0).
-* ``"spikes"``: the inputs *are* spike rasters, shape
-  ``(n_samples, n_raster_steps, *input_shape)``; input neuron ``i`` fires in
-  step ``k`` where ``x[s, k, i] != 0`` (no spikes after the raster ends).
+* ``"spikes"``: the inputs *are* rasters, shape
+  ``(n_samples, n_raster_steps, *input_shape)``, one row per time step (no
+  input after the raster ends).  The value ``x[s, k, i]`` is the area of a
+  pulse of input neuron ``i`` in step ``k``, in units of one spike:
+
+  - a raster of only 0 and 1 is a spike raster: neuron ``i`` fires in step
+    ``k`` where ``x[s, k, i] == 1`` (``InputPlan.raster`` is bool);
+  - any other real-valued raster is an *input current* held for one step
+    (area ``x dt`` in the NIR "step" convention, i.e. ``x`` spikes' worth):
+    where ``x[s, k, i] != 0`` the input neuron emits an event and every
+    synapse adds ``w * x[s, k, i]`` instead of ``w`` (``InputPlan.raster`` is
+    float64, ``InputPlan.graded`` True).  This is how snnTorch drives a first
+    layer with analog data (``mem = beta mem + W x``); delays and the
+    one-step latency are those of spikes.  A 0/1 raster gives the same result
+    either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -61,8 +74,9 @@ class InputPlan:
         in threshold units per second.
     rates : ndarray (n_samples, n_in) or None
         Input firing rates in hertz for spike encodings.
-    raster : ndarray of bool (n_samples, n_raster_steps, n_in) or None
-        Input spikes per step (``"spikes"`` encoding).
+    raster : ndarray (n_samples, n_raster_steps, n_in) or None
+        Input spikes per step (``"spikes"`` encoding): bool for spike rasters,
+        float64 pulse areas (in spikes) for analog input.
     kind : str
         The encoding.
     """
@@ -71,7 +85,12 @@ class InputPlan:
     currents: dict[str, NDArray[np.float64]]
     rates: NDArray[np.float64] | None
     kind: str
-    raster: NDArray[np.bool_] | None = None
+    raster: NDArray[Any] | None = None
+
+    @property
+    def graded(self) -> bool:
+        """True when the raster carries real-valued pulse areas (analog input), not 0/1 spikes."""
+        return self.raster is not None and self.raster.dtype != np.bool_
 
     def select(self, start: int, stop: int) -> "InputPlan":
         """The plan of samples ``start:stop``."""
@@ -123,7 +142,11 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
                 f"neurons; expected (n_samples, n_steps, {n_in})",
                 attr="inputs",
             )
-        raster = x.reshape(x.shape[0], x.shape[1], n_in) != 0
+        values = x.reshape(x.shape[0], x.shape[1], n_in)
+        if not np.all(np.isfinite(values)):
+            raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+        binary = bool(np.all((values == 0) | (values == 1)))
+        raster = values == 1 if binary else values
         return InputPlan(n_samples=x.shape[0], currents={}, rates=None, kind=kind, raster=raster)
     if x.ndim >= 1 and x.size == n_in and x.shape == tuple(snn.populations[snn.input].shape or (n_in,)):
         x = x[None]

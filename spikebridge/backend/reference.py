@@ -19,7 +19,9 @@ Each step ``k`` (see ``conversion/network.py`` and the shared contract):
 
 Poisson input fires with probability ``rate dt`` per step; a regular input
 neuron integrates ``v += rate dt`` and fires when ``v >= 1`` (reset by
-subtraction); a ``"spikes"`` input fires where its raster says.  Random numbers come from ``numpy.random.default_rng(seed)``,
+subtraction); a ``"spikes"`` input fires where its raster says, and a
+real-valued (analog) raster sends ``w x`` through each synapse instead of
+``w`` (see :mod:`spikebridge.backend.plan`).  Random numbers come from ``numpy.random.default_rng(seed)``,
 so runs are reproducible, but they are not Brian2's random numbers.
 """
 
@@ -55,6 +57,7 @@ class _Pop:
     last: NDArray[np.int64] | None
     ref_steps: int
     spikes: NDArray[np.bool_] | None = None
+    amplitude: NDArray[np.float64] | None = None  # analog input: pulse area per event, in spikes
     free: NDArray[np.bool_] | None = None  # not refractory in the current step
     counts: NDArray[np.int64] | None = None
     rec: list[tuple[NDArray[np.int64], NDArray[np.int64], int]] = field(default_factory=list)
@@ -219,7 +222,9 @@ def simulate_reference(
             if name == snn.input:
                 if plan.kind == "spikes":
                     raster = plan.raster
-                    st.spikes = raster[:, k] if k < raster.shape[1] else np.zeros((n_b, pop.n), dtype=bool)  # type: ignore[index, union-attr]
+                    row = raster[:, k] if k < raster.shape[1] else np.zeros((n_b, pop.n), dtype=raster.dtype)  # type: ignore[index, union-attr]
+                    st.spikes = row != 0
+                    st.amplitude = row if plan.graded else None
                 elif plan.kind == "poisson":
                     st.spikes = rng.random((n_b, pop.n)) < plan.rates * dt  # type: ignore[operator]
                 else:
@@ -281,7 +286,7 @@ def simulate_reference(
                 s_idx, n_idx = np.nonzero(spk)
                 st.rec.append((s_idx, n_idx, k))
             if spk.any():
-                sf = spk.astype(np.float64)
+                sf = spk.astype(np.float64) if st.amplitude is None else st.amplitude
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:

@@ -70,10 +70,12 @@ def resolve_target(target: str) -> str:
     return target
 
 
-def _structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float) -> str:
+def _structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float, graded: bool = False) -> str:
     """Hash of everything that changes the generated standalone code (not the input values)."""
     h = hashlib.sha1()
     h.update(repr((snn.name, batch_size, cfg.n_steps, dt, cfg.seed, cfg.threads, tuple(cfg.record))).encode())
+    if graded:  # analog rasters generate other threshold and synapse code
+        h.update(b"graded")
     h.update(repr(sorted(snn.encoding.items())).encode())
     for pop in snn.populations.values():
         h.update(repr((pop.name, pop.n, pop.model, pop.reset, pop.refractory, pop.tau_mem, pop.tau_syn, sorted(pop.params.items()))).encode())
@@ -506,7 +508,7 @@ def _iter_standalone(
     else:
         # one project per network structure: Brian2 rewrites only changed sources and make
         # recompiles only those, so a second simulate() of the same network skips compilation
-        directory = str(standalone_cache_dir() / f"{snn.name}_{_structure_key(snn, bs, cfg, dt)}")
+        directory = str(standalone_cache_dir() / f"{snn.name}_{_structure_key(snn, bs, cfg, dt, plan.graded)}")
     os.makedirs(directory, exist_ok=True)
     # Brian2 objects of an earlier build that are still alive would make the new code objects
     # take suffixed names, i.e. new source files and a full recompilation

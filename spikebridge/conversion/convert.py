@@ -30,7 +30,10 @@ How layers map
     potential, which after reset by subtraction is the sub-threshold remainder.
   - ``output="potential"``: a non-spiking ``"integrator"`` whose potential is
     the exact sum of its (signed) input; the decoded value is
-    ``v / steps × scale``.  Regression always uses this mode.
+    ``v / steps × scale``.  Regression always uses this mode, and so does a
+    classifier with a single output (a binary logit, e.g. scikit-learn's
+    logistic ``MLPClassifier``): its class is the sign of the decoded value
+    (:func:`~spikebridge.ir.evaluate.predict_classes`).
 
 Normalisation and neurons
 -------------------------
@@ -308,6 +311,8 @@ def convert(
         from .dag import plan_dag
 
         stages = plan_dag(graph, cfg)
+    # a classifier with one output ends in a binary logit: its sign is the class, so it is signed like a regression
+    binary = task == "classification" and int(np.prod(stages[-1].shape)) == 1
     dt, theta = cfg.dt, cfg.threshold
 
     # -- scales ------------------------------------------------------------
@@ -328,7 +333,7 @@ def convert(
             if st.kind == "gate":
                 scales[st.layer] = scales[stages[[s.name for s in stages].index(st.source)].layer]
             else:
-                signed = st.kind == "output" and task == "regression"
+                signed = st.kind == "output" and (task == "regression" or binary)
                 scales[st.layer] = activation_scale(a, cfg.percentile, name=st.layer, signed=signed)
     else:
         scales[in_name] = 1.0
@@ -337,8 +342,9 @@ def convert(
 
     # -- readout -----------------------------------------------------------
     mode = cfg.output
-    if task == "regression" and mode != "potential":
-        log.info("regression model '%s': using the integrating potential read-out (counts cannot be negative)", graph.name)
+    if (task == "regression" or binary) and mode != "potential":
+        log.info("%s model '%s': using the integrating potential read-out (counts cannot be negative)",
+                 "binary" if binary else "regression", graph.name)
         mode = "potential"
 
     enc_kind = cfg.input_encoding
@@ -392,7 +398,7 @@ def convert(
             # a shared kernel stays one (no per-synapse arrays) unless per-synapse delays need them
             kern = st.operator.scaled(w_scale) if i == 0 and st.operator is not None and cfg.delay_jitter <= 0 else None
             if kern is None:
-                coo = (st.csr() if i == 0 else matrix).tocoo()
+                coo = (st.csr() if i == 0 or matrix is None else matrix).tocoo()
                 keep = coo.data != 0
                 pre, post, w = coo.col[keep], coo.row[keep], coo.data[keep] * w_scale
                 syn: dict[str, object] = {"pre_index": pre, "post_index": post, "weight": w}

@@ -12,7 +12,41 @@ from ..errors import UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Conv2d, Dense, Input, Layer, Merge
 
-__all__ = ["GraphBuilder", "fold_batchnorm"]
+__all__ = ["GraphBuilder", "fold_batchnorm", "refuse_unsupported"]
+
+#: operators that only move or reshape data; when a model has several unsupported operators, these
+#: are listed after the ones that compute something (an exporter's Transpose around an LSTM is not
+#: the problem, the LSTM is)
+LAYOUT_OPS = frozenset({
+    "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split", "Slice", "Gather", "Cast",
+    "Shape", "Pad", "Expand", "Tile", "Identity", "ConstantOfShape", "Range", "Where", "Permute", "Unflatten",
+    "ZeroPadding2D", "Cropping2D", "RepeatVector", "Lambda", "Size",
+})
+
+
+def refuse_unsupported(
+    found: "list[tuple[str, str]]", supported: "tuple[str, ...]", source: str, hint: str | None = None
+) -> None:
+    """Raise one :class:`UnsupportedLayerError` listing every unsupported layer of a model (no-op if none).
+
+    Parameters
+    ----------
+    found : list of (name, type)
+        Unsupported layers in model order.
+    supported : tuple of str
+    source : str
+        ``"ONNX"``, ``"PyTorch"``, ``"Keras"``.
+    hint : str, optional
+
+    The most specific come first: layers that compute (``LSTM``) before those
+    that only move data (``Transpose``, see :data:`LAYOUT_OPS`), model order
+    otherwise.
+    """
+    if not found:
+        return
+    ranked = sorted(found, key=lambda item: item[1].split("(")[0] in LAYOUT_OPS)  # stable: model order kept
+    (name, kind), *others = ranked
+    raise UnsupportedLayerError(name, kind, supported, source=source, hint=hint, others=others)
 
 
 def fold_batchnorm(

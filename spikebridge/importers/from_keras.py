@@ -27,6 +27,7 @@ channels-first Flatten gives identical outputs.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -41,7 +42,7 @@ from .._h5 import array_budget, check_contained, check_declared_size
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
-from ._common import GraphBuilder
+from ._common import GraphBuilder, refuse_unsupported
 
 __all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
 
@@ -58,6 +59,22 @@ _WEIGHT_ORDER = {
 }
 
 WeightGetter = Callable[[str, str, dict[str, Any]], dict[str, np.ndarray]]
+
+
+def _malformed_as_format_error(fn: Callable[..., AnnGraph]) -> Callable[..., AnnGraph]:
+    """A config of the wrong shape (a list where a dict belongs, a missing key) is a bad file, not our bug:
+    turn the AttributeError/TypeError/KeyError/IndexError it causes into a one-line ModelFormatError."""
+
+    @functools.wraps(fn)
+    def wrapper(source: str | Path, **kwargs: Any) -> AnnGraph:
+        try:
+            return fn(source, **kwargs)
+        except (AttributeError, TypeError, KeyError, IndexError) as err:
+            raise ModelFormatError(
+                f"Keras file '{source}': malformed model config ({type(err).__name__}: {str(err)[:200]})"
+            ) from err
+
+    return wrapper
 
 
 def _unsupported(name: str, type_name: str, hint: str | None = None) -> UnsupportedLayerError:
@@ -247,6 +264,11 @@ def _build_graph(
             raise _unsupported(lname, f"{cls}(activation={act!r})",
                                f"supported activations: {', '.join(_ACTIVATIONS)}")
 
+    # two or more unsupported layer types: name them all at once (one is left to the loop, which says more)
+    found = [(str(layer.get("config", {}).get("name") or layer.get("name")), str(layer.get("class_name")))
+             for layer in chain if str(layer.get("class_name")) not in SUPPORTED_LAYERS]
+    if len(found) > 1:
+        refuse_unsupported(found, SUPPORTED_LAYERS, "Keras")
     for layer in chain:
         cls = str(layer.get("class_name"))
         cfg = layer.get("config", {})
@@ -430,6 +452,7 @@ def _open(path: Path, where: str) -> h5py.File:
     return f
 
 
+@_malformed_as_format_error
 def from_keras_h5(
     source: str | Path,
     *,
@@ -519,6 +542,7 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
+@_malformed_as_format_error
 def from_keras_v3(
     source: str | Path,
     *,

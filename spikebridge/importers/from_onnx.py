@@ -24,7 +24,7 @@ from .._optional import import_optional
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
-from ._common import GraphBuilder
+from ._common import GraphBuilder, refuse_unsupported
 
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
 
@@ -189,6 +189,7 @@ def from_onnx(
         current = dynamic[0]
         builder.select(layer_of[current])
 
+    _refuse_unsupported_ops(graph, set(consts))
     for index, node in enumerate(graph.node):
         op = node.op_type
         nname = _node_name(node, index)
@@ -357,6 +358,24 @@ def from_onnx(
         meta["task"] = task
     default = Path(src).stem if src != "onnx.ModelProto" else (graph.name or "onnx_model")
     return builder.build(name or default, meta)
+
+
+def _refuse_unsupported_ops(graph: Any, known: set[str]) -> None:
+    """With two or more unsupported operators, name them all at once, most specific first.
+
+    Shape arithmetic on constants (Shape, Gather, Concat, ... of known values) is supported; the same
+    operators on the data are not.  A single unsupported operator is left to the import loop, whose
+    message can be more specific (e.g. which attribute is the problem).
+    """
+    found: list[tuple[str, str]] = []
+    for index, node in enumerate(graph.node):
+        op = node.op_type
+        if op in ("Constant", "Shape") or (op in _SHAPE_OPS and all((not i) or i in known for i in node.input)):
+            known.update(node.output)
+        elif op not in SUPPORTED_OPS:
+            found.append((_node_name(node, index), op))
+    if len(found) > 1:
+        refuse_unsupported(found, SUPPORTED_OPS, "ONNX")
 
 
 def _check_conv_attrs(nname: str, attrs: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from .._optional import import_optional
 from ..errors import ConversionWarning, ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
-from ._common import GraphBuilder
+from ._common import GraphBuilder, refuse_unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -164,6 +164,20 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
             mean=_np(m.running_mean), var=_np(m.running_var), eps=float(m.eps),
         )]
     raise _unsupported(name or type(m).__name__, tname)
+
+
+def _refuse_unsupported_modules(module: Any) -> None:
+    """With two or more built-in leaf modules of unsupported types (``nn.LSTM``, ``nn.Tanh``), name them all
+    at once, most specific first; a single one is left to :func:`_module_ops`, whose message says more.
+    User-defined modules are not judged here: torch.fx traces through them."""
+    nn = import_optional("torch.nn", "importing PyTorch models")
+    ok = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU, nn.Softmax,
+          nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d,
+          nn.Sequential)
+    found = [(name, type(m).__name__) for name, m in module.named_modules()
+             if name and type(m).__module__.startswith("torch.nn.") and not isinstance(m, ok)]
+    if len(found) > 1:
+        refuse_unsupported(found, SUPPORTED_MODULES, _SRC)
 
 
 # -- torch.fx tracing of custom modules ---------------------------------------
@@ -476,6 +490,7 @@ def from_torch(
         src = f"{type(module).__module__}.{type(module).__qualname__}"
     model_name = name or type(module).__name__
     result: _Op | None = None  # the op forward returns (None: the last one)
+    _refuse_unsupported_modules(module)
     with torch.no_grad():
         if isinstance(module, torch.nn.Sequential):
             ops = _module_ops("", module)

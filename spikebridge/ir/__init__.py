@@ -1,6 +1,6 @@
 """Framework-neutral ANN description: layers, graph, numpy forward pass, HDF5 format."""
 
-from .evaluate import evaluate
+from .evaluate import evaluate, predict_classes
 from .graph import AnnGraph, LayerInfo, safe_name
 from .layers import (
     LAYER_TYPES,
@@ -23,7 +23,7 @@ from .layers import (
 from .serialize import load_graph, save_graph
 
 __all__ = [
-    "AnnGraph", "LayerInfo", "safe_name", "evaluate", "load_graph", "save_graph", "Layer", "Input", "Dense",
+    "AnnGraph", "LayerInfo", "safe_name", "evaluate", "predict_classes", "load_graph", "save_graph", "Layer", "Input", "Dense",
     "Conv2d", "AvgPool2d", "MaxPool2d", "GlobalAvgPool2d", "Flatten", "ReLU", "Identity", "Softmax",
     "Add", "Concat", "Merge", "LAYER_TYPES", "SUPPORTED_LAYERS",
 ]

@@ -32,7 +32,7 @@ from .layers import (
     conv_output_hw,
 )
 
-__all__ = ["evaluate", "forward_layer", "forward_merge", "im2col"]
+__all__ = ["evaluate", "forward_layer", "forward_merge", "im2col", "predict_classes"]
 
 Array = NDArray[np.float64]
 
@@ -207,3 +207,30 @@ def evaluate(
         chunks.append(acts)
     merged = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
     return merged if return_all else merged[graph.output]
+
+
+def predict_classes(outputs: ArrayLike) -> NDArray[np.int64]:
+    """Class index per sample from classifier outputs.
+
+    Parameters
+    ----------
+    outputs : array_like, shape (n_samples, n_out) or (n_samples, *shape)
+        ANN outputs or decoded SNN outputs.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_samples,)
+        ``argmax`` over the outputs; with a single output (a binary classifier
+        ending in its logit, e.g. scikit-learn's logistic ``MLPClassifier``)
+        class 1 where the output is > 0 (sigmoid > 0.5), else class 0.
+
+    Examples
+    --------
+    >>> predict_classes([[0.2, 0.9], [1.0, -1.0]]).tolist(), predict_classes([[-0.3], [0.4]]).tolist()
+    ([1, 0], [0, 1])
+    """
+    out = np.asarray(outputs, dtype=np.float64)
+    out = out.reshape(out.shape[0], -1)
+    if out.shape[1] == 1:
+        return (out[:, 0] > 0).astype(np.int64)
+    return np.argmax(out, axis=1).astype(np.int64)

@@ -146,8 +146,11 @@ class SpikeRecord:
         return (counts + np.clip(pot / theta, 0.0, 1.0)) / steps * scale
 
     def predictions(self, step: int | None = None) -> NDArray[np.int64]:
-        """Predicted class per sample at ``step`` (argmax of :meth:`output_values`)."""
-        return np.argmax(self.output_values(step), axis=1)
+        """Predicted class per sample at ``step``: argmax of :meth:`output_values`, or with a
+        single output (binary logit) class 1 where it is > 0 (see :func:`~spikebridge.ir.evaluate.predict_classes`)."""
+        from ..ir.evaluate import predict_classes
+
+        return predict_classes(self.output_values(step))
 
     def accuracy_over_time(self, labels: Sequence[int] | NDArray[Any] | None = None) -> NDArray[np.float64]:
         """Classification accuracy after each step, shape (n_steps,)."""

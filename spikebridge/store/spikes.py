@@ -7,10 +7,14 @@ layout is documented in ``docs/formats.md`` ("Spike store files") and is
 readable with plain h5py::
 
     /                      attrs format="spikebridge.spikes", format_version=1,
-                           package_versions, conversion, simulation (JSON), seed,
-                           network_sha256, network_fingerprint, inputs_sha256,
-                           n_samples (planned), n_steps, dt (s), readout, scales,
-                           populations (JSON), meta (JSON)
+                           package_versions, seed, network_sha256,
+                           network_fingerprint, inputs_sha256, labels_sha256
+                           (absent in older stores), n_samples (planned),
+                           n_steps, dt (s)
+    /run_metadata          uint8 (n_bytes,): UTF-8 JSON object with conversion,
+                           simulation, readout, scales, populations, meta,
+                           population_order (older stores keep these as JSON
+                           root attributes, which are still read)
     /progress              attrs n_done = samples completely written
     /populations/<pop>/    neuron (int32), step (int32): all spikes concatenated,
                            sorted by (sample, step, neuron); index (int64, one
@@ -26,6 +30,17 @@ Datasets may hold rows past ``n_done`` after a crash (a batch being written
 when the process died); readers always cut at ``n_done`` and writers
 overwrite from there.
 
+Run metadata live in a dataset, not in attributes, and the string attributes
+are fixed-length (no variable-length strings, so no global heap): a
+dataset's size is in its dataspace and a fixed string's in its type, both
+checked against the file before anything is read, whereas HDF5 can hang,
+deaf to Ctrl-C, reading a corrupted large or variable-length attribute
+(reproduced: 1 of 60 stores with 3 random 4-byte corruptions in the first
+8 KB, written with variable-length strings, hung ``compare``).
+Opening a store checks every root attribute's storage size and the metadata
+dataset's shape against the file size first, and reading errors of a damaged
+file become :class:`~spikebridge.errors.StoreFormatError`.
+
 Writers hold an exclusive ``flock`` on the file and switch HDF5 to SWMR mode
 once the datasets exist, so a killed writer leaves a consistent file (see
 :mod:`spikebridge.store._hdf5lock`).
@@ -39,15 +54,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import h5py
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._h5 import check_contained, check_format, json_attr, read_json_attr, write_format
+from .._h5 import check_contained, check_format, fixed_text, json_attr, read_json_attr, write_format
 from ..errors import SpikebridgeError, StoreFormatError, StoreLockedError, ValidationError
 from ._hdf5lock import (
     WriterLock,
@@ -63,11 +78,16 @@ from .record import SpikeRecord, SpikeTrains
 __all__ = ["SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FORMAT = "spikebridge.spikes"
 VERSION = 1
 
 _LIBVER = ("v110", "latest")  # the oldest format that supports SWMR
+_META_DS = "run_metadata"
+_JSON_KEYS = ("conversion", "simulation", "readout", "scales", "populations", "meta", "population_order")
+#: no root attribute of ours is larger (the JSON metadata are in /run_metadata)
+_MAX_ATTR_BYTES = 1 << 20
 _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_BYTES = 1 << 20
 _M = TypeVar("_M", bound=Callable[..., Any])
@@ -172,6 +192,31 @@ def _json_safe(obj: Any) -> str:
         return json.dumps(obj, default=str, sort_keys=True)
 
 
+def _reading(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Turn the low-level errors of reading a damaged file (h5py's OSError, KeyError "Unable to ...",
+    RuntimeError, ValueError) into one StoreFormatError naming the store; our own errors pass."""
+
+    @functools.wraps(fn)
+    def wrapper(self: "SpikeStore", *args: Any, **kwargs: Any) -> _T:
+        try:
+            return fn(self, *args, **kwargs)
+        except SpikebridgeError:
+            raise
+        except KeyError as err:
+            if "Unable to" not in str(err):
+                raise
+            raise self._corrupt(err) from err
+        except (OSError, RuntimeError, ValueError, TypeError) as err:
+            raise self._corrupt(err) from err
+
+    return wrapper
+
+
+def _layer_of(ds: h5py.Dataset, default: str) -> str:
+    value = ds.attrs.get("layer", default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _rows_per_chunk(row_items: int, itemsize: int) -> int:
     return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
 
@@ -267,12 +312,42 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             except OSError as err2:
                 raise self._format_error(err2) from err2
         try:
+            self._verify(f)
             check_format(f, FORMAT, VERSION, path=str(self.path))
             check_contained(f, f"spike store '{self.path}'")
         except BaseException:
             f.close()
             raise
         return f
+
+    def _verify(self, f: h5py.File) -> None:
+        """Check sizes before reading anything: every root attribute and the metadata dataset must fit in
+        the file (a corrupted size field can make HDF5 allocate gigabytes or hang in the attribute code)."""
+        size = max(self.path.stat().st_size, 1)
+        limit = min(size, _MAX_ATTR_BYTES)
+        try:
+            for name in list(f.attrs):
+                stored = h5py.h5a.open(f.id, name.encode()).get_storage_size()
+                if stored > limit:
+                    raise StoreFormatError(
+                        f"spike store '{self.path}' is corrupt: attribute {name!r} claims {stored} bytes "
+                        f"(the file has {size}); refusing to read it"
+                    )
+            if _META_DS in f:
+                ds = f[_META_DS]
+                if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype != np.uint8 or ds.shape[0] > size:
+                    raise StoreFormatError(f"spike store '{self.path}' is corrupt: /{_META_DS} is not a byte array that fits in the file")
+            for group in ("progress", "populations", "counts", "output"):
+                if group in f and not isinstance(f[group], h5py.Group):
+                    raise StoreFormatError(f"spike store '{self.path}' is corrupt: /{group} is not a group")
+        except (OSError, KeyError, RuntimeError, ValueError) as err:
+            if isinstance(err, SpikebridgeError):
+                raise
+            raise self._corrupt(err) from err
+
+    def _corrupt(self, err: BaseException) -> StoreFormatError:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return StoreFormatError(f"spike store '{self.path}' is corrupt or truncated: {first.strip(chr(39))}")
 
     def _format_error(self, err: OSError) -> StoreFormatError:
         first = str(err).splitlines()[0] if str(err) else repr(err)
@@ -292,8 +367,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 f = self._open_append()
             else:
                 f = self._h5(self.path, "w")
-                write_format(f, FORMAT, VERSION)
-                f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                write_format(f, FORMAT, VERSION, fixed=True)
+                f.attrs["created"] = fixed_text(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
                 f.create_group("progress").attrs["n_done"] = 0
                 f.flush()
             return f
@@ -335,6 +410,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             except OSError as err2:
                 raise self._format_error(err2) from err2
         try:
+            self._verify(f)
             check_format(f, FORMAT, VERSION, path=str(self.path))
             check_contained(f, f"spike store '{self.path}'")
             if "progress" not in f:
@@ -455,6 +531,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         network_sha256: str | None = None,
         network_fingerprint: str | None = None,
         inputs_sha256: str | None = None,
+        labels_sha256: str | None = None,
         readout: Mapping[str, Any] | None = None,
         scales: Mapping[str, float] | None = None,
         populations: Mapping[str, Mapping[str, Any]] | None = None,
@@ -479,6 +556,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             SHA-256 of the network's content (:func:`spikebridge.store.stream.network_fingerprint`).
         inputs_sha256 : str, optional
             SHA-256 of the input array.
+        labels_sha256 : str, optional
+            SHA-256 of the label array ("" when there are none).
         readout, scales : mapping, optional
             The network's read-out description and per-layer λ.
         populations : mapping, optional
@@ -492,45 +571,72 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         a["dt"] = float(dt)
         a["n_samples"] = -1 if n_samples is None else int(n_samples)
         a["seed"] = -1 if seed is None else int(seed)
-        a["network_sha256"] = network_sha256 or ""
-        a["network_fingerprint"] = network_fingerprint or ""
-        a["inputs_sha256"] = inputs_sha256 or ""
-        for key, value in (
-            ("conversion", conversion),
-            ("simulation", simulation),
-            ("readout", readout),
-            ("scales", scales),
-            ("populations", populations),
-            ("meta", meta),
-        ):
-            a[key] = _json_safe(dict(value or {}))
-        # JSON objects are written with sorted keys; keep the network's order apart.
-        a["population_order"] = _json_safe(list(populations or {}))
+        a["network_sha256"] = fixed_text(network_sha256 or "")
+        a["network_fingerprint"] = fixed_text(network_fingerprint or "")
+        a["inputs_sha256"] = fixed_text(inputs_sha256 or "")
+        a["labels_sha256"] = fixed_text(labels_sha256 or "")
+        doc: dict[str, Any] = {
+            "conversion": dict(conversion or {}),
+            "simulation": dict(simulation or {}),
+            "readout": dict(readout or {}),
+            "scales": dict(scales or {}),
+            "populations": dict(populations or {}),
+            "meta": dict(meta or {}),
+            # JSON objects are written with sorted keys; keep the network's order apart.
+            "population_order": list(populations or {}),
+        }
+        raw = np.frombuffer(_json_safe(doc).encode(), dtype=np.uint8)
+        if _META_DS in self.file:
+            del self.file[_META_DS]
+        self.file.create_dataset(_META_DS, data=raw)
+        self._meta_cache = None
         self.file.flush()
 
     @property
+    @_reading
     def attrs(self) -> dict[str, Any]:
-        """Root attributes, JSON ones decoded."""
+        """Root attributes, JSON ones decoded, merged with the run metadata (``/run_metadata``)."""
         out: dict[str, Any] = {}
         for key, value in self.file.attrs.items():
             if isinstance(value, bytes):
                 value = value.decode()
-            if key in ("package_versions", "conversion", "simulation", "readout", "scales", "populations", "meta", "population_order"):
+            if key == "package_versions" or key in _JSON_KEYS:
                 value = read_json_attr(self.file, key, {})
             elif isinstance(value, np.generic):
                 value = value.item()
             out[key] = value
+        out.update(self._metadata() or {})
         return out
 
-    def _attr_json(self, key: str) -> dict[str, Any]:
+    _meta_cache: dict[str, Any] | None = None
+
+    def _metadata(self) -> dict[str, Any] | None:
+        """The JSON of ``/run_metadata`` (None in stores written before it existed)."""
+        if self._meta_cache is None and _META_DS in self.file:
+            try:
+                doc = json.loads(self.file[_META_DS][()].tobytes().decode())
+            except (ValueError, UnicodeDecodeError) as err:
+                raise StoreFormatError(f"spike store '{self.path}': /{_META_DS} is not valid JSON") from err
+            if not isinstance(doc, dict):
+                raise StoreFormatError(f"spike store '{self.path}': /{_META_DS} is not a JSON object")
+            self._meta_cache = doc
+        return self._meta_cache
+
+    @_reading
+    def _attr_json(self, key: str) -> Any:
+        meta = self._metadata()
+        if meta is not None:
+            return meta.get(key) or {}
         return read_json_attr(self.file, key, {}) or {}
 
     @property
+    @_reading
     def n_done(self) -> int:
         """Samples completely written (the only ones readers see)."""
         return int(self.file["progress"].attrs.get("n_done", 0)) if "progress" in self.file else 0
 
     @property
+    @_reading
     def n_samples(self) -> int | None:
         """Samples the run planned (None when unknown)."""
         value = int(self.file.attrs.get("n_samples", -1))
@@ -543,47 +649,56 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         return planned is not None and self.n_done >= planned
 
     @property
+    @_reading
     def n_steps(self) -> int:
         if "n_steps" not in self.file.attrs:
             raise StoreFormatError(f"spike store '{self.path}' has no n_steps attribute (nothing written yet)")
         return int(self.file.attrs["n_steps"])
 
     @property
+    @_reading
     def dt(self) -> float:
         """Time step in seconds."""
         return float(self.file.attrs.get("dt", 0.0))
 
     @property
+    @_reading
     def seed(self) -> int | None:
         value = int(self.file.attrs.get("seed", -1))
         return None if value < 0 else value
 
     @property
+    @_reading
     def readout(self) -> dict[str, Any]:
         return self._attr_json("readout")
 
     @property
+    @_reading
     def scales(self) -> dict[str, float]:
         """Per-layer normalisation scales λ (as stored from the network)."""
         return {k: float(v) for k, v in self._attr_json("scales").items()}
 
     @property
+    @_reading
     def population_info(self) -> dict[str, dict[str, Any]]:
         """Per population, in network order: ``n``, ``layer``, ``role``, ``model``, ``shape``, ``latency_steps``."""
         info = self._attr_json("populations")
-        order = read_json_attr(self.file, "population_order", None) or []
+        order = self._attr_json("population_order") or []
         return {name: info[name] for name in [*order, *sorted(set(info) - set(order))] if name in info}
 
     # -- mapping of spike trains ------------------------------------------------
     def __getitem__(self, name: str) -> SpikeTrains:
         return self.read_spikes(name)
 
+    @_reading
     def __iter__(self) -> Iterator[str]:
         return iter(self.file["populations"]) if "populations" in self.file else iter(())
 
+    @_reading
     def __len__(self) -> int:
         return len(self.file["populations"]) if "populations" in self.file else 0
 
+    @_reading
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and "populations" in self.file and name in self.file["populations"]
 
@@ -591,6 +706,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         state = "closed" if self._f is None else f"mode {self.mode!r}, {self.n_done} samples"
         return f"SpikeStore('{self.path}', {state})"
 
+    @_reading
     def read_spikes(self, name: str, start: int = 0, stop: int | None = None) -> SpikeTrains:
         """Spike trains of population ``name`` for samples ``start..stop-1`` (renumbered from 0).
 
@@ -621,16 +737,19 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         )
 
     # -- other arrays -----------------------------------------------------------
+    @_reading
     def _rows(self, key: str) -> NDArray[Any] | None:
         if key not in self.file:
             return None
         return self.file[key][: self.n_done]
 
     @property
+    @_reading
     def count_populations(self) -> tuple[str, ...]:
         """Populations with stored spike-count matrices."""
         return tuple(self.file["counts"]) if "counts" in self.file else ()
 
+    @_reading
     def counts(self, name: str) -> NDArray[np.int64]:
         """Spike counts of population ``name``, shape (n_done, n_neurons)."""
         if name not in self.count_populations:
@@ -638,20 +757,23 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         return self.file["counts"][name][: self.n_done].astype(np.int64)
 
     @property
+    @_reading
     def labels(self) -> NDArray[Any] | None:
         return self._rows("labels")
 
     @property
+    @_reading
     def ann_outputs(self) -> NDArray[np.float64] | None:
         """ANN outputs, shape (n_done, n_out), or None."""
         return self._rows("ann/outputs")
 
+    @_reading
     def ann_activations(self) -> dict[str, NDArray[np.float32]]:
         """Stored ANN activations per layer, each (n_done, *layer shape)."""
         if "ann/activations" not in self.file:
             return {}
         g = self.file["ann/activations"]
-        return {str(g[k].attrs.get("layer", k)): g[k][: self.n_done] for k in g}
+        return {_layer_of(g[k], k): g[k][: self.n_done] for k in g}
 
     def output_record(self, start: int = 0, stop: int | None = None) -> SpikeRecord:
         """The read-out of samples ``start..stop-1`` only (output counts and potential, labels; no spikes).
@@ -673,6 +795,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             labels=self.file["labels"][start:stop] if "labels" in self.file else None,
         )
 
+    @_reading
     def to_record(self) -> SpikeRecord:
         """Everything written so far as one in-memory :class:`SpikeRecord`."""
         if "output" not in self.file:
@@ -738,7 +861,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
                         chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **_GZIP,
                     )
-                    ds.attrs["layer"] = layer
+                    ds.attrs["layer"] = fixed_text(layer)
         f.flush()
 
     @_divert_on_full
@@ -835,7 +958,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if "ann/activations" in f:
             g = f["ann/activations"]
             for key in g:
-                layer = str(g[key].attrs.get("layer", key))
+                layer = _layer_of(g[key], key)
                 if layer not in acts:
                     raise ValidationError(f"SpikeStore.append_batch: batch lacks ANN activations of layer {layer!r}", attr="activations")
                 put(g[key], acts[layer], start)

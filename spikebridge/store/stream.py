@@ -8,8 +8,15 @@ Crash safety
   and flushed, and only then is ``/progress.n_done`` raised and flushed.
   HDF5's ordered SWMR flushes keep the file consistent at every instant, so a
   ``SIGKILL`` leaves a file holding every batch finished before it.
-* ``resume=True`` reopens the file, checks that the network, inputs and
-  configuration match what is stored, and continues from ``n_done``.  The
+* ``resume=True`` reopens the file, checks that the network, inputs, labels
+  and configuration match what is stored, and continues from ``n_done``.
+  Inputs and labels are compared by SHA-256 (``inputs_sha256``,
+  ``labels_sha256``).  A store written before labels were hashed has no
+  ``labels_sha256``: its finished samples' stored labels are compared with
+  the new ones instead (a mismatch is refused, a match logs a warning), so
+  resuming such a store still cannot mix two label sets.  Settings that do
+  not change the spikes (``workers``, ``target``, ``max_memory``, progress,
+  build directory) may differ.  The
   backend seeds each batch from ``(seed, first sample)`` and a resumed run
   starts on a batch boundary, so the result equals an uninterrupted run.
 """
@@ -23,6 +30,7 @@ import logging
 import os
 import secrets
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
@@ -32,7 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._h5 import json_attr
 from ..config import SimulationConfig
-from ..errors import ValidationError
+from ..errors import SpikebridgeWarning, ValidationError
 from ._hdf5lock import WriterLock, is_disk_full
 from .record import SpikeRecord
 from .spikes import SpikeStore, StoreExistsError, StoreFullError
@@ -56,7 +64,7 @@ log = logging.getLogger(__name__)
 AUTO_ACTIVATIONS_BYTES = 256e6
 
 #: simulation-config keys that do not change the spikes, so they may differ on resume
-_RESUME_FREE = ("progress", "build_dir", "max_memory", "target")
+_RESUME_FREE = ("progress", "build_dir", "max_memory", "target", "workers")
 
 
 def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, start: int) -> Iterator[tuple[int, SpikeRecord]]:
@@ -168,11 +176,22 @@ def _sim_dict(config: SimulationConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
 
 
-def _check_resume(store: SpikeStore, expected: Mapping[str, Any]) -> None:
+_HASHED = {"inputs_sha256": "inputs", "labels_sha256": "labels"}
+
+
+def _check_resume(store: SpikeStore, expected: Mapping[str, Any], labels: NDArray[Any] | None = None) -> None:
     attrs = store.attrs
     problems = []
     for key, want in expected.items():
         got = attrs.get(key)
+        if key == "labels_sha256" and key not in attrs:
+            problems += _check_old_labels(store, labels)
+            continue
+        if key in _HASHED and got != want:
+            what = _HASHED[key]
+            state = "none now" if not want else "none stored" if not got else f"SHA-256 {str(got)[:12]}... stored, {str(want)[:12]}... now"
+            problems.append(f"{key} differs (the {what} are not those of the stored run: {state})")
+            continue
         if key == "simulation":
             got = {k: v for k, v in (got or {}).items() if k not in _RESUME_FREE}
         if got != want:
@@ -185,9 +204,25 @@ def _check_resume(store: SpikeStore, expected: Mapping[str, Any]) -> None:
     if problems:
         raise ValidationError(
             f"cannot resume '{store.path}': " + "; ".join(problems)
-            + ". Resume with the same network, inputs and settings, or start again with --overwrite",
+            + ". Resume with the same network, inputs, labels and settings, or start again with --overwrite",
             attr="resume",
         )
+
+
+def _check_old_labels(store: SpikeStore, labels: NDArray[Any] | None) -> list[str]:
+    """A store without ``labels_sha256`` (older spikebridge): compare the finished samples' labels."""
+    stored = store.labels
+    n = store.n_done
+    if stored is None and labels is None:
+        return []
+    if stored is None or labels is None or stored.shape[1:] != labels.shape[1:] or not np.array_equal(stored, labels[:n]):
+        return [f"labels differ from the {n} stored ones (the store predates labels_sha256; its finished samples' labels were compared)"]
+    warnings.warn(
+        f"spike store '{store.path}' predates labels_sha256: checked the labels of its {n} finished samples only",
+        SpikebridgeWarning,
+        stacklevel=3,
+    )
+    return []
 
 
 @overload
@@ -266,7 +301,8 @@ def simulate_to_store(
         The disk filled (or a file-size limit was reached): every batch
         finished before is kept and readable, and ``resume=True`` continues.
     ValidationError
-        ``resume`` with a network, inputs or settings that differ from the stored ones.
+        ``resume`` with a network, inputs, labels or settings that differ from the stored ones
+        (``workers``, ``target`` and ``max_memory`` may differ: they do not change the spikes).
     """
     config = config or SimulationConfig()
     path = Path(path)
@@ -288,6 +324,7 @@ def simulate_to_store(
         "simulation": _sim_dict(config),
         "network_fingerprint": network_fingerprint(snn),
         "inputs_sha256": array_sha256(x),
+        "labels_sha256": array_sha256(y),
     }
     # Compare through JSON, the form the store keeps (tuples become lists).
     checked = json.loads(json_attr(header))
@@ -326,7 +363,7 @@ def simulate_to_store(
     if resume and exists:
         store = SpikeStore(path, "a")
         try:
-            _check_resume(store, checked)
+            _check_resume(store, checked, y)
         except BaseException:
             store.close()
             raise

@@ -89,7 +89,7 @@ def test_layout_is_plain_h5py_with_ragged_index(tmp_h5):
         st.write_header(n_steps=10, dt=1e-3, n_samples=3, seed=11, simulation={"n_steps": 10}, network_sha256="ab" * 32)
         st.append_batch(0, rec)
     with h5py.File(tmp_h5, "r") as f:
-        assert f.attrs["format"] == FORMAT and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == FORMAT.encode() and f.attrs["format_version"] == 1  # fixed-length: bytes
         assert f.attrs["seed"] == 11 and f.attrs["n_samples"] == 3 and f["progress"].attrs["n_done"] == 3
         g = f["populations/a"]
         assert g["neuron"].dtype == np.int32 and g["step"].dtype == np.int32 and g["index"].dtype == np.int64
