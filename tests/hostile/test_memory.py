@@ -41,10 +41,14 @@ def test_absurd_dt_is_refused_in_the_cli(tmp_path, capsys):
     make_net().save(net)
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 6)))
     assert main(["-q", "simulate", str(net), "--data", str(tmp_path / "d.npz"), "--dt", "1e-12s", "--target", "numpy"]) == 1
-    assert capsys.readouterr().err == (
+    err = capsys.readouterr().err.splitlines()
+    # the dt warning (one line) comes first, then the refusal as the last line
+    assert err[0].startswith("spikebridge: AccuracyWarning: --dt 1e-12 s is 1e-09 times the time step")
+    assert err[-1] == (
         "spikebridge: error: network 'snn': projection 'p2' has a delay of 0.001 s = 1e+09 steps of dt 1e-12 s; its "
-        "spike queue alone needs about 48000 MB, more than max_memory 500 MB. Use a shorter delay or a coarser dt\n"
+        "spike queue alone needs about 48000 MB, more than max_memory 500 MB. Use a shorter delay or a coarser dt"
     )
+    assert len(err) == 2
 
 
 def test_budget_above_physical_memory_is_lowered_with_a_warning():
