@@ -177,6 +177,9 @@ def cmd_formats(args: argparse.Namespace) -> int:
     return 0
 
 
+_DATA_DIR_HELP = "folder with the MNIST / Fashion-MNIST IDX files (raw or .gz), or their parent (default: $SPIKEBRIDGE_DATA)"
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .conversion.convert import convert
     from .conversion.network import SpikingNetwork
@@ -194,7 +197,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     graph = model
     calib = None
     if config.normalisation == "data":
-        x, _ = load_dataset(args.calibration)
+        x, _ = load_dataset(args.calibration, args.data_dir)
         calib = x[: args.calibration_samples] if args.calibration_samples else x
     t0 = time.perf_counter()
     snn = convert(graph, config, calibration=calib)
@@ -213,7 +216,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .ir import evaluate
 
     snn = load_network(args.network)
-    x, y = load_dataset(args.data)
+    x, y = load_dataset(args.data, args.data_dir)
     if args.limit:
         x, y = x[: args.limit], (None if y is None else y[: args.limit])
     extra: dict[str, Any] = {"progress": not args.quiet}
@@ -402,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="network file to write (.h5)")
     p.add_argument("--format", help="force a model format")
-    p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
     p.add_argument("--calibration-samples", dest="calibration_samples", type=int, default=None)
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true")
     _add_conversion_args(p)
@@ -411,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate a network file on a data set and report accuracy and time")
     p.add_argument("network")
-    p.add_argument("--data", default="digits:test", help="digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--data", default="digits:test", help="digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--limit", type=int, help="use only the first N samples")
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
