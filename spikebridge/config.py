@@ -223,7 +223,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "input_encoding", ("current", "poisson", "regular"))
         _check_range(self, "max_rate", 0.0, 1.0 / self.dt + 1e-9, lo_open=True)
         _check_choice(self, "output", ("count", "potential"))
-        _check_choice(self, "maxpool", ("gate", "avg", "refuse"))
+        _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "task", ("auto", "classification", "regression"))
         _check_choice(self, "dale", ("none", "relay", "pooled"))
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
