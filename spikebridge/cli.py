@@ -67,7 +67,16 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         # a file with tables takes [conversion]; a flat file is the conversion table itself
         has_tables = any(isinstance(v, dict) for v in raw.values())
         data.update(raw.get("conversion", {}) if has_tables else raw)
+    if getattr(args, "preset", None):
+        from .config import PRESETS
+
+        base = PRESETS[args.preset].to_dict()
+        data = {**base, **data}  # a config file's keys win over the preset, flags over both
     overrides = {
+        "maxpool": args.maxpool,
+        "scales": args.scales,
+        "calibrate": args.calibrate,
+        "calibrate_steps": args.calibrate_steps,
         "percentile": args.percentile,
         "neuron": args.neuron,
         "reset": args.reset,
@@ -355,7 +364,12 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("conversion (override the config file)")
     g.add_argument("--config", help="TOML file with a [conversion] table (and [simulation] for simulate)")
     g.add_argument("--normalisation", choices=["data", "none"])
-    g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 99.9; 100 = max)")
+    g.add_argument("--preset", choices=["classic", "tuned_gate", "tree"], help="named conversion settings (docs/conversion.md); 'classic' = the defaults before 0.x")
+    g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 100 = max)")
+    g.add_argument("--maxpool", choices=["tree", "gate", "avg", "refuse"], help="max-pool conversion (default tree)")
+    g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per layer or per conv channel")
+    g.add_argument("--calibrate", choices=["none", "bias", "potential", "both"], help="post-conversion calibration on the calibration data")
+    g.add_argument("--calibrate-steps", dest="calibrate_steps", type=int, help="T the calibration tunes for (default 64)")
     g.add_argument("--neuron", choices=["if", "lif"])
     g.add_argument("--tau-mem", dest="tau_mem", help="membrane time constant for lif, e.g. 20ms")
     g.add_argument("--reset", choices=["subtract", "zero"])

@@ -407,10 +407,20 @@ def convert(
         name=safe_name(graph.name),
         metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes")},
     )
+    if cfg.scales == "channel" and cfg.normalisation == "data":
+        from .calibrate import apply_channel_scales
+
+        snn = apply_channel_scales(snn, graph, cast("ArrayLike", calibration), cfg)
     if cfg.maxpool == "tree":
         from .maxpool import expand_max_trees
 
         snn = expand_max_trees(snn, cfg)
+    if cfg.calibrate != "none":
+        from .calibrate import calibrate_network
+
+        if calibration is None:
+            raise ConversionError(f"model '{graph.name}': calibrate={cfg.calibrate!r} needs calibration data")
+        snn, _ = calibrate_network(snn, calibration, cfg)
     if cfg.lateral_inhibition > 0:
         from .recurrent import add_lateral_inhibition
 
