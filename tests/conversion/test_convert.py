@@ -145,8 +145,9 @@ def test_maxpool_modes(rng):
     assert avg.projections["conv_mp"].kind == "pool"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gate = convert(g, calibration=x)
+        gate = convert(g, ConversionConfig(maxpool="gate"), calibration=x)
     assert gate.projections["conv_mp"].kind == "gate" and gate.populations["mp"].reset == "zero"
+    assert "mp_max1" in convert(g, calibration=x).populations  # the default is the converging tree
     # the OR gate fires whenever an input fires: rate >= max input rate, <= 1 per step
     rec = simulate_reference(gate, x, 200)
     conv_rate = rec.counts["conv"].reshape(20, 2, 4, 4) / 200
