@@ -53,14 +53,15 @@ from spikebridge.ir.evaluate import evaluate  # noqa: E402
 MNIST_DIR = os.environ.get("MNIST_DIR", "/tmp/package/data")
 FASHION_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 
-_TREE = PRESETS["tree"]
+_TREE = PRESETS["tree_max"]
 SETTINGS: dict[str, ConversionConfig] = {
     "classic": PRESETS["classic"],  # the defaults before the measurements below
     "tuned_gate": PRESETS["tuned_gate"],
-    "tree": _TREE,
-    "tree_p99.9": replace(_TREE, percentile=99.9),
+    "tree": _TREE,  # preset "tree_max"
+    "tree_p99.9": replace(_TREE, percentile=99.9),  # preset "default" = ConversionConfig()
     "tree_v0": replace(_TREE, v_init=0.0),
     "tree_channel": replace(_TREE, scales="channel"),
+    "tree_p99.9_channel": replace(_TREE, percentile=99.9, scales="channel"),
     "tree_potential": replace(_TREE, calibrate="potential", calibrate_steps=32, calibrate_samples=128),
     "tree_potential16": replace(_TREE, calibrate="potential", calibrate_steps=16, calibrate_samples=128),
     "tree_bias": replace(_TREE, calibrate="bias", calibrate_steps=32, calibrate_samples=128),
@@ -166,7 +167,7 @@ def main() -> None:
             entry["target_range"] = float(np.ptp(y))
         else:
             entry["ann_accuracy"] = float(np.mean(ann_out.argmax(1) == y))
-        for label in args.settings.split(","):
+        for label in [s for s in args.settings.split(",") if s]:
             cfg = SETTINGS[label]
             t0 = time.perf_counter()
             snn = convert(g, cfg, calibration=x_cal)

@@ -54,13 +54,14 @@ def test_tree_rate_converges_to_max_where_the_or_gate_overcounts():
     calib = np.ones((1, 1, 2, 4))  # scales 1: one spike per step is an activation of 1
     true_max = np.array([0.50, 0.90])
     T = 2000
-    gate = simulate_reference(convert(g, ConversionConfig(percentile=100), calibration=calib), x, T)
+    gate = simulate_reference(convert(g, ConversionConfig(percentile=100, maxpool="gate"), calibration=calib), x, T)
     tree_snn = convert(g, ConversionConfig(percentile=100, maxpool="tree"), calibration=calib)
     tree = simulate_reference(tree_snn, x, T)
     assert list(tree_snn.populations) == ["input", "conv", "mp_max1", "mp_max2", "mp", "fc"]
     assert tree_snn.populations["mp_max1"].n == 4 and tree_snn.populations["mp_max2"].n == 2
     # latency: input current -> conv (0), conv -> tree rounds 1, 2 -> pool (3 steps), pool -> fc (1)
-    assert tree_snn.readout["latency_steps"] == convert(g, ConversionConfig(percentile=100), calibration=calib).readout["latency_steps"] + 2
+    gate_snn = convert(g, ConversionConfig(percentile=100, maxpool="gate"), calibration=calib)
+    assert tree_snn.readout["latency_steps"] == gate_snn.readout["latency_steps"] + 2
     tree_rate = tree.counts["mp"][0] / T
     gate_rate = gate.counts["mp"][0] / T
     # the tree is exact up to a bounded number of spikes (one per unit on the winner's path)
