@@ -218,7 +218,7 @@ def load_mnist(
     Examples
     --------
     >>> x, y = load_mnist("test", "/tmp/package/data")  # doctest: +SKIP
-    >>> x.shape, y.shape
+    >>> x.shape, y.shape  # doctest: +SKIP
     ((10000, 1, 28, 28), (10000,))
     """
     return load_idx_set("mnist", split, directory, flatten=flatten)
@@ -232,7 +232,7 @@ def load_fashion_mnist(
     Examples
     --------
     >>> x, y = load_fashion_mnist("train", "/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
-    >>> x.shape
+    >>> x.shape  # doctest: +SKIP
     (60000, 1, 28, 28)
     """
     return load_idx_set("fashion-mnist", split, directory, flatten=flatten)

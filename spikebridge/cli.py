@@ -367,7 +367,7 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=["classic", "tuned_gate", "default", "tree_max"], help="named conversion settings (docs/conversion.md#defaults-and-presets); 'classic' = the earlier defaults")
     g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 99.9; 100 = max)")
     g.add_argument("--maxpool", choices=["tree", "gate", "avg", "refuse"], help="max-pool conversion (default tree)")
-    g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per layer or per conv channel")
+    g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per conv channel (default) or per layer")
     g.add_argument("--calibrate", choices=["none", "bias", "potential", "both"], help="post-conversion calibration on the calibration data")
     g.add_argument("--calibrate-steps", dest="calibrate_steps", type=int, help="T the calibration tunes for (default 64)")
     g.add_argument("--neuron", choices=["if", "lif"])

@@ -29,7 +29,7 @@ def _two_channel_cnn(rng, maxpool=False):
 def test_channel_scales_are_per_channel_maxima_and_keep_the_function(rng, maxpool):
     g = _two_channel_cnn(rng, maxpool)
     x = rng.uniform(0, 1, size=(50, 1, 4, 4))
-    layer = convert(g, ConversionConfig(percentile=100, maxpool="tree"), calibration=x)
+    layer = convert(g, ConversionConfig(percentile=100, maxpool="tree", scales="layer"), calibration=x)
     chan = convert(g, ConversionConfig(percentile=100, maxpool="tree", scales="channel"), calibration=x)
     key = layer.populations["conv"].layer  # "relu", or "conv" before a max-pool
     lam = layer.scales[key]
@@ -89,9 +89,9 @@ def test_potential_calibration_reduces_the_rate_error_at_its_T(rng):
 
 
 def test_presets_and_validation():
-    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate")
+    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer")
     assert PRESETS["default"] == ConversionConfig()  # the defaults are the measured best preset
-    assert ConversionConfig().to_dict() | {"percentile": 100.0} == PRESETS["tree_max"].to_dict()
+    assert ConversionConfig().to_dict() | {"percentile": 100.0, "scales": "layer"} == PRESETS["tree_max"].to_dict()
     assert preset("tuned_gate", seed=3).seed == 3
     with pytest.raises(ValidationError, match="unknown conversion preset 'fast'"):
         preset("fast")

@@ -102,7 +102,7 @@ def test_tree_with_padding_and_overlap_matches_ann_max(rng):
         ]
     )
     x = rng.uniform(0, 1, size=(3, 1, 5, 5))
-    snn = convert(g, ConversionConfig(percentile=100, maxpool="tree"), calibration=np.ones((1, 1, 5, 5)))
+    snn = convert(g, ConversionConfig(percentile=100, maxpool="tree", scales="layer"), calibration=np.ones((1, 1, 5, 5)))
     T = 1500
     rec = simulate_reference(snn, x, T)
     from spikebridge.ir import evaluate
