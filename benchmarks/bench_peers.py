@@ -41,7 +41,7 @@ def torch_module(graph):
     import torch
     from torch import nn
 
-    from spikebridge.ir import AvgPool2d, Conv2d, Dense, Flatten, ReLU
+    from spikebridge.ir import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
 
     mods = []
     for layer in graph:
@@ -56,6 +56,8 @@ def torch_module(graph):
             m.bias.data = torch.tensor(layer.bias, dtype=torch.float32)
         elif isinstance(layer, AvgPool2d):
             m = nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, MaxPool2d):
+            m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
         elif isinstance(layer, ReLU):
             m = nn.ReLU()
         elif isinstance(layer, Flatten):

@@ -7,6 +7,9 @@ so loading data never imports scikit-learn or a deep-learning framework.
   with a fixed, stratified 1,437 / 360 train/test split (see ``DIGITS_LICENSE.md``).
 - :func:`load_idx`: MNIST-style IDX files (optionally gzipped).
 - :func:`load_arrays`: ``x``/``y`` arrays from ``.npz`` or HDF5 files.
+- :func:`load_mnist` / :func:`load_fashion_mnist`: the 28x28 sets from local IDX files;
+  :func:`fetch_mnist` / :func:`fetch_fashion_mnist` download them into a checksummed cache
+  (``$SPIKEBRIDGE_DATA``); see :mod:`spikebridge.datasets.mnist`.
 - :func:`load_dataset`: resolve a command-line dataset spec to ``(x, y)``.
 """
 
@@ -26,12 +29,27 @@ from numpy.typing import NDArray
 
 from spikebridge.errors import ModelFormatError, ValidationError
 
+from .mnist import (
+    IDX_SETS,
+    data_home,
+    fetch_fashion_mnist,
+    fetch_mnist,
+    load_fashion_mnist,
+    load_idx_set,
+    load_mnist,
+)
+
 __all__ = [
     "load_digits",
     "load_idx",
     "load_arrays",
     "load_dataset",
     "DIGITS_SPLITS",
+    "load_mnist",
+    "load_fashion_mnist",
+    "fetch_mnist",
+    "fetch_fashion_mnist",
+    "data_home",
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
 ]
@@ -403,7 +421,9 @@ def load_arrays(
 # ---------------------------------------------------------------------------------------------- specs
 
 
-def load_dataset(spec: str | os.PathLike[str]) -> tuple[NDArray[np.float64], NDArray[np.int64] | None]:
+def load_dataset(
+    spec: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.int64] | None]:
     """Resolve a command-line dataset spec to ``(x, y)``.
 
     Parameters
@@ -413,6 +433,9 @@ def load_dataset(spec: str | os.PathLike[str]) -> tuple[NDArray[np.float64], NDA
 
         - ``"digits"`` (the test split) or ``"digits:train"`` / ``"digits:test"`` / ``"digits:all"``;
         - ``"idx:IMAGES[,LABELS]"``: MNIST IDX files (see :func:`load_idx`);
+        - ``"mnist[:train|test]"`` / ``"fashion-mnist[:train|test]"`` (default test): the
+          IDX files in ``data_dir`` (or its ``mnist`` / ``fashion-mnist`` subfolder), else in
+          the cache ``$SPIKEBRIDGE_DATA`` (see :func:`load_mnist`; nothing is downloaded);
         - a path to a ``.npz`` / ``.h5`` / ``.hdf5`` file (see :func:`load_arrays`);
           ``PATH:XKEY[,YKEY]`` selects the arrays by name.
 
@@ -435,6 +458,9 @@ def load_dataset(spec: str | os.PathLike[str]) -> tuple[NDArray[np.float64], NDA
     (1437, 1, 8, 8)
     """
     text = os.fspath(spec)
+    for set_name in IDX_SETS:
+        if text == set_name or text.startswith(set_name + ":"):
+            return load_idx_set(set_name, text.partition(":")[2] or "test", data_dir)
     if text == "digits" or text.startswith("digits:"):
         split = text.partition(":")[2] or "test"
         return load_digits(split)
@@ -456,7 +482,8 @@ def load_dataset(spec: str | os.PathLike[str]) -> tuple[NDArray[np.float64], NDA
         y_key = keys[1] if keys and len(keys) > 1 and keys[1] else None
         return load_arrays(path, x_key, y_key)
     raise ValidationError(
-        f"unknown dataset spec {text!r}; expected 'digits', 'digits:train|test|all', 'idx:IMAGES[,LABELS]' "
+        f"unknown dataset spec {text!r}; expected 'digits', 'digits:train|test|all', 'mnist[:train|test]', "
+        "'fashion-mnist[:train|test]', 'idx:IMAGES[,LABELS]' "
         "or a path to a .npz/.h5/.hdf5 file (optionally PATH:XKEY[,YKEY])",
         attr="spec",
     )

@@ -23,10 +23,13 @@ from spikebridge.errors import ValidationError
 if TYPE_CHECKING:
     from spikebridge.ir import AnnGraph
 
-__all__ = ["list_models", "model_path", "load_shipped", "load_metrics", "MODEL_NAMES", "FORMATS"]
+__all__ = ["list_models", "model_path", "load_shipped", "load_metrics", "MODEL_NAMES", "REAL_MODEL_NAMES", "FORMATS"]
 
 #: names of the shipped models
 MODEL_NAMES: tuple[str, ...] = ("digits_mlp", "digits_cnn")
+#: 28x28 models trained by models/train_real.py (MNIST LeNet with MaxPool, Fashion-MNIST VGG);
+#: loadable by name like the digits models, their data is not shipped (spikebridge.datasets.fetch_mnist)
+REAL_MODEL_NAMES: tuple[str, ...] = ("mnist_lenet", "fmnist_vgg")
 #: file formats each model ships in, with their suffixes
 FORMATS: dict[str, str] = {"h5": ".h5", "onnx": ".onnx"}
 
@@ -74,8 +77,10 @@ def model_path(name: str, fmt: str = "h5") -> Path:
     >>> model_path("digits_cnn", fmt="onnx").name
     'digits_cnn.onnx'
     """
-    if name not in MODEL_NAMES:
-        raise ValidationError(f"unknown shipped model {name!r}; available: {', '.join(MODEL_NAMES)}", attr="name")
+    if name not in MODEL_NAMES + REAL_MODEL_NAMES:
+        raise ValidationError(
+            f"unknown shipped model {name!r}; available: {', '.join(MODEL_NAMES + REAL_MODEL_NAMES)}", attr="name"
+        )
     if fmt not in FORMATS:
         raise ValidationError(f"unknown model format {fmt!r}; expected one of {', '.join(FORMATS)}", attr="fmt")
     path = _resource(name + FORMATS[fmt])

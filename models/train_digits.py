@@ -325,6 +325,11 @@ Environment of the shipped files: torch {env.get("torch", "?")}, numpy {env.get(
 Python {env.get("python", "?")}.
 """
     path = out_dir / "MODEL_CARD.md"
+    # keep the real-data models' section, which models/train_real.py maintains
+    old = path.read_text() if path.exists() else ""
+    marker = "<!-- real-models:start -->"
+    if marker in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(marker):]
     path.write_text(text)
     return path
 

@@ -90,7 +90,16 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         # a file with tables takes [conversion]; a flat file is the conversion table itself
         has_tables = any(isinstance(v, dict) for v in raw.values())
         data.update(raw.get("conversion", {}) if has_tables else raw)
+    if getattr(args, "preset", None):
+        from .config import PRESETS
+
+        base = PRESETS[args.preset].to_dict()
+        data = {**base, **data}  # a config file's keys win over the preset, flags over both
     overrides = {
+        "maxpool": args.maxpool,
+        "scales": args.scales,
+        "calibrate": args.calibrate,
+        "calibrate_steps": args.calibrate_steps,
         "percentile": args.percentile,
         "neuron": args.neuron,
         "reset": args.reset,
@@ -225,6 +234,9 @@ def cmd_formats(args: argparse.Namespace) -> int:
     return 0
 
 
+_DATA_DIR_HELP = "folder with the MNIST / Fashion-MNIST IDX files (raw or .gz), or their parent (default: $SPIKEBRIDGE_DATA)"
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .conversion.convert import convert
     from .conversion.network import SpikingNetwork
@@ -242,7 +254,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     graph = model
     calib = None
     if config.normalisation == "data":
-        x, _ = load_dataset(args.calibration)
+        x, _ = load_dataset(args.calibration, args.data_dir)
         calib = x[: args.calibration_samples] if args.calibration_samples is not None else x
     t0 = time.perf_counter()
     snn = convert(graph, config, calibration=calib)
@@ -261,7 +273,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .ir import evaluate, predict_classes
 
     snn = load_network(args.network)
-    x, y = load_dataset(args.data)
+    x, y = load_dataset(args.data, args.data_dir)
     if args.limit is not None:
         x, y = x[: args.limit], (None if y is None else y[: args.limit])
     extra: dict[str, Any] = {"progress": not args.quiet}
@@ -480,7 +492,12 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("conversion (override the config file)")
     g.add_argument("--config", help="TOML file with a [conversion] table (and [simulation] for simulate)")
     g.add_argument("--normalisation", choices=["data", "none"])
+    g.add_argument("--preset", choices=["classic", "tuned_gate", "default", "tree_max"], help="named conversion settings (docs/conversion.md#defaults-and-presets); 'classic' = the earlier defaults")
     g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 99.9; 100 = max)")
+    g.add_argument("--maxpool", choices=["tree", "gate", "avg", "refuse"], help="max-pool conversion (default tree)")
+    g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per conv channel (default) or per layer")
+    g.add_argument("--calibrate", choices=["none", "bias", "potential", "both"], help="post-conversion calibration on the calibration data")
+    g.add_argument("--calibrate-steps", dest="calibrate_steps", type=_COUNT, help="T the calibration tunes for (default 64)")
     g.add_argument("--neuron", choices=["if", "lif"])
     g.add_argument("--tau-mem", dest="tau_mem", help="membrane time constant for lif, e.g. 20ms")
     g.add_argument("--reset", choices=["subtract", "zero"])
@@ -531,8 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="network file to write (.h5)")
     p.add_argument("--format", help="force a model format")
-    p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
     p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None)
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--overwrite", action="store_true")
     _add_conversion_args(p)
@@ -540,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate a network file on a data set and report accuracy and time")
     p.add_argument("network")
-    p.add_argument("--data", default="digits:test", help="digits[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--data", default="digits:test", help="digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--limit", type=_COUNT, help="use only the first N samples")
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
@@ -571,9 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nir", help="NIR file to write")
     p.add_argument("--brian2", metavar="OUT_DIR", help="write a standalone Brian2 script (+ .npz of arrays) of a network file")
     p.add_argument("--data", default="digits:test", help="inputs the Brian2 script simulates (default digits:test)")
-    p.add_argument("--limit", type=int, default=10, help="samples the Brian2 script simulates (default 10)")
-    p.add_argument("--steps", type=int, default=128, help="time steps the Brian2 script runs (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of Poisson inputs (as simulate --seed)")
+    p.add_argument("--limit", type=_COUNT, default=10, help="samples the Brian2 script simulates (default 10)")
+    p.add_argument("--steps", type=_COUNT, default=128, help="time steps the Brian2 script runs (default 128)")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of Poisson inputs (as simulate --seed)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import ValidationError
 
-__all__ = ["ConversionConfig", "SimulationConfig", "load_toml", "parse_time", "parse_memory", "check_int"]
+__all__ = ["ConversionConfig", "SimulationConfig", "PRESETS", "preset", "load_toml", "parse_time", "parse_memory", "check_int"]
 
 T = TypeVar("T", bound="_Config")
 
@@ -177,7 +177,8 @@ class ConversionConfig(_Config):
     refractory : float
         Refractory period in seconds (0 = none).
     v_init : float
-        Initial membrane potential as a fraction of the threshold (0.5 cuts latency).
+        Initial membrane potential as a fraction of the threshold (0.5, the
+        default, rounds rates to the nearest spike and cuts latency; was 0).
     dt : float
         Time step in seconds the network is converted for; one step at the
         maximal rate carries one unit of activation.
@@ -193,8 +194,21 @@ class ConversionConfig(_Config):
     output : {"count", "potential"}
         Decode by spike counts (ties broken by membrane potential) or by a
         non-spiking integrating output layer.
-    maxpool : {"gate", "avg", "refuse"}
-        How max pooling is converted (see ``docs/conversion.md``).
+    maxpool : {"gate", "tree", "avg", "refuse"}
+        How max pooling is converted (see ``docs/conversion.md``): spiking OR
+        gate, tournament of rectified differences (converges to the max),
+        average pooling, or refuse.
+    scales : {"channel", "layer"}
+        One normalisation scale per channel of convolutional populations
+        (default; ``conversion/calibrate.py``), or one per layer.
+    calibrate : {"none", "bias", "potential", "both"}
+        Post-conversion calibration on the calibration data (Li et al. 2021):
+        correct biases and/or initial potentials layer by layer from the rate
+        error of a simulated run.
+    calibrate_steps : int
+        Time steps of the calibration runs (the T the network is tuned for).
+    calibrate_samples : int
+        Calibration samples simulated by ``calibrate``.
     task : {"auto", "classification", "regression"}
         ``"auto"`` reads the model's metadata, else assumes classification.
     dale : {"none", "relay", "pooled"}
@@ -214,14 +228,18 @@ class ConversionConfig(_Config):
     threshold: float = 1.0
     reset: str = "subtract"
     refractory: float = 0.0
-    v_init: float = 0.0
+    v_init: float = 0.5
     dt: float = 1e-3
     delay: float | None = None
     delay_jitter: float = 0.0
     input_encoding: str = "current"
     max_rate: float = 1000.0
     output: str = "count"
-    maxpool: str = "gate"
+    maxpool: str = "tree"
+    scales: str = "channel"
+    calibrate: str = "none"
+    calibrate_steps: int = 64
+    calibrate_samples: int = 256
     task: str = "auto"
     dale: str = "none"
     dale_ratio: float = 4.0
@@ -245,12 +263,44 @@ class ConversionConfig(_Config):
         _check_choice(self, "input_encoding", ("current", "poisson", "regular"))
         _check_range(self, "max_rate", 0.0, 1.0 / self.dt + 1e-9, lo_open=True)
         _check_choice(self, "output", ("count", "potential"))
-        _check_choice(self, "maxpool", ("gate", "avg", "refuse"))
+        _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
+        _check_choice(self, "scales", ("layer", "channel"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
+        for attr in ("calibrate_steps", "calibrate_samples"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)
         _check_choice(self, "task", ("auto", "classification", "regression"))
         _check_choice(self, "dale", ("none", "relay", "pooled"))
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
         _check_range(self, "lateral_inhibition", 0.0)
         check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
+
+
+#: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
+PRESETS: dict[str, ConversionConfig] = {
+    # the defaults before the real-data measurements (issue 11): textbook values
+    "classic": ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", calibrate="none"),
+    # half-threshold start and max scaling, with the OR-gate max-pool
+    "tuned_gate": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="gate", scales="layer", calibrate="none"),
+    # the defaults chosen from the measurements (docs/conversion.md#defaults-and-presets)
+    "default": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none"),
+    # max scaling and one scale per layer: a little better on the regressor, slower at small T
+    "tree_max": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="tree", scales="layer", calibrate="none"),
+}
+
+
+def preset(name: str, **changes: Any) -> ConversionConfig:
+    """A named conversion preset, optionally with some fields changed.
+
+    Examples
+    --------
+    >>> preset("classic").v_init, preset("default", v_init=0.25).maxpool
+    (0.0, 'tree')
+    """
+    if name not in PRESETS:
+        raise ValidationError(f"unknown conversion preset {name!r}; expected one of {', '.join(map(repr, PRESETS))}", attr="preset")
+    return dataclasses.replace(PRESETS[name], **changes)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ __all__ = [
     "ConversionError",
     "BuildError",
     "SimulationError",
+    "DownloadError",
     "MissingDependencyError",
     "StoreLockedError",
     "SpikebridgeWarning",
@@ -112,6 +113,10 @@ class ConversionError(SpikebridgeError, ValueError):
 
 class BuildError(SpikebridgeError, ValueError):
     """The spiking network cannot be built in Brian2 (e.g. memory limit)."""
+
+
+class DownloadError(SpikebridgeError, OSError):
+    """A data-set file could not be downloaded, or its checksum did not match."""
 
 
 class SimulationError(SpikebridgeError, RuntimeError):

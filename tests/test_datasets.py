@@ -303,7 +303,7 @@ def test_load_dataset_specs(tmp_path, idx_files):
 
 
 def test_load_dataset_unknown_spec():
-    with pytest.raises(ValidationError, match=r"unknown dataset spec 'mnist'; expected 'digits'"):
-        load_dataset("mnist")
+    with pytest.raises(ValidationError, match=r"unknown dataset spec 'cifar10'; expected 'digits'.*'mnist"):
+        load_dataset("cifar10")
     with pytest.raises(ValidationError, match="expected 'idx:IMAGES'"):
         load_dataset("idx:")

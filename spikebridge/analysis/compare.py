@@ -261,8 +261,13 @@ def layer_data(inputs: ComparisonInputs) -> dict[str, LayerData]:
         if act.shape != counts.shape:
             continue
         scale = float(inputs.scales.get(layer, 1.0))
+        per_neuron: float | NDArray[np.float64] = scale
+        lam_c, shape = meta.get("channel_scales"), meta.get("shape") or []
+        if lam_c is not None and len(shape) == 3:
+            # channel-wise normalisation: neuron i of channel c represents a_i / λ_c
+            per_neuron = np.repeat(np.asarray(lam_c, dtype=np.float64), int(shape[1]) * int(shape[2]))
         eff = max(int(rec.n_steps) - int(meta.get("latency_steps", 0)), 1)
-        out[pop] = LayerData(pop, str(layer), counts, eff, np.clip(act, 0.0, None) / scale, scale)
+        out[pop] = LayerData(pop, str(layer), counts, eff, np.clip(act, 0.0, None) / per_neuron, scale)
     return out
 
 

@@ -19,6 +19,8 @@ How layers map
     in each step in which at least one input fired.  Its rate lies between
     the largest input rate and their sum; it equals the max for inputs that
     fire in the same steps, and over-estimates for desynchronised ones.
+  - ``"tree"``: a tournament of rectified differences that converges to the
+    max (``conversion/maxpool.py``).
   - ``"avg"``: replaced by average pooling (a ``ConversionWarning`` says so).
   - ``"refuse"``: raise :class:`~spikebridge.errors.ConversionError`.
 
@@ -459,6 +461,20 @@ def convert(
         name=safe_name(graph.name),
         metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes")},
     )
+    if cfg.scales == "channel" and cfg.normalisation == "data":
+        from .calibrate import apply_channel_scales
+
+        snn = apply_channel_scales(snn, graph, cast("ArrayLike", calibration), cfg)
+    if cfg.maxpool == "tree":
+        from .maxpool import expand_max_trees
+
+        snn = expand_max_trees(snn, cfg)
+    if cfg.calibrate != "none":
+        from .calibrate import calibrate_network
+
+        if calibration is None:
+            raise ConversionError(f"model '{graph.name}': calibrate={cfg.calibrate!r} needs calibration data")
+        snn, _ = calibrate_network(snn, calibration, cfg)
     if cfg.lateral_inhibition > 0:
         from .recurrent import add_lateral_inhibition
 

@@ -159,7 +159,7 @@ def population_latencies(snn: "SpikingNetwork", dt: float | None = None) -> dict
 def population_info(snn: "SpikingNetwork", dt: float | None = None) -> dict[str, dict[str, Any]]:
     """Per population the facts analysis needs without the network: n, shape, layer, role, model, latency."""
     lat = population_latencies(snn, dt)
-    return {
+    info = {
         p.name: {
             "n": p.n,
             "shape": list(p.shape or (p.n,)),
@@ -170,6 +170,12 @@ def population_info(snn: "SpikingNetwork", dt: float | None = None) -> dict[str,
         }
         for p in snn.populations.values()
     }
+    # channel-wise normalisation (ConversionConfig.scales="channel"): per-channel λ of conv populations
+    per_channel = snn.metadata.get("channel_scales") or {}
+    for p in snn.populations.values():
+        if p.layer in per_channel and len(p.shape or ()) == 3:
+            info[p.name]["channel_scales"] = list(per_channel[p.layer])
+    return info
 
 
 def _sim_dict(config: SimulationConfig) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 
 from spikebridge.backend.reference import simulate_reference
 from spikebridge.config import ConversionConfig
+from spikebridge.conversion.calibrate import neuron_scales
 from spikebridge.conversion.convert import convert, plan_stages
 from spikebridge.conversion.normalise import activation_scale
 from spikebridge.conversion.operators import conv_operator, linear_operator
@@ -79,7 +80,7 @@ def test_conv_operator_matches_evaluate(rng):
 def test_cnn_layers_map_to_populations(tiny_cnn, rng):
     g = tiny_cnn()
     x = rng.uniform(0, 1, size=(30, 1, 6, 6))
-    snn = convert(g, calibration=x)
+    snn = convert(g, ConversionConfig(scales="layer"), calibration=x)
     assert list(snn.populations) == ["input", "conv1", "pool1", "fc"]
     assert snn.populations["conv1"].shape == (3, 6, 6) and snn.populations["pool1"].n == 27
     assert [p.kind for p in snn.projections.values()] == ["conv", "pool", "dense"]
@@ -98,7 +99,8 @@ def _rate_check(g, x, snn, n_steps):
         if pop.role not in ("hidden",):
             continue
         rate = rec.counts[pop.name] / n_steps
-        target = np.clip(acts[pop.layer].reshape(len(x), -1) / snn.scales[pop.layer], 0, 1)
+        # per-neuron λ: the channel's own scale with scales="channel" (the default)
+        target = np.clip(acts[pop.layer].reshape(len(x), -1) / neuron_scales(snn, pop.name), 0, 1)
         assert np.corrcoef(rate.ravel(), target.ravel())[0, 1] > 0.98, pop.name
         slope = np.polyfit(target.ravel(), rate.ravel(), 1)[0]
         assert 0.85 < slope < 1.1, (pop.name, slope)
@@ -145,8 +147,9 @@ def test_maxpool_modes(rng):
     assert avg.projections["conv_mp"].kind == "pool"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gate = convert(g, calibration=x)
+        gate = convert(g, ConversionConfig(maxpool="gate"), calibration=x)
     assert gate.projections["conv_mp"].kind == "gate" and gate.populations["mp"].reset == "zero"
+    assert "mp_max1" in convert(g, calibration=x).populations  # the default is the converging tree
     # the OR gate fires whenever an input fires: rate >= max input rate, <= 1 per step
     rec = simulate_reference(gate, x, 200)
     conv_rate = rec.counts["conv"].reshape(20, 2, 4, 4) / 200

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spikebridge.backend.reference import simulate_reference
-from spikebridge.config import ConversionConfig, SimulationConfig
+from spikebridge.config import ConversionConfig, SimulationConfig, preset
 from spikebridge.conversion.convert import convert
 from spikebridge.ir.evaluate import evaluate
 
@@ -29,12 +29,17 @@ def mlp(digits):
 
 def test_shipped_mlp_meets_targets_on_whole_test_split(mlp, digits):
     g, snn = mlp
-    _, x, y = digits
+    x_train, x, y = digits
     ann = float(np.mean(evaluate(g, x).argmax(1) == y))
     acc = simulate_reference(snn, x, 128).accuracy_over_time(y)
-    # targets: within 0.5 points of the ANN at T = 32, equal at T = 128
-    assert acc[31] >= ann - 0.005
-    assert acc[127] >= ann - 1e-9
+    # the defaults (chosen on the real-data models, docs/conversion.md#defaults-and-presets) are two
+    # test images (0.56 points) below the ANN at T = 32 and equal from T = 64
+    assert acc[31] >= ann - 2 / 360 - 1e-9
+    assert acc[63] >= ann - 1e-9 and acc[127] >= ann - 1e-9
+    # the original targets (within 0.5 points at T = 32, equal at T = 128) with preset "tree_max"
+    tuned = simulate_reference(convert(g, preset("tree_max"), calibration=x_train), x, 128).accuracy_over_time(y)
+    assert tuned[31] >= ann - 0.005
+    assert tuned[127] >= ann - 1e-9
 
 
 def test_shipped_mlp_half_threshold_start_is_faster(digits):
