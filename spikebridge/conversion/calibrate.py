@@ -49,6 +49,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import ConversionError
 
 if TYPE_CHECKING:
+    from .kernels import SharedKernel
     from ..config import ConversionConfig
     from ..ir.graph import AnnGraph
     from .network import Population, SpikingNetwork
@@ -129,6 +130,10 @@ def apply_channel_scales(
         populations.append(pop)
     projections = []
     for proj in snn.projections.values():
+        if proj.operator is not None and (proj.post in factor or proj.pre in factor):
+            # a shared kernel stays one: its taps are rescaled channel by channel
+            projections.append(proj.replace(operator=_scaled_kernel(proj.operator, factor.get(proj.post), factor.get(proj.pre))))
+            continue
         w = proj.weight.copy()
         if proj.post in factor:
             w *= factor[proj.post][proj.post_index]
@@ -137,6 +142,25 @@ def apply_channel_scales(
         projections.append(proj.replace(weight=w) if (proj.post in factor or proj.pre in factor) else proj)
     metadata = {**snn.metadata, "channel_scales": channel_scales}
     return snn.copy_with(populations=populations, projections=projections, metadata=metadata)
+
+
+def _scaled_kernel(
+    kern: "SharedKernel", f_post: NDArray[np.float64] | None, f_pre: NDArray[np.float64] | None
+) -> "SharedKernel":
+    """``kern`` with tap (o, i) multiplied by ``f_post[o] / f_pre[i]`` (per-neuron factors, constant per channel)."""
+    from .kernels import SharedKernel
+
+    k = np.array(kern.kernel, dtype=np.float64)
+    c_out, c_in_g = k.shape[0], k.shape[1]
+    if f_post is not None:
+        k *= f_post.reshape(c_out, -1)[:, 0][:, None, None, None]
+    if f_pre is not None:
+        c_in = int(kern.in_shape[0])
+        fpre_c = f_pre.reshape(c_in, -1)[:, 0]
+        out_per_group = c_out // kern.groups
+        in_ch = (np.arange(c_out)[:, None] // out_per_group) * c_in_g + np.arange(c_in_g)[None, :]
+        k /= fpre_c[in_ch][:, :, None, None]
+    return SharedKernel(k, kern.in_shape, kern.stride, kern.padding, kern.groups)
 
 
 def neuron_scales(snn: "SpikingNetwork", name: str) -> NDArray[np.float64] | float:

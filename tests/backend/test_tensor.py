@@ -133,7 +133,7 @@ def test_maxpool_gate_cnn_with_delays_equals_reference(rng, device):
         Dense(name="fc", weight=r.normal(0, 0.3, size=(3, 5)), bias=np.zeros(3)),
     ], name="gate_cnn")
     x = rng.uniform(0, 1, size=(30, 2, 8, 8))
-    snn = convert(g, ConversionConfig(delay=2e-3, refractory=1e-3, input_encoding="poisson", max_rate=500.0), calibration=x)
+    snn = convert(g, ConversionConfig(delay=2e-3, refractory=1e-3, input_encoding="poisson", max_rate=500.0, maxpool="gate"), calibration=x)
     assert any(p.kind == "gate" and p.operator is not None for p in snn.projections.values())
     ref = simulate_reference(snn, x[:4], 80, seed=9, record=("all",))
     assert_same_spikes(_tensor(snn, x[:4], 80, device, seed=9, record=("all",)), ref, min_spikes=500)

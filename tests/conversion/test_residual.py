@@ -21,7 +21,7 @@ DT = 1e-3
 def resnet():
     g = make_tiny_resnet()
     x = np.random.default_rng(1).normal(size=(200, 1, 6, 6))
-    return g, x, convert(g, ConversionConfig(percentile=100.0), calibration=x)
+    return g, x, convert(g, ConversionConfig(percentile=100.0, scales="layer"), calibration=x)
 
 
 def test_residual_sum_is_one_population_with_a_scaled_projection_per_path(resnet):
@@ -115,7 +115,7 @@ def test_softmax_inside_a_dag_and_maxpool_on_a_sum():
               Conv2d(name="c2", weight=w), Add(name="a"), MaxPool2d(name="mp", kernel_size=2), ReLU(name="r2"),
               Conv2d(name="out", weight=w)]
     edges = [("x", "c"), ("c", "r"), ("r", "c2"), ("c2", "a"), ("r", "a"), ("a", "mp"), ("mp", "r2"), ("r2", "out")]
-    snn = convert(AnnGraph(layers, edges), ConversionConfig(percentile=100.0), calibration=np.ones((1, 1, 2, 2)))
+    snn = convert(AnnGraph(layers, edges), ConversionConfig(percentile=100.0, scales="layer", maxpool="gate"), calibration=np.ones((1, 1, 2, 2)))
     assert [(p.name, p.layer) for p in snn] == [("input", "x"), ("c", "r"), ("a", "a"), ("mp", "mp"), ("out", "out")]
     assert snn.populations["mp"].reset == "zero" and snn.scales["mp"] == snn.scales["a"] == pytest.approx(2.0)
 
