@@ -107,6 +107,8 @@ def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConf
         data["max_memory"] = parse_memory(args.max_memory, "--max-memory")
     if args.workers is not None:
         data["workers"] = args.workers
+    if getattr(args, "scheduler", None) is not None:
+        data["scheduler"] = args.scheduler
     if getattr(args, "record", None):
         data["record"] = tuple(args.record.split(","))
     data.update(extra)
@@ -375,6 +377,7 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"], help="Brian2 code generation target")
     g.add_argument("--max-memory", dest="max_memory", help="memory budget, e.g. 500MB (shared by the workers)")
     g.add_argument("--workers", type=int, help="processes simulating batches in parallel (runtime targets); 0 = one per core")
+    g.add_argument("--scheduler", help="run batches as Dask tasks: 'local' (a local cluster of --workers processes) or tcp://HOST:PORT")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -276,10 +276,16 @@ def iter_simulate(
         progress = tqdm.tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
     target = resolve_target(cfg.target)
     try:
-        if target == "cpp_standalone":
+        if target == "cpp_standalone" and cfg.scheduler is None:
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
-        elif n_workers(cfg) > 1 and len(starts) > 1:
-            for k0, rec in _iter_parallel(snn, plan, cfg, starts, bs, dt, target):
+        elif cfg.scheduler is not None or (n_workers(cfg) > 1 and len(starts) > 1):
+            if cfg.scheduler is not None:
+                from .distributed import iter_dask  # Dask plans its own batches for the cluster's size
+
+                batches = iter_dask(snn, plan, cfg, start, dt, target)
+            else:
+                batches = _iter_parallel(snn, plan, cfg, starts, bs, dt, target)
+            for k0, rec in batches:
                 if progress is not None:
                     progress.update(rec.n_samples)
                 yield k0, rec

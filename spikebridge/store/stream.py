@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 AUTO_ACTIVATIONS_BYTES = 256e6
 
 #: simulation-config keys that do not change the spikes, so they may differ on resume
-_RESUME_FREE = ("progress", "build_dir", "max_memory", "target")
+_RESUME_FREE = ("progress", "build_dir", "max_memory", "target", "scheduler")
 
 
 def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, start: int) -> Iterator[tuple[int, SpikeRecord]]:
