@@ -340,6 +340,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec, out_cfg, title = load_experiment(args.experiment)
     out = Path(args.out or out_cfg or "spikebridge_out")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from .sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.experiment)
+    if sweep:
+        results, files = run_sweep(spec, sweep, out, resume=args.resume, overwrite=args.overwrite, say=say)
+        write_report(results, out, title=title)
+        _print_summary(results)
+        _out("sweep summary: " + ", ".join(str(p) for p in files.values()))
+        return 0
     result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
     md, html_path = write_report([result], out, title=title)
     _print_summary([result])

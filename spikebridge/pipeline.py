@@ -44,6 +44,10 @@ EXPERIMENT_KEYS: dict[str, dict[str, str]] = {
     },
     "conversion": {k: "see ConversionConfig" for k in ConversionConfig.__dataclass_fields__},
     "simulation": {k: "see SimulationConfig" for k in SimulationConfig.__dataclass_fields__},
+    "sweep": {
+        "conversion": "conversion.KEY = [values]: one experiment per value (see spikebridge.sweep)",
+        "simulation": "simulation.KEY = [values]: one experiment per value (see spikebridge.sweep)",
+    },
     "report": {
         "plots": "write figures (needs matplotlib)",
         "graph": "run the connectivity analysis",

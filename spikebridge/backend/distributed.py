@@ -42,7 +42,7 @@ from .plan import InputPlan, draw_poisson
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dask_client", "iter_dask"]
+__all__ = ["dask_client", "iter_dask", "register_brian2_import"]
 
 #: batches in flight per worker slot: one running, one queued, so a worker never waits for the client
 _IN_FLIGHT_PER_SLOT = 2
@@ -105,16 +105,17 @@ def _import_brian2() -> None:
     import brian2  # noqa: F401
 
 
-def _worker_plugin(distributed: Any) -> Any:
-    class ImportBrian2(distributed.WorkerPlugin):  # type: ignore[misc,name-defined]
-        """Runs on every worker, also on ones that join or restart later."""
+def register_brian2_import(client: Any) -> None:
+    """Make every worker of ``client``'s cluster (also ones that join or restart later) import Brian2 at start-up."""
+    distributed = _distributed()
 
+    class ImportBrian2(distributed.WorkerPlugin):  # type: ignore[misc,name-defined]
         name = "spikebridge-import-brian2"
 
         def setup(self, worker: Any) -> None:
             _import_brian2()
 
-    return ImportBrian2()
+    client.register_plugin(ImportBrian2())
 
 
 def _standalone_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int) -> SpikeRecord:
@@ -167,7 +168,7 @@ def iter_dask(
     local = cfg.scheduler == "local"
     with dask_client(cfg.scheduler, n_workers(dataclasses.replace(cfg, target="numpy"))) as client:
         client.wait_for_workers(1, timeout=60)
-        client.register_plugin(_worker_plugin(distributed))
+        register_brian2_import(client)
         slots = max(1, sum(client.nthreads().values()))
         # plan as if the cluster's slots were forked workers (cpp_standalone too: one project per worker)
         planning = dataclasses.replace(
