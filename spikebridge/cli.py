@@ -321,7 +321,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(f"spikebridge demo: shipped digits models -> {out}/")
     results = []
     for name, dale in runs:
-        spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
+        spec = demo_spec(name, quick=args.quick, target=args.target or "numpy", dale=dale, workers=args.workers)
         if args.limit:
             spec.limit = args.limit
         if args.steps:
@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="spikebridge_demo", help="output directory (default ./spikebridge_demo)")
     p.add_argument("--quick", action="store_true", help="MLP only, fewer time steps")
     p.add_argument("--steps", type=int, help="time steps per sample (default 128, 64 with --quick)")
-    p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"])
+    p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"],
+                   help="Brian2 target (default numpy: nothing to compile, so the first demo takes seconds, not minutes)")
     p.add_argument("--workers", type=int, default=0, help="parallel simulation processes (default 0 = one per core)")
     p.add_argument("--limit", type=int, help="use only the first N test samples")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")

@@ -335,6 +335,7 @@ def _iter_parallel(
     from concurrent.futures import Future, ProcessPoolExecutor
 
     workers = min(n_workers(cfg), len(starts))
+    import brian2  # noqa: F401  # imported once here: the forked workers inherit it instead of each importing it
     # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
     # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
     ctx = multiprocessing.get_context("fork")
