@@ -35,6 +35,7 @@ import logging
 import os
 import pickle
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -48,14 +49,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def _timed(fn: Any, repeats: int) -> list[float]:
+def _cpu() -> float:
+    """CPU seconds of this process (the client) so far: unlike wall time, not inflated by other jobs' load."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and client-CPU seconds of ``repeats`` calls after one warm-up call."""
     fn()  # warm-up: imports, compile cache, worker start-up
-    out = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu(), time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        walls.append(time.perf_counter() - t0)
+        cpus.append(_cpu() - c0)
+    return walls, cpus
 
 
 def main() -> int:
@@ -89,9 +98,11 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     reference = simulate(snn, x, base)
 
-    def row(label: str, walls: list[float], **extra: Any) -> None:
+    def row(label: str, timed: tuple[list[float], list[float]], **extra: Any) -> None:
+        walls, cpus = timed
         med = statistics.median(walls)
-        rows.append({"label": label, "wall_s": walls, "wall_median_s": med, "samples_per_s": n / med, **extra})
+        rows.append({"label": label, "wall_s": walls, "wall_median_s": med, "samples_per_s": n / med,
+                     "client_cpu_s": cpus, "client_cpu_per_sample_s": statistics.median(cpus) / n, **extra})
         print(f"  {label}: {med:.2f} s ({n / med:.0f} samples/s)", file=sys.stderr, flush=True)
 
     for w in (1, 2):
@@ -108,9 +119,9 @@ def main() -> int:
         try:
             cfg = dataclasses.replace(base, scheduler=cluster.scheduler_address)
             got: list[Any] = []
-            walls = _timed(lambda: got.append(simulate(snn, x, cfg)), args.repeats)
+            timed = _timed(lambda: got.append(simulate(snn, x, cfg)), args.repeats)
             same = bool(np.array_equal(got[-1].output_counts_t, reference.output_counts_t))
-            row(f"dask LocalCluster workers={w}", walls, workers=w, path="dask", cluster_startup_s=startup, identical=same)
+            row(f"dask LocalCluster workers={w}", timed, workers=w, path="dask", cluster_startup_s=startup, identical=same)
         finally:
             cluster.close()
 
@@ -122,33 +133,40 @@ def main() -> int:
     stream._backend_iter = lambda *a, **k: iter(parts)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            walls = []
+            walls, cpus = [], []
             for k in range(args.repeats):
-                t0 = time.perf_counter()
+                c0, t0 = _cpu(), time.perf_counter()
                 stream.simulate_to_store(snn, x, Path(tmp) / f"s{k}.h5", cfg_all, labels=y, ann_activations=True)
                 walls.append(time.perf_counter() - t0)
+                cpus.append(_cpu() - c0)
     finally:
         stream._backend_iter = original
-    client_s = statistics.median(walls) / n
-    rows.append({"label": "client: store writing per sample (no simulation)", "wall_s": walls,
-                 "per_sample_s": client_s, "samples_per_s": 1 / client_s, "record_bytes_per_sample": record_bytes})
+    client_s = statistics.median(cpus) / n
+    rows.append({"label": "client: store writing per sample (no simulation)", "wall_s": walls, "client_cpu_s": cpus,
+                 "client_cpu_per_sample_s": client_s, "samples_per_s": 1 / client_s, "record_bytes_per_sample": record_bytes})
 
     by = {r["label"]: r for r in rows}
     one = by["forked workers=1"]["wall_median_s"]
+    # CPU of one process simulating alone = the work one worker does per sample
+    sim_cpu = by["forked workers=1"]["client_cpu_per_sample_s"]
+    dask_client_cpu = by["dask LocalCluster workers=2"]["client_cpu_per_sample_s"]
     ratios = {
+        "sim_cpu_per_sample_ms": 1e3 * sim_cpu,
+        "dask_client_cpu_per_sample_ms": 1e3 * dask_client_cpu,
+        "store_client_cpu_per_sample_ms": 1e3 * client_s,
+        # workers one client keeps busy before its own CPU (receiving + storing) is the bottleneck
+        "workers_per_client": sim_cpu / (dask_client_cpu + client_s),
         "forked2_speedup": one / by["forked workers=2"]["wall_median_s"],
         "dask1_vs_forked1": by["dask LocalCluster workers=1"]["wall_median_s"] / one,
         "dask2_speedup": one / by["dask LocalCluster workers=2"]["wall_median_s"],
         "dask2_vs_forked2": by["dask LocalCluster workers=2"]["wall_median_s"] / by["forked workers=2"]["wall_median_s"],
-        # samples/s one worker process delivers, over what the client can store: workers it can keep busy
-        "workers_one_client_can_feed": (1 / client_s) / (n / by["dask LocalCluster workers=1"]["wall_median_s"]),
     }
     print(f"\n{args.model}, {n} samples, T={args.steps}, batch_size={args.batch_size}, cython; medians of {args.repeats}"
           f" on {os.cpu_count()} cores (shared with other jobs)")
-    print(f"{'path':<52}{'wall s':>9}{'samples/s':>11}")
+    print(f"{'path':<52}{'wall s':>9}{'samples/s':>11}{'client CPU ms/sample':>22}")
     for r in rows:
         wall = r.get("wall_median_s", statistics.median(r["wall_s"]))
-        print(f"{r['label']:<52}{wall:>9.2f}{r['samples_per_s']:>11.0f}")
+        print(f"{r['label']:<52}{wall:>9.2f}{r['samples_per_s']:>11.0f}{1e3 * r['client_cpu_per_sample_s']:>22.3f}")
     for r in rows:
         if "cluster_startup_s" in r:
             print(f"{r['label']}: cluster start-up {r['cluster_startup_s']:.1f} s, identical spikes: {r['identical']}")
