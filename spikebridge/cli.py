@@ -319,6 +319,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runs = [("digits_mlp", "none")] if args.quick else [("digits_mlp", "none"), ("digits_cnn", "none"), ("digits_mlp", "relay")]
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     say(f"spikebridge demo: shipped digits models -> {out}/")
+    if not args.target:
+        say("simulating with Brian2's numpy target: nothing to compile (--target cython compiles once, minutes, then runs large networks faster)")
     results = []
     for name, dale in runs:
         spec = demo_spec(name, quick=args.quick, target=args.target or "numpy", dale=dale, workers=args.workers)
