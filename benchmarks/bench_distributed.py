@@ -87,7 +87,7 @@ def main() -> int:
     from spikebridge.conversion.convert import convert
     from spikebridge.datasets import load_digits
     from spikebridge.models import load_shipped
-    from spikebridge.store import stream
+    from spikebridge import orchestrate as stream
 
     x_cal, _ = load_digits("train")
     x, y = load_digits("test")

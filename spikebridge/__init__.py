@@ -36,6 +36,7 @@ _LAZY = {
     "load_network": ("spikebridge.conversion.network", "load_network"),
     "save_network": ("spikebridge.conversion.network", "save_network"),
     "simulate": ("spikebridge.backend.runner", "simulate"),
+    "simulate_to_store": ("spikebridge.orchestrate", "simulate_to_store"),
     "SpikeRecord": ("spikebridge.store.record", "SpikeRecord"),
     "SpikeStore": ("spikebridge.store.spikes", "SpikeStore"),
     "compare": ("spikebridge.analysis.compare", "compare"),

@@ -227,7 +227,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ann_acc = float(np.mean(np.argmax(evaluate(snn.ann, x).reshape(len(x), -1), axis=1) == y))
     t0 = time.perf_counter()
     if args.output:
-        from .store.stream import simulate_to_store
+        from .orchestrate import simulate_to_store
 
         record = simulate_to_store(
             snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network

@@ -218,7 +218,7 @@ def run_experiment(
     from .conversion.convert import convert
     from .datasets import load_dataset
     from .ir import evaluate
-    from .store.stream import simulate_to_store
+    from .orchestrate import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
     out = Path(out_dir)

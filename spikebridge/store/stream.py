@@ -1,4 +1,8 @@
-"""Stream a simulation into a spike store, batch by batch, so that a killed run loses nothing finished.
+"""The spike store as the sink of a streamed simulation: a killed run loses nothing finished.
+
+:class:`StoreSink` receives batches in sample order and writes them;
+:func:`spikebridge.orchestrate.simulate_to_store` drives the engine and feeds it
+(re-exported here for compatibility).
 
 Crash safety
 ------------
@@ -16,14 +20,13 @@ Crash safety
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from ..conversion.network import SpikingNetwork
 
 __all__ = [
+    "StoreSink",
+    "store_header",
     "simulate_to_store",
     "network_fingerprint",
     "file_sha256",
@@ -54,13 +59,6 @@ AUTO_ACTIVATIONS_BYTES = 256e6
 
 #: simulation-config keys that do not change the spikes, so they may differ on resume
 _RESUME_FREE = ("progress", "build_dir", "max_memory", "target", "scheduler")
-
-
-def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, start: int) -> Iterator[tuple[int, SpikeRecord]]:
-    """The backend's batch iterator (a seam the tests replace with a fake)."""
-    from ..backend.runner import iter_simulate
-
-    return iter_simulate(snn, inputs, config, start=start)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -187,73 +185,38 @@ def _check_resume(store: SpikeStore, expected: Mapping[str, Any]) -> None:
         )
 
 
-def simulate_to_store(
+def store_header(
     snn: "SpikingNetwork",
-    inputs: ArrayLike | None,
-    path: str | os.PathLike[str],
-    config: SimulationConfig | None = None,
-    *,
-    labels: ArrayLike | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    ann_activations: bool | str = "auto",
-    progress: Callable[[int, int], None] | None = None,
+    x: NDArray[Any] | None,
+    y: NDArray[Any] | None,
+    config: SimulationConfig,
     network_path: str | os.PathLike[str] | None = None,
-) -> SpikeRecord:
-    """Simulate ``snn`` and stream every finished batch into a spike store.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attributes a spike store of this run gets, and the part a resume must match.
 
     Parameters
     ----------
     snn : SpikingNetwork
-    inputs : array_like, shape (n_samples, *ann_input_shape), or None
-        ANN-unit inputs (None for a network without input: one sample).
-    path : str or path-like
-        The spike store to write.
-    config : SimulationConfig, optional
-    labels : array_like, shape (n_samples, ...), optional
-        Targets, stored in ``/labels``.
-    resume : bool
-        Continue an interrupted run in ``path`` (starts afresh if ``path`` is missing).
-    overwrite : bool
-        Replace an existing ``path`` (without it, an existing file is an error).
-    ann_activations : bool or "auto"
-        Also store the ANN activations of every layer a population represents
-        (what the per-layer comparison needs).  ``"auto"`` stores them when
-        they take at most :data:`AUTO_ACTIVATIONS_BYTES` (float32).
-    progress : callable, optional
-        Called as ``progress(n_done, n_samples)`` after each batch.
+    x : ndarray (n_samples, ...) or None
+        ANN-unit inputs (None: a network without input, one sample).
+    y : ndarray or None
+        Labels.
+    config : SimulationConfig
     network_path : str or path-like, optional
         The network file, whose SHA-256 is recorded.
 
     Returns
     -------
-    SpikeRecord
-        All samples (read back from the store).
-
-    Raises
-    ------
-    StoreExistsError
-        ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
-    StoreLockedError
-        Another process is writing ``path``.
-    ValidationError
-        ``resume`` with a network, inputs or settings that differ from the stored ones.
+    header : dict
+        For :meth:`SpikeStore.write_header` (provenance, read-out, scales, populations).
+    checked : dict
+        The JSON form of the keys :class:`StoreSink` compares on resume.
     """
-    config = config or SimulationConfig()
-    path = Path(path)
-    x = None if inputs is None else np.asarray(inputs)
-    n_samples = 1 if x is None else int(x.shape[0])
-    if n_samples < 1:
-        raise ValidationError("simulate_to_store: no input samples", attr="inputs")
-    y = None if labels is None else np.asarray(labels)
-    if y is not None and y.shape[0] != n_samples:
-        raise ValidationError(f"simulate_to_store: {y.shape[0]} labels for {n_samples} samples", attr="labels")
     dt = float(config.dt or snn.dt)
-    pops = population_info(snn, dt)
     header: dict[str, Any] = {
         "n_steps": config.n_steps,
         "dt": dt,
-        "n_samples": n_samples,
+        "n_samples": 1 if x is None else int(x.shape[0]),
         "seed": config.seed,
         "conversion": dict(snn.conversion),
         "simulation": _sim_dict(config),
@@ -266,80 +229,131 @@ def simulate_to_store(
         network_sha256=file_sha256(network_path) if network_path else None,
         readout=snn.readout,
         scales=snn.scales,
-        populations=pops,
+        populations=population_info(snn, dt),
     )
-    act_layers = sorted({p["layer"] for p in pops.values() if p.get("layer") and p["role"] != "input"})
-    if ann_activations == "auto":
-        size = 4 * n_samples * sum(int(np.prod(snn.ann.shapes[k])) for k in act_layers if k in snn.ann.shapes) if snn.ann else 0
-        ann_activations = size <= AUTO_ACTIVATIONS_BYTES
-        if not ann_activations:
-            log.warning(
-                "not storing ANN activations (%.0f MB); pass ann_activations=True for the per-layer comparison", size / 1e6
-            )
-    elif not isinstance(ann_activations, bool):
-        raise ValidationError(f"simulate_to_store: ann_activations must be True, False or 'auto', got {ann_activations!r}", attr="ann_activations")
+    return header, checked
 
-    def ann_for(first: int, n: int) -> tuple[NDArray[Any] | None, dict[str, NDArray[Any]] | None]:
-        if snn.ann is None or x is None:
-            return None, None
-        from ..ir.evaluate import evaluate
 
-        xb = x[first : first + n]
-        if not ann_activations:
-            return evaluate(snn.ann, xb).reshape(n, -1), None
-        acts = cast("dict[str, NDArray[Any]]", evaluate(snn.ann, xb, return_all=True))
-        out = acts[snn.ann.output].reshape(n, -1)
-        return out, {k: acts[k] for k in act_layers if k in acts}
+class StoreSink:
+    """Where a streamed simulation's batches go: one spike store, written batch by batch.
 
-    store: SpikeStore | None = None
-    start = 0
-    exists = path.exists() and path.stat().st_size > 0
-    if resume and exists:
-        store = SpikeStore(path, "a")
-        try:
-            _check_resume(store, checked)
-        except BaseException:
-            store.close()
-            raise
-        start = store.n_done
-        stored_bs = (store.attrs.get("meta") or {}).get("batch_size")
-        if config.batch_size is None and isinstance(stored_bs, int) and stored_bs > 0:
-            # Batches must start where the first run's did (per-batch seeds), even
-            # if the memory budget that chose the batch size has changed.
-            config = dataclasses.replace(config, batch_size=stored_bs)
-        # The stored layout decides, so every batch has the same datasets.
-        ann_activations = "ann/activations" in store.file
-        log.info("resuming '%s' at sample %d of %d", path, start, n_samples)
-    elif exists and not overwrite:
-        raise StoreExistsError(f"spike store '{path}' already exists; pass --overwrite to replace it or --resume to continue it")
-    elif exists:
-        WriterLock.probe(path)
+    Whoever drives the simulation (:func:`spikebridge.orchestrate.simulate_to_store`)
+    opens a sink, continues from :attr:`start`, hands it every finished batch in
+    sample order with :meth:`append`, and reads the result with :meth:`to_record`.
+    The sink knows files, never engines.
 
-    partial = path.with_name(path.name + ".partial")
-    try:
-        if start < n_samples:
-            for first, rec in _backend_iter(snn, x, config, start):
-                ann, acts = ann_for(first, rec.n_samples)
-                yb = None if y is None else y[first : first + rec.n_samples]
-                if store is None:
-                    if partial.exists():
-                        # left by a killed run, unless a live writer holds it
-                        WriterLock.probe(partial)
-                        partial.unlink()
-                    with SpikeStore(partial, "w", overwrite=True) as first_store:
-                        first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
-                        first_store.append_batch(first, rec, ann, acts, labels=yb)
-                    if path.exists():
-                        WriterLock.probe(path)
-                    os.replace(partial, path)
-                    store = SpikeStore(path, "a")
-                else:
-                    store.append_batch(first, rec, ann, acts, labels=yb)
-                if progress is not None:
-                    progress(store.n_done, n_samples)
-        if store is None:
-            raise ValidationError(f"simulate_to_store: the backend produced no batch for '{path}'")
-        return store.to_record()
-    finally:
-        if store is not None:
-            store.close()
+    Parameters
+    ----------
+    path : str or path-like
+        The spike store.
+    header, checked : dict
+        From :func:`store_header`.
+    resume : bool
+        Continue the store at ``path`` if it exists (after checking ``checked``).
+    overwrite : bool
+        Replace an existing store (without it, or ``resume``, an existing file is an error).
+
+    Attributes
+    ----------
+    start : int
+        First sample still to simulate (0 unless resumed).
+    resumed : bool
+    batch_size : int or None
+        The batch size the resumed run used (batches must start where its did).
+    stored_activations : bool or None
+        Whether the resumed store holds ANN activations (later batches must match).
+
+    Raises
+    ------
+    StoreExistsError, StoreLockedError, ValidationError
+        As :func:`~spikebridge.orchestrate.simulate_to_store` documents.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], checked: Mapping[str, Any], *,
+                 resume: bool = False, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.header = header
+        self._store: SpikeStore | None = None
+        self.start = 0
+        self.resumed = False
+        self.batch_size: int | None = None
+        self.stored_activations: bool | None = None
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if resume and exists:
+            store = SpikeStore(self.path, "a")
+            try:
+                _check_resume(store, checked)
+            except BaseException:
+                store.close()
+                raise
+            self._store, self.resumed, self.start = store, True, store.n_done
+            stored_bs = (store.attrs.get("meta") or {}).get("batch_size")
+            self.batch_size = stored_bs if isinstance(stored_bs, int) and stored_bs > 0 else None
+            # The stored layout decides, so every batch has the same datasets.
+            self.stored_activations = "ann/activations" in store.file
+        elif exists and not overwrite:
+            raise StoreExistsError(f"spike store '{self.path}' already exists; pass --overwrite to replace it or --resume to continue it")
+        elif exists:
+            WriterLock.probe(self.path)
+
+    @property
+    def n_done(self) -> int:
+        """Samples stored so far."""
+        return 0 if self._store is None else self._store.n_done
+
+    def append(self, first: int, rec: SpikeRecord, ann: NDArray[Any] | None, acts: dict[str, NDArray[Any]] | None,
+               labels: NDArray[Any] | None = None) -> None:
+        """Store batch ``rec`` of samples ``first:first + rec.n_samples`` (the next ones, in order).
+
+        The first batch of a new store goes to ``<path>.partial``, which is then
+        renamed over ``path``, so ``path`` never holds a half-created file.
+        """
+        if self._store is not None:
+            self._store.append_batch(first, rec, ann, acts, labels=labels)
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        if partial.exists():
+            # left by a killed run, unless a live writer holds it
+            WriterLock.probe(partial)
+            partial.unlink()
+        with SpikeStore(partial, "w", overwrite=True) as first_store:
+            first_store.write_header(**self.header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
+            first_store.append_batch(first, rec, ann, acts, labels=labels)
+        if self.path.exists():
+            WriterLock.probe(self.path)
+        os.replace(partial, self.path)
+        self._store = SpikeStore(self.path, "a")
+
+    def to_record(self) -> SpikeRecord:
+        """All stored samples as one record.
+
+        Raises
+        ------
+        ValidationError
+            Nothing was stored.
+        """
+        if self._store is None:
+            raise ValidationError(f"simulate_to_store: the backend produced no batch for '{self.path}'")
+        return self._store.to_record()
+
+    def close(self) -> None:
+        """Close the store (every appended batch is already flushed)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> "StoreSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def __getattr__(name: str) -> Any:
+    # simulate_to_store drives the simulation, so it moved above engines and store
+    # (spikebridge.orchestrate); this keeps `from spikebridge.store.stream import simulate_to_store` working
+    if name == "simulate_to_store":
+        from ..orchestrate import simulate_to_store
+
+        return simulate_to_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -82,7 +82,7 @@ def test_killed_worker_run_completes_identically(cluster, reference):
 def test_resume_after_client_killed(cluster, reference, tmp_path):
     """A `spikebridge simulate --scheduler` client killed mid-run; resuming (also via Dask) completes it identically."""
     from spikebridge.store.spikes import SpikeStore
-    from spikebridge.store.stream import simulate_to_store
+    from spikebridge.orchestrate import simulate_to_store
 
     net, data, store = tmp_path / "net.h5", tmp_path / "data.npz", tmp_path / "s.h5"
     make_net().save(net)
