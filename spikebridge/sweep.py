@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ def load_sweep(path: str | Path) -> dict[str, list[Any]]:
 
 
 def _label(value: Any) -> str:
-    return str(value).replace("/", "_").replace(" ", "")
+    """A value as a plain file-name part: ``99.9`` → ``99.9``, ``["all"]`` → ``all``."""
+    text = "_".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "none"
 
 
 def sweep_points(base: ExperimentSpec, sweep: Mapping[str, Sequence[Any]]) -> list[SweepPoint]:
@@ -109,6 +112,9 @@ def sweep_points(base: ExperimentSpec, sweep: Mapping[str, Sequence[Any]]) -> li
             simulation=SimulationConfig.from_dict(tables["simulation"]),
         )
         points.append(SweepPoint(values=values, spec=spec))
+    if len({p.spec.name for p in points}) < len(points):
+        # two values with the same file-name form (e.g. "a b" and "a_b"): number the points instead
+        points = [dataclasses.replace(p, spec=dataclasses.replace(p.spec, name=f"{base.name}-point{k}")) for k, p in enumerate(points)]
     return points
 
 
