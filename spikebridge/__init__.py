@@ -37,6 +37,7 @@ _LAZY = {
     "save_network": ("spikebridge.conversion.network", "save_network"),
     "simulate": ("spikebridge.backend.runner", "simulate"),
     "to_brian2": ("spikebridge.backend.brian2_api", "to_brian2"),
+    "simulate_to_store": ("spikebridge.orchestrate", "simulate_to_store"),
     "SpikeRecord": ("spikebridge.store.record", "SpikeRecord"),
     "SpikeStore": ("spikebridge.store.spikes", "SpikeStore"),
     "compare": ("spikebridge.analysis.compare", "compare"),

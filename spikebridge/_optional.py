@@ -19,6 +19,8 @@ EXTRAS: dict[str, str] = {
     "keras": "keras",
     "snntorch": "bench",
     "spikingjelly": "bench",
+    "dask": "distributed",
+    "distributed": "distributed",
 }
 
 

@@ -150,6 +150,8 @@ def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConf
         data["max_memory"] = parse_memory(args.max_memory, "--max-memory")
     if args.workers is not None:
         data["workers"] = args.workers
+    if getattr(args, "scheduler", None) is not None:
+        data["scheduler"] = args.scheduler
     if getattr(args, "record", None):
         data["record"] = tuple(args.record.split(","))
     data.update(_engine_overrides(args))
@@ -290,7 +292,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     record: Any
     if args.output:
-        from .store.stream import StoreReadout, simulate_to_store
+        from .orchestrate import simulate_to_store
+        from .store.stream import StoreReadout
 
         # nothing is read back whole: memory stays flat in the number of samples
         simulate_to_store(
@@ -430,9 +433,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     engine = getattr(args, "engine", None) or "brian2"
     say(f"spikebridge demo: shipped digits models -> {out}/ (engine {engine}; "
         + ("--engine tensor gives the same spikes with shared conv kernels)" if engine == "brian2" else "same spikes as brian2)"))
+    if engine != "tensor" and not args.target:
+        say("simulating with Brian2's numpy target: nothing to compile (--target cython compiles once, minutes, then runs large networks faster)")
     results = []
     for name, dale in runs:
-        spec = demo_spec(name, quick=args.quick, target=args.target or "auto", dale=dale, workers=args.workers)
+        spec = demo_spec(name, quick=args.quick, target=args.target or "numpy", dale=dale, workers=args.workers)
         if args.limit is not None:
             spec.limit = args.limit
         if args.steps is not None:
@@ -478,6 +483,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         existing_outputs([out / "report.md", out / "report.html"])
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from .sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.experiment)
+    if sweep:
+        results, files = run_sweep(spec, sweep, out, resume=args.resume, overwrite=args.overwrite, say=say)
+        write_report(results, out, title=title)
+        _print_summary(results)
+        _out("sweep summary: " + ", ".join(str(p) for p in files.values()))
+        return 0
     result = run_experiment(spec, out, resume=args.resume, overwrite=args.overwrite, say=say)
     md, html_path = write_report([result], out, title=title)
     _print_summary([result])
@@ -521,6 +535,7 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-memory", dest="max_memory", help="memory budget, e.g. 500MB (shared by the workers)")
     g.add_argument("--workers", type=_int_arg(0), help="processes simulating batches in parallel (runtime targets); 0 = one per core")
     _add_engine_args(g)
+    g.add_argument("--scheduler", help="run batches as Dask tasks: 'local' (a local cluster of --workers processes) or tcp://HOST:PORT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -600,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="spikebridge_demo", help="output directory (default ./spikebridge_demo)")
     p.add_argument("--quick", action="store_true", help="MLP only, fewer time steps")
     p.add_argument("--steps", type=_COUNT, help="time steps per sample (default 128, 64 with --quick)")
-    p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"])
+    p.add_argument("--target", choices=["auto", "numpy", "cython", "cpp_standalone"],
+                   help="Brian2 target (default numpy: nothing to compile, so the first demo takes seconds, not minutes)")
     p.add_argument("--workers", type=_int_arg(0), default=0, help="parallel simulation processes (default 0 = one per core)")
     p.add_argument("--limit", type=_COUNT, help="use only the first N test samples")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")

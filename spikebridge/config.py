@@ -346,6 +346,11 @@ class SimulationConfig(_Config):
         Where the tensor engine runs: ``"cpu"`` (numpy/scipy, always
         available), ``"torch"`` (torch on CPU threads), ``"cuda"`` or
         ``"cuda:N"`` (torch on a GPU).  Brian2 ignores it.
+    scheduler : str or None
+        Run batches as Dask tasks (``pip install "spikebridge[distributed]"``):
+        ``"local"`` starts a ``LocalCluster`` of ``workers`` processes on
+        loopback, ``"tcp://host:port"`` uses a running Dask scheduler; None =
+        no Dask. Results are identical; see ``docs/distributed.md``.
     """
 
     n_steps: int = 128
@@ -361,6 +366,7 @@ class SimulationConfig(_Config):
     workers: int = 1
     engine: str = "brian2"
     device: str = "cpu"
+    scheduler: str | None = None
 
     _time_fields = frozenset({"dt"})
 
@@ -386,6 +392,11 @@ class SimulationConfig(_Config):
             raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
             raise ValidationError(f"SimulationConfig.workers: must be an int >= 0, got {self.workers!r}", attr="workers", obj=self)
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or (self.scheduler != "local" and "://" not in self.scheduler)):
+            raise ValidationError(
+                f"SimulationConfig.scheduler: expected None, 'local' or a Dask scheduler address like 'tcp://host:8786', got {self.scheduler!r}",
+                attr="scheduler", obj=self,
+            )
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
         elif isinstance(self.record, (list, tuple)) and all(isinstance(r, str) for r in self.record):

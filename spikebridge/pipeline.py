@@ -50,6 +50,10 @@ EXPERIMENT_KEYS: dict[str, dict[str, str]] = {
     },
     "conversion": {k: "see ConversionConfig" for k in ConversionConfig.__dataclass_fields__},
     "simulation": {k: "see SimulationConfig" for k in SimulationConfig.__dataclass_fields__},
+    "sweep": {
+        "conversion": "conversion.KEY = [values]: one experiment per value (see spikebridge.sweep)",
+        "simulation": "simulation.KEY = [values]: one experiment per value (see spikebridge.sweep)",
+    },
     "report": {
         "plots": "write figures (needs matplotlib)",
         "graph": "run the connectivity analysis",
@@ -314,7 +318,7 @@ def run_experiment(
     from .conversion.convert import convert
     from .datasets import load_dataset
     from .ir import evaluate, predict_classes
-    from .store.stream import simulate_to_store
+    from .orchestrate import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
     check_name(spec.name)

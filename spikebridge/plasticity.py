@@ -390,7 +390,7 @@ def run_stdp_digits(
     """
     from .backend.runner import simulate
     from .datasets import load_digits
-    from .store.stream import simulate_to_store
+    from .orchestrate import simulate_to_store
 
     say = say or (lambda msg: log.info(msg))
     out = Path(out_dir)

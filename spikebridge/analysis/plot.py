@@ -35,6 +35,7 @@ __all__ = [
     "plot_report",
     "plot_weight_distribution",
     "plot_receptive_fields",
+    "plot_sweep",
 ]
 
 _MAX_POINTS = 300_000
@@ -383,3 +384,48 @@ def plot_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     """Figures for ``spikebridge compare --plots DIR``: :func:`plot_all` with the store's name as prefix."""
     prefix = Path(store_path).stem + "_"
     return list(plot_all(store_path, out_dir, prefix=prefix, fmt=fmt).values())
+
+
+def plot_sweep(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    dpi: int = 100,
+) -> Path:
+    """SNN accuracy against each swept value (one panel per key).
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        One per sweep point: the swept ``keys``, ``"snn_accuracy"`` and
+        ``"ann_accuracy"`` (fractions).
+    keys : sequence of str
+        Swept keys (``"conversion.percentile"``...).  In a key's panel, one
+        line per combination of the other keys' values.
+    path : str or path-like
+        ``.png``, ``.svg`` or ``.pdf`` to write.
+    """
+    if not keys or not rows:
+        raise ValidationError("plot_sweep: nothing swept", attr="rows")
+    fig = _figure((4.0 * len(keys), 3.5), dpi)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        others = [k for k in keys if k != key]
+        groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row[k] for k in others), []).append(row)
+        numeric = all(isinstance(r[key], (int, float)) and not isinstance(r[key], bool) for r in rows)
+        for j, (combo, group) in enumerate(groups.items()):
+            xs = [r[key] if numeric else str(r[key]) for r in group]
+            label = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in zip(others, combo)) or "SNN"
+            ax.plot(xs, [100 * float(r["snn_accuracy"]) for r in group], marker="o", color=f"C{j % 10}", label=label)
+        ann = [float(r["ann_accuracy"]) for r in rows if r.get("ann_accuracy") is not None]
+        if ann:
+            ax.axhline(100 * float(np.median(ann)), color="0.4", linestyle="--", label="ANN")
+        ax.set_xlabel(key)
+        ax.set_ylabel("SNN accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path, dpi)

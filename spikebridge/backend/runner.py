@@ -347,10 +347,16 @@ def iter_simulate(
         progress = tqdm.tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
     target = resolve_target(cfg.target)
     try:
-        if target == "cpp_standalone":
+        if target == "cpp_standalone" and cfg.scheduler is None:
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
-        elif n_workers(cfg) > 1 and len(starts) > 1:
-            for k0, rec in _iter_parallel(snn, plan, cfg, starts, bs, dt, target):
+        elif cfg.scheduler is not None or (n_workers(cfg) > 1 and len(starts) > 1):
+            if cfg.scheduler is not None:
+                from .distributed import iter_dask  # Dask plans its own batches for the cluster's size
+
+                batches = iter_dask(snn, plan, cfg, start, dt, target)
+            else:
+                batches = _iter_parallel(snn, plan, cfg, starts, bs, dt, target)
+            for k0, rec in batches:
                 if progress is not None:
                     progress.update(rec.n_samples)
                 yield k0, rec
@@ -426,6 +432,7 @@ def _iter_parallel(
     from concurrent.futures import Future, ProcessPoolExecutor
 
     workers = min(n_workers(cfg), len(starts))
+    import brian2  # noqa: F401  # imported once here: the forked workers inherit it instead of each importing it
     # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
     # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
     ctx = multiprocessing.get_context("fork")

@@ -10,7 +10,7 @@ import resource
 import signal
 import sys
 
-import spikebridge.store.stream as stream
+import spikebridge.orchestrate as stream
 from spikebridge.cli import main
 from tests.store._fake import fake_iter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spikebridge.store.stream as stream
+import spikebridge.orchestrate as stream
 from spikebridge.backend.builder import delay_buffer_bytes, estimate_memory
 from spikebridge.backend.runner import plan_batches, simulate
 from spikebridge.cli import main

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import spikebridge.store.stream as stream
+import spikebridge.orchestrate as stream
 from spikebridge.cli import main
 from spikebridge.config import SimulationConfig
 from spikebridge.errors import ValidationError

@@ -22,7 +22,7 @@ def test_binary_sklearn_classifier_is_decoded_by_its_sign(tmp_path):
     from spikebridge.conversion.convert import convert
     from spikebridge.importers.from_sklearn import from_sklearn
     from spikebridge.ir import evaluate, predict_classes
-    from spikebridge.store.stream import simulate_to_store
+    from spikebridge.orchestrate import simulate_to_store
 
     x, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_redundant=0, class_sep=1.5, random_state=3)
     x = (x - x.min()) / (x.max() - x.min())

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-import spikebridge.store.stream as stream
+import spikebridge.orchestrate as stream
 from spikebridge.config import SimulationConfig
 from tests.store._fake import fake_iter, make_net
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import spikebridge.store.stream as stream
+import spikebridge.orchestrate as stream
+from spikebridge.store.stream import file_sha256
 from spikebridge.config import SimulationConfig
 from spikebridge.errors import ValidationError
 from spikebridge.store.spikes import SpikeStore, StoreExistsError
@@ -71,7 +72,7 @@ def test_stream_writes_every_sample_with_provenance(fake_backend, tmp_path, refe
     with SpikeStore(tmp_path / "s.h5") as st:
         a = st.attrs
         assert st.complete and a["seed"] == 7 and a["n_samples"] == N and a["n_steps"] == 40
-        assert a["network_sha256"] == stream.file_sha256(net_file) and len(a["network_fingerprint"]) == 64
+        assert a["network_sha256"] == file_sha256(net_file) and len(a["network_fingerprint"]) == 64
         assert a["simulation"]["batch_size"] == BS and a["populations"]["out"]["latency_steps"] == 2
     _assert_same(_arrays(tmp_path / "s.h5"), _arrays(reference_store))
 

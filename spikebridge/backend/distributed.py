@@ -1,0 +1,204 @@
+"""Batches as Dask tasks: ``SimulationConfig(scheduler="local" | "tcp://host:port")``.
+
+The same batch jobs the forked worker pool runs (:func:`runner._batch_job`)
+become tasks of a Dask-distributed cluster.  The network is scattered to the
+workers once; each task gets its batch's input values and returns the batch's
+:class:`~spikebridge.store.record.SpikeRecord`.  The client yields the records
+strictly in sample order, so whoever consumes them (the streaming store) sees
+exactly what a one-process run produces.
+
+A worker that dies mid-batch (killed, out of memory, machine lost) makes the
+scheduler run that task again on another worker; the task is a pure function
+of its arguments (every seed is derived from the global sample index), so the
+retried batch is identical, and since only the client hands batches on, none
+is lost or handed on twice.
+
+``cpp_standalone`` on Dask: every worker process builds and compiles its own
+project once (a directory per host and process under the standalone cache);
+later batches on that worker regenerate the sources and ``make`` recompiles
+nothing.  Binaries are not shipped between machines.
+
+``dask[distributed]`` is optional (``pip install "spikebridge[distributed]"``)
+and imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..config import SimulationConfig
+from ..conversion.network import SpikingNetwork
+from ..errors import SimulationError
+from ..store.record import SpikeRecord
+from .plan import InputPlan, draw_poisson
+
+log = logging.getLogger(__name__)
+
+__all__ = ["dask_client", "iter_dask", "register_brian2_import"]
+
+#: batches in flight per worker slot: one running, one queued, so a worker never waits for the client
+_IN_FLIGHT_PER_SLOT = 2
+
+
+def _distributed() -> Any:
+    from .._optional import import_optional
+
+    return import_optional("distributed", "Dask-distributed runs (SimulationConfig.scheduler / --scheduler)")
+
+
+@contextlib.contextmanager
+def dask_client(address: str, workers: int = 1) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``address``, closed on exit.
+
+    Parameters
+    ----------
+    address : str
+        ``"local"`` starts a ``LocalCluster`` of ``workers`` single-threaded
+        processes on 127.0.0.1 (no dashboard) and shuts it down on exit;
+        anything else is the address of a running scheduler (``tcp://host:8786``).
+    workers : int
+        Worker processes of a local cluster (ignored for an address).
+
+    Raises
+    ------
+    MissingDependencyError
+        ``dask[distributed]`` is not installed.
+    SimulationError
+        The scheduler cannot be reached.
+    """
+    distributed = _distributed()
+    if address == "local":
+        cluster = distributed.LocalCluster(
+            n_workers=max(1, workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )
+        try:
+            client = distributed.Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+        return
+    try:
+        client = distributed.Client(address, timeout=10)
+    except (OSError, TimeoutError) as err:
+        raise SimulationError(f"cannot reach the Dask scheduler at {address!r}: {err}") from err
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _import_brian2() -> None:
+    """Import Brian2 in a worker's main thread: its import installs a SIGINT handler,
+    which Python allows only there, and tasks run in other threads."""
+    import brian2  # noqa: F401
+
+
+def register_brian2_import(client: Any) -> None:
+    """Make every worker of ``client``'s cluster (also ones that join or restart later) import Brian2 at start-up."""
+    distributed = _distributed()
+
+    class ImportBrian2(distributed.WorkerPlugin):  # type: ignore[misc,name-defined]
+        name = "spikebridge-import-brian2"
+
+        def setup(self, worker: Any) -> None:
+            _import_brian2()
+
+    client.register_plugin(ImportBrian2())
+
+
+def _standalone_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int) -> SpikeRecord:
+    """One ``cpp_standalone`` batch on a Dask worker, in that worker's own project directory."""
+    from .runner import _iter_standalone, _structure_key, standalone_cache_dir
+
+    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
+    root = Path(cfg.build_dir) if cfg.build_dir else standalone_cache_dir()
+    # two workers on one machine must never build into the same directory at once
+    directory = root / f"{snn.name}_{_structure_key(snn, sub.n_samples, cfg, dt)}_{socket.gethostname()}_{os.getpid()}"
+    ((_, rec),) = list(_iter_standalone(snn, sub, dataclasses.replace(cfg, build_dir=str(directory)), [0], sub.n_samples, dt, None))
+    return rec
+
+
+def iter_dask(
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float, target: str
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Run the batches of ``plan`` from sample ``start`` on the Dask cluster ``cfg.scheduler``.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    plan : InputPlan
+        All samples' inputs (from :func:`~spikebridge.backend.plan.prepare_inputs`).
+    cfg : SimulationConfig
+        ``scheduler`` is set; ``batch_size`` (if given) is kept, else batches
+        are sized to ``max_memory`` (shared by the workers of a local cluster,
+        per worker on a remote one) and spread over the workers.
+    start : int
+        First sample to run.
+    dt : float
+        Time step in seconds.
+    target : str
+        Resolved code-generation target.
+
+    Yields
+    ------
+    (first_sample, SpikeRecord)
+        In sample order.
+
+    Raises
+    ------
+    SimulationError
+        A batch failed on every worker it was tried on, or the scheduler is unreachable.
+    """
+    from .runner import _batch_job, n_workers, plan_batches
+
+    distributed = _distributed()
+    assert cfg.scheduler is not None
+    local = cfg.scheduler == "local"
+    with dask_client(cfg.scheduler, n_workers(dataclasses.replace(cfg, target="numpy"))) as client:
+        client.wait_for_workers(1, timeout=60)
+        register_brian2_import(client)
+        slots = max(1, sum(client.nthreads().values()))
+        # plan as if the cluster's slots were forked workers (cpp_standalone too: one project per worker)
+        planning = dataclasses.replace(
+            cfg, workers=slots, target="numpy", max_memory=cfg.max_memory * (1 if local else slots)
+        )
+        bs = plan_batches(snn, plan.n_samples - start, planning)
+        queue = list(range(start, plan.n_samples, bs))
+        log.info("Dask scheduler %s: %d worker slot(s), %d batch(es) of up to %d samples", cfg.scheduler, slots, len(queue), bs)
+        job = _standalone_job if target == "cpp_standalone" else _batch_job
+        net = client.scatter(snn, broadcast=True, hash=False)
+        run_id = uuid.uuid4().hex[:12]
+
+        def submit(k0: int) -> Any:
+            return client.submit(job, net, plan.select(k0, k0 + bs), cfg, dt, target, k0, key=f"spikebridge-batch-{run_id}-{k0}")
+
+        pending: list[tuple[int, Any]] = []
+        try:
+            while queue or pending:
+                while queue and len(pending) < _IN_FLIGHT_PER_SLOT * slots:
+                    k0 = queue.pop(0)
+                    pending.append((k0, submit(k0)))
+                k0, fut = pending.pop(0)
+                try:
+                    rec = fut.result()
+                except distributed.KilledWorker as err:
+                    raise SimulationError(
+                        f"network '{snn.name}': the batch at sample {k0} was retried on several Dask workers and every one died: {err}"
+                    ) from err
+                fut.release()
+                yield k0, rec
+        finally:
+            for _, fut in pending:
+                fut.cancel()
