@@ -178,7 +178,7 @@ def simulate_to_store(
     def ann_for(first: int, n: int) -> tuple[NDArray[Any] | None, dict[str, NDArray[Any]] | None]:
         if snn.ann is None or x is None:
             return None, None
-        from ..ir.evaluate import evaluate
+        from .ir.evaluate import evaluate
 
         xb = x[first : first + n]
         if not ann_activations:

@@ -101,3 +101,24 @@ def test_brian2_spikes_identical_to_reference_on_the_resnet(trained):
     assert total > 1000
     np.testing.assert_array_equal(b2.output_counts_t, ref.output_counts_t)
 
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch"])
+def test_tensor_engine_spikes_identical_to_brian2_on_the_resnet(trained, device):
+    """The residual network in both engines (the whole issue-10 promise): identical spikes, not a tolerance."""
+    from spikebridge.backend.runner import simulate
+
+    if device == "torch":
+        pytest.importorskip("torch")
+    onnx_graph, _, _, (x_train, x, _) = trained
+    snn = convert(onnx_graph, ConversionConfig(v_init=0.5), calibration=x_train[:500])
+    xs = x[:6]
+    b2 = simulate(snn, xs, SimulationConfig(n_steps=32, batch_size=6, target="numpy", record=("all",)))
+    tensor = simulate(snn, xs, SimulationConfig(n_steps=32, engine="tensor", device=device, record=("all",)))
+    total = 0
+    for name in b2.counts:
+        np.testing.assert_array_equal(tensor.counts[name], b2.counts[name], err_msg=name)
+        np.testing.assert_array_equal(tensor.spikes[name].step, b2.spikes[name].step, err_msg=name)
+        total += int(b2.counts[name].sum())
+    assert total > 1000
+    np.testing.assert_array_equal(tensor.output_counts_t, b2.output_counts_t)
