@@ -85,6 +85,17 @@ def test_converted_resnet_follows_the_ann_at_t128(trained):
     assert [pr.n_synapses for pr in snn_fx.projections.values()] == [pr.n_synapses for pr in snn.projections.values()]
 
 
+def _assert_identical(a, b):
+    """Identical counts and spike steps of every population and output counts over time (no tolerance)."""
+    total = 0
+    for name in b.counts:
+        np.testing.assert_array_equal(a.counts[name], b.counts[name], err_msg=name)
+        np.testing.assert_array_equal(a.spikes[name].step, b.spikes[name].step, err_msg=name)
+        total += int(b.counts[name].sum())
+    assert total > 1000  # enough spikes for the comparison to mean something
+    np.testing.assert_array_equal(a.output_counts_t, b.output_counts_t)
+
+
 def test_brian2_spikes_identical_to_reference_on_the_resnet(trained):
     from spikebridge.backend.runner import simulate
 
@@ -93,32 +104,17 @@ def test_brian2_spikes_identical_to_reference_on_the_resnet(trained):
     xs = x[:6]
     ref = simulate_reference(snn, xs, 32, record=("all",))
     b2 = simulate(snn, xs, SimulationConfig(n_steps=32, batch_size=6, target="numpy", record=("all",)))
-    total = 0
-    for name in ref.counts:
-        np.testing.assert_array_equal(b2.counts[name], ref.counts[name], err_msg=name)
-        np.testing.assert_array_equal(b2.spikes[name].step, ref.spikes[name].step, err_msg=name)
-        total += int(ref.counts[name].sum())
-    assert total > 1000
-    np.testing.assert_array_equal(b2.output_counts_t, ref.output_counts_t)
-
+    _assert_identical(b2, ref)
 
 
 @pytest.mark.parametrize("device", ["cpu", "torch"])
 def test_tensor_engine_spikes_identical_to_brian2_on_the_resnet(trained, device):
-    """The residual network in both engines (the whole issue-10 promise): identical spikes, not a tolerance."""
+    """The residual network in both engines: identical spikes, not a tolerance."""
     from spikebridge.backend.runner import simulate
 
-    if device == "torch":
-        pytest.importorskip("torch")
     onnx_graph, _, _, (x_train, x, _) = trained
     snn = convert(onnx_graph, ConversionConfig(v_init=0.5), calibration=x_train[:500])
     xs = x[:6]
     b2 = simulate(snn, xs, SimulationConfig(n_steps=32, batch_size=6, target="numpy", record=("all",)))
     tensor = simulate(snn, xs, SimulationConfig(n_steps=32, engine="tensor", device=device, record=("all",)))
-    total = 0
-    for name in b2.counts:
-        np.testing.assert_array_equal(tensor.counts[name], b2.counts[name], err_msg=name)
-        np.testing.assert_array_equal(tensor.spikes[name].step, b2.spikes[name].step, err_msg=name)
-        total += int(b2.counts[name].sum())
-    assert total > 1000
-    np.testing.assert_array_equal(tensor.output_counts_t, b2.output_counts_t)
+    _assert_identical(tensor, b2)
