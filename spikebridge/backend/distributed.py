@@ -130,8 +130,28 @@ def _standalone_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, 
     return rec
 
 
+def _tensor_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int) -> SpikeRecord:
+    """One tensor-engine batch on a Dask worker (the compiled program is kept for the worker's next batches)."""
+    from .plan import active_populations
+    from .tensor import TensorProgram
+    from .tensor.arrays import arrays_for
+
+    key = (id(snn), dt, cfg.device)
+    if _TENSOR_PROGRAM.get("key") != key:
+        # holding snn keeps its id valid: the scattered network lives as long as the run
+        _TENSOR_PROGRAM.update(key=key, snn=snn, program=TensorProgram(snn, dt, arrays_for(cfg.device)))
+    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
+    record = set(active_populations(snn)) if "all" in cfg.record else set(cfg.record)
+    rec: SpikeRecord = _TENSOR_PROGRAM["program"].run(sub, cfg.n_steps, seed=cfg.seed + k0, record=record)
+    rec.meta["config"] = cfg.to_dict()
+    return rec
+
+
+_TENSOR_PROGRAM: dict[str, Any] = {}
+
+
 def iter_dask(
-    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float, target: str
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float, target: str, engine: str = "brian2"
 ) -> Iterator[tuple[int, SpikeRecord]]:
     """Run the batches of ``plan`` from sample ``start`` on the Dask cluster ``cfg.scheduler``.
 
@@ -149,7 +169,9 @@ def iter_dask(
     dt : float
         Time step in seconds.
     target : str
-        Resolved code-generation target.
+        Resolved code-generation target (Brian2).
+    engine : {"brian2", "tensor"}
+        Resolved engine: which batch job the workers run.
 
     Yields
     ------
@@ -161,7 +183,7 @@ def iter_dask(
     SimulationError
         A batch failed on every worker it was tried on, or the scheduler is unreachable.
     """
-    from .runner import _batch_job, n_workers, plan_batches
+    from .runner import _batch_job, n_workers, plan_batches, progress_bar
 
     distributed = _distributed()
     assert cfg.scheduler is not None
@@ -174,10 +196,16 @@ def iter_dask(
         planning = dataclasses.replace(
             cfg, workers=slots, target="numpy", max_memory=cfg.max_memory * (1 if local else slots)
         )
-        bs = plan_batches(snn, plan.n_samples - start, planning)
+        if engine == "tensor":
+            from .tensor.engine import _batch_size
+
+            shared = dataclasses.replace(cfg, max_memory=cfg.max_memory / (slots if local else 1))
+            bs = cfg.batch_size or min(_batch_size(snn, plan.n_samples - start, shared, dt), -(-(plan.n_samples - start) // slots))
+        else:
+            bs = plan_batches(snn, plan.n_samples - start, planning)
         queue = list(range(start, plan.n_samples, bs))
         log.info("Dask scheduler %s: %d worker slot(s), %d batch(es) of up to %d samples", cfg.scheduler, slots, len(queue), bs)
-        job = _standalone_job if target == "cpp_standalone" else _batch_job
+        job = _tensor_job if engine == "tensor" else _standalone_job if target == "cpp_standalone" else _batch_job
         net = client.scatter(snn, broadcast=True, hash=False)
         run_id = uuid.uuid4().hex[:12]
 
@@ -185,6 +213,7 @@ def iter_dask(
             return client.submit(job, net, plan.select(k0, k0 + bs), cfg, dt, target, k0, key=f"spikebridge-batch-{run_id}-{k0}")
 
         pending: list[tuple[int, Any]] = []
+        progress = progress_bar(cfg, plan.n_samples - start, snn.name)
         try:
             while queue or pending:
                 while queue and len(pending) < _IN_FLIGHT_PER_SLOT * slots:
@@ -198,7 +227,11 @@ def iter_dask(
                         f"network '{snn.name}': the batch at sample {k0} was retried on several Dask workers and every one died: {err}"
                     ) from err
                 fut.release()
+                if progress is not None:
+                    progress.update(rec.n_samples)
                 yield k0, rec
         finally:
             for _, fut in pending:
                 fut.cancel()
+            if progress is not None:
+                progress.close()

@@ -326,7 +326,8 @@ def iter_simulate(
             f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
             attr="record",
         )
-    if resolve_engine(snn, cfg) == "tensor":
+    engine = resolve_engine(snn, cfg)
+    if engine == "tensor" and cfg.scheduler is None:
         from .tensor import iter_simulate_tensor
 
         yield from iter_simulate_tensor(snn, inputs, cfg, start=start)
@@ -337,26 +338,20 @@ def iter_simulate(
         raise ValidationError(f"iter_simulate: start must be in [0, {n}], got {start}", attr="start")
     if start == n:
         return
+    target = resolve_target(cfg.target)
+    if cfg.scheduler is not None:
+        from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine
+
+        yield from iter_dask(snn, plan, cfg, start, dt, target, engine)
+        return
     bs = plan_batches(snn, n - start, cfg)
     starts = list(range(start, n, bs))
-    progress = None
-    if cfg.progress:
-        from .._optional import import_optional
-
-        tqdm = import_optional("tqdm", "a progress bar")
-        progress = tqdm.tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
-    target = resolve_target(cfg.target)
+    progress = progress_bar(cfg, n - start, snn.name)
     try:
-        if target == "cpp_standalone" and cfg.scheduler is None:
+        if target == "cpp_standalone":
             yield from _iter_standalone(snn, plan, cfg, starts, bs, dt, progress)
-        elif cfg.scheduler is not None or (n_workers(cfg) > 1 and len(starts) > 1):
-            if cfg.scheduler is not None:
-                from .distributed import iter_dask  # Dask plans its own batches for the cluster's size
-
-                batches = iter_dask(snn, plan, cfg, start, dt, target)
-            else:
-                batches = _iter_parallel(snn, plan, cfg, starts, bs, dt, target)
-            for k0, rec in batches:
+        elif n_workers(cfg) > 1 and len(starts) > 1:
+            for k0, rec in _iter_parallel(snn, plan, cfg, starts, bs, dt, target):
                 if progress is not None:
                     progress.update(rec.n_samples)
                 yield k0, rec
@@ -370,6 +365,15 @@ def iter_simulate(
     finally:
         if progress is not None:
             progress.close()
+
+
+def progress_bar(cfg: SimulationConfig, total: int, name: str) -> Any:
+    """A tqdm bar over ``total`` samples when ``cfg.progress`` (None otherwise)."""
+    if not cfg.progress:
+        return None
+    from .._optional import import_optional
+
+    return import_optional("tqdm", "a progress bar").tqdm(total=total, unit="sample", desc=f"simulate {name}")
 
 
 def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: SimulationConfig, dt: float, meta: dict[str, Any]) -> SpikeRecord:

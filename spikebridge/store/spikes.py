@@ -310,7 +310,15 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             try:
                 f = h5py.File(self.path, "r", locking=False, swmr=True)
             except OSError as err2:
-                raise self._format_error(err2) from err2
+                # a writer killed before it switched to SWMR left plain "open for write" flags; once no
+                # live process holds the store's lock they are stale, and clearing them loses nothing
+                WriterLock.probe(self.path)
+                if not clear_status_flags(self.path):
+                    raise self._format_error(err2) from err2
+                try:
+                    f = h5py.File(self.path, "r", locking=False)
+                except OSError as err3:
+                    raise self._format_error(err3) from err3
         try:
             self._verify(f)
             check_format(f, FORMAT, VERSION, path=str(self.path))

@@ -57,6 +57,17 @@ def test_dask_run_equals_one_process(cluster, reference):
     _assert_same_record(rec, reference)
 
 
+def test_tensor_engine_runs_on_dask_workers(cluster, reference):
+    """Both engines run on the workers: the tensor engine's Dask run equals its own one-process run and Brian2's."""
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, engine="tensor", device="cpu")
+    alone = simulate(make_net(), X, cfg)
+    rec = simulate(make_net(), X, dataclasses.replace(cfg, scheduler=cluster.scheduler_address))
+    _assert_same_record(rec, alone)
+    _assert_same_record(rec, reference)
+
+
 def test_killed_worker_run_completes_identically(cluster, reference):
     distributed = pytest.importorskip("distributed")
     import dataclasses

@@ -218,3 +218,16 @@ def test_lookup3_matches_hdf5_superblock_checksum(tmp_h5):
     body = 12 + 4 * n_off
     assert head[8] in (2, 3)
     assert lookup3(head[:body]) == int.from_bytes(head[body : body + 4], "little")
+
+
+def test_store_of_a_writer_killed_before_swmr_reads_back(tmp_h5):
+    """A writer SIGKILLed with the file open for plain (non-SWMR) writing leaves stale flags; reading clears them."""
+    rec = make_record(3)
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, rec)
+    code = f"import h5py, os, signal; f = h5py.File({str(tmp_h5)!r}, 'a', libver='latest'); os.kill(os.getpid(), signal.SIGKILL)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == -9
+    with SpikeStore(tmp_h5) as st:
+        assert st.n_done == 3
+        np.testing.assert_array_equal(st.to_record().counts["a"], rec.counts["a"])
