@@ -32,6 +32,7 @@ __all__ = [
     "WriterLock",
     "clear_status_flags",
     "extend_to_stored_eof",
+    "held_by_a_writer",
     "lookup3",
     "is_flag_error",
     "is_lock_error",
@@ -225,6 +226,32 @@ def _forget_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def held_by_a_writer(path: str | os.PathLike[str]) -> bool:
+    """Whether some process holds a ``flock`` on ``path``, found without taking one.
+
+    Reads Linux's ``/proc/locks``, so a reader never competes with a writer for
+    the lock; elsewhere it answers True (assume a writer: do not repair).
+    """
+    try:
+        text = Path("/proc/locks").read_text()
+        st = os.stat(path)
+    except OSError:
+        return True
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in text.splitlines():
+        parts = line.split()
+        if "->" in parts:  # a waiter, not a holder
+            continue
+        if len(parts) >= 6 and parts[1] == "FLOCK":
+            try:
+                maj, mnr, ino = parts[5].split(":")
+                if (int(maj, 16), int(mnr, 16), int(ino)) == want:
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 class WriterLock:

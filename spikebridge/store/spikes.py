@@ -68,6 +68,7 @@ from ._hdf5lock import (
     WriterLock,
     clear_status_flags,
     extend_to_stored_eof,
+    held_by_a_writer,
     is_disk_full,
     is_flag_error,
     is_lock_error,
@@ -312,8 +313,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             except OSError as err2:
                 # a writer killed before it switched to SWMR left plain "open for write" flags; once no
                 # live process holds the store's lock they are stale, and clearing them loses nothing
-                WriterLock.probe(self.path)
-                if not clear_status_flags(self.path):
+                if held_by_a_writer(self.path) or not clear_status_flags(self.path):
                     raise self._format_error(err2) from err2
                 try:
                     f = h5py.File(self.path, "r", locking=False)
