@@ -144,7 +144,7 @@ def export_brian2_script(
         if pname == snn.input and kind == "spikes":
             assert plan.raster is not None
             data[f"{pname}__raster"] = plan.raster
-            emit(f"# input spikes per sample, step and neuron (drawn like spikebridge.simulate draws them)")
+            emit("# input spikes per sample, step and neuron (drawn like spikebridge.simulate draws them)")
             emit(f"raster = data[{pname + '__raster'!r}]")
             emit("values = np.zeros((raster.shape[1] + 1, B, raster.shape[2]))  # one silent row after the end")
             emit("values[:-1] = np.transpose(raster, (1, 0, 2))")
@@ -164,7 +164,7 @@ def export_brian2_script(
             emit(f"{g}.{key} = np.tile(data[{pname + '__' + key!r}], B){unit}")
         if pname in plan.currents:
             data[f"{pname}__I_in"] = np.asarray(plan.currents[pname], dtype=np.float64)
-            emit(f"# constant input current of every sample: the current-encoded input's projection folded in (1/second)")
+            emit("# constant input current of every sample: the current-encoded input's projection folded in (1/second)")
             emit(f"{g}.I_in = data[{pname + '__I_in'!r}].ravel() / b2.second")
         if pname == snn.input and plan.rates is not None:
             data[f"{pname}__rate"] = plan.rates
@@ -205,7 +205,7 @@ def export_brian2_script(
         emit(f"# --- projection '{proj.name}': {proj.pre} -> {proj.post} ({proj.kind}, {proj.n_synapses} synapses per sample, "
              f"sign {proj.sign}, {delay_txt}, acts on {proj.target}) ---")
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-        kw = [f"model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
+        kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
         if not hetero:
             kw.append(f"delay={d - 1} * dt")

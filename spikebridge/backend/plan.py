@@ -39,7 +39,7 @@ from ..conversion.delays import delay_steps
 from ..conversion.network import SpikingNetwork
 from ..errors import ValidationError
 
-__all__ = ["InputPlan", "prepare_inputs", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps"]
+__all__ = ["InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps"]
 
 
 def folded_projections(snn: SpikingNetwork) -> set[str]:
@@ -218,3 +218,40 @@ def draw_poisson(plan: InputPlan, n_steps: int, dt: float, seed: int, first_samp
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(first_sample + k)]))
         raster[k] = rng.random((n_steps, p.shape[1])) < p[k]
     return InputPlan(n_samples=plan.n_samples, currents=plan.currents, rates=None, kind="spikes", raster=raster)
+
+
+def checked_plan(snn: SpikingNetwork, inputs: ArrayLike | None, record: tuple[str, ...], start: int, dt: float) -> InputPlan | None:
+    """The checks every engine makes before simulating, and the inputs' plan.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like or None
+        As for :func:`prepare_inputs`.
+    record : tuple of str
+        ``SimulationConfig.record``: population names or ``"all"``.
+    start : int
+        First sample to simulate (resume).
+    dt : float
+        Time step in seconds.
+
+    Returns
+    -------
+    InputPlan or None
+        The plan of all samples; None when ``start`` is already the end (nothing to do).
+
+    Raises
+    ------
+    ValidationError
+        Unknown recorded populations, bad inputs, or ``start`` outside ``[0, n_samples]``.
+    """
+    unknown = set(record) - set(snn.populations) - {"all"}
+    if unknown:
+        raise ValidationError(
+            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
+            attr="record",
+        )
+    plan = prepare_inputs(snn, inputs, dt)
+    if not (0 <= start <= plan.n_samples):
+        raise ValidationError(f"iter_simulate: start must be in [0, {plan.n_samples}], got {start}", attr="start")
+    return None if start == plan.n_samples else plan

@@ -38,7 +38,7 @@ from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, SimulationError, ValidationError
 from ..store.record import SpikeRecord, SpikeTrains, concat_records
 from .builder import BuiltNetwork, build_network, delay_buffer_bytes, estimate_memory, max_batch_size
-from .plan import InputPlan, draw_poisson, prepare_inputs
+from .plan import InputPlan, checked_plan, draw_poisson
 
 log = logging.getLogger(__name__)
 
@@ -319,25 +319,16 @@ def iter_simulate(
     if not isinstance(cfg, SimulationConfig):
         raise ValidationError(f"simulate: config must be a SimulationConfig, got {type(cfg).__name__}", attr="config")
     dt = float(cfg.dt if cfg.dt is not None else snn.dt)
-    record = tuple(cfg.record)
-    unknown = set(record) - set(snn.populations) - {"all"}
-    if unknown:
-        raise ValidationError(
-            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
-            attr="record",
-        )
+    plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
+    if plan is None:
+        return
     engine = resolve_engine(snn, cfg)
     if engine == "tensor" and cfg.scheduler is None:
-        from .tensor import iter_simulate_tensor
+        from .tensor.engine import iter_plan_tensor
 
-        yield from iter_simulate_tensor(snn, inputs, cfg, start=start)
+        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
         return
-    plan = prepare_inputs(snn, inputs, dt)
     n = plan.n_samples
-    if not (0 <= start <= n):
-        raise ValidationError(f"iter_simulate: start must be in [0, {n}], got {start}", attr="start")
-    if start == n:
-        return
     target = resolve_target(cfg.target)
     if cfg.scheduler is not None:
         from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine

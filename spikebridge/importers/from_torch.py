@@ -30,7 +30,7 @@ from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAv
 from ._common import GraphBuilder, refuse_unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    pass
 
 __all__ = ["from_torch", "SUPPORTED_MODULES"]
 

@@ -17,7 +17,7 @@ from spikebridge.backend.reference import simulate_reference
 from spikebridge.backend.runner import resolve_engine, simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.conversion.network import Projection, SpikingNetwork, load_network, save_network
+from spikebridge.conversion.network import Projection, load_network, save_network
 from spikebridge.errors import BuildError, ValidationError
 from spikebridge.ir.serialize import load_graph
 from tests._optional import requires_nir

@@ -41,9 +41,9 @@ from ...config import SimulationConfig
 from ...conversion.delays import delay_steps
 from ...conversion.kernels import SharedKernel
 from ...conversion.network import Population, SpikingNetwork
-from ...errors import BuildError, ValidationError
+from ...errors import BuildError
 from ...store.record import SpikeRecord
-from ..plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs
+from ..plan import InputPlan, active_populations, checked_plan, draw_poisson, folded_projections
 from ..reference import _exact_cuba, _exact_lif, spike_trains
 from .arrays import Arrays, arrays_for
 
@@ -425,19 +425,18 @@ def iter_simulate_tensor(
     """
     cfg = config
     dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
+    if plan is not None:
+        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
+
+
+def iter_plan_tensor(snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float) -> Iterator[tuple[int, SpikeRecord]]:
+    """:func:`iter_simulate_tensor` on a checked plan (from :func:`~spikebridge.backend.plan.checked_plan`), ``dt`` in seconds."""
+    from ..runner import progress_bar
+
     names = active_populations(snn)
     rec = set(names) if "all" in cfg.record else set(cfg.record)
-    unknown = rec - set(snn.populations)
-    if unknown:
-        raise ValidationError(
-            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}", attr="record"
-        )
-    plan = prepare_inputs(snn, inputs, dt)
     n = plan.n_samples
-    if not (0 <= start <= n):
-        raise ValidationError(f"iter_simulate: start must be in [0, {n}], got {start}", attr="start")
-    if start == n:
-        return
     bs = _batch_size(snn, n - start, cfg, dt)
     xp = arrays_for(cfg.device)
     parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
@@ -447,11 +446,7 @@ def iter_simulate_tensor(
         # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
         # parts would oversubscribe the cores)
         xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
-    progress = None
-    if cfg.progress:
-        from ..._optional import import_optional
-
-        progress = import_optional("tqdm", "a progress bar").tqdm(total=n - start, unit="sample", desc=f"simulate {snn.name}")
+    progress = progress_bar(cfg, n - start, snn.name)
     try:
         t0 = time.perf_counter()
         program = TensorProgram(snn, dt, xp)
