@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's spikebridge, like the subprocesses (PYTHONPATH)
 
 from spikebridge.store.spikes import SpikeStore  # noqa: E402
+from tests.hostile._proc import alive as _alive, children as _children  # noqa: E402
 
 
 def _env() -> dict[str, str]:
@@ -54,21 +55,7 @@ def _cmd(d: Path, out: Path, args: argparse.Namespace, workers: int, *extra: str
             "--seed", "3", "--target", args.target, "--workers", str(workers), *extra]
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
-            pass
-    return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:

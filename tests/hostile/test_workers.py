@@ -19,6 +19,7 @@ import pytest
 
 from tests.store._fake import make_net
 from tests.store.test_stream import _arrays, _assert_same, _n_done
+from tests.hostile._proc import alive as _alive, children as _children
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 8
@@ -44,22 +45,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "SB_REAL_BACKEND": "1"}
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
-            pass
-    return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _start_and_wait(d: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
