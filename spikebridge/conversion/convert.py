@@ -145,6 +145,17 @@ def _pool_kernel(layer: AvgPool2d | GlobalAvgPool2d, in_shape: tuple[int, ...]) 
     return SharedKernel(np.full((c, 1) + tuple(kernel), 1.0 / (kernel[0] * kernel[1])), (c, h, w), stride, padding, groups=c)
 
 
+def unique_name(base: str, used: set[str]) -> str:
+    """``base`` as an identifier, with ``_2``, ``_3`` ... appended until it is not in ``used`` (which it joins)."""
+    name = safe_name(base)
+    out, k = name, 1
+    while out in used:
+        k += 1
+        out = f"{name}_{k}"
+    used.add(out)
+    return out
+
+
 def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     """Split the ANN into populations and the composed linear maps between them.
 
@@ -165,13 +176,7 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     layers = list(graph.layers)
 
     def unique(base: str) -> str:
-        name = safe_name(base)
-        out, k = name, 1
-        while out in used:
-            k += 1
-            out = f"{name}_{k}"
-        used.add(out)
-        return out
+        return unique_name(base, used)
 
     def close(kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> None:
         nonlocal source, mat, bias, named, kern
@@ -406,12 +411,7 @@ def convert(
                 syn: dict[str, object] = {"pre_index": pre, "post_index": post, "weight": w}
             else:
                 syn = {"operator": kern}
-            pname = f"{source}_{st.name}"
-            k = 1
-            while pname in used:
-                k += 1
-                pname = f"{source}_{st.name}_{k}"
-            used.add(pname)
+            pname = unique_name(f"{source}_{st.name}", used)
             delay = draw_delays(len(w) if kern is None else kern.n_synapses, dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
             mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
             folded = source == "input" and enc_kind == "current"  # a constant current: no hop

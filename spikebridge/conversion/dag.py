@@ -37,9 +37,9 @@ from numpy.typing import NDArray
 
 from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError
-from ..ir.graph import AnnGraph, safe_name
+from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
-from .convert import _SUPPORTED, Stage, _gate_kernel
+from .convert import _SUPPORTED, Stage, _gate_kernel, unique_name
 from .operators import is_linear, linear_operator
 
 __all__ = ["plan_dag", "concat_operators"]
@@ -138,13 +138,7 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
     forms: dict[str, _Form] = {}
 
     def unique(base: str) -> str:
-        name = safe_name(base)
-        out, k = name, 1
-        while out in used:
-            k += 1
-            out = f"{name}_{k}"
-        used.add(out)
-        return out
+        return unique_name(base, used)
 
     def close(form: _Form, kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> _Form:
         srcs = list(form.terms)
