@@ -117,8 +117,9 @@ def test_digits_cnn_equals_brian2_with_shared_kernels(digits, device):
     assert_same_spikes(ten, _brian2(snn, x, 48, record=("all",)), min_spikes=2000)
 
 
+@pytest.mark.parametrize("maxpool", ["gate", "tree"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_maxpool_gate_cnn_with_delays_equals_reference(rng, device):
+def test_maxpool_gate_cnn_with_delays_equals_reference(rng, device, maxpool):
     from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU
 
     r = np.random.default_rng(2)
@@ -133,8 +134,11 @@ def test_maxpool_gate_cnn_with_delays_equals_reference(rng, device):
         Dense(name="fc", weight=r.normal(0, 0.3, size=(3, 5)), bias=np.zeros(3)),
     ], name="gate_cnn")
     x = rng.uniform(0, 1, size=(30, 2, 8, 8))
-    snn = convert(g, ConversionConfig(delay=2e-3, refractory=1e-3, input_encoding="poisson", max_rate=500.0, maxpool="gate"), calibration=x)
-    assert any(p.kind == "gate" and p.operator is not None for p in snn.projections.values())
+    snn = convert(g, ConversionConfig(delay=2e-3, refractory=1e-3, input_encoding="poisson", max_rate=500.0, maxpool=maxpool), calibration=x)
+    if maxpool == "gate":  # the gate keeps its shared kernel; the tree adds populations of rounds
+        assert any(p.kind == "gate" and p.operator is not None for p in snn.projections.values())
+    else:
+        assert any("_max" in name for name in snn.populations)  # the tournament's rounds
     ref = simulate_reference(snn, x[:4], 80, seed=9, record=("all",))
     assert_same_spikes(_tensor(snn, x[:4], 80, device, seed=9, record=("all",)), ref, min_spikes=500)
 
