@@ -517,7 +517,8 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reset", choices=["subtract", "zero"])
     g.add_argument("--refractory", help="refractory period, e.g. 1ms")
     g.add_argument("--v-init", dest="v_init", type=float, help="initial potential as a fraction of threshold")
-    g.add_argument("--delay", help="synaptic delay per projection, e.g. 1ms (default one time step)")
+    g.add_argument("--delay", help="synaptic delay per projection, e.g. 1ms (default one time step; 0 = same-step "
+                   "delivery, no pipeline latency)")
     g.add_argument("--delay-jitter", dest="delay_jitter", help="extra random per-synapse delay up to this, e.g. 3ms")
     g.add_argument("--conversion-dt", dest="dt", help="time step the network is converted for, e.g. 1ms")
     g.add_argument("--encoding", choices=["current", "poisson", "regular"])

@@ -184,6 +184,10 @@ class ConversionConfig(_Config):
         maximal rate carries one unit of activation.
     delay : float or None
         Synaptic delay per projection in seconds; None = one time step.
+        0 = same-step delivery: a spike reaches the next layer within the
+        step it was emitted (populations update in topological order, the
+        network gets ``min_delay_steps=0``), so the read-out has no pipeline
+        latency; recurrent and lateral projections keep one step.
     delay_jitter : float
         Extra per-synapse delay drawn uniformly from [0, delay_jitter] seconds
         (rounded to whole steps) with ``seed``; 0 = homogeneous.

@@ -117,7 +117,7 @@ def _flatten(snn: "SpikingNetwork", *, with_steps: bool = True) -> _Flat:
         np.add(p.post_index, offsets[p.post], out=post[k : k + m], casting="unsafe")
         weight[k : k + m] = p.weight
         if with_steps:
-            steps[k : k + m] = _delay_steps(p.delay, snn.dt, m)
+            steps[k : k + m] = _delay_steps(p.delay, snn.dt, m, snn.min_delay_steps)
         k += m
     owner = np.repeat(np.arange(len(snn.populations), dtype=np.int32), [p.n for p in snn.populations.values()])
     return _Flat(n=n, offsets=offsets, pre=pre, post=post, weight=weight, steps=steps, owner=owner)

@@ -14,7 +14,11 @@ threshold test of a step.  The network is built with the schedule
 of ``d`` steps gets a Brian2 delay of ``(d - 1) dt``: a spike emitted in step
 ``j`` is queued by the pathway in step ``j + 1`` (when the synapses slot first
 sees it) and delivered ``d - 1`` steps later, i.e. in step ``j + d`` after the
-state update and before the threshold, as the shared semantics require.
+state update and before the threshold, as the shared semantics require.  In a
+network with ``min_delay_steps=0`` a projection with zero-delay synapses runs
+in the thresholds slot instead, right after its source's thresholder and before
+its target's (thresholders are ordered by ``snn.update_order()``), with a Brian2
+delay of ``d dt``: a zero-delay spike reaches the target before it is tested.
 
 Memory.  :func:`estimate_memory` counts the bytes of every per-neuron and
 per-synapse array Brian2 allocates (plus the builder's temporary index
@@ -31,11 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..conversion.delays import delay_steps
 from ..conversion.network import SpikingNetwork
 from ..errors import BuildError
 from .equations import input_spec, neuron_spec
-from .plan import InputPlan, active_populations, folded_projections
+from .plan import InputPlan, active_populations, folded_projections, same_step_projections
 
 if TYPE_CHECKING:  # pragma: no cover
     import brian2
@@ -348,12 +351,23 @@ def build_network(
         groups[name] = group
         objects.append(group)
 
+    # same-step delivery (min_delay_steps=0): thresholders run in the network's update order
+    # within the thresholds slot, and a zero-delay pathway runs there too, between its source's
+    # thresholder and its target's (orders 4r + 1 and 4r for the population of rank r; a spike
+    # monitor takes its thresholder's order + 1)
+    rank = {name: r for r, name in enumerate(snn.update_order(dt))}
+    same_step = same_step_projections(snn, dt)
+    if same_step:
+        for name, group in groups.items():
+            if "spike" in group.events:
+                group.thresholder["spike"].order = 4 * rank[name] + 1
+
     synapses: dict[str, list[Any]] = {}
     for proj in snn.projections.values():
         if proj.name in folded:
             continue
         pre_n, post_n = snn.populations[proj.pre].n, snn.populations[proj.post].n
-        steps = delay_steps(proj.delay, dt)
+        steps = snn.projection_steps(proj, dt)
         hetero = np.ndim(steps) > 0 and steps.size > 0 and np.any(steps != steps.flat[0])
         parts = []
         if proj.sign == "mixed" and split_signs:
@@ -381,16 +395,22 @@ def build_network(
                 kw["model"] = "w : 1\nlag : second (constant)"
                 kw["on_pre"] = f"{proj.target}_post += w * spike_raster(t - lag, i_pre){gate}"
                 kw["namespace"] = {"spike_raster": raster_array}
+            # a pathway in the synapses slot first sees a spike one step after it was emitted;
+            # one in the thresholds slot (same-step projections) sees it in the step itself
+            lag = 0 if proj.name in same_step else 1
             if not hetero:
-                kw["delay"] = (d - 1) * dt * b2.second
+                kw["delay"] = (d - lag) * dt * b2.second
             syn = b2.Synapses(groups[proj.pre], groups[proj.post], **kw)
+            if lag == 0:
+                syn.pre.when = "thresholds"
+                syn.pre.order = 4 * rank[proj.post]
             pre = _block_indices(proj.pre_index[sel], pre_n, b)
             post = _block_indices(proj.post_index[sel], post_n, b)
             syn.connect(i=pre, j=post)
             del pre, post
             syn.w = np.tile(proj.weight[sel], b)
             if hetero:
-                syn.delay = np.tile((np.broadcast_to(steps, proj.weight.shape)[sel] - 1) * dt, b) * b2.second
+                syn.delay = np.tile((np.broadcast_to(steps, proj.weight.shape)[sel] - lag) * dt, b) * b2.second
             if analog:
                 syn.lag = np.tile(np.broadcast_to(steps, proj.weight.shape)[sel] * dt, b) * b2.second
             objs.append(syn)

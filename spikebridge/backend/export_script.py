@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..conversion.delays import delay_steps
 from ..conversion.network import SpikingNetwork
 from ..errors import BuildError, ValidationError
 from .builder import SCHEDULE
 from .equations import input_spec, neuron_spec
-from .plan import active_populations, draw_poisson, folded_projections, prepare_inputs
+from .plan import active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_projections
 
 __all__ = ["export_brian2_script"]
 
@@ -128,6 +127,8 @@ def export_brian2_script(
     lines: list[str] = []
     emit = lines.append
     names = active_populations(snn)
+    same_step = same_step_projections(snn, dt)  # the builder's schedule for same-step delivery
+    rank = {name: r for r, name in enumerate(snn.update_order(dt))}
     spiking: list[str] = []
     var = _variables(names + [p.name for p in snn.projections.values() if p.name not in folded])
     for pname in names:
@@ -186,13 +187,15 @@ def export_brian2_script(
         emit(f"objects.append({g})")
         if spec.threshold:
             spiking.append(pname)
+            if same_step:
+                emit(f"{g}.thresholder['spike'].order = {4 * rank[pname] + 1}  # update order within the step")
         emit("")
 
     for proj in snn.projections.values():
         if proj.name in folded:
             continue
         pre_n, post_n = snn.populations[proj.pre].n, snn.populations[proj.post].n
-        steps = np.broadcast_to(delay_steps(proj.delay, dt), proj.weight.shape)
+        steps = np.broadcast_to(snn.projection_steps(proj, dt), proj.weight.shape)
         order = np.lexsort((proj.post_index, proj.pre_index))  # the builder's order: same summation order
         hetero = steps.size > 0 and bool(np.any(steps != steps.flat[0]))
         d = int(steps.flat[0]) if steps.size else 1
@@ -207,14 +210,18 @@ def export_brian2_script(
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
         kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
+        lag = 0 if proj.name in same_step else 1
         if not hetero:
-            kw.append(f"delay={d - 1} * dt")
+            kw.append(f"delay={d - lag} * dt")
         emit(f"{sv} = b2.Synapses({var[proj.pre]}, {var[proj.post]}, " + ", ".join(kw) + ")")
         emit(f"{sv}.connect(i=block(data[{key + '__pre'!r}], {pre_n}), j=block(data[{key + '__post'!r}], {post_n}))")
         emit(f"{sv}.w = np.tile(data[{key + '__w'!r}], B)")
         if hetero:
             data[f"{key}__delay_steps"] = steps[order].astype(np.int32)
-            emit(f"{sv}.delay = np.tile(data[{key + '__delay_steps'!r}] - 1, B) * dt")
+            emit(f"{sv}.delay = np.tile(data[{key + '__delay_steps'!r}] - {lag}, B) * dt")
+        if lag == 0:
+            emit(f"{sv}.pre.when = 'thresholds'  # same-step delivery: after {proj.pre}'s threshold, before {proj.post}'s")
+            emit(f"{sv}.pre.order = {4 * rank[proj.post]}")
         emit(f"objects.append({sv})")
         emit("")
 
@@ -250,6 +257,9 @@ def export_brian2_script(
         test, and a delay of d steps is a Brian2 delay of (d - 1) dt, so a spike of
         step j arrives in step j + d after the state update -- the discrete-time
         semantics of spikebridge.simulate, whose spikes this script reproduces.
+        Projections set to the 'thresholds' slot deliver in the step itself: they
+        run between their source's and their target's threshold test, with a
+        Brian2 delay of d dt (same-step delivery, min_delay_steps=0).
         """
         # Populations (neurons per sample):
         {{pop_lines}}

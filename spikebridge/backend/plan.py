@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..conversion.delays import delay_steps
 from ..conversion.network import SpikingNetwork
 from ..errors import ValidationError
 
-__all__ = ["InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps"]
+__all__ = ["InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+           "same_step_projections"]
 
 
 def folded_projections(snn: SpikingNetwork) -> set[str]:
@@ -55,10 +55,22 @@ def active_populations(snn: SpikingNetwork) -> list[str]:
     return [name for name in snn.populations if name != skip]
 
 
+def same_step_projections(snn: SpikingNetwork, dt: float) -> set[str]:
+    """Simulated projections with a synapse of zero delay at time step ``dt`` (seconds): they deliver
+    within the step (only in networks with ``min_delay_steps=0``)."""
+    if snn.min_delay_steps:
+        return set()
+    folded = folded_projections(snn)
+    return {
+        p.name for p in snn.projections.values()
+        if p.name not in folded and p.n_synapses and int(np.min(snn.projection_steps(p, dt))) == 0
+    }
+
+
 def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
     """Largest delay in steps over the simulated projections (1 without any)."""
     folded = folded_projections(snn)
-    steps = [int(np.max(delay_steps(p.delay, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses]
+    steps = [int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses]
     return max(steps, default=1)
 
 

@@ -13,9 +13,11 @@ Each step ``k`` (see ``conversion/network.py`` and the shared contract):
 2. synaptic arrivals: a spike emitted at step ``j`` through a projection with
    delay ``d`` steps (``d >= 1``) is added to the post variable at ``j + d``;
    external Poisson drive (``params["poisson_*"]``) arrives here too;
-3. threshold: ``v >= threshold`` and not refractory (``k - last_spike >= r``
-   with ``r = round(refractory / dt)``);
-4. reset: subtract the threshold, set to 0 / ``v_reset``, or nothing.
+3. population by population in ``snn.update_order()``: the spikes emitted
+   earlier in this step through zero-delay projections (networks with
+   ``min_delay_steps=0``) arrive; threshold: ``v >= threshold`` and not
+   refractory (``k - last_spike >= r`` with ``r = round(refractory / dt)``);
+   reset: subtract the threshold, set to 0 / ``v_reset``, or nothing.
 
 Poisson input fires with probability ``rate dt`` per step; a regular input
 neuron integrates ``v += rate dt`` and fires when ``v >= 1`` (reset by
@@ -37,7 +39,6 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-from ..conversion.delays import delay_steps
 from ..conversion.network import Population, SpikingNetwork
 from ..errors import ValidationError
 from ..store.record import SpikeRecord, SpikeTrains
@@ -83,6 +84,16 @@ def _apply(m: object, s: NDArray[np.float64]) -> NDArray[np.float64]:
     if isinstance(m, np.ndarray):
         return s @ m.T
     return np.asarray((m @ s.T).T)  # type: ignore[operator]
+
+
+def _arrive(st: _Pop, target: str, buf: NDArray[np.float64], slot: int) -> None:
+    """Add the arrivals of ring slot ``slot`` to ``target`` of population state ``st`` and empty the slot."""
+    if target == "v":
+        # Brian2 "unless refractory": every write to v, synaptic ones included, waits
+        st.v += buf[slot] if st.free is None else np.where(st.free, buf[slot], 0.0)
+    else:
+        st.current += buf[slot]  # type: ignore[operator]
+    buf[slot] = 0.0
 
 
 def _exact_lif(v: NDArray[np.float64], drive: NDArray[np.float64] | float, pop: Population, dt: float) -> NDArray[np.float64]:
@@ -193,7 +204,7 @@ def simulate_reference(
     for proj in snn.projections.values():
         if proj.name in folded or proj.n_synapses == 0:
             continue
-        steps = np.broadcast_to(delay_steps(proj.delay, dt), proj.weight.shape)
+        steps = np.broadcast_to(snn.projection_steps(proj, dt), proj.weight.shape)
         n_pre, n_post = snn.populations[proj.pre].n, snn.populations[proj.post].n
         by_delay = []
         for d in np.unique(steps):
@@ -207,6 +218,11 @@ def simulate_reference(
         for proj in snn.projections.values()
         if proj.name not in folded
     }
+
+    order = [name for name in snn.update_order(dt) if name in state]
+    # only targets of zero-delay links can receive within the step (none when min_delay_steps=1)
+    same_step = {(link.post, link.target) for ls in links.values() for link in ls if any(d == 0 for d, _ in link.by_delay)}
+    inbound: dict[str, list[tuple[str, str]]] = {name: [key for key in buffers if key[0] == name and key in same_step] for name in state}
 
     out = snn.output
     n_out = snn.populations[out].n if out else 0
@@ -244,40 +260,36 @@ def simulate_reference(
                 st.current = cur * math.exp(-dt / float(cast(float, pop.tau_syn)))
             st.v = new_v if free is None else np.where(free, new_v, st.v)
             st.free = free
-        # 2. arrivals
-        for (post, target), buf in buffers.items():
-            if target == "v":
-                # Brian2 "unless refractory": every write to v, synaptic ones included, waits
-                free = state[post].free
-                state[post].v += buf[slot] if free is None else np.where(free, buf[slot], 0.0)
-            else:
-                state[post].current += buf[slot]  # type: ignore[operator]
-            buf[slot] = 0.0
+        # 2. arrivals of earlier steps' spikes
+        for key, buf in buffers.items():
+            _arrive(state[key[0]], key[1], buf, slot)
         for name, st in state.items():
             p = st.pop.params
             if p.get("poisson_n"):
                 lam = float(p["poisson_rate"]) * dt
                 jump = rng.binomial(int(p["poisson_n"]), min(lam, 1.0), size=st.v.shape) * float(p["poisson_weight"])
                 st.v += jump if st.free is None else np.where(st.free, jump, 0.0)
-        # 3. threshold and 4. reset
-        for name, st in state.items():
+        # 3. population by population in the update order: this step's zero-delay arrivals
+        # (the ring slot of step k was emptied above, so what is there now left this step),
+        # threshold, reset, emit
+        for name in order:
+            st = state[name]
             pop = st.pop
-            if name == snn.input or pop.model not in _THRESHOLDED:
-                continue
-            theta = pop.threshold
-            spk = st.v >= theta
-            if st.last is not None:
-                spk &= (k - st.last) >= st.ref_steps
-                st.last[spk] = k
-            if pop.reset == "subtract":
-                st.v = st.v - spk * np.asarray(theta)
-            elif pop.reset == "zero":
-                st.v = np.where(spk, 0.0, st.v)
-            elif pop.reset == "value":
-                st.v = np.where(spk, pop.v_reset, st.v)
-            st.spikes = spk
-        # push spikes, record
-        for name, st in state.items():
+            for key in inbound[name]:
+                _arrive(st, key[1], buffers[key], slot)
+            if name != snn.input and pop.model in _THRESHOLDED:
+                theta = pop.threshold
+                spk = st.v >= theta
+                if st.last is not None:
+                    spk &= (k - st.last) >= st.ref_steps
+                    st.last[spk] = k
+                if pop.reset == "subtract":
+                    st.v = st.v - spk * np.asarray(theta)
+                elif pop.reset == "zero":
+                    st.v = np.where(spk, 0.0, st.v)
+                elif pop.reset == "value":
+                    st.v = np.where(spk, pop.v_reset, st.v)
+                st.spikes = spk
             if st.spikes is None:
                 continue
             spk = st.spikes

@@ -356,6 +356,8 @@ def convert(
 
     enc_kind = cfg.input_encoding
     rng = np.random.default_rng(cfg.seed)
+    # delay=0: same-step delivery, so a spike crosses every layer within the step it was emitted
+    min_steps = 0 if cfg.delay == 0 else 1
     pop_of_layer = {"input": in_name}
     populations = [
         Population(name="input", n=int(np.prod(graph.input_shape)), model="input", shape=graph.input_shape,
@@ -413,7 +415,7 @@ def convert(
                 syn = {"operator": kern}
             pname = unique_name(f"{source}_{st.name}", used)
             delay = draw_delays(len(w) if kern is None else kern.n_synapses, dt=dt, delay=cfg.delay, jitter=cfg.delay_jitter, rng=rng)
-            mean_steps[pname] = float(np.mean(delay_steps(delay, dt))) if np.size(delay) else 1.0
+            mean_steps[pname] = float(np.mean(delay_steps(delay, dt, min_steps))) if np.size(delay) else float(min_steps)
             folded = source == "input" and enc_kind == "current"  # a constant current: no hop
             incoming.append((
                 Projection(
@@ -460,6 +462,7 @@ def convert(
         ann=graph,
         name=safe_name(graph.name),
         metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes")},
+        min_delay_steps=min_steps,
     )
     if cfg.scales == "channel" and cfg.normalisation == "data":
         from .calibrate import apply_channel_scales

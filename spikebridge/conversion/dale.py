@@ -22,7 +22,9 @@ so that every neuron is excitatory or inhibitory, in one of two ways.
               \\text{inh: } P \\xrightarrow{I,\\ 1} P_{inh} \\xrightarrow{W^-,\\ d} Q
 
     Every relayed population's output is thus delayed by one step; the
-    read-out ``latency_steps`` is recomputed.  Rates are unchanged; spike
+    read-out ``latency_steps`` is recomputed.  In a network with same-step
+    delivery (``min_delay_steps=0``) the hop takes no step: the relay synapse
+    has delay 0, ``W⁺`` keeps delay ``d``, and nothing is delayed.  Rates are unchanged; spike
     times shift by one step per relayed layer, and because biases are not
     delayed, counts over a finite window can differ by a spike or so.
 
@@ -292,8 +294,8 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def _steps(delay: Any, dt: float, n: int) -> NDArray[np.int64]:
-    s = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), 1).astype(np.int64)
+def _steps(delay: Any, dt: float, n: int, minimum: int = 1) -> NDArray[np.int64]:
+    s = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), minimum).astype(np.int64)
     return np.broadcast_to(s, (n,)).copy() if s.ndim == 0 else s
 
 
@@ -408,6 +410,8 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
             k = int(needs.size)
             A_blocks, B, errors = _exact_factors(projs, needs)
             how = "relay"
+        # the relay hop takes one step, or none with same-step delivery (min_delay_steps=0)
+        hop = 1 if snn.min_delay_steps else 0
         # interneurons: IF, threshold 1, no bias; a relay resets to zero (one spike per input spike),
         # a pooled neuron subtracts (its rate codes a weighted mean of its inputs' rates)
         new_pops.append(
@@ -421,18 +425,18 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
         extra_projs.append(
             Projection(
                 name=relay_name, pre=name, post=inh_name, pre_index=needs[cols], post_index=rows, weight=B[rows, cols],
-                delay=dt, kind="relay" if how != "nmf" else "pool", layer=pop.layer,
+                delay=hop * dt, kind="relay" if how != "nmf" else "pool", layer=pop.layer,
             )
         )
         info["populations"][name] = {"interneurons": inh_name, "n_inh": k, "n_exc": pop.n, "method": how}
         for proj, A in zip(projs, A_blocks):
-            steps = _steps(proj.delay, dt, proj.n_synapses)
+            steps = _steps(proj.delay, dt, proj.n_synapses, snn.min_delay_steps)
             keep = proj.weight >= 0
             if keep.any():
-                # the direct path waits one step more: the relay hop's step
+                # the direct path waits as long as the relay hop takes
                 new_projs[proj.name] = proj.replace(
                     pre_index=proj.pre_index[keep], post_index=proj.post_index[keep], weight=proj.weight[keep],
-                    delay=_delay_seconds(steps[keep] + 1, dt),
+                    delay=_delay_seconds(steps[keep] + hop, dt),
                 )
             else:
                 new_projs[proj.name] = None  # type: ignore[assignment]

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 __all__ = ["population_latency"]
 
 
-def _delay_steps(delay: float | NDArray[np.float64], dt: float, n: int) -> NDArray[np.int32]:
-    """Per-synapse delay in whole steps, at least one (the discrete-time contract)."""
-    steps = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), 1).astype(np.int32)
+def _delay_steps(delay: float | NDArray[np.float64], dt: float, n: int, minimum: int = 1) -> NDArray[np.int32]:
+    """Per-synapse delay in whole steps, at least ``minimum`` (the network's ``min_delay_steps``)."""
+    steps = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), minimum).astype(np.int32)
     return np.broadcast_to(steps, (n,)) if steps.ndim == 0 else steps
 
 
@@ -37,7 +37,7 @@ def _population_edges(snn: "SpikingNetwork") -> dict[tuple[str, str], tuple[int,
     for proj in snn.projections.values():
         if proj.n_synapses == 0:
             continue
-        steps = _delay_steps(proj.delay, snn.dt, proj.n_synapses)
+        steps = _delay_steps(proj.delay, snn.dt, proj.n_synapses, snn.min_delay_steps)
         lo, hi = int(steps.min()), int(steps.max())
         key = (proj.pre, proj.post)
         if key in edges:

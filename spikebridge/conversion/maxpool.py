@@ -34,6 +34,8 @@ delay ``r`` steps and a unit of round ``q < r`` through ``r - q`` steps, so all
 terms of one difference refer to input spikes of the same step; the output
 (round ``R + 1``) likewise.  The pooled population therefore lags its input by
 ``R + 1`` steps instead of one; ``readout["latency_steps"]`` grows by ``R``.
+With same-step delivery (``delay=0``, ``min_delay_steps=0``) all delays are 0
+and the whole tournament settles within the step: no latency is added.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def expand_max_trees(snn: "SpikingNetwork", cfg: "ConversionConfig") -> "Spiking
     if not gates:
         return snn
     dt = snn.dt
-    base = int(delay_steps(dt if cfg.delay is None else cfg.delay, dt))
+    # with same-step delivery every round of the tournament happens within the step (no latency)
+    base = int(delay_steps(dt if cfg.delay is None else cfg.delay, dt, snn.min_delay_steps))
     pops: dict[str, list[Population]] = defaultdict(list)
     projs: list[Projection] = []
     added: dict[str, int] = {}

@@ -26,6 +26,19 @@ Neuron models (equations per sample and neuron; all SI, ``v`` dimensionless)
 ``b`` (``bias``) is in threshold units per second.  A spike arriving through a
 projection adds ``weight`` to the post-synaptic variable named by the
 projection's ``target`` (``"v"`` or ``"I"``) after the projection's ``delay``.
+
+Discrete time.  Delays are rounded to whole steps of ``dt``, at least the
+network's ``min_delay_steps``.  Each step is: (1) state update of every
+population; (2) arrival of the spikes of earlier steps (delay ``d >= 1``:
+emitted at step ``j``, added at step ``j + d``) and of the Poisson drive;
+(3) population by population in :meth:`SpikingNetwork.update_order`: add the
+zero-delay spikes emitted earlier in this step, threshold, reset, emit.  With
+``min_delay_steps=1`` (the default) step 3 sees no zero-delay spikes and the
+order does not matter; with ``min_delay_steps=0`` a zero delay hands a spike
+to the next population within the step it was emitted (the synchronous,
+layer-by-layer update of ANN-to-SNN conversion papers), so a chain of
+layers has no pipeline latency.  Zero-delay projections must then form no
+cycle (a recurrent or lateral projection needs a delay of at least one step).
 Optional per-population Poisson drive (Brunel-type networks) is described by
 ``params`` keys ``poisson_n`` (inputs per neuron), ``poisson_rate`` (Hz per
 input) and ``poisson_weight`` (jump of ``v`` per input spike).
@@ -58,7 +71,7 @@ __all__ = [
 ]
 
 FORMAT = "spikebridge.snn"
-VERSION = 2  # 2: shared-kernel projections (version-1 files still load)
+VERSION = 3  # 2: shared-kernel projections; 3: same-step delivery (min_delay_steps=0); older files still load
 
 NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
 SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
@@ -389,12 +402,16 @@ class SpikingNetwork:
         The source ANN, kept so ANN/SNN comparisons need no original model.
     name : str
     metadata : mapping
+    min_delay_steps : {1, 0}
+        Shortest delay in steps: 1 (a delay below one step counts as one) or 0
+        (a zero delay delivers within the step; see the module docstring).
 
     Raises
     ------
     ValidationError
         Duplicate names, projections naming unknown populations, indices out
-        of range (the message names the projection and both sizes).
+        of range (the message names the projection and both sizes), a cycle
+        of zero-delay projections.
     """
 
     def __init__(
@@ -412,6 +429,7 @@ class SpikingNetwork:
         ann: Any = None,
         name: str = "snn",
         metadata: Mapping[str, Any] | None = None,
+        min_delay_steps: int = 1,
     ) -> None:
         self.populations: dict[str, Population] = {}
         for pop in populations:
@@ -439,6 +457,65 @@ class SpikingNetwork:
         self.ann = ann
         self.name = name
         self.metadata = dict(metadata or {})
+        if isinstance(min_delay_steps, bool) or min_delay_steps not in (0, 1):
+            raise ValidationError(f"SpikingNetwork: min_delay_steps must be 0 or 1, got {min_delay_steps!r}", attr="min_delay_steps")
+        self.min_delay_steps = int(min_delay_steps)
+        if self.min_delay_steps == 0:
+            self.update_order()  # rejects zero-delay cycles now rather than at simulation time
+
+    def projection_steps(self, proj: Projection, dt: float | None = None) -> NDArray[np.int64]:
+        """Delay of ``proj`` in whole steps of ``dt`` (default ``self.dt``): a scalar or one per synapse.
+
+        At least :attr:`min_delay_steps`; see :func:`~spikebridge.conversion.delays.delay_steps`.
+        """
+        from .delays import delay_steps
+
+        return delay_steps(proj.delay, float(self.dt if dt is None else dt), self.min_delay_steps)
+
+    def update_order(self, dt: float | None = None) -> list[str]:
+        """The order in which populations threshold within a step (step 3 of the module docstring).
+
+        A topological order of the zero-delay projections (those with a
+        synapse of 0 steps at time step ``dt``, default ``self.dt``); ties
+        keep the order of :attr:`populations`.  With ``min_delay_steps=1``
+        there are none and this is the populations' order.
+
+        Raises
+        ------
+        ValidationError
+            The zero-delay projections form a cycle (named).
+        """
+        names = list(self.populations)
+        if self.min_delay_steps:
+            return names
+        succ: dict[str, list[str]] = {n: [] for n in names}
+        indeg = dict.fromkeys(names, 0)
+        for proj in self.projections.values():
+            if proj.n_synapses and int(np.min(self.projection_steps(proj, dt))) == 0:
+                succ[proj.pre].append(proj.post)
+                indeg[proj.post] += 1
+        rank = {n: i for i, n in enumerate(names)}
+        ready = sorted((n for n in names if indeg[n] == 0), key=rank.__getitem__)
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for nxt in succ[name]:
+                indeg[nxt] -= 1
+                if indeg[nxt] == 0:
+                    ready.append(nxt)
+                    ready.sort(key=rank.__getitem__)
+        if len(order) < len(names):
+            stuck = [n for n in names if n not in set(order)]
+            cyc = sorted(p.name for p in self.projections.values() if p.pre in stuck and p.post in stuck
+                         and p.n_synapses and int(np.min(self.projection_steps(p, dt))) == 0)
+            raise ValidationError(
+                f"SpikingNetwork '{self.name}': zero-delay projections {cyc} form a cycle through populations {stuck}; "
+                "a spike cannot arrive within the step it was emitted around a loop: give one projection of the cycle "
+                "a delay of at least one time step",
+                attr="min_delay_steps",
+            )
+        return order
 
     def _check_projection(self, proj: Projection) -> None:
         for end in (proj.pre, proj.post):
@@ -516,6 +593,7 @@ class SpikingNetwork:
             ann=self.ann,
             name=self.name,
             metadata=self.metadata,
+            min_delay_steps=self.min_delay_steps,
         )
         kwargs.update(changes)
         return SpikingNetwork(**kwargs)  # type: ignore[arg-type]
@@ -541,7 +619,8 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
     Layout::
 
         /  attrs: format="spikebridge.snn", format_version=1 (2 with shared kernels), name, input, output,
-                  dt (s), readout, encoding, conversion, scales, metadata (JSON)
+                  dt (s), min_delay_steps (0 or 1; absent = 1), readout, encoding, conversion,
+                  scales, metadata (JSON)
         /populations/<name>   attrs: scalar fields + shape + params (JSON);
                               datasets threshold, bias, v_init when per-neuron
         /projections/<name>   attrs: pre, post, target, kind, layer;
@@ -562,12 +641,15 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
     from ..ir.serialize import write_graph_group
 
     with open_h5(path, "w" if overwrite else "x", what="network file") as f:
-        # version 1 readers can still open files without shared kernels
-        write_format(f, FORMAT, VERSION if any(p.operator is not None for p in net.projections.values()) else 1)
+        # the lowest version that holds the network, so older readers open what they can simulate
+        # faithfully (and refuse same-step delivery rather than run it one step late)
+        kernels = any(p.operator is not None for p in net.projections.values())
+        write_format(f, FORMAT, 3 if net.min_delay_steps == 0 else 2 if kernels else 1)
         f.attrs["name"] = net.name
         f.attrs["input"] = net.input or ""
         f.attrs["output"] = net.output or ""
         f.attrs["dt"] = net.dt
+        f.attrs["min_delay_steps"] = np.int64(net.min_delay_steps)
         for key in ("readout", "encoding", "conversion", "scales", "metadata"):
             f.attrs[key] = json_attr(getattr(net, key))
         pops = f.create_group("populations")
@@ -647,6 +729,8 @@ def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
                 input=str(f.attrs.get("input", "")) or None,
                 output=str(f.attrs.get("output", "")) or None,
                 dt=float(f.attrs["dt"]),
+                # files written before same-step delivery existed: every delay was at least one step
+                min_delay_steps=int(f.attrs.get("min_delay_steps", 1)),
                 ann=ann,
                 name=str(f.attrs.get("name", "snn")),
                 **attrs,

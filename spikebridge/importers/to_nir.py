@@ -201,6 +201,8 @@ def export_nir(snn: SpikingNetwork, path: "str | os.PathLike[str] | None" = None
                 hint="NIR's CubaLIF/CubaLI receive every input through the synaptic current",
             )
         steps = np.maximum(np.rint(np.broadcast_to(np.asarray(proj.delay, dtype=np.float64), proj.weight.shape) / dt), 1).astype(np.int64)
+        if snn.min_delay_steps == 0 and np.any(np.rint(np.asarray(proj.delay, dtype=np.float64) / dt) == 0):
+            features.setdefault("same-step delivery (min_delay_steps=0; exported with one-step delays)", []).append(proj.post)
         groups = np.unique(steps) if steps.size else np.array([1])
         for i, d in enumerate(groups):
             sel = steps == d

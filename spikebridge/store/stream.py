@@ -120,15 +120,13 @@ def population_latencies(snn: "SpikingNetwork", dt: float | None = None) -> dict
     dict of str to int
         0 for the input and for populations not reachable from it.
     """
-    from ..conversion.delays import delay_steps
-
     dt = float(snn.dt if dt is None else dt)
     current = snn.encoding.get("kind", "current") == "current"
     edges = []
     for p in snn.projections.values():
         if p.pre == p.post or p.kind in ("lateral", "recurrent"):
             continue
-        cost = 0 if (current and p.pre == snn.input) else int(round(float(np.mean(delay_steps(p.delay, dt))))) if p.n_synapses else 1
+        cost = 0 if (current and p.pre == snn.input) else int(round(float(np.mean(snn.projection_steps(p, dt))))) if p.n_synapses else 1
         edges.append((p.pre, p.post, cost))
     lat = {name: 0 for name in snn.populations}
     reached = {snn.input} if snn.input is not None else set()

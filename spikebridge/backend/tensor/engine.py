@@ -38,7 +38,6 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
 from ...config import SimulationConfig
-from ...conversion.delays import delay_steps
 from ...conversion.kernels import SharedKernel
 from ...conversion.network import Population, SpikingNetwork
 from ...errors import BuildError
@@ -119,7 +118,7 @@ class TensorProgram:
                 continue
             if (proj.post, proj.target) not in self.targets:
                 self.targets.append((proj.post, proj.target))
-            steps = delay_steps(proj.delay, dt)
+            steps = snn.projection_steps(proj, dt)
             if proj.operator is not None and steps.ndim == 0:
                 d = int(steps)
                 self.links[proj.pre].append(_Link(proj.post, proj.target, d, proj.operator, arrays.kernel(proj.operator)))
@@ -134,6 +133,22 @@ class TensorProgram:
                 self.links[proj.pre].append(_Link(proj.post, proj.target, int(d), None, arrays.matrix(m)))
                 max_d = max(max_d, int(d))
         self.ring = max_d + 1
+        self.order = [name for name in snn.update_order(dt) if name in self.specs]
+        # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
+        same_step = {(link.post, link.target) for ls in self.links.values() for link in ls if link.steps == 0}
+        self.inbound = {name: [key for key in self.targets if key[0] == name and key in same_step] for name in self.names}
+
+    def _arrive(self, pst: "_State", target: str, buf: list[Any], slot: int) -> None:
+        """Add ring slot ``slot`` of ``buf`` (None while empty) to ``target`` of ``pst`` and empty it."""
+        arrived = buf[slot]
+        if arrived is None:
+            return
+        xp = self.xp
+        if target == "v":
+            pst.v = pst.v + (arrived if pst.free is None else xp.where(pst.free, arrived, 0.0))
+        else:
+            pst.current = pst.current + arrived
+        buf[slot] = None
 
     def _apply(self, link: _Link, spikes: Any) -> Any:
         if link.kernel is not None:
@@ -223,43 +238,35 @@ class TensorProgram:
                     new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
                     st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
                 st.v = new_v if free is None else xp.where(free, new_v, st.v)
-            # 2. arrivals
+            # 2. arrivals of earlier steps' spikes
             for key, buf in buffers.items():
-                arrived = buf[slot]
-                if arrived is None:
-                    continue
-                post, target = key
-                pst = state[post]
-                if target == "v":
-                    pst.v = pst.v + (arrived if pst.free is None else xp.where(pst.free, arrived, 0.0))
-                else:
-                    pst.current = pst.current + arrived
-                buf[slot] = None
+                self._arrive(state[key[0]], key[1], buf, slot)
             for name, st in state.items():
                 p = self.specs[name].pop.params
                 if p.get("poisson_n"):
                     lam = float(p["poisson_rate"]) * dt
                     jump = xp.asarray(rng.binomial(int(p["poisson_n"]), min(lam, 1.0), size=tuple(st.v.shape)) * float(p["poisson_weight"]))
                     st.v = st.v + (jump if st.free is None else xp.where(st.free, jump, 0.0))
-            # 3. threshold and 4. reset
-            for name, st in state.items():
+            # 3. population by population in the update order (the reference's step 3): this step's
+            # zero-delay arrivals, threshold, reset, emit
+            for name in self.order:
+                st = state[name]
                 spec = self.specs[name]
-                if spec.is_input or not spec.thresholded:
-                    continue
-                pop = spec.pop
-                spk = st.v >= spec.theta
-                if st.last is not None:
-                    spk &= (k - st.last) >= spec.ref_steps
-                    st.last = xp.where(spk, float(k), st.last)
-                if pop.reset == "subtract":
-                    st.v = xp.subtract_where(st.v, spec.theta, spk)
-                elif pop.reset == "zero":
-                    st.v = xp.assign_where(st.v, 0.0, spk)
-                elif pop.reset == "value":
-                    st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
-                st.spikes = spk
-            # push spikes, record
-            for name, st in state.items():
+                for key in self.inbound[name]:
+                    self._arrive(st, key[1], buffers[key], slot)
+                if spec.thresholded and not spec.is_input:
+                    pop = spec.pop
+                    spk = st.v >= spec.theta
+                    if st.last is not None:
+                        spk &= (k - st.last) >= spec.ref_steps
+                        st.last = xp.where(spk, float(k), st.last)
+                    if pop.reset == "subtract":
+                        st.v = xp.subtract_where(st.v, spec.theta, spk)
+                    elif pop.reset == "zero":
+                        st.v = xp.assign_where(st.v, 0.0, spk)
+                    elif pop.reset == "value":
+                        st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
+                    st.spikes = spk
                 if st.spikes is None:
                     continue
                 spk = st.spikes
@@ -329,7 +336,7 @@ def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, d
     per_sample = 0.0
     fixed = 10e6  # arrays of the program and interpreter growth during a run
     ring = 1 + max(
-        (int(np.max(delay_steps(p.delay, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses),
+        (int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses),
         default=1,
     )
     for name in names:
