@@ -16,7 +16,9 @@ training data as calibration, and its test subset is simulated once for the
 largest T with the numpy reference simulator (identical spikes to Brian2):
 because the simulation is causal, the prediction after step T of that run is
 the prediction of a run of length T.  ``--spikingjelly`` adds SpikingJelly's
-``ann2snn`` (99.9 % scaling) on the same weights, where it can run them.
+``ann2snn`` (99.9 % scaling; with SpikingJelly >= 2.0 also its channel-wise,
+half-threshold recipe as ``spikingjelly_tuned``) on the same weights, where it
+can run them.
 
 Usage::
 
@@ -65,6 +67,12 @@ SETTINGS: dict[str, ConversionConfig] = {
     "tree_potential": replace(_TREE, calibrate="potential", calibrate_steps=32, calibrate_samples=128),
     "tree_potential16": replace(_TREE, calibrate="potential", calibrate_steps=16, calibrate_samples=128),
     "tree_bias": replace(_TREE, calibrate="bias", calibrate_steps=32, calibrate_samples=128),
+    # same-step delivery (delay=0): no pipeline latency (docs/conversion.md#latency)
+    "same_step": replace(PRESETS["default"], delay=0.0),
+    "same_step_tree_max": replace(_TREE, delay=0.0),
+    "same_step_gate": replace(PRESETS["tuned_gate"], delay=0.0),
+    "low_latency": PRESETS["low_latency"],  # same_step + avgpool="fold"
+    "fold": replace(PRESETS["default"], avgpool="fold"),
 }
 #: issue targets: (T, max points below the ANN) per model
 TARGETS = {"digits_mlp": {32: 0.005, 128: 0.0}, "digits_cnn": {64: 0.01}, "mnist_lenet": {32: 0.002, 128: 0.0},
@@ -106,11 +114,30 @@ def load_case(name: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray] | Non
     return load_graph(HERE.parent / "models" / f"{name}.h5"), x_tr[:2000], x, y
 
 
-def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int]) -> dict[str, Any]:
-    """SpikingJelly ann2snn (99.9 % scaling) on the same weights: accuracy per T."""
+def _sj_convert(ann: Any, loader: Any, tuned: bool) -> Any:
+    """SpikingJelly's converter with 99.9 % scaling, in its 0.0.0.0.14 or 2.x API.
+
+    ``tuned`` (2.x only): its channel-wise scales and half-threshold start, the
+    counterparts of our ``scales="channel"`` and ``v_init=0.5``.
+    """
+    from spikingjelly.activation_based import ann2snn
+
+    try:
+        from spikingjelly.activation_based.ann2snn.recipes.rate_coding import RateCodingRecipe
+    except ImportError:  # 0.0.0.0.14: Converter(mode=..., dataloader=...)
+        if tuned:
+            raise RuntimeError("channel-wise / half-threshold conversion needs spikingjelly >= 2.0") from None
+        return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+    recipe = RateCodingRecipe(dataloader=loader, mode="99.9%", channel_wise=tuned, half_threshold=tuned)
+    return ann2snn.Converter(recipe).convert(ann)
+
+
+def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int],
+                     tuned: bool = False) -> dict[str, Any]:
+    """SpikingJelly ann2snn (99.9 % scaling; ``tuned``: channel-wise, half threshold) on the same weights: accuracy per T."""
     try:
         import torch
-        from spikingjelly.activation_based import ann2snn, functional
+        from spikingjelly.activation_based import functional
 
         from bench_peers import torch_module
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
@@ -120,7 +147,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
     xc = torch.tensor(x_cal[:500].reshape(shape), dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=250)
     try:
-        snn = ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+        snn = _sj_convert(ann, loader, tuned)
     except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
         return {"error": f"ann2snn failed: {err}"}
     out: dict[str, Any] = {}
@@ -202,8 +229,10 @@ def main() -> None:
             cells = " ".join(f"{v.get('accuracy', v.get('mae_pct_of_range')) * (1 if regression else 100):7.2f}" for v in by_steps.values())
             print(f"{name:<13} {label:<15} {cells}   ({res['simulate_s']} s)", flush=True)
         if args.spikingjelly and not regression:
-            entry["spikingjelly"] = run_spikingjelly(g, x_cal, x, y, steps)
-            print(f"{name:<13} {'spikingjelly':<15} {entry['spikingjelly']}", flush=True)
+            for key, tuned in (("spikingjelly", False), ("spikingjelly_tuned", True)):
+                sj = entry[key] = run_spikingjelly(g, x_cal, x, y, steps, tuned)
+                cells = " ".join(f"{100 * sj[str(T)]:7.2f}" for T in steps) if "error" not in sj else sj["error"]
+                print(f"{name:<13} {key:<15} {cells}", flush=True)
         results["models"][name] = entry
         ann = "" if regression else f"ANN {100 * entry['ann_accuracy']:.2f} %, "
         print(f"{name}: {ann}{len(x)} test samples; columns T = {steps}", flush=True)

@@ -202,6 +202,13 @@ class ConversionConfig(_Config):
         How max pooling is converted (see ``docs/conversion.md``): spiking OR
         gate, tournament of rectified differences (converges to the max),
         average pooling, or refuse.
+    avgpool : {"population", "fold"}
+        Average pooling of spiking activity as a population of its own
+        (a shared pooling kernel, one more layer of spiking neurons), or
+        folded into the next linear layer's synapses (one quantising layer
+        fewer, so more accurate at small T; more synapses per spike, and
+        the pooled activity is not observable as spikes).  Chains only;
+        branching graphs always keep the population.
     scales : {"channel", "layer"}
         One normalisation scale per channel of convolutional populations
         (default; ``conversion/calibrate.py``), or one per layer.
@@ -240,6 +247,7 @@ class ConversionConfig(_Config):
     max_rate: float = 1000.0
     output: str = "count"
     maxpool: str = "tree"
+    avgpool: str = "population"
     scales: str = "channel"
     calibrate: str = "none"
     calibrate_steps: int = 64
@@ -268,6 +276,7 @@ class ConversionConfig(_Config):
         _check_range(self, "max_rate", 0.0, 1.0 / self.dt + 1e-9, lo_open=True)
         _check_choice(self, "output", ("count", "potential"))
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
+        _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
         _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
         for attr in ("calibrate_steps", "calibrate_samples"):
@@ -291,6 +300,10 @@ PRESETS: dict[str, ConversionConfig] = {
     "default": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none"),
     # max scaling and one scale per layer: a little better on the regressor, slower at small T
     "tree_max": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="tree", scales="layer", calibrate="none"),
+    # the defaults with same-step delivery and average pooling folded into the next layer: the
+    # most accurate at T <= 16 (docs/conversion.md#latency)
+    "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
+                                    delay=0.0, avgpool="fold"),
 }
 
 

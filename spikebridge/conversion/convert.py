@@ -200,9 +200,11 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
             )
             layer = AvgPool2d(name=layer.name, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding)
         if isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and mat is None and kern is None and source != "input":
-            # pooling of spiking activity: its own population (see the module docstring)
+            # pooling of spiking activity: its own population (see the module docstring), or the
+            # start of the next layer's linear map (avgpool="fold": it composes with what follows)
             kern, bias, named = _pool_kernel(layer, in_shape), None, layer.name
-            close("pool", layer.name, out_shape)
+            if config.avgpool == "population" or idx == len(layers) - 1:
+                close("pool", layer.name, out_shape)
         elif isinstance(layer, Conv2d) and mat is None and kern is None and bias is None:
             # a convolution keeps its kernel until another linear layer composes with it
             kern = SharedKernel(layer.weight, in_shape, layer.stride, layer.padding)  # type: ignore[arg-type]
