@@ -45,7 +45,7 @@ import spikebridge  # noqa: E402
 from spikebridge.datasets import load_idx_set  # noqa: E402
 from spikebridge.importers.from_torch import from_torch  # noqa: E402
 from spikebridge.ir import AnnGraph, evaluate  # noqa: E402
-from spikebridge.models.train_digits import _layer_table, _wilson, export_onnx  # noqa: E402
+from spikebridge.models.train_digits import _wilson, export_onnx  # noqa: E402
 from spikebridge.models.train_real import make_lenet  # noqa: E402
 from spikebridge.training import QCFS, qcfs_layers, qcfs_model, to_clipped, train_qcfs  # noqa: E402
 
@@ -145,6 +145,15 @@ def run(out_dir: Path, recipe: dict[str, Any], data_dir: str | None) -> dict[str
 
 
 START, END = "<!-- qcfs-models:start -->", "<!-- qcfs-models:end -->"
+
+
+def _layer_table(graph: AnnGraph) -> str:
+    rows = ["| layer | type | output shape | parameters | MACs |", "|---|---|---|---:|---:|"]
+    for info in graph.summary():
+        clip = getattr(graph[info.name], "max_value", None)
+        kind = info.type_name if clip is None else f"{info.type_name}, max {clip:.4f} (QCFS λ)"
+        rows.append(f"| {info.name} | {kind} | {tuple(info.output_shape)} | {info.n_params} | {info.macs} |")
+    return "\n".join(rows)
 
 
 def card_section(m: dict[str, Any], out_dir: Path) -> str:
