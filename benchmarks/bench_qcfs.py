@@ -10,8 +10,9 @@ after step T of that causal run is the prediction of a run of length T.
 Columns: the QCFS network itself (L-level quantised activations, the network as trained), the
 clipped-ReLU ANN (``spikebridge.evaluate`` on the .h5: what the SNN approaches for large T),
 spikebridge's SNN at each T, and with ``--spikingjelly`` SpikingJelly's ann2snn on the same
-weights (its ``Converter`` replaces ``nn.ReLU`` only, so it gets plain ReLUs and its own 99.9 %
-scaling; the clip levels cannot be passed to it).
+weights (its converter replaces ``nn.ReLU`` only, so it gets plain ReLUs and its own 99.9 %
+scaling, the clip levels cannot be passed to it): its classic layer-wise recipe, and with the
+2.x ``RateCodingRecipe`` also channel-wise scales with a half-threshold start.
 
 Usage::
 
@@ -92,12 +93,30 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _sj_convert(ann: Any, loader: Any, variant: str) -> Any:
+    """Convert with SpikingJelly: the 2.x ``FXConverter`` + ``RateCodingRecipe``, or the 0.0.0.0.14 ``Converter``."""
+    from spikingjelly.activation_based import ann2snn
+
+    if hasattr(ann2snn, "RateCodingRecipe"):
+        extra = {"channel_wise": True, "half_threshold": True} if variant == "channel_half" else {}
+        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%", **extra)
+        return ann2snn.FXConverter(recipe=recipe, device="cpu").convert(ann)
+    if variant != "layer":
+        raise RuntimeError("this SpikingJelly version has no channel-wise / half-threshold recipe")
+    return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+
+
 def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int],
                      batch: int = 500) -> dict[str, Any]:
-    """SpikingJelly ann2snn (99.9 % scaling) on the same weights, plain ReLUs: accuracy per T."""
+    """SpikingJelly ann2snn on the same weights, plain ReLUs (its converter replaces only ``nn.ReLU``),
+    99.9 % scaling: layer-wise (its classic recipe) and channel-wise with half-threshold start (the
+    closest to spikebridge's defaults).  Accuracy per T for each."""
     try:
+        import copy
+
+        import spikingjelly
         import torch
-        from spikingjelly.activation_based import ann2snn, functional
+        from spikingjelly.activation_based import functional
 
         from bench_peers import torch_module
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
@@ -107,23 +126,37 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
     shape = (-1,) + tuple(graph.input_shape)
     xc = torch.tensor(x_cal[:1000].reshape(shape), dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=250)
-    t0 = time.perf_counter()
+    out: dict[str, Any] = {"version": getattr(spikingjelly, "__version__", None) or _dist_version("spikingjelly"),
+                           "activations": "nn.ReLU (unclipped; the clip levels cannot be passed)", "rows": {}}
+    for variant in ("layer", "channel_half"):
+        t0 = time.perf_counter()
+        try:
+            snn = _sj_convert(copy.deepcopy(ann), loader, variant)
+        except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
+            out["rows"][variant] = {"error": f"ann2snn failed: {type(err).__name__}: {err}"}
+            continue
+        preds: dict[int, list[np.ndarray]] = {}
+        for start in range(0, len(x), batch):
+            functional.reset_net(snn)
+            xt = torch.tensor(x[start : start + batch].reshape(shape), dtype=torch.float32)
+            acc = 0
+            with torch.no_grad():
+                for t in range(1, max(steps) + 1):
+                    acc = acc + snn(xt)
+                    if t in steps:
+                        preds.setdefault(t, []).append(acc.argmax(1).numpy())
+        out["rows"][variant] = {"accuracy": {str(T): float(np.mean(np.concatenate(preds[T]) == y)) for T in steps},
+                                "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
     try:
-        snn = ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
-    except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
-        return {"error": f"ann2snn failed: {err}"}
-    preds: dict[int, list[np.ndarray]] = {}
-    for start in range(0, len(x), batch):
-        functional.reset_net(snn)
-        xt = torch.tensor(x[start : start + batch].reshape(shape), dtype=torch.float32)
-        acc = 0
-        with torch.no_grad():
-            for t in range(1, max(steps) + 1):
-                acc = acc + snn(xt)
-                if t in steps:
-                    preds.setdefault(t, []).append(acc.argmax(1).numpy())
-    return {"accuracy": {str(T): float(np.mean(np.concatenate(preds[T]) == y)) for T in steps},
-            "seconds": round(time.perf_counter() - t0, 1), "scaling": "99.9%", "activations": "nn.ReLU (unclipped)"}
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,11 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * len(steps))
     print("| spikebridge SNN | " + " | ".join(f"{100 * snn_acc[str(T)]:.2f}" for T in steps) + " |")
     sj = result.get("spikingjelly")
-    if sj is not None:
-        if "accuracy" in sj:
-            print("| SpikingJelly ann2snn | " + " | ".join(f"{100 * sj['accuracy'][str(T)]:.2f}" for T in steps) + " |")
+    labels = {"layer": "SpikingJelly ann2snn (99.9 %, layer)", "channel_half": "SpikingJelly (99.9 %, channel, half threshold)"}
+    if sj is not None and "error" in sj:
+        print(f"| SpikingJelly ann2snn | {sj['error']} |")
+    for variant, row in (sj or {}).get("rows", {}).items():
+        if "accuracy" in row:
+            print(f"| {labels[variant]} | " + " | ".join(f"{100 * row['accuracy'][str(T)]:.2f}" for T in steps) + " |")
         else:
-            print(f"| SpikingJelly ann2snn | {sj['error']} |")
+            print(f"| {labels[variant]} | {row['error']} |")
     print(f"target (within {TARGET_POINTS} points of the {result['target']['reference']} ANN at T <= {TARGET_T}): "
           f"{'met' if result['target']['met'] else 'not met'} (best {100 * best:.2f} %); "
           f"convert {result['convert_s']} s, simulate {result['simulate_s']} s")
