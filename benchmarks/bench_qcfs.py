@@ -40,14 +40,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from spikebridge import ConversionConfig, SimulationConfig  # noqa: E402
-from spikebridge.backend.reference import simulate_reference  # noqa: E402
-from spikebridge.backend.runner import simulate  # noqa: E402
-from spikebridge.conversion.convert import convert  # noqa: E402
-from spikebridge.datasets import load_mnist  # noqa: E402
-from spikebridge.ir import AnnGraph, load_graph  # noqa: E402
-from spikebridge.ir.evaluate import _FORWARD, evaluate  # noqa: E402
-from spikebridge.ir.layers import Input, ReLU  # noqa: E402
+from spikebridge import ConversionConfig, SimulationConfig
+from spikebridge.backend.reference import simulate_reference
+from spikebridge.backend.runner import simulate
+from spikebridge.conversion.convert import convert
+from spikebridge.datasets import load_mnist
+from spikebridge.ir import AnnGraph, load_graph
+from spikebridge.ir.evaluate import _FORWARD, evaluate
+from spikebridge.ir.layers import Input, ReLU
 
 MNIST_DIR = os.environ.get("MNIST_DIR", "/tmp/package/data")
 #: issue 11 item 6: within this many points of the ANN at some T <= 8
@@ -116,9 +116,8 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
 
         import spikingjelly
         import torch
-        from spikingjelly.activation_based import functional
-
         from bench_peers import torch_module
+        from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
     torch.set_num_threads(1)
@@ -208,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "model": Path(args.model).name,
-        "n_test": int(len(x)),
-        "calibration_samples": int(len(x_cal)),
+        "n_test": len(x),
+        "calibration_samples": len(x_cal),
         "engine": args.engine,
         "steps": steps,
         "config_overrides": overrides,

@@ -46,10 +46,10 @@ from .errors import ValidationError
 
 # without torch, importing this module raises MissingDependencyError naming `pip install "spikebridge[torch]"`
 import_optional("torch", "QCFS training (spikebridge.training)")
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-__all__ = ["QCFS", "qcfs_model", "qcfs_layers", "init_clip_levels", "train_qcfs", "to_clipped", "quantised_levels"]
+__all__ = ["QCFS", "init_clip_levels", "qcfs_layers", "qcfs_model", "quantised_levels", "to_clipped", "train_qcfs"]
 
 
 class QCFS(nn.Module):
@@ -188,7 +188,11 @@ def init_clip_levels(model: Any, x: ArrayLike, percentile: float = 99.9, batch_s
     try:
         for name, layer in layers:
             seen: list[Any] = []
-            hook = layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().reshape(-1)))
+
+            def record(_m: Any, args: tuple[Any, ...], seen: list[Any] = seen) -> None:
+                seen.append(args[0].detach().reshape(-1))
+
+            hook = layer.register_forward_pre_hook(record)
             try:
                 with torch.no_grad():
                     for start in range(0, xt.shape[0], batch_size):

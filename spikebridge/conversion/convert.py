@@ -8,7 +8,10 @@ How layers map
   Flatten is an index mapping and needs no population.
 * A ReLU ends a run: the neurons of the new population fire at a rate
   proportional to the rectified activation.  ReLU, Identity and Dropout never
-  need neurons of their own.
+  need neurons of their own.  A clipped ReLU (``ReLU(max_value=c)``, e.g. a
+  QCFS layer) does the same with the scale ``λ = c`` (see :func:`stage_bound`);
+  a clip of a population that is not implied by its own bound becomes relay
+  neurons.
 * An AvgPool2d / GlobalAvgPool2d directly after a population becomes a
   population of its own (weights ``1/k²``): folding it into the next
   convolution would multiply that convolution's synapses by the window size.

@@ -10,7 +10,19 @@ from spikebridge.backend.reference import simulate_reference
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.errors import ModelFormatError, ValidationError
-from spikebridge.ir import AnnGraph, AvgPool2d, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU, evaluate, load_graph, save_graph
+from spikebridge.ir import (
+    AnnGraph,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Input,
+    MaxPool2d,
+    ReLU,
+    evaluate,
+    load_graph,
+    save_graph,
+)
 from spikebridge.ir.serialize import format_version
 
 
