@@ -130,3 +130,28 @@ def test_first_layer_counts_are_the_qcfs_quantisation_at_t_equal_levels(rng):
     want = np.clip(np.floor(pre * T / lam + 0.5), 0, T)
     assert np.array_equal(rec.counts["fc"], want), np.abs(rec.counts["fc"] - want).max()
     assert 0 < want.mean() < T  # the test data exercise the clip and the rounding
+
+
+def test_clipped_relus_in_a_branching_graph(rng):
+    from spikebridge.ir import Add
+
+    r = np.random.default_rng(1)
+    w = lambda o, i: r.normal(0, 0.7, (o, i))
+    layers = [Input(name="x", shape=(4,)), Dense(name="fc0", weight=w(5, 4)), ReLU(name="r0"),
+              ReLU(name="c0", max_value=0.6),  # Relu + Clip whose Relu also feeds the shortcut: a relay, not a relabel
+              Dense(name="fc1", weight=w(5, 5)), Add(name="add"), ReLU(name="r6", max_value=1.0),
+              Dense(name="out", weight=w(2, 5))]
+    edges = [("x", "fc0"), ("fc0", "r0"), ("r0", "c0"), ("c0", "fc1"), ("fc1", "add"), ("r0", "add"), ("add", "r6"),
+             ("r6", "out")]
+    g = AnnGraph(layers, edges)
+    x = rng.normal(0, 1, (40, 4))
+    snn = convert(g, ConversionConfig(output="potential"), calibration=x)
+    assert snn.populations["fc0"].layer == "r0" and snn.populations["c0"].layer == "c0"
+    assert snn.scales["c0"] == 0.6 and snn.scales["r6"] == 1.0 and snn.metadata["clip_levels"] == {"c0": 0.6, "r6": 1.0}
+    # the sum's population is fed by the clipped relay (through fc1) and by the shortcut from fc0
+    assert sorted(p.pre for p in snn.projections.values() if p.post == "add") == ["c0", "fc0"]
+    rec = simulate_reference(snn, x, 256)
+    acts = evaluate(g, x, return_all=True)
+    for pop, layer in (("fc0", "r0"), ("c0", "c0"), ("add", "r6")):  # rates times λ approach the activations
+        assert np.abs(rec.counts[pop] / 256 * snn.scales[layer] - acts[layer]).max() < 0.03, pop
+    assert np.abs(rec.output_values() - acts["out"]).max() < 0.02
