@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-# the checkout's spikebridge (not an installed one) when run as a script
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not __package__:  # run as a script: use the checkout's spikebridge, not an installed one
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import spikebridge
 from spikebridge.datasets import load_idx_set

@@ -175,7 +175,7 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
     raise _unsupported(name or type(m).__name__, tname)
 
 
-def _qcfs_type() -> type | None:
+def _qcfs_type() -> Any:
     """:class:`spikebridge.training.QCFS` (None if that module cannot be imported)."""
     try:
         from ..training import QCFS
