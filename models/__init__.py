@@ -27,9 +27,10 @@ __all__ = ["list_models", "model_path", "load_shipped", "load_metrics", "MODEL_N
 
 #: names of the shipped models
 MODEL_NAMES: tuple[str, ...] = ("digits_mlp", "digits_cnn")
-#: 28x28 models trained by models/train_real.py (MNIST LeNet with MaxPool, Fashion-MNIST VGG);
+#: 28x28 models trained by models/train_real.py (MNIST LeNet with MaxPool, Fashion-MNIST VGG) and
+#: models/train_qcfs.py (MNIST LeNet with QCFS activations, stored as clipped ReLUs, for small T);
 #: loadable by name like the digits models, their data is not shipped (spikebridge.datasets.fetch_mnist)
-REAL_MODEL_NAMES: tuple[str, ...] = ("mnist_lenet", "fmnist_vgg")
+REAL_MODEL_NAMES: tuple[str, ...] = ("mnist_lenet", "fmnist_vgg", "mnist_lenet_qcfs")
 #: file formats each model ships in, with their suffixes
 FORMATS: dict[str, str] = {"h5": ".h5", "onnx": ".onnx"}
 

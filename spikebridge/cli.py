@@ -212,7 +212,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     graph = model
     _out(f"model '{graph.name}': input {graph.input_shape}, output {graph.output_shape}")
-    rows: list[tuple[Any, ...]] = [(r.name, r.type_name, "x".join(map(str, r.output_shape)), f"{r.n_params:,}", f"{r.macs:,}") for r in graph.summary()]
+    def kind(name: str, type_name: str) -> str:
+        clip = getattr(graph[name], "max_value", None)
+        return type_name if clip is None else f"{type_name}(max {clip:.4g})"
+
+    rows: list[tuple[Any, ...]] = [(r.name, kind(r.name, r.type_name), "x".join(map(str, r.output_shape)), f"{r.n_params:,}",
+                                    f"{r.macs:,}") for r in graph.summary()]
     if not graph.is_chain:  # a DAG: say what feeds each layer, and where the graph branches
         rows = [row + (", ".join(graph.predecessors(row[0])),) for row in rows]
         _out(_table(rows, ["layer", "type", "output shape", "params", "MACs", "inputs"]))

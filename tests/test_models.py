@@ -140,3 +140,22 @@ def test_real_models_shipped_small_with_max_pooling(name):
     x, y = load_dataset(f"{dataset}:test", folder)
     errors = int(np.sum(np.argmax(spikebridge.evaluate(g, x[:300]), axis=1) != y[:300]))
     assert errors <= 300 * (1 - m["test_accuracy"]) * 3 + 3  # the recorded model, on a slice of the test split
+
+
+def test_qcfs_model_shipped_with_its_clip_levels():
+    from spikebridge.ir import ReLU
+
+    name = "mnist_lenet_qcfs"
+    assert model_path(name).stat().st_size < 1_000_000 and model_path(name, fmt="onnx").stat().st_size < 1_000_000
+    g = load_shipped(name)
+    m = load_metrics()[name]
+    clips = {layer.name: layer.max_value for layer in g if isinstance(layer, ReLU)}
+    assert clips == pytest.approx(m["clip_levels"], rel=1e-6) and len(clips) == 4
+    assert g.metadata["qcfs_levels"] == {k: m["recipe"]["levels"] for k in clips}
+    assert not any(isinstance(layer, MaxPool2d) for layer in g) and m["n_params"] == g.n_params()
+    assert m["test_accuracy"] >= 0.985 and m["quantised_test_accuracy"] >= 0.985
+    if has_onnx:
+        twin = spikebridge.load_model(model_path(name, fmt="onnx"))
+        assert sorted(layer.max_value for layer in twin if isinstance(layer, ReLU)) == pytest.approx(sorted(clips.values()))
+        x = np.random.default_rng(0).uniform(0, 1, size=(4, 1, 28, 28))
+        np.testing.assert_allclose(spikebridge.evaluate(twin, x), spikebridge.evaluate(g, x), atol=1e-4)

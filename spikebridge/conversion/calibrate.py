@@ -14,8 +14,11 @@ This is done on the converted network with a per-neuron factor
 by ``f_i`` and outgoing weights divided by it, so the ANN function is unchanged
 and only the rates move.  Max-pool populations inherit the factor of their
 input channel (their unit weights stay one threshold), the output population
-keeps ``f = 1`` so the read-out scale stays a scalar.  The per-channel ``λ_c``
-are stored in ``metadata["channel_scales"]``.
+keeps ``f = 1`` so the read-out scale stays a scalar.  A population whose
+activation has a known bound (a clipped ReLU, e.g. a QCFS layer, and pools or
+max-pool gates of it; ``metadata["clip_levels"]``) keeps its scalar clip level:
+every channel's maximum is that bound, and the trained quantisation grid is
+defined on it.  The per-channel ``λ_c`` are stored in ``metadata["channel_scales"]``.
 
 SNN calibration (``ConversionConfig.calibrate``)
 ------------------------------------------------
@@ -98,9 +101,12 @@ def apply_channel_scales(
     factor: dict[str, NDArray[np.float64]] = {}
     channel_scales: dict[str, list[float]] = {}
     gate_src = {p.post: p.pre for p in snn.projections.values() if p.kind == "gate"}
+    clipped = snn.metadata.get("clip_levels") or {}
     for pop in snn.populations.values():
         if pop.name == snn.input or pop.name == snn.output or pop.layer is None or pop.layer not in snn.scales:
             continue
+        if pop.layer in clipped:
+            continue  # a clipped layer keeps its scalar clip level (see the module docstring)
         ch = _channel_of(pop)
         if ch is None:
             continue

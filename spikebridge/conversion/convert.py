@@ -8,7 +8,10 @@ How layers map
   Flatten is an index mapping and needs no population.
 * A ReLU ends a run: the neurons of the new population fire at a rate
   proportional to the rectified activation.  ReLU, Identity and Dropout never
-  need neurons of their own.
+  need neurons of their own.  A clipped ReLU (``ReLU(max_value=c)``, e.g. a
+  QCFS layer) does the same with the scale ``λ = c`` (see :func:`stage_bound`);
+  a clip of a population that is not implied by its own bound becomes relay
+  neurons.
 * An AvgPool2d / GlobalAvgPool2d directly after a population becomes a
   population of its own (weights ``1/k²``): folding it into the next
   convolution would multiply that convolution's synapses by the window size.
@@ -145,6 +148,28 @@ def _pool_kernel(layer: AvgPool2d | GlobalAvgPool2d, in_shape: tuple[int, ...]) 
     return SharedKernel(np.full((c, 1) + tuple(kernel), 1.0 / (kernel[0] * kernel[1])), (c, h, w), stride, padding, groups=c)
 
 
+def clip_level(graph: AnnGraph, layer_name: str) -> float | None:
+    """``max_value`` of layer ``layer_name`` if it is a clipped ReLU, else None."""
+    layer = graph[layer_name] if layer_name in graph else None
+    return layer.max_value if isinstance(layer, ReLU) else None
+
+
+def stage_bound(graph: AnnGraph, stages: list[Stage], name: str) -> float | None:
+    """Known upper bound (ANN units) of the activation that population ``name`` represents.
+
+    The clip level of a clipped ReLU (``ReLU(max_value=c)``); an average pool or
+    max-pool gate of a single such population keeps its bound (a mean or maximum of
+    values in ``[0, c]`` stays in ``[0, c]``).  None when the activation is unbounded.
+    """
+    by_name = {s.name: s for s in stages}
+    st = by_name.get(name)
+    while st is not None and st.kind in ("pool", "gate") and not st.extra:
+        st = by_name.get(st.source)
+    if st is None or st.kind not in ("relu", "output") or st.rectify:
+        return None
+    return clip_level(graph, st.layer)
+
+
 def unique_name(base: str, used: set[str]) -> str:
     """``base`` as an identifier, with ``_2``, ``_3`` ... appended until it is not in ``used`` (which it joins)."""
     name = safe_name(base)
@@ -224,7 +249,20 @@ def plan_stages(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                 named = layer.name
         elif isinstance(layer, ReLU):
             if mat is None and bias is None and kern is None:
-                continue  # rates are already non-negative
+                if layer.max_value is None or not stages:
+                    if layer.max_value is not None:
+                        close("relu", layer.name, out_shape)  # a clipped ReLU of the input: relay neurons that clip
+                    continue  # rates are already non-negative
+                last_stage = stages[-1]
+                bound = stage_bound(graph, stages, last_stage.name)
+                if bound is not None and bound <= layer.max_value:
+                    continue  # already within the clip level
+                if last_stage.kind == "relu" and not last_stage.rectify:
+                    # ReLU then Clip (an ONNX Relu + Clip pair): the population represents the clipped value
+                    last_stage.layer = layer.name
+                    continue
+                close("relu", layer.name, out_shape)  # e.g. a clip after pooling: relay neurons that clip
+                continue
             close("relu", layer.name, out_shape)
         elif isinstance(layer, MaxPool2d):
             if config.maxpool == "refuse":
@@ -327,6 +365,13 @@ def convert(
     # -- scales ------------------------------------------------------------
     in_name = graph.input.name
     scales: dict[str, float] = {}
+    # populations with a known upper bound (clipped ReLUs, pools and gates of them), by ANN layer
+    clip_levels: dict[str, float] = {}
+    if cfg.normalisation == "data":
+        for st in stages:
+            bound = stage_bound(graph, stages, st.name)
+            if bound is not None:
+                clip_levels[st.layer] = bound
     if cfg.normalisation == "data":
         if calibration is None:
             raise ConversionError(
@@ -341,6 +386,9 @@ def convert(
                 a = np.maximum(a, 0.0)
             if st.kind == "gate":
                 scales[st.layer] = scales[stages[[s.name for s in stages].index(st.source)].layer]
+            elif st.layer in clip_levels:
+                # a clipped ReLU's maximum is its clip level: one spike per step stands for it (QCFS: θ = λ)
+                scales[st.layer] = clip_levels[st.layer]
             else:
                 signed = st.kind == "output" and (task == "regression" or binary)
                 scales[st.layer] = activation_scale(a, cfg.percentile, name=st.layer, signed=signed)
@@ -463,7 +511,8 @@ def convert(
         scales=scales,
         ann=graph,
         name=safe_name(graph.name),
-        metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes")},
+        metadata={"source_model": graph.name, "task": task, "classes": graph.metadata.get("classes"),
+                  **({"clip_levels": clip_levels} if clip_levels else {})},
         min_delay_steps=min_steps,
     )
     if cfg.scales == "channel" and cfg.normalisation == "data":

@@ -22,12 +22,16 @@ boundary (ReLU, pooling of spikes, max-pool gate, the output) the form becomes
 * a ``Concat`` stacks the forms of its inputs: an index map, no population
   (like ``Flatten``);
 * a ReLU of a form that is non-negative by construction (populations, index
-  maps and sums of them) needs no population.
+  maps and sums of them) needs no population; a clipped ReLU of one needs none
+  when the population is already bounded by its clip level, or when it directly
+  follows the population's own plain ReLU (the population then represents the
+  clipped value), and otherwise a population of relay neurons.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -39,7 +43,7 @@ from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
-from .convert import _SUPPORTED, Stage, _gate_kernel, unique_name
+from .convert import _SUPPORTED, Stage, _gate_kernel, stage_bound, unique_name
 from .operators import is_linear, linear_operator
 
 __all__ = ["plan_dag", "concat_operators"]
@@ -106,6 +110,22 @@ def _sum_terms(parts: list[tuple[Matrix | None, _Form]], n_out: int) -> dict[str
             else:
                 terms[src] = new
     return terms
+
+
+def _clip_nonneg(graph: AnnGraph, stages: list[Stage], src: _Form, max_value: float, name: str, pred: str,
+                 shape: tuple[int, ...], close: Callable[..., _Form]) -> _Form:
+    """The form of a clipped ReLU of a non-negative form (populations, index maps, sums of them)."""
+    pure = src.pure
+    prev = next((s for s in stages if s.name == pure), None)
+    if prev is not None:
+        bound = stage_bound(graph, stages, prev.name)
+        if bound is not None and bound <= max_value:
+            return src  # already within the clip level
+        if prev.kind == "relu" and not prev.rectify and prev.layer == pred and graph.successors(pred) == (name,):
+            # ReLU then Clip, and nothing else reads the ReLU: the population represents the clipped value
+            prev.layer = name
+            return src
+    return close(src, "relu", name, shape)  # relay neurons that clip
 
 
 def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
@@ -203,7 +223,12 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         elif is_linear(layer):
             forms[name] = linear(src, layer, in_shape, n)
         elif isinstance(layer, ReLU):
-            forms[name] = src if src.nonneg else close(src, "relu", name, shape)
+            if not src.nonneg:
+                forms[name] = close(src, "relu", name, shape)
+            elif layer.max_value is None:
+                forms[name] = src
+            else:
+                forms[name] = _clip_nonneg(graph, stages, src, layer.max_value, name, preds[0], shape, close)
         elif isinstance(layer, MaxPool2d):
             if config.maxpool == "refuse":
                 raise ConversionError(

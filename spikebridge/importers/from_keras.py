@@ -13,7 +13,8 @@ Two file kinds are read:
 Supported layers: InputLayer, Dense, Conv2D (valid/same padding, strides, groups=1,
 dilation 1), MaxPooling2D, AveragePooling2D (no padding), GlobalAveragePooling2D, Flatten,
 Dropout (and SpatialDropout2D), BatchNormalization (folded into the preceding Dense/Conv2D),
-Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"softmax"``, ``"linear"``;
+Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"relu6"``, ``"softmax"``, ``"linear"``
+(``ReLU(max_value=c)`` and ``relu6`` become a clipped ``ReLU(max_value=c)``);
 in functional models also the merge layers Add (residual sums) and Concatenate (its ``axis``
 mapped to the channels-first layout), so ResNet-style branches import.
 
@@ -50,7 +51,7 @@ SUPPORTED_LAYERS: tuple[str, ...] = (
     "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
     "Dropout", "SpatialDropout2D", "BatchNormalization", "Activation", "ReLU", "Softmax", "Add", "Concatenate",
 )
-_ACTIVATIONS = ("relu", "softmax", "linear")
+_ACTIVATIONS = ("relu", "relu6", "softmax", "linear")
 _MERGES = ("Add", "Concatenate")
 _WEIGHT_ORDER = {
     "Dense": ("kernel", "bias"),
@@ -256,8 +257,8 @@ def _build_graph(
         if isinstance(act, dict):
             act = act.get("config", {}).get("name") or act.get("class_name")
         act = "linear" if act is None else str(act).lower()
-        if act == "relu":
-            builder.add(ReLU, f"{lname}_relu" if cls != "Activation" else lname)
+        if act in ("relu", "relu6"):
+            builder.add(ReLU, f"{lname}_{act}" if cls != "Activation" else lname, max_value=6.0 if act == "relu6" else None)
         elif act == "softmax":
             builder.add(Softmax, f"{lname}_softmax" if cls != "Activation" else lname)
         elif act != "linear":
@@ -389,11 +390,12 @@ def _build_graph(
         elif cls == "Activation":
             activation(lname, cls, cfg.get("activation"))
         elif cls == "ReLU":
-            if cfg.get("max_value") is not None or cfg.get("negative_slope") or cfg.get("threshold"):
-                raise _unsupported(lname, f"ReLU(max_value={cfg.get('max_value')}, negative_slope="
+            max_value = cfg.get("max_value")
+            if cfg.get("negative_slope") or cfg.get("threshold"):
+                raise _unsupported(lname, f"ReLU(max_value={max_value}, negative_slope="
                                           f"{cfg.get('negative_slope')}, threshold={cfg.get('threshold')})",
-                                   "only the plain ReLU")
-            builder.add(ReLU, lname)
+                                   "only the plain ReLU or a clipped one, ReLU(max_value=c)")
+            builder.add(ReLU, lname, max_value=max_value)  # the layer checks max_value (a number > 0)
         elif cls == "Softmax":
             builder.add(Softmax, lname)
         else:

@@ -5,7 +5,8 @@ computed tensors become an ``Add`` layer, Concat of computed tensors (not along 
 ``Concat`` layer.
 
 Supported operators: Gemm (any alpha/beta, transB; transA=0), MatMul (+ Add of a constant bias),
-Conv (group=1, dilations=1, symmetric pads), Add / Sum (residual sums), Concat, Relu, MaxPool, AveragePool (padding only with
+Conv (group=1, dilations=1, symmetric pads), Add / Sum (residual sums), Concat, Relu, Clip with min 0 (a clipped
+ReLU, ``ReLU(max_value=max)``: ReLU6, Hardtanh(0, c) and QCFS layers exported from PyTorch), MaxPool, AveragePool (padding only with
 count_include_pad=1), GlobalAveragePool, Flatten (axis=1), Reshape to (N, -1), BatchNormalization
 (folded into the preceding Conv/Gemm/MatMul), Dropout, Identity, Constant and Softmax (last axis).
 Shape arithmetic that PyTorch emits for ``x.view(x.size(0), -1)`` (Shape, Gather, Unsqueeze,
@@ -29,7 +30,7 @@ from ._common import GraphBuilder, refuse_unsupported
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS: tuple[str, ...] = (
-    "Gemm", "MatMul", "Add", "Sum", "Concat", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
+    "Gemm", "MatMul", "Add", "Sum", "Concat", "Conv", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
     "BatchNormalization", "Dropout", "Identity", "Constant", "Softmax",
 )
 _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity")
@@ -300,6 +301,8 @@ def from_onnx(
             produced_by_weighted = out
         elif op == "Relu":
             builder.add(ReLU, nname)
+        elif op == "Clip":
+            builder.add(ReLU, nname, max_value=_clip_max(nname, node, attrs, consts))
         elif op in ("MaxPool", "AveragePool"):
             if attrs.get("ceil_mode", 0):
                 raise _unsupported(nname, f"{op}(ceil_mode=1)", "only floor output size (ceil_mode=0)")
@@ -376,6 +379,31 @@ def _refuse_unsupported_ops(graph: Any, known: set[str]) -> None:
             found.append((_node_name(node, index), op))
     if len(found) > 1:
         refuse_unsupported(found, SUPPORTED_OPS, "ONNX")
+
+
+def _clip_max(nname: str, node: Any, attrs: dict[str, Any], consts: dict[str, np.ndarray]) -> float | None:
+    """Upper bound of a ``Clip`` whose lower bound is 0 (None: no upper bound, a plain ReLU)."""
+    bounds: list[float | None] = []
+    for k, key in ((1, "min"), (2, "max")):
+        if key in attrs:  # opset < 11: attributes
+            bounds.append(float(attrs[key]))
+        elif len(node.input) > k and node.input[k]:  # opset >= 11: optional inputs, which must be constants
+            if node.input[k] not in consts:
+                raise _unsupported(nname, f"Clip with a computed {key}", "only constant bounds")
+            value = np.asarray(consts[node.input[k]], dtype=np.float64).reshape(-1)
+            if value.size != 1:
+                raise _unsupported(nname, f"Clip with a {key} of shape {consts[node.input[k]].shape}", "only scalar bounds")
+            bounds.append(float(value[0]))
+        else:
+            bounds.append(None)
+    lo, hi = bounds
+    if lo != 0.0:
+        raise _unsupported(nname, f"Clip(min={lo}, max={hi})", "only Clip(min=0, max=c), a clipped ReLU")
+    if hi is None or hi == np.inf:
+        return None
+    if not hi > 0:
+        raise _unsupported(nname, f"Clip(min={lo}, max={hi})", "the upper bound of a clipped ReLU must be > 0")
+    return hi
 
 
 def _check_conv_attrs(nname: str, attrs: dict[str, Any]) -> None:

@@ -4,7 +4,10 @@ Supported (``torch.nn``): Linear, Conv2d (groups=1, dilation=1, zero padding, in
 resolvable ``'same'``/``'valid'`` padding), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d((1, 1))
 (as GlobalAvgPool2d), Flatten, ReLU, Softmax (last dim), Dropout*/Identity (dropped) and
 BatchNorm1d/2d directly after a Linear/Conv2d (folded with the running statistics, i.e. the
-inference behaviour).  In traced ``forward`` methods also ``torch.relu``/``F.relu``/``x.relu()``,
+inference behaviour).  Clipped ReLUs become ``ReLU(max_value=c)``: ReLU6, Hardtanh(0, c) and
+:class:`spikebridge.training.QCFS` (at its trained clip level λ; the quantisation is left to
+the spikes).  In traced ``forward`` methods also ``torch.relu``/``F.relu``/``x.relu()``,
+``F.relu6``, ``F.hardtanh(x, 0, c)``, ``torch.clamp(x, 0, c)``/``x.clamp(0, c)``,
 ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``/``x.reshape(...)``, ``F.max_pool2d``,
 ``F.avg_pool2d``, ``F.dropout`` and ``F.softmax(x, dim=-1)``, and the joins of residual networks:
 ``a + b`` / ``torch.add(a, b)`` / ``a += b`` (an ``Add`` layer; a ResNet ``BasicBlock`` with a
@@ -35,8 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["from_torch", "SUPPORTED_MODULES"]
 
 SUPPORTED_MODULES: tuple[str, ...] = (
-    "Linear", "Conv2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d((1, 1))", "Flatten", "ReLU", "Softmax",
-    "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "BatchNorm1d", "BatchNorm2d",
+    "Linear", "Conv2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d((1, 1))", "Flatten", "ReLU", "ReLU6",
+    "Hardtanh(0, c)", "QCFS", "Softmax", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "BatchNorm1d", "BatchNorm2d",
     "Sequential", "+ / torch.add", "torch.cat",
 )
 _SRC = "PyTorch"
@@ -149,6 +152,12 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
         return [_Op("flatten", name)]
     if isinstance(m, nn.ReLU):
         return [_Op("relu", name)]
+    if isinstance(m, nn.Hardtanh):  # nn.ReLU6 is Hardtanh(0, 6)
+        return [_clip_op(name, f"{tname}(min_val={m.min_val}, max_val={m.max_val})", m.min_val, m.max_val)]
+    qcfs = _qcfs_type()
+    if qcfs is not None and isinstance(m, qcfs):
+        # the trained clip level; the L-level quantisation is what the spikes do at T steps
+        return [_Op("relu", name, max_value=m.clip_level, qcfs_levels=m.levels)]
     if isinstance(m, nn.Softmax):
         if m.dim not in (None, -1, 1):
             raise _unsupported(name, f"Softmax(dim={m.dim})", "only softmax over the feature dimension (dim=-1 or 1)")
@@ -166,13 +175,34 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
     raise _unsupported(name or type(m).__name__, tname)
 
 
+def _qcfs_type() -> Any:
+    """:class:`spikebridge.training.QCFS` (None if that module cannot be imported)."""
+    try:
+        from ..training import QCFS
+    except ImportError:  # pragma: no cover - torch is present whenever this importer runs
+        return None
+    return QCFS
+
+
+def _clip_op(name: str, shown: str, lo: Any, hi: Any) -> _Op:
+    """A clipped ReLU ``min(max(x, 0), hi)`` from a clamp to ``[lo, hi]`` (``lo`` must be 0)."""
+    if lo is None or float(lo) != 0.0:
+        raise _unsupported(name, shown, "only clips with a lower bound of 0 (a clipped ReLU: ReLU6, Hardtanh(0, c), "
+                                        "clamp(x, 0, c))")
+    if hi is None:
+        return _Op("relu", name)
+    if not float(hi) > 0:
+        raise _unsupported(name, shown, "the upper bound of a clipped ReLU must be > 0")
+    return _Op("relu", name, max_value=float(hi))
+
+
 def _refuse_unsupported_modules(module: Any) -> None:
     """With two or more built-in leaf modules of unsupported types (``nn.LSTM``, ``nn.Tanh``), name them all
     at once, most specific first; a single one is left to :func:`_module_ops`, whose message says more.
     User-defined modules are not judged here: torch.fx traces through them."""
     nn = import_optional("torch.nn", "importing PyTorch models")
-    ok = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU, nn.Softmax,
-          nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d,
+    ok = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU, nn.Hardtanh,
+          nn.Softmax, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d,
           nn.Sequential)
     found = [(name, type(m).__name__) for name, m in module.named_modules()
              if name and type(m).__module__.startswith("torch.nn.") and not isinstance(m, ok)]
@@ -203,13 +233,30 @@ def _cat_sig(tensors, dim=0, *, out=None):  # noqa: ANN001,ANN202
     return locals()
 
 
+def _hardtanh_sig(input, min_val=-1.0, max_val=1.0, inplace=False):  # noqa: ANN001,ANN202
+    return locals()
+
+
+def _clamp_sig(input, min=None, max=None, *, out=None):  # noqa: ANN001,ANN202,A002
+    return locals()
+
+
 def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
     """Pending ops of a traced module, and the op whose output ``forward`` returns."""
     torch = import_optional("torch", "importing PyTorch models")
     fx = import_optional("torch.fx", "importing PyTorch models")
     F = torch.nn.functional
+    qcfs = _qcfs_type()
+
+    class _Tracer(fx.Tracer):  # type: ignore[misc,name-defined]
+        # a QCFS layer is one activation, not the floor/clamp arithmetic of its forward
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            return (qcfs is not None and isinstance(m, qcfs)) or bool(super().is_leaf_module(m, qualname))
+
     try:
-        traced = fx.symbolic_trace(module)
+        tracer = _Tracer()
+        fx_graph = tracer.trace(module)
+        traced = fx.GraphModule(tracer.root, fx_graph)
     except Exception as err:  # fx raises many types (TraceError, TypeError, NotImplementedError ...)
         raise UnsupportedLayerError(
             root_name, f"{type(module).__name__} (forward not traceable)", SUPPORTED_MODULES, source=_SRC,
@@ -306,6 +353,20 @@ def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
         ):
             chain_input(node, tensor_args)
             emit(node, [_Op("relu", node.name)])
+        elif node.op == "call_function" and target in (F.relu6, F.hardtanh):
+            chain_input(node, tensor_args)
+            if target is F.relu6:
+                emit(node, [_Op("relu", node.name, max_value=6.0)])
+            else:
+                a = _hardtanh_sig(*node.args, **node.kwargs)
+                emit(node, [_clip_op(node.name, f"hardtanh(min_val={a['min_val']}, max_val={a['max_val']})",
+                                     a["min_val"], a["max_val"])])
+        elif (node.op == "call_function" and target in (torch.clamp, torch.clip)) or (
+            node.op == "call_method" and target in ("clamp", "clip", "clamp_", "clip_")
+        ):
+            chain_input(node, tensor_args)
+            a = _clamp_sig(*node.args, **node.kwargs)
+            emit(node, [_clip_op(node.name, f"clamp(min={a['min']}, max={a['max']})", a["min"], a["max"])])
         elif node.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
             chain_input(node, tensor_args)
         elif (node.op == "call_function" and target is torch.flatten) or (node.op == "call_method" and target == "flatten"):
@@ -501,6 +562,7 @@ def from_torch(
     builder = GraphBuilder(where)
     builder.input(shape, name=builder.unique("input"))
     built = {id(_INPUT): builder.layers[0].name}  # op -> name of the layer holding its output
+    qcfs_levels: dict[str, int] = {}  # QCFS layers: their quantisation levels L, for the record
     for op in ops:
         if op.after is not None:  # a branch: attach to the op this one reads
             builder.select(built[id(op.after)])
@@ -511,10 +573,13 @@ def from_torch(
             continue
         kwargs = dict(op.kwargs)
         expect = kwargs.pop("expect", None)
+        levels = kwargs.pop("qcfs_levels", None)
         if op.joins:
             kwargs["inputs"] = [built[id(o)] for o in op.joins]
         layer = builder.add(_KIND_TO_LAYER[op.kind], op.name, **kwargs)
         built[id(op)] = layer.name
+        if levels is not None:
+            qcfs_levels[layer.name] = int(levels)
         if expect is not None and builder.shape != (expect,):
             raise ValidationError(
                 f"{where}: view '{layer.name}' reshapes to (N, {expect}) but its input has {builder.shape[0]} values "
@@ -524,6 +589,8 @@ def from_torch(
     if result is not None:
         builder.select(built[id(result)])
     meta: dict[str, Any] = {"source": src, "format": "torch"}
+    if qcfs_levels:
+        meta["qcfs_levels"] = qcfs_levels
     if task is None and isinstance(builder.last, Softmax):
         task = "classification"
     if task is not None:
@@ -535,7 +602,8 @@ def _leaf_ops_or_none(module: Any) -> list[_Op] | None:
     """A single supported leaf module (e.g. a bare nn.Linear) is imported directly, without tracing."""
     nn = import_optional("torch.nn")
     leaf_types = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU,
-                  nn.Softmax)
-    if type(module) in leaf_types:
+                  nn.ReLU6, nn.Hardtanh, nn.Softmax)
+    qcfs = _qcfs_type()
+    if type(module) in leaf_types or (qcfs is not None and type(module) is qcfs):
         return _module_ops(type(module).__name__.lower(), module)
     return None

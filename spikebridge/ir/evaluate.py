@@ -100,7 +100,7 @@ _FORWARD: dict[type[Layer], Callable[..., Array]] = {
     MaxPool2d: _maxpool,
     GlobalAvgPool2d: lambda layer, x: x.mean(axis=(2, 3)),
     Flatten: lambda layer, x: x.reshape(x.shape[0], -1),
-    ReLU: lambda layer, x: np.maximum(x, 0.0),
+    ReLU: lambda layer, x: np.maximum(x, 0.0) if layer.max_value is None else np.clip(x, 0.0, layer.max_value),
     Identity: lambda layer, x: x,
     Softmax: _softmax,
 }

@@ -117,6 +117,8 @@ class Layer:
     def __repr__(self) -> str:
         parts = []
         for key, value in self.params().items():
+            if value is None:
+                continue  # an unset option (e.g. an unbounded ReLU) is the default
             if isinstance(value, np.ndarray):
                 parts.append(f"{key}=<array {value.shape}>")
             else:
@@ -374,9 +376,38 @@ class Flatten(Layer):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class ReLU(Layer):
-    """Rectified linear unit ``max(x, 0)``."""
+    """Rectified linear unit ``max(x, 0)``, optionally clipped: ``min(max(x, 0), max_value)``.
 
+    Parameters
+    ----------
+    max_value : float, optional
+        Upper bound of the output (ReLU6 is ``max_value=6``; a QCFS activation
+        trained by :mod:`spikebridge.training` imports with its clip level λ).
+        None (default) means no bound.  Conversion uses it as the layer's scale:
+        one spike per time step stands for ``max_value``.
+    """
+
+    max_value: float | None = None
     type_name: ClassVar[str] = "ReLU"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_value is None:
+            return
+        if isinstance(self.max_value, bool):
+            raise ValidationError(f"ReLU '{self.name}': max_value must be a number, got {self.max_value!r}", attr="max_value")
+        try:
+            value = float(self.max_value)
+        except (TypeError, ValueError) as err:
+            raise ValidationError(
+                f"ReLU '{self.name}': max_value must be a number, got {self.max_value!r}", attr="max_value"
+            ) from err
+        if not (np.isfinite(value) and value > 0):
+            raise ValidationError(
+                f"ReLU '{self.name}': max_value must be finite and > 0 (None for no bound), got {self.max_value!r}",
+                attr="max_value",
+            )
+        object.__setattr__(self, "max_value", value)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)

@@ -11,7 +11,11 @@ Layout (documented in ``docs/formats.md``)::
 
 Version 2 (graphs with Add / Concat joins) has the same layout as version 1:
 ``edges`` then lists two or more sources for a merge layer, in input order.
-Version 1 files (chains only) load unchanged.
+Version 3 adds the optional ``max_value`` of a ReLU (a clipped ReLU) to its
+``params``; it is written only by graphs that have a clipped ReLU, so every
+other graph is still written as version 2 and stays readable by older
+releases.  Version 1 and 2 files load unchanged (a ReLU without ``max_value``
+is unbounded).  Fields whose value is None are not written.
 """
 
 from __future__ import annotations
@@ -28,11 +32,20 @@ from ..errors import ModelFormatError, StoreFormatError, ValidationError
 from .graph import AnnGraph
 from .layers import LAYER_TYPES, Layer
 
-__all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "write_graph_group", "read_graph_group", "FORMAT", "VERSION"]
+__all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "write_graph_group", "read_graph_group", "FORMAT", "VERSION",
+           "format_version"]
 
 FORMAT = "spikebridge.ann"
-#: written version; readers accept 1..VERSION.  2 added the merge layers Add and Concat.
-VERSION = 2
+#: newest version; readers accept 1..VERSION.  2 added the merge layers Add and Concat, 3 ReLU.max_value
+#: (written only when a graph has a clipped ReLU, see :func:`format_version`).
+VERSION = 3
+
+
+def format_version(graph: AnnGraph) -> int:
+    """The lowest format version that holds ``graph``: 3 with a clipped ReLU, else 2."""
+    from .layers import ReLU
+
+    return 3 if any(isinstance(layer, ReLU) and layer.max_value is not None for layer in graph) else 2
 
 
 def _layer_fields(layer: Layer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -42,6 +55,8 @@ def _layer_fields(layer: Layer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if f.name == "name":
             continue
         value = getattr(layer, f.name)
+        if value is None:
+            continue  # the default (e.g. an unbounded ReLU): older readers do not know every optional field
         if isinstance(value, np.ndarray):
             arrays[f.name] = value
         else:
@@ -151,7 +166,7 @@ def save_graph(graph: AnnGraph, path: str | os.PathLike[str], *, overwrite: bool
         If False and ``path`` exists, raise ``FileExistsError``.
     """
     with open_h5(path, "w" if overwrite else "x", what="model file") as f:
-        write_format(f, FORMAT, VERSION)
+        write_format(f, FORMAT, format_version(graph))
         write_graph_group(f, graph)
 
 
