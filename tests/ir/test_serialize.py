@@ -35,7 +35,7 @@ def test_hdf5_round_trip_is_exact(which, tiny_mlp, tiny_cnn, tmp_h5, rng):
     x = rng.normal(size=(3, *g.input_shape))
     np.testing.assert_array_equal(evaluate(back, x), evaluate(g, x))
     with h5py.File(tmp_h5) as f:
-        assert f.attrs["format"] == FORMAT and int(f.attrs["format_version"]) == VERSION
+        assert f.attrs["format"] == FORMAT.encode() and int(f.attrs["format_version"]) == VERSION  # fixed-length: bytes
         assert "numpy" in json.loads(f.attrs["package_versions"])
 
 
