@@ -378,10 +378,46 @@ def read_attrs(
             return _h5attrs.snapshot(node, root_only=root_only, allow_heap=True, limit=_attr_limit(node), names=names)
         except Exception as err:  # h5py's low-level errors, whatever their type
             raise error(f"{where}: unreadable attributes (the file is corrupt): {_first_line(err)}") from err
-    code = f"import runpy; runpy.run_path({_h5attrs.__file__!r}, run_name='__main__')"
     root = (root_only or names is not None) and node.name == "/"
     if names is not None and node.name != "/":
         names = None  # the separate process reads a group's attributes only as part of the whole file
+    key = _content_key(path, root, names)
+    attrs = _HEAP_CACHE.get(key) if key else None
+    if attrs is None:
+        attrs = _read_attrs_apart(path, where, error, root, names)
+        if key:
+            _HEAP_CACHE[key] = attrs
+            while len(_HEAP_CACHE) > 16:
+                del _HEAP_CACHE[next(iter(_HEAP_CACHE))]
+    base = node.name.rstrip("/")
+    if root_only or names is not None:
+        return {node.name: {k: v for k, v in attrs.get(node.name, {}).items() if names is None or k in names}}
+    return {k: v for k, v in attrs.items() if k == node.name or k.startswith(base + "/")}
+
+
+#: attributes read by the separate process, by file content (the shipped models, loaded again and again)
+_HEAP_CACHE: dict[tuple[str, bool, tuple[str, ...] | None], dict[str, dict[str, Any]]] = {}
+
+
+def _content_key(path: str, root: bool, names: tuple[str, ...] | None) -> tuple[str, bool, tuple[str, ...] | None] | None:
+    """SHA-256 of the file's bytes with what was read; None for files over 64 MB (hashing them costs
+    about as much as the separate process)."""
+    import hashlib
+
+    try:
+        if os.path.getsize(path) > 64 << 20:
+            return None
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest(), root, names
+    except OSError:
+        return None
+
+
+def _read_attrs_apart(
+    path: str, where: str, error: type[Exception], root: bool, names: tuple[str, ...] | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`spikebridge._h5attrs.main` run on ``path`` by a separate interpreter, with a time limit."""
+    code = f"import runpy; runpy.run_path({_h5attrs.__file__!r}, run_name='__main__')"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     try:
         proc = subprocess.run(
@@ -404,10 +440,7 @@ def read_attrs(
     if "error" in doc:
         raise error(f"{where}: unreadable attributes (the file is corrupt): {doc['error']}")
     attrs: dict[str, dict[str, Any]] = doc["attrs"]
-    base = node.name.rstrip("/")
-    if root_only or names is not None:
-        return {node.name: {k: v for k, v in attrs.get(node.name, {}).items() if names is None or k in names}}
-    return {k: v for k, v in attrs.items() if k == node.name or k.startswith(base + "/")}
+    return attrs
 
 
 def root_attr(path: str | os.PathLike[str], key: str, error: type[Exception] = StoreFormatError) -> Any:

@@ -43,12 +43,12 @@ def _assert_all_clean(outcomes):
 
 
 def test_fuzz_seeded_small(tmp_path, short_heap_timeout):
-    """40 damaged current-version files, each through one loader (the CLI included): all clean.
+    """25 damaged current-version files, each through one loader (the CLI included): all clean.
 
     (Files with variable-length strings cost a separate interpreter each, ~0.5 s: they are in the slow test.)"""
-    outcomes = _fuzz.run_cases(range(40), tmp_path, timeout=8.0, kinds=("snn", "ann"))
+    outcomes = _fuzz.run_cases(range(25), tmp_path, timeout=8.0, kinds=("snn", "ann"))
     counts = _assert_all_clean(outcomes)
-    assert len(outcomes) == 40 and counts["clean"] >= 25  # most damage must be noticed, not silently loaded
+    assert len(outcomes) == 25 and counts["clean"] >= 15  # most damage must be noticed, not silently loaded
 
 
 @pytest.mark.slow
