@@ -2,7 +2,7 @@
 
 Layout (documented in ``docs/formats.md``)::
 
-    /                       attrs: format="spikebridge.ann", format_version=2, name,
+    /                       attrs: format="spikebridge.ann", format_version=3, name,
                                    metadata (JSON), edges (JSON list of [src, dst]),
                                    package_versions (JSON)
     /layers/<k>             one group per layer, k = 0, 1, ... in topological order
