@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from . import _h5attrs
 from .errors import StoreFormatError
 
 __all__ = [
@@ -25,6 +29,12 @@ __all__ = [
     "check_declared_size",
     "read_dataset",
     "array_budget",
+    "text_attr",
+    "read_attrs",
+    "AttrView",
+    "read_array",
+    "root_attr",
+    "HEAP_READ_TIMEOUT_S",
 ]
 
 #: HDF5 filter ids whose largest possible expansion on reading is known (decoded bytes
@@ -129,7 +139,11 @@ def check_contained(f: h5py.File | h5py.Group, where: str, error: type[Exception
                 return f"dataset '{name}' has external raw storage in {', '.join(map(repr, files))}"
         return None
 
-    problem = f.visititems_links(check_link) or f.visititems(check_object)
+    try:
+        problem = f.visititems_links(check_link) or f.visititems(check_object)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, SystemError) as err:
+        # a damaged B-tree, local heap or object header: h5py's low-level error, as one line
+        raise error(f"{where} is corrupt: {_first_line(err)}") from err
     if problem:
         raise error(f"{where}: {problem}{tail}")
 
@@ -207,6 +221,13 @@ def fixed_text(text: str) -> np.ndarray:
     return np.array(raw, dtype=f"S{max(1, len(raw))}")
 
 
+def text_attr(text: str) -> np.ndarray | str:
+    """``text`` for an HDF5 attribute: :func:`fixed_text`, or ``text`` itself (variable-length) when
+    longer than 60 000 UTF-8 bytes (an attribute lives in its object's header, at most 64 KiB);
+    :func:`read_attrs` reads those in a separate process."""
+    return fixed_text(text) if len(text.encode("utf-8")) <= 60_000 else text
+
+
 def write_format(f: h5py.File | h5py.Group, name: str, version: int, *, fixed: bool = False) -> None:
     """Write the ``format`` and ``format_version`` root attributes and package versions
     (as fixed-length strings with ``fixed``, see :func:`fixed_text`)."""
@@ -216,8 +237,12 @@ def write_format(f: h5py.File | h5py.Group, name: str, version: int, *, fixed: b
     f.attrs["package_versions"] = text(json.dumps(package_versions()))
 
 
-def check_format(f: h5py.File | h5py.Group, name: str, max_version: int, *, path: str | None = None) -> int:
+def check_format(
+    f: h5py.File | h5py.Group, name: str, max_version: int, *, path: str | None = None, attrs: Mapping[str, Any] | None = None
+) -> int:
     """Check the ``format`` attribute equals ``name`` and the version is one we read.
+
+    ``attrs``: the root attributes as :func:`read_attrs` gave them (read from ``f`` when None).
 
     Returns
     -------
@@ -230,15 +255,20 @@ def check_format(f: h5py.File | h5py.Group, name: str, max_version: int, *, path
         Foreign file (no or other ``format`` attribute) or newer version.
     """
     where = f" '{path}'" if path else ""
-    found = f.attrs.get("format")
+    found = (f.attrs if attrs is None else attrs).get("format")
     if isinstance(found, bytes):
-        found = found.decode()
+        found = found.decode(errors="replace")
     if found != name:
-        what = f"format {found!r}" if found is not None else "no 'format' attribute"
+        what = f"format {str(found)[:80]!r}" if found is not None else "no 'format' attribute"
         raise StoreFormatError(
             f"file{where} is not a {name} file: expected format {name!r}, found {what}"
         )
-    version = int(f.attrs.get("format_version", -1))
+    raw = (f.attrs if attrs is None else attrs).get("format_version", -1)
+    if isinstance(raw, np.generic):
+        raw = raw.item()
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise StoreFormatError(f"file{where} has {name} format_version {str(raw)[:40]!r}, not an integer")
+    version = raw
     if version < 1 or version > max_version:
         raise StoreFormatError(
             f"file{where} has {name} format_version {version}; this spikebridge reads versions 1..{max_version}"
@@ -286,3 +316,239 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "unknown"
     return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return text.strip() or type(err).__name__
+
+
+#: seconds the separate process may take to read a file's variable-length string attributes
+HEAP_READ_TIMEOUT_S = 10.0
+
+
+def read_attrs(
+    node: h5py.File | h5py.Group, where: str, error: type[Exception] = StoreFormatError, *, root_only: bool = False,
+    names: tuple[str, ...] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every attribute of ``node`` and the groups and datasets under it, as plain values, by object path.
+
+    Each attribute's type and stored size are checked before it is read (see
+    :mod:`spikebridge._h5attrs` for the values).  Attributes in object headers
+    are read here; if any is a variable-length string (files written before
+    fixed-length strings, or a text over 60 000 bytes), the file's attributes are
+    read instead by a separate Python process that is killed after
+    :data:`HEAP_READ_TIMEOUT_S` seconds: such strings live in the global heap,
+    whose corruption can make HDF5 loop for ever or allocate gigabytes.
+
+    Parameters
+    ----------
+    node : h5py.File or h5py.Group
+    where : str
+        The file, for messages (e.g. ``"network file 'n.h5'"``).
+    error : exception type
+        What to raise.
+    root_only : bool
+        Only ``node``'s own attributes.
+    names : tuple of str, optional
+        Only these attributes of ``node`` (the others are not read).
+
+    Returns
+    -------
+    dict
+        ``{object path: {attribute name: value}}``; ``node`` itself under its own path.
+
+    Raises
+    ------
+    error
+        An attribute that is larger than the file (or 1 MB), unreadable, or whose reading
+        did not finish in time; one line naming it.
+    """
+    try:
+        return _h5attrs.snapshot(node, root_only=root_only, limit=_attr_limit(node), names=names)
+    except _h5attrs.NeedsHeap:
+        pass
+    except _h5attrs.Unreadable as err:
+        raise error(f"{where}: {err}") from None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, SystemError) as err:
+        raise error(f"{where}: unreadable attributes (the file is corrupt): {_first_line(err)}") from err
+    path = node.file.filename
+    if not sys.executable or not os.path.isfile(path):  # no interpreter to run it in: read here
+        try:
+            return _h5attrs.snapshot(node, root_only=root_only, allow_heap=True, limit=_attr_limit(node), names=names)
+        except Exception as err:  # h5py's low-level errors, whatever their type
+            raise error(f"{where}: unreadable attributes (the file is corrupt): {_first_line(err)}") from err
+    root = (root_only or names is not None) and node.name == "/"
+    if names is not None and node.name != "/":
+        names = None  # the separate process reads a group's attributes only as part of the whole file
+    key = _content_key(path, root, names)
+    attrs = _HEAP_CACHE.get(key) if key else None
+    if attrs is None:
+        attrs = _read_attrs_apart(path, where, error, root, names)
+        if key:
+            _HEAP_CACHE[key] = attrs
+            while len(_HEAP_CACHE) > 16:
+                del _HEAP_CACHE[next(iter(_HEAP_CACHE))]
+    base = node.name.rstrip("/")
+    if root_only or names is not None:
+        return {node.name: {k: v for k, v in attrs.get(node.name, {}).items() if names is None or k in names}}
+    return {k: v for k, v in attrs.items() if k == node.name or k.startswith(base + "/")}
+
+
+#: attributes read by the separate process, by file content (the shipped models, loaded again and again)
+_HEAP_CACHE: dict[tuple[str, bool, tuple[str, ...] | None], dict[str, dict[str, Any]]] = {}
+
+
+def _content_key(path: str, root: bool, names: tuple[str, ...] | None) -> tuple[str, bool, tuple[str, ...] | None] | None:
+    """SHA-256 of the file's bytes with what was read; None for files over 64 MB (hashing them costs
+    about as much as the separate process)."""
+    import hashlib
+
+    try:
+        if os.path.getsize(path) > 64 << 20:
+            return None
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest(), root, names
+    except OSError:
+        return None
+
+
+def _read_attrs_apart(
+    path: str, where: str, error: type[Exception], root: bool, names: tuple[str, ...] | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`spikebridge._h5attrs.main` run on ``path`` by a separate interpreter, with a time limit."""
+    code = f"import runpy; runpy.run_path({_h5attrs.__file__!r}, run_name='__main__')"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, path, *(["--root"] if root else []),
+             *([f"--names={','.join(names)}"] if root and names else [])],
+            check=False, capture_output=True, timeout=HEAP_READ_TIMEOUT_S, stdin=subprocess.DEVNULL, env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise error(
+            f"{where}: reading its variable-length string attributes did not finish in {HEAP_READ_TIMEOUT_S:g} s "
+            "(a corrupt global heap); the file is damaged"
+        ) from None
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = None
+    if proc.returncode != 0 or not isinstance(doc, dict):
+        status = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        raise error(f"{where}: reading its variable-length string attributes failed ({status}); the file is damaged")
+    if "error" in doc:
+        raise error(f"{where}: unreadable attributes (the file is corrupt): {doc['error']}")
+    attrs: dict[str, dict[str, Any]] = doc["attrs"]
+    return attrs
+
+
+def root_attr(path: str | os.PathLike[str], key: str, error: type[Exception] = StoreFormatError) -> Any:
+    """Root attribute ``key`` of the HDF5 file ``path`` (None if absent), read as :func:`read_attrs` does,
+    without touching the other attributes; for telling formats apart.
+
+    Raises
+    ------
+    OSError
+        Not a readable HDF5 file (h5py's error).
+    error
+        The attribute is damaged (see :func:`read_attrs`).
+    """
+    with h5py.File(path, "r") as f:
+        return read_attrs(f, f"file '{path}'", error, names=(key,))["/"].get(key)
+
+
+def _attr_limit(node: h5py.File | h5py.Group) -> int:
+    return min(_h5attrs.MAX_ATTR_BYTES, max(1, int(node.file.id.get_filesize())))
+
+
+class AttrView:
+    """Typed access to one object's attributes (one entry of :func:`read_attrs`).
+
+    Every getter raises ``error`` naming the attribute, the object and the
+    file when the attribute is missing (and no default is given) or of the
+    wrong type.
+    """
+
+    _MISSING: Any = object()
+
+    def __init__(self, attrs: Mapping[str, dict[str, Any]], path: str, where: str, error: type[Exception]) -> None:
+        if path not in attrs:
+            raise error(f"{where}: no object '{path}' (or it is a second link to another object)")
+        self.values = attrs[path]
+        self.path = path
+        self.where = where
+        self.error = error
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.values:
+            return self.values[key]
+        if default is AttrView._MISSING:
+            raise self.error(f"{self.where}: '{self.path}' has no attribute {key!r}")
+        return default
+
+    def _wrong(self, key: str, value: Any, expected: str) -> Exception:
+        shown = repr(value) if not isinstance(value, (str, list, dict)) or len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return self.error(f"{self.where}: attribute {key!r} of '{self.path}' is {shown}; expected {expected}")
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        """A string attribute (``default`` if absent)."""
+        value = self._get(key, default)
+        if key in self.values and not isinstance(value, str):
+            raise self._wrong(key, value, "text")
+        return value
+
+    def json(self, key: str, default: Any = _MISSING, kind: type | tuple[type, ...] = object, what: str = "JSON") -> Any:
+        """A JSON text attribute decoded (``default`` if absent), checked to be an instance of ``kind``."""
+        if key not in self.values:
+            return self._get(key, default)
+        raw = self.text(key)
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise self._wrong(key, raw, "JSON text") from None
+        if not isinstance(value, kind):
+            raise self._wrong(key, value, what)
+        return value
+
+    def number(self, key: str, default: Any = _MISSING) -> Any:
+        """A finite int or float attribute (``default`` if absent)."""
+        value = self._get(key, default)
+        if key in self.values and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
+        ):
+            raise self._wrong(key, value, "a finite number")
+        return value
+
+
+def read_array(
+    group: h5py.Group, key: str, where: str, error: type[Exception] = StoreFormatError, *, ndims: tuple[int, ...] = (0, 1),
+    kinds: str = "iuf",
+) -> np.ndarray:
+    """Dataset ``key`` of ``group`` after checking it is a numeric dataset (numpy kinds ``kinds``) of an
+    allowed rank that its file backs.
+
+    Nothing is read from a dataset of another type (a variable-length string
+    dataset would be read from the global heap) or of an unbacked size (see
+    :func:`check_declared_size`).
+
+    Raises
+    ------
+    error
+        Missing, not a dataset, not integers or floats, of another rank, or too large.
+    """
+    name = f"{group.name.rstrip('/')}/{key}"
+    if key not in group:
+        raise error(f"{where}: missing dataset '{name}'")
+    ds = group.get(key, getlink=False)
+    if not isinstance(ds, h5py.Dataset):
+        raise error(f"{where}: '{name}' is not a dataset")
+    dt = ds.dtype
+    if dt.kind not in kinds or dt.names is not None or dt.subdtype is not None:
+        raise error(f"{where}: dataset '{name}' holds {dt}; expected {'integers' if kinds == 'iu' else 'integers or floats'}")
+    if ds.shape is None or ds.ndim not in ndims:
+        raise error(f"{where}: dataset '{name}' has shape {ds.shape}; expected {' or '.join(f'{n}-D' for n in ndims)}")
+    return np.asarray(read_dataset(ds, where, error))

@@ -71,15 +71,13 @@ def _is_network_file(path: str) -> bool:
     p = Path(path)
     if p.suffix.lower() not in (".h5", ".hdf5") or not p.is_file():
         return False
-    import h5py
+    from ._h5 import root_attr
 
     try:
-        with h5py.File(p, "r") as f:
-            fmt = f.attrs.get("format")
+        # read as the loaders do: a damaged attribute gives one error, never a hang
+        fmt = root_attr(p, "format")
     except OSError:
         return False
-    if isinstance(fmt, bytes):
-        fmt = fmt.decode()
     return fmt == "spikebridge.snn"
 
 
@@ -350,8 +348,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _is_spike_store(path: str) -> bool:
-    from .store.spikes import SpikeStore
+    from ._h5 import root_attr
+    from .store.spikes import FORMAT, SpikeStore
 
+    try:
+        # the format first, read as the loaders do (a damaged attribute: one error, never a hang)
+        if root_attr(path, "format") != FORMAT:
+            return False
+    except OSError:
+        return False
     try:
         with SpikeStore(path):
             return True

@@ -55,8 +55,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .kernels import SharedKernel
-from .._h5 import check_format, json_attr, open_h5, read_dataset, read_json_attr, write_format
-from ..errors import StoreFormatError, ValidationError
+from .._h5 import AttrView, array_budget, check_format, json_attr, open_h5, read_array, read_attrs, text_attr, write_format
+from ..errors import SpikebridgeError, StoreFormatError, ValidationError
 
 __all__ = [
     "Population",
@@ -71,7 +71,10 @@ __all__ = [
 ]
 
 FORMAT = "spikebridge.snn"
-VERSION = 3  # 2: shared-kernel projections; 3: same-step delivery (min_delay_steps=0); older files still load
+#: written version; readers accept 1..VERSION.  2: shared-kernel projections; 3: fixed-length string
+#: attributes (older versions stored variable-length ones, still read, see ``spikebridge._h5.read_attrs``);
+#: 4: same-step delivery (``min_delay_steps=0``), written only by such networks
+VERSION = 4
 
 NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
 SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
@@ -618,9 +621,10 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
 
     Layout::
 
-        /  attrs: format="spikebridge.snn", format_version=1 (2 with shared kernels), name, input, output,
-                  dt (s), min_delay_steps (0 or 1; absent = 1), readout, encoding, conversion,
+        /  attrs: format="spikebridge.snn", format_version=3 (4 with same-step delivery), name, input,
+                  output, dt (s), min_delay_steps (0 or 1; absent = 1), readout, encoding, conversion,
                   scales, metadata (JSON)
+           every text attribute a fixed-length UTF-8 string (variable-length over 60 000 bytes)
         /populations/<name>   attrs: scalar fields + shape + params (JSON);
                               datasets threshold, bias, v_init when per-neuron
         /projections/<name>   attrs: pre, post, target, kind, layer;
@@ -641,37 +645,35 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
     from ..ir.serialize import write_graph_group
 
     with open_h5(path, "w" if overwrite else "x", what="network file") as f:
-        # the lowest version that holds the network, so older readers open what they can simulate
-        # faithfully (and refuse same-step delivery rather than run it one step late)
-        kernels = any(p.operator is not None for p in net.projections.values())
-        write_format(f, FORMAT, 3 if net.min_delay_steps == 0 else 2 if kernels else 1)
-        f.attrs["name"] = net.name
-        f.attrs["input"] = net.input or ""
-        f.attrs["output"] = net.output or ""
+        # version 4 only for same-step delivery: older readers refuse it rather than run it a step late
+        write_format(f, FORMAT, 4 if net.min_delay_steps == 0 else 3, fixed=True)
+        f.attrs["name"] = text_attr(net.name)
+        f.attrs["input"] = text_attr(net.input or "")
+        f.attrs["output"] = text_attr(net.output or "")
         f.attrs["dt"] = net.dt
         f.attrs["min_delay_steps"] = np.int64(net.min_delay_steps)
         for key in ("readout", "encoding", "conversion", "scales", "metadata"):
-            f.attrs[key] = json_attr(getattr(net, key))
+            f.attrs[key] = text_attr(json_attr(getattr(net, key)))
         pops = f.create_group("populations")
-        pops.attrs["order"] = json_attr(list(net.populations))
+        pops.attrs["order"] = text_attr(json_attr(list(net.populations)))
         for pop in net.populations.values():
             g = pops.create_group(pop.name)
             for key in _POP_SCALARS:
-                g.attrs[key] = json_attr(getattr(pop, key))
-            g.attrs["shape"] = json_attr(list(pop.shape or ()))
-            g.attrs["params"] = json_attr(pop.params)
+                g.attrs[key] = text_attr(json_attr(getattr(pop, key)))
+            g.attrs["shape"] = text_attr(json_attr(list(pop.shape or ())))
+            g.attrs["params"] = text_attr(json_attr(pop.params))
             for key in _ARRAY_FIELDS_POP:
                 g.create_dataset(key, data=np.asarray(getattr(pop, key), dtype=np.float64))
         projs = f.create_group("projections")
-        projs.attrs["order"] = json_attr(list(net.projections))
+        projs.attrs["order"] = text_attr(json_attr(list(net.projections)))
         for proj in net.projections.values():
             g = projs.create_group(proj.name)
             for key in ("pre", "post", "target", "kind", "layer"):
-                g.attrs[key] = json_attr(getattr(proj, key))
+                g.attrs[key] = text_attr(json_attr(getattr(proj, key)))
             big = proj.n_synapses > 4096
             opts: dict[str, Any] = {"compression": "gzip", "shuffle": True} if big else {}
             if proj.operator is not None:
-                g.attrs["operator"] = json_attr(proj.operator.to_attrs())
+                g.attrs["operator"] = text_attr(json_attr(proj.operator.to_attrs()))
                 g.create_dataset("kernel", data=proj.operator.kernel)
                 delay = np.asarray(proj.delay, dtype=np.float64)
                 g.create_dataset("delay", data=delay, **(opts if delay.ndim else {}))
@@ -686,54 +688,120 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
 
 
 def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
-    """Read a network written by :func:`save_network`.
+    """Read a network written by :func:`save_network` (any format version 1..VERSION).
+
+    Every attribute's type and size and every dataset's dtype, rank and declared
+    size are checked before reading (see :func:`spikebridge._h5.read_attrs` and
+    :func:`spikebridge._h5.read_array`); a damaged file gives one error, never
+    h5py's low-level exceptions.
 
     Raises
     ------
     FileNotFoundError
     StoreFormatError
-        Not HDF5, not a ``spikebridge.snn`` file, a newer version, or missing parts.
+        Not HDF5, not a ``spikebridge.snn`` file, a newer version, or missing,
+        damaged or inconsistent parts (the message names the file and the part).
     """
-    from ..ir.serialize import read_graph_group
-
     where = f"network file '{path}'"
     with open_h5(path, "r", what="network file") as f:
-        check_format(f, FORMAT, VERSION, path=str(path))
         try:
-            populations = []
-            order = read_json_attr(f["populations"], "order", None) or list(f["populations"])
-            for name in order:
-                g = f["populations"][name]
-                kwargs: dict[str, Any] = {key: read_json_attr(g, key) for key in _POP_SCALARS}
-                kwargs["shape"] = tuple(read_json_attr(g, "shape"))
-                kwargs["params"] = read_json_attr(g, "params", {})
-                for key in _ARRAY_FIELDS_POP:
-                    kwargs[key] = read_dataset(g[key], where)
-                populations.append(Population(name=name, **kwargs))
-            projections = []
-            order = read_json_attr(f["projections"], "order", None) or list(f["projections"])
-            for name in order:
-                g = f["projections"][name]
-                kwargs = {key: read_json_attr(g, key) for key in ("pre", "post", "target", "kind", "layer")}
-                op_attrs = read_json_attr(g, "operator", None)
-                if op_attrs is not None:
-                    kwargs["operator"] = SharedKernel.from_attrs(read_dataset(g["kernel"], where), op_attrs)
-                for key in ("pre_index", "post_index", "weight", "delay") if op_attrs is None else ("delay",):
-                    kwargs[key] = read_dataset(g[key], where)
-                projections.append(Projection(name=name, **kwargs))
-            ann = read_graph_group(f["ann"], where=where) if "ann" in f else None
-            attrs = {key: read_json_attr(f, key, {}) for key in ("readout", "encoding", "conversion", "scales", "metadata")}
-            return SpikingNetwork(
-                populations,
-                projections,
-                input=str(f.attrs.get("input", "")) or None,
-                output=str(f.attrs.get("output", "")) or None,
-                dt=float(f.attrs["dt"]),
-                # files written before same-step delivery existed: every delay was at least one step
-                min_delay_steps=int(f.attrs.get("min_delay_steps", 1)),
-                ann=ann,
-                name=str(f.attrs.get("name", "snn")),
-                **attrs,
-            )
-        except (KeyError, OSError, TypeError, ValidationError) as err:
-            raise StoreFormatError(f"{where} is incomplete or inconsistent: {err}") from err
+            return _read_network(f, str(path), where)
+        except SpikebridgeError as err:
+            if isinstance(err, StoreFormatError):
+                raise
+            raise StoreFormatError(f"{where} is incomplete or inconsistent: {err}" if where not in str(err) else str(err)) from err
+        except Exception as err:  # h5py's low-level errors of a damaged file, whatever their type
+            text = str(err).splitlines()[0] if str(err) else ""
+            raise StoreFormatError(f"{where} is incomplete or inconsistent: {type(err).__name__}: {text}") from err
+
+
+#: JSON type of each population attribute (None: null allowed)
+_POP_TYPES: dict[str, tuple[type, ...]] = {
+    "n": (int,), "model": (str,), "reset": (str,), "v_reset": (int, float), "v_rest": (int, float),
+    "tau_mem": (int, float, type(None)), "tau_syn": (int, float, type(None)), "r": (int, float),
+    "refractory": (int, float), "role": (str,), "sign": (str,), "layer": (str, type(None)),
+}
+
+
+def _json_field(a: AttrView, key: str, kinds: tuple[type, ...]) -> Any:
+    value = a.json(key, kind=kinds, what=" or ".join("null" if k is type(None) else k.__name__ for k in kinds))
+    if isinstance(value, bool) or (isinstance(value, float) and not np.isfinite(value)):
+        raise a.error(f"{a.where}: attribute {key!r} of '{a.path}' is {value!r}; expected {'/'.join(k.__name__ for k in kinds)}")
+    return value
+
+
+def _group(parent: Any, key: str, where: str) -> Any:
+    import h5py
+
+    name = f"{parent.name.rstrip('/')}/{key}"
+    if key not in parent:
+        raise StoreFormatError(f"{where}: missing group '{name}'")
+    g = parent.get(key)
+    if not isinstance(g, h5py.Group):
+        raise StoreFormatError(f"{where}: '{name}' is not a group")
+    return g
+
+
+def _names(a: AttrView, group: Any) -> list[str]:
+    """Member names in the order the ``order`` attribute gives (files without it: HDF5's order)."""
+    order = a.json("order", None, (list, type(None)), "a JSON list of names")
+    if order is None:
+        return list(group)
+    if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
+        raise StoreFormatError(f"{a.where}: attribute 'order' of '{a.path}' is not a list of distinct names")
+    return order
+
+
+def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
+    from ..ir.serialize import read_graph_group
+
+    E = StoreFormatError
+    attrs = read_attrs(f, where, E)
+    root = AttrView(attrs, "/", where, E)
+    check_format(f, FORMAT, VERSION, path=path, attrs=root.values)
+    budget = array_budget()
+    populations = []
+    pops = _group(f, "populations", where)
+    for name in _names(AttrView(attrs, pops.name, where, E), pops):
+        g = _group(pops, name, where)
+        a = AttrView(attrs, g.name, where, E)
+        kwargs: dict[str, Any] = {key: _json_field(a, key, kinds) for key, kinds in _POP_TYPES.items()}
+        if kwargs["n"] * 8 > budget:
+            raise E(f"{where}: population '{name}' declares {kwargs['n']} neurons, more than the {budget / 1e6:.0f} MB "
+                    "array budget allows (8 bytes per neuron; set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)")
+        shape = a.json("shape", kind=list, what="a JSON list of sizes")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+            raise E(f"{where}: attribute 'shape' of '{g.name}' is {shape!r}; expected a list of integers")
+        kwargs["shape"] = tuple(shape)
+        kwargs["params"] = a.json("params", {}, dict, "a JSON object")
+        for key in _ARRAY_FIELDS_POP:
+            kwargs[key] = read_array(g, key, where, E)
+        populations.append(Population(name=name, **kwargs))
+    projections = []
+    projs = _group(f, "projections", where)
+    for name in _names(AttrView(attrs, projs.name, where, E), projs):
+        g = _group(projs, name, where)
+        a = AttrView(attrs, g.name, where, E)
+        kwargs = {key: _json_field(a, key, (str,)) for key in ("pre", "post", "target", "kind")}
+        kwargs["layer"] = _json_field(a, "layer", (str, type(None)))
+        op_attrs = a.json("operator", None, (dict, type(None)), "a JSON object")
+        if op_attrs is not None:
+            kwargs["operator"] = SharedKernel.from_attrs(read_array(g, "kernel", where, E, ndims=(4,)), op_attrs)
+        for key in ("pre_index", "post_index", "weight", "delay") if op_attrs is None else ("delay",):
+            kwargs[key] = read_array(g, key, where, E, ndims=(0, 1) if key == "delay" else (1,),
+                                     kinds="iu" if key.endswith("_index") else "iuf")
+        projections.append(Projection(name=name, **kwargs))
+    ann = read_graph_group(_group(f, "ann", where), where=where, attrs=attrs) if "ann" in f else None
+    kinds = (dict,)
+    return SpikingNetwork(
+        populations,
+        projections,
+        input=root.text("input", "") or None,
+        output=root.text("output", "") or None,
+        dt=root.number("dt"),
+        # files written before same-step delivery existed: every delay was at least one step
+        min_delay_steps=root.number("min_delay_steps", 1),
+        ann=ann,
+        name=root.text("name", "snn"),
+        **{key: root.json(key, {}, kinds, "a JSON object") for key in ("readout", "encoding", "conversion", "scales", "metadata")},
+    )

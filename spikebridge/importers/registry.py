@@ -373,11 +373,17 @@ def _type_names(obj: Any) -> set[str]:
 
 
 def _h5_root_attr(path: Path, key: str) -> Any:
+    from .._h5 import root_attr
+
+    # type- and size-checked, a variable-length string read in a separate process (see _h5.read_attrs)
+    return root_attr(path, key, ModelFormatError)
+
+
+def _h5_has_root_attr(path: Path, key: str) -> bool:
     import h5py
 
     with h5py.File(path, "r") as f:
-        value = f.attrs.get(key)
-    return value.decode() if isinstance(value, bytes) else value
+        return key in f.attrs  # the object header only; the value is not read
 
 
 def _detect_torch(source: Any) -> bool:
@@ -393,7 +399,7 @@ def _detect_onnx(source: Any) -> bool:
 
 
 def _detect_keras_h5(source: Any) -> bool:
-    return isinstance(source, Path) and _h5_root_attr(source, "model_config") is not None
+    return isinstance(source, Path) and _h5_has_root_attr(source, "model_config")
 
 
 def _detect_keras_zip(source: Any) -> bool:

@@ -2,7 +2,7 @@
 
 Layout (documented in ``docs/formats.md``)::
 
-    /                       attrs: format="spikebridge.ann", format_version=2, name,
+    /                       attrs: format="spikebridge.ann", format_version=3, name,
                                    metadata (JSON), edges (JSON list of [src, dst]),
                                    package_versions (JSON)
     /layers/<k>             one group per layer, k = 0, 1, ... in topological order
@@ -11,11 +11,13 @@ Layout (documented in ``docs/formats.md``)::
 
 Version 2 (graphs with Add / Concat joins) has the same layout as version 1:
 ``edges`` then lists two or more sources for a merge layer, in input order.
-Version 3 adds the optional ``max_value`` of a ReLU (a clipped ReLU) to its
-``params``; it is written only by graphs that have a clipped ReLU, so every
-other graph is still written as version 2 and stays readable by older
-releases.  Version 1 and 2 files load unchanged (a ReLU without ``max_value``
-is unbounded).  Fields whose value is None are not written.
+Version 3 stores every text attribute as a fixed-length UTF-8 string (versions 1
+and 2 as variable-length strings, read in a separate process, see
+``spikebridge._h5.read_attrs``).  Version 4 adds the optional ``max_value`` of a
+ReLU (a clipped ReLU) to its ``params``; it is written only by graphs that have
+a clipped ReLU, so every other graph is still written as version 3.  Files of
+versions 1 to 3 load unchanged (a ReLU without ``max_value`` is unbounded).
+Fields whose value is None are not written.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._h5 import check_format, json_attr, open_h5, read_dataset, read_json_attr, write_format
-from ..errors import ModelFormatError, StoreFormatError, ValidationError
+from .._h5 import AttrView, check_format, json_attr, open_h5, read_array, read_attrs, text_attr, write_format
+from ..errors import ModelFormatError, SpikebridgeError, StoreFormatError, ValidationError
 from .graph import AnnGraph
 from .layers import LAYER_TYPES, Layer
 
@@ -36,16 +38,17 @@ __all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "writ
            "format_version"]
 
 FORMAT = "spikebridge.ann"
-#: newest version; readers accept 1..VERSION.  2 added the merge layers Add and Concat, 3 ReLU.max_value
+#: newest version; readers accept 1..VERSION.  2 added the merge layers Add and Concat; 3 writes
+#: fixed-length string attributes (older versions: variable-length ones, still read); 4 ReLU.max_value
 #: (written only when a graph has a clipped ReLU, see :func:`format_version`).
-VERSION = 3
+VERSION = 4
 
 
 def format_version(graph: AnnGraph) -> int:
-    """The lowest format version that holds ``graph``: 3 with a clipped ReLU, else 2."""
+    """The lowest format version that holds ``graph``: 4 with a clipped ReLU, else 3."""
     from .layers import ReLU
 
-    return 3 if any(isinstance(layer, ReLU) and layer.max_value is not None for layer in graph) else 2
+    return 4 if any(isinstance(layer, ReLU) and layer.max_value is not None for layer in graph) else 3
 
 
 def _layer_fields(layer: Layer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -109,49 +112,77 @@ def graph_from_dict(data: dict[str, Any]) -> AnnGraph:
 
 def write_graph_group(group: h5py.Group, graph: AnnGraph) -> None:
     """Write ``graph`` into an open HDF5 group (without the root format attributes)."""
-    group.attrs["name"] = graph.name
-    group.attrs["metadata"] = json_attr(graph.metadata)
-    group.attrs["edges"] = json_attr([list(e) for e in graph.edges])
+    group.attrs["name"] = text_attr(graph.name)
+    group.attrs["metadata"] = text_attr(json_attr(graph.metadata))
+    group.attrs["edges"] = text_attr(json_attr([list(e) for e in graph.edges]))
     layers = group.create_group("layers")
     for k, layer in enumerate(graph):
         g = layers.create_group(str(k))
         params, arrays = _layer_fields(layer)
-        g.attrs["name"] = layer.name
-        g.attrs["type"] = layer.type_name
-        g.attrs["params"] = json_attr(params)
+        g.attrs["name"] = text_attr(layer.name)
+        g.attrs["type"] = text_attr(layer.type_name)
+        g.attrs["params"] = text_attr(json_attr(params))
         for key, arr in arrays.items():
             g.create_dataset(key, data=np.asarray(arr, dtype=np.float64))
 
 
-def read_graph_group(group: h5py.Group, *, where: str = "file") -> AnnGraph:
-    """Read a graph written by :func:`write_graph_group`."""
-    if "layers" not in group:
-        raise ModelFormatError(f"{where}: no 'layers' group")
-    layers_group = group["layers"]
+def read_graph_group(
+    group: h5py.Group, *, where: str = "file", attrs: dict[str, dict[str, Any]] | None = None
+) -> AnnGraph:
+    """Read a graph written by :func:`write_graph_group`.
+
+    ``attrs``: the file's attributes as :func:`spikebridge._h5.read_attrs` gave them
+    (read from ``group`` when None).  Attribute types and dataset dtypes, ranks and
+    declared sizes are checked before reading.
+
+    Raises
+    ------
+    ModelFormatError
+        Missing, damaged or inconsistent parts (one line naming the part).
+    """
     try:
-        keys = sorted(layers_group.keys(), key=int)
-    except ValueError as err:
-        raise ModelFormatError(f"{where}: layer groups must be named 0, 1, ...; found {list(layers_group)}") from err
+        return _read_graph_group(group, where, read_attrs(group, where, ModelFormatError) if attrs is None else attrs)
+    except ModelFormatError:
+        raise
+    except SpikebridgeError as err:
+        raise ModelFormatError(f"{where}: {err}") from err
+    except Exception as err:  # h5py's low-level errors of a damaged file, whatever their type
+        text = str(err).splitlines()[0] if str(err) else ""
+        raise ModelFormatError(f"{where}: damaged or inconsistent graph: {type(err).__name__}: {text}") from err
+
+
+def _read_graph_group(group: h5py.Group, where: str, attrs: dict[str, dict[str, Any]]) -> AnnGraph:
+    E = ModelFormatError
+    if "layers" not in group or not isinstance(group.get("layers"), h5py.Group):
+        raise E(f"{where}: no 'layers' group")
+    layers_group = group["layers"]
+    names = list(layers_group.keys())
+    if not all(k.isdigit() for k in names) or sorted(map(int, names)) != list(range(len(names))):
+        raise E(f"{where}: layer groups must be named 0, 1, ...; found {names[:20]}")
     specs = []
-    for k in keys:
+    for k in sorted(names, key=int):
         g = layers_group[k]
+        if not isinstance(g, h5py.Group):
+            raise E(f"{where}: layer {k} ('{g.name}') is not a group")
+        a = AttrView(attrs, g.name, where, E)
         try:
-            spec = {"type": g.attrs["type"], "name": g.attrs["name"], **read_json_attr(g, "params", {})}
-            for key in g.keys():
-                spec[key] = read_dataset(g[key], where, ModelFormatError)
-        except (KeyError, OSError) as err:
-            raise ModelFormatError(f"{where}: layer group {k} is incomplete or unreadable: {err}") from err
+            spec = {"type": a.text("type"), "name": a.text("name"), **a.json("params", {}, dict, "a JSON object")}
+        except ModelFormatError as err:
+            raise E(f"{where}: layer group {k} is incomplete or unreadable: {str(err).removeprefix(where + ': ')}") from None
+        for key in g.keys():
+            spec[key] = read_array(g, key, where, E, ndims=tuple(range(7)))
         specs.append(spec)
+    root = AttrView(attrs, group.name, where, E)
     data = {
-        "name": group.attrs.get("name", "model"),
-        "metadata": read_json_attr(group, "metadata", {}),
-        "edges": read_json_attr(group, "edges", []),
+        "name": root.text("name", "model"),
+        "metadata": root.json("metadata", {}, dict, "a JSON object"),
+        "edges": root.json("edges", [], list, "a JSON list of [source, destination]"),
         "layers": specs,
     }
     try:
         return graph_from_dict(data)
     except ValidationError as err:
-        raise ModelFormatError(f"{where}: {err}") from err
+        raise E(f"{where}: {err}") from err
 
 
 def save_graph(graph: AnnGraph, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
@@ -166,7 +197,7 @@ def save_graph(graph: AnnGraph, path: str | os.PathLike[str], *, overwrite: bool
         If False and ``path`` exists, raise ``FileExistsError``.
     """
     with open_h5(path, "w" if overwrite else "x", what="model file") as f:
-        write_format(f, FORMAT, format_version(graph))
+        write_format(f, FORMAT, format_version(graph), fixed=True)
         write_graph_group(f, graph)
 
 
@@ -184,11 +215,13 @@ def load_graph(path: str | os.PathLike[str]) -> AnnGraph:
         f = open_h5(path, "r", what="model file")
     except StoreFormatError as err:
         raise ModelFormatError(str(err)) from err
+    where = f"model file '{path}'"
     with f:
+        attrs = read_attrs(f, where, ModelFormatError)
         try:
-            check_format(f, FORMAT, VERSION, path=str(path))
+            check_format(f, FORMAT, VERSION, path=str(path), attrs=attrs["/"])
         except StoreFormatError as err:
-            if "format_version" in str(err):
+            if "format_version" in str(err) and "upgrade spikebridge" in str(err):
                 raise
             raise ModelFormatError(str(err)) from err
-        return read_graph_group(f, where=f"model file '{path}'")
+        return read_graph_group(f, where=where, attrs=attrs)

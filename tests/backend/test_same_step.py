@@ -166,14 +166,14 @@ def test_file_round_trip_keeps_same_step_delivery(tmp_path):
     snn = _chain(0)
     save_network(snn, tmp_path / "n.h5")
     with h5py.File(tmp_path / "n.h5", "r") as f:
-        assert int(f.attrs["format_version"]) == 3  # older readers refuse it instead of running it a step late
+        assert int(f.attrs["format_version"]) == 4  # older readers refuse it instead of running it a step late
     back = load_network(tmp_path / "n.h5")
     assert back.min_delay_steps == 0
     x = np.ones((1, 1))
     assert_same_spikes(simulate_reference(back, x, 20, record=("all",)), simulate_reference(snn, x, 20, record=("all",)))
     save_network(_chain(1), tmp_path / "old.h5")
     with h5py.File(tmp_path / "old.h5", "r+") as f:
-        assert int(f.attrs["format_version"]) == 1
+        assert int(f.attrs["format_version"]) == 3
         del f.attrs["min_delay_steps"]  # as written before same-step delivery existed
     assert load_network(tmp_path / "old.h5").min_delay_steps == 1
 

@@ -51,23 +51,23 @@ def test_clipped_relu_forward_and_validation():
             ReLU(name="bad", max_value=bad)
 
 
-def test_hdf5_writes_version_3_only_with_a_clip_and_reads_version_2_relus(tmp_path, rng):
+def test_hdf5_writes_version_4_only_with_a_clip_and_reads_older_relus(tmp_path, rng):
     g = _clipped_cnn()
     path = tmp_path / "clipped.h5"
     save_graph(g, path)
     with h5py.File(path) as f:
-        assert int(f.attrs["format_version"]) == format_version(g) == 3
-        assert '"max_value": 0.75' in f["layers/2"].attrs["params"]
+        assert int(f.attrs["format_version"]) == format_version(g) == 4
+        assert b'"max_value": 0.75' in f["layers/2"].attrs["params"]
     back = load_graph(path)
     assert back["clip1"].max_value == 0.75 and back["clip2"].max_value == 0.4
     x = rng.uniform(0, 1, (4, 1, 6, 6))
     np.testing.assert_array_equal(evaluate(back, x), evaluate(g, x))
-    # without clips: version 2 and no max_value key, as older releases wrote and read it
+    # without clips: version 3 and no max_value key, as the previous release wrote and read it
     plain = AnnGraph([Input(name="x", shape=(2,)), Dense(name="d", weight=[[1.0, -1.0]]), ReLU(name="r")])
     path2 = tmp_path / "plain.h5"
     save_graph(plain, path2)
     with h5py.File(path2) as f:
-        assert int(f.attrs["format_version"]) == 2 and f["layers/2"].attrs["params"] == "{}"
+        assert int(f.attrs["format_version"]) == 3 and f["layers/2"].attrs["params"] == b"{}"
     assert load_graph(path2)["r"].max_value is None
     # a corrupt clip level in a file is a format error naming the layer
     with h5py.File(path, "a") as f:

@@ -35,8 +35,8 @@ def test_hdf5_round_trip_is_exact(which, tiny_mlp, tiny_cnn, tmp_h5, rng):
     x = rng.normal(size=(3, *g.input_shape))
     np.testing.assert_array_equal(evaluate(back, x), evaluate(g, x))
     with h5py.File(tmp_h5) as f:
-        # a graph without a clipped ReLU is still written as version 2 (readable by older releases)
-        assert f.attrs["format"] == FORMAT and int(f.attrs["format_version"]) == format_version(g) == 2
+        # fixed-length text attributes (bytes); a graph without a clipped ReLU is written as version 3
+        assert f.attrs["format"] == FORMAT.encode() and int(f.attrs["format_version"]) == format_version(g) == 3
         assert "numpy" in json.loads(f.attrs["package_versions"])
 
 
