@@ -112,7 +112,9 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         overrides["normalisation"] = args.normalisation
     for key in ("tau_mem", "refractory", "delay", "delay_jitter", "dt"):
         value = getattr(args, key)
-        if value is not None:
+        if key == "delay" and isinstance(value, str) and value.strip().lower() == "step":
+            overrides[key] = "step"  # one time step per projection (ConversionConfig.from_dict)
+        elif value is not None:
             overrides[key] = parse_time(value, f"--{key.replace('_', '-')}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return ConversionConfig.from_dict(data)
@@ -527,8 +529,8 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reset", choices=["subtract", "zero"])
     g.add_argument("--refractory", help="refractory period, e.g. 1ms")
     g.add_argument("--v-init", dest="v_init", type=float, help="initial potential as a fraction of threshold")
-    g.add_argument("--delay", help="synaptic delay per projection, e.g. 1ms (default one time step; 0 = same-step "
-                   "delivery, no pipeline latency)")
+    g.add_argument("--delay", help="synaptic delay per projection, e.g. 1ms (default 0: same-step delivery, no "
+                   "pipeline latency; 'step' = one time step per projection)")
     g.add_argument("--delay-jitter", dest="delay_jitter", help="extra random per-synapse delay up to this, e.g. 3ms")
     g.add_argument("--conversion-dt", dest="dt", help="time step the network is converted for, e.g. 1ms")
     g.add_argument("--encoding", choices=["current", "poisson", "regular"])

@@ -133,7 +133,9 @@ class _Config:
         """Build from a mapping; unknown keys raise ``ValidationError`` naming the key.
 
         Time-valued fields (names ending in ``dt``, ``delay``, ``tau_*``,
-        ``refractory``, ``duration``, ``jitter``) accept ``"1ms"``-style strings.
+        ``refractory``, ``duration``, ``jitter``) accept ``"1ms"``-style strings;
+        ``delay = "step"`` means one time step per projection (None, which TOML
+        cannot write).
         """
         names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
@@ -143,6 +145,9 @@ class _Config:
             )
         kwargs = {}
         for key, value in data.items():
+            if key == "delay" and isinstance(value, str) and value.strip().lower() == "step":
+                kwargs[key] = None
+                continue
             if key in cls._time_fields and isinstance(value, str):
                 value = parse_time(value, f"{cls.__name__}.{key}")
             if key == "max_memory" and isinstance(value, str):
@@ -183,11 +188,13 @@ class ConversionConfig(_Config):
         Time step in seconds the network is converted for; one step at the
         maximal rate carries one unit of activation.
     delay : float or None
-        Synaptic delay per projection in seconds; None = one time step.
-        0 = same-step delivery: a spike reaches the next layer within the
-        step it was emitted (populations update in topological order, the
-        network gets ``min_delay_steps=0``), so the read-out has no pipeline
-        latency; recurrent and lateral projections keep one step.
+        Synaptic delay per projection in seconds.  0 (the default) =
+        same-step delivery: a spike reaches the next layer within the step
+        it was emitted (populations update in topological order, the network
+        gets ``min_delay_steps=0``), so the read-out has no pipeline latency;
+        recurrent and lateral projections keep one step.  None = one time
+        step per projection (a pipeline: layer ``l`` starts ``l - 1`` steps
+        late; the default before the same-step measurements).
     delay_jitter : float
         Extra per-synapse delay drawn uniformly from [0, delay_jitter] seconds
         (rounded to whole steps) with ``seed``; 0 = homogeneous.
@@ -241,7 +248,7 @@ class ConversionConfig(_Config):
     refractory: float = 0.0
     v_init: float = 0.5
     dt: float = 1e-3
-    delay: float | None = None
+    delay: float | None = 0.0
     delay_jitter: float = 0.0
     input_encoding: str = "current"
     max_rate: float = 1000.0
@@ -292,16 +299,22 @@ class ConversionConfig(_Config):
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
 PRESETS: dict[str, ConversionConfig] = {
-    # the defaults before the real-data measurements (issue 11): textbook values
-    "classic": ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", calibrate="none"),
-    # half-threshold start and max scaling, with the OR-gate max-pool
-    "tuned_gate": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="gate", scales="layer", calibrate="none"),
+    # the defaults before the real-data measurements (issue 11): textbook values, one step per layer
+    "classic": ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", calibrate="none", delay=None),
+    # half-threshold start and max scaling, with the OR-gate max-pool, one step per layer
+    "tuned_gate": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="gate", scales="layer", calibrate="none",
+                                   delay=None),
     # the defaults chosen from the measurements (docs/conversion.md#defaults-and-presets)
-    "default": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none"),
+    "default": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
+                                delay=0.0),
+    # the defaults with one step per projection (a pipeline; the defaults before same-step delivery)
+    "pipelined": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
+                                  delay=None),
     # max scaling and one scale per layer: a little better on the regressor, slower at small T
-    "tree_max": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="tree", scales="layer", calibrate="none"),
-    # the defaults with same-step delivery and average pooling folded into the next layer: the
-    # most accurate at T <= 16 (docs/conversion.md#latency)
+    "tree_max": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="tree", scales="layer", calibrate="none",
+                                 delay=0.0),
+    # the defaults with average pooling folded into the next layer: the most accurate at T <= 8
+    # on average-pooling CNNs (docs/conversion.md#latency-same-step-delivery-and-folded-pooling)
     "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
                                     delay=0.0, avgpool="fold"),
 }
