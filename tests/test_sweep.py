@@ -18,6 +18,8 @@ TOML = """
 name = "tiny sweep"
 [model]
 path = "shipped:digits_mlp"
+[conversion]
+delay = "step"  # one step per layer, so 3 steps are too few for the answer to cross the layers
 [data]
 calibration_samples = 100
 limit = {limit}

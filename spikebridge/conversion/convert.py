@@ -343,8 +343,8 @@ def convert(
     >>> g = AnnGraph([Input(name="x", shape=(2,)), Dense(name="fc1", weight=[[1.0, 0.5]]), ReLU(name="r1"),
     ...               Dense(name="out", weight=[[2.0]])])
     >>> snn = convert(g, ConversionConfig(percentile=100.0), calibration=np.array([[1.0, 2.0], [0.5, 0.0]]))
-    >>> sorted(snn.populations), snn.scales["r1"], snn.readout["latency_steps"]
-    (['fc1', 'input', 'out'], 2.0, 1)
+    >>> sorted(snn.populations), snn.scales["r1"], snn.readout["latency_steps"]  # same-step delivery: no latency
+    (['fc1', 'input', 'out'], 2.0, 0)
     """
     cfg = config if config is not None else ConversionConfig()
     if not isinstance(cfg, ConversionConfig):

@@ -134,7 +134,7 @@ def test_converted_cnn_has_no_latency_and_is_identical_in_brian2(digits):
     x, y = digits
     g = load_graph("models/digits_cnn.h5")
     snn = convert(g, ConversionConfig(delay=0.0), calibration=x[:200])
-    old = convert(g, ConversionConfig(), calibration=x[:200])
+    old = convert(g, ConversionConfig(delay=None), calibration=x[:200])
     assert snn.min_delay_steps == 0 and snn.readout["latency_steps"] == 0
     assert old.readout["latency_steps"] == 4  # 3 layers + 1 tree round at one step each
     assert all(int(np.max(snn.projection_steps(p))) == 0 for p in snn.projections.values())

@@ -255,7 +255,7 @@ def test_kernel_projection_makes_synapses_only_when_asked(digits, tmp_path):
     import h5py
 
     with h5py.File(tmp_path / "v1.h5") as f:
-        assert int(f.attrs["format_version"]) == 3  # fixed-length strings since version 3
+        assert int(f.attrs["format_version"]) == 4  # same-step delivery (the default) since version 4
     assert_same_spikes(_tensor(load_network(tmp_path / "v1.h5"), x, 30, "cpu"), _tensor(snn, x, 30, "cpu"), min_spikes=100)
 
 

@@ -104,7 +104,7 @@ def test_relu_then_clip_is_one_population_and_a_redundant_clip_adds_none(rng):
     g = AnnGraph(base + [ReLU(name="relu"), ReLU(name="clip", max_value=0.5), Dense(name="out", weight=w2)])
     snn = convert(g, ConversionConfig(), calibration=x)
     assert sorted(snn.populations) == ["fc1", "input", "out"]
-    assert snn.populations["fc1"].layer == "clip" and snn.scales["clip"] == 0.5 and snn.readout["latency_steps"] == 1
+    assert snn.populations["fc1"].layer == "clip" and snn.scales["clip"] == 0.5 and snn.readout["latency_steps"] == 0
     # a wider clip after a narrower one changes nothing and needs no neurons
     g2 = AnnGraph(base + [ReLU(name="clip", max_value=0.5), ReLU(name="wide", max_value=2.0), Dense(name="out", weight=w2)])
     assert sorted(convert(g2, ConversionConfig(), calibration=x).populations) == ["fc1", "input", "out"]

@@ -44,7 +44,7 @@ def test_normalisation_scales_and_bias_rescale_by_hand():
     np.testing.assert_allclose(snn.populations["fc1"].bias, np.array([0.5, -0.5]) / 5.5 / 1e-3)
     assert snn.populations["out"].bias == pytest.approx(0.2 / 6.2 / 1e-3)
     assert snn.encoding == {"kind": "current", "max_rate": 1000.0, "scale": 3.0}
-    assert snn.readout["scale"] == pytest.approx(6.2) and snn.readout["latency_steps"] == 1
+    assert snn.readout["scale"] == pytest.approx(6.2) and snn.readout["latency_steps"] == 0  # same-step delivery
     assert snn.populations["fc1"].layer == "relu1" and snn.populations["out"].role == "output"
 
 
@@ -88,7 +88,8 @@ def test_cnn_layers_map_to_populations(tiny_cnn, rng):
     pool = snn.projections["conv1_pool1"]
     ratio = snn.scales["relu1"] / snn.scales["pool1"]
     np.testing.assert_allclose(pool.weight, 0.25 * ratio)
-    assert snn.readout["latency_steps"] == 2
+    assert snn.readout["latency_steps"] == 0  # same-step delivery
+    assert convert(g, ConversionConfig(scales="layer", delay=None), calibration=x).readout["latency_steps"] == 2
 
 
 def _rate_check(g, x, snn, n_steps):
@@ -222,15 +223,15 @@ def test_delays_and_jitter_are_seeded(tiny_mlp, rng):
     snn = convert(g, ConversionConfig(delay=2e-3), calibration=x)
     assert all(p.delay == pytest.approx(2e-3) for p in snn.projections.values())
     assert snn.readout["latency_steps"] == 4  # two hidden->next projections of 2 steps; the input one is folded
-    a = convert(g, ConversionConfig(delay_jitter=3e-3, seed=5), calibration=x)
-    b = convert(g, ConversionConfig(delay_jitter=3e-3, seed=5), calibration=x)
-    c = convert(g, ConversionConfig(delay_jitter=3e-3, seed=6), calibration=x)
+    a = convert(g, ConversionConfig(delay=None, delay_jitter=3e-3, seed=5), calibration=x)
+    b = convert(g, ConversionConfig(delay=None, delay_jitter=3e-3, seed=5), calibration=x)
+    c = convert(g, ConversionConfig(delay=None, delay_jitter=3e-3, seed=6), calibration=x)
     d_a = a.projections["fc1_fc2"].delay
     np.testing.assert_array_equal(d_a, b.projections["fc1_fc2"].delay)
     assert not np.array_equal(d_a, c.projections["fc1_fc2"].delay)
     steps = np.rint(np.asarray(d_a) / 1e-3)
     assert steps.min() >= 1 and steps.max() <= 4 and len(np.unique(steps)) > 1
-    poisson = convert(g, ConversionConfig(input_encoding="poisson", max_rate=250.0), calibration=x)
+    poisson = convert(g, ConversionConfig(input_encoding="poisson", max_rate=250.0, delay=None), calibration=x)
     assert poisson.readout["latency_steps"] == 3  # the input projection now has a delay too
     # spike-encoded input: weights carry 1 / (max_rate dt) so the mean drive is unchanged
     ratio = poisson.projections["input_fc1"].weight / convert(g, calibration=x).projections["input_fc1"].weight

@@ -287,11 +287,13 @@ def test_converted_relay_matches_plain(request, factory):
     from spikebridge.backend.reference import simulate_reference
 
     tiny = request.getfixturevalue(factory)
-    plain, x = _converted(tiny, "none")
-    relay, _ = _converted(tiny, "relay")
+    plain, x = _converted(tiny, "none", delay=None)  # one step per projection: the relay hop costs a step
+    relay, _ = _converted(tiny, "relay", delay=None)
     assert not is_dale(plain) and is_dale(relay)
     extra = relay.metadata["dale"]["extra_latency_steps"]
     assert extra >= 1 and relay.readout["latency_steps"] == plain.readout["latency_steps"] + extra
+    same, _ = _converted(tiny, "relay")  # same-step delivery (the default): the hop takes no step
+    assert same.metadata["dale"]["extra_latency_steps"] == same.readout["latency_steps"] == 0
     T = 200
     a = simulate_reference(plain, x, T).output_counts
     b = simulate_reference(relay, x, T + extra).output_counts

@@ -59,9 +59,12 @@ def test_tree_rate_converges_to_max_where_the_or_gate_overcounts():
     tree = simulate_reference(tree_snn, x, T)
     assert list(tree_snn.populations) == ["input", "conv", "mp_max1", "mp_max2", "mp", "fc"]
     assert tree_snn.populations["mp_max1"].n == 4 and tree_snn.populations["mp_max2"].n == 2
-    # latency: input current -> conv (0), conv -> tree rounds 1, 2 -> pool (3 steps), pool -> fc (1)
-    gate_snn = convert(g, ConversionConfig(percentile=100, maxpool="gate"), calibration=calib)
-    assert tree_snn.readout["latency_steps"] == gate_snn.readout["latency_steps"] + 2
+    # with one step per projection: input current -> conv (0), conv -> tree rounds 1, 2 -> pool (3 steps),
+    # pool -> fc (1); with same-step delivery (the default) the rounds settle within the step
+    gate_snn = convert(g, ConversionConfig(percentile=100, maxpool="gate", delay=None), calibration=calib)
+    tree_piped = convert(g, ConversionConfig(percentile=100, maxpool="tree", delay=None), calibration=calib)
+    assert tree_piped.readout["latency_steps"] == gate_snn.readout["latency_steps"] + 2 == 4
+    assert tree_snn.readout["latency_steps"] == 0
     tree_rate = tree.counts["mp"][0] / T
     gate_rate = gate.counts["mp"][0] / T
     # the tree is exact up to a bounded number of spikes (one per unit on the winner's path)

@@ -21,7 +21,8 @@ DT = 1e-3
 def resnet():
     g = make_tiny_resnet()
     x = np.random.default_rng(1).normal(size=(200, 1, 6, 6))
-    return g, x, convert(g, ConversionConfig(percentile=100.0, scales="layer"), calibration=x)
+    # one step per projection, so the paths into a sum must be aligned (same-step delivery needs no alignment)
+    return g, x, convert(g, ConversionConfig(percentile=100.0, scales="layer", delay=None), calibration=x)
 
 
 def test_residual_sum_is_one_population_with_a_scaled_projection_per_path(resnet):
@@ -54,6 +55,9 @@ def test_paths_into_a_sum_arrive_aligned_and_latency_is_the_longest_path(resnet)
     assert delay["side_gap"] == pytest.approx(DT) and delay["a2_gap"] == pytest.approx(2 * DT)
     # input current (0) + stem->c1->a1->c3->a2->side->gap->fc
     assert snn.readout["latency_steps"] == 7
+    # same-step delivery (the default): every path arrives within the step, nothing to align
+    same = convert(resnet[0], ConversionConfig(percentile=100.0, scales="layer"), calibration=resnet[1])
+    assert same.readout["latency_steps"] == 0 and all(float(p.delay) == 0.0 for p in same.projections.values())
     assert population_latency(snn) == (7, 7)  # every path has the same length
 
 
