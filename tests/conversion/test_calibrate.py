@@ -89,7 +89,8 @@ def test_potential_calibration_reduces_the_rate_error_at_its_T(rng):
 
 
 def test_presets_and_validation():
-    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer")
+    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer",
+                                                 bias_onset="start")
     assert PRESETS["default"] == ConversionConfig()  # the defaults are the measured best preset
     assert ConversionConfig().to_dict() | {"percentile": 100.0, "scales": "layer"} == PRESETS["tree_max"].to_dict()
     assert preset("tuned_gate", seed=3).seed == 3
