@@ -24,7 +24,7 @@ Usage::
     python benchmarks/bench_accuracy.py --models mnist_lenet --n-test 1000 --spikingjelly
     python benchmarks/bench_accuracy.py --models fmnist_vgg --n-test 500 --settings default,tree_channel
     python benchmarks/bench_accuracy.py --models fmnist_resnet8 --n-test 2000 --engine tensor --steps 16,32,64,128 \
-        --settings default,onset_start --spikingjelly
+        --settings default,onset_start --spikingjelly --brian2-check 20
 
 Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
 """
@@ -235,6 +235,21 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
     return out
 
 
+def brian2_check(snn: Any, x: np.ndarray, n_steps: int) -> dict[str, Any]:
+    """Whether Brian2 gives the tensor engine's spikes on ``x``: per-population counts, output counts per step."""
+    t0 = time.perf_counter()
+    rt = simulate(snn, x, SimulationConfig(n_steps=n_steps, engine="tensor"))
+    t1 = time.perf_counter()
+    rb = simulate(snn, x, SimulationConfig(n_steps=n_steps, engine="brian2", max_memory=4e9))
+    t2 = time.perf_counter()
+    return {"n": len(x), "T": n_steps, "tensor_s": round(t1 - t0, 1), "brian2_s": round(t2 - t1, 1),
+            "brian2_target": rb.meta.get("target"),
+            "output_counts_t_identical": bool(np.array_equal(rt.output_counts_t, rb.output_counts_t)),
+            "predictions_identical": bool(np.array_equal(rt.predictions(), rb.predictions())),
+            "counts_identical": {k: bool(np.array_equal(rt.counts[k], rb.counts[k])) for k in rt.counts},
+            "total_spikes": int(sum(int(v.sum()) for v in rb.counts.values()))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits_mlp,digits_cnn")
@@ -245,6 +260,9 @@ def main() -> None:
     ap.add_argument("--engine", choices=["reference", "tensor"], default="reference",
                     help="numpy reference simulator or the tensor engine (same spikes, faster on conv nets)")
     ap.add_argument("--spikingjelly", action="store_true")
+    ap.add_argument("--brian2-check", type=int, default=0, metavar="N",
+                    help="also simulate the first N test samples at T=64 with Brian2 and the tensor engine "
+                         "(first setting) and record whether the spikes are identical")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
@@ -300,6 +318,9 @@ def main() -> None:
             if name in TARGETS and not regression:
                 res["targets_met"] = {str(T): bool(by_steps[str(T)]["accuracy"] >= entry["ann_accuracy"] - tol - 1e-9)
                                       for T, tol in TARGETS[name].items() if T in steps}
+            if args.brian2_check and "brian2_check" not in entry:
+                entry["brian2_check"] = brian2_check(snn, x[: args.brian2_check], 64)
+                print(f"{name:<13} brian2 check    {entry['brian2_check']}", flush=True)
             entry["settings"][label] = res
             cells = " ".join(f"{v.get('accuracy', v.get('mae_pct_of_range')) * (1 if regression else 100):7.2f}" for v in by_steps.values())
             print(f"{name:<13} {label:<15} {cells}   ({res['simulate_s']} s)", flush=True)
