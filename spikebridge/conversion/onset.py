@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .delays import delay_steps
+
 if TYPE_CHECKING:
     from .network import SpikingNetwork
 
@@ -51,8 +53,9 @@ def input_onset_steps(snn: SpikingNetwork) -> dict[str, int]:
     -------
     dict of str to int
         Shortest path from the input population in whole steps (each
-        projection costs its smallest delay, at least one step; a
-        current-encoded input costs nothing).  Populations no path reaches are
+        projection costs its smallest delay, rounded by
+        :func:`~spikebridge.conversion.delays.delay_steps`; a current-encoded
+        input costs nothing).  Populations no path reaches are
         left out; a network without an input population gives ``{}``.
     """
     if snn.input is None:
@@ -62,9 +65,8 @@ def input_onset_steps(snn: SpikingNetwork) -> dict[str, int]:
     for proj in snn.projections.values():
         if proj.pre == proj.post or proj.n_synapses == 0:
             continue
-        steps = 0 if (free and proj.pre == snn.input) else int(
-            max(np.min(np.rint(np.asarray(proj.delay, dtype=np.float64) / snn.dt)), 1)
-        )
+        # the simulators' own rounding of delays to steps (conversion/delays.py), shortest synapse
+        steps = 0 if (free and proj.pre == snn.input) else int(delay_steps(np.min(proj.delay), snn.dt))
         out_edges.setdefault(proj.pre, []).append((proj.post, steps))
     onset = {snn.input: 0}
     heap = [(0, snn.input)]
