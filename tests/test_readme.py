@@ -15,7 +15,7 @@ def test_readme_python_example_reaches_the_stated_accuracy():
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     assert "# 0.978, equal to the ANN" in code
     # numpy target: no compiler needed in the test, same spikes as cython
-    code = code.replace("sb.SimulationConfig(n_steps=32)", 'sb.SimulationConfig(n_steps=32, target="numpy")')
+    code = code.replace("sb.SimulationConfig(n_steps=64)", 'sb.SimulationConfig(n_steps=64, target="numpy")')
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert abs(float(out.stdout.strip()) - 352 / 360) < 1e-9

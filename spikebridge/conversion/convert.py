@@ -523,6 +523,11 @@ def convert(
         from .maxpool import expand_max_trees
 
         snn = expand_max_trees(snn, cfg)
+    if cfg.bias_onset == "arrival":
+        from .onset import delay_bias_onset
+
+        # after the max-pool trees (they lengthen the paths), before calibration (which measures the result)
+        snn = delay_bias_onset(snn)
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 

@@ -89,7 +89,8 @@ def test_potential_calibration_reduces_the_rate_error_at_its_T(rng):
 
 
 def test_presets_and_validation():
-    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", delay=None)
+    assert preset("classic") == ConversionConfig(percentile=99.9, v_init=0.0, maxpool="gate", scales="layer", delay=None,
+                                                 bias_onset="start")
     assert preset("pipelined") == ConversionConfig(delay=None)
     assert PRESETS["default"] == ConversionConfig()  # the defaults are the measured best preset
     assert ConversionConfig().to_dict() | {"percentile": 100.0, "scales": "layer"} == PRESETS["tree_max"].to_dict()
