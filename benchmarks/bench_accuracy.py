@@ -197,24 +197,6 @@ def torch_module_dag(graph: Any) -> Any:
     return GraphNet().eval()
 
 
-def _sj_convert(ann: Any, loader: Any, tuned: bool) -> Any:
-    """SpikingJelly's converter with 99.9 % scaling, in its 0.0.0.0.14 or 2.x API.
-
-    ``tuned`` (2.x only): its channel-wise scales and half-threshold start, the
-    counterparts of our ``scales="channel"`` and ``v_init=0.5``.
-    """
-    from spikingjelly.activation_based import ann2snn
-
-    try:
-        from spikingjelly.activation_based.ann2snn.recipes.rate_coding import RateCodingRecipe
-    except ImportError:  # 0.0.0.0.14: Converter(mode=..., dataloader=...)
-        if tuned:
-            raise RuntimeError("channel-wise / half-threshold conversion needs spikingjelly >= 2.0") from None
-        return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
-    recipe = RateCodingRecipe(dataloader=loader, mode="99.9%", channel_wise=tuned, half_threshold=tuned)
-    return ann2snn.Converter(recipe).convert(ann)
-
-
 def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int],
                      tuned: bool = False) -> dict[str, Any]:
     """SpikingJelly ann2snn (99.9 % scaling; ``tuned``: channel-wise, half threshold) on the same weights: accuracy per T.
@@ -227,7 +209,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
         from importlib.metadata import version
 
         import torch
-        from bench_peers import torch_module
+        from bench_peers import sj_convert, torch_module
         from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
@@ -236,7 +218,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
     xc = torch.tensor(x_cal[:500].reshape(shape), dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=250)
     try:
-        snn = _sj_convert(ann, loader, tuned)
+        snn = sj_convert(ann, loader, tuned=tuned)
     except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
         return {"error": f"ann2snn failed: {err}"}
     out: dict[str, Any] = {"version": version("spikingjelly")}

@@ -174,7 +174,8 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
 def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
     try:
         import torch
-        from spikingjelly.activation_based import ann2snn, functional
+        from bench_peers import sj_convert
+        from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {type(err).__name__}: {err}"}
     import copy
@@ -183,7 +184,7 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
     xc = torch.tensor(x_cal, dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=256)
     t0 = time.perf_counter()
-    snn = ann2snn.Converter(mode="99.9%", dataloader=loader)(copy.deepcopy(model))
+    snn = sj_convert(copy.deepcopy(model), loader)
     convert_s = time.perf_counter() - t0
     xt = torch.tensor(x, dtype=torch.float32)
     times = []

@@ -68,10 +68,26 @@ def torch_module(graph):
     return nn.Sequential(*mods).eval()
 
 
+def sj_convert(ann, loader, *, tuned: bool = False):
+    """SpikingJelly's ann2snn with 99.9 % scaling, in its 0.0.0.0.14 or 2.x API (every benchmark uses this).
+
+    ``tuned`` (2.x only): its channel-wise scales and half-threshold start, the counterparts of our
+    ``scales="channel"`` and ``v_init=0.5``.
+    """
+    from spikingjelly.activation_based import ann2snn
+
+    if hasattr(ann2snn, "RateCodingRecipe"):  # 2.x: FXConverter + a recipe
+        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%", channel_wise=tuned, half_threshold=tuned)
+        return ann2snn.FXConverter(recipe=recipe, device="cpu").convert(ann)
+    if tuned:
+        raise RuntimeError("channel-wise / half-threshold conversion needs spikingjelly >= 2.0")
+    return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+
+
 def run_spikingjelly(graph, x_cal, x, y, steps, repeats):
     try:
         import torch
-        from spikingjelly.activation_based import ann2snn, functional
+        from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
     torch.set_num_threads(os.cpu_count() or 1)
@@ -80,7 +96,7 @@ def run_spikingjelly(graph, x_cal, x, y, steps, repeats):
     xc = torch.tensor(x_cal.reshape(shape), dtype=torch.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, torch.zeros(len(xc))), batch_size=256)
     t0 = time.perf_counter()
-    snn = ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
+    snn = sj_convert(ann, loader)
     convert_s = time.perf_counter() - t0
     xt = torch.tensor(x.reshape(shape), dtype=torch.float32)
     out = {"convert_s": convert_s}

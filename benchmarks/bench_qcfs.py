@@ -93,19 +93,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _sj_convert(ann: Any, loader: Any, variant: str) -> Any:
-    """Convert with SpikingJelly: the 2.x ``FXConverter`` + ``RateCodingRecipe``, or the 0.0.0.0.14 ``Converter``."""
-    from spikingjelly.activation_based import ann2snn
-
-    if hasattr(ann2snn, "RateCodingRecipe"):
-        extra = {"channel_wise": True, "half_threshold": True} if variant == "channel_half" else {}
-        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%", **extra)
-        return ann2snn.FXConverter(recipe=recipe, device="cpu").convert(ann)
-    if variant != "layer":
-        raise RuntimeError("this SpikingJelly version has no channel-wise / half-threshold recipe")
-    return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
-
-
 def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray, steps: list[int],
                      batch: int = 500) -> dict[str, Any]:
     """SpikingJelly ann2snn on the same weights, plain ReLUs (its converter replaces only ``nn.ReLU``),
@@ -116,7 +103,7 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
 
         import spikingjelly
         import torch
-        from bench_peers import torch_module
+        from bench_peers import sj_convert, torch_module
         from spikingjelly.activation_based import functional
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
@@ -130,7 +117,7 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
     for variant in ("layer", "channel_half"):
         t0 = time.perf_counter()
         try:
-            snn = _sj_convert(copy.deepcopy(ann), loader, variant)
+            snn = sj_convert(copy.deepcopy(ann), loader, tuned=variant == "channel_half")
         except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
             out["rows"][variant] = {"error": f"ann2snn failed: {type(err).__name__}: {err}"}
             continue

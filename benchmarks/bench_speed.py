@@ -134,7 +134,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_spikingjelly(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from spikingjelly.activation_based import ann2snn, functional
+    from bench_peers import sj_convert
+    from spikingjelly.activation_based import functional
     from torch import nn
 
     from spikebridge.ir.layers import Dense, ReLU
@@ -157,7 +158,7 @@ def run_spikingjelly(spec: dict[str, Any]) -> dict[str, Any]:
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)), batch_size=256
     )
-    snn = ann2snn.Converter(loader, mode="99.9%")(ann)
+    snn = sj_convert(ann, loader)
     xt = torch.tensor(x.reshape(len(x), -1), dtype=torch.float32)
     walls = []
     acc = 0.0

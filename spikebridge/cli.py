@@ -95,6 +95,7 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         data = {**base, **data}  # a config file's keys win over the preset, flags over both
     overrides = {
         "maxpool": args.maxpool,
+        "avgpool": getattr(args, "avgpool", None),
         "scales": args.scales,
         "calibrate": args.calibrate,
         "calibrate_steps": args.calibrate_steps,
@@ -521,6 +522,8 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=["classic", "tuned_gate", "default", "tree_max"], help="named conversion settings (docs/conversion.md#defaults-and-presets); 'classic' = the earlier defaults")
     g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 99.9; 100 = max)")
     g.add_argument("--maxpool", choices=["tree", "gate", "avg", "refuse"], help="max-pool conversion (default tree)")
+    g.add_argument("--avgpool", choices=["population", "fold"],
+                   help="average pooling of spikes: its own population (default) or folded into the next layer")
     g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per conv channel (default) or per layer")
     g.add_argument("--calibrate", choices=["none", "bias", "potential", "both"], help="post-conversion calibration on the calibration data")
     g.add_argument("--calibrate-steps", dest="calibrate_steps", type=_COUNT, help="T the calibration tunes for (default 64)")
