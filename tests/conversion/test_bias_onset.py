@@ -18,7 +18,8 @@ from spikebridge.ir import Add, AnnGraph, Dense, Input, ReLU
 from tests._dag import make_tiny_resnet
 
 DT = 1e-3
-RAW = {"normalisation": "none", "scales": "layer"}  # weights and biases as written, θ = 1
+# weights and biases as written, θ = 1; one step per projection, so populations have onsets
+RAW = {"normalisation": "none", "scales": "layer", "delay": None}
 
 
 def _residual(add_bias: float) -> AnnGraph:
@@ -55,6 +56,10 @@ def _by_hand(x: float, n_steps: int, onset: dict[str, int]) -> dict[str, list[in
 
 def test_onset_steps_follow_the_aligned_paths_of_a_resnet():
     snn = convert(make_tiny_resnet(), ConversionConfig(**RAW))
+    # same-step delivery (the default): every input arrives in step 0, nothing to shift
+    same = convert(make_tiny_resnet(), ConversionConfig(normalisation="none", scales="layer"))
+    assert set(input_onset_steps(same).values()) == {0} and "bias_onset" not in same.metadata
+    assert np.all(np.asarray(same.populations["a2"].v_init) == 0.5)
     # stem is fed by the input current (0 steps); every later population one step per hop, the sums aligned
     assert input_onset_steps(snn) == {"input": 0, "stem": 0, "c1": 1, "a1": 2, "c3": 3, "a2": 4, "side": 5,
                                       "gap": 6, "fc": 7}
