@@ -78,6 +78,8 @@ SETTINGS: dict[str, ConversionConfig] = {
     "low_latency": PRESETS["low_latency"],  # same_step + avgpool="fold"
     "fold": replace(PRESETS["default"], avgpool="fold"),
     "default": ConversionConfig(),
+    "p99.5": ConversionConfig(percentile=99.5),
+    "low_latency_p99.5": replace(PRESETS["low_latency"], percentile=99.5),
     "pipelined": PRESETS["pipelined"],  # one step per projection, biases from each population's input onset
     "onset_start": ConversionConfig(delay=None, bias_onset="start"),  # pipelined, biases counted from step 0
 }

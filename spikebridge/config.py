@@ -214,8 +214,7 @@ class ConversionConfig(_Config):
         (a shared pooling kernel, one more layer of spiking neurons), or
         folded into the next linear layer's synapses (one quantising layer
         fewer, so more accurate at small T; more synapses per spike, and
-        the pooled activity is not observable as spikes).  Chains only;
-        branching graphs always keep the population.
+        the pooled activity is not observable as spikes).
     scales : {"channel", "layer"}
         One normalisation scale per channel of convolutional populations
         (default; ``conversion/calibrate.py``), or one per layer.

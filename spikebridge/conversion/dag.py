@@ -218,8 +218,10 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
             forms[name] = _Form(_sum_terms(list(zip(sels, ins)), n), bias, n, named,
                                 nonneg=all(f.nonneg for f in ins), sizes=sizes)
         elif isinstance(layer, (AvgPool2d, GlobalAvgPool2d)) and src.nonneg:
-            # pooling of spiking activity: a population of its own (see the convert module docstring)
-            forms[name] = close(linear(src, layer, in_shape, n), "pool", name, shape)
+            # pooling of spiking activity: a population of its own (see the convert module docstring),
+            # or (avgpool="fold") the start of the linear map of whatever consumes it
+            pooled = linear(src, layer, in_shape, n)
+            forms[name] = pooled if config.avgpool == "fold" and name != out_name else close(pooled, "pool", name, shape)
         elif is_linear(layer):
             forms[name] = linear(src, layer, in_shape, n)
         elif isinstance(layer, ReLU):
