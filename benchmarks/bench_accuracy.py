@@ -211,8 +211,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
         from importlib.metadata import version
 
         import torch
-        from bench_peers import sj_convert, torch_module
-        from spikingjelly.activation_based import functional
+        from bench_peers import sj_accuracy, sj_convert, torch_module
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
     ann = torch_module(graph) if graph.is_chain else torch_module_dag(graph)
@@ -223,20 +222,7 @@ def run_spikingjelly(graph: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray
         snn = sj_convert(ann, loader, tuned=tuned)
     except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
         return {"error": f"ann2snn failed: {err}"}
-    out: dict[str, Any] = {"version": version("spikingjelly")}
-    preds = {}
-    for start in range(0, len(x), 500):
-        functional.reset_net(snn)
-        xt = torch.tensor(x[start : start + 500].reshape(shape), dtype=torch.float32)
-        acc = 0
-        with torch.no_grad():
-            for t in range(1, max(steps) + 1):
-                acc = acc + snn(xt)
-                if t in steps:
-                    preds.setdefault(t, []).append(acc.argmax(1).numpy())
-    for T in steps:
-        out[str(T)] = float(np.mean(np.concatenate(preds[T]) == y))
-    return out
+    return {"version": version("spikingjelly"), **sj_accuracy(snn, x, y, shape, steps)}
 
 
 def brian2_check(snn: Any, x: np.ndarray, n_steps: int) -> dict[str, Any]:

@@ -84,6 +84,24 @@ def sj_convert(ann, loader, *, tuned: bool = False):
     return ann2snn.Converter(mode="99.9%", dataloader=loader)(ann)
 
 
+def sj_accuracy(snn, x, y, shape, steps, batch: int = 500) -> dict[str, float]:
+    """Accuracy per T of a converted SpikingJelly network: outputs summed over the steps, batch by batch."""
+    import torch
+    from spikingjelly.activation_based import functional
+
+    preds: dict[int, list] = {}
+    for start in range(0, len(x), batch):
+        functional.reset_net(snn)
+        xt = torch.tensor(x[start : start + batch].reshape(shape), dtype=torch.float32)
+        acc = 0
+        with torch.no_grad():
+            for t in range(1, max(steps) + 1):
+                acc = acc + snn(xt)
+                if t in steps:
+                    preds.setdefault(t, []).append(acc.argmax(1).numpy())
+    return {str(T): float(np.mean(np.concatenate(preds[T]) == y)) for T in steps}
+
+
 def run_spikingjelly(graph, x_cal, x, y, steps, repeats):
     try:
         import torch

@@ -103,8 +103,7 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
 
         import spikingjelly
         import torch
-        from bench_peers import sj_convert, torch_module
-        from spikingjelly.activation_based import functional
+        from bench_peers import sj_accuracy, sj_convert, torch_module
     except Exception as err:  # noqa: BLE001 - any import failure means "not installed here"
         return {"error": f"spikingjelly unavailable: {err}"}
     torch.set_num_threads(1)
@@ -121,17 +120,7 @@ def run_spikingjelly(graph: AnnGraph, x_cal: np.ndarray, x: np.ndarray, y: np.nd
         except Exception as err:  # noqa: BLE001 - report what SpikingJelly cannot convert
             out["rows"][variant] = {"error": f"ann2snn failed: {type(err).__name__}: {err}"}
             continue
-        preds: dict[int, list[np.ndarray]] = {}
-        for start in range(0, len(x), batch):
-            functional.reset_net(snn)
-            xt = torch.tensor(x[start : start + batch].reshape(shape), dtype=torch.float32)
-            acc = 0
-            with torch.no_grad():
-                for t in range(1, max(steps) + 1):
-                    acc = acc + snn(xt)
-                    if t in steps:
-                        preds.setdefault(t, []).append(acc.argmax(1).numpy())
-        out["rows"][variant] = {"accuracy": {str(T): float(np.mean(np.concatenate(preds[T]) == y)) for T in steps},
+        out["rows"][variant] = {"accuracy": sj_accuracy(snn, x, y, shape, steps, batch),
                                 "seconds": round(time.perf_counter() - t0, 1)}
     return out
 

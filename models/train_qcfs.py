@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import platform
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -46,7 +45,7 @@ from spikebridge.datasets import load_idx_set
 from spikebridge.importers.from_torch import from_torch
 from spikebridge.ir import AnnGraph, evaluate
 from spikebridge.models.train_digits import _wilson, export_onnx
-from spikebridge.models.train_real import make_lenet
+from spikebridge.models.train_real import make_lenet, replace_card_section
 from spikebridge.training import QCFS, qcfs_layers, qcfs_model, to_clipped, train_qcfs
 
 log = logging.getLogger("train_qcfs")
@@ -190,13 +189,7 @@ def card_section(m: dict[str, Any], out_dir: Path) -> str:
 
 def write_card_section(metrics: dict[str, Any], out_dir: Path) -> Path:
     """Replace (or append) the marked QCFS section of MODEL_CARD.md; the rest is untouched."""
-    path = out_dir / "MODEL_CARD.md"
-    text = path.read_text() if path.exists() else ""
-    section = card_section(metrics[NAME], out_dir)
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-    return path
+    return replace_card_section(out_dir / "MODEL_CARD.md", START, END, card_section(metrics[NAME], out_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,15 +277,19 @@ def card_section(metrics: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def write_card_section(metrics: dict[str, Any], out_dir: Path) -> Path:
-    """Replace (or append) the marked real-model section of MODEL_CARD.md; the digits part is untouched."""
-    path = out_dir / "MODEL_CARD.md"
+def replace_card_section(path: Path, start: str, end: str, section: str) -> Path:
+    """Replace (or append) the part of the model card ``path`` between the markers ``start`` and ``end``
+    (included in ``section``); the rest of the card is untouched."""
     text = path.read_text() if path.exists() else ""
-    section = card_section(metrics, out_dir)
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
     return path
+
+
+def write_card_section(metrics: dict[str, Any], out_dir: Path) -> Path:
+    """Replace (or append) the marked real-model section of MODEL_CARD.md; the digits part is untouched."""
+    return replace_card_section(out_dir / "MODEL_CARD.md", START, END, card_section(metrics, out_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

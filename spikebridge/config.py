@@ -143,7 +143,7 @@ class _Config:
             raise ValidationError(
                 f"{cls.__name__}: unknown key(s) {unknown}; known keys: {', '.join(sorted(names))}", attr=unknown[0]
             )
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key == "delay" and isinstance(value, str) and value.strip().lower() == "step":
                 kwargs[key] = None
