@@ -206,6 +206,9 @@ def add_stdp(net: Brian2Network, projection: str, rule: STDPRule | None = None) 
         clock=old.clock, name=old.name, namespace=ns, method="exact",
         **({} if hetero else {"delay": float(delay[0]) * b2.second}),
     )
+    # keep the builder's schedule slot: a same-step pathway runs between its source's and its
+    # target's threshold test (builder module docstring)
+    new.pre.when, new.pre.order = old.pre.when, old.pre.order
     net.network.remove(old)
     # the builder's object is replaced before any run: mark it as handled, or Brian2 warns on
     # deletion that it was "never included in a network"

@@ -49,6 +49,29 @@ def test_pair_based_stdp_matches_hand_computation():
     np.testing.assert_allclose(plastic.weight_matrix(), [[w0, w1]], rtol=1e-6)
 
 
+def test_stdp_on_a_same_step_projection_keeps_its_schedule_slot():
+    import brian2
+
+    brian2.prefs.codegen.target = "numpy"
+    snn = _pair_net()
+    snn = snn.copy_with(projections=[snn.projections["in_a"].replace(delay=0.0)], min_delay_steps=0)
+    raster = np.zeros((1, 40, 2))
+    raster[0, 10, 0] = 1
+    raster[0, 15, 1] = 1  # pre 1 at step 15 -> a fires in the same step
+    raster[0, 30, 0] = 1
+    rule = STDPRule(tau_pre=0.02, tau_post=0.02, a_plus=0.01, a_minus=-0.012, w_max=2.0)
+    net = to_brian2(snn, raster, config=SimulationConfig(n_steps=40, record=("a",)))
+    plastic = add_stdp(net, "in_a", rule)
+    assert plastic.synapses.pre.when == "thresholds"
+    net.run()
+    assert net.spike_record().spikes["a"].step.tolist() == [15]
+    # pre events now act in their own step, the post pathway one step after the post spike: the
+    # pairings are the same intervals as with one-step delays
+    w0 = 0.2 + 0.01 * math.exp(-6 / 20) - 0.012 * math.exp(-14 / 20)
+    w1 = 1.0 + 0.01 * math.exp(-1 / 20)
+    np.testing.assert_allclose(plastic.weights, [w0, w1], rtol=1e-9)
+
+
 def test_weights_stay_within_bounds():
     import brian2
 
