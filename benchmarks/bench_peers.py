@@ -4,9 +4,8 @@ Same trained model (the shipped digits MLP or CNN), same calibration data,
 same test split, same number of time steps T.  Prints a table and writes
 ``benchmarks/results/peers.json``.
 
-SpikingJelly is optional: ``pip install --no-deps spikingjelly`` (2.x, or 0.0.0.0.14: both APIs
-are handled by :func:`sj_convert`)
-installs it beside torch 2.13 (its own dependency list would pull a CUDA build
+SpikingJelly is optional: ``pip install --no-deps spikingjelly loguru requests``
+(2.x or 0.0.0.0.14: :func:`sj_convert` handles both APIs) installs it beside torch 2.13 (its own dependency list would pull a CUDA build
 of torch; ann2snn needs only torch).  Without it, the SpikingJelly rows are
 skipped and the table says so.
 
