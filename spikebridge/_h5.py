@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import h5py
 import numpy as np
 
 from . import _h5attrs
+from ._process import die_with_parent
 from .errors import StoreFormatError
 
 __all__ = [
@@ -424,6 +426,8 @@ def _read_attrs_apart(
             [sys.executable, "-c", code, path, *(["--root"] if root else []),
              *([f"--names={','.join(names)}"] if root and names else [])],
             check=False, capture_output=True, timeout=HEAP_READ_TIMEOUT_S, stdin=subprocess.DEVNULL, env=env,
+            # a reader hung on a corrupt heap must not outlive a killed parent
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
     except subprocess.TimeoutExpired:
         raise error(

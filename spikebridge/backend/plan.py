@@ -39,7 +39,7 @@ from ..conversion.network import SpikingNetwork
 from ..errors import ValidationError
 
 __all__ = ["InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
-           "same_step_projections"]
+           "same_step_projections", "same_step_targets"]
 
 
 def folded_projections(snn: SpikingNetwork) -> set[str]:
@@ -65,6 +65,15 @@ def same_step_projections(snn: SpikingNetwork, dt: float) -> set[str]:
         p.name for p in snn.projections.values()
         if p.name not in folded and p.n_synapses and int(np.min(snn.projection_steps(p, dt))) == 0
     }
+
+
+def same_step_targets(snn: SpikingNetwork, dt: float) -> dict[str, list[tuple[str, str]]]:
+    """Per population, the ``(population, target variable)`` pairs that same-step projections write
+    to (what an engine must add before that population's threshold test; empty lists when
+    ``min_delay_steps=1``)."""
+    same = same_step_projections(snn, dt)
+    keys = {(p.post, p.target) for p in snn.projections.values() if p.name in same}
+    return {name: sorted(k for k in keys if k[0] == name) for name in snn.populations}
 
 
 def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:

@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..conversion.network import Population, SpikingNetwork
 from ..errors import ValidationError
 from ..store.record import SpikeRecord, SpikeTrains
-from .plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs
+from .plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_targets
 
 __all__ = ["simulate_reference"]
 
@@ -221,8 +221,7 @@ def simulate_reference(
 
     order = [name for name in snn.update_order(dt) if name in state]
     # only targets of zero-delay links can receive within the step (none when min_delay_steps=1)
-    same_step = {(link.post, link.target) for ls in links.values() for link in ls if any(d == 0 for d, _ in link.by_delay)}
-    inbound: dict[str, list[tuple[str, str]]] = {name: [key for key in buffers if key[0] == name and key in same_step] for name in state}
+    inbound = same_step_targets(snn, dt)
 
     out = snn.output
     n_out = snn.populations[out].n if out else 0

@@ -398,21 +398,13 @@ def _worker_init(parent: int) -> None:
     process group, and the parent alone reports it and stops the workers.
     """
     import signal
-    import sys
+
+    from .._process import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # blocked as well: Brian2 installs its own SIGINT handler during a run
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # no prctl: the parent's cleanup is all there is
-            pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
+    die_with_parent(parent)
 
 
 def _iter_parallel(

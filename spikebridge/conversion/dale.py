@@ -294,11 +294,6 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def _steps(delay: Any, dt: float, n: int, minimum: int = 1) -> NDArray[np.int64]:
-    s = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), minimum).astype(np.int64)
-    return np.broadcast_to(s, (n,)).copy() if s.ndim == 0 else s
-
-
 def _delay_seconds(steps: NDArray[np.int64], dt: float) -> float | NDArray[np.float64]:
     """Scalar delay when all synapses share one, else per-synapse (seconds)."""
     if steps.size and np.all(steps == steps[0]):
@@ -430,7 +425,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
         )
         info["populations"][name] = {"interneurons": inh_name, "n_inh": k, "n_exc": pop.n, "method": how}
         for proj, A in zip(projs, A_blocks):
-            steps = _steps(proj.delay, dt, proj.n_synapses, snn.min_delay_steps)
+            steps = np.broadcast_to(snn.projection_steps(proj, dt), (proj.n_synapses,))
             keep = proj.weight >= 0
             if keep.any():
                 # the direct path waits as long as the relay hop takes

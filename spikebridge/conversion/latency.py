@@ -22,7 +22,9 @@ __all__ = ["population_latency"]
 
 def _delay_steps(delay: float | NDArray[np.float64], dt: float, n: int, minimum: int = 1) -> NDArray[np.int32]:
     """Per-synapse delay in whole steps, at least ``minimum`` (the network's ``min_delay_steps``)."""
-    steps = np.maximum(np.rint(np.asarray(delay, dtype=np.float64) / dt), minimum).astype(np.int32)
+    from .delays import delay_steps
+
+    steps = delay_steps(delay, dt, minimum).astype(np.int32)
     return np.broadcast_to(steps, (n,)) if steps.ndim == 0 else steps
 
 

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .delays import delay_steps
 
 if TYPE_CHECKING:
     from .network import SpikingNetwork
@@ -54,7 +53,7 @@ def input_onset_steps(snn: SpikingNetwork) -> dict[str, int]:
     dict of str to int
         Shortest path from the input population in whole steps (each
         projection costs its smallest delay, rounded by
-        :func:`~spikebridge.conversion.delays.delay_steps`; a current-encoded
+        :meth:`SpikingNetwork.projection_steps`; a current-encoded
         input costs nothing).  Populations no path reaches are
         left out; a network without an input population gives ``{}``.
     """
@@ -66,7 +65,7 @@ def input_onset_steps(snn: SpikingNetwork) -> dict[str, int]:
         if proj.pre == proj.post or proj.n_synapses == 0:
             continue
         # the simulators' own rounding of delays to steps (conversion/delays.py), shortest synapse
-        steps = 0 if (free and proj.pre == snn.input) else int(delay_steps(np.min(proj.delay), snn.dt, snn.min_delay_steps))
+        steps = 0 if (free and proj.pre == snn.input) else int(np.min(snn.projection_steps(proj)))
         out_edges.setdefault(proj.pre, []).append((proj.post, steps))
     onset = {snn.input: 0}
     heap = [(0, snn.input)]

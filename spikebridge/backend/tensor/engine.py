@@ -42,7 +42,7 @@ from ...conversion.kernels import SharedKernel
 from ...conversion.network import Population, SpikingNetwork
 from ...errors import BuildError
 from ...store.record import SpikeRecord
-from ..plan import InputPlan, active_populations, checked_plan, draw_poisson, folded_projections
+from ..plan import InputPlan, active_populations, checked_plan, draw_poisson, folded_projections, same_step_targets
 from ..reference import _exact_cuba, _exact_lif, spike_trains
 from .arrays import Arrays, arrays_for
 
@@ -135,8 +135,7 @@ class TensorProgram:
         self.ring = max_d + 1
         self.order = [name for name in snn.update_order(dt) if name in self.specs]
         # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
-        same_step = {(link.post, link.target) for ls in self.links.values() for link in ls if link.steps == 0}
-        self.inbound = {name: [key for key in self.targets if key[0] == name and key in same_step] for name in self.names}
+        self.inbound = same_step_targets(snn, dt)
 
     def _arrive(self, pst: "_State", target: str, buf: list[Any], slot: int) -> None:
         """Add ring slot ``slot`` of ``buf`` (None while empty) to ``target`` of ``pst`` and empty it."""
