@@ -61,9 +61,30 @@ def _variables(names: list[str]) -> dict[str, str]:
 
 
 def _quote(text: str) -> str:
-    if "\n" not in text:
+    # equations come from .equations (our own text), but a triple-quoted literal must still not be closable from inside
+    if "\n" not in text or '"""' in text or "\\" in text:
         return repr(text)
     return '"""\n' + text + '\n"""'
+
+
+def _r(value: Any) -> str:
+    """A string of the network file (name, layer, kind ...) as it may appear in a comment of the script.
+
+    ``ascii`` (``repr`` with non-ASCII escaped too) escapes every line break (``\\n``, ``\\r``, ``\\f``, ``\\x85``, ``\\u2028`` ...) and every
+    non-printable character, so the text cannot end the comment and become code, and the script stays ASCII.
+    """
+    return ascii(str(value)) if value is not None else "None"
+
+
+def _n(name: str) -> str:
+    """A population name in a comment: bare when an ASCII identifier (what loading enforces), else as :func:`_r`."""
+    return name if name.isascii() and name.isidentifier() else _r(name)
+
+
+def _doc(value: Any) -> str:
+    """Like :func:`_r`, for the script's docstring: backslashes and double quotes escaped once more, so the
+    docstring reads exactly as ``repr(value)`` and a ``\"\"\"`` in the value cannot close it."""
+    return _r(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def export_brian2_script(
@@ -108,7 +129,7 @@ def export_brian2_script(
         A model the Brian2 builder cannot express.
     """
     stem = name or snn.name
-    if not stem.isidentifier():
+    if not (stem.isascii() and stem.isidentifier()):
         stem = "network"
     out = Path(out_dir)
     script, arrays = out / f"{stem}.py", out / f"{stem}.npz"
@@ -139,9 +160,10 @@ def export_brian2_script(
         except ValueError as err:
             raise BuildError(str(err)) from err
         ns = _ns(spec.namespace)
-        what = f"{kind} input" if pname == snn.input else f"{pop.model!r}"
-        src = f"; ANN layer '{pop.layer}'" if pop.layer else ""
-        emit(f"# --- population '{pname}': {pop.n} {what} neurons per sample{src}; role {pop.role}, outgoing sign {pop.sign} ---")
+        what = f"{_r(kind)} input" if pname == snn.input else _r(pop.model)
+        src = f"; ANN layer {_r(pop.layer)}" if pop.layer else ""
+        emit(f"# --- population {_r(pname)}: {pop.n} {what} neurons per sample{src}; role {_r(pop.role)}, "
+             f"outgoing sign {_r(pop.sign)} ---")
         if pname == snn.input and kind == "spikes":
             assert plan.raster is not None
             data[f"{pname}__raster"] = plan.raster
@@ -205,8 +227,8 @@ def export_brian2_script(
         data[f"{key}__post"] = proj.post_index[order].astype(np.int32)
         data[f"{key}__w"] = proj.weight[order]
         delay_txt = "per-synapse delays" if hetero else f"delay {d} step{'s' if d != 1 else ''}"
-        emit(f"# --- projection '{proj.name}': {proj.pre} -> {proj.post} ({proj.kind}, {proj.n_synapses} synapses per sample, "
-             f"sign {proj.sign}, {delay_txt}, acts on {proj.target}) ---")
+        emit(f"# --- projection {_r(proj.name)}: {_n(proj.pre)} -> {_n(proj.post)} ({_r(proj.kind)}, {proj.n_synapses} synapses "
+             f"per sample, sign {_r(proj.sign)}, {delay_txt}, acts on {_r(proj.target)}) ---")
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
         kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
@@ -220,7 +242,7 @@ def export_brian2_script(
             data[f"{key}__delay_steps"] = steps[order].astype(np.int32)
             emit(f"{sv}.delay = np.tile(data[{key + '__delay_steps'!r}] - {lag}, B) * dt")
         if lag == 0:
-            emit(f"{sv}.pre.when = 'thresholds'  # same-step delivery: after {proj.pre}'s threshold, before {proj.post}'s")
+            emit(f"{sv}.pre.when = 'thresholds'  # same-step delivery: after {_n(proj.pre)}'s threshold, before {_n(proj.post)}'s")
             emit(f"{sv}.pre.order = {4 * rank[proj.post]}")
         emit(f"objects.append({sv})")
         emit("")
@@ -238,12 +260,12 @@ def export_brian2_script(
 
     readout = dict(snn.readout)
     pop_lines = "\n".join(
-        f"#   {p.name:<16} {p.model:<10} {p.n:>7} neurons per sample  role {p.role}" + (f", layer {p.layer}" if p.layer else "")
+        f"#   {p.name:<16} {p.model:<10} {p.n:>7} neurons per sample  role {p.role}" + (f", layer {_r(p.layer)}" if p.layer else "")
         for p in snn.populations.values()
     )
     header = f'''\
         #!/usr/bin/env python3
-        """Spiking network {snn.name!r} as a plain Brian2 script (exported by spikebridge).
+        """Spiking network {_doc(snn.name)} as a plain Brian2 script (exported by spikebridge).
 
         Needs only brian2 and numpy.  Weights, delays, indices and inputs are in
         {arrays.name!r} beside this file.  {b} sample(s) run side by side in one network:
@@ -262,7 +284,7 @@ def export_brian2_script(
         Brian2 delay of d dt (same-step delivery, min_delay_steps=0).
         """
         # Populations (neurons per sample):
-        {{pop_lines}}
+        \x00pop_lines\x00
 
         import argparse
         import os
@@ -270,7 +292,7 @@ def export_brian2_script(
         import brian2 as b2
         import numpy as np
 
-        parser = argparse.ArgumentParser(description="Run the exported spiking network {snn.name!r}.")
+        parser = argparse.ArgumentParser(description={"Run the exported spiking network " + _r(snn.name) + "."!r})
         parser.add_argument("--target", default="auto", help="Brian2 code generation target (numpy needs no compiler)")
         args = parser.parse_args()
         b2.prefs.codegen.target = args.target
@@ -291,7 +313,8 @@ def export_brian2_script(
 
 
         '''
-    header = textwrap.dedent(header).replace("{pop_lines}", pop_lines)
+    # a NUL cannot come from the network's text (ascii() escapes it), so only this placeholder is replaced
+    header = textwrap.dedent(header).replace("\x00pop_lines\x00", pop_lines)
     footer = textwrap.dedent(f'''
 
         net = b2.Network(*objects, name="network")
@@ -307,7 +330,7 @@ def export_brian2_script(
             v = np.asarray(potential.v_[:]).reshape(B, {snn.populations[out_name].n}, -1)[:, :, -1]
             results["output__potential"] = v
             counts = results.get({out_name + "__counts"!r}, np.zeros(v.shape, dtype=int))
-            print("output spike counts per sample ({out_name}):")
+            print({"output spike counts per sample (" + out_name + "):"!r})
             for s in range(B):
                 # class = most spikes, ties broken by the remaining membrane potential
                 score = counts[s] + np.clip(v[s] / {float(theta)!r}, 0.0, 1.0)
@@ -318,5 +341,7 @@ def export_brian2_script(
         ''')
     out.mkdir(parents=True, exist_ok=True)
     np.savez(arrays, **data)  # type: ignore[arg-type]
-    script.write_text(header + body + "\n" + footer)
+    text = header + body + "\n" + footer
+    compile(text, str(script), "exec")  # a script that does not compile is a bug here, never a file for the user
+    script.write_text(text, encoding="ascii")
     return script, arrays

@@ -85,6 +85,14 @@ ROLES = ("input", "hidden", "output", "interneuron")
 _ARRAY_FIELDS_POP = ("threshold", "bias", "v_init")
 
 
+def _check_name(name: Any, where: str) -> None:
+    """Population and projection names become Brian2 object names and Python variables of an exported script."""
+    if not isinstance(name, str) or not (name.isascii() and name.isidentifier()) or name.startswith("_"):
+        raise ValidationError(
+            f"{where}: name must be an ASCII identifier (letters, digits, '_') not starting with '_', got {name!r}", attr="name"
+        )
+
+
 def _scalar_or_vector(value: Any, n: int, what: str, where: str) -> float | NDArray[np.float64]:
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
@@ -159,9 +167,8 @@ class Population:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        where = f"population '{self.name}'"
-        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
-            raise ValidationError(f"{where}: name must be an identifier not starting with '_'", attr="name")
+        where = f"population {self.name!r}"
+        _check_name(self.name, where)
         if not isinstance(self.n, (int, np.integer)) or self.n < 1:
             raise ValidationError(f"{where}: n must be a positive int, got {self.n!r}", attr="n")
         object.__setattr__(self, "n", int(self.n))
@@ -243,9 +250,8 @@ class Projection:
     operator: SharedKernel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        where = f"projection '{self.name}' ({self.pre} -> {self.post})"
-        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
-            raise ValidationError(f"{where}: name must be an identifier not starting with '_'", attr="name")
+        where = f"projection {self.name!r} ({self.pre!r} -> {self.post!r})"
+        _check_name(self.name, where)
         if self.operator is not None:
             self._init_operator(where)
             return
