@@ -23,9 +23,9 @@ import h5py
 import numpy as np
 import pytest
 
-from spikebridge.backend.export_script import export_brian2_script
-from spikebridge.conversion.kernels import SharedKernel
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork, load_network
+from spikebridge.export.brian2_script import export_brian2_script
+from spikebridge.snn.kernels import SharedKernel
+from spikebridge.snn.network import Population, Projection, SpikingNetwork, load_network
 from spikebridge.errors import SpikebridgeError
 
 ROOT = Path(__file__).resolve().parents[2]
