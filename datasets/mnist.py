@@ -29,11 +29,13 @@ import gzip
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -241,43 +243,108 @@ def load_fashion_mnist(
 # ---------------------------------------------------------------------------------------------- download
 
 
-def _content_sha256(data: bytes) -> str:
-    """SHA-256 of the IDX content: gzip data is decompressed first."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error):
-            return "(not valid gzip data)"
-    return hashlib.sha256(data).hexdigest()
+#: most bytes one download may bring (the largest real file, Fashion-MNIST's training images, is 26 MB gzipped)
+MAX_DOWNLOAD_BYTES = 64 << 20
+#: most bytes one file may decompress to (the largest real IDX content is 47 MB)
+MAX_IDX_BYTES = 128 << 20
+_CHUNK = 1 << 16
+
+
+def _content_sha256_file(path: Path, cap: int) -> str:
+    """SHA-256 of a file's IDX content (gzip data decompressed first), read chunk-wise.
+
+    More than ``cap`` bytes of content give a mismatch text instead of a digest,
+    so neither a gzip bomb nor an endless file is ever held or read whole.
+    """
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    h = hashlib.sha256()
+    n = 0
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            while chunk := fh.read(_CHUNK):
+                n += len(chunk)
+                if n > cap:
+                    return f"(more than {cap / 1e6:.0f} MB of content; not an IDX file of this set)"
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error):
+        return "(not valid gzip data)"
+    return h.hexdigest()
 
 
 def _file_ok(path: Path, expected: str) -> bool:
-    return _content_sha256(path.read_bytes()) == expected
+    return _content_sha256_file(path, MAX_IDX_BYTES) == expected
 
 
-def _download(url: str, timeout: float) -> bytes:
+def _download_to(url: str, fh: Any, timeout: float, deadline: float, cap: int) -> int:
+    """Stream ``url`` into the open binary file ``fh``: at most ``cap`` bytes, done by ``deadline`` (monotonic s).
+
+    Each read waits at most ``timeout`` s (or what is left before the deadline); the deadline is checked
+    after every read, so a server trickling one byte a second cannot hold the caller past it.
+    Returns the number of bytes written; raises :class:`DownloadError` (over the cap or the deadline).
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DownloadError("the overall deadline passed before it started")
     req = urllib.request.Request(url, headers={"User-Agent": "spikebridge"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - https/http mirrors only
-        return bytes(resp.read())
+    with urllib.request.urlopen(req, timeout=min(timeout, left)) as resp:  # noqa: S310 - https/http mirrors only
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise DownloadError(f"the server declares {int(declared)} bytes, more than the {cap / 1e6:.0f} MB cap")
+        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+        n = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DownloadError(f"not finished by the deadline ({n} bytes received); the server is too slow")
+            if sock is not None:
+                sock.settimeout(min(timeout, left))
+            try:
+                chunk = resp.read1(_CHUNK)  # returns what one read brings: a trickle cannot block a whole chunk long
+            except TimeoutError:
+                if time.monotonic() >= deadline - 0.05:
+                    raise DownloadError(f"not finished by the deadline ({n} bytes received); the server is too slow") from None
+                raise DownloadError(f"no data for {min(timeout, left):g} s ({n} bytes received)") from None
+            if not chunk:
+                return n
+            n += len(chunk)
+            if n > cap:
+                raise DownloadError(f"more than the {cap / 1e6:.0f} MB cap; refused")
+            fh.write(chunk)
 
 
-def _fetch_file(ds: IdxSet, stem: str, folder: Path, urls: tuple[str, ...], timeout: float) -> Path:
+def _why(err: BaseException) -> str:
+    """An error's reason in words, without a raw ``[Errno N]``."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    reason: Any = getattr(err, "reason", None) or err
+    if isinstance(reason, OSError) and reason.strerror:
+        return str(reason.strerror)
+    return str(reason)
+
+
+def _fetch_file(ds: IdxSet, stem: str, folder: Path, urls: tuple[str, ...], timeout: float, deadline: float) -> Path:
+    """Download ``stem`` to a temporary file, verify it, then rename it into place (nothing else is touched)."""
     expected = ds.sha256[stem]
     errors = []
+    folder.mkdir(parents=True, exist_ok=True)
     for base in urls:
         url = base.rstrip("/") + "/" + stem + ".gz"
-        try:
-            data = _download(url, timeout)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            errors.append(f"{url}: {err}")
-            continue
-        found = _content_sha256(data)
-        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=folder)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    _download_to(url, fh, timeout, deadline, MAX_DOWNLOAD_BYTES)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except DownloadError as err:
+                errors.append(f"{url}: {err}")
+                continue
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                errors.append(f"{url}: {_why(err)}")
+                continue
+            found = _content_sha256_file(tmp, MAX_IDX_BYTES)
             if found != expected:
                 errors.append(f"{url}: SHA-256 of the content is {found}, expected {expected} (corrupt download refused)")
                 continue
@@ -298,6 +365,7 @@ def fetch_idx_set(
     download: bool = True,
     timeout: float = 60.0,
     flatten: bool = False,
+    deadline: float = 900.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Load one split from the cache, downloading and verifying missing files first.
 
@@ -312,9 +380,11 @@ def fetch_idx_set(
     download : bool
         If False, only use files already in the cache.
     timeout : float
-        Seconds per download request.
+        Seconds one read of a download may wait.
     flatten : bool
         As in :func:`load_idx_set`.
+    deadline : float
+        Seconds all downloads of this call may take together (a server that trickles is given up on).
 
     Returns
     -------
@@ -324,7 +394,9 @@ def fetch_idx_set(
     Raises
     ------
     DownloadError
-        Every mirror failed or served content with the wrong SHA-256 (nothing is kept).
+        Every mirror failed, was too slow for ``deadline``, sent more than :data:`MAX_DOWNLOAD_BYTES`
+        (or content over :data:`MAX_IDX_BYTES`) or content with the wrong SHA-256 (nothing is kept;
+        a cached file that failed its check stays as it was).
     FileNotFoundError
         ``download=False`` and the files are not cached.
     ModelFormatError
@@ -333,6 +405,7 @@ def fetch_idx_set(
     ds = _get_set(name)
     _check_split(split)
     folder = _data_home_of(data_home) / name
+    until = time.monotonic() + deadline
     for stem in _FILES[split]:
         cached = next((p for p in _candidates(folder, stem) if p.is_file()), None)
         if cached is not None and _file_ok(cached, ds.sha256[stem]):
@@ -341,9 +414,10 @@ def fetch_idx_set(
             if cached is None:
                 raise FileNotFoundError(f"{name}: '{folder / stem}[.gz]' is not cached and download=False")
             raise ModelFormatError(f"{name}: cached '{cached}' fails its SHA-256 check; delete it and fetch again")
-        if cached is not None:
-            cached.unlink()  # corrupt or stale copy: replace it with a verified download
-        _fetch_file(ds, stem, folder, tuple(urls) if urls else ds.urls, timeout)
+        # the user's cached copy (corrupt or stale) stays until its replacement is verified and in place
+        final = _fetch_file(ds, stem, folder, tuple(urls) if urls else ds.urls, timeout, until)
+        if cached is not None and cached != final:
+            cached.unlink()  # a raw copy of the same file: the verified .gz now stands for it
     return load_idx_set(name, split, folder, flatten=flatten)
 
 
@@ -359,9 +433,11 @@ def fetch_mnist(
     download: bool = True,
     timeout: float = 60.0,
     flatten: bool = False,
+    deadline: float = 900.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """MNIST from the cache, downloaded and checksum-verified on first use; see :func:`fetch_idx_set`."""
-    return fetch_idx_set("mnist", split, data_home=data_home, urls=urls, download=download, timeout=timeout, flatten=flatten)
+    return fetch_idx_set("mnist", split, data_home=data_home, urls=urls, download=download, timeout=timeout, flatten=flatten,
+                         deadline=deadline)
 
 
 def fetch_fashion_mnist(
@@ -372,8 +448,10 @@ def fetch_fashion_mnist(
     download: bool = True,
     timeout: float = 60.0,
     flatten: bool = False,
+    deadline: float = 900.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Fashion-MNIST from the cache, downloaded and checksum-verified on first use; see :func:`fetch_idx_set`."""
     return fetch_idx_set(
-        "fashion-mnist", split, data_home=data_home, urls=urls, download=download, timeout=timeout, flatten=flatten
+        "fashion-mnist", split, data_home=data_home, urls=urls, download=download, timeout=timeout, flatten=flatten,
+        deadline=deadline,
     )

