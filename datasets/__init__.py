@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -179,9 +179,21 @@ def _read_idx_stream(fh: Any, path: Path, expected_magic: int, what: str, size: 
         raise ModelFormatError(
             f"IDX {what} file '{path}': header shape {dims} declares {n_expected} data bytes, more than {why}"
         )
-    data = fh.read(n_expected + 1)
-    n_found = len(data)
-    if n_found > n_expected:  # count the rest in blocks, never holding it
+    # what load_idx holds at once: the bytes read and their float64/int64 copy (8 bytes per value)
+    if n_expected * 9 > budget:
+        raise ModelFormatError(
+            f"IDX {what} file '{path}': header shape {dims} declares {n_expected} values, {n_expected * 9 / 1e6:.0f} MB "
+            f"once read and converted to 8-byte numbers, more than the {budget / 1e6:.0f} MB array budget "
+            "(set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+        )
+    # into one preallocated buffer, chunk by chunk: GzipFile.read(n) would hold its pieces and their join at once
+    data = bytearray(n_expected)
+    view = memoryview(data)
+    n_found = 0
+    while n_found < n_expected and (n := fh.readinto(view[n_found:n_found + (1 << 22)])):
+        n_found += n
+    if n_found == n_expected and fh.read(1):  # count the rest in blocks, never holding it
+        n_found += 1
         while block := fh.read(1 << 20):
             n_found += len(block)
     if n_found != n_expected:
@@ -236,7 +248,8 @@ def load_idx(
     images = _parse_idx(Path(images_path), IDX_IMAGES_MAGIC, "images")
     if images.size == 0:
         raise ValidationError(f"IDX images '{images_path}' hold no samples (shape {images.shape})", attr="images_path")
-    x = images.astype(np.float64)[:, None] / 255.0
+    x = np.empty((images.shape[0], 1, *images.shape[1:]), dtype=np.float64)
+    np.divide(images[:, None], 255.0, out=x)  # one float64 array, no temporary of the same size
     if labels_path is None:
         return x, None
     labels = _parse_idx(Path(labels_path), IDX_LABELS_MAGIC, "labels")
@@ -266,34 +279,86 @@ def _pick(keys: list[str], wanted: str | None, guesses: tuple[str, ...], role: s
     return None
 
 
-def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+class _NpzArrays(Mapping[str, np.ndarray]):
+    """The members of a ``.npz`` by name, each read only when asked for, after its header is checked.
+
+    ``np.load`` of a whole ``.npz`` would read every member, the unused ones too; here a member's
+    declared shape and dtype are read from its ``.npy`` header first and refused when they need
+    pickles, exceed :func:`spikebridge._h5.array_budget`, or exceed what the zip entry holds.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with zipfile.ZipFile(path) as z:
+                self.infos = {i.filename[:-4]: i for i in z.infolist() if i.filename.endswith(".npy")}
+        except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as err:
+            raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or not .npz): {err}") from err
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from spikebridge._h5 import array_budget
+
+        info = self.infos[key]
+        where = f"'{self.path}': array {key!r}"
+        fmt = np.lib.format
+        try:
+            with zipfile.ZipFile(self.path) as z, z.open(info) as fh:
+                version = fmt.read_magic(fh)
+                reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+                if reader is None:
+                    raise ModelFormatError(f"{where} has .npy format version {version}; expected 1.0 or 2.0")
+                shape, fortran, dtype = reader(fh)
+                if dtype.hasobject:
+                    raise ModelFormatError(f"{where} holds Python objects (dtype {dtype}) and could not be read without "
+                                           "pickles; store plain numeric arrays")
+                nbytes = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+                budget = array_budget()
+                if nbytes > budget:
+                    raise ModelFormatError(
+                        f"{where} declares shape {shape} of {dtype}, {nbytes / 1e6:.0f} MB, more than the {budget / 1e6:.0f} MB "
+                        "array budget (set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+                    )
+                if nbytes > info.file_size:
+                    raise ModelFormatError(
+                        f"{where} declares shape {shape} of {dtype}, {nbytes} bytes, but its zip entry holds only "
+                        f"{info.file_size} bytes; the file is truncated or forged"
+                    )
+                # the data follow the header: read into one preallocated array, chunk by chunk
+                out = np.empty(int(np.prod(shape)), dtype=dtype)
+                view = out.view(np.uint8).reshape(-1).data
+                got = 0
+                while got < nbytes:
+                    n = cast(Any, fh).readinto(view[got:got + (1 << 22)])
+                    if not n:
+                        raise ModelFormatError(f"{where} is truncated: {got} of {nbytes} bytes")
+                    got += n
+        except ModelFormatError:
+            raise
+        except ValueError as err:
+            raise ModelFormatError(f"'{self.path}' could not be read without pickles ({err}); store plain numeric arrays") from err
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a member cut short
+            raise ModelFormatError(f"'{self.path}' is not a readable .npz file (truncated or corrupt): {err}") from err
+        return out.reshape(shape, order="F" if fortran else "C")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.infos)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+
+def _npz_arrays(path: Path) -> Mapping[str, np.ndarray]:
     with open(path, "rb") as fh:
         magic = fh.read(6)
-    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
-        # np.load would take anything else for a pickle and blame pickles
-        raise ModelFormatError(f"'{path}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ModelFormatError(
-            f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
-        ) from err
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or not .npz): {err}") from err
-    if not isinstance(data, np.lib.npyio.NpzFile):
+    if magic == b"\x93NUMPY":
         raise ValidationError(
             f"'{path}' holds a single array, not named arrays; save with np.savez(path, x=..., y=...)",
             attr="path",
         )
-    with data:
-        try:
-            return {k: data[k] for k in data.files}
-        except ValueError as err:
-            raise ModelFormatError(
-                f"'{path}' could not be read without pickles ({err}); store plain numeric arrays"
-            ) from err
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a member cut short
-            raise ModelFormatError(f"'{path}' is not a readable .npz file (truncated or corrupt): {err}") from err
+    if not magic.startswith(b"PK"):
+        # np.load would take anything else for a pickle and blame pickles
+        raise ModelFormatError(f"'{path}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)")
+    return _NpzArrays(path)
 
 
 class _H5Arrays(Mapping[str, np.ndarray]):
