@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow  # each case starts an interpreter and writes up to 1 GB through zlib
 
 from . import _memfiles as m
 
