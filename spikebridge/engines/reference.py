@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..snn.network import Population, SpikingNetwork
 from ..errors import ValidationError
 from ..store.record import SpikeRecord, SpikeTrains
-from .plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_targets
+from .plan import InputPlan, compile, draw_poisson, prepare_inputs
 
 __all__ = ["simulate_reference"]
 
@@ -171,17 +171,14 @@ def simulate_reference(
     """
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValidationError(f"simulate_reference: n_steps must be an int >= 1, got {n_steps!r}", attr="n_steps")
-    dt = float(snn.dt if dt is None else dt)
+    compiled = compile(snn, dt=dt, n_steps=int(n_steps), record=tuple(record))
+    dt = compiled.dt
     t0 = time.perf_counter()
     plan: InputPlan = draw_poisson(prepare_inputs(snn, inputs, dt), n_steps, dt, seed)
     n_b = plan.n_samples
     rng = np.random.default_rng(seed)
-    names = active_populations(snn)
-    rec_all = "all" in tuple(record)
-    rec_set = set(names) if rec_all else set(record)
-    unknown = rec_set - set(snn.populations)
-    if unknown:
-        raise ValidationError(f"record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}", attr="record")
+    names = list(compiled.active)
+    rec_set = set(compiled.record)
 
     state: dict[str, _Pop] = {}
     for name in names:
@@ -198,7 +195,7 @@ def simulate_reference(
             st.v = np.zeros((n_b, pop.n))
         state[name] = st
 
-    folded = folded_projections(snn)
+    folded = compiled.folded
     links: dict[str, list[_Link]] = {name: [] for name in names}
     max_d = 1
     for proj in snn.projections.values():
@@ -219,9 +216,9 @@ def simulate_reference(
         if proj.name not in folded
     }
 
-    order = [name for name in snn.update_order(dt) if name in state]
+    order = [name for name in compiled.order if name in state]
     # only targets of zero-delay links can receive within the step (none when min_delay_steps=1)
-    inbound = same_step_targets(snn, dt)
+    inbound = compiled.inbound
 
     out = snn.output
     n_out = snn.populations[out].n if out else 0

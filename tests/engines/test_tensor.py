@@ -13,13 +13,14 @@ import logging
 import numpy as np
 import pytest
 
-from spikebridge.engines.reference import simulate_reference
-from spikebridge.run.simulate import resolve_engine, simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.snn.network import Projection, load_network, save_network
+from spikebridge.engines.plan import compile
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.errors import BuildError, ValidationError
 from spikebridge.ir.serialize import load_graph
+from spikebridge.run.simulate import resolve_engine, simulate
+from spikebridge.snn.network import Projection, load_network, save_network
 from tests._optional import requires_nir
 
 from ._nets import chain, mixed, single_if
@@ -324,7 +325,7 @@ def test_dense_convolution_path_used_on_gpus_gives_the_same_spikes(digits):
     arrays = TorchArrays("cpu")
     arrays.event_driven = False
     plan = draw_poisson(prepare_inputs(snn, x, snn.dt), 40, snn.dt, 0)
-    dense = TensorProgram(snn, snn.dt, arrays).run(plan, 40, seed=0, record=set())
+    dense = TensorProgram(compile(snn), arrays).run(plan, 40, seed=0, record=set())
     assert_same_spikes(dense, simulate_reference(snn, x, 40), min_spikes=1000)
 
 

@@ -30,7 +30,7 @@ from ...config import SimulationConfig
 from ...errors import BuildError, SimulationError
 from ...snn.network import SpikingNetwork
 from ...store.record import SpikeRecord, SpikeTrains
-from ..plan import InputPlan, draw_poisson
+from ..plan import InputPlan, Plan, draw_poisson
 from .builder import BuiltNetwork, build_network
 
 __all__ = ["import_brian2", "brian2_state", "resolve_target", "standalone_cache_dir", "run_batch", "iter_standalone", "collect"]
@@ -193,8 +193,29 @@ def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: Simula
 
 
 
-def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:
+def run_batch(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, seed: int) -> SpikeRecord:
+    """Build, run and read one batch of ``compiled`` in Brian2's runtime mode (numpy or cython target).
+
+    Parameters
+    ----------
+    compiled : Plan
+        From :func:`spikebridge.engines.plan.compile` (network, ``dt`` in seconds, recorded populations).
+    sub : InputPlan
+        The batch's inputs, Poisson spikes already drawn.
+    cfg : SimulationConfig
+        ``n_steps``, ``max_memory`` (for the message when building runs out of memory).
+    target : str
+        Code-generation target (``resolve_target``'s result).
+    seed : int
+        Brian2's seed for this batch.
+
+    Returns
+    -------
+    SpikeRecord
+    """
     import brian2 as b2
+
+    snn, dt = compiled.snn, compiled.dt
 
     t0 = time.perf_counter()
     # Network.run starts with a full gc.collect() that only serves to warn about objects left out
@@ -207,7 +228,7 @@ def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: fl
     try:
         with brian2_state(target, seed) as resolved:
             try:
-                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+                built = build_network(compiled, sub.n_samples, raster=sub.raster)
             except MemoryError as err:
                 raise BuildError(
                     f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
@@ -237,7 +258,7 @@ def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: fl
 
 
 def iter_standalone(
-    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int
 ) -> Iterator[tuple[int, SpikeRecord]]:
     """Compile the network once for batches of ``bs`` samples, then run the binary for each batch start.
 
@@ -247,6 +268,7 @@ def iter_standalone(
     import brian2 as b2
     from brian2.devices.device import get_device
 
+    snn, dt = compiled.snn, compiled.dt
     bs = min(bs, plan.n_samples - starts[0])
     if cfg.build_dir is not None:
         directory = str(cfg.build_dir)
@@ -261,7 +283,7 @@ def iter_standalone(
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
         first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
-        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster)
+        built = build_network(compiled, bs, raster=first.raster)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})
