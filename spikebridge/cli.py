@@ -128,7 +128,8 @@ def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--engine", choices=["brian2", "tensor", "auto"],
-                   help="brian2 (default), tensor (batched arrays, shared conv kernels, same spikes) or auto")
+                   help="auto (default: tensor for conv/pool networks, else brian2; the choice is said in one line), "
+                   "brian2 or tensor (batched arrays, shared conv kernels, same spikes)")
     p.add_argument("--device", help="tensor engine device: cpu (numpy/scipy, default), torch (torch on CPU), cuda, cuda:N")
 
 
@@ -264,6 +265,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if config.normalisation == "data":
         x, _ = load_dataset(args.calibration, args.data_dir)
         calib = x[: args.calibration_samples] if args.calibration_samples is not None else x
+        if args.calibration_samples is not None:  # an explicit sample size overrides the default cap
+            import dataclasses
+
+            config = dataclasses.replace(config, normalisation_samples=args.calibration_samples)
     t0 = time.perf_counter()
     snn = convert(graph, config, calibration=calib)
     snn.save(out, overwrite=True)
@@ -580,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="network file to write (.h5)")
     p.add_argument("--format", help="force a model format")
     p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
-    p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None)
+    p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None,
+                   help="use the first N calibration samples (default: up to 5,000, ConversionConfig.normalisation_samples)")
     p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--overwrite", action="store_true")
@@ -673,6 +679,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     level = logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    # what was chosen for the user (engine, target) and what compiles: one line each, shown unless --quiet
+    notice = logging.getLogger("spikebridge.notice")
+    for old in [h for h in notice.handlers if getattr(h, "spikebridge_cli", False)]:
+        notice.removeHandler(old)  # an earlier main() in this process (tests) wrote to another stderr
+    if not args.quiet:
+        notice.setLevel(min(logging.INFO, level))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("spikebridge: %(message)s"))
+        handler.spikebridge_cli = True  # type: ignore[attr-defined]
+        notice.addHandler(handler)
+        notice.propagate = False
+    else:
+        notice.setLevel(logging.ERROR)
+        notice.propagate = True
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

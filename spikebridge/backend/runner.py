@@ -10,7 +10,8 @@ numpy's global random state that ``brian2.seed`` touches) is changed only
 inside :func:`brian2_state` and restored when it exits.
 
 Targets: ``"numpy"`` (no compiler; tests), ``"cython"``, ``"auto"`` (cython
-where Cython and a C compiler are found, else numpy) and ``"cpp_standalone"``
+where Cython and a C compiler are found and Brian2's Cython cache holds compiled
+code, else numpy: a first run never compiles for minutes unasked) and ``"cpp_standalone"``
 (the network is compiled once for a batch size and the binary is re-run for
 every batch with the batch's input values passed as ``run_args``; the last
 batch is padded with zero inputs).
@@ -57,8 +58,41 @@ def _cython_works() -> bool:
     return shutil.which(cc) is not None or shutil.which("cc") is not None
 
 
+#: One line per choice made for the user (engine, target) and per compilation, with why and how long;
+#: the CLI shows its INFO lines unless --quiet, Python shows its warnings (compilations) by default.
+notice = logging.getLogger("spikebridge.notice")
+
+#: Seconds one Brian2 code object takes to compile with Cython on a 2-core machine (measured, unloaded:
+#: 4-8 s; issue 23: a CNN's first cython run compiled 258 s).
+CYTHON_S_PER_OBJECT = 6.0
+
+
+def cython_cache_dir() -> Path:
+    """Where Brian2 keeps compiled Cython code objects (``codegen.runtime.cython.cache_dir`` or ``~/.cython``)."""
+    try:
+        from brian2.codegen.runtime.cython_rt.extension_manager import get_cython_cache_dir
+
+        return Path(get_cython_cache_dir())
+    except Exception:  # an older/newer Brian2 layout: its documented default
+        return Path(os.path.expanduser("~")) / ".cython" / "brian_extensions"
+
+
+def cython_cache_exists() -> bool:
+    """Whether Brian2's Cython cache holds compiled code objects (a first run has compiled there)."""
+    d = cython_cache_dir()
+    try:
+        return any(f.suffix in (".so", ".pyd") for f in d.iterdir())
+    except OSError:
+        return False
+
+
 def resolve_target(target: str) -> str:
     """The code-generation target that ``target`` means on this machine.
+
+    ``"auto"`` is ``"cython"`` where Cython and a C compiler work **and**
+    Brian2's Cython cache already holds compiled code (a run with
+    ``target="cython"`` has compiled once); else ``"numpy"``, which compiles
+    nothing, so a first run starts at once instead of compiling for minutes.
 
     Examples
     --------
@@ -66,8 +100,39 @@ def resolve_target(target: str) -> str:
     'numpy'
     """
     if target == "auto":
-        return "cython" if _cython_works() else "numpy"
+        return "cython" if _cython_works() and cython_cache_exists() else "numpy"
     return target
+
+
+_said: set[str] = set()
+
+
+def _say_once(key: str, message: str, level: int = logging.INFO) -> None:
+    """Log ``message`` on :data:`notice` once per process and ``key``."""
+    if key not in _said:
+        _said.add(key)
+        notice.log(level, message)
+
+
+def explain_target(target: str, snn: SpikingNetwork | None = None) -> str:
+    """Resolve ``target`` and say in one line what was chosen and why (and what compiles, for how long)."""
+    resolved = resolve_target(target)
+    if target == "auto":
+        if resolved == "numpy":
+            why = ("no compiler/Cython found" if not _cython_works() else
+                   f"no compiled Cython cache yet in {cython_cache_dir()}")
+            _say_once("target-auto", f"target auto -> numpy: {why}; nothing to compile (target='cython' compiles "
+                      "each code object once, seconds each, then runs large networks faster)")
+        else:
+            _say_once("target-auto", f"target auto -> cython: compiled code cached in {cython_cache_dir()}")
+    if resolved == "cython" and snn is not None and not cython_cache_exists():
+        n_obj = 3 * len(snn.populations) + 2 * len(snn.projections)
+        _say_once(f"compile-{snn.name}",
+                  f"compiling Cython code for network '{snn.name}' (about {n_obj} code objects, expected "
+                  f"~{n_obj * CYTHON_S_PER_OBJECT / 60:.0f}-{2 * n_obj * CYTHON_S_PER_OBJECT / 60:.0f} min on 2 cores, "
+                  f"once: cached in {cython_cache_dir()}); target='numpy' compiles nothing",
+                  logging.WARNING)
+    return resolved
 
 
 def _structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float, graded: bool = False) -> str:
@@ -221,7 +286,9 @@ def _tensor_mb(snn: SpikingNetwork, config: SimulationConfig) -> float:
 def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
     """The engine ``config.engine`` means for ``snn``; ``"auto"`` logs its choice and reason in one line.
 
-    ``"auto"`` picks ``"tensor"`` when a projection carries a shared kernel
+    ``"auto"`` (the default) picks ``"brian2"`` when a Brian2 ``target`` other
+    than ``"auto"`` was asked for and ``"tensor"`` for a ``device`` other than
+    ``"cpu"``; else ``"tensor"`` when a projection carries a shared kernel
     (convolution/pooling: Brian2 would replicate every synapse per sample) or
     when one sample does not fit ``max_memory`` in Brian2; else ``"brian2"``
     (the canonical simulator, extensible by users).
@@ -230,7 +297,13 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
         return config.engine
     kernels = [p.name for p in snn.projections.values() if p.operator is not None]
     one = estimate_memory(snn, 1, config.n_steps, config.record)
-    if kernels:
+    if config.target != "auto":
+        reason = f"target {config.target!r} was asked for, a Brian2 target"
+        engine = "brian2"
+    elif config.device != "cpu":
+        reason = f"device {config.device!r} was asked for, a tensor-engine device"
+        engine = "tensor"
+    elif kernels:
         reason = f"{len(kernels)} shared-kernel (conv/pool) projection(s), {snn.n_synapses:,} synapses per sample in Brian2"
         engine = "tensor"
     elif one > config.max_memory / max(n_workers(config), 1):
@@ -239,7 +312,7 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
     else:
         reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
         engine = "brian2"
-    log.info("engine auto -> %s for network '%s': %s", engine, snn.name, reason)
+    _say_once(f"engine-{snn.name}-{engine}", f"engine auto -> {engine} for network '{snn.name}': {reason} (same spikes either way)")
     return engine
 
 
@@ -329,7 +402,7 @@ def iter_simulate(
         yield from iter_plan_tensor(snn, plan, cfg, start, dt)
         return
     n = plan.n_samples
-    target = resolve_target(cfg.target)
+    target = explain_target(cfg.target, snn)
     if cfg.scheduler is not None:
         from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine
 
@@ -503,6 +576,10 @@ def _iter_standalone(
         # one project per network structure: Brian2 rewrites only changed sources and make
         # recompiles only those, so a second simulate() of the same network skips compilation
         directory = str(standalone_cache_dir() / f"{snn.name}_{_structure_key(snn, bs, cfg, dt, plan.graded)}")
+    if not (Path(directory) / "main").exists():
+        _say_once(f"standalone-{directory}",
+                  f"compiling a C++ standalone project for network '{snn.name}' (expected 1-3 min on 2 cores, once: "
+                  f"kept in {directory})", logging.WARNING)
     os.makedirs(directory, exist_ok=True)
     # Brian2 objects of an earlier build that are still alive would make the new code objects
     # take suffixed names, i.e. new source files and a full recompilation
