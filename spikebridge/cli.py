@@ -747,6 +747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CODES["internal error"]
     finally:
         sys.unraisablehook = previous_hook
+        for h in [h for h in notice.handlers if getattr(h, "spikebridge_cli", False)]:
+            notice.removeHandler(h)  # the stderr it wrote to may be gone after main() returns
+        notice.propagate = True
+        notice.setLevel(logging.NOTSET)
 
 
 #: exit statuses of :func:`main` (documented in docs/cli.md)

@@ -58,6 +58,7 @@ def test_examples_are_documented_and_have_a_quick_mode():
 
 
 @requires_torch
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_pytorch_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_pytorch.py"), "--quick"], tmp_path)
     ann, snn = _percent("ANN accuracy", out), _percent("SNN accuracy", out)
@@ -66,6 +67,7 @@ def test_convert_pytorch_quick(tmp_path):
 
 
 @requires_onnx
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_onnx_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_onnx.py"), "--quick"], tmp_path)
     # the imported CNN reproduces onnx's own reference evaluator (float32 rounding only)
@@ -75,6 +77,7 @@ def test_convert_onnx_quick(tmp_path):
 
 
 @requires_keras
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_keras_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_keras.py"), "--quick"], tmp_path)
     assert (tmp_path / "keras_example" / "digits_keras.keras").is_file()

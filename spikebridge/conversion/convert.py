@@ -106,7 +106,7 @@ def normalisation_memory(graph: AnnGraph, n_samples: int) -> float:
     >>> from spikebridge.ir import AnnGraph
     >>> from spikebridge.ir.layers import Input, Dense
     >>> import numpy as np
-    >>> g = AnnGraph.sequential([Input("x", shape=(4,)), Dense("d", weight=np.ones((3, 4)))])
+    >>> g = AnnGraph([Input(name="x", shape=(4,)), Dense(name="d", weight=np.ones((3, 4)))])
     >>> normalisation_memory(g, 10)  # (4 + 3) values x 10 samples x 8 bytes
     560.0
     """

@@ -19,7 +19,7 @@ from ..errors import ValidationError
 from ..snn.network import SpikingNetwork
 from ..store.record import SpikeRecord, concat_records
 from ..engines.brian2.builder import estimate_memory
-from ..engines.brian2.run import explain_target, iter_standalone, resolve_target, run_batch, say_once
+from ..engines.brian2.run import explain_target, iter_standalone, notice, resolve_target, run_batch
 from ..engines.plan import checked_plan, draw_poisson
 from .batches import iter_parallel, iter_plan_tensor, n_workers, plan_batches, progress_bar
 
@@ -58,7 +58,7 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
     else:
         reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
         engine = "brian2"
-    say_once(f"engine-{snn.name}-{engine}", f"engine auto -> {engine} for network '{snn.name}': {reason} (same spikes either way)")
+    notice.info("engine auto -> %s for network '%s': %s (same spikes either way)", engine, snn.name, reason)
     return engine
 
 

@@ -113,10 +113,10 @@ def explain_target(target: str, snn: SpikingNetwork | None = None) -> str:
     if target == "auto":
         if resolved == "numpy":
             why = "no compiler/Cython found" if not _cython_works() else f"no compiled Cython cache yet in {cython_cache_dir()}"
-            say_once("target-auto", f"target auto -> numpy: {why}; nothing to compile (target='cython' compiles "
+            notice.info(f"target auto -> numpy: {why}; nothing to compile (target='cython' compiles "
                      "each code object once, seconds each, then runs large networks faster)")
         else:
-            say_once("target-auto", f"target auto -> cython: compiled code cached in {cython_cache_dir()}")
+            notice.info(f"target auto -> cython: compiled code cached in {cython_cache_dir()}")
     if resolved == "cython" and snn is not None and not cython_cache_exists():
         n_obj = 3 * len(snn.populations) + 2 * len(snn.projections)
         say_once(f"compile-{snn.name}",
