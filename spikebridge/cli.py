@@ -428,7 +428,7 @@ def _export_brian2(args: argparse.Namespace) -> None:
     snn = load_network(args.source)
     x = None
     if snn.input is not None:
-        x, _ = load_dataset(args.data)
+        x, _ = load_dataset(args.data, args.data_dir)
         x = x[: args.limit]
     script, arrays = export_brian2_script(snn, args.brian2, x, n_steps=args.steps, seed=args.seed, overwrite=args.overwrite)
     _out(f"wrote {script} and {arrays} (run: python {script})")
@@ -493,6 +493,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "stdp" in raw:  # an STDP learning experiment (examples/stdp_digits.toml)
         return _run_stdp(args, raw)
     spec, out_cfg, title = load_experiment(args.experiment)
+    if args.data_dir is not None:
+        spec.data_dir = args.data_dir  # the flag wins over [data] data_dir
     if _engine_overrides(args):
         spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
     out = Path(args.out or out_cfg or "spikebridge_out")
@@ -627,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nir", help="NIR file to write")
     p.add_argument("--brian2", metavar="OUT_DIR", help="write a standalone Brian2 script (+ .npz of arrays) of a network file")
     p.add_argument("--data", default="digits:test", help="inputs the Brian2 script simulates (default digits:test)")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--limit", type=_COUNT, default=10, help="samples the Brian2 script simulates (default 10)")
     p.add_argument("--steps", type=_COUNT, default=128, help="time steps the Brian2 script runs (default 128)")
     p.add_argument("--seed", type=_SEED, default=0, help="seed of Poisson inputs (as simulate --seed)")
@@ -647,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run convert -> simulate -> compare -> graph -> report from a TOML file")
     p.add_argument("experiment", help="experiment TOML file (see docs/cli.md)")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP + "; overrides [data] data_dir")
     p.add_argument("--out", help="output directory (overrides [experiment] out)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")

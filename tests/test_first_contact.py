@@ -99,3 +99,16 @@ def test_calibration_memory_is_estimated_before_starting(digits, monkeypatch):
     with pytest.raises(ConversionError, match=r"300 samples needs about .* pass at most 100 samples"):
         convert(graph, ConversionConfig(normalisation_samples=None), calibration=digits[0][:300])
     convert(graph, ConversionConfig(normalisation_samples=None), calibration=digits[0][:100])
+
+
+def test_a_whole_saved_torch_model_is_named_as_such(tmp_path):
+    torch = pytest.importorskip("torch")
+    from spikebridge.errors import ModelFormatError
+
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    torch.save(m, tmp_path / "whole.pt")
+    with pytest.raises(ModelFormatError, match=r"whole pickled model \(torch\.nn\.modules\.container\.Sequential\)"):
+        load_model(tmp_path / "whole.pt")
+    torch.save(m.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(Exception, match="holds only weights"):
+        load_model(tmp_path / "weights.pt")
