@@ -342,7 +342,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
 
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    say(f"comparing '{args.spikes}': reading its spikes and ANN outputs ...")
     report = compare(args.spikes)
+    say(f"compared {report.n_samples} samples in {time.perf_counter() - t0:.1f} s")
     if args.json:
         _out(json.dumps(report.to_dict(), indent=2, default=float))
     else:
@@ -350,6 +354,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.plots:
         from .analysis.plot import plot_report
 
+        say(f"drawing figures into '{args.plots}' ...")
         for path in plot_report(args.spikes, args.plots):
             _out(f"wrote {path}")
     return 0
@@ -477,7 +482,7 @@ def _run_stdp(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     cfg, exp = load_stdp_experiment(raw)
     out = Path(args.out or exp.get("out") or "spikebridge_stdp")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    s = run_stdp_digits(cfg, out, overwrite=args.overwrite, say=say)
+    s = run_stdp_digits(cfg, out, overwrite=args.overwrite, say=say, progress=not args.quiet)
     rows = [("test accuracy", f"{100 * s['accuracy']:.2f} %"), ("training-set vote", f"{100 * s['train_accuracy']:.2f} %"),
             ("excitatory neurons", str(s["n_exc"])), ("training digits x epochs", f"{s['n_train']} x {s['epochs']}"),
             ("s per epoch", " ".join(f"{t:.1f}" for t in s["epoch_s"])), ("spike store", s["store"])]
@@ -683,6 +688,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     level = logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # Dask's INFO lines (worker start/stop, scheduler addresses) would bury a sweep's progress; -vv shows them
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # what was chosen for the user (engine, target) and what compiles: one line each, shown unless --quiet
     notice = logging.getLogger("spikebridge.notice")
     for old in [h for h in notice.handlers if getattr(h, "spikebridge_cli", False)]:
