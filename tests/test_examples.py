@@ -88,6 +88,7 @@ def test_convert_keras_quick(tmp_path):
     assert _percent("SNN accuracy", out) >= 85.0
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_recurrent_ei_quick(tmp_path):
     out = _run([str(EXAMPLES / "recurrent_ei.py"), "--quick"], tmp_path)
     number = r"\s+([0-9.]+)"
@@ -102,6 +103,7 @@ def test_recurrent_ei_quick(tmp_path):
     assert loops and "E" in loops.group(1) and "I" in loops.group(1) and "none" not in loops.group(1), out
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_sweep_latency_quick(tmp_path):
     out = _run([str(EXAMPLES / "sweep_latency.py"), "--quick"], tmp_path)
     rows = re.findall(r"^\s+([0-9.]+)\s+0\.5((?:\s+[0-9.]+){4})$", out, re.MULTILINE)
@@ -115,6 +117,7 @@ def test_sweep_latency_quick(tmp_path):
     assert _percent("Brian2 (numpy)", out) >= 85.0
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_experiment_toml_runs(tmp_path):
     # the shipped example file, with the numpy target (no compiler) and without the graph measures
     # (clustering/motifs take seconds; they are tested in tests/analysis)
