@@ -266,10 +266,21 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
     n_in = snn.populations[snn.input].n
     x = np.asarray(inputs, dtype=np.float64)
     if kind == "spikes":
+        shape = tuple(snn.populations[snn.input].shape or (n_in,))
+        hint = ("; to drive it with data as a constant current (as before an export to NIR): "
+                "net.copy_with(encoding={'kind': 'current'})")
+        if x.ndim >= 2 and x.shape[1:] == shape:
+            # samples of the input population's shape, e.g. images (n, 1, 28, 28): read as a raster they would
+            # be one-step analog drive and the network would silently score chance (issue 23)
+            raise ValidationError(
+                f"network '{snn.name}' takes spike rasters (n_samples, n_steps, {n_in}) (encoding 'spikes'), but the "
+                f"inputs of shape {x.shape} are samples of its input shape {shape}" + hint,
+                attr="inputs",
+            )
         if x.ndim < 3 or int(np.prod(x.shape[2:])) != n_in:
             raise ValidationError(
                 f"spike-raster inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} "
-                f"neurons; expected (n_samples, n_steps, {n_in})",
+                f"neurons; expected (n_samples, n_steps, {n_in})" + (hint if x.ndim == 2 and x.shape[1] == n_in else ""),
                 attr="inputs",
             )
         values = x.reshape(x.shape[0], x.shape[1], n_in)

@@ -19,7 +19,7 @@ from ..errors import ValidationError
 from ..snn.network import SpikingNetwork
 from ..store.record import SpikeRecord, concat_records
 from ..engines.brian2.builder import estimate_memory
-from ..engines.brian2.run import iter_standalone, resolve_target, run_batch
+from ..engines.brian2.run import explain_target, iter_standalone, notice, run_batch
 from ..engines.plan import Plan, checked_plan, compile, draw_poisson
 from .batches import iter_parallel, iter_plan_tensor, n_workers, plan_batches, progress_bar
 
@@ -32,7 +32,9 @@ __all__ = ["simulate", "iter_simulate", "resolve_engine", "simulate_tensor", "it
 def resolve_engine(snn: SpikingNetwork, config: SimulationConfig, compiled: Plan | None = None) -> str:
     """The engine ``config.engine`` means for ``snn``; ``"auto"`` logs its choice and reason in one line.
 
-    ``"auto"`` picks ``"tensor"`` when a projection carries a shared kernel
+    ``"auto"`` (the default) picks ``"brian2"`` when a Brian2 ``target`` other
+    than ``"auto"`` was asked for and ``"tensor"`` for a ``device`` other than
+    ``"cpu"``; else ``"tensor"`` when a projection carries a shared kernel
     (convolution/pooling: Brian2 would replicate every synapse per sample) or
     when one sample does not fit ``max_memory`` in Brian2; else ``"brian2"``
     (the canonical simulator, extensible by users).  ``compiled`` is the run's plan
@@ -42,7 +44,13 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig, compiled: Plan
         return config.engine
     kernels = [p.name for p in snn.projections.values() if p.operator is not None]
     one = estimate_memory(compiled if compiled is not None else compile(snn, config), 1)
-    if kernels:
+    if config.target != "auto":
+        reason = f"target {config.target!r} was asked for, a Brian2 target"
+        engine = "brian2"
+    elif config.device != "cpu":
+        reason = f"device {config.device!r} was asked for, a tensor-engine device"
+        engine = "tensor"
+    elif kernels:
         reason = f"{len(kernels)} shared-kernel (conv/pool) projection(s), {snn.n_synapses:,} synapses per sample in Brian2"
         engine = "tensor"
     elif one > config.max_memory / max(n_workers(config), 1):
@@ -51,7 +59,7 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig, compiled: Plan
     else:
         reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
         engine = "brian2"
-    log.info("engine auto -> %s for network '%s': %s", engine, snn.name, reason)
+    notice.info("engine auto -> %s for network '%s': %s (same spikes either way)", engine, snn.name, reason)
     return engine
 
 
@@ -101,7 +109,7 @@ def iter_simulate(
         yield from iter_plan_tensor(compiled, plan, cfg, start)
         return
     n = plan.n_samples
-    target = resolve_target(cfg.target)
+    target = explain_target(cfg.target, snn)
     if cfg.scheduler is not None:
         from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine
 

@@ -263,7 +263,7 @@ def test_kernel_projection_makes_synapses_only_when_asked(digits, tmp_path):
 def test_engine_auto_announces_its_choice(digits, caplog):
     cnn = convert(load_graph("models/digits_cnn.h5"), calibration=digits[:100])
     mlp = convert(load_graph("models/digits_mlp.h5"), calibration=digits[:100])
-    with caplog.at_level(logging.INFO, logger="spikebridge.run.simulate"):
+    with caplog.at_level(logging.INFO, logger="spikebridge.notice"):
         assert resolve_engine(cnn, SimulationConfig(engine="auto")) == "tensor"
         assert resolve_engine(mlp, SimulationConfig(engine="auto")) == "brian2"
         assert resolve_engine(mlp, SimulationConfig(engine="auto", max_memory=30e6)) == "tensor"
