@@ -80,8 +80,13 @@ def _matrix(pre: NDArray[np.int64], post: NDArray[np.int64], w: NDArray[np.float
     return m
 
 
-def _apply(m: object, s: NDArray[np.float64]) -> NDArray[np.float64]:
+def _apply(m: object, s: NDArray[np.float64], binary: bool = False) -> NDArray[np.float64]:
     if isinstance(m, np.ndarray):
+        if binary:
+            from .tensor.arrays import ordered_matmul
+
+            # each arrival summed in pre-index order, as the CSR products and the tensor engine do
+            return ordered_matmul(s, m.T)
         return s @ m.T
     return np.asarray((m @ s.T).T)  # type: ignore[operator]
 
@@ -301,7 +306,7 @@ def simulate_reference(
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
-                        buf[(k + d) % ring] += _apply(m, sf)
+                        buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
         if out:
             st = state[out]
             if st.spikes is not None:
