@@ -198,7 +198,7 @@ class SparseConv:
             buf = self._local.x = np.empty(size)
         xf = buf[:size].reshape(b, hp, wp, c)
         xf[...] = s
-        win = np.lib.stride_tricks.sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (B, OH, OW, C, kh, kw)
+        win = np.lib.stride_tricks.sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # type: ignore[call-overload]  # (B, OH, OW, C, kh, kw)
         cols = np.ascontiguousarray(win[:, :oh, :ow]).reshape(b * oh * ow, c * kh * kw)
         out = ordered_matmul(cols, self.wm)  # (B*OH*OW, O)
         return np.ascontiguousarray(out.reshape(b, oh * ow, -1).transpose(0, 2, 1)).reshape(b, -1)
