@@ -443,6 +443,12 @@ class TorchArrays(Arrays):
     def matmul(self, prepared: Any, x: Any) -> Any:
         kind, w = prepared
         f64 = self.lib.float64
+        if kind == "dense" and self.device.type == "cpu":
+            # the same ordered sums as the numpy engine and the reference (torch's GEMM regroups them)
+            xn = x.numpy()
+            active = np.flatnonzero(xn.any(axis=0))
+            wn = w.numpy()
+            return self.lib.from_numpy(ordered_matmul(xn[:, active].astype(np.float64), wn[active]))
         if kind == "dense":
             active = self.lib.nonzero(x.any(dim=0)).flatten()
             if active.numel() < _GATHER_BELOW * x.shape[1]:
