@@ -80,8 +80,13 @@ def _matrix(pre: NDArray[np.int64], post: NDArray[np.int64], w: NDArray[np.float
     return m
 
 
-def _apply(m: object, s: NDArray[np.float64]) -> NDArray[np.float64]:
+def _apply(m: object, s: NDArray[np.float64], binary: bool = False) -> NDArray[np.float64]:
     if isinstance(m, np.ndarray):
+        if binary:
+            from .tensor.arrays import ordered_matmul
+
+            # each arrival summed in pre-index order, as the CSR products and the tensor engine do
+            return ordered_matmul(s, m.T)
         return s @ m.T
     return np.asarray((m @ s.T).T)  # type: ignore[operator]
 
@@ -121,6 +126,13 @@ def spike_trains(
     sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
+    if sample.size > 1 and n_samples > 1:
+        # step-major parts (each sorted by sample, then neuron) into (sample, step, neuron) order with
+        # a stable sort on the sample alone (radix sort for 16-bit keys: O(n)); SpikeTrains then
+        # finds them sorted and skips its O(n log n) lexsort (issue 21 §2: ~3x faster recording)
+        key = sample.astype(np.int16) if n_samples <= np.iinfo(np.int16).max else sample
+        order = np.argsort(key, kind="stable")
+        sample, neuron, step = sample[order], neuron[order], step[order]
     return SpikeTrains(
         n_neurons=n_neurons, n_samples=n_samples, dt=dt,
         # SpikeTrains converts the indices to int32
@@ -298,7 +310,7 @@ def simulate_reference(
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
-                        buf[(k + d) % ring] += _apply(m, sf)
+                        buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
         if out:
             st = state[out]
             if st.spikes is not None:

@@ -194,6 +194,22 @@ def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> 
 
 
 
+def _one_blas_thread() -> Any:
+    """Context limiting BLAS to one thread while batch parts run in threads of their own.
+
+    Two parts each calling a 2-thread OpenBLAS ran the MNIST LeNet 3.5x slower than with one
+    BLAS thread per part (issue 21; 100 samples, T=64, load ~4).  Uses threadpoolctl where
+    installed; without it, set ``OPENBLAS_NUM_THREADS=1`` yourself.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
     """One batch, split into ``parts`` sub-batches run by concurrent threads."""
     n = plan.n_samples
@@ -206,7 +222,7 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
 
     bounds = np.linspace(0, n, parts + 1).astype(int)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parts) as pool:
+    with _one_blas_thread(), ThreadPoolExecutor(max_workers=parts) as pool:
         futures = [
             pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
             for a, b in zip(bounds[:-1], bounds[1:])
