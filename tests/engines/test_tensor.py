@@ -386,7 +386,7 @@ def test_dense_and_event_convolutions_give_identical_spikes(digits, device):
     plan = draw_poisson(prepare_inputs(snn, digits[:6], snn.dt), 40, snn.dt, 3)
     runs = {}
     for mode, above in (("events", 2.0), ("dense", 0.0)):
-        program = TensorProgram(snn, snn.dt, arrays_for(device))
+        program = TensorProgram(compile(snn), arrays_for(device))
         convs = [link.prepared for links in program.links.values() for link in links if isinstance(link.prepared, SparseConv)]
         assert convs  # the poisson input's convolution and the hidden one run as SparseConv
         for conv in convs:
