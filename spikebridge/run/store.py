@@ -27,7 +27,7 @@ from ..config import SimulationConfig
 from ..errors import ValidationError
 from ..store._hdf5lock import WriterLock, is_disk_full
 from ..store.record import SpikeRecord
-from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError
+from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError, batch_bytes_bound, ensure_space
 from ..store.stream import (
     AUTO_ACTIVATIONS_BYTES,
     file_sha256,
@@ -222,6 +222,9 @@ def simulate_to_store(
                 yb = None if y is None else y[first : first + rec.n_samples]
                 quiet.install()  # again: importing Brian2 replaces sys.excepthook
                 if store is None:
+                    # before the file exists: header, layout and first batch must fit, with margin
+                    ensure_space(partial, batch_bytes_bound(rec, ann, acts, yb) + len(str(header)),
+                                 f"the first batch (samples {first}-{first + rec.n_samples - 1})")
                     first_store = SpikeStore(partial, "x")
                     try:
                         first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})

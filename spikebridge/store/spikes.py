@@ -49,7 +49,9 @@ once the datasets exist, so a killed writer leaves a consistent file (see
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -76,7 +78,10 @@ from ._hdf5lock import (
 )
 from .record import SpikeRecord, SpikeTrains
 
-__all__ = ["SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store"]
+__all__ = [
+    "SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store",
+    "batch_bytes_bound", "ensure_space", "free_bytes", "verified_samples",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -91,6 +96,14 @@ _JSON_KEYS = ("conversion", "simulation", "readout", "scales", "populations", "m
 _MAX_ATTR_BYTES = 1 << 20
 _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_BYTES = 1 << 20
+#: free bytes kept beyond a batch's estimated size: HDF5 metadata (chunk indexes, object headers,
+#: superblock) written with the batch and when the file is closed
+SPACE_RESERVE = 256 << 10
+#: factor on a batch's estimated size (the estimate is already an upper bound without compression)
+SPACE_FACTOR = 1.5
+#: per-chunk allowance for the filter's framing and the chunk index entry
+_CHUNK_OVERHEAD = 512
+_SPIKE_CHUNK, _INDEX_CHUNK = 65536, 4096
 _M = TypeVar("_M", bound=Callable[..., Any])
 
 
@@ -100,6 +113,171 @@ class StoreExistsError(SpikebridgeError, FileExistsError):
 
 class StoreFullError(SpikebridgeError, OSError):
     """The disk (or the file-size limit, or the quota) filled while writing a spike store."""
+
+
+def _chunk_span_bytes(lo: int, n: int, chunk_rows: int, row_bytes: int) -> int:
+    """Upper bound of the bytes HDF5 writes to put rows ``lo..lo+n-1`` into a chunked dataset.
+
+    Every chunk the rows touch is written again whole, at a new place in the
+    file (a compressed chunk that grew does not fit its old one): from the
+    first touched chunk's first row to the last new row, uncompressed (gzip
+    does not grow these arrays by more than its framing, counted per chunk).
+    """
+    if n <= 0:
+        return 0
+    c = max(1, int(chunk_rows))
+    first, last = lo // c, (lo + n - 1) // c
+    return (lo + n - first * c) * int(row_bytes) + (last - first + 1) * _CHUNK_OVERHEAD
+
+
+def batch_bytes_bound(
+    record: SpikeRecord,
+    ann_outputs: ArrayLike | None = None,
+    activations: Mapping[str, ArrayLike] | None = None,
+    labels: ArrayLike | None = None,
+    file: h5py.File | None = None,
+    start: int = 0,
+) -> int:
+    """Upper bound, in bytes, of what appending this batch at sample ``start`` adds to a store file.
+
+    ``file`` is the store's open file (None before its first batch: the
+    chunk shapes the first batch will create are assumed).  Margins
+    (:data:`SPACE_FACTOR`, :data:`SPACE_RESERVE`) are not included.
+    """
+    n = int(record.n_samples)
+    total = 0
+
+    def chunk_of(key: str, default: int) -> int:
+        if file is not None and key in file and file[key].chunks:
+            return int(file[key].chunks[0])
+        return default
+
+    for name, st in record.spikes.items():
+        key = f"populations/{name}"
+        base = 0
+        if file is not None and start and f"{key}/index" in file and file[f"{key}/index"].shape[0] >= start:
+            base = int(file[f"{key}/index"][start - 1])
+        m = int(np.size(st.neuron))
+        total += 2 * _chunk_span_bytes(base, m, chunk_of(f"{key}/neuron", _SPIKE_CHUNK), 4)
+        total += _chunk_span_bytes(start, n, chunk_of(f"{key}/index", _INDEX_CHUNK), 8)
+    for name, c in record.counts.items():
+        row = int(np.prod(np.shape(c)[1:]))
+        total += _chunk_span_bytes(start, n, chunk_of(f"counts/{name}", _rows_per_chunk(row, 4)), 4 * row)
+    row = int(np.prod(np.shape(record.output_counts_t)[1:]))
+    total += 2 * _chunk_span_bytes(start, n, chunk_of("output/counts_t", _rows_per_chunk(row, 4)), 4 * row)
+    extra: list[tuple[str, Any, int]] = [("labels", labels if labels is not None else record.labels, 8), ("ann/outputs", ann_outputs, 8)]
+    extra += [(f"ann/activations/{k}", v, 4) for k, v in (activations or {}).items()]
+    for key, arr, size in extra:
+        if arr is None:
+            continue
+        row = int(np.prod(np.shape(arr)[1:]))
+        total += _chunk_span_bytes(start, n, chunk_of(key, _rows_per_chunk(row, size)), size * row)
+    return total + 2 * _chunk_span_bytes(0, 1, 1, 40)  # the checksum rows
+
+
+def free_bytes(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Bytes a write to ``path`` may still add, and what limits them ("device" or "file-size limit").
+
+    The free space of the file's device for unprivileged users
+    (``statvfs``: ``f_bavail * f_frsize``) and, where set, the room left
+    under the process's file-size limit (``RLIMIT_FSIZE``).
+    """
+    p = Path(path)
+    folder = p.parent if not p.is_dir() else p
+    try:
+        sv = os.statvfs(folder)
+        free, what = int(sv.f_bavail) * int(sv.f_frsize), "device"
+    except (OSError, AttributeError):  # no statvfs (Windows): nothing to check
+        free, what = 1 << 62, "device"
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            size = p.stat().st_size if p.is_file() else 0
+            if soft - size < free:
+                free, what = max(0, soft - size), "file-size limit"
+    except (ImportError, OSError, ValueError):
+        pass
+    return free, what
+
+
+def ensure_space(path: str | os.PathLike[str], estimate: int, what: str = "the next batch") -> None:
+    """Raise :class:`StoreFullError` unless ``estimate`` bytes, with margin, fit where ``path`` is written.
+
+    Checked before anything of a batch is written, so that HDF5 never meets
+    a full disk (it does not always report one, and can crash when it does).
+    """
+    need = int(estimate * SPACE_FACTOR) + SPACE_RESERVE
+    free, limit = free_bytes(path)
+    if free < need:
+        where = "the device" if limit == "device" else "the file-size limit"
+        raise StoreFullError(
+            errno.ENOSPC,
+            f"no space left on the device of '{path}': {what} needs up to {need} bytes and {where} leaves {free}",
+        )
+
+
+def _digest(items: list[tuple[str, NDArray[Any]]]) -> NDArray[np.uint8]:
+    """SHA-256 of a batch's rows: every dataset's name and bytes, in the order of the names."""
+    h = hashlib.sha256()
+    for name, arr in sorted(items, key=lambda t: t[0]):
+        h.update(name.encode() + b"\0")
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _batch_rows(f: h5py.File, lo: int, hi: int) -> list[tuple[str, NDArray[Any]]]:
+    """What a batch of samples ``lo..hi-1`` put into every dataset, read back from the file."""
+    items: list[tuple[str, NDArray[Any]]] = []
+    for name in f.get("populations", {}):
+        g = f["populations"][name]
+        index = g["index"][max(0, lo - 1) : hi]
+        a = int(index[0]) if lo else 0
+        b = int(index[-1]) if hi > lo else a
+        items += [(g["index"].name, index[1:] if lo else index), (g["neuron"].name, g["neuron"][a:b]), (g["step"].name, g["step"][a:b])]
+    for group in ("counts", "ann/activations"):
+        if group in f:
+            items += [(ds.name, ds[lo:hi]) for ds in f[group].values()]
+    for key in ("output/counts_t", "output/potential_t", "labels", "ann/outputs"):
+        if key in f:
+            items.append((f[key].name, f[key][lo:hi]))
+    return items
+
+
+def _batch_table(f: h5py.File, n_done: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]] | None:
+    """The finished batches' ends and checksums (None for a store written before checksums)."""
+    if "progress/batch_ends" not in f:
+        return None
+    ends = f["progress/batch_ends"][:].astype(np.int64)
+    k = int(np.searchsorted(ends, n_done, side="right"))
+    return ends[:k], f["progress/batch_sha256"][:k]
+
+
+def verified_samples(f: h5py.File, n_done: int) -> tuple[int, str]:
+    """Samples at the start of a store whose batches match their checksums, and why the next one does not.
+
+    Returns ``(n_done, "")`` for a store without checksums (written by an
+    older version: nothing to verify).
+    """
+    table = _batch_table(f, n_done)
+    if table is None:
+        return n_done, ""
+    ends, sums = table
+    lo = 0
+    for k, hi in enumerate(ends.tolist()):
+        if hi <= lo:
+            return lo, f"batch {k} has an impossible end ({hi} after {lo})"
+        try:
+            ok = np.array_equal(_digest(_batch_rows(f, lo, hi)), sums[k])
+        except Exception as err:  # unreadable chunks of a damaged file
+            return lo, f"samples {lo}-{hi - 1} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        if not ok:
+            return lo, f"samples {lo}-{hi - 1} do not match their checksum"
+        lo = hi
+    if lo != n_done:
+        return lo, f"samples {lo}-{n_done - 1} are counted as done but have no checksum"
+    return lo, ""
 
 
 def _finished_rows_within(path: Path, size: int) -> bool:
@@ -280,7 +458,10 @@ class SpikeStore(Mapping[str, SpikeTrains]):
     (1, ['a'], [1])
     """
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, overwrite: bool = False) -> None:
+    #: check the free space before each batch (see :func:`ensure_space`)
+    check_space = True
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, overwrite: bool = False, verify: bool = True) -> None:
         if mode not in ("r", "w", "a", "x"):
             raise ValidationError(f"SpikeStore: mode {mode!r} is not one of 'r', 'w', 'a', 'x'", attr="mode")
         self.path = Path(path)
@@ -288,6 +469,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         self._lock: WriterLock | None = None
         self._f: h5py.File | None = None
         self._swmr = False
+        self._verify_batches = verify
         if mode == "r":
             self._f = self._open_read()
         else:
@@ -323,10 +505,22 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             self._verify(f)
             check_format(f, FORMAT, VERSION, path=str(self.path))
             check_contained(f, f"spike store '{self.path}'")
+            if self._verify_batches:
+                self._check_batches(f)
         except BaseException:
             f.close()
             raise
         return f
+
+    def _check_batches(self, f: h5py.File) -> None:
+        """Refuse a store whose counted batches do not all match their checksums."""
+        n_done = int(f["progress"].attrs.get("n_done", 0)) if "progress" in f else 0
+        good, why = verified_samples(f, n_done)
+        if good < n_done:
+            raise StoreFormatError(
+                f"spike store '{self.path}' is damaged: {why}; only the first {good} of its {n_done} samples verify. "
+                "Run the same simulate -o with --resume to cut it to them and continue"
+            )
 
     def _verify(self, f: h5py.File) -> None:
         """Check sizes before reading anything: every root attribute and the metadata dataset must fit in
@@ -423,7 +617,17 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             check_contained(f, f"spike store '{self.path}'")
             if "progress" not in f:
                 raise StoreFormatError(f"spike store '{self.path}' has no /progress group; it is incomplete")
+            n_done = int(f["progress"].attrs.get("n_done", 0))
+            good, why = verified_samples(f, n_done)
+            if good < n_done:
+                # resume rewrites from the last verified batch: nothing unverified is ever kept
+                log.warning("spike store '%s': %s; cutting it to the %d verified samples", self.path, why, good)
+                f["progress"].attrs["n_done"] = good
+                self._f = f
+                self._trim()
+                f.flush()
         except BaseException:
+            self._f = None
             f.close()
             raise
         if "populations" in f or "output" in f:
@@ -870,6 +1074,10 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                         chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **_GZIP,
                     )
                     ds.attrs["layer"] = fixed_text(layer)
+        if self.n_done == 0:  # a store continued from an older version keeps going without checksums
+            prog = f["progress"]
+            prog.create_dataset("batch_ends", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+            prog.create_dataset("batch_sha256", shape=(0, 32), maxshape=(None, 32), dtype=np.uint8, chunks=(1024, 32))
         f.flush()
 
     @_divert_on_full
@@ -923,18 +1131,24 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         acts = {k: np.asarray(v, dtype=np.float32) for k, v in (activations or {}).items()}
         lab = record.labels if labels is None else labels
         lab = None if lab is None else np.asarray(lab)
+        if self.check_space:
+            ensure_space(self.path, batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start),
+                         f"the batch of samples {start}-{start + n - 1}")
         if "output" not in f:
             self._create_layout(record, ann, acts, lab)
             self._enable_swmr(f)
         elif record.n_steps != self.n_steps:
             raise ValidationError(f"SpikeStore.append_batch: batch has {record.n_steps} steps, store has {self.n_steps}", attr="record")
         stop = start + n
+        written: list[tuple[str, NDArray[Any]]] = []
 
         def put(ds: h5py.Dataset, data: NDArray[Any], lo: int) -> None:
             if data.shape[1:] != ds.shape[1:]:
                 raise ValidationError(
                     f"SpikeStore.append_batch: {ds.name} rows have shape {data.shape[1:]}, store has {ds.shape[1:]}", attr="record"
                 )
+            data = np.asarray(data, dtype=ds.dtype)
+            written.append((ds.name, data))
             ds.resize(lo + data.shape[0], axis=0)
             if data.shape[0]:
                 ds[lo : lo + data.shape[0]] = data
@@ -970,12 +1184,31 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 if layer not in acts:
                     raise ValidationError(f"SpikeStore.append_batch: batch lacks ANN activations of layer {layer!r}", attr="activations")
                 put(g[key], acts[layer], start)
-        # Data first, then the counter: a crash between the two flushes leaves
-        # n_done at the old value and the extra rows are overwritten on resume.
+        # Data and their checksum first, on disk (fsync), then the counter: a crash or a
+        # failed write before the counter leaves n_done at the old value, and readers
+        # verify every counted batch against its checksum.
+        if "progress/batch_ends" in f:
+            ends, sums = f["progress/batch_ends"], f["progress/batch_sha256"]
+            k = int(np.searchsorted(ends[:], start, side="right"))
+            ends.resize(k + 1, axis=0)
+            sums.resize(k + 1, axis=0)
+            ends[k] = stop
+            sums[k] = _digest(written)
         f.flush()
+        self._fsync()
         f["progress"].attrs["n_done"] = stop
         f.flush()
+        self._fsync()
         return stop
+
+    def _fsync(self) -> None:
+        """Push what HDF5 wrote to the file down to the disk (a no-op for drivers without a descriptor)."""
+        try:
+            fd = self.file.id.get_vfd_handle()
+        except Exception:
+            return
+        if isinstance(fd, int):
+            os.fsync(fd)
 
     def _trim(self) -> None:
         """Cut datasets to ``n_done`` rows (leftovers of an interrupted batch)."""
@@ -986,6 +1219,11 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         for key in ("output/counts_t", "output/potential_t", "labels", "ann/outputs"):
             if key in f and f[key].shape[0] > n:
                 f[key].resize(n, axis=0)
+        if "progress/batch_ends" in f:
+            k = int(np.searchsorted(f["progress/batch_ends"][:], n, side="right"))
+            for key in ("progress/batch_ends", "progress/batch_sha256"):
+                if f[key].shape[0] > k:
+                    f[key].resize(k, axis=0)
         for group in ("counts", "ann/activations"):
             if group in f:
                 for ds in f[group].values():
