@@ -208,6 +208,8 @@ def simulate_to_store(
         log.info("resuming '%s' at sample %d of %d", path, start, n_samples)
     elif exists and not overwrite:
         raise StoreExistsError(f"spike store '{path}' already exists; pass --overwrite to replace it or --resume to continue it")
+    elif path.exists() and not (overwrite or resume):  # an empty file is still the user's
+        raise StoreExistsError(f"'{path}' already exists (an empty file); pass --overwrite to replace it")
     elif exists:
         WriterLock.probe(path)
 
