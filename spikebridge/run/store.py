@@ -215,7 +215,7 @@ def simulate_to_store(
 
     # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    first = start
+    first = done = start
     quiet = _QuietWhenFull()
     try:
         if start < n_samples:
@@ -239,9 +239,10 @@ def simulate_to_store(
                     if path.exists():
                         WriterLock.probe(path)
                     os.replace(partial, path)
+                    done = first + rec.n_samples
                     store = SpikeStore(path, "a")
                 else:
-                    store.append_batch(first, rec, ann, acts, labels=yb)
+                    done = store.append_batch(first, rec, ann, acts, labels=yb)
                 if progress is not None:
                     progress(store.n_done, n_samples)
         if store is None:
@@ -254,11 +255,11 @@ def simulate_to_store(
             raise
         _abandon(store)
         quiet.keep = True  # objects of the failed file are freed later still (with the traceback)
-        kept = first if store is not None else 0  # batches are appended in order
+        kept = done  # batches are appended in order
         store = None
         what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
         raise StoreFullError(
-            f"no space left on the device of '{path}' while writing samples from {first}: {what}"
+            f"no space left on the device of '{path}' while writing samples from {kept}: {what}"
         ) from err
     finally:
         if store is not None:

@@ -55,6 +55,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -210,12 +211,62 @@ def ensure_space(path: str | os.PathLike[str], estimate: int, what: str = "the n
     """
     need = int(estimate * SPACE_FACTOR) + SPACE_RESERVE
     free, limit = free_bytes(path)
+    if limit == "device":
+        # blocks reserved past the file's end for the previous batch (see reserve_space) are ours still
+        try:
+            st = os.stat(path)
+            free += max(0, int(getattr(st, "st_blocks", 0)) * 512 - st.st_size)
+        except OSError:
+            pass
     if free < need:
         where = "the device" if limit == "device" else "the file-size limit"
         raise StoreFullError(
             errno.ENOSPC,
             f"no space left on the device of '{path}': {what} needs up to {need} bytes and {where} leaves {free}",
         )
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def reserve_space(fd: int, nbytes: int) -> bool:
+    """Allocate ``nbytes`` of disk blocks past the end of the open file ``fd``, its size unchanged.
+
+    HDF5 grows the file from its end, so its next writes land on blocks that
+    are already the file's: another process filling the disk after the free
+    space was checked cannot make them fail.  Linux ``fallocate`` with
+    ``FALLOC_FL_KEEP_SIZE``; False where that is unavailable (other systems,
+    file systems without it), in which case only the free-space check guards.
+
+    Raises
+    ------
+    OSError
+        ENOSPC (or EFBIG, EDQUOT) when the blocks cannot be had.
+    """
+    if nbytes <= 0 or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    size = os.fstat(fd).st_size
+    if fn(fd, _FALLOC_FL_KEEP_SIZE, size, int(nbytes)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def release_reserve(path: str | os.PathLike[str]) -> None:
+    """Give back blocks reserved past a file's end (truncating it to its own size frees them)."""
+    try:
+        os.truncate(path, os.stat(path).st_size)
+    except OSError:
+        pass
 
 
 def _digest(items: list[tuple[str, NDArray[Any]]]) -> NDArray[np.uint8]:
@@ -563,6 +614,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             raise StoreExistsError(
                 f"spike store '{self.path}' already exists; pass --overwrite to replace it or --resume to continue it"
             )
+        if exists and mode == "a":  # opening writes (flags, a cut to the verified batches): never on a full disk
+            ensure_space(self.path, 0, "opening the store for writing")
         self._lock = WriterLock(self.path)
         try:
             if exists and mode == "a":
@@ -665,6 +718,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             finally:
                 self._f.close()
                 self._f = None
+                if getattr(self, "_reserved", False):
+                    release_reserve(self.path)
+                    self._reserved = False
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -696,8 +752,6 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         the caller raises one clear error.  What reached the disk before the
         last ``n_done`` update stays readable (see ``extend_to_stored_eof``).
         """
-        import sys
-
         hook = sys.unraisablehook
         sys.unraisablehook = lambda *a: None
         try:
@@ -710,6 +764,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 self._f = None
         finally:
             sys.unraisablehook = hook
+            if getattr(self, "_reserved", False):
+                release_reserve(self.path)
+                self._reserved = False
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -1132,8 +1189,10 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         lab = record.labels if labels is None else labels
         lab = None if lab is None else np.asarray(lab)
         if self.check_space:
-            ensure_space(self.path, batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start),
-                         f"the batch of samples {start}-{start + n - 1}")
+            bound = batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start)
+            what = f"the batch of samples {start}-{start + n - 1}"
+            ensure_space(self.path, bound, what)
+            self._reserve(int(bound * SPACE_FACTOR) + SPACE_RESERVE, what)
         if "output" not in f:
             self._create_layout(record, ann, acts, lab)
             self._enable_swmr(f)
@@ -1200,6 +1259,23 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         f.flush()
         self._fsync()
         return stop
+
+    def _reserve(self, nbytes: int, what: str) -> None:
+        """Take the blocks the next writes need (see :func:`reserve_space`), or raise StoreFullError."""
+        try:
+            fd = self.file.id.get_vfd_handle()
+        except Exception:
+            return
+        if not isinstance(fd, int):
+            return
+        try:
+            self._reserved = reserve_space(fd, nbytes) or getattr(self, "_reserved", False)
+        except OSError as err:
+            free, _ = free_bytes(self.path)
+            raise StoreFullError(
+                errno.ENOSPC, f"no space left on the device of '{self.path}': {what} needs up to {nbytes} bytes "
+                f"and {free} are free ({err.strerror})",
+            ) from err
 
     def _fsync(self) -> None:
         """Push what HDF5 wrote to the file down to the disk (a no-op for drivers without a descriptor)."""

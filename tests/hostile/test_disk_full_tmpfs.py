@@ -129,3 +129,55 @@ def test_real_full_disk_keeps_verified_batches_and_resumes(setup, tmpfs, point):
     _assert_same(_arrays(out), _arrays(ref))
     with SpikeStore(out) as st:
         assert st.complete and st.n_done == N
+
+
+RACE = r"""
+import sys
+from pathlib import Path
+import numpy as np
+import spikebridge.run.store as run_store
+import spikebridge.store.spikes as spikes
+from spikebridge.config import SimulationConfig
+from tests.store._fake import fake_iter, make_net
+
+out, mnt = Path(sys.argv[1]), Path(sys.argv[2])
+reserve = spikes.reserve_space
+calls = []
+
+def reserve_then_fill(fd, nbytes):
+    # another process takes every free byte right after the check and the reservation of batch 2
+    ok = reserve(fd, nbytes)
+    calls.append(ok)
+    if len(calls) == 2:
+        with open(mnt / "filler", "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\1" * 4096)
+            except OSError:
+                pass
+        assert spikes.free_bytes(out)[0] < 4096
+    return ok
+
+spikes.reserve_space = reserve_then_fill
+run_store._backend_iter = fake_iter
+x = np.random.default_rng(1).uniform(0, 1, (24, 6))
+cfg = SimulationConfig(n_steps=40, batch_size=4, seed=7, record=("all",), target="numpy")
+try:
+    run_store.simulate_to_store(make_net(), x, out, cfg, labels=np.arange(24) % 4, return_record=False)
+except spikes.StoreFullError as err:
+    print(err)
+    sys.exit(1)
+"""
+
+
+def test_disk_filled_by_another_process_after_the_check(tmpfs, tmp_path):
+    """The race the free-space check cannot see: the batch's blocks were reserved, so HDF5's writes still land."""
+    out = tmpfs / "s.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", RACE, str(out), str(tmpfs)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 1, res.stderr  # not a crash inside HDF5
+    assert "while writing samples from 8: 8 of 24 samples are kept in it" in res.stdout, res.stdout + res.stderr
+    with SpikeStore(out) as st:  # both finished batches verify
+        assert st.n_done == 8
+    (tmpfs / "filler").unlink()

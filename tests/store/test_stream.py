@@ -358,7 +358,7 @@ def test_free_space_is_checked_before_a_batch(fake_backend, tmp_path, monkeypatc
 
     def free(p):
         calls.append(p)
-        return (10 << 20, "device") if len(calls) <= 3 else (1000, "device")
+        return (10 << 20, "device") if len(calls) <= 4 else (1000, "device")  # check, batch 0, reopen, batch 1
 
     monkeypatch.setattr(spikes, "free_bytes", free)
     with pytest.raises(StoreFullError, match=r"while writing samples from 8: 8 of 24 samples are kept in it"):
