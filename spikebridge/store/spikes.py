@@ -15,7 +15,9 @@ readable with plain h5py::
                            simulation, readout, scales, populations, meta,
                            population_order (older stores keep these as JSON
                            root attributes, which are still read)
-    /progress              attrs n_done = samples completely written
+    /progress              attrs n_done = samples completely written;
+                           batch_ends (int64), batch_sha256 (uint8, 32 per batch):
+                           each finished batch's end and SHA-256 (see ``_digest``)
     /populations/<pop>/    neuron (int32), step (int32): all spikes concatenated,
                            sorted by (sample, step, neuron); index (int64, one
                            exclusive end per sample); attrs n_neurons, dt
@@ -40,6 +42,13 @@ deaf to Ctrl-C, reading a corrupted large or variable-length attribute
 Opening a store checks every root attribute's storage size and the metadata
 dataset's shape against the file size first, and reading errors of a damaged
 file become :class:`~spikebridge.errors.StoreFormatError`.
+
+A full disk is never met by HDF5 (which does not always report ENOSPC, and
+can crash on it): before each batch the writer checks the free space against
+a bound of what the batch adds, with margin (:func:`ensure_space`), and
+reserves those blocks past the file's end (:func:`reserve_space`).  Every
+counted batch carries a checksum; readers refuse a store whose counted
+batches do not verify, and mode ``"a"`` cuts it to the verified ones.
 
 Writers hold an exclusive ``flock`` on the file and switch HDF5 to SWMR mode
 once the datasets exist, so a killed writer leaves a consistent file (see
