@@ -287,22 +287,30 @@ def _digest(items: list[tuple[str, NDArray[Any]]]) -> NDArray[np.uint8]:
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def _batch_rows(f: h5py.File, lo: int, hi: int) -> list[tuple[str, NDArray[Any]]]:
-    """What a batch of samples ``lo..hi-1`` put into every dataset, read back from the file."""
-    items: list[tuple[str, NDArray[Any]]] = []
+#: rows of one dataset read at once while verifying (bytes): whole chunks, not one batch's slice at a time
+_VERIFY_WINDOW = 32 << 20
+
+
+def _batch_ranges(f: h5py.File, ends: NDArray[np.int64]) -> dict[str, list[tuple[int, int]]]:
+    """Per dataset path, the rows each finished batch wrote to it (what :func:`_digest` hashed)."""
+    los = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    per_sample = list(zip(los.tolist(), ends.tolist()))
+    ranges: dict[str, list[tuple[int, int]]] = {}
     for name in f.get("populations", {}):
         g = f["populations"][name]
-        index = g["index"][max(0, lo - 1) : hi]
-        a = int(index[0]) if lo else 0
-        b = int(index[-1]) if hi > lo else a
-        items += [(g["index"].name, index[1:] if lo else index), (g["neuron"].name, g["neuron"][a:b]), (g["step"].name, g["step"][a:b])]
+        index = g["index"][: int(ends[-1])] if len(ends) else np.zeros(0, np.int64)
+        cut = [0] + [int(index[e - 1]) for e in ends.tolist()]
+        spikes = list(zip(cut[:-1], cut[1:]))
+        ranges[g["index"].name] = per_sample
+        ranges[g["neuron"].name] = ranges[g["step"].name] = spikes
     for group in ("counts", "ann/activations"):
         if group in f:
-            items += [(ds.name, ds[lo:hi]) for ds in f[group].values()]
+            for ds in f[group].values():
+                ranges[ds.name] = per_sample
     for key in ("output/counts_t", "output/potential_t", "labels", "ann/outputs"):
         if key in f:
-            items.append((f[key].name, f[key][lo:hi]))
-    return items
+            ranges[f[key].name] = per_sample
+    return ranges
 
 
 def _batch_table(f: h5py.File, n_done: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]] | None:
@@ -317,6 +325,8 @@ def _batch_table(f: h5py.File, n_done: int) -> tuple[NDArray[np.int64], NDArray[
 def verified_samples(f: h5py.File, n_done: int) -> tuple[int, str]:
     """Samples at the start of a store whose batches match their checksums, and why the next one does not.
 
+    Every dataset is read once, in windows of whole batches, and each batch's
+    rows are hashed as :func:`_digest` hashed them when they were written.
     Returns ``(n_done, "")`` for a store without checksums (written by an
     older version: nothing to verify).
     """
@@ -324,17 +334,49 @@ def verified_samples(f: h5py.File, n_done: int) -> tuple[int, str]:
     if table is None:
         return n_done, ""
     ends, sums = table
-    lo = 0
-    for k, hi in enumerate(ends.tolist()):
-        if hi <= lo:
-            return lo, f"batch {k} has an impossible end ({hi} after {lo})"
-        try:
-            ok = np.array_equal(_digest(_batch_rows(f, lo, hi)), sums[k])
-        except Exception as err:  # unreadable chunks of a damaged file
-            return lo, f"samples {lo}-{hi - 1} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-        if not ok:
-            return lo, f"samples {lo}-{hi - 1} do not match their checksum"
-        lo = hi
+    los = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    bad = np.flatnonzero(ends <= los)
+    n_ok = int(bad[0]) if bad.size else len(ends)  # batches with a possible end
+    why = {k: f"batch {k} has an impossible end ({int(ends[k])} after {int(los[k])})" for k in bad[:1].tolist()}
+    try:
+        ranges = _batch_ranges(f, ends[:n_ok])
+    except Exception as err:  # the spike index itself unreadable
+        return 0, f"the spike index cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    hashers = [hashlib.sha256() for _ in range(n_ok)]
+    for name in sorted(ranges):
+        ds = f[name]
+        row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+        spans = ranges[name]
+        k = 0
+        while k < n_ok:
+            j = k + 1  # batches k..j-1 in one read
+            while j < n_ok and (spans[j][1] - spans[k][0]) * row_bytes <= _VERIFY_WINDOW:
+                j += 1
+            a0 = spans[k][0]
+            try:
+                block = ds[a0 : spans[j - 1][1]]
+                parts = [block[a - a0 : z - a0] for a, z in spans[k:j]]
+            except Exception:  # unreadable chunks of a damaged file: find the first batch that needs them
+                parts = []
+                for a, z in spans[k:j]:
+                    try:
+                        parts.append(ds[a:z])
+                    except Exception as err:
+                        b = k + len(parts)
+                        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+                        why[b] = f"samples {int(los[b])}-{int(ends[b]) - 1} cannot be read ({text})"
+                        n_ok = b
+                        break
+            for b, part in enumerate(parts, start=k):
+                hashers[b].update(name.encode() + b"\0")
+                hashers[b].update(np.ascontiguousarray(part).tobytes())
+            k = j
+    for k in range(n_ok):
+        if hashers[k].digest() != bytes(sums[k]):
+            return int(los[k]), f"samples {int(los[k])}-{int(ends[k]) - 1} do not match their checksum"
+    if n_ok < len(ends):
+        return int(los[n_ok]), why.get(n_ok, f"samples from {int(los[n_ok])} cannot be verified")
+    lo = int(ends[-1]) if len(ends) else 0
     if lo != n_done:
         return lo, f"samples {lo}-{n_done - 1} are counted as done but have no checksum"
     return lo, ""

@@ -364,3 +364,22 @@ def test_free_space_is_checked_before_a_batch(fake_backend, tmp_path, monkeypatc
     with pytest.raises(StoreFullError, match=r"while writing samples from 8: 8 of 24 samples are kept in it"):
         stream.simulate_to_store(make_net(), X, path, CFG, labels=Y)
     assert _n_done(path) == 8
+
+
+def test_lost_chunk_write_is_refused_and_resume_rewrites_it(fake_backend, tmp_path, reference_store):
+    """Zeros where a compressed chunk should be (a write the full disk swallowed): unreadable, so unverified."""
+    import h5py
+
+    from spikebridge.errors import StoreFormatError
+
+    path = tmp_path / "s.h5"
+    stream.simulate_to_store(make_net(), X, path, CFG, labels=Y)
+    with h5py.File(path, "r") as f:
+        info = f["populations/hidden/neuron"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(bytes(info.size))
+    with pytest.raises(StoreFormatError, match=r"is damaged: samples 0-3 cannot be read .*only the first 0 of its 24"):
+        SpikeStore(path)
+    stream.simulate_to_store(make_net(), X, path, CFG, labels=Y, resume=True)
+    _assert_same(_arrays(path), _arrays(reference_store))
