@@ -285,6 +285,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .ir import evaluate, predict_classes
 
+    _check_simulate_args(args)
     snn = load_network(args.network)
     x, y = load_dataset(args.data, args.data_dir)
     if args.limit is not None:
@@ -339,9 +340,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_simulate_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, settings that would be ignored or files that would be replaced."""
+    if args.resume and not args.output:
+        raise ValidationError("--resume continues the spike store named by -o/--output; give -o FILE (or drop --resume)", attr="resume")
+    if getattr(args, "device", None) is not None:
+        engine = args.engine
+        if engine is None and getattr(args, "config", None):
+            engine = load_toml(args.config).get("simulation", {}).get("engine")
+        if engine in (None, "brian2"):
+            raise ValidationError(
+                f"--device {args.device} is a setting of the tensor engine and the Brian2 engine would ignore it; "
+                "add --engine tensor (or --engine auto), or drop --device",
+                attr="device",
+            )
+    if args.output and not args.resume and not args.overwrite and Path(args.output).exists():
+        # an existing file, even an empty one, is the user's: never replaced without --overwrite
+        raise ValidationError(f"output '{args.output}' exists; pass --overwrite to replace it or --resume to continue it", attr="output")
+
+
+def _plot_names(spikes: str, out_dir: str) -> list[Path]:
+    stem = Path(spikes).stem
+    return [Path(out_dir) / f"{stem}_{kind}.png" for kind in ("accuracy", "raster", "scatter", "rates", "weights")]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
 
+    if args.plots and not args.overwrite:
+        taken = [p for p in _plot_names(args.spikes, args.plots) if p.exists()]
+        if taken:
+            raise ValidationError(f"output '{taken[0]}' exists; pass --overwrite to replace the figures in '{args.plots}'", attr="plots")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     say(f"comparing '{args.spikes}': reading its spikes and ANN outputs ...")
@@ -389,6 +418,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         _out(json.dumps(learning.to_dict(), indent=2, default=float) if args.json else learning.to_text())
         return 0
 
+    if args.graphml and Path(args.graphml).exists() and not args.overwrite:
+        raise ValidationError(f"output '{args.graphml}' exists; pass --overwrite to replace it", attr="graphml")
     snn = load_network(args.network)
     report = analyse(snn, sample_size=args.sample)
     if args.graphml:
@@ -618,12 +649,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spikes")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plots", help="directory to write figures to")
+    p.add_argument("--overwrite", action="store_true", help="replace existing figures")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("graph", help="analyse the connectivity of a network file (or the weight changes in a spike store)")
     p.add_argument("network", help="network file, or a spike store with weight recordings")
     p.add_argument("--json", action="store_true")
     p.add_argument("--graphml", help="write the graph as GraphML")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --graphml file")
     p.add_argument("--level", choices=["population", "neuron"], default="population")
     p.add_argument("--sample", type=_int_arg(3), help="run non-scaling measures on a sampled subgraph of this many neurons")
     p.set_defaults(func=cmd_graph)

@@ -298,7 +298,7 @@ def test_cli_simulate_with_the_tensor_engine_stores_the_same_spikes(capsys, tmp_
     for engine in ("tensor", "brian2"):
         stores[engine] = tmp_path / f"{engine}.h5"
         argv = ["-q", "simulate", str(net), "--limit", "4", "--steps", "32", "--target", "numpy", "--engine", engine,
-                "--device", "cpu", "-o", str(stores[engine])]
+                *(["--device", "cpu"] if engine == "tensor" else []), "-o", str(stores[engine])]  # brian2 refuses --device
         assert cli.main(argv) == 0
     capsys.readouterr()
     with SpikeStore(stores["tensor"]) as a, SpikeStore(stores["brian2"]) as b:
