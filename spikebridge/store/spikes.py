@@ -89,7 +89,9 @@ _META_DS = "run_metadata"
 _JSON_KEYS = ("conversion", "simulation", "readout", "scales", "populations", "meta", "population_order")
 #: no root attribute of ours is larger (the JSON metadata are in /run_metadata)
 _MAX_ATTR_BYTES = 1 << 20
-_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# level 1: 1.6x the write throughput of level 4 on spike indices (shuffled int32) for the same
+# file size (1.67 vs 1.66 bytes per spike, measured under a load of 4.5; issue 21 §2)
+_GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 _CHUNK_BYTES = 1 << 20
 _M = TypeVar("_M", bound=Callable[..., Any])
 
