@@ -241,6 +241,13 @@ class ConversionConfig(_Config):
         can arrive (default; its initial potential is lowered by ``bias · onset``,
         ``conversion/onset.py``), or from step 0 (before the ResNet-8
         measurements; deep networks then fire on their biases alone early on).
+    burst : int
+        Most spikes a hidden neuron may emit in one step (burst spikes, Li & Zeng
+        2022; 1 = off): where ``v >= θ`` it emits ``n = min(floor(v/θ), burst)``
+        spikes and subtracts ``n θ``, so activity above one spike per step is not
+        lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
+        delivery (``delay=0``, no jitter), reset by subtraction, no refractory
+        period and ``dale="none"``.
     """
 
     normalisation: str = "data"
@@ -269,6 +276,7 @@ class ConversionConfig(_Config):
     lateral_inhibition: float = 0.0
     seed: int = 0
     bias_onset: str = "arrival"
+    burst: int = 1
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -301,6 +309,16 @@ class ConversionConfig(_Config):
         _check_range(self, "lateral_inhibition", 0.0)
         check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
         _check_choice(self, "bias_onset", ("arrival", "start"))
+        check_int(self.burst, "ConversionConfig.burst", 1, 64)
+        if self.burst > 1:
+            for bad, why in ((self.delay != 0, f"delay={self.delay!r} (needs 0, same-step delivery)"),
+                             (self.delay_jitter > 0, f"delay_jitter={self.delay_jitter!r} (needs 0)"),
+                             (self.reset != "subtract", f"reset={self.reset!r} (needs 'subtract')"),
+                             (self.refractory > 0, f"refractory={self.refractory!r} (needs 0)"),
+                             (self.dale != "none", f"dale={self.dale!r} (needs 'none')")):
+                if bad:
+                    raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
+                                          attr="burst", obj=self)
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements

@@ -528,6 +528,12 @@ def convert(
 
         # after the max-pool trees (they lengthen the paths), before calibration (which measures the result)
         snn = delay_bias_onset(snn)
+    if cfg.burst > 1:
+        # hidden IF populations only (the read-out keeps single spikes: its counts are the answer)
+        snn = snn.copy_with(populations=[
+            p.replace(params={**p.params, "burst": cfg.burst})
+            if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" else p
+            for p in snn.populations.values()])
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 
