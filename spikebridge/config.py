@@ -218,10 +218,15 @@ class ConversionConfig(_Config):
     scales : {"channel", "layer"}
         One normalisation scale per channel of convolutional populations
         (default; ``conversion/calibrate.py``), or one per layer.
-    calibrate : {"none", "bias", "potential", "both"}
+    calibrate : {"none", "bias", "potential", "both", "offset"}
         Post-conversion calibration on the calibration data (Li et al. 2021):
         correct biases and/or initial potentials layer by layer from the rate
-        error of a simulated run.
+        error of a simulated run.  ``"offset"``: offset-spike calibration (after
+        Hao et al. 2023): layer by layer, each neuron's mean offset (its spike
+        count minus the count of an exact quantiser of its ANN activation,
+        ``clip(floor(T a/λ + v_init/θ), 0, T·burst)``) over the calibration runs,
+        rounded to whole spikes, is removed by shifting its initial potential by
+        that many thresholds.
     calibrate_steps : int
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
@@ -298,7 +303,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
-        _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
         for attr in ("calibrate_steps", "calibrate_samples"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -343,6 +348,11 @@ PRESETS: dict[str, ConversionConfig] = {
     # on average-pooling CNNs (docs/conversion.md#latency-same-step-delivery-and-folded-pooling)
     "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
                                     delay=0.0, avgpool="fold"),
+    # T <= 8 on deep ReLU networks without retraining: burst spikes (up to 4 per step) with the 95th
+    # percentile as scale, and offset-spike calibration at T=4 (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_burst": ConversionConfig(percentile=95.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
+                                          avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
+                                          calibrate_samples=128),
 }
 
 
