@@ -205,7 +205,7 @@ class Population:
                 raise ValidationError(
                     f"{where}: burst spikes need model 'if' or 'lif' with reset 'subtract' and no refractory period "
                     f"(got model {self.model!r}, reset {self.reset!r}, refractory {self.refractory})", attr="params")
-            self.params["burst"] = int(b)
+            object.__setattr__(self, "params", {**self.params, "burst": int(b)})
 
     @property
     def burst(self) -> int:
