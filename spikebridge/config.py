@@ -187,8 +187,8 @@ class ConversionConfig(_Config):
     dt : float
         Time step in seconds the network is converted for; one step at the
         maximal rate carries one unit of activation.
-    delay : float or None
-        Synaptic delay per projection in seconds.  0 (the default) =
+    delay : float, "step" or None
+        Synaptic delay per projection in seconds (``"step"`` is stored as None).  0 (the default) =
         same-step delivery: a spike reaches the next layer within the step
         it was emitted (populations update in topological order, the network
         gets ``min_delay_steps=0``), so the read-out has no pipeline latency;
@@ -231,6 +231,13 @@ class ConversionConfig(_Config):
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
         Calibration samples simulated by ``calibrate``.
+    normalisation_samples : int or None
+        Calibration samples whose activations set the scales of
+        ``normalisation="data"`` (the first ones given; default 5,000, which
+        fixes a 99.9th percentile well).  None = every sample given; memory
+        grows with it (all layers' activations are held: 60,000 MNIST images
+        through a small CNN need ~19 GB), and ``convert`` refuses a sample
+        whose activations would not fit the machine's available memory.
     task : {"auto", "classification", "regression"}
         ``"auto"`` reads the model's metadata, else assumes classification.
     dale : {"none", "relay", "pooled"}
@@ -275,6 +282,7 @@ class ConversionConfig(_Config):
     calibrate: str = "none"
     calibrate_steps: int = 64
     calibrate_samples: int = 256
+    normalisation_samples: int | None = 5_000
     task: str = "auto"
     dale: str = "none"
     dale_ratio: float = 4.0
@@ -286,6 +294,9 @@ class ConversionConfig(_Config):
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.delay, str) and self.delay.strip().lower() == "step":
+            # as in the CLI and TOML: one time step per projection
+            object.__setattr__(self, "delay", None)
         _check_choice(self, "normalisation", ("data", "none"))
         _check_range(self, "percentile", 0.0, 100.0, lo_open=True)
         _check_choice(self, "neuron", ("if", "lif"))
@@ -308,6 +319,12 @@ class ConversionConfig(_Config):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)
+        ns = self.normalisation_samples
+        if ns is not None and (not isinstance(ns, int) or isinstance(ns, bool) or ns < 1):
+            raise ValidationError(
+                f"ConversionConfig.normalisation_samples: must be an int >= 1 or None (all), got {ns!r}",
+                attr="normalisation_samples", obj=self,
+            )
         _check_choice(self, "task", ("auto", "classification", "regression"))
         _check_choice(self, "dale", ("none", "relay", "pooled"))
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
@@ -383,7 +400,9 @@ class SimulationConfig(_Config):
         Samples simulated together in one Brian2 network; None = as many as
         ``max_memory`` allows.
     target : {"auto", "numpy", "cython", "cpp_standalone"}
-        Brian2 code-generation target; ``"auto"`` = cython where a compiler works, else numpy.
+        Brian2 code-generation target; ``"auto"`` = cython where a compiler works and
+        Brian2's Cython cache already holds compiled code, else numpy (a first run compiles
+        nothing).  Any other value makes ``engine="auto"`` pick Brian2.
     seed : int
         Seed for Brian2 and numpy (Poisson inputs, random initial states), 0 .. 2**31 - 1.
     max_memory : float
@@ -405,9 +424,12 @@ class SimulationConfig(_Config):
     engine : {"brian2", "tensor", "auto"}
         ``"brian2"``: explicit synapses in Brian2 (``target`` applies).
         ``"tensor"``: batched arrays with shared convolution kernels (numpy or
-        torch; same spikes).  ``"auto"``: tensor for networks with shared-kernel
-        (convolution/pooling) projections or when one sample does not fit
-        ``max_memory`` in Brian2, else brian2; the choice is logged in one line.
+        torch; same spikes).  ``"auto"`` (the default): brian2 when a ``target``
+        other than ``"auto"`` is given, tensor for a ``device`` other than
+        ``"cpu"``, for networks with shared-kernel (convolution/pooling)
+        projections or when one sample does not fit ``max_memory`` in Brian2,
+        else brian2; the choice and its reason are logged in one line (logger
+        ``spikebridge.notice``, shown by the CLI).
     device : str
         Where the tensor engine runs: ``"cpu"`` (numpy/scipy, always
         available), ``"torch"`` (torch on CPU threads), ``"cuda"`` or
@@ -430,7 +452,7 @@ class SimulationConfig(_Config):
     build_dir: str | None = None
     threads: int = 1
     workers: int = 1
-    engine: str = "brian2"
+    engine: str = "auto"
     device: str = "cpu"
     scheduler: str | None = None
 

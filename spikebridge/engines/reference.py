@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..snn.network import Population, SpikingNetwork
 from ..errors import ValidationError
 from ..store.record import SpikeRecord, SpikeTrains
-from .plan import InputPlan, active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_targets
+from .plan import InputPlan, compile, draw_poisson, prepare_inputs
 
 __all__ = ["simulate_reference"]
 
@@ -80,8 +80,13 @@ def _matrix(pre: NDArray[np.int64], post: NDArray[np.int64], w: NDArray[np.float
     return m
 
 
-def _apply(m: object, s: NDArray[np.float64]) -> NDArray[np.float64]:
+def _apply(m: object, s: NDArray[np.float64], binary: bool = False) -> NDArray[np.float64]:
     if isinstance(m, np.ndarray):
+        if binary:
+            from .tensor.arrays import ordered_matmul
+
+            # each arrival summed in pre-index order, as the CSR products and the tensor engine do
+            return ordered_matmul(s, m.T)
         return s @ m.T
     return np.asarray((m @ s.T).T)  # type: ignore[operator]
 
@@ -121,6 +126,13 @@ def spike_trains(
     sample = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     neuron = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     step = np.concatenate([np.full(p[0].size, p[2]) for p in parts]) if parts else np.zeros(0, np.int64)
+    if sample.size > 1 and n_samples > 1:
+        # step-major parts (each sorted by sample, then neuron) into (sample, step, neuron) order with
+        # a stable sort on the sample alone (radix sort for 16-bit keys: O(n)); SpikeTrains then
+        # finds them sorted and skips its O(n log n) lexsort (issue 21 §2: ~3x faster recording)
+        key = sample.astype(np.int16) if n_samples <= np.iinfo(np.int16).max else sample
+        order = np.argsort(key, kind="stable")
+        sample, neuron, step = sample[order], neuron[order], step[order]
     return SpikeTrains(
         n_neurons=n_neurons, n_samples=n_samples, dt=dt,
         # SpikeTrains converts the indices to int32
@@ -171,17 +183,14 @@ def simulate_reference(
     """
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValidationError(f"simulate_reference: n_steps must be an int >= 1, got {n_steps!r}", attr="n_steps")
-    dt = float(snn.dt if dt is None else dt)
+    compiled = compile(snn, dt=dt, n_steps=int(n_steps), record=tuple(record))
+    dt = compiled.dt
     t0 = time.perf_counter()
     plan: InputPlan = draw_poisson(prepare_inputs(snn, inputs, dt), n_steps, dt, seed)
     n_b = plan.n_samples
     rng = np.random.default_rng(seed)
-    names = active_populations(snn)
-    rec_all = "all" in tuple(record)
-    rec_set = set(names) if rec_all else set(record)
-    unknown = rec_set - set(snn.populations)
-    if unknown:
-        raise ValidationError(f"record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}", attr="record")
+    names = list(compiled.active)
+    rec_set = set(compiled.record)
 
     state: dict[str, _Pop] = {}
     for name in names:
@@ -198,7 +207,7 @@ def simulate_reference(
             st.v = np.zeros((n_b, pop.n))
         state[name] = st
 
-    folded = folded_projections(snn)
+    folded = compiled.folded
     links: dict[str, list[_Link]] = {name: [] for name in names}
     max_d = 1
     for proj in snn.projections.values():
@@ -219,9 +228,9 @@ def simulate_reference(
         if proj.name not in folded
     }
 
-    order = [name for name in snn.update_order(dt) if name in state]
+    order = [name for name in compiled.order if name in state]
     # only targets of zero-delay links can receive within the step (none when min_delay_steps=1)
-    inbound = same_step_targets(snn, dt)
+    inbound = compiled.inbound
 
     out = snn.output
     n_out = snn.populations[out].n if out else 0
@@ -313,7 +322,7 @@ def simulate_reference(
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
                         for sf in layers:
-                            buf[(k + d) % ring] += _apply(m, sf)
+                            buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
         if out:
             st = state[out]
             if st.spikes is not None:

@@ -25,7 +25,7 @@ from ..snn.network import SpikingNetwork
 from ..errors import BuildError, ValidationError
 from ..engines.brian2.builder import SCHEDULE
 from ..engines.brian2.equations import input_spec, neuron_spec
-from ..engines.plan import active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_projections
+from ..engines.plan import compile, draw_poisson, prepare_inputs
 
 __all__ = ["export_brian2_script"]
 
@@ -121,14 +121,15 @@ def export_brian2_script(
     plan = draw_poisson(prepare_inputs(snn, inputs, dt), n_steps, dt, seed, 0)
     b = plan.n_samples
     kind = "spikes" if plan.raster is not None else str(snn.encoding.get("kind", "current"))
-    folded = folded_projections(snn)
+    compiled = compile(snn, dt=dt, n_steps=n_steps)
+    folded = compiled.folded
     has_current = {p.post for p in snn.projections.values() if p.name in folded}
     data: dict[str, np.ndarray] = {}
     lines: list[str] = []
     emit = lines.append
-    names = active_populations(snn)
-    same_step = same_step_projections(snn, dt)  # the builder's schedule for same-step delivery
-    rank = {name: r for r, name in enumerate(snn.update_order(dt))}
+    names = list(compiled.active)
+    same_step = compiled.same_step  # the builder's schedule for same-step delivery
+    rank = {name: r for r, name in enumerate(compiled.order)}
     spiking: list[str] = []
     var = _variables(names + [p.name for p in snn.projections.values() if p.name not in folded])
     for pname in names:
