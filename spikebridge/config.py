@@ -218,10 +218,15 @@ class ConversionConfig(_Config):
     scales : {"channel", "layer"}
         One normalisation scale per channel of convolutional populations
         (default; ``conversion/calibrate.py``), or one per layer.
-    calibrate : {"none", "bias", "potential", "both"}
+    calibrate : {"none", "bias", "potential", "both", "offset"}
         Post-conversion calibration on the calibration data (Li et al. 2021):
         correct biases and/or initial potentials layer by layer from the rate
-        error of a simulated run.
+        error of a simulated run.  ``"offset"``: offset-spike calibration (after
+        Hao et al. 2023): layer by layer, each neuron's mean offset (its spike
+        count minus the count of an exact quantiser of its ANN activation,
+        ``clip(floor(T a/λ + v_init/θ), 0, T·burst)``) over the calibration runs,
+        rounded to whole spikes, is removed by shifting its initial potential by
+        that many thresholds.
     calibrate_steps : int
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
@@ -248,6 +253,13 @@ class ConversionConfig(_Config):
         can arrive (default; its initial potential is lowered by ``bias · onset``,
         ``conversion/onset.py``), or from step 0 (before the ResNet-8
         measurements; deep networks then fire on their biases alone early on).
+    burst : int
+        Most spikes a hidden neuron may emit in one step (burst spikes, Li & Zeng
+        2022; 1 = off): where ``v >= θ`` it emits ``n = min(floor(v/θ), burst)``
+        spikes and subtracts ``n θ``, so activity above one spike per step is not
+        lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
+        delivery (``delay=0``, no jitter), reset by subtraction, no refractory
+        period and ``dale="none"``.
     """
 
     normalisation: str = "data"
@@ -277,6 +289,7 @@ class ConversionConfig(_Config):
     lateral_inhibition: float = 0.0
     seed: int = 0
     bias_onset: str = "arrival"
+    burst: int = 1
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -301,7 +314,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
-        _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
         for attr in ("calibrate_steps", "calibrate_samples"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -318,6 +331,16 @@ class ConversionConfig(_Config):
         _check_range(self, "lateral_inhibition", 0.0)
         check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
         _check_choice(self, "bias_onset", ("arrival", "start"))
+        check_int(self.burst, "ConversionConfig.burst", 1, 64)
+        if self.burst > 1:
+            for bad, why in ((self.delay != 0, f"delay={self.delay!r} (needs 0, same-step delivery)"),
+                             (self.delay_jitter > 0, f"delay_jitter={self.delay_jitter!r} (needs 0)"),
+                             (self.reset != "subtract", f"reset={self.reset!r} (needs 'subtract')"),
+                             (self.refractory > 0, f"refractory={self.refractory!r} (needs 0)"),
+                             (self.dale != "none", f"dale={self.dale!r} (needs 'none')")):
+                if bad:
+                    raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
+                                          attr="burst", obj=self)
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
@@ -342,6 +365,11 @@ PRESETS: dict[str, ConversionConfig] = {
     # on average-pooling CNNs (docs/conversion.md#latency-same-step-delivery-and-folded-pooling)
     "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
                                     delay=0.0, avgpool="fold"),
+    # T <= 8 on deep ReLU networks without retraining: burst spikes (up to 4 per step) with the 95th
+    # percentile as scale, and offset-spike calibration at T=4 (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_burst": ConversionConfig(percentile=95.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
+                                          avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
+                                          calibrate_samples=128),
 }
 
 

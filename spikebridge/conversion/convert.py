@@ -373,6 +373,14 @@ def convert(
 
         # after the max-pool trees (they lengthen the paths), before calibration (which measures the result)
         snn = delay_bias_onset(snn)
+    if cfg.burst > 1:
+        # hidden IF populations only: the read-out keeps single spikes (its counts are the answer), and a
+        # clipped ReLU's population keeps them too (one spike per step is its clip level; more would exceed it)
+        snn = snn.copy_with(populations=[
+            p.replace(params={**p.params, "burst": cfg.burst})
+            if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.layer not in clip_levels
+            else p
+            for p in snn.populations.values()])
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 

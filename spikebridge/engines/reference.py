@@ -285,7 +285,13 @@ def simulate_reference(
             pop = st.pop
             for key in inbound[name]:
                 _arrive(st, key[1], buffers[key], slot)
-            if name != snn.input and pop.model in _THRESHOLDED:
+            if name != snn.input and pop.model in _THRESHOLDED and pop.burst > 1:
+                # burst spikes (Li & Zeng 2022): n = clip(floor(v/θ), 1, B) spikes where v >= θ
+                theta = pop.threshold
+                n_spk = np.where(st.v >= theta, np.clip(np.floor(st.v / theta), 1, pop.burst), 0.0)
+                st.v = st.v - n_spk * np.asarray(theta)
+                st.spikes = n_spk.astype(np.int64)
+            elif name != snn.input and pop.model in _THRESHOLDED:
                 theta = pop.threshold
                 spk = st.v >= theta
                 if st.last is not None:
@@ -304,13 +310,19 @@ def simulate_reference(
             st.counts += spk  # type: ignore[operator]
             if name in rec_set:
                 s_idx, n_idx = np.nonzero(spk)
+                if spk.dtype != np.bool_ and st.amplitude is None:  # a burst of n spikes: the step n times
+                    reps = spk[s_idx, n_idx]
+                    s_idx, n_idx = np.repeat(s_idx, reps), np.repeat(n_idx, reps)
                 st.rec.append((s_idx, n_idx, k))
             if spk.any():
-                sf = spk.astype(np.float64) if st.amplitude is None else st.amplitude
+                # a burst is delivered as the sum over j of the binary layers n >= j (engines agree bit for bit)
+                layers = ([spk.astype(np.float64) if st.amplitude is None else st.amplitude] if spk.dtype == np.bool_
+                          else [(spk >= j).astype(np.float64) for j in range(1, int(spk.max()) + 1)])
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
-                        buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
+                        for sf in layers:
+                            buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
         if out:
             st = state[out]
             if st.spikes is not None:

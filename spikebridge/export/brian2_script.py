@@ -209,7 +209,8 @@ def export_brian2_script(
         emit(f"# --- projection '{proj.name}': {proj.pre} -> {proj.post} ({proj.kind}, {proj.n_synapses} synapses per sample, "
              f"sign {proj.sign}, {delay_txt}, acts on {proj.target}) ---")
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-        kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
+        mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""  # a burst's multiplicity
+        kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + mult + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
         lag = 0 if proj.name in same_step else 1
         if not hetero:
@@ -302,6 +303,12 @@ def export_brian2_script(
 
         results = {{name + "__counts": np.asarray(mon.count[:]).reshape(B, -1) for name, mon in spike_monitors.items()}}
         ''')
+    bursts = [p for p in spiking if p != snn.input and snn.populations[p].burst > 1]
+    if bursts:
+        footer += "# burst populations: every spike of a burst (the monitors count one event per burst)\n"
+        for pname in bursts:
+            footer += f"results[{pname + '__counts'!r}] = np.rint(np.asarray({var[pname]}.n_emitted_[:])).astype(int).reshape(B, -1)\n"
+
     if out_name:
         theta = readout.get("threshold", 1.0)
         footer += textwrap.dedent(f'''\

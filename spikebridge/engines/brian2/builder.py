@@ -367,7 +367,9 @@ def build_network(
             # Brian2's "unless refractory" stops only the ODE; synaptic writes to v must be
             # gated explicitly so refractory neurons ignore input, as in the reference simulator
             gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{gate}", clock=clock, name=sname,
+            # a burst population's spike carries its multiplicity n_burst (read before the reset)
+            mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""
+            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{mult}{gate}", clock=clock, name=sname,
                                       namespace={}, method="exact")
             d = int(np.ravel(steps)[0]) if np.size(steps) else 1
             analog = graded and proj.pre == snn.input
@@ -403,7 +405,8 @@ def build_network(
     for name in names:
         if "spike" not in groups[name].events:
             continue
-        mon = b2.SpikeMonitor(groups[name], record=name in rec, name=f"{name}_spikes")
+        burst = snn.populations[name].burst > 1 and name in rec  # record each event's multiplicity
+        mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=name in rec, name=f"{name}_spikes")
         spike_monitors[name] = mon
         objects.append(mon)
     out_spikes = pot = None
@@ -411,7 +414,9 @@ def build_network(
         out_group = groups[snn.output]
         if snn.output in spike_monitors and snn.output not in rec:
             # cumulative counts per step need spike times
-            mon = b2.SpikeMonitor(out_group, record=True, name=f"{snn.output}_out_spikes")
+            burst = snn.populations[snn.output].burst > 1
+            mon = b2.SpikeMonitor(out_group, variables=["n_burst"] if burst else None, record=True,
+                                  name=f"{snn.output}_out_spikes")
             objects.append(mon)
             out_spikes = mon
         elif snn.output in spike_monitors:

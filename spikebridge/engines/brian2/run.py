@@ -206,10 +206,16 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
     spikes: dict[str, SpikeTrains] = {}
     for name, mon in built.spike_monitors.items():
         n = snn.populations[name].n
-        counts[name] = np.asarray(mon.count[:], dtype=np.int64).reshape(b, n)[:n_valid]
+        burst = snn.populations[name].burst > 1
+        # a burst population counts every spike of a burst (n_emitted), its monitor one event per burst
+        c = built.groups[name].n_emitted_[:] if burst else mon.count[:]
+        counts[name] = np.rint(np.asarray(c)).astype(np.int64).reshape(b, n)[:n_valid]
         if name in built.recorded:
             i = np.asarray(mon.i[:], dtype=np.int64)
             step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
+            if burst:  # the step once per spike of the burst, as the other engines record it
+                reps = np.rint(np.asarray(mon.n_burst_[:])).astype(np.int64)
+                i, step = np.repeat(i, reps), np.repeat(step, reps)
             keep = i < n_valid * n
             spikes[name] = SpikeTrains(
                 n_neurons=n, n_samples=n_valid, dt=dt,
@@ -225,7 +231,10 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
         i = np.asarray(built.output_spikes.i[:], dtype=np.int64)
         step = np.rint(np.asarray(built.output_spikes.t_[:]) / dt).astype(np.int64)
         keep = (i < n_valid * n_out) & (step < n_steps)
-        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), 1)
+        mult: Any = 1
+        if out is not None and snn.populations[out].burst > 1:
+            mult = np.rint(np.asarray(built.output_spikes.n_burst_[:])).astype(np.int64)[keep]
+        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), mult)
         out_counts = np.cumsum(out_counts, axis=1, dtype=np.int32)
     if built.potential_monitor is not None:
         v = np.asarray(built.potential_monitor.v_[:])  # (b * n_out, recorded steps)
