@@ -158,8 +158,9 @@ def load_ann_weights(model: nn.Module, graph: AnnGraph) -> list[str]:
     with torch.no_grad():
         for name, m in model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                layer = graph[name]
+                layer: Any = graph[name]  # a Dense or Conv2d of the IR
                 m.weight.copy_(torch.as_tensor(np.asarray(layer.weight), dtype=torch.float32).reshape(m.weight.shape))
+                assert m.bias is not None  # the training models all have biases
                 m.bias.copy_(torch.as_tensor(np.asarray(layer.bias), dtype=torch.float32))
                 done.append(name)
     return done
