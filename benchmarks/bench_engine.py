@@ -22,6 +22,11 @@ Run::
     python benchmarks/bench_engine.py                 # both cases (~10 min on 2 cores)
     python benchmarks/bench_engine.py --case lenet --samples 1000 --steps 128
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
+    python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
+
+Every case records the 1-minute load before and after it (``os.getloadavg``); a result taken
+above a load of 1 is marked ``"comparable": false`` (its ratios against SpikingJelly say little:
+torch's threads suffer most from a busy machine).
 
 Writes ``benchmarks/results/engine.json``.
 """
@@ -205,6 +210,46 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
             "accuracy": float(np.mean(preds == y)), "batch": batch}
 
 
+def load_now() -> float:
+    return float(os.getloadavg()[0])
+
+
+def with_load(fn, args) -> dict:
+    """Run one case, recording the 1-minute load before and after it and whether it is comparable (≤ 1)."""
+    before = load_now()
+    out = fn(args)
+    after = load_now()
+    out["load_1min"] = {"before": before, "after": after}
+    out["comparable"] = max(before, after) <= 1.0
+    return out
+
+
+def case_crossover(args) -> dict:
+    """Event-driven vs dense (ordered float64 GEMM) convolution of 0/1 spikes, by input density."""
+    from spikebridge.engines.tensor.arrays import DENSE_CONV_ABOVE, SparseConv
+    from spikebridge.snn.kernels import SharedKernel
+
+    rng = np.random.default_rng(0)
+    shapes = {"lenet conv 16->32 5x5 12x12 batch 100": (32, 16, 12, 5, 0, 100),
+              "conv 64->64 3x3 16x16 pad 1 batch 32": (64, 64, 16, 3, 1, 32)}
+    rows = []
+    for name, (o, c, h, k, pad, b) in shapes.items():
+        conv = SparseConv(SharedKernel(rng.normal(size=(o, c, k, k)), (c, h, h), padding=(pad, pad)))
+        for density in (0.01, 0.03, 0.1, 0.2, 0.4, 0.6):
+            x = rng.random((b, c * h * h)) < density
+            t = {}
+            for mode, above in (("events", 2.0), ("dense", 0.0)):
+                conv.dense_above = above
+                conv(x)
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    conv(x)
+                t[mode] = (time.perf_counter() - t0) / 5
+            rows.append({"conv": name, "density": density, "events_ms": 1e3 * t["events"], "dense_ms": 1e3 * t["dense"]})
+            print(f"{name:<40} density {density:4.2f}: events {1e3 * t['events']:7.1f} ms, dense {1e3 * t['dense']:7.1f} ms")
+    return {"threads": args.threads, "rows": rows, "dense_conv_above": DENSE_CONV_ABOVE}
+
+
 def case_lenet(args) -> dict:
     import torch
 
@@ -300,7 +345,7 @@ def case_vgg11(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--case", default="all", choices=["all", "lenet", "vgg11", "_vgg_child"])
+    p.add_argument("--case", default="all", choices=["all", "lenet", "vgg11", "crossover", "_vgg_child"])
     p.add_argument("--samples", type=int, default=None, help="default 1000 (lenet), 256 (vgg11)")
     p.add_argument("--steps", type=int, default=None, help="default 128 (lenet), 32 (vgg11)")
     p.add_argument("--threads", type=int, default=2)
@@ -315,10 +360,13 @@ def main(argv=None) -> int:
     if args.case == "_vgg_child":
         print(json.dumps(_vgg_child(args)))
         return 0
-    result: dict = {"cores": os.cpu_count(), "note": "shared 2-core machine; other jobs were running"}
+    result: dict = {"cores": os.cpu_count(), "load_1min_at_start": load_now(),
+                    "note": "ratios are comparable only where a case's 'comparable' is true (1-minute load <= 1)"}
+    if args.case == "crossover":
+        result["crossover"] = with_load(case_crossover, args)
     if args.case in ("all", "lenet"):
         a = argparse.Namespace(**{**vars(args), "samples": args.samples or 1000, "steps": args.steps or 128})
-        result["lenet"] = case_lenet(a)
+        result["lenet"] = with_load(case_lenet, a)
         r = result["lenet"]
         if "rows" in r:
             print(f"\nMNIST LeNet, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
@@ -331,9 +379,11 @@ def main(argv=None) -> int:
                 ratio = f"{row['median_s'] / sj:.2f}x" if sj else "n/a"
                 acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
                 print(f"{name:<58} {row['median_s']:>8.2f} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7}")
+            ld = r["load_1min"]
+            print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {'comparable' if r['comparable'] else 'NOT comparable (load > 1)'}")
     if args.case in ("all", "vgg11"):
         a = argparse.Namespace(**{**vars(args), "samples": args.samples or 256, "steps": args.steps or 32})
-        result["vgg11"] = v = case_vgg11(a)
+        result["vgg11"] = v = with_load(case_vgg11, a)
         if "error" in v:
             print(f"\nVGG-11: failed: {v['error']}")
         else:

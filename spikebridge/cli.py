@@ -128,7 +128,8 @@ def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--engine", choices=["brian2", "tensor", "auto"],
-                   help="brian2 (default), tensor (batched arrays, shared conv kernels, same spikes) or auto")
+                   help="auto (default: tensor for conv/pool networks, else brian2; the choice is said in one line), "
+                   "brian2 or tensor (batched arrays, shared conv kernels, same spikes)")
     p.add_argument("--device", help="tensor engine device: cpu (numpy/scipy, default), torch (torch on CPU), cuda, cuda:N")
 
 
@@ -264,6 +265,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if config.normalisation == "data":
         x, _ = load_dataset(args.calibration, args.data_dir)
         calib = x[: args.calibration_samples] if args.calibration_samples is not None else x
+        if args.calibration_samples is not None:  # an explicit sample size overrides the default cap
+            import dataclasses
+
+            config = dataclasses.replace(config, normalisation_samples=args.calibration_samples)
     t0 = time.perf_counter()
     snn = convert(graph, config, calibration=calib)
     snn.save(out, overwrite=True)
@@ -280,6 +285,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .ir import evaluate, predict_classes
 
+    _check_simulate_args(args)
     snn = load_network(args.network)
     x, y = load_dataset(args.data, args.data_dir)
     if args.limit is not None:
@@ -334,10 +340,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_simulate_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, settings that would be ignored or files that would be replaced."""
+    if args.resume and not args.output:
+        raise ValidationError("--resume continues the spike store named by -o/--output; give -o FILE (or drop --resume)", attr="resume")
+    if getattr(args, "device", None) is not None:
+        engine = args.engine
+        if engine is None and getattr(args, "config", None):
+            engine = load_toml(args.config).get("simulation", {}).get("engine")
+        if engine in (None, "brian2"):
+            raise ValidationError(
+                f"--device {args.device} is a setting of the tensor engine and the Brian2 engine would ignore it; "
+                "add --engine tensor (or --engine auto), or drop --device",
+                attr="device",
+            )
+    if args.output and not args.resume and not args.overwrite and Path(args.output).exists():
+        # an existing file, even an empty one, is the user's: never replaced without --overwrite
+        raise ValidationError(f"output '{args.output}' exists; pass --overwrite to replace it or --resume to continue it", attr="output")
+
+
+def _plot_names(spikes: str, out_dir: str) -> list[Path]:
+    stem = Path(spikes).stem
+    return [Path(out_dir) / f"{stem}_{kind}.png" for kind in ("accuracy", "raster", "scatter", "rates", "weights")]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
 
+    if args.plots and not args.overwrite:
+        taken = [p for p in _plot_names(args.spikes, args.plots) if p.exists()]
+        if taken:
+            raise ValidationError(f"output '{taken[0]}' exists; pass --overwrite to replace the figures in '{args.plots}'", attr="plots")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    say(f"comparing '{args.spikes}': reading its spikes and ANN outputs ...")
     report = compare(args.spikes)
+    say(f"compared {report.n_samples} samples in {time.perf_counter() - t0:.1f} s")
     if args.json:
         _out(json.dumps(report.to_dict(), indent=2, default=float))
     else:
@@ -345,6 +383,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.plots:
         from .analysis.plot import plot_report
 
+        say(f"drawing figures into '{args.plots}' ...")
         for path in plot_report(args.spikes, args.plots):
             _out(f"wrote {path}")
     return 0
@@ -379,6 +418,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         _out(json.dumps(learning.to_dict(), indent=2, default=float) if args.json else learning.to_text())
         return 0
 
+    if args.graphml and Path(args.graphml).exists() and not args.overwrite:
+        raise ValidationError(f"output '{args.graphml}' exists; pass --overwrite to replace it", attr="graphml")
     snn = load_network(args.network)
     report = analyse(snn, sample_size=args.sample)
     if args.graphml:
@@ -423,7 +464,7 @@ def _export_brian2(args: argparse.Namespace) -> None:
     snn = load_network(args.source)
     x = None
     if snn.input is not None:
-        x, _ = load_dataset(args.data)
+        x, _ = load_dataset(args.data, args.data_dir)
         x = x[: args.limit]
     script, arrays = export_brian2_script(snn, args.brian2, x, n_steps=args.steps, seed=args.seed, overwrite=args.overwrite)
     _out(f"wrote {script} and {arrays} (run: python {script})")
@@ -472,7 +513,7 @@ def _run_stdp(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     cfg, exp = load_stdp_experiment(raw)
     out = Path(args.out or exp.get("out") or "spikebridge_stdp")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    s = run_stdp_digits(cfg, out, overwrite=args.overwrite, say=say)
+    s = run_stdp_digits(cfg, out, overwrite=args.overwrite, say=say, progress=not args.quiet)
     rows = [("test accuracy", f"{100 * s['accuracy']:.2f} %"), ("training-set vote", f"{100 * s['train_accuracy']:.2f} %"),
             ("excitatory neurons", str(s["n_exc"])), ("training digits x epochs", f"{s['n_train']} x {s['epochs']}"),
             ("s per epoch", " ".join(f"{t:.1f}" for t in s["epoch_s"])), ("spike store", s["store"])]
@@ -488,6 +529,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "stdp" in raw:  # an STDP learning experiment (examples/stdp_digits.toml)
         return _run_stdp(args, raw)
     spec, out_cfg, title = load_experiment(args.experiment)
+    if args.data_dir is not None:
+        spec.data_dir = args.data_dir  # the flag wins over [data] data_dir
     if _engine_overrides(args):
         spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
     out = Path(args.out or out_cfg or "spikebridge_out")
@@ -581,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="network file to write (.h5)")
     p.add_argument("--format", help="force a model format")
     p.add_argument("--calibration", default="digits:train", help="calibration data: digits[:train|test], mnist[:train|test], fashion-mnist[:train|test], a .npz/.h5 file, or idx:IMAGES[,LABELS]")
-    p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None)
+    p.add_argument("--calibration-samples", dest="calibration_samples", type=_COUNT, default=None,
+                   help="use the first N calibration samples (default: up to 5,000, ConversionConfig.normalisation_samples)")
     p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--overwrite", action="store_true")
@@ -606,12 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spikes")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plots", help="directory to write figures to")
+    p.add_argument("--overwrite", action="store_true", help="replace existing figures")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("graph", help="analyse the connectivity of a network file (or the weight changes in a spike store)")
     p.add_argument("network", help="network file, or a spike store with weight recordings")
     p.add_argument("--json", action="store_true")
     p.add_argument("--graphml", help="write the graph as GraphML")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --graphml file")
     p.add_argument("--level", choices=["population", "neuron"], default="population")
     p.add_argument("--sample", type=_int_arg(3), help="run non-scaling measures on a sampled subgraph of this many neurons")
     p.set_defaults(func=cmd_graph)
@@ -622,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nir", help="NIR file to write")
     p.add_argument("--brian2", metavar="OUT_DIR", help="write a standalone Brian2 script (+ .npz of arrays) of a network file")
     p.add_argument("--data", default="digits:test", help="inputs the Brian2 script simulates (default digits:test)")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP)
     p.add_argument("--limit", type=_COUNT, default=10, help="samples the Brian2 script simulates (default 10)")
     p.add_argument("--steps", type=_COUNT, default=128, help="time steps the Brian2 script runs (default 128)")
     p.add_argument("--seed", type=_SEED, default=0, help="seed of Poisson inputs (as simulate --seed)")
@@ -644,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment TOML file (see docs/cli.md)")
     p.add_argument("--max-points", type=int, default=1000, metavar="N",
                    help="refuse a [sweep] of more than N points (default 1000)")
+    p.add_argument("--data-dir", dest="data_dir", help=_DATA_DIR_HELP + "; overrides [data] data_dir")
     p.add_argument("--out", help="output directory (overrides [experiment] out)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
@@ -676,6 +724,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     level = logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # Dask's INFO lines (worker start/stop, scheduler addresses) would bury a sweep's progress; -vv shows them
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # what was chosen for the user (engine, target) and what compiles: one line each, shown unless --quiet
+    notice = logging.getLogger("spikebridge.notice")
+    for old in [h for h in notice.handlers if getattr(h, "spikebridge_cli", False)]:
+        notice.removeHandler(old)  # an earlier main() in this process (tests) wrote to another stderr
+    if not args.quiet:
+        notice.setLevel(min(logging.INFO, level))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("spikebridge: %(message)s"))
+        handler.spikebridge_cli = True  # type: ignore[attr-defined]
+        notice.addHandler(handler)
+        notice.propagate = False
+    else:
+        notice.setLevel(logging.ERROR)
+        notice.propagate = True
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -730,6 +795,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CODES["internal error"]
     finally:
         sys.unraisablehook = previous_hook
+        for h in [h for h in notice.handlers if getattr(h, "spikebridge_cli", False)]:
+            notice.removeHandler(h)  # the stderr it wrote to may be gone after main() returns
+        notice.propagate = True
+        notice.setLevel(logging.NOTSET)
 
 
 #: exit statuses of :func:`main` (documented in docs/cli.md)

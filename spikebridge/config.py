@@ -187,8 +187,8 @@ class ConversionConfig(_Config):
     dt : float
         Time step in seconds the network is converted for; one step at the
         maximal rate carries one unit of activation.
-    delay : float or None
-        Synaptic delay per projection in seconds.  0 (the default) =
+    delay : float, "step" or None
+        Synaptic delay per projection in seconds (``"step"`` is stored as None).  0 (the default) =
         same-step delivery: a spike reaches the next layer within the step
         it was emitted (populations update in topological order, the network
         gets ``min_delay_steps=0``), so the read-out has no pipeline latency;
@@ -218,14 +218,26 @@ class ConversionConfig(_Config):
     scales : {"channel", "layer"}
         One normalisation scale per channel of convolutional populations
         (default; ``conversion/calibrate.py``), or one per layer.
-    calibrate : {"none", "bias", "potential", "both"}
+    calibrate : {"none", "bias", "potential", "both", "offset"}
         Post-conversion calibration on the calibration data (Li et al. 2021):
         correct biases and/or initial potentials layer by layer from the rate
-        error of a simulated run.
+        error of a simulated run.  ``"offset"``: offset-spike calibration (after
+        Hao et al. 2023): layer by layer, each neuron's mean offset (its spike
+        count minus the count of an exact quantiser of its ANN activation,
+        ``clip(floor(T a/λ + v_init/θ), 0, T·burst)``) over the calibration runs,
+        rounded to whole spikes, is removed by shifting its initial potential by
+        that many thresholds.
     calibrate_steps : int
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
         Calibration samples simulated by ``calibrate``.
+    normalisation_samples : int or None
+        Calibration samples whose activations set the scales of
+        ``normalisation="data"`` (the first ones given; default 5,000, which
+        fixes a 99.9th percentile well).  None = every sample given; memory
+        grows with it (all layers' activations are held: 60,000 MNIST images
+        through a small CNN need ~19 GB), and ``convert`` refuses a sample
+        whose activations would not fit the machine's available memory.
     task : {"auto", "classification", "regression"}
         ``"auto"`` reads the model's metadata, else assumes classification.
     dale : {"none", "relay", "pooled"}
@@ -241,6 +253,13 @@ class ConversionConfig(_Config):
         can arrive (default; its initial potential is lowered by ``bias · onset``,
         ``conversion/onset.py``), or from step 0 (before the ResNet-8
         measurements; deep networks then fire on their biases alone early on).
+    burst : int
+        Most spikes a hidden neuron may emit in one step (burst spikes, Li & Zeng
+        2022; 1 = off): where ``v >= θ`` it emits ``n = min(floor(v/θ), burst)``
+        spikes and subtracts ``n θ``, so activity above one spike per step is not
+        lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
+        delivery (``delay=0``, no jitter), reset by subtraction, no refractory
+        period and ``dale="none"``.
     """
 
     normalisation: str = "data"
@@ -263,16 +282,21 @@ class ConversionConfig(_Config):
     calibrate: str = "none"
     calibrate_steps: int = 64
     calibrate_samples: int = 256
+    normalisation_samples: int | None = 5_000
     task: str = "auto"
     dale: str = "none"
     dale_ratio: float = 4.0
     lateral_inhibition: float = 0.0
     seed: int = 0
     bias_onset: str = "arrival"
+    burst: int = 1
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.delay, str) and self.delay.strip().lower() == "step":
+            # as in the CLI and TOML: one time step per projection
+            object.__setattr__(self, "delay", None)
         _check_choice(self, "normalisation", ("data", "none"))
         _check_range(self, "percentile", 0.0, 100.0, lo_open=True)
         _check_choice(self, "neuron", ("if", "lif"))
@@ -290,17 +314,33 @@ class ConversionConfig(_Config):
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
-        _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
         for attr in ("calibrate_steps", "calibrate_samples"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)
+        ns = self.normalisation_samples
+        if ns is not None and (not isinstance(ns, int) or isinstance(ns, bool) or ns < 1):
+            raise ValidationError(
+                f"ConversionConfig.normalisation_samples: must be an int >= 1 or None (all), got {ns!r}",
+                attr="normalisation_samples", obj=self,
+            )
         _check_choice(self, "task", ("auto", "classification", "regression"))
         _check_choice(self, "dale", ("none", "relay", "pooled"))
         _check_range(self, "dale_ratio", 0.0, lo_open=True)
         _check_range(self, "lateral_inhibition", 0.0)
         check_int(self.seed, "ConversionConfig.seed", 0, MAX_SEED)
         _check_choice(self, "bias_onset", ("arrival", "start"))
+        check_int(self.burst, "ConversionConfig.burst", 1, 64)
+        if self.burst > 1:
+            for bad, why in ((self.delay != 0, f"delay={self.delay!r} (needs 0, same-step delivery)"),
+                             (self.delay_jitter > 0, f"delay_jitter={self.delay_jitter!r} (needs 0)"),
+                             (self.reset != "subtract", f"reset={self.reset!r} (needs 'subtract')"),
+                             (self.refractory > 0, f"refractory={self.refractory!r} (needs 0)"),
+                             (self.dale != "none", f"dale={self.dale!r} (needs 'none')")):
+                if bad:
+                    raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
+                                          attr="burst", obj=self)
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
@@ -325,6 +365,11 @@ PRESETS: dict[str, ConversionConfig] = {
     # on average-pooling CNNs (docs/conversion.md#latency-same-step-delivery-and-folded-pooling)
     "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
                                     delay=0.0, avgpool="fold"),
+    # T <= 8 on deep ReLU networks without retraining: burst spikes (up to 4 per step) with the 95th
+    # percentile as scale, and offset-spike calibration at T=4 (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_burst": ConversionConfig(percentile=95.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
+                                          avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
+                                          calibrate_samples=128),
 }
 
 
@@ -355,7 +400,9 @@ class SimulationConfig(_Config):
         Samples simulated together in one Brian2 network; None = as many as
         ``max_memory`` allows.
     target : {"auto", "numpy", "cython", "cpp_standalone"}
-        Brian2 code-generation target; ``"auto"`` = cython where a compiler works, else numpy.
+        Brian2 code-generation target; ``"auto"`` = cython where a compiler works and
+        Brian2's Cython cache already holds compiled code, else numpy (a first run compiles
+        nothing).  Any other value makes ``engine="auto"`` pick Brian2.
     seed : int
         Seed for Brian2 and numpy (Poisson inputs, random initial states), 0 .. 2**31 - 1.
     max_memory : float
@@ -377,9 +424,12 @@ class SimulationConfig(_Config):
     engine : {"brian2", "tensor", "auto"}
         ``"brian2"``: explicit synapses in Brian2 (``target`` applies).
         ``"tensor"``: batched arrays with shared convolution kernels (numpy or
-        torch; same spikes).  ``"auto"``: tensor for networks with shared-kernel
-        (convolution/pooling) projections or when one sample does not fit
-        ``max_memory`` in Brian2, else brian2; the choice is logged in one line.
+        torch; same spikes).  ``"auto"`` (the default): brian2 when a ``target``
+        other than ``"auto"`` is given, tensor for a ``device`` other than
+        ``"cpu"``, for networks with shared-kernel (convolution/pooling)
+        projections or when one sample does not fit ``max_memory`` in Brian2,
+        else brian2; the choice and its reason are logged in one line (logger
+        ``spikebridge.notice``, shown by the CLI).
     device : str
         Where the tensor engine runs: ``"cpu"`` (numpy/scipy, always
         available), ``"torch"`` (torch on CPU threads), ``"cuda"`` or
@@ -402,7 +452,7 @@ class SimulationConfig(_Config):
     build_dir: str | None = None
     threads: int = 1
     workers: int = 1
-    engine: str = "brian2"
+    engine: str = "auto"
     device: str = "cpu"
     scheduler: str | None = None
 

@@ -74,3 +74,15 @@ def _isolate_brian2():
         brian2.device.reinit()
         brian2.set_device("runtime")
         brian2.prefs.reset_to_defaults()
+
+
+# docstring Examples that take long (a doctest cannot carry a marker): slow, as the tests marked so
+_SLOW_DOCTESTS = ("spikebridge.engines.brian2.api.to_brian2",)
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if type(item).__name__ == "DoctestItem" and item.name in _SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

@@ -260,3 +260,37 @@ def test_cli_data_specs_with_data_dir(capsys, tmp_path):
     code = cli.main(["-q", "simulate", str(net), "--data", "mnist:test", "--data-dir", str(tmp_path / "nowhere")])
     out, err = capsys.readouterr()
     assert code == 1 and err.count("\n") == 1 and "fetch_mnist" in err
+
+
+def test_env_var_points_at_the_folder_with_the_files_or_its_parent(monkeypatch, tmp_path):
+    # issue 23: $SPIKEBRIDGE_DATA looked only in its mnist/ subfolder while its error said "a folder holding them"
+    _digits_as_idx(tmp_path / "flat")
+    monkeypatch.setenv("SPIKEBRIDGE_DATA", os.fspath(tmp_path / "flat"))
+    x, y = load_mnist("test")
+    assert len(x) == len(y) > 0
+    _digits_as_idx(tmp_path / "parent" / "mnist")
+    monkeypatch.setenv("SPIKEBRIDGE_DATA", os.fspath(tmp_path / "parent"))
+    assert len(load_mnist("train")[0]) > 0
+    monkeypatch.setenv("SPIKEBRIDGE_DATA", os.fspath(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"empty' \(or its 'mnist' subfolder\)"):
+        load_mnist("test")
+
+
+def test_export_and_run_take_data_dir(capsys, tmp_path):
+    from spikebridge import cli
+    from spikebridge.models import model_path
+
+    _digits_as_idx(tmp_path / "flat")
+    net = tmp_path / "net.h5"
+    assert cli.main(["convert", str(model_path("digits_mlp")), "-o", str(net), "--calibration-samples", "50"]) == 0
+    out = tmp_path / "script"
+    assert cli.main(["export", str(net), "--brian2", str(out), "--data", "mnist:test", "--data-dir", str(tmp_path / "flat"),
+                     "--limit", "2", "--steps", "8"]) == 0
+    assert any(out.iterdir())
+    toml = tmp_path / "exp.toml"
+    toml.write_text('[model]\npath = "shipped:digits_mlp"\n[data]\ncalibration = "mnist:train"\ntest = "mnist:test"\n'
+                    'data_dir = "flat"\ncalibration_samples = 50\nlimit = 10\n[simulation]\nn_steps = 8\n'
+                    '[report]\nplots = false\ngraph = false\n')
+    assert cli.main(["-q", "run", str(toml), "--out", str(tmp_path / "o")]) == 0  # data_dir relative to the TOML
+    toml.write_text(toml.read_text().replace('data_dir = "flat"\n', ""))
+    assert cli.main(["-q", "run", str(toml), "--out", str(tmp_path / "o2"), "--data-dir", str(tmp_path / "flat")]) == 0

@@ -58,6 +58,7 @@ def test_examples_are_documented_and_have_a_quick_mode():
 
 
 @requires_torch
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_pytorch_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_pytorch.py"), "--quick"], tmp_path)
     ann, snn = _percent("ANN accuracy", out), _percent("SNN accuracy", out)
@@ -66,6 +67,7 @@ def test_convert_pytorch_quick(tmp_path):
 
 
 @requires_onnx
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_onnx_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_onnx.py"), "--quick"], tmp_path)
     # the imported CNN reproduces onnx's own reference evaluator (float32 rounding only)
@@ -75,6 +77,7 @@ def test_convert_onnx_quick(tmp_path):
 
 
 @requires_keras
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_convert_keras_quick(tmp_path):
     out = _run([str(EXAMPLES / "convert_keras.py"), "--quick"], tmp_path)
     assert (tmp_path / "keras_example" / "digits_keras.keras").is_file()
@@ -85,6 +88,7 @@ def test_convert_keras_quick(tmp_path):
     assert _percent("SNN accuracy", out) >= 85.0
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_recurrent_ei_quick(tmp_path):
     out = _run([str(EXAMPLES / "recurrent_ei.py"), "--quick"], tmp_path)
     number = r"\s+([0-9.]+)"
@@ -99,6 +103,7 @@ def test_recurrent_ei_quick(tmp_path):
     assert loops and "E" in loops.group(1) and "I" in loops.group(1) and "none" not in loops.group(1), out
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_sweep_latency_quick(tmp_path):
     out = _run([str(EXAMPLES / "sweep_latency.py"), "--quick"], tmp_path)
     rows = re.findall(r"^\s+([0-9.]+)\s+0\.5((?:\s+[0-9.]+){4})$", out, re.MULTILINE)
@@ -112,6 +117,7 @@ def test_sweep_latency_quick(tmp_path):
     assert _percent("Brian2 (numpy)", out) >= 85.0
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_experiment_toml_runs(tmp_path):
     # the shipped example file, with the numpy target (no compiler) and without the graph measures
     # (clustering/motifs take seconds; they are tested in tests/analysis)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_stdp_digits_quick(tmp_path):
     # this checkout's spikebridge, whatever is installed
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
@@ -36,6 +37,7 @@ def test_stdp_digits_quick(tmp_path):
         assert f["labels"].shape == (60,)
 
 
+@pytest.mark.slow  # > 4 s on 2 cores (issue 23): CI runs it
 def test_stdp_toml_runs_and_checks_keys(tmp_path, capsys):
     text = (EXAMPLES / "stdp_digits.toml").read_text()
     assert "[stdp]" in text and 'target = "auto"' in text

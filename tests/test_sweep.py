@@ -63,6 +63,7 @@ def _check_sweep(out, limit: int, plots: bool) -> None:
         assert not (out / "sweep_accuracy.png").exists()
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_sweep_runs_every_point_end_to_end(tmp_path, capsys):
     toml = tmp_path / "exp.toml"
     toml.write_text(TOML.format(limit=40, extra="", plots="true"))
@@ -71,6 +72,7 @@ def test_sweep_runs_every_point_end_to_end(tmp_path, capsys):
     assert "sweep summary" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_sweep_points_as_dask_tasks_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     toml = tmp_path / "exp.toml"

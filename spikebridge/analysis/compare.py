@@ -4,9 +4,9 @@ Definitions (all per sample unless said otherwise)
 --------------------------------------------------
 * **Accuracy at step k**: classification accuracy of
   :meth:`~spikebridge.store.record.SpikeRecord.predictions` after ``k + 1``
-  steps.  ``steps_within["0.5"]`` is the smallest number of steps ``T`` at
-  which SNN accuracy is at most 0.5 percentage points below the ANN's
-  (``None`` if never); likewise ``"0.1"``.
+  steps.  ``steps_within["0.5"]`` is the number of steps ``T`` from which on
+  SNN accuracy stays at most 0.5 percentage points below the ANN's, at every
+  later step too (``None`` if it is not within at the last step); likewise ``"0.1"``.
 * **Agreement**: share of samples whose SNN prediction (after all steps)
   equals the ANN's argmax (a single output, a binary logit, is decoded by its sign).
 * **Firing rate** of a neuron: ``count / T_eff`` spikes per step, with
@@ -150,7 +150,7 @@ class ComparisonReport:
         if self.task == "classification":
             lines.append(f"ANN accuracy {pct(self.ann_accuracy)}, SNN accuracy {pct(self.snn_accuracy)}, agreement {pct(self.agreement)}")
             for key, steps in self.steps_within.items():
-                lines.append(f"SNN within {key} points of the ANN after " + ("never" if steps is None else f"{steps} steps"))
+                lines.append(f"SNN stays within {key} points of the ANN from " + ("no step" if steps is None else f"{steps} steps on"))
         else:
             g = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
             lines.append(f"RMSE: ANN {g(self.ann_rmse)}, SNN {g(self.snn_rmse)}; SNN vs ANN {g(self.snn_ann_rmse)}")
@@ -303,8 +303,24 @@ def _fidelity(d: LayerData) -> LayerFidelity:
 
 
 def _first_within(curve: NDArray[np.float64], target: float, tol: float) -> int | None:
-    ok = np.nonzero(curve >= target - tol - 1e-12)[0]
-    return int(ok[0]) + 1 if ok.size else None
+    """Steps ``T`` from which ``curve`` stays within ``tol`` of ``target`` to the end (None if the last step is outside).
+
+    A curve that touches the band and drops out again does not count until it
+    stays: the number answers "from which T on can I trust the SNN".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _first_within(np.array([0.5, 0.96, 0.90, 0.97, 0.98]), 0.98, 0.02)
+    4
+    >>> _first_within(np.array([0.5, 0.99, 0.90]), 0.98, 0.02) is None
+    True
+    """
+    bad = np.nonzero(curve < target - tol - 1e-12)[0]
+    if bad.size == 0:
+        return 1 if curve.size else None
+    last_bad = int(bad[-1])
+    return last_bad + 2 if last_bad + 1 < curve.size else None
 
 
 def compare(

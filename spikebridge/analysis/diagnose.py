@@ -207,7 +207,7 @@ def diagnose(report: _Comparison, *, conversion: Mapping[str, Any] | None = None
     elif diag.ok:
         if report.task == "classification" and report.steps_within.get("0.5") is not None:
             out.append(
-                f"no problem found: the SNN is within 0.5 points of the ANN after {report.steps_within['0.5']} of "
+                f"no problem found: the SNN stays within 0.5 points of the ANN from {report.steps_within['0.5']} of "
                 f"{t_now} steps; you could shorten T to save time and energy."
             )
         else:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .compare import LayerData
 
 __all__ = [
+    "pipeline_order",
+    "population_colors",
+    "accuracy_zoom",
     "plot_raster",
     "plot_accuracy",
     "plot_rate_vs_activation",
@@ -60,6 +63,52 @@ def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
     return p
 
 
+def pipeline_order(info: Mapping[str, Mapping[str, Any]], names: Sequence[str] | None = None) -> list[str]:
+    """Population names in pipeline order: input first, then by latency (network order on ties), output last.
+
+    Parameters
+    ----------
+    info : mapping of name to dict
+        ``SpikeStore.population_info`` (``role``, ``latency_steps``), in network order.
+    names : sequence of str, optional
+        Keep only these (default: all of ``info``); names ``info`` lacks go last.
+
+    Examples
+    --------
+    >>> pipeline_order({"out": {"role": "output", "latency_steps": 2}, "h": {"role": "hidden", "latency_steps": 1},
+    ...                 "x": {"role": "input", "latency_steps": 0}})
+    ['x', 'h', 'out']
+    """
+    index = {n: k for k, n in enumerate(info)}
+    wanted = list(info) if names is None else list(names)
+
+    def key(name: str) -> tuple[int, float, int]:
+        meta = info.get(name)
+        if meta is None:
+            return (3, 0.0, 0)
+        role = {"input": 0, "output": 2}.get(str(meta.get("role", "")), 1)
+        return (role, float(meta.get("latency_steps") or 0), index[name])
+
+    return sorted(wanted, key=key)
+
+
+def population_colors(names: Sequence[str]) -> dict[str, Any]:
+    """One colour per population, the same in every figure of a store (:func:`plot_all`).
+
+    Examples
+    --------
+    >>> population_colors(["input", "relu1", "output"])
+    {'input': 'C0', 'relu1': 'C1', 'output': 'C2'}
+    """
+    if len(names) <= 10:
+        return {n: f"C{k}" for k, n in enumerate(names)}
+    import_optional("matplotlib", "plots")
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return {n: cmap(k % 20) for k, n in enumerate(names)}
+
+
 def plot_raster(
     spikes: "Mapping[str, SpikeTrains]",
     path: str | os.PathLike[str],
@@ -70,6 +119,8 @@ def plot_raster(
     figsize: tuple[float, float] = (8.0, 5.0),
     dpi: int = 100,
     title: str | None = None,
+    colors: Mapping[str, Any] | None = None,
+    min_band: float = 0.06,
 ) -> Path:
     """Spike raster of chosen samples, one band per population.
 
@@ -82,15 +133,25 @@ def plot_raster(
     samples : sequence of int
         Samples shown one after another on the time axis.
     populations : sequence of str, optional
-        Bands from bottom to top (default: all in ``spikes``).
+        Bands from bottom to top (default: all in ``spikes``, in pipeline
+        order when ``spikes`` is a store: input at the bottom, output on top).
     n_steps : int, optional
         Steps per sample (default: the latest spike + 1), for the sample boundaries.
+    colors : mapping of population name to colour, optional
+        Default :func:`population_colors` of the bands.
+    min_band : float
+        Least fraction of the height a population's band gets, so a 10-neuron
+        output next to 10,000 hidden neurons stays visible.
 
     Returns
     -------
     Path
     """
-    names = list(populations) if populations is not None else list(spikes)
+    if populations is not None:
+        names = list(populations)
+    else:
+        info = getattr(spikes, "population_info", None)
+        names = pipeline_order(info, list(spikes)) if isinstance(info, Mapping) else list(spikes)
     if not names:
         raise ValidationError("plot_raster: no population with recorded spikes; simulate with record=('all',)", attr="spikes")
     trains = {name: spikes[name] for name in names}
@@ -98,13 +159,19 @@ def plot_raster(
     dt = first.dt
     if n_steps is None:
         n_steps = max((int(t.step.max()) + 1 if t.n_spikes else 1) for t in trains.values())
+    colors = dict(colors) if colors is not None else population_colors(names)
     fig = _figure(figsize, dpi)
     ax = fig.add_subplot(1, 1, 1)
-    offset = 0
+    # band heights in neuron rows: at least min_band of the total, so small populations show
+    total = sum(trains[n].n_neurons for n in names)
+    floor = min_band * total / max(1.0 - min_band * len(names), min_band)
+    heights = {n: max(float(trains[n].n_neurons), floor) for n in names}
+    offset = 0.0
     ticks, labels = [], []
     budget = _MAX_POINTS
     for k, name in enumerate(names):
         st = trains[name]
+        scale = heights[name] / max(st.n_neurons, 1)
         for j, s in enumerate(samples):
             if not 0 <= s < st.n_samples:
                 raise ValidationError(f"plot_raster: sample {s} out of range [0, {st.n_samples})", attr="samples")
@@ -114,10 +181,12 @@ def plot_raster(
                 keep = np.linspace(0, neuron.size - 1, budget).astype(int)
                 neuron, t_ms = neuron[keep], t_ms[keep]
             budget = max(budget - neuron.size, 1000)
-            ax.scatter(t_ms, neuron + offset, s=2, marker="|", color=f"C{k % 10}", linewidths=0.6)
-        ticks.append(offset + st.n_neurons / 2)
-        labels.append(name)
-        offset += st.n_neurons
+            # spread out neurons of a stretched band get taller marks
+            ax.scatter(t_ms, offset + (neuron + 0.5) * scale - 0.5, s=2 * min(scale, 20.0), marker="|",
+                       color=colors.get(name, f"C{k % 10}"), linewidths=0.6 * min(scale, 4.0) ** 0.5)
+        ticks.append(offset + heights[name] / 2)
+        labels.append(f"{name} ({st.n_neurons})")
+        offset += heights[name]
         ax.axhline(offset - 0.5, color="0.85", linewidth=0.5)
     for j in range(1, len(samples)):
         ax.axvline(j * n_steps * dt * 1e3, color="0.3", linestyle="--", linewidth=0.8)
@@ -167,8 +236,37 @@ def plot_accuracy(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title or "accuracy versus time")
+    lo, hi = accuracy_zoom(acc, ann_accuracy)
+    if hi - lo < 50.0 and acc.size >= 4:
+        # the gap to the ANN is a few points at most: an inset zoomed on the last half shows it
+        inset = ax.inset_axes((0.42, 0.3, 0.55, 0.42))
+        half = acc.size // 2
+        inset.plot(t_ms[half:], 100 * acc[half:], color="C0")
+        if ann_accuracy is not None:
+            inset.axhline(100 * ann_accuracy, color="C3", linestyle="--")
+        inset.set_ylim(lo, hi)
+        inset.set_xlim(t_ms[half], t_ms[-1])
+        inset.grid(alpha=0.3)
+        inset.tick_params(labelsize=7)
+        inset.set_title("zoom (%)", fontsize=7)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def accuracy_zoom(accuracy_t: ArrayLike, ann_accuracy: float | None = None) -> tuple[float, float]:
+    """The y range (percent) of the accuracy plot's zoom: the last half of the curve and the ANN line, plus margins.
+
+    Examples
+    --------
+    >>> accuracy_zoom([0.1, 0.5, 0.97, 0.975], ann_accuracy=0.98)
+    (96.5, 98.5)
+    """
+    acc = 100 * np.asarray(accuracy_t, dtype=np.float64)
+    tail = acc[acc.size // 2:]
+    values = [*tail.tolist()] + ([100 * ann_accuracy] if ann_accuracy is not None else [])
+    lo, hi = min(values), max(values)
+    pad = max(0.5, 0.15 * (hi - lo))
+    return float(max(0.0, np.floor(2 * (lo - pad)) / 2)), float(min(100.0, np.ceil(2 * (hi + pad)) / 2))
 
 
 def plot_rate_vs_activation(
@@ -179,6 +277,7 @@ def plot_rate_vs_activation(
     figsize: tuple[float, float] | None = None,
     dpi: int = 100,
     seed: int = 0,
+    colors: Mapping[str, Any] | None = None,
 ) -> Path:
     """Scatter of SNN firing rate (spikes/step) against normalised ANN activation, one panel per layer.
 
@@ -193,8 +292,11 @@ def plot_rate_vs_activation(
     """
     if isinstance(layers, Mapping):
         pairs = [(str(k), np.asarray(v[0], float).ravel(), np.asarray(v[1], float).ravel()) for k, v in layers.items()]
+        pops = [str(k) for k in layers]
     else:
         pairs = [(f"{d.layer} ({d.population})", d.activation.ravel(), d.rate.ravel()) for d in layers]
+        pops = [d.population for d in layers]
+    colors = colors or {}
     if not pairs:
         raise ValidationError("plot_rate_vs_activation: no layer to draw (store ANN activations with ann_activations=True)", attr="layers")
     n = len(pairs)
@@ -207,7 +309,7 @@ def plot_rate_vs_activation(
             keep = rng.choice(x.size, max_points, replace=False)
             x, y = x[keep], y[keep]
         ax = fig.add_subplot(1, n, k + 1)
-        ax.scatter(x, y, s=3, alpha=0.3, color=f"C{k % 10}", linewidths=0)
+        ax.scatter(x, y, s=3, alpha=0.3, color=colors.get(pops[k], f"C{k % 10}"), linewidths=0)
         top = max(1.0, float(np.max(x)) if x.size else 1.0)
         ax.plot([0, 1, top], [0, 1, 1], color="k", linewidth=0.8, linestyle="--")
         ax.set_xlim(0, top * 1.02)
@@ -229,6 +331,7 @@ def plot_rate_histograms(
     bins: int = 30,
     figsize: tuple[float, float] | None = None,
     dpi: int = 100,
+    colors: Mapping[str, Any] | None = None,
 ) -> Path:
     """Histogram of firing rates (Hz) of every (sample, neuron) pair, one panel per population.
 
@@ -240,6 +343,7 @@ def plot_rate_histograms(
     if not counts:
         raise ValidationError("plot_rate_histograms: no spike counts given", attr="counts")
     duration = n_steps * dt
+    colors = colors or {}
     n = len(counts)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
@@ -247,7 +351,8 @@ def plot_rate_histograms(
     for k, (name, c) in enumerate(counts.items()):
         rate = np.asarray(c, dtype=np.float64).ravel() / duration
         ax = fig.add_subplot(rows, cols, k + 1)
-        ax.hist(rate, bins=bins, range=(0.0, max(float(rate.max()) if rate.size else 1.0, 1.0 / duration)), color=f"C{k % 10}")
+        ax.hist(rate, bins=bins, range=(0.0, max(float(rate.max()) if rate.size else 1.0, 1.0 / duration)),
+                color=colors.get(name, f"C{k % 10}"))
         ax.set_yscale("log")
         ax.set_title(f"{name} (mean {rate.mean():.1f} Hz)" if rate.size else name, fontsize=9)
         ax.set_xlabel("rate (Hz)")
@@ -364,14 +469,21 @@ def plot_all(
             figures["accuracy"] = plot_accuracy(
                 report.accuracy_t, out / f"{prefix}accuracy.{fmt}", dt=rec.dt, ann_accuracy=report.ann_accuracy, dpi=dpi
             )
+        # one colour per population in every figure, in pipeline order
+        order = pipeline_order(st.population_info, sorted(set(st.population_info) | set(st) | set(rec.counts)))
+        colors = population_colors(order)
         if len(st):
             shown = list(range(min(raster_samples, rec.n_samples)))
-            figures["raster"] = plot_raster(st, out / f"{prefix}raster.{fmt}", samples=shown, n_steps=rec.n_steps, dpi=dpi)
+            figures["raster"] = plot_raster(st, out / f"{prefix}raster.{fmt}", samples=shown, n_steps=rec.n_steps, dpi=dpi,
+                                            populations=[n for n in order if n in st], colors=colors)
         data = layer_data(inputs)
         if data:
-            figures["scatter"] = plot_rate_vs_activation(list(data.values()), out / f"{prefix}scatter.{fmt}", dpi=dpi)
+            figures["scatter"] = plot_rate_vs_activation(list(data.values()), out / f"{prefix}scatter.{fmt}", dpi=dpi,
+                                                         colors=colors)
         if rec.counts:
-            figures["rates"] = plot_rate_histograms(rec.counts, out / f"{prefix}rates.{fmt}", n_steps=rec.n_steps, dt=rec.dt, dpi=dpi)
+            counts = {n: rec.counts[n] for n in order if n in rec.counts}
+            figures["rates"] = plot_rate_histograms(counts, out / f"{prefix}rates.{fmt}", n_steps=rec.n_steps, dt=rec.dt,
+                                                    dpi=dpi, colors=colors)
         from ..store.weights import read_weights
 
         histories = read_weights(st)

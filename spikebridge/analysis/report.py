@@ -10,6 +10,24 @@ from typing import Any
 
 __all__ = ["write_report", "summary_rows", "SUMMARY_HEADER"]
 
+#: readable labels (with units) of the operations-and-energy table's rows (``OpsReport`` fields)
+OPS_LABELS = {
+    "n_samples": "samples",
+    "n_steps": "time steps T",
+    "ann_macs": "ANN multiply-accumulates (MACs) per inference",
+    "snn_synops": "SNN synaptic operations (SynOps) per inference",
+    "snn_macs": "SNN MACs per inference (analog input layer)",
+    "synops_per_mac": "SNN SynOps / ANN MACs",
+    "spikes_per_inference": "spikes per inference",
+    "mean_spikes_per_neuron": "mean spikes per neuron per inference",
+    "ann_energy_j": "ANN energy per inference (J)",
+    "snn_energy_j": "SNN energy per inference (J)",
+    "energy_ratio": "energy SNN / ANN",
+    "e_mac_j": "energy of one MAC (J)",
+    "e_ac_j": "energy of one accumulate, AC (J)",
+    "energy_source": "energy figures from",
+}
+
 SUMMARY_HEADER = ("model", "samples", "T", "ANN acc", "SNN acc", "agreement", "T within 0.5 pt", "SynOps/MACs", "energy SNN/ANN", "sim time")
 
 
@@ -148,7 +166,8 @@ def write_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *, tit
             md += ["### Diagnosis", ""] + [f"- {s}" for s in diag] + [""]
         ops = r.ops or {}
         if ops:
-            rows = [[k.replace("_", " "), f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in ops.items() if not isinstance(v, (dict, list))]
+            rows = [[OPS_LABELS.get(k, k.replace("_", " ")), f"{v:.4g}" if isinstance(v, float) else str(v)]
+                    for k, v in ops.items() if not isinstance(v, (dict, list))]
             md += ["### Operations and energy", "", _md_table(["quantity", "value"], rows), ""]
         if r.graph:
             md += ["### Connectivity (E/I and graph summary)", "", _md_table(["measure", "value"], _graph_rows(r)), ""]

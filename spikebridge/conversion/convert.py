@@ -56,6 +56,7 @@ divided by ``max_rate dt`` so the expected drive is the same.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -80,6 +81,64 @@ def _resolve_task(graph: AnnGraph, config: ConversionConfig) -> str:
         return config.task
     task = str(graph.metadata.get("task", "classification")).lower()
     return "regression" if task.startswith("regress") else "classification"
+
+
+def _available_memory() -> float | None:
+    """Bytes of memory available now (``MemAvailable``; None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def normalisation_memory(graph: AnnGraph, n_samples: int) -> float:
+    """Bytes that the activations of all layers of ``n_samples`` take during data normalisation (float64).
+
+    Examples
+    --------
+    >>> from spikebridge.ir import AnnGraph
+    >>> from spikebridge.ir.layers import Input, Dense
+    >>> import numpy as np
+    >>> g = AnnGraph([Input(name="x", shape=(4,)), Dense(name="d", weight=np.ones((3, 4)))])
+    >>> normalisation_memory(g, 10)  # (4 + 3) values x 10 samples x 8 bytes
+    560.0
+    """
+    per_sample = sum(int(np.prod(shape)) for shape in graph.shapes.values())
+    return float(per_sample) * float(n_samples) * 8.0
+
+
+def normalisation_sample(graph: AnnGraph, calibration: ArrayLike, cap: int | None) -> NDArray[np.float64]:
+    """The first ``cap`` calibration samples (all for None), refused when their activations would not fit memory.
+
+    Raises
+    ------
+    ConversionError
+        If holding every layer's activations for the sample needs more than
+        the memory available now (the message says how many samples fit).
+    """
+    x = calibration if isinstance(calibration, np.ndarray) else np.asarray(calibration)
+    n = len(x) if x.ndim > 0 else 1
+    if cap is not None and n > cap:
+        log.info("model '%s': data normalisation on the first %d of %d calibration samples (normalisation_samples)",
+                 graph.name, cap, n)
+        x, n = x[:cap], cap
+    need = normalisation_memory(graph, n)
+    avail = _available_memory()
+    if avail is not None and need > 0.8 * avail:
+        fit = int(0.8 * avail / max(normalisation_memory(graph, 1), 1.0))
+        raise ConversionError(
+            f"model '{graph.name}': data normalisation on {n:,} samples needs about {need / 1e9:.1f} GB for the "
+            f"activations of all layers, more than the {avail / 1e9:.1f} GB available; pass at most {fit:,} samples "
+            "(ConversionConfig.normalisation_samples, or --calibration-samples)"
+        )
+    return x
 
 
 def convert(
@@ -163,6 +222,7 @@ def convert(
                 f"model '{graph.name}': data-based normalisation needs calibration data; pass "
                 "calibration=x_train[:500] (or --calibration on the CLI), or use normalisation='none'"
             )
+        calibration = normalisation_sample(graph, calibration, cfg.normalisation_samples)
         acts = cast("dict[str, NDArray[np.float64]]", evaluate(graph, calibration, return_all=True))
         scales[in_name] = activation_scale(acts[in_name], cfg.percentile, name=in_name, signed=True)
         for st in stages:
@@ -313,6 +373,14 @@ def convert(
 
         # after the max-pool trees (they lengthen the paths), before calibration (which measures the result)
         snn = delay_bias_onset(snn)
+    if cfg.burst > 1:
+        # hidden IF populations only: the read-out keeps single spikes (its counts are the answer), and a
+        # clipped ReLU's population keeps them too (one spike per step is its clip level; more would exceed it)
+        snn = snn.copy_with(populations=[
+            p.replace(params={**p.params, "burst": cfg.burst})
+            if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.layer not in clip_levels
+            else p
+            for p in snn.populations.values()])
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 

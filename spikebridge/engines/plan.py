@@ -1,7 +1,12 @@
-"""What a simulation needs, computed in numpy before any Brian2 object exists.
+"""What a simulation needs, decided once in numpy before any engine object exists.
 
-Shared by the Brian2 builder and the numpy reference simulator, so both read
-inputs, encodings and delays the same way:
+:func:`compile` turns a network and a :class:`~spikebridge.config.SimulationConfig` into one frozen
+:class:`Plan`: which populations are simulated, which projections are folded into input currents,
+which deliver within the step, the update order, the longest delay in steps and the recorded
+populations.  Every engine (reference, Brian2 builder, tensor engine, exported script) and every
+memory estimate reads these from the plan instead of re-deriving them from the network.
+
+:class:`InputPlan` is the per-sample side: inputs and encodings, read the same way by every engine:
 
 * ``"current"`` encoding: projections out of the input population are folded
   into a constant per-neuron current of their post population,
@@ -29,8 +34,9 @@ inputs, encodings and delays the same way:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -38,7 +44,10 @@ from numpy.typing import ArrayLike, NDArray
 from ..snn.network import SpikingNetwork
 from ..errors import ValidationError
 
-__all__ = ["InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+if TYPE_CHECKING:
+    from ..config import SimulationConfig
+
+__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
            "same_step_projections", "same_step_targets"]
 
 
@@ -81,6 +90,106 @@ def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
     folded = folded_projections(snn)
     steps = [int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses]
     return max(steps, default=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """How a network runs: decided once per run by :func:`compile`, read by every engine and estimate.
+
+    Attributes
+    ----------
+    snn : SpikingNetwork
+    dt : float
+        Time step in seconds.
+    n_steps : int
+        Steps per sample.
+    record : frozenset of str
+        Populations whose spike trains are recorded (``"all"`` resolved to :attr:`active`).
+    active : tuple of str
+        Populations with neurons in the simulation, in the network's order (a current-encoded input
+        has none: its projections are folded into currents).
+    folded : frozenset of str
+        Projections replaced by a constant input current.
+    same_step : frozenset of str
+        Simulated projections with a synapse of zero steps: delivered within the step.
+    order : tuple of str
+        Update order of all populations (:meth:`~spikebridge.snn.network.SpikingNetwork.update_order`:
+        a topological order of the same-step projections); engines skip the inactive ones.
+    inbound : mapping of str to tuple of (str, str)
+        Per population, the ``(population, target variable)`` pairs same-step projections write to
+        (what an engine adds before that population's threshold test); read-only by convention.
+    max_delay_steps : int
+        Longest delay in steps over the simulated projections (1 without any).
+    """
+
+    snn: SpikingNetwork
+    dt: float
+    n_steps: int
+    record: frozenset[str]
+    active: tuple[str, ...]
+    folded: frozenset[str]
+    same_step: frozenset[str]
+    order: tuple[str, ...]
+    inbound: Mapping[str, tuple[tuple[str, str], ...]]
+    max_delay_steps: int
+
+    def simulated(self) -> list[Any]:
+        """The projections that exist in the simulation (not folded, at least one synapse), in order."""
+        return [p for p in self.snn.projections.values() if p.name not in self.folded and p.n_synapses]
+
+
+def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt: float | None = None,
+            n_steps: int | None = None, record: tuple[str, ...] | None = None) -> Plan:
+    """Decide once how ``snn`` runs under ``config``.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    config : SimulationConfig, optional
+        ``dt`` (default ``snn.dt``), ``n_steps`` and ``record`` come from it.
+    dt, n_steps, record : optional
+        Override the config's (engines called without a config: the reference simulator, scripts).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ValidationError
+        Unknown recorded populations, or a zero-delay cycle (named).
+
+    Examples
+    --------
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
+    >>> net = SpikingNetwork([Population(name="x", n=2, model="input", role="input"),
+    ...                       Population(name="h", n=1, model="if", role="output")],
+    ...                      [Projection(name="p", pre="x", post="h", pre_index=[0, 1], post_index=[0, 0],
+    ...                                  weight=[1.0, 1.0], delay=0.0)],
+    ...                      input="x", output="h", min_delay_steps=0)
+    >>> plan = compile(net, n_steps=8)
+    >>> plan.active, sorted(plan.folded), plan.max_delay_steps
+    (('h',), ['p'], 1)
+    """
+    dt = float(dt if dt is not None else (config.dt if config is not None and config.dt is not None else snn.dt))
+    steps = int(n_steps if n_steps is not None else (config.n_steps if config is not None else 128))
+    rec = tuple(record if record is not None else (config.record if config is not None else ()))
+    unknown = set(rec) - set(snn.populations) - {"all"}
+    if unknown:
+        raise ValidationError(
+            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
+            attr="record",
+        )
+    active = tuple(active_populations(snn))
+    folded = frozenset(folded_projections(snn))
+    same = frozenset(same_step_projections(snn, dt))
+    keys = {(p.post, p.target) for p in snn.projections.values() if p.name in same}
+    inbound = {name: tuple(sorted(k for k in keys if k[0] == name)) for name in snn.populations}
+    order = tuple(snn.update_order(dt))
+    return Plan(
+        snn=snn, dt=dt, n_steps=steps, record=frozenset(active if "all" in rec else rec), active=active, folded=folded,
+        same_step=same, order=order, inbound=inbound, max_delay_steps=max_delay_steps(snn, dt),
+    )
 
 
 @dataclass
@@ -157,10 +266,21 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
     n_in = snn.populations[snn.input].n
     x = np.asarray(inputs, dtype=np.float64)
     if kind == "spikes":
+        shape = tuple(snn.populations[snn.input].shape or (n_in,))
+        hint = ("; to drive it with data as a constant current (as before an export to NIR): "
+                "net.copy_with(encoding={'kind': 'current'})")
+        if x.ndim >= 2 and x.shape[1:] == shape:
+            # samples of the input population's shape, e.g. images (n, 1, 28, 28): read as a raster they would
+            # be one-step analog drive and the network would silently score chance (issue 23)
+            raise ValidationError(
+                f"network '{snn.name}' takes spike rasters (n_samples, n_steps, {n_in}) (encoding 'spikes'), but the "
+                f"inputs of shape {x.shape} are samples of its input shape {shape}" + hint,
+                attr="inputs",
+            )
         if x.ndim < 3 or int(np.prod(x.shape[2:])) != n_in:
             raise ValidationError(
                 f"spike-raster inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} "
-                f"neurons; expected (n_samples, n_steps, {n_in})",
+                f"neurons; expected (n_samples, n_steps, {n_in})" + (hint if x.ndim == 2 and x.shape[1] == n_in else ""),
                 attr="inputs",
             )
         values = x.reshape(x.shape[0], x.shape[1], n_in)

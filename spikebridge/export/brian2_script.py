@@ -25,7 +25,7 @@ from ..snn.network import SpikingNetwork
 from ..errors import BuildError, ValidationError
 from ..engines.brian2.builder import SCHEDULE
 from ..engines.brian2.equations import input_spec, neuron_spec
-from ..engines.plan import active_populations, draw_poisson, folded_projections, prepare_inputs, same_step_projections
+from ..engines.plan import compile, draw_poisson, prepare_inputs
 
 __all__ = ["export_brian2_script"]
 
@@ -142,14 +142,15 @@ def export_brian2_script(
     plan = draw_poisson(prepare_inputs(snn, inputs, dt), n_steps, dt, seed, 0)
     b = plan.n_samples
     kind = "spikes" if plan.raster is not None else str(snn.encoding.get("kind", "current"))
-    folded = folded_projections(snn)
+    compiled = compile(snn, dt=dt, n_steps=n_steps)
+    folded = compiled.folded
     has_current = {p.post for p in snn.projections.values() if p.name in folded}
     data: dict[str, np.ndarray] = {}
     lines: list[str] = []
     emit = lines.append
-    names = active_populations(snn)
-    same_step = same_step_projections(snn, dt)  # the builder's schedule for same-step delivery
-    rank = {name: r for r, name in enumerate(snn.update_order(dt))}
+    names = list(compiled.active)
+    same_step = compiled.same_step  # the builder's schedule for same-step delivery
+    rank = {name: r for r, name in enumerate(compiled.order)}
     spiking: list[str] = []
     var = _variables(names + [p.name for p in snn.projections.values() if p.name not in folded])
     for pname in names:
@@ -230,7 +231,8 @@ def export_brian2_script(
         emit(f"# --- projection {_r(proj.name)}: {_n(proj.pre)} -> {_n(proj.post)} ({_r(proj.kind)}, {proj.n_synapses} synapses "
              f"per sample, sign {_r(proj.sign)}, {delay_txt}, acts on {_r(proj.target)}) ---")
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-        kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + gate!r}", "clock=clock", f"name={proj.name!r}",
+        mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""  # a burst's multiplicity
+        kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + mult + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
         lag = 0 if proj.name in same_step else 1
         if not hetero:
@@ -324,6 +326,12 @@ def export_brian2_script(
 
         results = {{name + "__counts": np.asarray(mon.count[:]).reshape(B, -1) for name, mon in spike_monitors.items()}}
         ''')
+    bursts = [p for p in spiking if p != snn.input and snn.populations[p].burst > 1]
+    if bursts:
+        footer += "# burst populations: every spike of a burst (the monitors count one event per burst)\n"
+        for pname in bursts:
+            footer += f"results[{pname + '__counts'!r}] = np.rint(np.asarray({var[pname]}.n_emitted_[:])).astype(int).reshape(B, -1)\n"
+
     if out_name:
         theta = readout.get("threshold", 1.0)
         footer += textwrap.dedent(f'''\

@@ -895,7 +895,34 @@ def load_nir(source: "str | os.PathLike[str] | nir.NIRGraph", *, dt: float, conv
     graph = _read_graph(source)
     imp = _Importer(graph, float(dt), convention)
     imp.run()
-    return imp.build(name)
+    net = imp.build(name)
+    enc = _exported_encoding(graph, float(dt), convention)
+    if enc is not None:
+        # a spikebridge export of a network driven by data: the same inputs drive the reimport
+        net = net.copy_with(encoding=enc, metadata={**net.metadata, "nir_encoding": "restored from spikebridge_encoding"})
+    return net
+
+
+def _exported_encoding(graph: Any, dt: float, convention: str) -> dict[str, Any] | None:
+    """The input encoding ``export_nir`` recorded (``spikebridge_encoding``), when it applies to this import.
+
+    It applies when the file was written by spikebridge for the same ``dt`` in the ``"step"``
+    convention and the encoding was not a spike raster; else None (NIR's own spike-raster input).
+    """
+    import json
+
+    meta = getattr(graph, "metadata", None) or {}
+    raw = meta.get("spikebridge_encoding")
+    if raw is None or convention != "step":
+        return None
+    try:
+        enc = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+        exported_dt = float(meta.get("spikebridge_dt", dt))
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(enc, dict) or enc.get("kind") in (None, "spikes") or not np.isclose(exported_dt, dt, rtol=1e-9):
+        return None
+    return enc
 
 
 def _detect_nir(source: Any) -> bool:

@@ -438,12 +438,64 @@ _KIND_TO_LAYER = {"dense": Dense, "conv": Conv2d, "maxpool": MaxPool2d, "avgpool
                   "flatten": Flatten, "relu": ReLU, "softmax": Softmax, "add": Add, "concat": Concat}
 
 
+def _pickled_classes(path: Path) -> list[str]:
+    """Dotted names of the classes a ``torch.save`` zip file's pickle refers to, read without unpickling.
+
+    Only the pickle's opcodes are scanned (:mod:`pickletools`), so no code of the file runs.
+    A state dict names ``collections.OrderedDict`` and ``torch._utils`` rebuild helpers; a whole
+    saved model names its module classes (``torch.nn.modules...``, ``__main__.Net``).
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            if name is None:
+                return []
+            data = z.read(name)
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return []
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if isinstance(arg, str) and "UNICODE" in op.name or op.name in ("BINSTRING", "SHORT_BINSTRING"):
+                strings.append(str(arg))
+            elif op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # a damaged pickle: torch.load reports it
+        return found
+    return found
+
+
+def _model_class(path: Path) -> str | None:
+    """The first model class a saved file pickles (None for a state dict)."""
+    plain = ("collections.", "torch._utils.", "torch.storage", "torch.serialization", "builtins.", "numpy.", "_codecs.")
+    for name in _pickled_classes(path):
+        if name.startswith(plain) or (name.startswith("torch.") and name.split(".")[-1].endswith("Storage")):
+            continue
+        if name in ("torch.device", "torch.Size", "torch.float32", "torch.dtype"):
+            continue
+        return name
+    return None
+
+
 def _load_state_dict_file(path: Path, architecture: Any) -> Any:
     torch = import_optional("torch", "reading PyTorch state-dict files")
+    whole = _model_class(path)
+    if whole is not None:
+        raise ModelFormatError(
+            f"PyTorch file '{path}' holds a whole pickled model ({whole}), not a state dict; spikebridge never unpickles "
+            "code: save its weights with torch.save(model.state_dict(), path) and pass architecture=<an instance of "
+            "the class>, or pass the nn.Module object itself (with input_shape= for a CNN)"
+        )
     if architecture is None:
         raise ValidationError(
             f"PyTorch file '{path}' holds only weights; pass architecture=<an nn.Module instance of the same "
-            "class> so they can be loaded into it",
+            "class> so they can be loaded into it (and input_shape=(C, H, W) for a CNN)",
             attr="architecture",
         )
     if not isinstance(architecture, torch.nn.Module):

@@ -17,11 +17,10 @@ import numpy as np
 
 from ..config import SimulationConfig
 from ..errors import BuildError
-from ..snn.network import SpikingNetwork
 from ..store.record import SpikeRecord
 from ..engines.brian2.builder import delay_buffer_bytes, estimate_memory, max_batch_size
 from ..engines.brian2.run import import_brian2, resolve_target, run_batch
-from ..engines.plan import InputPlan, active_populations, draw_poisson
+from ..engines.plan import InputPlan, Plan, draw_poisson
 from ..engines.tensor.arrays import arrays_for
 from ..engines.tensor.engine import TensorProgram, estimate_tensor_memory
 
@@ -58,8 +57,8 @@ def _usable_budget(max_memory: float) -> float:
     return max_memory
 
 
-def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
-    """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
+def plan_batches(compiled: Plan, n_samples: int, config: SimulationConfig) -> int:
+    """Brian2 batch size to use for ``n_samples`` of ``compiled`` under ``config`` (fits ``max_memory``).
 
     With several workers the memory budget is shared among them, and the
     samples are spread so that every worker gets a batch.
@@ -72,8 +71,8 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
     """
     workers = n_workers(config)
     budget = _usable_budget(config.max_memory) / workers
-    dt = float(config.dt or snn.dt)
-    queues = delay_buffer_bytes(snn, dt)
+    snn, dt = compiled.snn, compiled.dt
+    queues = delay_buffer_bytes(compiled)
     if queues and max(queues.values()) > budget:
         name = max(queues, key=lambda k: queues[k])
         delay = float(np.max(np.asarray(snn.projections[name].delay)))
@@ -82,17 +81,17 @@ def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) 
             f"its spike queue alone needs about {queues[name] / 1e6:.0f} MB, more than max_memory {budget / 1e6:.0f} MB. "
             "Use a shorter delay or a coarser dt"
         )
-    fit = max_batch_size(snn, budget, config.n_steps, config.record, dt)
-    one = estimate_memory(snn, 1, config.n_steps, config.record, dt)
+    fit = max_batch_size(compiled, budget)
+    one = estimate_memory(compiled, 1)
     mb = budget / 1e6
     if fit == 0:
         raise BuildError(
             f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in Brian2 ({snn.n_synapses:,} explicit "
             f"synapses) but max_memory is {mb:.1f} MB; raise max_memory to at least {np.ceil(one / 1e6):.0f}MB, or "
-            f"use engine='tensor' (shared kernels, about {_tensor_mb(snn, config):.0f} MB per sample)"
+            f"use engine='tensor' (shared kernels, about {_tensor_mb(compiled):.0f} MB per sample)"
         )
     if config.batch_size is not None:
-        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record, dt)
+        need = estimate_memory(compiled, config.batch_size)
         if need > budget:
             raise BuildError(
                 f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
@@ -111,12 +110,10 @@ def progress_bar(cfg: SimulationConfig, total: int, name: str) -> Any:
     return import_optional("tqdm", "a progress bar").tqdm(total=total, unit="sample", desc=f"simulate {name}")
 
 
-def batch_job(
-    snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int
-) -> SpikeRecord:
-    """One batch in a worker process (module-level so the process pool can call it)."""
-    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
-    return run_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+def batch_job(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, k0: int) -> SpikeRecord:
+    """One Brian2 batch starting at sample ``k0``, in a worker process (module-level so a process pool can call it)."""
+    sub = draw_poisson(sub, cfg.n_steps, compiled.dt, cfg.seed, k0)
+    return run_batch(compiled, sub, cfg, target, seed=cfg.seed + k0)
 
 
 def _worker_init(parent: int) -> None:
@@ -138,7 +135,7 @@ def _worker_init(parent: int) -> None:
 
 
 def iter_parallel(
-    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, target: str
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, target: str
 ) -> Iterator[tuple[int, SpikeRecord]]:
     """Run batches in worker processes, at most one per worker in flight, yielded in order.
 
@@ -160,13 +157,13 @@ def iter_parallel(
         try:
             while queue and len(pending) < workers:
                 k0 = queue.pop(0)
-                pending.append((k0, pool.submit(batch_job, snn, plan.select(k0, k0 + bs), cfg, dt, target, k0)))
+                pending.append((k0, pool.submit(batch_job, compiled, plan.select(k0, k0 + bs), cfg, target, k0)))
             while pending:
                 k0, fut = pending.pop(0)
                 rec = fut.result()
                 if queue:
                     k1 = queue.pop(0)
-                    pending.append((k1, pool.submit(batch_job, snn, plan.select(k1, k1 + bs), cfg, dt, target, k1)))
+                    pending.append((k1, pool.submit(batch_job, compiled, plan.select(k1, k1 + bs), cfg, target, k1)))
                 yield k0, rec
             finished = True
         finally:
@@ -180,9 +177,11 @@ def iter_parallel(
 
 
 
-def tensor_batch_size(snn: SpikingNetwork, n_samples: int, cfg: SimulationConfig, dt: float) -> int:
-    one = estimate_tensor_memory(snn, 1, cfg.n_steps, dt, cfg.record)
-    per = max(estimate_tensor_memory(snn, 2, cfg.n_steps, dt, cfg.record) - one, 1)
+def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> int:
+    """Tensor-engine batch size for ``n_samples`` under ``cfg.max_memory`` (or ``cfg.batch_size``)."""
+    snn = compiled.snn
+    one = estimate_tensor_memory(compiled, 1)
+    per = max(estimate_tensor_memory(compiled, 2) - one, 1)
     if one > cfg.max_memory:
         raise BuildError(
             f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in the tensor engine but max_memory is "
@@ -193,6 +192,22 @@ def tensor_batch_size(snn: SpikingNetwork, n_samples: int, cfg: SimulationConfig
         return int(cfg.batch_size)
     return max(1, min(fit, n_samples))
 
+
+
+def _one_blas_thread() -> Any:
+    """Context limiting BLAS to one thread while batch parts run in threads of their own.
+
+    Two parts each calling a 2-thread OpenBLAS ran the MNIST LeNet 3.5x slower than with one
+    BLAS thread per part (issue 21; 100 samples, T=64, load ~4).  Uses threadpoolctl where
+    installed; without it, set ``OPENBLAS_NUM_THREADS=1`` yourself.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
@@ -207,7 +222,7 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
 
     bounds = np.linspace(0, n, parts + 1).astype(int)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parts) as pool:
+    with _one_blas_thread(), ThreadPoolExecutor(max_workers=parts) as pool:
         futures = [
             pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
             for a, b in zip(bounds[:-1], bounds[1:])
@@ -221,12 +236,21 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
 
 
 
-def iter_plan_tensor(snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float) -> Iterator[tuple[int, SpikeRecord]]:
-    """:func:`iter_simulate_tensor` on a checked plan (from :func:`~spikebridge.engines.plan.checked_plan`), ``dt`` in seconds."""
-    names = active_populations(snn)
-    rec = set(names) if "all" in cfg.record else set(cfg.record)
+def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int) -> Iterator[tuple[int, SpikeRecord]]:
+    """Tensor-engine batches of a checked input plan (from :func:`~spikebridge.engines.plan.checked_plan`).
+
+    Batches are sized to ``cfg.max_memory`` (or ``cfg.batch_size``); Poisson inputs are drawn per
+    sample with ``(seed, sample index)`` and the Poisson drive of a batch starting at sample ``k0``
+    uses ``seed + k0``, as in the Brian2 engine.  On CPU, ``cfg.threads > 1`` splits each batch into
+    that many parts simulated by concurrent threads (each part is a batch of its own, so results
+    equal a run with that batch size); torch then runs one intra-op thread per part.  On CUDA,
+    ``threads`` sets torch's CPU threads.  torch's thread count is restored afterwards.
+    Yields ``(first_sample, SpikeRecord)``.
+    """
+    snn, dt = compiled.snn, compiled.dt
+    rec = set(compiled.record)
     n = plan.n_samples
-    bs = tensor_batch_size(snn, n - start, cfg, dt)
+    bs = tensor_batch_size(compiled, n - start, cfg)
     xp = arrays_for(cfg.device)
     parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
     saved_threads = None
@@ -238,7 +262,7 @@ def iter_plan_tensor(snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig
     progress = progress_bar(cfg, n - start, snn.name)
     try:
         t0 = time.perf_counter()
-        program = TensorProgram(snn, dt, xp)
+        program = TensorProgram(compiled, xp)
         t_build = time.perf_counter() - t0
         for k0 in range(start, n, bs):
             sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
@@ -256,9 +280,7 @@ def iter_plan_tensor(snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig
 
 
 
-def _tensor_mb(snn: SpikingNetwork, config: SimulationConfig) -> float:
-    from ..engines.tensor import estimate_tensor_memory
-
-    dt = float(config.dt if config.dt is not None else snn.dt)
-    return estimate_tensor_memory(snn, 1, config.n_steps, dt, config.record) / 1e6
+def _tensor_mb(compiled: Plan) -> float:
+    """Megabytes one sample of ``compiled`` needs in the tensor engine."""
+    return estimate_tensor_memory(compiled, 1) / 1e6
 

@@ -39,7 +39,7 @@ def convert(graph: AnnGraph, config: ConversionConfig | None = None, calibration
     >>> cfg = ConversionConfig(percentile=100.0, calibrate="potential", calibrate_steps=16)
     >>> snn = convert(g, cfg, calibration=np.array([[1.0, 2.0], [0.5, 0.0]]))
     >>> sorted(snn.populations)
-    ['fc1', 'out', 'x']
+    ['fc1', 'input', 'out']
     """
     return _convert.convert(graph, config, calibration, simulate=simulate_reference)
 

@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SimulationConfig
-from ..snn.network import SpikingNetwork
 from ..engines.brian2.run import import_brian2
 from ..errors import SimulationError
 from ..store.record import SpikeRecord
-from ..engines.plan import InputPlan, draw_poisson
+from ..engines.plan import InputPlan, Plan, draw_poisson
 
 log = logging.getLogger(__name__)
 
@@ -113,30 +112,30 @@ def register_brian2_import(client: Any) -> None:
     client.register_plugin(ImportBrian2())
 
 
-def _standalone_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int) -> SpikeRecord:
+def _standalone_job(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, k0: int) -> SpikeRecord:
     """One ``cpp_standalone`` batch on a Dask worker, in that worker's own project directory."""
     from ..engines.brian2.run import iter_standalone, structure_key, standalone_cache_dir
 
+    snn, dt = compiled.snn, compiled.dt
     sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
     root = Path(cfg.build_dir) if cfg.build_dir else standalone_cache_dir()
     # two workers on one machine must never build into the same directory at once
     directory = root / f"{snn.name}_{structure_key(snn, sub.n_samples, cfg, dt)}_{socket.gethostname()}_{os.getpid()}"
-    ((_, rec),) = list(iter_standalone(snn, sub, dataclasses.replace(cfg, build_dir=str(directory)), [0], sub.n_samples, dt))
+    ((_, rec),) = list(iter_standalone(compiled, sub, dataclasses.replace(cfg, build_dir=str(directory)), [0], sub.n_samples))
     return rec
 
 
-def _tensor_job(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int) -> SpikeRecord:
+def _tensor_job(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, k0: int) -> SpikeRecord:
     """One tensor-engine batch on a Dask worker (the compiled program is kept for the worker's next batches)."""
-    from ..engines.plan import active_populations
     from ..engines.tensor import TensorProgram
     from ..engines.tensor.arrays import arrays_for
 
-    key = (id(snn), dt, cfg.device)
+    key = (id(compiled), cfg.device)
     if _TENSOR_PROGRAM.get("key") != key:
-        # holding snn keeps its id valid: the scattered network lives as long as the run
-        _TENSOR_PROGRAM.update(key=key, snn=snn, program=TensorProgram(snn, dt, arrays_for(cfg.device)))
-    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
-    record = set(active_populations(snn)) if "all" in cfg.record else set(cfg.record)
+        # holding the plan keeps its id valid: the scattered plan lives as long as the run
+        _TENSOR_PROGRAM.update(key=key, plan=compiled, program=TensorProgram(compiled, arrays_for(cfg.device)))
+    sub = draw_poisson(sub, cfg.n_steps, compiled.dt, cfg.seed, k0)
+    record = set(compiled.record)
     rec: SpikeRecord = _TENSOR_PROGRAM["program"].run(sub, cfg.n_steps, seed=cfg.seed + k0, record=record)
     rec.meta["config"] = cfg.to_dict()
     return rec
@@ -146,13 +145,14 @@ _TENSOR_PROGRAM: dict[str, Any] = {}
 
 
 def iter_dask(
-    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float, target: str, engine: str = "brian2"
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int, target: str, engine: str = "brian2"
 ) -> Iterator[tuple[int, SpikeRecord]]:
     """Run the batches of ``plan`` from sample ``start`` on the Dask cluster ``cfg.scheduler``.
 
     Parameters
     ----------
-    snn : SpikingNetwork
+    compiled : Plan
+        The run's plan (:func:`~spikebridge.engines.plan.compile`), sent once to every worker.
     plan : InputPlan
         All samples' inputs (from :func:`~spikebridge.engines.plan.prepare_inputs`).
     cfg : SimulationConfig
@@ -161,8 +161,6 @@ def iter_dask(
         per worker on a remote one) and spread over the workers.
     start : int
         First sample to run.
-    dt : float
-        Time step in seconds.
     target : str
         Resolved code-generation target (Brian2).
     engine : {"brian2", "tensor"}
@@ -182,6 +180,7 @@ def iter_dask(
 
     distributed = _distributed()
     assert cfg.scheduler is not None
+    snn = compiled.snn
     local = cfg.scheduler == "local"
     with dask_client(cfg.scheduler, n_workers(dataclasses.replace(cfg, target="numpy"))) as client:
         client.wait_for_workers(1, timeout=60)
@@ -193,17 +192,17 @@ def iter_dask(
         )
         if engine == "tensor":
             shared = dataclasses.replace(cfg, max_memory=cfg.max_memory / (slots if local else 1))
-            bs = cfg.batch_size or min(tensor_batch_size(snn, plan.n_samples - start, shared, dt), -(-(plan.n_samples - start) // slots))
+            bs = cfg.batch_size or min(tensor_batch_size(compiled, plan.n_samples - start, shared), -(-(plan.n_samples - start) // slots))
         else:
-            bs = plan_batches(snn, plan.n_samples - start, planning)
+            bs = plan_batches(compiled, plan.n_samples - start, planning)
         queue = list(range(start, plan.n_samples, bs))
         log.info("Dask scheduler %s: %d worker slot(s), %d batch(es) of up to %d samples", cfg.scheduler, slots, len(queue), bs)
         job = _tensor_job if engine == "tensor" else _standalone_job if target == "cpp_standalone" else batch_job
-        net = client.scatter(snn, broadcast=True, hash=False)
+        net = client.scatter(compiled, broadcast=True, hash=False)
         run_id = uuid.uuid4().hex[:12]
 
         def submit(k0: int) -> Any:
-            return client.submit(job, net, plan.select(k0, k0 + bs), cfg, dt, target, k0, key=f"spikebridge-batch-{run_id}-{k0}")
+            return client.submit(job, net, plan.select(k0, k0 + bs), cfg, target, k0, key=f"spikebridge-batch-{run_id}-{k0}")
 
         pending: list[tuple[int, Any]] = []
         progress = progress_bar(cfg, plan.n_samples - start, snn.name)

@@ -47,6 +47,8 @@ EXPERIMENT_KEYS: dict[str, dict[str, str]] = {
         "test": "test data spec (default digits:test)",
         "calibration_samples": "use only the first N calibration samples",
         "limit": "use only the first N test samples",
+        "data_dir": "folder with the MNIST / Fashion-MNIST IDX files, or their parent (default $SPIKEBRIDGE_DATA); "
+                    "relative to the TOML file",
     },
     "conversion": {k: "see ConversionConfig" for k in ConversionConfig.__dataclass_fields__},
     "simulation": {k: "see SimulationConfig" for k in SimulationConfig.__dataclass_fields__},
@@ -76,6 +78,8 @@ class ExperimentSpec:
     calibration, test : str
         Data specs understood by :func:`spikebridge.datasets.load_dataset`.
     calibration_samples, limit : int or None
+    data_dir : str or None
+        Folder with the IDX files of ``mnist``/``fashion-mnist`` specs (or its parent).
     model_format : str or None
     plots, graph : bool
     raster_samples : int
@@ -89,6 +93,7 @@ class ExperimentSpec:
     test: str = "digits:test"
     calibration_samples: int | None = None
     limit: int | None = None
+    data_dir: str | None = None
     model_format: str | None = None
     plots: bool = True
     graph: bool = True
@@ -172,6 +177,7 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
         test=str(data.get("test", "digits:test")),
         calibration_samples=data.get("calibration_samples"),
         limit=data.get("limit"),
+        data_dir=_data_dir(data.get("data_dir"), path),
         plots=rep.get("plots", True),
         graph=rep.get("graph", True),
         raster_samples=rep.get("raster_samples", 3),
@@ -180,6 +186,17 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, str | None, str]:
     if out is not None and not isinstance(out, str):
         raise ValidationError(f"experiment file '{path}': [experiment] out must be a directory name (a string), got {out!r}", attr="experiment.out")
     return spec, out, str(exp.get("name", spec.name))
+
+
+def _data_dir(value: Any, toml_path: str | Path) -> str | None:
+    """``[data] data_dir`` of an experiment file, relative to the file's folder."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"experiment file '{toml_path}': [data] data_dir must be a folder name (a string), got {value!r}",
+                              attr="data.data_dir")
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (Path(toml_path).parent / p).resolve())
 
 
 def check_labels(y: NDArray[Any] | None, snn: Any, what: str) -> None:
@@ -329,10 +346,10 @@ def run_experiment(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = _load_model(spec)
-    x_cal, _ = load_dataset(spec.calibration)
+    x_cal, _ = load_dataset(spec.calibration, spec.data_dir)
     if spec.calibration_samples is not None:
         x_cal = x_cal[: spec.calibration_samples]
-    x, y = load_dataset(spec.test)
+    x, y = load_dataset(spec.test, spec.data_dir)
     if spec.limit is not None:
         x, y = x[: spec.limit], (None if y is None else y[: spec.limit])
     say(f"[{spec.name}] converting ({graph.n_params():,} parameters, {len(x_cal)} calibration samples)")

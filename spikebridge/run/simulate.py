@@ -19,8 +19,8 @@ from ..errors import ValidationError
 from ..snn.network import SpikingNetwork
 from ..store.record import SpikeRecord, concat_records
 from ..engines.brian2.builder import estimate_memory
-from ..engines.brian2.run import iter_standalone, resolve_target, run_batch
-from ..engines.plan import checked_plan, draw_poisson
+from ..engines.brian2.run import explain_target, iter_standalone, notice, run_batch
+from ..engines.plan import Plan, checked_plan, compile, draw_poisson
 from .batches import iter_parallel, iter_plan_tensor, n_workers, plan_batches, progress_bar
 
 log = logging.getLogger(__name__)
@@ -29,19 +29,28 @@ __all__ = ["simulate", "iter_simulate", "resolve_engine", "simulate_tensor", "it
 
 
 
-def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
+def resolve_engine(snn: SpikingNetwork, config: SimulationConfig, compiled: Plan | None = None) -> str:
     """The engine ``config.engine`` means for ``snn``; ``"auto"`` logs its choice and reason in one line.
 
-    ``"auto"`` picks ``"tensor"`` when a projection carries a shared kernel
+    ``"auto"`` (the default) picks ``"brian2"`` when a Brian2 ``target`` other
+    than ``"auto"`` was asked for and ``"tensor"`` for a ``device`` other than
+    ``"cpu"``; else ``"tensor"`` when a projection carries a shared kernel
     (convolution/pooling: Brian2 would replicate every synapse per sample) or
     when one sample does not fit ``max_memory`` in Brian2; else ``"brian2"``
-    (the canonical simulator, extensible by users).
+    (the canonical simulator, extensible by users).  ``compiled`` is the run's plan
+    (:func:`spikebridge.engines.plan.compile`; compiled here when not given).
     """
     if config.engine != "auto":
         return config.engine
     kernels = [p.name for p in snn.projections.values() if p.operator is not None]
-    one = estimate_memory(snn, 1, config.n_steps, config.record)
-    if kernels:
+    one = estimate_memory(compiled if compiled is not None else compile(snn, config), 1)
+    if config.target != "auto":
+        reason = f"target {config.target!r} was asked for, a Brian2 target"
+        engine = "brian2"
+    elif config.device != "cpu":
+        reason = f"device {config.device!r} was asked for, a tensor-engine device"
+        engine = "tensor"
+    elif kernels:
         reason = f"{len(kernels)} shared-kernel (conv/pool) projection(s), {snn.n_synapses:,} synapses per sample in Brian2"
         engine = "tensor"
     elif one > config.max_memory / max(n_workers(config), 1):
@@ -50,7 +59,7 @@ def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
     else:
         reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
         engine = "brian2"
-    log.info("engine auto -> %s for network '%s': %s", engine, snn.name, reason)
+    notice.info("engine auto -> %s for network '%s': %s (same spikes either way)", engine, snn.name, reason)
     return engine
 
 
@@ -89,39 +98,41 @@ def iter_simulate(
     cfg = config if config is not None else SimulationConfig()
     if not isinstance(cfg, SimulationConfig):
         raise ValidationError(f"simulate: config must be a SimulationConfig, got {type(cfg).__name__}", attr="config")
-    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    # decided once for the whole run: every batch, engine and estimate reads this plan
+    compiled = compile(snn, cfg)
+    dt = compiled.dt
     plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
     if plan is None:
         return
-    engine = resolve_engine(snn, cfg)
+    engine = resolve_engine(snn, cfg, compiled)
     if engine == "tensor" and cfg.scheduler is None:
-        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
+        yield from iter_plan_tensor(compiled, plan, cfg, start)
         return
     n = plan.n_samples
-    target = resolve_target(cfg.target)
+    target = explain_target(cfg.target, snn)
     if cfg.scheduler is not None:
         from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine
 
-        yield from iter_dask(snn, plan, cfg, start, dt, target, engine)
+        yield from iter_dask(compiled, plan, cfg, start, target, engine)
         return
-    bs = plan_batches(snn, n - start, cfg)
+    bs = plan_batches(compiled, n - start, cfg)
     starts = list(range(start, n, bs))
     progress = progress_bar(cfg, n - start, snn.name)
     try:
         if target == "cpp_standalone":
-            for k0, rec in iter_standalone(snn, plan, cfg, starts, bs, dt):
+            for k0, rec in iter_standalone(compiled, plan, cfg, starts, bs):
                 if progress is not None:
                     progress.update(rec.n_samples)
                 yield k0, rec
         elif n_workers(cfg) > 1 and len(starts) > 1:
-            for k0, rec in iter_parallel(snn, plan, cfg, starts, bs, dt, target):
+            for k0, rec in iter_parallel(compiled, plan, cfg, starts, bs, target):
                 if progress is not None:
                     progress.update(rec.n_samples)
                 yield k0, rec
         else:
             for k0 in starts:
                 sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
-                rec = run_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+                rec = run_batch(compiled, sub, cfg, target, seed=cfg.seed + k0)
                 if progress is not None:
                     progress.update(sub.n_samples)
                 yield k0, rec
@@ -221,10 +232,10 @@ def iter_simulate_tensor(
     (first_sample, SpikeRecord)
     """
     cfg = config
-    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
-    plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
+    compiled = compile(snn, cfg)
+    plan = checked_plan(snn, inputs, tuple(cfg.record), start, compiled.dt)
     if plan is not None:
-        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
+        yield from iter_plan_tensor(compiled, plan, cfg, start)
 
 
 

@@ -30,7 +30,7 @@ __all__ = ["run_stdp_digits", "load_stdp_experiment"]
 
 def run_stdp_digits(
     cfg: DiehlCookConfig, out_dir: str | Path, *, overwrite: bool = False, workers: int = 0, plots: bool = True,
-    say: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Train on the shipped digits, label, test; write a spike store with the weight history.
 
@@ -48,6 +48,8 @@ def run_stdp_digits(
     plots : bool
         Also draw every neuron's learned input weights, sorted by label, to
         ``stdp_digits_receptive_fields.png`` (when matplotlib is installed).
+    progress : bool
+        Progress bars (tqdm, stderr) over the labelling and test simulations.
 
     Returns
     -------
@@ -73,8 +75,10 @@ def run_stdp_digits(
     x_tr, x_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
     say(f"training {cfg.n_exc} excitatory neurons on {len(x_tr)} digits x {cfg.epochs} epoch(s) (STDP, Brian2 {cfg.target})")
     learner, plastic, info = train_diehl_cook(x_tr, cfg, say=say)
-    sim = SimulationConfig(n_steps=cfg.n_steps_test, dt=cfg.dt, target=cfg.target, seed=cfg.seed + 1, workers=workers)
+    sim = SimulationConfig(n_steps=cfg.n_steps_test, dt=cfg.dt, target=cfg.target, seed=cfg.seed + 1, workers=workers,
+                           progress=progress)
     t0 = time.perf_counter()
+    say(f"labelling {cfg.n_exc} neurons: simulating {len(x_tr)} training digits")
     rec = simulate(learner, x_tr, sim)
     labels = assign_labels(rec.counts["exc"], y_tr, 10)
     label_s = time.perf_counter() - t0

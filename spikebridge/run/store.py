@@ -27,7 +27,7 @@ from ..config import SimulationConfig
 from ..errors import ValidationError
 from ..store._hdf5lock import WriterLock, is_disk_full
 from ..store.record import SpikeRecord
-from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError
+from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError, batch_bytes_bound, ensure_space
 from ..store.stream import (
     AUTO_ACTIVATIONS_BYTES,
     file_sha256,
@@ -208,12 +208,14 @@ def simulate_to_store(
         log.info("resuming '%s' at sample %d of %d", path, start, n_samples)
     elif exists and not overwrite:
         raise StoreExistsError(f"spike store '{path}' already exists; pass --overwrite to replace it or --resume to continue it")
+    elif path.exists() and not (overwrite or resume):  # an empty file is still the user's
+        raise StoreExistsError(f"'{path}' already exists (an empty file); pass --overwrite to replace it")
     elif exists:
         WriterLock.probe(path)
 
     # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    first = start
+    first = done = start
     quiet = _QuietWhenFull()
     try:
         if start < n_samples:
@@ -222,6 +224,9 @@ def simulate_to_store(
                 yb = None if y is None else y[first : first + rec.n_samples]
                 quiet.install()  # again: importing Brian2 replaces sys.excepthook
                 if store is None:
+                    # before the file exists: header, layout and first batch must fit, with margin
+                    ensure_space(partial, batch_bytes_bound(rec, ann, acts, yb) + len(str(header)),
+                                 f"the first batch (samples {first}-{first + rec.n_samples - 1})")
                     first_store = SpikeStore(partial, "x")
                     try:
                         first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
@@ -234,9 +239,10 @@ def simulate_to_store(
                     if path.exists():
                         WriterLock.probe(path)
                     os.replace(partial, path)
+                    done = first + rec.n_samples
                     store = SpikeStore(path, "a")
                 else:
-                    store.append_batch(first, rec, ann, acts, labels=yb)
+                    done = store.append_batch(first, rec, ann, acts, labels=yb)
                 if progress is not None:
                     progress(store.n_done, n_samples)
         if store is None:
@@ -249,11 +255,11 @@ def simulate_to_store(
             raise
         _abandon(store)
         quiet.keep = True  # objects of the failed file are freed later still (with the traceback)
-        kept = first if store is not None else 0  # batches are appended in order
+        kept = done  # batches are appended in order
         store = None
         what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
         raise StoreFullError(
-            f"no space left on the device of '{path}' while writing samples from {first}: {what}"
+            f"no space left on the device of '{path}' while writing samples from {kept}: {what}"
         ) from err
     finally:
         if store is not None:

@@ -42,6 +42,14 @@ cycle (a recurrent or lateral projection needs a delay of at least one step).
 Optional per-population Poisson drive (Brunel-type networks) is described by
 ``params`` keys ``poisson_n`` (inputs per neuron), ``poisson_rate`` (Hz per
 input) and ``poisson_weight`` (jump of ``v`` per input spike).
+Burst spikes (Li & Zeng 2022): ``params["burst"] = B`` (an int >= 2; ``"if"``/``"lif"``
+with reset by subtraction, no refractory period) lets a neuron emit up to ``B`` spikes in one
+step: where ``v >= θ`` it emits ``n = clip(floor(v / θ), 1, B)``, resets ``v -= n θ``, and each
+outgoing synapse delivers ``n w``.  Every engine computes the delivery as the sum over
+``j = 1 … B`` of the products with the binary layers ``n >= j`` (so the sums agree bit for bit);
+its spike counts and recorded trains count each of the ``n`` spikes (a step appears ``n`` times).
+Its outgoing projections must deliver within the step (delay 0): Brian2 reads ``n`` from the
+pre-synaptic potential when the spike is delivered.
 """
 
 from __future__ import annotations
@@ -74,7 +82,8 @@ FORMAT = "spikebridge.snn"
 #: written version; readers accept 1..VERSION.  2: shared-kernel projections; 3: fixed-length string
 #: attributes (older versions stored variable-length ones, still read, see ``spikebridge._h5.read_attrs``);
 #: 4: same-step delivery (``min_delay_steps=0``), written only by such networks
-VERSION = 4
+#: 5: burst populations (``params["burst"]``), written only by such networks
+VERSION = 5
 
 NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
 SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
@@ -195,6 +204,20 @@ class Population:
         if self.refractory < 0:
             raise ValidationError(f"{where}: refractory must be >= 0 s, got {self.refractory}", attr="refractory")
         object.__setattr__(self, "params", dict(self.params))
+        if "burst" in self.params:
+            b = self.params["burst"]
+            if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+                raise ValidationError(f"{where}: params['burst'] must be an int >= 1, got {b!r}", attr="params")
+            if b > 1 and (self.model not in ("if", "lif") or self.reset != "subtract" or self.refractory > 0):
+                raise ValidationError(
+                    f"{where}: burst spikes need model 'if' or 'lif' with reset 'subtract' and no refractory period "
+                    f"(got model {self.model!r}, reset {self.reset!r}, refractory {self.refractory})", attr="params")
+            object.__setattr__(self, "params", {**self.params, "burst": int(b)})
+
+    @property
+    def burst(self) -> int:
+        """Most spikes one neuron emits in one step (``params["burst"]``, default 1)."""
+        return int(self.params.get("burst", 1))
 
     @property
     def is_spiking(self) -> bool:
@@ -471,6 +494,20 @@ class SpikingNetwork:
         self.min_delay_steps = int(min_delay_steps)
         if self.min_delay_steps == 0:
             self.update_order()  # rejects zero-delay cycles now rather than at simulation time
+        self.check_burst()
+
+    def check_burst(self, dt: float | None = None) -> None:
+        """Raise ``ValidationError`` if a burst population has an outgoing projection that is not same-step.
+
+        Brian2 evaluates a delivered spike's multiplicity from the pre-synaptic potential when
+        it is delivered, which is the emitting step's only for zero-delay projections.
+        """
+        for proj in self.projections.values():
+            if self.populations[proj.pre].burst > 1 and proj.n_synapses:
+                if int(np.max(self.projection_steps(proj, dt))) != 0:
+                    raise ValidationError(
+                        f"SpikingNetwork: projection '{proj.name}' leaves burst population '{proj.pre}' with a delay; "
+                        "burst spikes need same-step delivery (delay 0, min_delay_steps=0)", attr="projections")
 
     def projection_steps(self, proj: Projection, dt: float | None = None) -> NDArray[np.int64]:
         """Delay of ``proj`` in whole steps of ``dt`` (default ``self.dt``): a scalar or one per synapse.
@@ -651,8 +688,10 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
     from ..ir.serialize import write_graph_group
 
     with open_h5(path, "w" if overwrite else "x", what="network file") as f:
-        # version 4 only for same-step delivery: older readers refuse it rather than run it a step late
-        write_format(f, FORMAT, 4 if net.min_delay_steps == 0 else 3, fixed=True)
+        # version 4 only for same-step delivery: older readers refuse it rather than run it a step late;
+        # 5 only with burst populations (an older reader would run them as single spikes)
+        burst = any(p.burst > 1 for p in net.populations.values())
+        write_format(f, FORMAT, 5 if burst else 4 if net.min_delay_steps == 0 else 3, fixed=True)
         f.attrs["name"] = text_attr(net.name)
         f.attrs["input"] = text_attr(net.input or "")
         f.attrs["output"] = text_attr(net.output or "")

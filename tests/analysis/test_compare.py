@@ -148,3 +148,14 @@ def test_regression_is_judged_by_error():
     assert r.error_t == pytest.approx([np.sqrt(0.5), np.sqrt(0.125)])
     assert r.ann_rmse == pytest.approx(np.sqrt(0.02)) and r.ann_mae == pytest.approx(0.1)
     assert r.snn_ann_rmse == pytest.approx(np.sqrt(0.145))
+
+
+def test_steps_within_is_where_the_curve_stays_in_the_band():
+    # issue 23: accuracy touches the band at step 2, drops out at 3, is back from step 4 on
+    from spikebridge.analysis.compare import _first_within
+
+    curve = np.array([0.50, 0.975, 0.90, 0.976, 0.98, 0.979])
+    assert _first_within(curve, 0.98, 0.005) == 4
+    assert _first_within(curve, 0.98, 0.001) == 5
+    assert _first_within(np.array([0.5, 0.99, 0.90]), 0.98, 0.005) is None  # out at the end: never stays
+    assert _first_within(np.array([0.99, 0.99]), 0.98, 0.005) == 1

@@ -56,6 +56,7 @@ def trained(tmp_path_factory):
     return load_model(path), load_model(model, input_shape=(1, 8, 8)), ref, (x_train, x_test, y_test)
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_onnx_and_fx_imports_agree_with_torch(trained):
     onnx_graph, fx_graph, ref, (_, x, _) = trained
     # (ONNX's GlobalAveragePool keeps 1x1 spatial dims that its Flatten removes; ours drops them at once)
@@ -65,6 +66,7 @@ def test_onnx_and_fx_imports_agree_with_torch(trained):
         np.testing.assert_allclose(evaluate(g, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_converted_resnet_follows_the_ann_at_t128(trained):
     onnx_graph, fx_graph, _, (x_train, x, y) = trained  # the whole test split: 360 samples
     ann_pred = evaluate(onnx_graph, x).argmax(1)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from spikebridge import ConversionConfig, SimulationConfig
+from spikebridge.conversion.convert import convert
+from spikebridge.engines.plan import compile
 from spikebridge.engines.reference import simulate_reference
 from spikebridge.run.simulate import simulate
-from spikebridge.conversion.convert import convert
 from tests.conftest import make_tiny_mlp
 
 
@@ -42,14 +43,14 @@ def test_poisson_spikes_do_not_depend_on_batch_size_or_start(rng):
 
 
 def test_parallel_workers_give_identical_results_in_order(rng):
-    from spikebridge.run.simulate import iter_simulate
     from spikebridge.run.batches import plan_batches
+    from spikebridge.run.simulate import iter_simulate
 
     snn, x = _poisson_net(rng)
     x = np.concatenate([x, x[::-1]])  # 12 samples
     serial = simulate(snn, x, SimulationConfig(n_steps=30, target="numpy", seed=5, record=("all",)))
     cfg = SimulationConfig(n_steps=30, target="numpy", seed=5, record=("all",), workers=2)
-    assert plan_batches(snn, 12, cfg) == 6  # samples spread so both workers get a batch
+    assert plan_batches(compile(snn, cfg), 12, cfg) == 6  # samples spread so both workers get a batch
     parallel = simulate(snn, x, cfg)
     for name in serial.counts:
         np.testing.assert_array_equal(serial.counts[name], parallel.counts[name])

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from spikebridge.engines.brian2.builder import estimate_memory, max_batch_size
-from spikebridge.engines.reference import simulate_reference
-from spikebridge.run.simulate import iter_simulate, simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.snn.network import load_network, save_network
+from spikebridge.engines.brian2.builder import estimate_memory, max_batch_size
+from spikebridge.engines.plan import compile
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.errors import BuildError, ValidationError
+from spikebridge.run.simulate import iter_simulate, simulate
+from spikebridge.snn.network import load_network, save_network
 
 from ._nets import chain, mixed, single_if
 
@@ -126,12 +127,13 @@ def test_memory_estimate_and_build_error(tiny_mlp, rng):
     g = tiny_mlp()
     x = rng.uniform(0, 1, size=(10, 6))
     snn = convert(g, calibration=x)
-    one, ten = estimate_memory(snn, 1, 10), estimate_memory(snn, 10, 10)
+    plan10 = compile(snn, n_steps=10)
+    one, ten = estimate_memory(plan10, 1), estimate_memory(plan10, 10)
     assert ten > one > 0
-    assert estimate_memory(snn, 10, 1000) > ten  # the output potential is recorded every step
+    assert estimate_memory(compile(snn, n_steps=1000), 10) > ten  # the output potential is recorded every step
     with pytest.raises(BuildError, match=r"raise max_memory to at least"):
         simulate(snn, x, _cfg(10, max_memory=1000.0))
-    fit = max_batch_size(snn, one + 3 * (ten - one) / 9, 10)
+    fit = max_batch_size(plan10, one + 3 * (ten - one) / 9)
     assert fit == 4
     with pytest.raises(BuildError, match=r"batch_size <= 4 would fit"):
         simulate(snn, x, _cfg(10, max_memory=one + 3 * (ten - one) / 9, batch_size=8))

@@ -13,13 +13,14 @@ import logging
 import numpy as np
 import pytest
 
-from spikebridge.engines.reference import simulate_reference
-from spikebridge.run.simulate import resolve_engine, simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.snn.network import Projection, load_network, save_network
+from spikebridge.engines.plan import compile
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.errors import BuildError, ValidationError
 from spikebridge.ir.serialize import load_graph
+from spikebridge.run.simulate import resolve_engine, simulate
+from spikebridge.snn.network import Projection, load_network, save_network
 from tests._optional import requires_nir
 
 from ._nets import chain, mixed, single_if
@@ -262,7 +263,7 @@ def test_kernel_projection_makes_synapses_only_when_asked(digits, tmp_path):
 def test_engine_auto_announces_its_choice(digits, caplog):
     cnn = convert(load_graph("models/digits_cnn.h5"), calibration=digits[:100])
     mlp = convert(load_graph("models/digits_mlp.h5"), calibration=digits[:100])
-    with caplog.at_level(logging.INFO, logger="spikebridge.run.simulate"):
+    with caplog.at_level(logging.INFO, logger="spikebridge.notice"):
         assert resolve_engine(cnn, SimulationConfig(engine="auto")) == "tensor"
         assert resolve_engine(mlp, SimulationConfig(engine="auto")) == "brian2"
         assert resolve_engine(mlp, SimulationConfig(engine="auto", max_memory=30e6)) == "tensor"
@@ -297,7 +298,7 @@ def test_cli_simulate_with_the_tensor_engine_stores_the_same_spikes(capsys, tmp_
     for engine in ("tensor", "brian2"):
         stores[engine] = tmp_path / f"{engine}.h5"
         argv = ["-q", "simulate", str(net), "--limit", "4", "--steps", "32", "--target", "numpy", "--engine", engine,
-                "--device", "cpu", "-o", str(stores[engine])]
+                *(["--device", "cpu"] if engine == "tensor" else []), "-o", str(stores[engine])]  # brian2 refuses --device
         assert cli.main(argv) == 0
     capsys.readouterr()
     with SpikeStore(stores["tensor"]) as a, SpikeStore(stores["brian2"]) as b:
@@ -324,7 +325,7 @@ def test_dense_convolution_path_used_on_gpus_gives_the_same_spikes(digits):
     arrays = TorchArrays("cpu")
     arrays.event_driven = False
     plan = draw_poisson(prepare_inputs(snn, x, snn.dt), 40, snn.dt, 0)
-    dense = TensorProgram(snn, snn.dt, arrays).run(plan, 40, seed=0, record=set())
+    dense = TensorProgram(compile(snn), arrays).run(plan, 40, seed=0, record=set())
     assert_same_spikes(dense, simulate_reference(snn, x, 40), min_spikes=1000)
 
 
@@ -336,3 +337,61 @@ def test_threads_split_batches_with_the_same_spikes(digits, device):
     two = _tensor(snn, x, 30, device, seed=2, record=("all",), threads=2)
     assert two.meta["n_batches"] == 1
     assert_same_spikes(two, one, min_spikes=500)
+
+
+# -- fast paths (issue 21): ordered sums, gathers, dense convolutions ------------------------------
+def test_ordered_matmul_equals_the_loop_bit_for_bit():
+    from spikebridge.engines.tensor.arrays import _loop_matmul, ordered_matmul, sequential_k
+
+    assert sequential_k() >= 16  # OpenBLAS (numpy's wheels): one accumulator per output up to its block size
+    r = np.random.default_rng(4)
+    # K beyond the BLAS block size, outputs not a multiple of 8, a single row (GEMV otherwise)
+    for m, k, n in ((1, 385, 9), (7, 1000, 37), (300, 800, 130), (64, 2304, 16)):
+        a = (r.random((m, k)) < 0.4).astype(np.float64)
+        w = r.normal(size=(k, n)) * np.exp(r.normal(size=(k, n)) * 6)  # weights over many octaves
+        loop = _loop_matmul(a, w)
+        np.testing.assert_array_equal(ordered_matmul(a, w), loop)
+    # the plain GEMM regroups such sums (what the ordered product exists for)
+    assert not np.array_equal(a @ w, loop)
+
+
+def test_gather_and_event_matrices_give_identical_sums():
+    import scipy.sparse as sp
+
+    from spikebridge.engines.tensor.arrays import NumpyArrays
+
+    r = np.random.default_rng(5)
+    n_pre, n_post = 200, 90
+    pre = np.concatenate([r.permutation(n_pre)[:3] for _ in range(n_post)])  # fan-in 3
+    post = np.repeat(np.arange(n_post), 3)
+    m = sp.csr_matrix((r.normal(size=pre.size) * 1e3 ** r.random(pre.size), (post, pre)), shape=(n_post, n_pre))
+    m.sum_duplicates()
+    xp = NumpyArrays()
+    gather = xp.matrix(m)
+    assert gather[0] == "gather"
+    x = r.random((17, n_pre)) < 0.3
+    events = xp.matmul(("sparse", sp.csr_matrix(m.T)), x)
+    np.testing.assert_array_equal(xp.matmul(gather, x), events)
+    np.testing.assert_array_equal(events, (m @ x.T.astype(np.float64)).T)  # the reference's product
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dense_and_event_convolutions_give_identical_spikes(digits, device):
+    from spikebridge.engines.plan import draw_poisson, prepare_inputs
+    from spikebridge.engines.tensor import TensorProgram
+    from spikebridge.engines.tensor.arrays import SparseConv, arrays_for
+
+    snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(input_encoding="poisson", max_rate=800.0, v_init=0.5),
+                  calibration=digits[:200])
+    plan = draw_poisson(prepare_inputs(snn, digits[:6], snn.dt), 40, snn.dt, 3)
+    runs = {}
+    for mode, above in (("events", 2.0), ("dense", 0.0)):
+        program = TensorProgram(compile(snn), arrays_for(device))
+        convs = [link.prepared for links in program.links.values() for link in links if isinstance(link.prepared, SparseConv)]
+        assert convs  # the poisson input's convolution and the hidden one run as SparseConv
+        for conv in convs:
+            conv.dense_above = above
+        runs[mode] = program.run(plan, 40, seed=3, record=set(program.names))
+    assert_same_spikes(runs["dense"], runs["events"], min_spikes=1000)
+    np.testing.assert_array_equal(runs["dense"].output_potential_t, runs["events"].output_potential_t)
+    assert_same_spikes(runs["dense"], simulate_reference(snn, digits[:6], 40, seed=3, record=("all",)), min_spikes=1000)

@@ -50,6 +50,7 @@ def reference(inputs):
 
 
 @pytest.mark.parametrize("limit", [30_000, 400_000])
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_disk_full_fails_cleanly_and_the_store_resumes(inputs, reference, tmp_path, limit):
     ref = reference
     out = tmp_path / "s.h5"

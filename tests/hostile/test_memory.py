@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 import spikebridge.run.store as stream
-from spikebridge.engines.brian2.builder import delay_buffer_bytes, estimate_memory
-from spikebridge.run.batches import plan_batches
-from spikebridge.run.simulate import simulate
 from spikebridge.cli import main
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
+from spikebridge.engines.brian2.builder import delay_buffer_bytes, estimate_memory
+from spikebridge.engines.plan import compile
 from spikebridge.errors import BuildError, SpikebridgeWarning
+from spikebridge.run.batches import plan_batches
+from spikebridge.run.simulate import simulate
 from spikebridge.store.spikes import SpikeStore
 from tests.store._fake import fake_iter, make_net
 
@@ -21,9 +22,9 @@ from ..conftest import make_tiny_mlp
 
 def test_delay_buffers_are_in_the_estimate():
     net = make_net()  # two projections of 1 ms, one of them with weights of both signs
-    assert delay_buffer_bytes(net, 1e-3) == {"p1": 2 * 24, "p2": 2 * 24 * 2}
-    assert delay_buffer_bytes(net, 1e-6) == {"p1": 1001 * 24, "p2": 1001 * 24 * 2}
-    assert estimate_memory(net, 4, dt=1e-6) - estimate_memory(net, 4, dt=1e-3) == 999 * 24 * 3
+    assert delay_buffer_bytes(compile(net, dt=1e-3)) == {"p1": 2 * 24, "p2": 2 * 24 * 2}
+    assert delay_buffer_bytes(compile(net, dt=1e-6)) == {"p1": 1001 * 24, "p2": 1001 * 24 * 2}
+    assert estimate_memory(compile(net, dt=1e-6), 4) - estimate_memory(compile(net, dt=1e-3), 4) == 999 * 24 * 3
 
 
 def test_absurd_delay_is_refused_before_building():
@@ -54,7 +55,8 @@ def test_absurd_dt_is_refused_in_the_cli(tmp_path, capsys):
 
 def test_budget_above_physical_memory_is_lowered_with_a_warning():
     with pytest.warns(SpikebridgeWarning, match=r"max_memory 1e\+06 GB is more than this machine's .* GB of memory; sizing batches for"):
-        bs = plan_batches(make_net(), 10**6, SimulationConfig(max_memory=1e15, workers=1))
+        cfg = SimulationConfig(max_memory=1e15, workers=1)
+        bs = plan_batches(compile(make_net(), cfg), 10**6, cfg)
     assert 1 <= bs <= 10**6
 
 

@@ -79,3 +79,64 @@ def test_export_nir_needs_overwrite(tmp_path, capsys):
     assert target.read_bytes() == b"mine"
     assert main(["export", str(net), "--nir", str(target), "--overwrite"]) == 0
     assert target.read_bytes() != b"mine"
+
+
+# -- issue 19 §5: nothing overwritten without --overwrite; settings that would be ignored are refused -------------
+
+def _net(tmp_path: Path) -> Path:
+    net = tmp_path / "net.h5"
+    make_net().save(net)
+    return net
+
+
+def test_graphml_is_not_replaced_without_overwrite(tmp_path, capsys):
+    net, out = _net(tmp_path), tmp_path / "g.graphml"
+    out.write_text("mine")
+    assert main(["graph", str(net), "--graphml", str(out)]) == 1
+    assert capsys.readouterr().err == f"spikebridge: error: output '{out}' exists; pass --overwrite to replace it\n"
+    assert out.read_text() == "mine"
+    assert main(["graph", str(net), "--graphml", str(out), "--overwrite"]) == 0
+    assert "<graphml" in out.read_text()
+
+
+def test_compare_plots_are_not_replaced_without_overwrite(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(stream, "_backend_iter", fake_iter)
+    store = tmp_path / "s.h5"
+    stream.simulate_to_store(make_net(), np.random.default_rng(1).uniform(0, 1, (4, 6)), store,
+                             SimulationConfig(n_steps=20, batch_size=4, seed=1, record=("all",)), labels=np.arange(4) % 4)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    mine = plots / "s_accuracy.png"
+    mine.write_bytes(b"mine")
+    assert main(["compare", str(store), "--plots", str(plots)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"spikebridge: error: output '{mine}' exists; pass --overwrite to replace the figures in '{plots}'\n"
+    assert mine.read_bytes() == b"mine"
+
+
+def test_simulate_onto_an_existing_empty_file_needs_overwrite(tmp_path, capsys):
+    net, out = _net(tmp_path), tmp_path / "s.h5"
+    out.touch()
+    assert main(["simulate", str(net), "--data", "digits:test", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"spikebridge: error: output '{out}' exists; pass --overwrite to replace it or --resume to continue it\n"
+    assert out.stat().st_size == 0
+    # the API too
+    from spikebridge.store.spikes import StoreExistsError
+
+    with pytest.raises(StoreExistsError, match="an empty file"):
+        stream.simulate_to_store(make_net(), np.zeros((1, 6)), out, SimulationConfig(n_steps=4))
+
+
+def test_resume_without_output_is_refused(tmp_path, capsys):
+    assert main(["simulate", str(_net(tmp_path)), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("spikebridge: error: --resume continues the spike store named by -o/--output") and err.count("\n") == 1
+
+
+def test_device_with_the_brian2_engine_is_refused(tmp_path, capsys):
+    net = _net(tmp_path)
+    for extra in ([], ["--engine", "brian2"]):
+        assert main(["simulate", str(net), "--device", "torch", *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("spikebridge: error: --device torch is a setting of the tensor engine") and err.count("\n") == 1

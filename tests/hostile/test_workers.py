@@ -82,6 +82,7 @@ def _resume_and_check(d: Path, out: Path, reference: dict[str, np.ndarray]) -> N
     _assert_same(_arrays(out), reference)
 
 
+@pytest.mark.slow  # > 7 s on 2 cores (issue 23): CI runs it
 def test_sigkill_leaves_no_orphan_and_resumes(inputs, reference, tmp_path):
     out = tmp_path / "s.h5"
     proc, workers = _start_and_wait(inputs, out)

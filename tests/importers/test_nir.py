@@ -835,3 +835,34 @@ def test_brian2_cuba_potential_follows_the_mapping():
     assert counts["src"][0] == 30 and rec.counts["src"][0, 0] == 30
     pot = rec.output_potential_t[0, :, 0].astype(float)
     assert np.abs(pot).max() > 0.1 and np.allclose(pot, trace["ro"][:, 0], rtol=1e-4, atol=1e-6)
+
+
+def test_round_trip_of_a_converted_network_takes_the_original_inputs(tmp_path):
+    # issue 23: a reimported network fed the original's input silently scored chance
+    pytest.importorskip("nir")
+    from spikebridge.config import ConversionConfig, SimulationConfig
+    from spikebridge.conversion.convert import convert
+    from spikebridge.datasets import load_dataset
+    from spikebridge.errors import ValidationError
+    from spikebridge.export.nir import export_nir
+    from spikebridge.importers.from_nir import load_nir
+    from spikebridge.importers.registry import load_model
+    from spikebridge.models import model_path
+    from spikebridge.run.simulate import simulate
+
+    x, y = load_dataset("digits:test")
+    x, y = x[:60], y[:60]
+    snn = convert(load_model(model_path("digits_mlp")), ConversionConfig(reset="zero"), calibration=x)
+    with pytest.warns(Warning):
+        export_nir(snn, tmp_path / "mlp.nir")
+    back = load_nir(tmp_path / "mlp.nir", dt=snn.dt)
+    assert back.encoding == snn.encoding and back.encoding["kind"] == "current"  # restored: faithful by default
+    cfg = SimulationConfig(n_steps=64, engine="tensor")
+    a = simulate(snn, x, cfg).predictions()
+    b = simulate(back, x.reshape(len(x), -1), cfg).predictions()
+    assert np.mean(a == y) > 0.8
+    assert np.mean(a == b) >= 0.95
+    # NIR's own spike-raster input, fed data samples: one line naming the working recipe, never chance
+    raster_net = back.copy_with(encoding={"kind": "spikes"})
+    with pytest.raises(ValidationError, match=r"copy_with\(encoding=\{'kind': 'current'\}\)"):
+        simulate(raster_net, x.reshape(len(x), -1), cfg)

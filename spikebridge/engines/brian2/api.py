@@ -37,7 +37,7 @@ from ...snn.network import SpikingNetwork
 from ...errors import ValidationError
 from ...store.record import SpikeRecord
 from .builder import BuiltNetwork, build_network
-from ..plan import draw_poisson, prepare_inputs
+from ..plan import compile, draw_poisson, prepare_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
     import brian2
@@ -189,10 +189,11 @@ def to_brian2(
     cfg = config if config is not None else SimulationConfig()
     if not isinstance(cfg, SimulationConfig):
         raise ValidationError(f"to_brian2: config must be a SimulationConfig, got {type(cfg).__name__}", attr="config")
-    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
     unknown = set(cfg.record) - set(snn.populations) - {"all"}
     if unknown:
         raise ValidationError(f"to_brian2: unknown population(s) to record {sorted(unknown)}", attr="record")
+    compiled = compile(snn, cfg)
+    dt = compiled.dt
     brian2_poisson = inputs is None and snn.input is not None and snn.encoding.get("kind") == "poisson"
     if inputs is None and snn.input is not None:
         # zero inputs: the user drives the network (sets I_in, rate or the raster) themselves
@@ -212,7 +213,7 @@ def to_brian2(
     # the same draws as simulate's first batch (per-sample seeds: independent of the batch size)
     if not brian2_poisson:
         plan = draw_poisson(plan, cfg.n_steps, dt, cfg.seed, 0)
-    built = build_network(snn, b, dt=dt, record=tuple(cfg.record), n_steps=cfg.n_steps, raster=plan.raster)
+    built = build_network(compiled, b, raster=plan.raster)
     built.set_inputs(snn, plan)
     synapses: dict[str, Any] = {}
     for name, objs in built.synapses.items():

@@ -38,7 +38,7 @@ import numpy as np
 from ...snn.network import SpikingNetwork
 from ...errors import BuildError
 from .equations import input_spec, neuron_spec
-from ..plan import InputPlan, active_populations, folded_projections, same_step_projections
+from ..plan import InputPlan, Plan
 
 if TYPE_CHECKING:  # pragma: no cover
     import brian2
@@ -63,26 +63,22 @@ _BYTES_FIXED = 40e6  # Brian2 objects, code objects, interpreter growth during a
 _BYTES_PER_QUEUE_STEP = 24
 
 
-def delay_buffer_bytes(snn: SpikingNetwork, dt: float | None = None) -> dict[str, int]:
+def delay_buffer_bytes(plan: Plan) -> dict[str, int]:
     """Bytes of the spike queues of each simulated projection, which grow with the longest delay in steps.
 
     Parameters
     ----------
-    snn : SpikingNetwork
-    dt : float, optional
-        Simulation time step in seconds (default ``snn.dt``).
+    plan : Plan
+        From :func:`spikebridge.engines.plan.compile` (its ``dt`` in seconds sets the steps).
 
     Returns
     -------
     dict of str to int
         Per projection name; independent of the batch size.
     """
-    dt = float(snn.dt if dt is None else dt)
-    folded = folded_projections(snn)
+    dt = plan.dt
     out: dict[str, int] = {}
-    for proj in snn.projections.values():
-        if proj.name in folded or not proj.n_synapses:
-            continue
+    for proj in plan.simulated():
         steps = float(np.max(np.asarray(proj.delay, dtype=np.float64))) / dt + 1
         w = np.asarray(proj.weight)
         parts = 2 if (np.any(w > 0) and np.any(w < 0)) else 1  # split into _exc and _inh objects
@@ -97,24 +93,18 @@ def _pop_bytes(snn: SpikingNetwork, name: str) -> int:
     return pop.n * (_BYTES_PER_NEURON + extra)
 
 
-def estimate_memory(
-    snn: SpikingNetwork, batch_size: int, n_steps: int = 128, record: tuple[str, ...] = (), dt: float | None = None
-) -> int:
+def estimate_memory(plan: Plan, batch_size: int) -> int:
     """Bytes a batch of ``batch_size`` samples needs in Brian2, before building.
 
     Parameters
     ----------
-    snn : SpikingNetwork
+    plan : Plan
+        From :func:`spikebridge.engines.plan.compile`: its ``n_steps`` (the output potential is
+        recorded every step), ``record`` (a rough allowance of one spike per neuron per 4 steps,
+        12 bytes each) and ``dt`` in seconds (the spike queues grow with the longest delay in
+        steps, :func:`delay_buffer_bytes`).
     batch_size : int
         Samples simulated together.
-    n_steps : int
-        Steps per sample (the output potential is recorded every step).
-    record : tuple of str
-        Populations whose spikes are recorded (a rough allowance of one spike
-        per neuron per 4 steps, 12 bytes each).
-    dt : float, optional
-        Simulation time step in seconds (default ``snn.dt``); the spike
-        queues grow with the longest delay in steps (:func:`delay_buffer_bytes`).
 
     Returns
     -------
@@ -123,14 +113,15 @@ def estimate_memory(
 
     Examples
     --------
+    >>> from spikebridge.engines.plan import compile
     >>> from spikebridge.snn.network import Population, SpikingNetwork
-    >>> net = SpikingNetwork([Population(name="a", n=10, model="if")])
-    >>> estimate_memory(net, 2) > estimate_memory(net, 1)
+    >>> plan = compile(SpikingNetwork([Population(name="a", n=10, model="if")]))
+    >>> estimate_memory(plan, 2) > estimate_memory(plan, 1)
     True
     """
-    folded = folded_projections(snn)
+    snn, folded, n_steps = plan.snn, plan.folded, plan.n_steps
     per_sample = 0
-    for name in active_populations(snn):
+    for name in plan.active:
         per_sample += _pop_bytes(snn, name)
     for proj in snn.projections.values():
         if proj.name in folded:
@@ -140,21 +131,17 @@ def estimate_memory(
     if snn.output is not None:
         # output potential every step (float64 in the monitor, float32 copy) and output spike times
         per_sample += snn.populations[snn.output].n * n_steps * (8 + 4 + 4)
-    rec = set(active_populations(snn)) if "all" in record else set(record)
-    for name in rec:
-        if name in snn.populations:
-            per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 12
-    return int(_BYTES_FIXED + sum(delay_buffer_bytes(snn, dt).values()) + per_sample * int(batch_size))
+    for name in plan.record:
+        per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 12
+    return int(_BYTES_FIXED + sum(delay_buffer_bytes(plan).values()) + per_sample * int(batch_size))
 
 
-def max_batch_size(
-    snn: SpikingNetwork, max_memory: float, n_steps: int = 128, record: tuple[str, ...] = (), dt: float | None = None
-) -> int:
-    """Largest batch that fits ``max_memory`` bytes (0 if not even one sample fits)."""
-    one = estimate_memory(snn, 1, n_steps, record, dt)
+def max_batch_size(plan: Plan, max_memory: float) -> int:
+    """Largest batch of ``plan`` that fits ``max_memory`` bytes (0 if not even one sample fits)."""
+    one = estimate_memory(plan, 1)
     if one > max_memory:
         return 0
-    per = max(estimate_memory(snn, 2, n_steps, record, dt) - one, 1)
+    per = max(estimate_memory(plan, 2) - one, 1)
     return int(1 + (max_memory - one) // per)
 
 
@@ -251,16 +238,13 @@ def _clock_class(b2: Any) -> Any:
 
 
 def build_network(
-    snn: SpikingNetwork,
+    plan: Plan,
     batch_size: int,
     *,
-    dt: float,
-    record: tuple[str, ...] = (),
-    n_steps: int = 128,
     split_signs: bool = False,
     raster: np.ndarray | None = None,
 ) -> BuiltNetwork:
-    """Create the Brian2 objects of ``batch_size`` copies of ``snn``.
+    """Create the Brian2 objects of ``batch_size`` copies of ``plan.snn``.
 
     Must be called inside :func:`spikebridge.engines.brian2.run.brian2_state`
     (device, target and seed set there).  Input values are set afterwards
@@ -269,14 +253,11 @@ def build_network(
 
     Parameters
     ----------
-    snn : SpikingNetwork
+    plan : Plan
+        From :func:`spikebridge.engines.plan.compile`: the network, ``dt`` (seconds), the recorded
+        populations (spikes with times), the simulated populations and projections and the
+        same-step schedule.
     batch_size : int
-    dt : float
-        Time step in seconds.
-    record : tuple of str
-        Populations whose spikes are recorded with times.
-    n_steps : int
-        Only used for the output monitor allocation hint.
     split_signs : bool
         Build a mixed-sign projection as two objects ``<proj>_exc`` and
         ``<proj>_inh`` (same synapses, one more pathway per spike).
@@ -291,17 +272,18 @@ def build_network(
     """
     import brian2 as b2
 
+    snn, dt = plan.snn, plan.dt
     b = int(batch_size)
     raster_array = None
     clock = _clock_class(b2)(dt=dt * b2.second, name="spikebridge_clock")
-    folded = folded_projections(snn)
-    names = active_populations(snn)
+    folded = plan.folded
+    names = list(plan.active)
     # Poisson inputs arrive pre-drawn as a raster (plan.draw_poisson), like the "spikes" encoding
     kind = "spikes" if raster is not None else str(snn.encoding.get("kind", "current"))
     # analog input (plan.py): a real-valued raster's events carry their value as a factor on w
     graded = raster is not None and raster.dtype != np.bool_
     has_current = {p.post for p in snn.projections.values() if p.name in folded}
-    rec = set(names) if "all" in record else set(record) & set(names)
+    rec = set(plan.record) & set(names)
     groups: dict[str, Any] = {}
     objects: list[Any] = []
     for name in names:
@@ -355,8 +337,8 @@ def build_network(
     # within the thresholds slot, and a zero-delay pathway runs there too, between its source's
     # thresholder and its target's (orders 4r + 1 and 4r for the population of rank r; a spike
     # monitor takes its thresholder's order + 1)
-    rank = {name: r for r, name in enumerate(snn.update_order(dt))}
-    same_step = same_step_projections(snn, dt)
+    rank = {name: r for r, name in enumerate(plan.order)}
+    same_step = plan.same_step
     if same_step:
         for name, group in groups.items():
             if "spike" in group.events:
@@ -385,7 +367,9 @@ def build_network(
             # Brian2's "unless refractory" stops only the ODE; synaptic writes to v must be
             # gated explicitly so refractory neurons ignore input, as in the reference simulator
             gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{gate}", clock=clock, name=sname,
+            # a burst population's spike carries its multiplicity n_burst (read before the reset)
+            mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""
+            kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{mult}{gate}", clock=clock, name=sname,
                                       namespace={}, method="exact")
             d = int(np.ravel(steps)[0]) if np.size(steps) else 1
             analog = graded and proj.pre == snn.input
@@ -421,7 +405,8 @@ def build_network(
     for name in names:
         if "spike" not in groups[name].events:
             continue
-        mon = b2.SpikeMonitor(groups[name], record=name in rec, name=f"{name}_spikes")
+        burst = snn.populations[name].burst > 1 and name in rec  # record each event's multiplicity
+        mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=name in rec, name=f"{name}_spikes")
         spike_monitors[name] = mon
         objects.append(mon)
     out_spikes = pot = None
@@ -429,7 +414,9 @@ def build_network(
         out_group = groups[snn.output]
         if snn.output in spike_monitors and snn.output not in rec:
             # cumulative counts per step need spike times
-            mon = b2.SpikeMonitor(out_group, record=True, name=f"{snn.output}_out_spikes")
+            burst = snn.populations[snn.output].burst > 1
+            mon = b2.SpikeMonitor(out_group, variables=["n_burst"] if burst else None, record=True,
+                                  name=f"{snn.output}_out_spikes")
             objects.append(mon)
             out_spikes = mon
         elif snn.output in spike_monitors:

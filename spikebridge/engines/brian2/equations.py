@@ -13,7 +13,8 @@ currents are in threshold units per second.
     .. math:: \\frac{dI}{dt} = -\\frac{I}{\\tau_{syn}},\\qquad
               \\frac{dv}{dt} = \\frac{v_{rest} - v + r I}{\\tau_{mem}} + b + I_{in}
 
-Spiking models fire when :math:`v \\ge \\theta` and are not refractory; during
+Spiking models fire when :math:`v \\ge \\theta` and are not refractory (a burst
+population, ``params["burst"] = B``, emits ``n_burst`` spikes at once); during
 the refractory period ``v`` is held (``unless refractory``).  Input
 populations: ``"regular"`` neurons integrate :math:`dv/dt = \\text{rate}` and
 fire at :math:`v \\ge 1` (reset by subtraction); ``"poisson"`` neurons fire with
@@ -118,9 +119,19 @@ def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
     else:
         raise ValueError(f"population '{pop.name}': model {pop.model!r} has no Brian2 equations here")
     if spiking:
-        _param(spec, "theta", pop.threshold, "1", extra)
+        # a burst population's θ is a per-neuron variable: synapses evaluate n_burst_pre, which
+        # cannot see the group's namespace
+        theta = np.broadcast_to(np.asarray(pop.threshold, dtype=np.float64), (pop.n,)) if pop.burst > 1 else pop.threshold
+        _param(spec, "theta", theta, "1", extra)
         spec.threshold = "v >= theta"
-        if pop.reset == "subtract":
+        if pop.burst > 1:
+            # burst spikes: n_burst = clip(floor(v/θ), 1, B) where v >= θ; synapses deliver w·n_burst_pre
+            # (same-step pathways run before the reset, so they read the emitting potential), n_emitted
+            # counts every spike of the burst; the reset reads n_burst before v changes
+            extra.append(f"n_burst = int(v >= theta) * clip(floor(v / theta), 1, {pop.burst}) : 1")
+            extra.append("n_emitted : 1")
+            spec.reset = "n_emitted += n_burst\nv -= theta * n_burst"
+        elif pop.reset == "subtract":
             spec.reset = "v -= theta"
         elif pop.reset == "zero":
             spec.reset = "v = 0"

@@ -5,7 +5,8 @@ random state that ``brian2.seed`` touches) is changed only inside :func:`brian2_
 when it exits.
 
 Targets: ``"numpy"`` (no compiler; tests), ``"cython"``, ``"auto"`` (cython where Cython and a C
-compiler are found, else numpy) and ``"cpp_standalone"`` (the network is compiled once for a batch
+compiler are found and Brian2's Cython cache holds compiled code, else numpy: a first run never
+compiles for minutes unasked) and ``"cpp_standalone"`` (the network is compiled once for a batch
 size and the binary is re-run for every batch with the batch's input values passed as
 ``run_args``; the last batch is padded with zero inputs).
 """
@@ -16,6 +17,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -30,10 +32,10 @@ from ...config import SimulationConfig
 from ...errors import BuildError, SimulationError
 from ...snn.network import SpikingNetwork
 from ...store.record import SpikeRecord, SpikeTrains
-from ..plan import InputPlan, draw_poisson
+from ..plan import InputPlan, Plan, draw_poisson
 from .builder import BuiltNetwork, build_network
 
-__all__ = ["import_brian2", "brian2_state", "resolve_target", "standalone_cache_dir", "run_batch", "iter_standalone", "collect"]
+__all__ = ["import_brian2", "brian2_state", "resolve_target", "explain_target", "cython_cache_dir", "standalone_cache_dir", "run_batch", "iter_standalone", "collect"]
 
 
 
@@ -50,8 +52,40 @@ def _cython_works() -> bool:
 
 
 
+#: One line per choice made for the user (engine, target) and per compilation, with why and how long;
+#: the CLI shows its INFO lines unless --quiet, Python shows its warnings (compilations) by default.
+notice = logging.getLogger("spikebridge.notice")
+
+#: Seconds one Brian2 code object takes to compile with Cython on a 2-core machine (4-8 s measured;
+#: issue 23: a CNN's first cython run compiled 258 s).
+CYTHON_S_PER_OBJECT = 6.0
+
+
+def cython_cache_dir() -> Path:
+    """Where Brian2 keeps compiled Cython code objects (``codegen.runtime.cython.cache_dir`` or ``~/.cython``)."""
+    try:
+        from brian2.codegen.runtime.cython_rt.extension_manager import get_cython_cache_dir
+
+        return Path(get_cython_cache_dir())
+    except Exception:  # another Brian2 layout: its documented default
+        return Path(os.path.expanduser("~")) / ".cython" / "brian_extensions"
+
+
+def cython_cache_exists() -> bool:
+    """Whether Brian2's Cython cache holds compiled code objects (a run has compiled there before)."""
+    try:
+        return any(f.suffix in (".so", ".pyd") for f in cython_cache_dir().iterdir())
+    except OSError:
+        return False
+
+
 def resolve_target(target: str) -> str:
     """The code-generation target that ``target`` means on this machine.
+
+    ``"auto"`` is ``"cython"`` where Cython and a C compiler work **and**
+    Brian2's Cython cache already holds compiled code (a run with
+    ``target="cython"`` has compiled once); else ``"numpy"``, which compiles
+    nothing, so a first run starts at once instead of compiling for minutes.
 
     Examples
     --------
@@ -59,8 +93,37 @@ def resolve_target(target: str) -> str:
     'numpy'
     """
     if target == "auto":
-        return "cython" if _cython_works() else "numpy"
+        return "cython" if _cython_works() and cython_cache_exists() else "numpy"
     return target
+
+
+_said: set[str] = set()
+
+
+def say_once(key: str, message: str, level: int = logging.INFO) -> None:
+    """Log ``message`` on :data:`notice` once per process and ``key``."""
+    if key not in _said:
+        _said.add(key)
+        notice.log(level, message)
+
+
+def explain_target(target: str, snn: SpikingNetwork | None = None) -> str:
+    """Resolve ``target`` and say in one line what was chosen and why (and what compiles, for how long)."""
+    resolved = resolve_target(target)
+    if target == "auto":
+        if resolved == "numpy":
+            why = "no compiler/Cython found" if not _cython_works() else f"no compiled Cython cache yet in {cython_cache_dir()}"
+            notice.info(f"target auto -> numpy: {why}; nothing to compile (target='cython' compiles "
+                     "each code object once, seconds each, then runs large networks faster)")
+        else:
+            notice.info(f"target auto -> cython: compiled code cached in {cython_cache_dir()}")
+    if resolved == "cython" and snn is not None and not cython_cache_exists():
+        n_obj = 3 * len(snn.populations) + 2 * len(snn.projections)
+        say_once(f"compile-{snn.name}",
+                 f"compiling Cython code for network '{snn.name}' (about {n_obj} code objects, expected "
+                 f"~{n_obj * CYTHON_S_PER_OBJECT / 60:.0f}-{2 * n_obj * CYTHON_S_PER_OBJECT / 60:.0f} min on 2 cores, "
+                 f"once: cached in {cython_cache_dir()}); target='numpy' compiles nothing", logging.WARNING)
+    return resolved
 
 
 
@@ -143,10 +206,16 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
     spikes: dict[str, SpikeTrains] = {}
     for name, mon in built.spike_monitors.items():
         n = snn.populations[name].n
-        counts[name] = np.asarray(mon.count[:], dtype=np.int64).reshape(b, n)[:n_valid]
+        burst = snn.populations[name].burst > 1
+        # a burst population counts every spike of a burst (n_emitted), its monitor one event per burst
+        c = built.groups[name].n_emitted_[:] if burst else mon.count[:]
+        counts[name] = np.rint(np.asarray(c)).astype(np.int64).reshape(b, n)[:n_valid]
         if name in built.recorded:
             i = np.asarray(mon.i[:], dtype=np.int64)
             step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
+            if burst:  # the step once per spike of the burst, as the other engines record it
+                reps = np.rint(np.asarray(mon.n_burst_[:])).astype(np.int64)
+                i, step = np.repeat(i, reps), np.repeat(step, reps)
             keep = i < n_valid * n
             spikes[name] = SpikeTrains(
                 n_neurons=n, n_samples=n_valid, dt=dt,
@@ -162,7 +231,10 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
         i = np.asarray(built.output_spikes.i[:], dtype=np.int64)
         step = np.rint(np.asarray(built.output_spikes.t_[:]) / dt).astype(np.int64)
         keep = (i < n_valid * n_out) & (step < n_steps)
-        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), 1)
+        mult: Any = 1
+        if out is not None and snn.populations[out].burst > 1:
+            mult = np.rint(np.asarray(built.output_spikes.n_burst_[:])).astype(np.int64)[keep]
+        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), mult)
         out_counts = np.cumsum(out_counts, axis=1, dtype=np.int32)
     if built.potential_monitor is not None:
         v = np.asarray(built.potential_monitor.v_[:])  # (b * n_out, recorded steps)
@@ -193,8 +265,29 @@ def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: Simula
 
 
 
-def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:
+def run_batch(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, seed: int) -> SpikeRecord:
+    """Build, run and read one batch of ``compiled`` in Brian2's runtime mode (numpy or cython target).
+
+    Parameters
+    ----------
+    compiled : Plan
+        From :func:`spikebridge.engines.plan.compile` (network, ``dt`` in seconds, recorded populations).
+    sub : InputPlan
+        The batch's inputs, Poisson spikes already drawn.
+    cfg : SimulationConfig
+        ``n_steps``, ``max_memory`` (for the message when building runs out of memory).
+    target : str
+        Code-generation target (``resolve_target``'s result).
+    seed : int
+        Brian2's seed for this batch.
+
+    Returns
+    -------
+    SpikeRecord
+    """
     import brian2 as b2
+
+    snn, dt = compiled.snn, compiled.dt
 
     t0 = time.perf_counter()
     # Network.run starts with a full gc.collect() that only serves to warn about objects left out
@@ -207,7 +300,7 @@ def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: fl
     try:
         with brian2_state(target, seed) as resolved:
             try:
-                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+                built = build_network(compiled, sub.n_samples, raster=sub.raster)
             except MemoryError as err:
                 raise BuildError(
                     f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
@@ -237,7 +330,7 @@ def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: fl
 
 
 def iter_standalone(
-    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int
 ) -> Iterator[tuple[int, SpikeRecord]]:
     """Compile the network once for batches of ``bs`` samples, then run the binary for each batch start.
 
@@ -247,6 +340,7 @@ def iter_standalone(
     import brian2 as b2
     from brian2.devices.device import get_device
 
+    snn, dt = compiled.snn, compiled.dt
     bs = min(bs, plan.n_samples - starts[0])
     if cfg.build_dir is not None:
         directory = str(cfg.build_dir)
@@ -254,6 +348,10 @@ def iter_standalone(
         # one project per network structure: Brian2 rewrites only changed sources and make
         # recompiles only those, so a second simulate() of the same network skips compilation
         directory = str(standalone_cache_dir() / f"{snn.name}_{structure_key(snn, bs, cfg, dt, plan.graded)}")
+    if not (Path(directory) / "main").exists():
+        say_once(f"standalone-{directory}",
+                 f"compiling a C++ standalone project for network '{snn.name}' (expected 1-3 min on 2 cores, once: "
+                 f"kept in {directory})", logging.WARNING)
     os.makedirs(directory, exist_ok=True)
     # Brian2 objects of an earlier build that are still alive would make the new code objects
     # take suffixed names, i.e. new source files and a full recompilation
@@ -261,7 +359,7 @@ def iter_standalone(
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
         first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
-        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster)
+        built = build_network(compiled, bs, raster=first.raster)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})

@@ -9,6 +9,7 @@ would move threshold crossings.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,125 @@ from numpy.typing import NDArray
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
 
-__all__ = ["Arrays", "NumpyArrays", "TorchArrays", "arrays_for"]
+__all__ = ["Arrays", "NumpyArrays", "TorchArrays", "arrays_for", "ordered_matmul", "sequential_k"]
 
 # a dense matrix beats a sparse one once this fraction of it is filled (as in the reference)
 _DENSE_FILL = 0.2
 # gather the active inputs of a dense matrix when fewer than this fraction fired in a step
 _GATHER_BELOW = 0.5
+# a matrix whose every post neuron has at most this many synapses (pooling, max-pool gates) is
+# applied as that many gathers over the batch, in the order of the pre-synaptic indices
+_GATHER_FAN_IN = 8
+# a convolution runs as one dense GEMM over the unfolded windows (float64, ordered sums) once this
+# fraction of its input fired in a step, event-driven below.  Crossover measured with
+# /benchmarks/bench_engine.py --case crossover (1 thread, load 3.8, noisy): on the LeNet's 16→32 5×5
+# convolution (batch 100) events win up to ~20 % and dense from ~40 %; on a 64→64 3×3 one (16×16,
+# batch 32) events win at every density up to 40 %
+DENSE_CONV_ABOVE = 0.35
+
+
+# -- sums in a fixed order ------------------------------------------------------------------------
+# Every arrival is a sum of weights in the order of the pre-synaptic indices, one rounding per
+# addition (what scipy's CSR products, the reference simulator and a loop compute).  A BLAS GEMM
+# keeps that order only while its blocking leaves the reduction dimension K whole: OpenBLAS's
+# kernels run one accumulator per output over k = 0..K-1 for K up to its block size (384 on
+# Haswell) and add block partial sums beyond it.  ``sequential_k`` finds, on this machine, the
+# largest K for which a GEMM equals the ordered sum (a probe whose weights make any other order
+# visible), and :func:`ordered_matmul` uses GEMMs of at most that K, carrying each block's partial
+# sums into the next block through an identity matrix (1.0 × s is s, 0.0 × s adds nothing), so the
+# result equals the ordered sum bit for bit for any K.
+_SEQ_CANDIDATES = (384, 256, 192, 128, 64, 32, 16)
+# GEMM, never GEMV (whose reductions are vectorised across k), and no edge kernels for a number of
+# outputs that is not a multiple of 8 (OpenBLAS's N-remainder kernels regroup the sum): pad
+_MIN_ROWS = 8
+_N_MULTIPLE = 8
+_seq_k: int | None = None
+
+
+def _loop_matmul(a: NDArray[np.float64], w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The ordered sum as a loop over k (the definition; slow)."""
+    acc = np.zeros((a.shape[0], w.shape[1]))
+    for k in range(a.shape[1]):
+        acc = acc + a[:, k : k + 1] * w[k]
+    return acc
+
+
+def _gemm_is_sequential(k: int) -> bool:
+    rng = np.random.default_rng(k)
+    for m, n in ((8, 8), (9, 16), (67, 40), (1031, 136), (203, 24)):
+        a = (rng.random((m, k)) < 0.6).astype(np.float64)
+        # a large weight among tiny ones: any regrouping of the sum changes the last bits
+        w = np.ldexp(rng.integers(1, 4, size=(k, n)).astype(np.float64), -53)
+        w[(np.arange(n) * 7) % k, np.arange(n)] = 1.0 + np.arange(n) * 2.0**-50
+        w[:, ::5] = rng.normal(size=(k, len(range(0, n, 5))))
+        if not np.array_equal(a @ w, _loop_matmul(a, w)):
+            return False
+    return True
+
+
+def sequential_k() -> int:
+    """Largest reduction length for which this machine's BLAS GEMM sums each output in order (0: none).
+
+    Probed once per process (about 0.2 s) with weights chosen so that any other
+    summation order changes the result.
+    """
+    global _seq_k
+    if _seq_k is None:
+        _seq_k = next((k for k in _SEQ_CANDIDATES if _gemm_is_sequential(k)), 0)
+    return _seq_k
+
+
+def ordered_matmul(a: NDArray[np.float64], w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``a @ w`` with every output summed over k in order, one rounding per addition.
+
+    Parameters
+    ----------
+    a : ndarray, shape (M, K), float64
+        Usually 0/1 spikes (or unfolded spike windows).
+    w : ndarray, shape (K, N), float64
+
+    Returns
+    -------
+    ndarray, shape (M, N)
+        Equal bit for bit to ``_loop_matmul(a, w)`` (and to scipy's CSR product
+        of the same operands): BLAS GEMMs of at most :func:`sequential_k`
+        columns, each block continuing the previous one's partial sums.
+    """
+    m, k = a.shape
+    n = w.shape[1]
+    q = sequential_k()
+    if q == 0:
+        return _loop_matmul(a, w)
+    if m < _MIN_ROWS:
+        pad = np.zeros((_MIN_ROWS, k))
+        pad[:m] = a
+        return ordered_matmul(pad, w)[:m]
+    if n % _N_MULTIPLE:
+        wp = np.zeros((k, n + _N_MULTIPLE - n % _N_MULTIPLE))
+        wp[:, :n] = w
+        return ordered_matmul(a, wp)[:, :n]
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if k <= q:
+        return a @ w
+    # outputs in chunks of c columns: a later block carries its c partial sums as c extra inputs
+    c = min(n, q // 2 // _N_MULTIPLE * _N_MULTIPLE)
+    out = np.empty((m, n))
+    for c0 in range(0, n, c):
+        c1 = min(n, c0 + c)  # n and c are multiples of _N_MULTIPLE, so is every chunk
+        width = c1 - c0
+        s = a[:, :q] @ w[:q, c0:c1]
+        step = q - width
+        eye = np.eye(width)
+        work = np.empty((m, q))
+        for k0 in range(q, k, step):
+            k1 = min(k, k0 + step)
+            blk = work[:, : width + k1 - k0]
+            blk[:, :width] = s
+            blk[:, width:] = a[:, k0:k1]
+            s = blk @ np.concatenate([eye, w[k0:k1, c0:c1]])
+        out[:, c0:c1] = s
+    return out
 
 
 def window_sum(kernel: Any, x: Any, op: SharedKernel, lib: Any) -> Any:
@@ -65,6 +179,29 @@ class SparseConv:
         o = op.kernel.shape[0]
         self.wm = np.ascontiguousarray(op.kernel.reshape(o, -1).T)  # (C*kh*kw, O)
         self._ones = np.ones(0)
+        self.dense_above = DENSE_CONV_ABOVE  # fraction of fired inputs; > 1 forces events
+        # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
+        # run concurrently on the same program)
+        self._local = threading.local()
+
+    def _dense(self, s: NDArray[np.bool_], b: int) -> NDArray[np.float64]:
+        """Unfold ``s`` (B, H+2p, W+2p, C) into float windows and multiply them in pre-index order."""
+        op = self.op
+        c = op.in_shape[0]
+        (kh, kw), (sh, sw) = op.kernel_size, op.stride
+        oh, ow = op.out_hw
+        hp, wp = s.shape[1], s.shape[2]
+        # the spikes as contiguous float (B, H, W, C) once, then one copy of all windows
+        size = b * hp * wp * c
+        buf = getattr(self._local, "x", None)
+        if buf is None or buf.size < size:
+            buf = self._local.x = np.empty(size)
+        xf = buf[:size].reshape(b, hp, wp, c)
+        xf[...] = s
+        win = np.lib.stride_tricks.sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # type: ignore[call-overload]  # (B, OH, OW, C, kh, kw)
+        cols = np.ascontiguousarray(win[:, :oh, :ow]).reshape(b * oh * ow, c * kh * kw)
+        out = ordered_matmul(cols, self.wm)  # (B*OH*OW, O)
+        return np.ascontiguousarray(out.reshape(b, oh * ow, -1).transpose(0, 2, 1)).reshape(b, -1)
 
     def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float64]:
         op = self.op
@@ -75,6 +212,8 @@ class SparseConv:
         s = np.asarray(spikes, dtype=bool).reshape(b, c, h, w).transpose(0, 2, 3, 1)  # (B, H, W, C) view
         if ph or pw:
             s = np.pad(s, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        if self.dense_above <= 1.0 and np.count_nonzero(spikes) > self.dense_above * spikes.size:
+            return self._dense(s, b)
         cols = np.empty((b, oh, ow, c, kh, kw), dtype=bool)  # bool: numpy's fastest nonzero scans
         for i in range(kh):
             for j in range(kw):
@@ -172,8 +311,8 @@ class NumpyArrays(Arrays):
         return spikes.astype(np.float64)
 
     def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
-        # v - 0.0 is v: the reference's ``v - spikes * theta``, in place
-        np.subtract(v, cond * theta, out=v)
+        # v - 0.0 is v: the reference's ``v - spikes * theta``, in place where cond only
+        np.subtract(v, theta, out=v, where=cond)
         return v
 
     def assign_where(self, v: Any, value: float, cond: Any) -> Any:
@@ -192,16 +331,41 @@ class NumpyArrays(Arrays):
         n_post, n_pre = m.shape
         if m.nnz > _DENSE_FILL * n_post * n_pre:
             return ("dense", np.ascontiguousarray(m.toarray().T))  # (n_pre, n_post): active rows are contiguous
+        fan_in = np.diff(m.indptr)
+        if m.nnz and int(fan_in.max()) <= _GATHER_FAN_IN:
+            # (F, n_post) pre indices and weights, slot f holding each post's f-th synapse in
+            # pre-index order (csr rows are sorted); empty slots read input 0 with weight 0.0
+            f_max = int(fan_in.max())
+            idx = np.zeros((f_max, n_post), dtype=np.intp)
+            w = np.zeros((f_max, n_post))
+            rows = np.repeat(np.arange(n_post), fan_in)
+            slot = np.arange(m.nnz) - np.repeat(m.indptr[:-1], fan_in)
+            idx[slot, rows] = m.indices
+            w[slot, rows] = m.data
+            return ("gather", (idx, w))
         return ("sparse", sp.csr_matrix(m.T))
 
     def matmul(self, prepared: Any, x: Any) -> Any:
         kind, wt = prepared
+        if kind == "gather":
+            # the ordered sum as F vectorised additions (adding 0.0 for a silent input changes nothing)
+            idx, w = wt
+            out = x[:, idx[0]] * w[0]
+            for f in range(1, idx.shape[0]):
+                out += x[:, idx[f]] * w[f]
+            return out
         if kind == "dense":
             active = np.flatnonzero(x.any(axis=0))
             if active.size < _GATHER_BELOW * x.shape[1]:
-                return x[:, active].astype(np.float64) @ wt[active]
-            return x.astype(np.float64) @ wt
-        return np.asarray((sp.csr_matrix(x, dtype=np.float64) @ wt).toarray())
+                return ordered_matmul(x[:, active].astype(np.float64), wt[active])
+            return ordered_matmul(x.astype(np.float64), wt)
+        # event-driven: the spikes as a CSR matrix built directly (no COO round trip)
+        b, n = x.shape
+        indptr = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
+        cols = np.flatnonzero(x) % n
+        spikes = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(b, n))
+        return np.asarray((spikes @ wt).toarray())
 
 
 class TorchArrays(Arrays):
@@ -279,6 +443,12 @@ class TorchArrays(Arrays):
     def matmul(self, prepared: Any, x: Any) -> Any:
         kind, w = prepared
         f64 = self.lib.float64
+        if kind == "dense" and self.device.type == "cpu":
+            # the same ordered sums as the numpy engine and the reference (torch's GEMM regroups them)
+            xn = x.numpy()
+            active = np.flatnonzero(xn.any(axis=0))
+            wn = w.numpy()
+            return self.lib.from_numpy(ordered_matmul(xn[:, active].astype(np.float64), wn[active]))
         if kind == "dense":
             active = self.lib.nonzero(x.any(dim=0)).flatten()
             if active.numel() < _GATHER_BELOW * x.shape[1]:

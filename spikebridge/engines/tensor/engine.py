@@ -37,9 +37,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ...snn.kernels import SharedKernel
-from ...snn.network import Population, SpikingNetwork
+from ...snn.network import Population
 from ...store.record import SpikeRecord
-from ..plan import InputPlan, active_populations, draw_poisson, folded_projections, same_step_targets
+from ..plan import InputPlan, Plan, draw_poisson
 from ..reference import _exact_cuba, _exact_lif, spike_trains
 from .arrays import Arrays
 
@@ -89,16 +89,17 @@ class TensorProgram:
 
     Parameters
     ----------
-    snn : SpikingNetwork
-    dt : float
-        Time step in seconds.
+    plan : Plan
+        From :func:`spikebridge.engines.plan.compile`: the network, ``dt`` in seconds, the simulated
+        populations and projections and the same-step schedule.
     arrays : Arrays
         The array library (:func:`.arrays.arrays_for`).
     """
 
-    def __init__(self, snn: SpikingNetwork, dt: float, arrays: Arrays) -> None:
-        self.snn, self.dt, self.xp = snn, float(dt), arrays
-        self.names = active_populations(snn)
+    def __init__(self, plan: Plan, arrays: Arrays) -> None:
+        snn, dt = plan.snn, plan.dt
+        self.plan, self.snn, self.dt, self.xp = plan, snn, dt, arrays
+        self.names = list(plan.active)
         self.specs: dict[str, _PopSpec] = {}
         for name in self.names:
             pop = snn.populations[name]
@@ -106,13 +107,10 @@ class TensorProgram:
             theta = float(pop.threshold) if np.ndim(pop.threshold) == 0 else arrays.asarray(pop.threshold)
             bias = float(pop.bias) if np.ndim(pop.bias) == 0 else arrays.asarray(pop.bias)
             self.specs[name] = _PopSpec(pop, ref, theta, bias, name == snn.input, pop.model in _THRESHOLDED)
-        folded = folded_projections(snn)
         self.links: dict[str, list[_Link]] = {name: [] for name in self.names}
         self.targets: list[tuple[str, str]] = []
         max_d = 1
-        for proj in snn.projections.values():
-            if proj.name in folded or proj.n_synapses == 0:
-                continue
+        for proj in plan.simulated():
             if (proj.post, proj.target) not in self.targets:
                 self.targets.append((proj.post, proj.target))
             steps = snn.projection_steps(proj, dt)
@@ -130,9 +128,9 @@ class TensorProgram:
                 self.links[proj.pre].append(_Link(proj.post, proj.target, int(d), None, arrays.matrix(m)))
                 max_d = max(max_d, int(d))
         self.ring = max_d + 1
-        self.order = [name for name in snn.update_order(dt) if name in self.specs]
+        self.order = [name for name in plan.order if name in self.specs]
         # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
-        self.inbound = same_step_targets(snn, dt)
+        self.inbound = plan.inbound
 
     def _arrive(self, pst: "_State", target: str, buf: list[Any], slot: int) -> None:
         """Add ring slot ``slot`` of ``buf`` (None while empty) to ``target`` of ``pst`` and empty it."""
@@ -250,7 +248,12 @@ class TensorProgram:
                 spec = self.specs[name]
                 for key in self.inbound[name]:
                     self._arrive(st, key[1], buffers[key], slot)
-                if spec.thresholded and not spec.is_input:
+                if spec.thresholded and not spec.is_input and spec.pop.burst > 1:
+                    # burst spikes: n = clip(floor(v/θ), 1, B) where v >= θ (the reference's arithmetic)
+                    n_spk = xp.where(st.v >= spec.theta, xp.lib.clip(xp.lib.floor(st.v / spec.theta), 1, spec.pop.burst), 0.0)
+                    st.v = st.v - n_spk * spec.theta
+                    st.spikes = n_spk.astype(np.int64) if xp.name == "numpy" else n_spk.to(xp.lib.int64)
+                elif spec.thresholded and not spec.is_input:
                     pop = spec.pop
                     spk = st.v >= spec.theta
                     if st.last is not None:
@@ -268,15 +271,23 @@ class TensorProgram:
                 spk = st.spikes
                 if not xp.any(spk):
                     continue
+                burst = spec.thresholded and not spec.is_input and spec.pop.burst > 1
                 st.counts += spk
                 if name in record:
-                    s_idx, n_idx = np.nonzero(xp.to_numpy(spk))
+                    host = xp.to_numpy(spk)
+                    s_idx, n_idx = np.nonzero(host)
+                    if burst:  # a burst of n spikes: the step n times
+                        reps = host[s_idx, n_idx].astype(np.int64)
+                        s_idx, n_idx = np.repeat(s_idx, reps), np.repeat(n_idx, reps)
                     st.rec.append((s_idx, n_idx, k))
+                # a burst of n spikes is delivered as the binary layers n >= 1, ..., n >= max n (as the reference)
+                layers = [spk >= j for j in range(1, int(spk.max()) + 1)] if burst else [spk]
                 for link in self.links[name]:
                     d_slot = (k + link.steps) % self.ring
                     buf = buffers[(link.post, link.target)]
-                    # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
-                    buf[d_slot] = self._apply(link, spk) if buf[d_slot] is None else buf[d_slot] + self._apply(link, spk)
+                    for layer in layers:
+                        # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
+                        buf[d_slot] = self._apply(link, layer) if buf[d_slot] is None else buf[d_slot] + self._apply(link, layer)
             if out:
                 st = state[out]
                 if st.spikes is not None:
@@ -309,32 +320,26 @@ class TensorProgram:
         )
 
 
-def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, dt: float, record: tuple[str, ...] = ()) -> int:
+def estimate_tensor_memory(plan: Plan, batch_size: int) -> int:
     """Bytes one batch of the tensor engine needs (state, ring buffers, convolution workspace, outputs).
 
     Parameters
     ----------
-    snn : SpikingNetwork
+    plan : Plan
+        From :func:`spikebridge.engines.plan.compile`: ``n_steps``, the longest delay in steps (the
+        ring buffer's length) and the recorded populations (about one spike per neuron per 4 steps,
+        16 bytes each).
     batch_size : int
-    n_steps : int
-    dt : float
-        Time step in seconds (sets the ring buffer length).
-    record : tuple of str
-        Recorded populations (about one spike per neuron per 4 steps, 16 bytes each).
 
     Returns
     -------
     int
         Estimated peak bytes, kernels and matrices included.
     """
-    folded = folded_projections(snn)
-    names = active_populations(snn)
+    snn, folded, names, n_steps = plan.snn, plan.folded, plan.active, plan.n_steps
     per_sample = 0.0
     fixed = 10e6  # arrays of the program and interpreter growth during a run
-    ring = 1 + max(
-        (int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses),
-        default=1,
-    )
+    ring = 1 + plan.max_delay_steps
     for name in names:
         per_sample += snn.populations[name].n * 8 * 6  # v, new v, current, refractory, counts, temporaries
     posts = {(p.post, p.target) for p in snn.projections.values() if p.name not in folded}
@@ -361,10 +366,8 @@ def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, d
         per_sample += snn.populations[post].n * 8 * 3  # input current: the plan's, the batch's, the step's drive
     if snn.output is not None:
         per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
-    rec = set(names) if "all" in record else set(record)
-    for name in rec:
-        if name in snn.populations:
-            per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
+    for name in plan.record:
+        per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
     return int(fixed + per_sample * int(batch_size))
 
 

@@ -1,0 +1,183 @@
+"""Issue 19 §1: a REAL full disk (a small tmpfs, ENOSPC from the kernel) never loses data.
+
+Each test mounts its own tmpfs (root only; skipped otherwise), pre-fills it
+with a filler file so that ``simulate -o`` runs out of room at one point of
+the run (during the first batch, mid-run, while finishing), and checks: one
+error line and exit status 1; a store that opens (every counted batch
+verified against its checksum) and holds exactly the uninterrupted run's
+first samples; and, after the filler is deleted, a ``--resume`` that
+completes to exactly the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikebridge.store.spikes import SpikeStore
+
+ROOT = Path(__file__).resolve().parents[2]
+N, BS = 48, 6
+TMPFS = 4 << 20
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None,
+    reason="mounting a tmpfs needs Linux and root (CI runs as root)",
+)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "spikebridge", "-q", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _simulate(net: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _run("simulate", str(net), "--data", "digits:test", "--limit", str(N), "-o", str(out), "--batch-size", str(BS),
+                "--steps", "16", "--seed", "3", "--engine", "tensor", *extra)
+
+
+def _arrays(path: Path, n: int | None = None) -> dict[str, np.ndarray]:
+    with SpikeStore(path) as st:  # opening verifies every counted batch
+        n = st.n_done if n is None else n
+        out = {"counts_t": st.file["output/counts_t"][:n], "pot": st.file["output/potential_t"][:n], "labels": st.labels[:n],
+               "ann": st.ann_outputs[:n]}
+        for name in st:
+            sp = st.read_spikes(name, 0, n)
+            out[f"{name}/sample"], out[f"{name}/neuron"], out[f"{name}/step"] = sp.sample, sp.neuron, sp.step
+        for name in st.count_populations:
+            out[f"counts/{name}"] = st.counts(name)[:n]
+    return out
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tmpfs_full")
+    res = _run("convert", "shipped:digits_mlp", "-o", str(d / "net.h5"))
+    assert res.returncode == 0, res.stderr
+    ref = d / "ref.h5"
+    res = _simulate(d / "net.h5", ref)
+    assert res.returncode == 0, res.stderr
+    return d / "net.h5", ref
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS}", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(mnt: Path, free: int) -> Path:
+    """Leave ``free`` bytes on the tmpfs (a filler file takes the rest)."""
+    sv = os.statvfs(mnt)
+    filler = mnt / "filler"
+    with open(filler, "wb") as fh:
+        fh.write(b"\1" * max(0, sv.f_bavail * sv.f_frsize - free))
+    return filler
+
+
+# free space left for the run, as a fraction of the uninterrupted store's size
+FILL_POINTS = {"first batch": 0.1, "mid-run": 0.8, "finishing": 1.7}
+
+
+@pytest.mark.parametrize("point", list(FILL_POINTS))
+def test_real_full_disk_keeps_verified_batches_and_resumes(setup, tmpfs, point):
+    net, ref = setup
+    out = tmpfs / "s.h5"
+    filler = _fill(tmpfs, int(FILL_POINTS[point] * ref.stat().st_size))
+    res = _simulate(net, out)
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"spikebridge: error: no space left on the device of '{out}' while writing samples from ")
+    if point == "first batch":
+        assert lines[0].endswith(": nothing was written")
+        assert sorted(p.name for p in tmpfs.iterdir()) == ["filler"]  # not even a partial file
+    else:
+        kept = int(lines[0].rsplit(": ", 1)[1].split()[0])
+        assert kept % BS == 0 and 0 < kept < N
+        if point == "mid-run":
+            assert kept < N - BS
+        else:
+            assert kept >= N // 2
+        # the store opens (every batch verified) and holds the uninterrupted run's first samples
+        _assert_same(_arrays(out), _arrays(ref, kept))
+        # compare reads it without complaint
+        assert _run("compare", str(out)).returncode == 0
+    filler.unlink()
+    res = _simulate(net, out, "--resume")
+    assert res.returncode == 0, res.stderr
+    _assert_same(_arrays(out), _arrays(ref))
+    with SpikeStore(out) as st:
+        assert st.complete and st.n_done == N
+
+
+RACE = r"""
+import sys
+from pathlib import Path
+import numpy as np
+import spikebridge.run.store as run_store
+import spikebridge.store.spikes as spikes
+from spikebridge.config import SimulationConfig
+from tests.store._fake import fake_iter, make_net
+
+out, mnt = Path(sys.argv[1]), Path(sys.argv[2])
+reserve = spikes.reserve_space
+calls = []
+
+def reserve_then_fill(fd, nbytes):
+    # another process takes every free byte right after the check and the reservation of batch 2
+    ok = reserve(fd, nbytes)
+    calls.append(ok)
+    if len(calls) == 2:
+        with open(mnt / "filler", "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\1" * 4096)
+            except OSError:
+                pass
+        assert spikes.free_bytes(out)[0] < 4096
+    return ok
+
+spikes.reserve_space = reserve_then_fill
+run_store._backend_iter = fake_iter
+x = np.random.default_rng(1).uniform(0, 1, (24, 6))
+cfg = SimulationConfig(n_steps=40, batch_size=4, seed=7, record=("all",), target="numpy")
+try:
+    run_store.simulate_to_store(make_net(), x, out, cfg, labels=np.arange(24) % 4, return_record=False)
+except spikes.StoreFullError as err:
+    print(err)
+    sys.exit(1)
+"""
+
+
+def test_disk_filled_by_another_process_after_the_check(tmpfs, tmp_path):
+    """The race the free-space check cannot see: the batch's blocks were reserved, so HDF5's writes still land."""
+    out = tmpfs / "s.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", RACE, str(out), str(tmpfs)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 1, res.stderr  # not a crash inside HDF5
+    assert "while writing samples from 8: 8 of 24 samples are kept in it" in res.stdout, res.stdout + res.stderr
+    with SpikeStore(out) as st:  # both finished batches verify
+        assert st.n_done == 8
+    (tmpfs / "filler").unlink()
