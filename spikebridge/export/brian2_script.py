@@ -13,6 +13,7 @@ drift apart; the output counts are identical (tested).
 
 from __future__ import annotations
 
+import builtins
 import os
 import textwrap
 from pathlib import Path
@@ -350,6 +351,6 @@ def export_brian2_script(
     out.mkdir(parents=True, exist_ok=True)
     np.savez(arrays, **data)  # type: ignore[arg-type]
     text = header + body + "\n" + footer
-    compile(text, str(script), "exec")  # a script that does not compile is a bug here, never a file for the user
+    builtins.compile(text, str(script), "exec")  # a script that does not compile is a bug here, never a file for the user
     script.write_text(text, encoding="ascii")
     return script, arrays
