@@ -241,6 +241,11 @@ class ConversionConfig(_Config):
         can arrive (default; its initial potential is lowered by ``bias · onset``,
         ``conversion/onset.py``), or from step 0 (before the ResNet-8
         measurements; deep networks then fire on their biases alone early on).
+    steps_per_element : int
+        Recurrent (sequence) models only: time steps ``K`` per sequence element.  Element
+        ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent
+        projection carries a delay of ``K dt``, so the spikes of window ``t - 1`` drive window
+        ``t`` (:mod:`spikebridge.conversion.sequence`).
     """
 
     normalisation: str = "data"
@@ -269,6 +274,7 @@ class ConversionConfig(_Config):
     lateral_inhibition: float = 0.0
     seed: int = 0
     bias_onset: str = "arrival"
+    steps_per_element: int = 32
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -291,7 +297,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
         _check_choice(self, "calibrate", ("none", "bias", "potential", "both"))
-        for attr in ("calibrate_steps", "calibrate_samples"):
+        for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)

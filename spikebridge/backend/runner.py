@@ -462,7 +462,8 @@ def _run_runtime_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfi
     try:
         with brian2_state(target, seed) as resolved:
             try:
-                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster)
+                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster,
+                                      plan=sub)
             except MemoryError as err:
                 raise BuildError(
                     f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
@@ -510,7 +511,7 @@ def _iter_standalone(
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
         first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
-        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster)
+        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster, plan=first)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})
