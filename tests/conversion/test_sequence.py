@@ -142,3 +142,29 @@ def test_refusals():
     snn = convert(g, ConversionConfig(), calibration=rng.random((4, 6, 3)))
     with pytest.raises(ValidationError, match="expected \\(n_samples, 6, 3\\)"):
         simulate_reference(snn, rng.random((2, 5, 3)), 10)
+
+
+def test_exported_script_and_to_brian2_match_reference(tmp_path):
+    brian2 = pytest.importorskip("brian2")
+    import subprocess
+    import sys
+
+    from spikebridge.backend.brian2_api import to_brian2
+    from spikebridge.backend.export_script import export_brian2_script
+
+    _, snn, x = _case(False, True, "relay")
+    n = 6 * 8
+    ref = simulate_reference(snn, x, n, record=("all",))
+    script, _ = export_brian2_script(snn, tmp_path / "out", x, n_steps=n)
+    text = script.read_text()
+    assert "TimedArray" in text and "run_regularly('v = clip(v, 0.5, inf)'" in text
+    res = subprocess.run([sys.executable, "-I", str(script), "--target", "numpy"], capture_output=True, text=True,
+                         cwd=script.parent, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with np.load(tmp_path / "out" / f"{snn.name}_results.npz", allow_pickle=False) as got:
+        for name, counts in ref.counts.items():
+            np.testing.assert_array_equal(got[f"{name}__counts"], counts, err_msg=name)
+    brian2.prefs.codegen.target = "numpy"
+    net = to_brian2(snn, x, config=SimulationConfig(n_steps=n, target="numpy", record=("all",)))
+    net.network.run(n * net.dt * brian2.second, namespace={})
+    assert_same_spikes(ref, net.spike_record(), min_spikes=50)
