@@ -48,10 +48,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from spikebridge.backend.reference import simulate_reference  # noqa: E402
-from spikebridge.backend.runner import simulate  # noqa: E402
+from spikebridge.engines.reference import simulate_reference  # noqa: E402
+from spikebridge.run.simulate import simulate  # noqa: E402
 from spikebridge.config import PRESETS, ConversionConfig, SimulationConfig  # noqa: E402
-from spikebridge.conversion.convert import convert  # noqa: E402
+from spikebridge.run.calibrate import convert  # noqa: E402
 from spikebridge.datasets import load_digits, load_fashion_mnist, load_mnist  # noqa: E402
 from spikebridge.ir.evaluate import evaluate  # noqa: E402
 

@@ -12,7 +12,7 @@ Usage::
     python benchmarks/bench_dale.py [--engine brian2|reference] [--steps 200] [--samples 360]
                                     [--target auto] [--calibration 500]
 
-``--engine brian2`` runs :func:`spikebridge.backend.runner.simulate` (the
+``--engine brian2`` runs :func:`spikebridge.run.simulate.simulate` (the
 real backend); ``--engine reference`` the numpy reference simulator of the
 same discrete-time semantics (fast; same numbers up to float rounding).
 Prints a table and writes ``benchmarks/results/dale.json``.
@@ -49,11 +49,11 @@ def run_one(graph, mode: str, x, y, x_cal, args) -> dict:
     t_conv = time.perf_counter() - t
     t = time.perf_counter()
     if args.engine == "brian2":
-        from spikebridge.backend.runner import simulate
+        from spikebridge.run.simulate import simulate
 
         rec = simulate(snn, x, SimulationConfig(n_steps=args.steps, target=args.target, seed=0), labels=y)
     else:
-        from spikebridge.backend.reference import simulate_reference
+        from spikebridge.engines.reference import simulate_reference
 
         rec = simulate_reference(snn, x, args.steps, seed=0, labels=y)
     t_sim = time.perf_counter() - t

@@ -82,12 +82,12 @@ def main() -> int:
         print('skipped: dask[distributed] is not installed (pip install "spikebridge[distributed]")')
         return 0
 
-    from spikebridge.backend.runner import iter_simulate, simulate
+    from spikebridge.run.simulate import iter_simulate, simulate
     from spikebridge.config import SimulationConfig
     from spikebridge.conversion.convert import convert
     from spikebridge.datasets import load_digits
     from spikebridge.models import load_shipped
-    from spikebridge import orchestrate as stream
+    from spikebridge.run import store as stream
 
     x_cal, _ = load_digits("train")
     x, y = load_digits("test")

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from spikebridge import ConversionConfig, SimulationConfig  # noqa: E402
-from spikebridge.backend.runner import simulate  # noqa: E402
+from spikebridge.run.simulate import simulate  # noqa: E402
 from spikebridge.conversion.convert import convert  # noqa: E402
 
 MNIST_DIRS = [Path("/tmp/package/data"), HERE / "data" / "mnist"]
@@ -145,7 +145,7 @@ def train_lenet(xtr, ytr, *, seed: int = 0, epochs: int = 1):
 # -- runners ------------------------------------------------------------------------------------
 def synaptic_events(snn, rec) -> float:
     """Σ over simulated projections of (pre spikes × fan-out), from per-neuron spike counts."""
-    from spikebridge.backend.plan import folded_projections
+    from spikebridge.engines.plan import folded_projections
 
     folded = folded_projections(snn)
     total = 0.0

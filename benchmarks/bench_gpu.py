@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     from bench_engine import load_mnist, synaptic_events, train_lenet, vgg11_module
     from spikebridge import ConversionConfig, SimulationConfig
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
     from spikebridge.conversion.convert import convert
     from spikebridge.importers.from_torch import from_torch
 

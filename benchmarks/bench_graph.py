@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from spikebridge.analysis.graph import analyse, to_networkx
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
 RESULTS = Path(__file__).resolve().parent / "results" / "graph.json"
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from spikebridge import ConversionConfig, SimulationConfig, evaluate  # noqa: E402
-from spikebridge.backend.runner import simulate  # noqa: E402
+from spikebridge.run.simulate import simulate  # noqa: E402
 from spikebridge.conversion.convert import convert  # noqa: E402
 from spikebridge.datasets import load_digits  # noqa: E402
 from spikebridge.models import load_shipped  # noqa: E402
@@ -134,7 +134,7 @@ def run_spikingjelly(graph, x_cal, x, y, steps, repeats):
 
 
 def run_ours(graph, x_cal, x, y, steps, repeats, target):
-    from spikebridge.backend.reference import simulate_reference
+    from spikebridge.engines.reference import simulate_reference
 
     t0 = time.perf_counter()
     snn = convert(graph, ConversionConfig(v_init=0.5, percentile=100.0), calibration=x_cal)

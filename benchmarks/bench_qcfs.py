@@ -41,8 +41,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from spikebridge import ConversionConfig, SimulationConfig
-from spikebridge.backend.reference import simulate_reference
-from spikebridge.backend.runner import simulate
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.run.simulate import simulate
 from spikebridge.conversion.convert import convert
 from spikebridge.datasets import load_mnist
 from spikebridge.ir import AnnGraph, load_graph

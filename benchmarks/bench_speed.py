@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 
 def _events(snn: Any, counts: dict[str, np.ndarray]) -> int:
     """Synaptic events: every spike of a pre neuron times its number of outgoing synapses."""
-    from spikebridge.backend.plan import folded_projections
+    from spikebridge.engines.plan import folded_projections
 
     folded = folded_projections(snn)
     total = 0
@@ -74,8 +74,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Body of one subprocess: simulate as ``spec`` says, return timings and memory."""
     if spec["kind"] == "spikingjelly":
         return run_spikingjelly(spec)
-    from spikebridge.backend import builder
-    from spikebridge.backend.runner import simulate
+    from spikebridge.engines.brian2 import builder
+    from spikebridge.run.simulate import simulate
     from spikebridge.config import SimulationConfig
 
     g, snn, x, y = _load(spec["model"])
@@ -89,7 +89,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             kw["split_signs"] = True
             return original(*a, **kw)
 
-        import spikebridge.backend.runner as runner_mod
+        import spikebridge.run.simulate as runner_mod
 
         runner_mod.build_network = split_build  # type: ignore[assignment]
     cfg = SimulationConfig(

@@ -1,6 +1,6 @@
 """Unsupervised STDP learning of the shipped 8x8 digits (Diehl & Cook 2015 style): accuracy and time per epoch.
 
-Trains :func:`spikebridge.plasticity.run_stdp_digits` (Poisson input -> 100
+Trains :func:`spikebridge.learning.stdp.run_stdp_digits` (Poisson input -> 100
 excitatory neurons with STDP and adaptive thresholds -> inhibitory population
 for lateral inhibition), labels every neuron by its strongest mean response
 on the training digits and classifies the 360 test digits by the labelled
@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from spikebridge.datasets import load_digits
-from spikebridge.plasticity import DiehlCookConfig, assign_labels, run_stdp_digits
+from spikebridge.learning.stdp import DiehlCookConfig, assign_labels
+from spikebridge.run.stdp import run_stdp_digits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stdp.json"
 
@@ -92,7 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_stdp_digits(cfg, tmp, workers=args.workers, say=print)
-        from spikebridge.conversion.network import load_network
+        from spikebridge.snn.network import load_network
 
         w = np.zeros((cfg.n_exc, x_tr.shape[1]))
         proj = load_network(Path(tmp) / "stdp_digits_net.h5").projections["in_exc"]

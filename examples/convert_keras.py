@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import spikebridge
-from spikebridge.backend.runner import simulate
+from spikebridge.run.simulate import simulate
 from spikebridge.conversion.convert import convert
 from spikebridge.datasets import load_digits
 

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import spikebridge
-from spikebridge.backend.runner import simulate
+from spikebridge.run.simulate import simulate
 from spikebridge.conversion.convert import convert
 from spikebridge.datasets import load_dataset
 from spikebridge.models import model_path

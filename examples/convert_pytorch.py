@@ -7,7 +7,7 @@ What it shows
 2. Import the live module with :func:`spikebridge.load_model` (no file needed).
 3. Convert it with data-based normalisation, using training images as
    calibration data (:func:`spikebridge.conversion.convert.convert`).
-4. Simulate the test images in Brian2 (:func:`spikebridge.backend.runner.simulate`)
+4. Simulate the test images in Brian2 (:func:`spikebridge.run.simulate.simulate`)
    and print the ANN and SNN accuracies side by side.
 
 Run it
@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 import spikebridge
-from spikebridge.backend.runner import simulate
+from spikebridge.run.simulate import simulate
 from spikebridge.conversion.convert import convert
 from spikebridge.datasets import load_digits
 

@@ -5,10 +5,10 @@ What it shows
 A spiking network does not have to come from an ANN.  This script builds
 Brunel's sparse random E/I network of LIF neurons ("model A"; N. Brunel 2000,
 J. Comput. Neurosci. 8:183-208) with :func:`spikebridge.models.brunel.brunel_network`
--- a plain :class:`~spikebridge.conversion.network.SpikingNetwork`, so the same
+-- a plain :class:`~spikebridge.snn.network.SpikingNetwork`, so the same
 backend, store and analysis apply -- and then
 
-1. simulates it in Brian2 (:func:`spikebridge.backend.runner.simulate`, every
+1. simulates it in Brian2 (:func:`spikebridge.run.simulate.simulate`, every
    spike recorded) for the asynchronous irregular regime (``g=5, eta=2``) and,
    for contrast, the synchronous regular one (``g=3``);
 2. prints the firing statistics of each population (rate, CV of the
@@ -41,7 +41,7 @@ import time
 
 from spikebridge import SimulationConfig
 from spikebridge.analysis.graph import analyse
-from spikebridge.backend.runner import simulate
+from spikebridge.run.simulate import simulate
 from spikebridge.models.brunel import brunel_network, firing_statistics, mean_field_rate
 
 

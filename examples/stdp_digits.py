@@ -4,13 +4,13 @@ What it shows
 -------------
 A spiking network that *learns*, in Brian2, without labels:
 
-1. builds the learner as a plain :class:`~spikebridge.conversion.network.SpikingNetwork`
-   (:func:`spikebridge.plasticity.diehl_cook_network`): 64 Poisson input neurons
+1. builds the learner as a plain :class:`~spikebridge.snn.network.SpikingNetwork`
+   (:func:`spikebridge.learning.stdp.diehl_cook_network`): 64 Poisson input neurons
    (one per pixel) -> 100 excitatory LIF neurons -> 100 inhibitory LIF neurons, each
    excitatory neuron exciting its inhibitory partner, which inhibits every other
    excitatory neuron (lateral inhibition: one winner per digit);
 2. turns it into Brian2 objects with :func:`spikebridge.to_brian2`, makes the input
-   projection plastic with pair-based STDP (:func:`spikebridge.plasticity.add_stdp`;
+   projection plastic with pair-based STDP (:func:`spikebridge.engines.brian2.plasticity.add_stdp`;
    excitatory weights bounded in [0, w_max], so Dale's law holds) and shows every
    training digit for 150 ms in one long Brian2 run; each neuron's threshold grows
    with its spikes (homeostasis), and its input weights are normalised before every
@@ -42,7 +42,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from spikebridge.plasticity import DiehlCookConfig, run_stdp_digits
+from spikebridge.learning.stdp import DiehlCookConfig
+from spikebridge.run.stdp import run_stdp_digits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,13 @@ For the shipped digits MLP this script
 
 1. converts it once per (percentile, v_init),
 2. simulates the test split for the largest T once with the fast numpy
-   reference simulator (:func:`spikebridge.backend.reference.simulate_reference`,
+   reference simulator (:func:`spikebridge.engines.reference.simulate_reference`,
    the exact discrete-time semantics of the Brian2 backend) and reads the
    accuracy after every T from the same run (the first T steps of a long run
    *are* a run of length T),
 3. prints the accuracy table, picks the fastest point within ``--tolerance``
    of the ANN's accuracy, and
-4. confirms that point in Brian2 (:func:`spikebridge.backend.runner.simulate`).
+4. confirms that point in Brian2 (:func:`spikebridge.run.simulate.simulate`).
 
 Run it
 ------
@@ -39,8 +39,8 @@ import time
 import numpy as np
 
 from spikebridge import ConversionConfig, SimulationConfig, evaluate
-from spikebridge.backend.reference import simulate_reference
-from spikebridge.backend.runner import simulate
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.run.simulate import simulate
 from spikebridge.conversion.convert import convert
 from spikebridge.datasets import load_digits
 from spikebridge.models import load_shipped

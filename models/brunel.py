@@ -60,7 +60,7 @@ from numpy.typing import NDArray
 from spikebridge.errors import ValidationError
 
 if TYPE_CHECKING:
-    from spikebridge.conversion.network import SpikingNetwork
+    from spikebridge.snn.network import SpikingNetwork
     from spikebridge.store.record import SpikeRecord
 
 __all__ = ["brunel_network", "firing_statistics", "mean_field_rate", "REFERENCE", "PAPER_C_E"]
@@ -166,7 +166,7 @@ def brunel_network(
     >>> round(net.metadata["brunel"]["nu_ext"], 6)
     20.0
     """
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
     for what, value in (("scale", scale), ("theta", theta), ("tau_m", tau_m), ("D", D), ("dt", dt), ("J", J)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -284,7 +284,7 @@ def firing_statistics(
     Parameters
     ----------
     record : SpikeRecord
-        From :func:`spikebridge.backend.runner.simulate` with
+        From :func:`spikebridge.run.simulate.simulate` with
         ``SimulationConfig(record=("all",))`` (or the populations wanted).
     snn : SpikingNetwork, optional
         Restrict to its spiking populations (others in the record are ignored).

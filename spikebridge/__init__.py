@@ -26,18 +26,18 @@ from .ir import AnnGraph, evaluate, load_graph, save_graph
 try:
     __version__ = _metadata.version("spikebridge")
 except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.1.0"
+    __version__ = "0.2.0"
 
 # Public functions that live in modules with heavier imports are resolved lazily.
 _LAZY = {
     "load_model": ("spikebridge.importers.registry", "load_model"),
-    "convert": ("spikebridge.conversion.convert", "convert"),
-    "SpikingNetwork": ("spikebridge.conversion.network", "SpikingNetwork"),
-    "load_network": ("spikebridge.conversion.network", "load_network"),
-    "save_network": ("spikebridge.conversion.network", "save_network"),
-    "simulate": ("spikebridge.backend.runner", "simulate"),
-    "to_brian2": ("spikebridge.backend.brian2_api", "to_brian2"),
-    "simulate_to_store": ("spikebridge.orchestrate", "simulate_to_store"),
+    "convert": ("spikebridge.run.calibrate", "convert"),
+    "SpikingNetwork": ("spikebridge.snn.network", "SpikingNetwork"),
+    "load_network": ("spikebridge.snn.network", "load_network"),
+    "save_network": ("spikebridge.snn.network", "save_network"),
+    "simulate": ("spikebridge.run.simulate", "simulate"),
+    "to_brian2": ("spikebridge.engines.brian2.api", "to_brian2"),
+    "simulate_to_store": ("spikebridge.run.store", "simulate_to_store"),
     "SpikeRecord": ("spikebridge.store.record", "SpikeRecord"),
     "SpikeStore": ("spikebridge.store.spikes", "SpikeStore"),
     "compare": ("spikebridge.analysis.compare", "compare"),

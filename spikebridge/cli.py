@@ -185,7 +185,7 @@ def _load_any(path: str, fmt: str | None, **kwargs: Any) -> Any:
 
         path = str(model_path(path.split(":", 1)[1]))
     if _is_network_file(path):
-        from .conversion.network import load_network
+        from .snn.network import load_network
 
         return load_network(path)
     from .importers.registry import load_model
@@ -196,7 +196,7 @@ def _load_any(path: str, fmt: str | None, **kwargs: Any) -> Any:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .conversion.network import SpikingNetwork
+    from .snn.network import SpikingNetwork
 
     kwargs: dict[str, Any] = {}
     if args.input_shape:
@@ -246,8 +246,8 @@ _DATA_DIR_HELP = "folder with the MNIST / Fashion-MNIST IDX files (raw or .gz), 
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .conversion.convert import convert
-    from .conversion.network import SpikingNetwork
+    from .run.calibrate import convert
+    from .snn.network import SpikingNetwork
     from .datasets import load_dataset
 
     out = Path(args.output)
@@ -276,7 +276,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .conversion.network import load_network
+    from .snn.network import load_network
     from .datasets import load_dataset
     from .ir import evaluate, predict_classes
 
@@ -288,7 +288,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.output and not args.record:
         extra["record"] = ("all",)  # a spike store keeps every spike unless told otherwise
     config = _simulation_config(args, **extra)
-    from .pipeline import check_labels, warn_dt
+    from .run.experiment import check_labels, warn_dt
 
     check_labels(y, snn, f"labels of --data {args.data}")
     warn_dt(snn, config.dt, "--dt")
@@ -298,7 +298,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     record: Any
     if args.output:
-        from .orchestrate import simulate_to_store
+        from .run.store import simulate_to_store
         from .store.stream import StoreReadout
 
         # nothing is read back whole: memory stays flat in the number of samples
@@ -308,7 +308,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         record = StoreReadout(args.output)
     else:
-        from .backend.runner import simulate
+        from .run.simulate import simulate
 
         record = simulate(snn, x, config, labels=y)
     elapsed = time.perf_counter() - t0
@@ -369,11 +369,11 @@ def _is_spike_store(path: str) -> bool:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from .analysis.graph import analyse, write_graphml
-    from .conversion.network import load_network
+    from .snn.network import load_network
 
     if _is_spike_store(args.network):
         # a spike store: how its recorded (plastic) projections changed
-        from .analysis.learning import weight_changes
+        from .learning.weights import weight_changes
 
         learning = weight_changes(args.network)
         _out(json.dumps(learning.to_dict(), indent=2, default=float) if args.json else learning.to_text())
@@ -405,8 +405,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_nwb(args.source, args.nwb, overwrite=args.overwrite)
         _out(f"wrote {args.nwb}")
     if args.nir:
-        from .conversion.network import load_network
-        from .importers.to_nir import export_nir
+        from .snn.network import load_network
+        from .export.nir import export_nir
 
         if Path(args.nir).exists() and not args.overwrite:
             raise ValidationError(f"output '{args.nir}' exists; pass --overwrite to replace it", attr="output")
@@ -416,8 +416,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_brian2(args: argparse.Namespace) -> None:
-    from .backend.export_script import export_brian2_script
-    from .conversion.network import load_network
+    from .export.brian2_script import export_brian2_script
+    from .snn.network import load_network
     from .datasets import load_dataset
 
     snn = load_network(args.source)
@@ -437,7 +437,7 @@ def _print_summary(results: list[Any]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .analysis.report import write_report
-    from .pipeline import demo_spec, run_experiment
+    from .run.experiment import demo_spec, run_experiment
 
     out = Path(args.out)
     # (model, Dale mode): the plain MLP and CNN, and the MLP with excitatory/inhibitory populations
@@ -465,7 +465,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_stdp(args: argparse.Namespace, raw: dict[str, Any]) -> int:
-    from .plasticity import load_stdp_experiment, run_stdp_digits
+    from .run.stdp import load_stdp_experiment, run_stdp_digits
 
     if args.resume:
         raise ValidationError("run: an [stdp] experiment cannot --resume; run it again with --overwrite")
@@ -482,7 +482,7 @@ def _run_stdp(args: argparse.Namespace, raw: dict[str, Any]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .analysis.report import write_report
-    from .pipeline import load_experiment, run_experiment
+    from .run.experiment import load_experiment, run_experiment
 
     raw = load_toml(args.experiment)
     if "stdp" in raw:  # an STDP learning experiment (examples/stdp_digits.toml)
@@ -492,11 +492,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec.simulation = spec.simulation.__class__.from_dict({**spec.simulation.to_dict(), **_engine_overrides(args)})
     out = Path(args.out or out_cfg or "spikebridge_out")
     if not (args.overwrite or args.resume):
-        from .pipeline import existing_outputs
+        from .run.experiment import existing_outputs
 
         existing_outputs([out / "report.md", out / "report.html"])
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    from .sweep import load_sweep, run_sweep
+    from .run.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.experiment)
     if sweep:

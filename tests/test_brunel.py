@@ -110,7 +110,7 @@ def test_firing_statistics_known_answers():
 
 
 def test_mean_field_matches_reference_simulator():
-    from spikebridge.backend.reference import simulate_reference
+    from spikebridge.engines.reference import simulate_reference
 
     net = brunel_network(scale=0.1, seed=0)
     theory = mean_field_rate(net)
@@ -123,7 +123,7 @@ def test_mean_field_matches_reference_simulator():
 
 @pytest.fixture(scope="module")
 def brian2_ai_and_sr():
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     out = {}
     for label, g in (("AI", 5.0), ("SR", 3.0)):
@@ -153,7 +153,7 @@ def test_brian2_synchronous_regular_regime_differs(brian2_ai_and_sr):
 
 @pytest.mark.slow
 def test_brian2_default_network_one_second():
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     net = brunel_network()  # scale 0.2: N_E = 2000, N_I = 500
     rec = simulate(net, None, SimulationConfig(n_steps=10_000, target="auto", seed=0, record=("all",)))

@@ -11,7 +11,7 @@ from spikebridge import cli
 from spikebridge.datasets import load_dataset
 from spikebridge.errors import ValidationError
 from spikebridge.store.spikes import SpikeStore
-from spikebridge.sweep import load_sweep
+from spikebridge.run.sweep import load_sweep
 
 TOML = """
 [experiment]

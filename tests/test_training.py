@@ -1,4 +1,4 @@
-"""spikebridge.training: the QCFS activation, its swap/initialisation/training helpers and its export path."""
+"""spikebridge.learning.qcfs: the QCFS activation, its swap/initialisation/training helpers and its export path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import spikebridge
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.errors import ValidationError
@@ -25,7 +25,7 @@ def test_training_without_torch_says_how_to_install_it():
         "import sys; sys.modules['torch'] = None\n"
         "import spikebridge\n"
         "try:\n"
-        "    import spikebridge.training\n"
+        "    import spikebridge.learning.qcfs\n"
         "except ImportError as err:\n"
         "    print(type(err).__name__, err)\n"
     )
@@ -38,7 +38,7 @@ def test_training_without_torch_says_how_to_install_it():
 def test_qcfs_forward_on_hand_computed_inputs():
     import torch
 
-    from spikebridge.training import QCFS
+    from spikebridge.learning.qcfs import QCFS
 
     q = QCFS(levels=4, threshold=2.0)
     x = torch.tensor([-1.0, 0.0, 0.2, 0.25, 0.3, 0.74, 0.76, 1.9, 2.0, 3.0])
@@ -56,7 +56,7 @@ def test_qcfs_forward_on_hand_computed_inputs():
 def test_qcfs_straight_through_gradients():
     import torch
 
-    from spikebridge.training import QCFS
+    from spikebridge.learning.qcfs import QCFS
 
     q = QCFS(levels=4, threshold=2.0)
     x = torch.tensor([-1.0, 0.3, 0.76, 3.0], requires_grad=True)
@@ -72,7 +72,7 @@ def test_qcfs_model_swaps_relus_and_max_pools_and_init_sets_percentiles(rng):
     import torch
     from torch import nn
 
-    from spikebridge.training import QCFS, init_clip_levels, qcfs_layers, qcfs_model
+    from spikebridge.learning.qcfs import QCFS, init_clip_levels, qcfs_layers, qcfs_model
 
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                         nn.Sequential(nn.Linear(2 * 3 * 3, 4), nn.ReLU()), nn.Linear(4, 2))
@@ -97,7 +97,7 @@ def _digits_qcfs_mlp(levels: int = 4, epochs: int = 8):
     from torch import nn
 
     from spikebridge.datasets import load_digits
-    from spikebridge.training import QCFS, train_qcfs
+    from spikebridge.learning.qcfs import QCFS, train_qcfs
 
     x, y = load_digits("train")
     x = x.reshape(len(x), -1)
@@ -112,7 +112,7 @@ def test_trained_qcfs_net_exports_converts_and_matches_its_quantised_ann(tmp_pat
     import torch
 
     from spikebridge.datasets import load_digits
-    from spikebridge.training import qcfs_layers, to_clipped
+    from spikebridge.learning.qcfs import qcfs_layers, to_clipped
 
     model, losses = _digits_qcfs_mlp()
     assert losses[-1] < 0.5 * losses[0]
@@ -159,7 +159,7 @@ def test_torch_importer_reads_clipped_relus():
     from torch import nn
 
     from spikebridge.errors import UnsupportedLayerError
-    from spikebridge.training import QCFS
+    from spikebridge.learning.qcfs import QCFS
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -183,7 +183,7 @@ def test_torch_importer_reads_clipped_relus():
 def test_train_qcfs_is_seeded_and_checks_its_arguments():
     from torch import nn
 
-    from spikebridge.training import train_qcfs
+    from spikebridge.learning.qcfs import train_qcfs
 
     a, _ = _digits_qcfs_mlp(epochs=1)
     b, _ = _digits_qcfs_mlp(epochs=1)

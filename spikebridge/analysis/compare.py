@@ -36,7 +36,7 @@ from ..store.record import SpikeRecord
 from .diagnose import Diagnosis, diagnose
 
 if TYPE_CHECKING:
-    from ..conversion.network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
     from ..store.spikes import SpikeStore
 
 __all__ = ["ComparisonReport", "LayerFidelity", "LayerData", "compare", "layer_data", "load_comparison_inputs", "ComparisonInputs"]

@@ -1,4 +1,4 @@
-"""Connectivity analysis of a :class:`~spikebridge.conversion.network.SpikingNetwork`.
+"""Connectivity analysis of a :class:`~spikebridge.snn.network.SpikingNetwork`.
 
 Two views of the same network:
 
@@ -48,7 +48,7 @@ from ..errors import ValidationError
 if TYPE_CHECKING:
     import networkx as nx
 
-    from ..conversion.network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
 
 __all__ = [
     "GraphReport",
@@ -137,7 +137,7 @@ def neuron_signs(snn: "SpikingNetwork") -> dict[str, NDArray[np.str_]]:
     Examples
     --------
     >>> import numpy as np
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> a = Population(name="a", n=2, model="if"); b = Population(name="b", n=1, model="if")
     >>> p = Projection(name="ab", pre="a", post="b", pre_index=[0, 1], post_index=[0, 0], weight=[1.0, -1.0])
     >>> neuron_signs(SpikingNetwork([a, b], [p]))["a"].tolist()
@@ -200,7 +200,7 @@ def to_networkx(snn: "SpikingNetwork", level: str = "population") -> "nx.DiGraph
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> a = Population(name="a", n=2, model="if"); b = Population(name="b", n=1, model="if")
     >>> p = Projection(name="ab", pre="a", post="b", pre_index=[0, 1], post_index=[0, 0], weight=[0.5, -1.0])
     >>> g = to_networkx(SpikingNetwork([a, b], [p]), level="neuron")
@@ -475,7 +475,7 @@ def analyse(
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> pop = Population(name="ring", n=3, model="if")
     >>> ring = Projection(name="r", pre="ring", post="ring", pre_index=[0, 1, 2], post_index=[1, 2, 0], weight=[1.0] * 3)
     >>> rep = analyse(SpikingNetwork([pop], [ring]))

@@ -40,7 +40,7 @@ from ..errors import ValidationError
 from ..store.record import SpikeRecord
 
 if TYPE_CHECKING:
-    from ..conversion.network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
     from ..ir.graph import AnnGraph
     from ..store.spikes import SpikeStore
 
@@ -188,7 +188,7 @@ def operations(
     Examples
     --------
     >>> import numpy as np
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> net = SpikingNetwork([Population(name="a", n=2, model="if"), Population(name="b", n=1, model="if")],
     ...     [Projection(name="ab", pre="a", post="b", pre_index=[0, 1], post_index=[0, 0], weight=[1.0, 1.0])])
     >>> rec = SpikeRecord(n_samples=1, n_steps=4, dt=1e-3, output_counts_t=np.zeros((1, 4, 1), np.int32),

@@ -22,7 +22,7 @@ from .._optional import import_optional
 from ..errors import ValidationError
 
 if TYPE_CHECKING:
-    from ..conversion.network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
     from ..store.record import SpikeTrains
     from .compare import LayerData
 

@@ -27,7 +27,7 @@ def _get(d: dict[str, Any] | None, *keys: str, default: Any = None) -> Any:
 
 
 def summary_rows(results: Sequence[Any]) -> list[list[str]]:
-    """One row of headline numbers per :class:`~spikebridge.pipeline.ModelResult`."""
+    """One row of headline numbers per :class:`~spikebridge.run.experiment.ModelResult`."""
     rows = []
     for r in results:
         s, c, o = r.summary, r.comparison, r.ops or {}

@@ -44,6 +44,7 @@ Non-spiking (integrator) read-outs and populations that are not an ANN layer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,10 +53,10 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import ConversionError
 
 if TYPE_CHECKING:
-    from .kernels import SharedKernel
+    from ..snn.kernels import SharedKernel
     from ..config import ConversionConfig
     from ..ir.graph import AnnGraph
-    from .network import Population, SpikingNetwork
+    from ..snn.network import Population, SpikingNetwork
 
 __all__ = ["apply_channel_scales", "calibrate_network", "neuron_scales"]
 
@@ -154,7 +155,7 @@ def _scaled_kernel(
     kern: "SharedKernel", f_post: NDArray[np.float64] | None, f_pre: NDArray[np.float64] | None
 ) -> "SharedKernel":
     """``kern`` with tap (o, i) multiplied by ``f_post[o] / f_pre[i]`` (per-neuron factors, constant per channel)."""
-    from .kernels import SharedKernel
+    from ..snn.kernels import SharedKernel
 
     k = np.array(kern.kernel, dtype=np.float64)
     c_out, c_in_g = k.shape[0], k.shape[1]
@@ -190,7 +191,7 @@ def _channel_mean(err: NDArray[np.float64], pop: "Population") -> NDArray[np.flo
 
 
 def calibrate_network(
-    snn: "SpikingNetwork", calibration: ArrayLike, cfg: "ConversionConfig"
+    snn: "SpikingNetwork", calibration: ArrayLike, cfg: "ConversionConfig", simulate: "Callable[..., Any]"
 ) -> tuple["SpikingNetwork", list[dict[str, Any]]]:
     """Correct biases and/or initial potentials layer by layer from simulated rates.
 
@@ -203,6 +204,11 @@ def calibrate_network(
     cfg : ConversionConfig
         ``calibrate`` (``"bias"``, ``"potential"`` or ``"both"``) and
         ``calibrate_steps`` (T of the calibration runs).
+    simulate : callable
+        ``simulate(snn, x, n_steps, seed=...)`` returning a record whose ``counts[name]`` are spike
+        counts per sample and neuron (the numpy reference simulator,
+        :func:`spikebridge.engines.reference.simulate_reference`, as
+        :func:`spikebridge.run.calibrate.calibrate_network` passes it).
 
     Returns
     -------
@@ -215,7 +221,6 @@ def calibrate_network(
     ConversionError
         If the network has no source ANN.
     """
-    from ..backend.reference import simulate_reference
     from ..ir.evaluate import evaluate
 
     if snn.ann is None:
@@ -230,7 +235,7 @@ def calibrate_network(
         if p.name != snn.input and p.model in ("if", "lif") and p.reset == "subtract" and p.layer in acts
     ]
     for name in targets:
-        rec = simulate_reference(snn, x, T, seed=cfg.seed)
+        rec = simulate(snn, x, T, seed=cfg.seed)
         pop = snn.populations[name]
         lam = neuron_scales(snn, name)
         want = np.minimum(np.maximum(acts[str(pop.layer)].reshape(len(x), -1), 0.0) / lam, 1.0).mean(axis=0)
@@ -245,7 +250,7 @@ def calibrate_network(
         if cfg.calibrate == "both":
             # the potential takes the error at T; the bias then corrects what remains
             trial = snn.copy_with(populations=[pop.replace(**changes) if p.name == name else p for p in snn.populations.values()])
-            rec2 = simulate_reference(trial, x, T, seed=cfg.seed)
+            rec2 = simulate(trial, x, T, seed=cfg.seed)
             rest = _channel_mean(want - rec2.counts[name].mean(axis=0) / T, pop)
             changes["bias"] = np.asarray(pop.bias, dtype=np.float64) + rest * theta / theta_dt
         snn = snn.copy_with(populations=[pop.replace(**changes) if p.name == name else p for p in snn.populations.values()])

@@ -1,8 +1,8 @@
 """Populations of a branching ANN (residual sums, concatenations).
 
-:func:`~spikebridge.conversion.convert.plan_stages` walks a chain of layers;
+:func:`~spikebridge.conversion.stages.plan_stages` walks a chain of layers;
 this module plans a directed acyclic graph (an :class:`~spikebridge.ir.graph.AnnGraph`
-with ``Add`` / ``Concat`` layers) into the same :class:`~spikebridge.conversion.convert.Stage`
+with ``Add`` / ``Concat`` layers) into the same :class:`~spikebridge.conversion.stages.Stage`
 list, so the rest of :func:`~spikebridge.conversion.convert.convert` (scales,
 neurons, projections, delays) is shared.
 
@@ -43,8 +43,8 @@ from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError
 from ..ir.graph import AnnGraph
 from ..ir.layers import Add, AvgPool2d, Concat, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
-from .convert import _SUPPORTED, Stage, _gate_kernel, stage_bound, unique_name
-from .operators import is_linear, linear_operator
+from .stages import SUPPORTED, Stage, _gate_kernel, stage_bound, unique_name
+from ..snn.operators import is_linear, linear_operator
 
 __all__ = ["plan_dag", "concat_operators"]
 
@@ -251,10 +251,10 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
         elif isinstance(layer, Softmax):
             if name != graph.output:
                 raise UnsupportedLayerError(
-                    name, "Softmax", _SUPPORTED, hint="Softmax is only supported as the last layer (it is dropped)"
+                    name, "Softmax", SUPPORTED, hint="Softmax is only supported as the last layer (it is dropped)"
                 )
         else:
-            raise UnsupportedLayerError(name, layer.type_name, _SUPPORTED)
+            raise UnsupportedLayerError(name, layer.type_name, SUPPORTED)
     final = forms[out_name]
     pure = final.pure
     if pure == "input" or not stages and pure is not None:

@@ -2,7 +2,7 @@
 
 A biological neuron's outgoing synapses are all excitatory or all inhibitory.
 ANN weights have both signs, so a plain conversion has *mixed* neurons.
-:func:`apply_dale` rewrites a :class:`~spikebridge.conversion.network.SpikingNetwork`
+:func:`apply_dale` rewrites a :class:`~spikebridge.snn.network.SpikingNetwork`
 so that every neuron is excitatory or inhibitory, in one of two ways.
 
 ``"relay"`` (exact in rate)
@@ -75,7 +75,7 @@ from ..errors import ConversionError, ConversionWarning, ValidationError
 
 if TYPE_CHECKING:
     from ..config import ConversionConfig
-    from .network import Population, Projection, SpikingNetwork
+    from ..snn.network import Population, Projection, SpikingNetwork
 
 __all__ = ["apply_dale", "check_dale", "is_dale", "DaleViolation", "nmf", "POOLED_ERROR_WARN"]
 
@@ -136,7 +136,7 @@ def check_dale(snn: "SpikingNetwork") -> list[DaleViolation]:
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> a = Population(name="a", n=2, model="if"); b = Population(name="b", n=2, model="if")
     >>> p = Projection(name="ab", pre="a", post="b", pre_index=[0, 0, 1], post_index=[0, 1, 1], weight=[1.0, -1.0, 2.0])
     >>> [str(v) for v in check_dale(SpikingNetwork([a, b], [p]))]
@@ -193,7 +193,7 @@ def is_dale(snn: "SpikingNetwork") -> bool:
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, SpikingNetwork
     >>> is_dale(SpikingNetwork([Population(name="a", n=1, model="if")]))
     True
     """
@@ -352,7 +352,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
     Examples
     --------
     >>> from spikebridge.config import ConversionConfig
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> a = Population(name="a", n=2, model="if"); b = Population(name="b", n=2, model="if", role="output")
     >>> p = Projection(name="ab", pre="a", post="b", pre_index=[0, 0, 1], post_index=[0, 1, 1], weight=[1.0, -1.0, 2.0],
     ...                delay=1e-3)
@@ -366,7 +366,7 @@ def apply_dale(snn: "SpikingNetwork", config: "ConversionConfig") -> "SpikingNet
     if mode not in ("relay", "pooled"):
         raise ConversionError(f"apply_dale: dale={mode!r} is not 'none', 'relay' or 'pooled'")
     from .latency import population_latency
-    from .network import Population, Projection
+    from ..snn.network import Population, Projection
 
     dt = snn.dt
     taken = set(snn.populations) | set(snn.projections)

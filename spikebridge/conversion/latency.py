@@ -15,14 +15,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from .network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
 
 __all__ = ["population_latency"]
 
 
 def _delay_steps(delay: float | NDArray[np.float64], dt: float, n: int, minimum: int = 1) -> NDArray[np.int32]:
     """Per-synapse delay in whole steps, at least ``minimum`` (the network's ``min_delay_steps``)."""
-    from .delays import delay_steps
+    from ..snn.delays import delay_steps
 
     steps = delay_steps(delay, dt, minimum).astype(np.int32)
     return np.broadcast_to(steps, (n,)) if steps.ndim == 0 else steps
@@ -77,7 +77,7 @@ def population_latency(snn: "SpikingNetwork") -> tuple[int | None, int | None]:
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, Projection, SpikingNetwork
     >>> pops = [Population(name=n, n=1, model="if") for n in "abc"]
     >>> projs = [Projection(name="ab", pre="a", post="b", pre_index=[0], post_index=[0], weight=[1.0], delay=2e-3),
     ...          Projection(name="bc", pre="b", post="c", pre_index=[0], post_index=[0], weight=[1.0], delay=1e-3),

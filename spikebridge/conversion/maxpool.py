@@ -49,7 +49,7 @@ from ..errors import ConversionError
 
 if TYPE_CHECKING:
     from ..config import ConversionConfig
-    from .network import Population, Projection, SpikingNetwork
+    from ..snn.network import Population, Projection, SpikingNetwork
 
 __all__ = ["expand_max_trees", "tournament"]
 
@@ -131,8 +131,8 @@ def expand_max_trees(snn: "SpikingNetwork", cfg: "ConversionConfig") -> "Spiking
         If a gate's windows have different sizes after padding is cut away
         and cannot be grouped (never for PyTorch/ONNX pooling).
     """
-    from .delays import delay_steps
-    from .network import Population, Projection
+    from ..snn.delays import delay_steps
+    from ..snn.network import Population, Projection
 
     gates = [p for p in snn.projections.values() if p.kind == "gate"]
     if not gates:

@@ -33,7 +33,7 @@ import numpy as np
 
 
 if TYPE_CHECKING:
-    from .network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
 
 __all__ = ["delay_bias_onset", "input_onset_steps"]
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConversionError, ValidationError
 
 if TYPE_CHECKING:
-    from .network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
 
 __all__ = ["add_lateral_inhibition"]
 
@@ -59,7 +59,7 @@ def add_lateral_inhibition(snn: "SpikingNetwork", strength: float) -> "SpikingNe
 
     Examples
     --------
-    >>> from spikebridge.conversion.network import Population, SpikingNetwork
+    >>> from spikebridge.snn.network import Population, SpikingNetwork
     >>> out = Population(name="out", n=3, model="if", role="output")
     >>> net = add_lateral_inhibition(SpikingNetwork([out], output="out"), 0.5)
     >>> p = net.projections["out_lateral"]
@@ -68,7 +68,7 @@ def add_lateral_inhibition(snn: "SpikingNetwork", strength: float) -> "SpikingNe
            [-0.5,  0. , -0.5],
            [-0.5, -0.5,  0. ]])
     """
-    from .network import Projection
+    from ..snn.network import Projection
 
     if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)) or not np.isfinite(strength):
         raise ValidationError(f"add_lateral_inhibition: strength must be a finite number, got {strength!r}", attr="strength")

@@ -52,7 +52,7 @@ from ..errors import ConversionError, UnsupportedLayerError
 from ..ir.evaluate import evaluate
 from ..ir.graph import AnnGraph, safe_name
 from ..ir.layers import RNN, Dense, Identity, Input, ReLU, Softmax
-from .network import Population, Projection, SpikingNetwork
+from ..snn.network import Population, Projection, SpikingNetwork
 from .normalise import activation_scale
 
 log = logging.getLogger(__name__)

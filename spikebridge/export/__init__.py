@@ -1,1 +1,1 @@
-"""Exporters of spikebridge results to community formats (NWB)."""
+"""Exporters to community formats and to code: NWB spike files, NIR graphs, runnable Brian2 scripts."""

@@ -3,7 +3,7 @@
 NIR describes neurons as continuous-time ODEs and joins them by linear maps
 (Affine, Linear, Scale, Conv, pooling, Flatten) and Delay nodes.  Chains of
 linear nodes between two neuron nodes are composed into one sparse matrix per
-delay and become one :class:`~spikebridge.conversion.network.Projection`;
+delay and become one :class:`~spikebridge.snn.network.Projection`;
 neuron nodes become populations; the Input node becomes the ``"input"``
 population, fed with a spike raster (``encoding = {"kind": "spikes"}``).
 
@@ -66,7 +66,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._optional import import_optional
-from ..conversion.network import Population, Projection, SpikingNetwork
+from ..snn.network import Population, Projection, SpikingNetwork
 from ..errors import ConversionWarning, ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import safe_name
 
@@ -842,7 +842,7 @@ def _latency(net: SpikingNetwork) -> int:
 
 def load_nir(source: "str | os.PathLike[str] | nir.NIRGraph", *, dt: float, convention: str = "step",
              name: str | None = None) -> SpikingNetwork:
-    """Read a NIR graph into a :class:`~spikebridge.conversion.network.SpikingNetwork`.
+    """Read a NIR graph into a :class:`~spikebridge.snn.network.SpikingNetwork`.
 
     Parameters
     ----------

@@ -5,7 +5,7 @@ resolvable ``'same'``/``'valid'`` padding), AvgPool2d, MaxPool2d, AdaptiveAvgPoo
 (as GlobalAvgPool2d), Flatten, ReLU, Softmax (last dim), Dropout*/Identity (dropped) and
 BatchNorm1d/2d directly after a Linear/Conv2d (folded with the running statistics, i.e. the
 inference behaviour).  Clipped ReLUs become ``ReLU(max_value=c)``: ReLU6, Hardtanh(0, c) and
-:class:`spikebridge.training.QCFS` (at its trained clip level λ; the quantisation is left to
+:class:`spikebridge.learning.qcfs.QCFS` (at its trained clip level λ; the quantisation is left to
 the spikes).  In traced ``forward`` methods also ``torch.relu``/``F.relu``/``x.relu()``,
 ``F.relu6``, ``F.hardtanh(x, 0, c)``, ``torch.clamp(x, 0, c)``/``x.clamp(0, c)``,
 ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``/``x.reshape(...)``, ``F.max_pool2d``,
@@ -195,8 +195,7 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
         return [_Op("relu", name)]
     if isinstance(m, nn.Hardtanh):  # nn.ReLU6 is Hardtanh(0, 6)
         return [_clip_op(name, f"{tname}(min_val={m.min_val}, max_val={m.max_val})", m.min_val, m.max_val)]
-    qcfs = _qcfs_type()
-    if qcfs is not None and isinstance(m, qcfs):
+    if _is_qcfs(m):
         # the trained clip level; the L-level quantisation is what the spikes do at T steps
         return [_Op("relu", name, max_value=m.clip_level, qcfs_levels=m.levels)]
     if isinstance(m, nn.Softmax):
@@ -216,13 +215,13 @@ def _module_ops(name: str, m: Any) -> list[_Op]:
     raise _unsupported(name or type(m).__name__, tname)
 
 
-def _qcfs_type() -> Any:
-    """:class:`spikebridge.training.QCFS` (None if that module cannot be imported)."""
-    try:
-        from ..training import QCFS
-    except ImportError:  # pragma: no cover - torch is present whenever this importer runs
-        return None
-    return QCFS
+def _is_qcfs(m: Any) -> bool:
+    """Whether ``m`` is a :class:`spikebridge.learning.qcfs.QCFS` layer.
+
+    Recognised by its class's module and name: importers sit below ``learning/`` and do not import it.
+    """
+    t = type(m)
+    return t.__name__ == "QCFS" and t.__module__ == "spikebridge.learning.qcfs"
 
 
 def _clip_op(name: str, shown: str, lo: Any, hi: Any) -> _Op:
@@ -287,12 +286,10 @@ def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
     torch = import_optional("torch", "importing PyTorch models")
     fx = import_optional("torch.fx", "importing PyTorch models")
     F = torch.nn.functional
-    qcfs = _qcfs_type()
-
     class _Tracer(fx.Tracer):  # type: ignore[misc,name-defined]
         # a QCFS layer is one activation, not the floor/clamp arithmetic of its forward
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return (qcfs is not None and isinstance(m, qcfs)) or bool(super().is_leaf_module(m, qualname))
+            return _is_qcfs(m) or bool(super().is_leaf_module(m, qualname))
 
     try:
         tracer = _Tracer()
@@ -705,7 +702,6 @@ def _leaf_ops_or_none(module: Any) -> list[_Op] | None:
     nn = import_optional("torch.nn")
     leaf_types = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU,
                   nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.RNN, nn.LSTM, nn.GRU)
-    qcfs = _qcfs_type()
-    if type(module) in leaf_types or (qcfs is not None and type(module) is qcfs):
+    if type(module) in leaf_types or _is_qcfs(module):
         return _module_ops(type(module).__name__.lower(), module)
     return None

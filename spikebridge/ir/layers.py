@@ -387,7 +387,7 @@ class ReLU(Layer):
     ----------
     max_value : float, optional
         Upper bound of the output (ReLU6 is ``max_value=6``; a QCFS activation
-        trained by :mod:`spikebridge.training` imports with its clip level λ).
+        trained by :mod:`spikebridge.learning.qcfs` imports with its clip level λ).
         None (default) means no bound.  Conversion uses it as the layer's scale:
         one spike per time step stands for ``max_value``.
     """

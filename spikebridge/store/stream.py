@@ -43,7 +43,7 @@ from .record import SpikeRecord
 from .spikes import SpikeStore
 
 if TYPE_CHECKING:
-    from ..conversion.network import SpikingNetwork
+    from ..snn.network import SpikingNetwork
 
 __all__ = [
     "StoreReadout",
@@ -292,10 +292,3 @@ def _abandon(store: SpikeStore | None) -> None:
     if store is not None:
         store.abort()
 
-
-def __getattr__(name: str) -> Any:
-    if name == "simulate_to_store":  # lives in spikebridge.orchestrate, above engines and store
-        from ..orchestrate import simulate_to_store
-
-        return simulate_to_store
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -120,7 +120,7 @@ def test_saturation_and_accuracy_gap_advice():
         n_samples=2, n_steps=8, dt=1e-3, output_counts_t=counts_t, output_potential_t=np.zeros((2, 8, 2), np.float32),
         counts={"h": np.array([[8, 8], [8, 0]])}, readout={"task": "classification"},
     )
-    from spikebridge.conversion.network import Population, SpikingNetwork
+    from spikebridge.snn.network import Population, SpikingNetwork
 
     snn = SpikingNetwork(
         [Population(name="h", n=2, model="if", layer="relu1"), Population(name="o", n=2, model="if", role="output")],

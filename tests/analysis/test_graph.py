@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spikebridge.analysis.graph import analyse, population_latency, to_networkx, write_graphml
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
 from spikebridge.errors import ValidationError
 
 DT = 1e-3

@@ -10,14 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from spikebridge.analysis.learning import reciprocity, weight_changes
-from spikebridge.backend.brian2_api import to_brian2
-from spikebridge.backend.plasticity import STDPRule, add_stdp
+from spikebridge.learning.weights import reciprocity, weight_changes
+from spikebridge.engines.brian2.api import to_brian2
+from spikebridge.engines.brian2.plasticity import STDPRule, add_stdp
 from spikebridge.cli import main
 from spikebridge.config import SimulationConfig
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
 from spikebridge.errors import StoreFormatError
-from spikebridge.plasticity import write_weight_history
+from spikebridge.learning.stdp import write_weight_history
 from spikebridge.store.spikes import SpikeStore
 from spikebridge.store.weights import read_weights, write_weights
 

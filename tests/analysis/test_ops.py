@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spikebridge.analysis.ops import EnergyModel, operations
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
 from spikebridge.errors import ValidationError
 from spikebridge.ir import AnnGraph, Dense, Input, ReLU
 from spikebridge.store.record import SpikeRecord

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.conversion.onset import input_onset_steps

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import PRESETS, ConversionConfig, preset
-from spikebridge.conversion.calibrate import calibrate_network, neuron_scales
-from spikebridge.conversion.convert import convert
+from spikebridge.conversion.calibrate import neuron_scales
+from spikebridge.run.calibrate import calibrate_network
+from spikebridge.run.calibrate import convert
 from spikebridge.errors import ValidationError
 from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU, evaluate
 
@@ -105,7 +106,7 @@ def test_presets_and_validation():
 
 def test_cli_preset_and_options(capsys, tmp_path):
     from spikebridge import cli
-    from spikebridge.conversion.network import load_network
+    from spikebridge.snn.network import load_network
     from spikebridge.models import model_path
 
     net = tmp_path / "net.h5"

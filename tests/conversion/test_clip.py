@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.errors import ModelFormatError, ValidationError

@@ -7,12 +7,13 @@ import warnings
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.calibrate import neuron_scales
-from spikebridge.conversion.convert import convert, plan_stages
+from spikebridge.conversion.convert import convert
+from spikebridge.conversion.stages import plan_stages
 from spikebridge.conversion.normalise import activation_scale
-from spikebridge.conversion.operators import conv_operator, linear_operator
+from spikebridge.snn.operators import conv_operator, linear_operator
 from spikebridge.errors import ConversionError, ConversionWarning, UnsupportedLayerError
 from spikebridge.ir import AnnGraph, AvgPool2d, Conv2d, Dense, Flatten, Input, ReLU
 from spikebridge.ir.evaluate import evaluate

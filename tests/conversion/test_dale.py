@@ -10,7 +10,7 @@ import pytest
 
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.dale import apply_dale, check_dale, is_dale, nmf
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork, load_network
+from spikebridge.snn.network import Population, Projection, SpikingNetwork, load_network
 from spikebridge.conversion.recurrent import add_lateral_inhibition
 from spikebridge.errors import ConversionWarning, ValidationError
 
@@ -284,7 +284,7 @@ def _converted(tiny, mode, **kw):
 
 @pytest.mark.parametrize("factory", ["tiny_mlp", "tiny_cnn"])
 def test_converted_relay_matches_plain(request, factory):
-    from spikebridge.backend.reference import simulate_reference
+    from spikebridge.engines.reference import simulate_reference
 
     tiny = request.getfixturevalue(factory)
     plain, x = _converted(tiny, "none", delay=None)  # one step per projection: the relay hop costs a step
@@ -304,7 +304,7 @@ def test_converted_relay_matches_plain(request, factory):
 
 
 def test_converted_pooled_and_lateral(tiny_mlp):
-    from spikebridge.backend.reference import simulate_reference
+    from spikebridge.engines.reference import simulate_reference
 
     pooled, x = _converted(tiny_mlp, "pooled", lateral_inhibition=0.5)
     assert is_dale(pooled)
@@ -320,8 +320,8 @@ def test_converted_pooled_and_lateral(tiny_mlp):
 
 
 def test_relay_in_brian2_matches_reference(tiny_mlp):
-    from spikebridge.backend.reference import simulate_reference
-    from spikebridge.backend.runner import simulate
+    from spikebridge.engines.reference import simulate_reference
+    from spikebridge.run.simulate import simulate
     from spikebridge.config import SimulationConfig
 
     relay, x = _converted(tiny_mlp, "relay")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.conversion.kernels import SharedKernel
+from spikebridge.snn.kernels import SharedKernel
 from spikebridge.errors import ValidationError
 
 

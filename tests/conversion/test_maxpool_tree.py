@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.conversion.maxpool import tournament
-from spikebridge.conversion.network import load_network
+from spikebridge.snn.network import load_network
 from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU
 
 
@@ -77,7 +77,7 @@ def test_tree_rate_converges_to_max_where_the_or_gate_overcounts():
 
 
 def test_tree_saves_loads_and_brian2_matches_reference(tmp_path):
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     x = np.array([[[[0.30, 0.50, 0.20, 0.90], [0.45, 0.20, 0.85, 0.10]]], [[[0.7, 0.1, 0.0, 0.3], [0.2, 0.6, 0.3, 0.3]]]])
     snn = convert(_pool_graph(x), ConversionConfig(percentile=100, maxpool="tree", v_init=0.5), calibration=np.ones((1, 1, 2, 4)))

@@ -8,7 +8,7 @@ import pytest
 from spikebridge.analysis.graph import analyse
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.dale import apply_dale, is_dale
-from spikebridge.conversion.network import Population, SpikingNetwork
+from spikebridge.snn.network import Population, SpikingNetwork
 from spikebridge.conversion.recurrent import add_lateral_inhibition
 from spikebridge.errors import ConversionError, ValidationError
 from tests.conversion.test_dale import DT, chain, simulate_dt

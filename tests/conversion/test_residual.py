@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.conversion.latency import population_latency
-from spikebridge.conversion.operators import linear_operator
+from spikebridge.snn.operators import linear_operator
 from spikebridge.errors import UnsupportedLayerError
 from spikebridge.ir import Add, AnnGraph, Dense, Input, MaxPool2d, ReLU, Softmax, evaluate
 from tests._dag import make_tiny_resnet
@@ -89,7 +89,7 @@ def test_snn_agrees_with_ann_and_rates_follow_activations(resnet):
 
 
 def test_brian2_gives_identical_spikes_on_a_residual_network(resnet):
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     g, x, _ = resnet
     snn = convert(g, ConversionConfig(v_init=0.5, delay_jitter=2e-3), calibration=x)
@@ -128,7 +128,7 @@ def test_softmax_inside_a_dag_and_maxpool_on_a_sum():
 def test_dag_planner_reproduces_the_chain_planner_on_chains(maxpool, tiny_mlp, tiny_cnn):
     import warnings
 
-    from spikebridge.conversion.convert import plan_stages
+    from spikebridge.conversion.stages import plan_stages
     from spikebridge.conversion.dag import plan_dag
     from spikebridge.models import load_shipped
 

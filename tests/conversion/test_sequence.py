@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
-from spikebridge.backend.runner import simulate
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.run.simulate import simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.conversion.network import load_network, save_network
+from spikebridge.snn.network import load_network, save_network
 from spikebridge.errors import ConversionError, ValidationError
 from spikebridge.ir import RNN, AnnGraph, Dense, Input, ReLU, evaluate, load_graph, save_graph
 
-from ..backend.test_tensor import DEVICES, assert_same_spikes
+from ..engines.test_tensor import DEVICES, assert_same_spikes
 
 
 def _rnn_graph(rng: np.random.Generator, *, t: int = 6, n_in: int = 3, h: int = 5, n_out: int = 2, seqs: bool = False,
@@ -149,8 +149,8 @@ def test_exported_script_and_to_brian2_match_reference(tmp_path):
     import subprocess
     import sys
 
-    from spikebridge.backend.brian2_api import to_brian2
-    from spikebridge.backend.export_script import export_brian2_script
+    from spikebridge.engines.brian2.api import to_brian2
+    from spikebridge.export.brian2_script import export_brian2_script
 
     _, snn, x = _case(False, True, "relay")
     n = 6 * 8

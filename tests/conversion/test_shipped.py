@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig, SimulationConfig, preset
 from spikebridge.conversion.convert import convert
 from spikebridge.ir.evaluate import evaluate
@@ -54,7 +54,7 @@ def test_shipped_mlp_half_threshold_start_is_faster(digits):
 
 
 def test_shipped_mlp_in_brian2_matches_reference(mlp, digits):
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     g, snn = mlp
     _, x, y = digits

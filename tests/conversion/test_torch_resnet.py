@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spikebridge.backend.reference import simulate_reference
+from spikebridge.engines.reference import simulate_reference
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.importers.registry import load_model
@@ -97,7 +97,7 @@ def _assert_identical(a, b):
 
 
 def test_brian2_spikes_identical_to_reference_on_the_resnet(trained):
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     _, fx_graph, _, (x_train, x, _) = trained
     snn = convert(fx_graph, ConversionConfig(v_init=0.5), calibration=x_train[:500])
@@ -110,7 +110,7 @@ def test_brian2_spikes_identical_to_reference_on_the_resnet(trained):
 @pytest.mark.parametrize("device", ["cpu", "torch"])
 def test_tensor_engine_spikes_identical_to_brian2_on_the_resnet(trained, device):
     """The residual network in both engines: identical spikes, not a tolerance."""
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
 
     onnx_graph, _, _, (x_train, x, _) = trained
     snn = convert(onnx_graph, ConversionConfig(v_init=0.5), calibration=x_train[:500])

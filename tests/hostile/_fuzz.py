@@ -58,8 +58,8 @@ def _tiny_mlp() -> Any:
 
 def _network() -> Any:
     """A small network touching every part of the format: per-neuron arrays, a vector delay, a shared kernel, the ANN."""
-    from spikebridge.conversion.kernels import SharedKernel
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.kernels import SharedKernel
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
     r = np.random.default_rng(1)
     pops = [
@@ -98,7 +98,7 @@ PREVIOUS = {"snn_previous": Path(__file__).parent / "data" / "previous_version.s
 def write_bases(directory: Path) -> dict[str, Path]:
     """The valid files cases start from: ``snn``, ``ann``, their ``legacy`` twins (variable-length strings)
     and the files the previous version wrote (``PREVIOUS``)."""
-    from spikebridge.conversion.network import save_network
+    from spikebridge.snn.network import save_network
     from spikebridge.ir.serialize import save_graph
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -306,7 +306,7 @@ MUTATIONS: dict[str, Callable[[Path, np.random.Generator], str]] = {
 def _load(path: Path, loader: str) -> str:
     """Run one loader on ``path``; returns a short description of what it gave."""
     if loader == "load_network":
-        from spikebridge.conversion.network import load_network
+        from spikebridge.snn.network import load_network
 
         return repr(load_network(path))
     if loader == "load_graph":

@@ -10,7 +10,7 @@ import resource
 import signal
 import sys
 
-import spikebridge.orchestrate as stream
+import spikebridge.run.store as stream
 from spikebridge.cli import main
 from tests.store._fake import fake_iter
 
@@ -19,15 +19,18 @@ if os.environ.get("SB_REAL_BACKEND") != "1":
 if float(os.environ.get("SB_BATCH_SLEEP", "0")) > 0:  # slow real batches down, so a test can kill mid-run
     import time
 
-    import spikebridge.backend.runner as runner
+    import spikebridge.run.batches as batches
+    import spikebridge.run.simulate as runner
 
-    run_batch = runner._run_runtime_batch
+    run_batch = runner.run_batch
 
     def slow_batch(*args, **kwargs):
         time.sleep(float(os.environ["SB_BATCH_SLEEP"]))
         return run_batch(*args, **kwargs)
 
-    runner._run_runtime_batch = slow_batch
+    # one process calls it from run.simulate, forked workers from run.batches
+    runner.run_batch = slow_batch
+    batches.run_batch = slow_batch
 limit = int(sys.argv[1])
 if limit > 0:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -20,8 +20,8 @@ import pytest
 
 from spikebridge import _h5
 from spikebridge.cli import main
-from spikebridge.conversion.network import VERSION as SNN_VERSION
-from spikebridge.conversion.network import load_network
+from spikebridge.snn.network import VERSION as SNN_VERSION
+from spikebridge.snn.network import load_network
 from spikebridge.errors import ModelFormatError, StoreFormatError
 from spikebridge.ir.serialize import VERSION as ANN_VERSION
 from spikebridge.ir.serialize import load_graph

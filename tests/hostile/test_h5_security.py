@@ -158,7 +158,7 @@ def test_keras_v3_inner_weights_file(tmp_path, secret, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_network_file(tmp_path, secret, kind):
     from spikebridge.conversion.convert import convert
-    from spikebridge.conversion.network import load_network
+    from spikebridge.snn.network import load_network
     from spikebridge.config import ConversionConfig
 
     path = tmp_path / "net.h5"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spikebridge.orchestrate as stream
-from spikebridge.backend.builder import delay_buffer_bytes, estimate_memory
-from spikebridge.backend.runner import plan_batches, simulate
+import spikebridge.run.store as stream
+from spikebridge.engines.brian2.builder import delay_buffer_bytes, estimate_memory
+from spikebridge.run.batches import plan_batches
+from spikebridge.run.simulate import simulate
 from spikebridge.cli import main
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
@@ -87,7 +88,7 @@ def test_no_brian2_objects_outlive_their_batch():
 
     import brian2
 
-    from spikebridge.backend.runner import iter_simulate
+    from spikebridge.run.simulate import iter_simulate
 
     x = np.random.default_rng(1).uniform(0, 1, (8, 6))
     cfg = SimulationConfig(n_steps=10, batch_size=2, target="numpy", record=("all",))

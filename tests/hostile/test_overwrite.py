@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import spikebridge.orchestrate as stream
+import spikebridge.run.store as stream
 from spikebridge.cli import main
 from spikebridge.config import SimulationConfig
 from spikebridge.errors import ValidationError
@@ -36,7 +36,7 @@ def test_model_name_must_be_a_file_name(tmp_path, capsys, name):
 
 
 def test_run_experiment_api_refuses_a_path_name(tmp_path):
-    from spikebridge.pipeline import ExperimentSpec, run_experiment
+    from spikebridge.run.experiment import ExperimentSpec, run_experiment
 
     with pytest.raises(ValidationError, match="is not a plain file name"):
         run_experiment(ExperimentSpec(model="shipped:digits_mlp", name="../escape"), tmp_path / "out")

@@ -18,11 +18,11 @@ def test_binary_sklearn_classifier_is_decoded_by_its_sign(tmp_path):
     from sklearn.neural_network import MLPClassifier
 
     from spikebridge.analysis.compare import compare
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
     from spikebridge.conversion.convert import convert
     from spikebridge.importers.from_sklearn import from_sklearn
     from spikebridge.ir import evaluate, predict_classes
-    from spikebridge.orchestrate import simulate_to_store
+    from spikebridge.run.store import simulate_to_store
 
     x, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_redundant=0, class_sep=1.5, random_state=3)
     x = (x - x.min()) / (x.max() - x.min())
@@ -81,8 +81,8 @@ def test_nir_analog_input_is_a_current_like_snntorch(tmp_path, capsys):
     import nir
     from snntorch.import_nir import import_from_nir
 
-    from spikebridge.backend.reference import simulate_reference
-    from spikebridge.backend.runner import simulate
+    from spikebridge.engines.reference import simulate_reference
+    from spikebridge.run.simulate import simulate
     from spikebridge.importers.from_nir import load_nir
 
     dt, n_in, n_out, n_steps, n_samples = 1e-4, 8, 5, 200, 40  # snnTorch's NIR import assumes dt = 1e-4
@@ -120,9 +120,9 @@ def test_nir_analog_input_is_a_current_like_snntorch(tmp_path, capsys):
 def test_nir_spike_raster_unchanged_and_analog_brian2_equals_reference():
     """0/1 rasters are spikes exactly as before; analog rasters agree between Brian2 and the reference."""
     pytest.importorskip("nir")
-    from spikebridge.backend.plan import prepare_inputs
-    from spikebridge.backend.reference import simulate_reference
-    from spikebridge.backend.runner import simulate
+    from spikebridge.engines.plan import prepare_inputs
+    from spikebridge.engines.reference import simulate_reference
+    from spikebridge.run.simulate import simulate
     from spikebridge.importers.from_nir import load_nir
 
     rng = np.random.default_rng(5)

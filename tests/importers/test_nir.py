@@ -498,7 +498,7 @@ def test_file_errors_and_registry(tmp_path):
 
 # -- export -----------------------------------------------------------------------------------------
 def _exportable_net():
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
     r = np.random.default_rng(3)
     pops = [
@@ -519,7 +519,7 @@ def test_export_import_round_trip_same_network_and_spikes(tmp_path, rng):
     import nir
 
     from spikebridge.importers.from_nir import load_nir
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     net = _exportable_net()
     with warnings.catch_warnings():
@@ -553,9 +553,9 @@ def test_export_import_round_trip_same_network_and_spikes(tmp_path, rng):
 def test_export_warns_once_per_inexpressible_feature(tmp_path):
     import nir
 
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
     from spikebridge.errors import ExportWarning
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     pops = [
         Population(name="x", n=2, model="input", role="input"),
@@ -581,9 +581,9 @@ def test_export_warns_once_per_inexpressible_feature(tmp_path):
 
 
 def test_export_refuses_v_projection_onto_cuba():
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
     from spikebridge.errors import UnsupportedLayerError
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     pops = [Population(name="x", n=1, model="input"),
             Population(name="c", n=1, model="cuba_lif", tau_mem=0.01, tau_syn=0.005, reset="zero")]
@@ -593,9 +593,9 @@ def test_export_refuses_v_projection_onto_cuba():
 
 
 def test_cuba_round_trip(rng):
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
     from spikebridge.importers.from_nir import load_nir
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     pops = [Population(name="x", n=3, model="input", role="input"),
             Population(name="c", n=2, model="cuba_lif", tau_mem=0.01, tau_syn=0.004, r=2.0, reset="zero", role="output")]
@@ -672,8 +672,8 @@ def test_cross_check_with_snntorch(tmp_path, neuron, capsys):
 def _backend_takes_spike_rasters() -> bool:
     """True once the backend accepts ``encoding={"kind": "spikes"}`` (binary rasters per step)."""
     try:
-        from spikebridge.backend.plan import prepare_inputs
-        from spikebridge.conversion.network import Population, SpikingNetwork
+        from spikebridge.engines.plan import prepare_inputs
+        from spikebridge.snn.network import Population, SpikingNetwork
 
         net = SpikingNetwork([Population(name="x", n=1, model="input")], input="x", encoding={"kind": "spikes"}, dt=DT)
         prepare_inputs(net, np.zeros((1, 2, 1)), DT)
@@ -683,7 +683,7 @@ def _backend_takes_spike_rasters() -> bool:
 
 
 def _brian2(net, inputs, n_steps, record=("all",)):
-    from spikebridge.backend.runner import simulate
+    from spikebridge.run.simulate import simulate
     from spikebridge.config import SimulationConfig
 
     return simulate(net, inputs, SimulationConfig(n_steps=n_steps, target="numpy", record=record))
@@ -707,7 +707,7 @@ def test_brian2_lif_first_spike_matches_closed_form():
 
 def test_brian2_round_trip_gives_the_same_spikes(tmp_path, rng):
     from spikebridge.importers.from_nir import load_nir
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     net = _exportable_net()
     export_nir(net, tmp_path / "net.nir")
@@ -761,7 +761,7 @@ def test_export_of_a_converted_cnn_type_checks_and_reads_back(tmp_path, tiny_cnn
     from spikebridge.conversion.convert import convert
     from spikebridge.errors import ExportWarning
     from spikebridge.importers.from_nir import load_nir
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     snn = convert(tiny_cnn(), None, rng.uniform(0, 1, (20, 1, 6, 6)))
     with pytest.warns(ExportWarning, match="reset by subtraction"):
@@ -778,10 +778,10 @@ def test_export_of_a_converted_cnn_type_checks_and_reads_back(tmp_path, tiny_cnn
 
 
 def test_network_without_input_round_trips_bias_and_warns_about_poisson_drive(tmp_path):
-    from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
     from spikebridge.errors import ExportWarning
     from spikebridge.importers.from_nir import load_nir
-    from spikebridge.importers.to_nir import export_nir
+    from spikebridge.export.nir import export_nir
 
     pop = Population(name="e", n=4, model="lif", tau_mem=0.02, reset="zero", bias=100.0, role="output",
                      params={"poisson_n": 10, "poisson_rate": 5.0, "poisson_weight": 0.1})

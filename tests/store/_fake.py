@@ -1,4 +1,4 @@
-"""A small network and a deterministic stand-in for ``backend.runner.iter_simulate``.
+"""A small network and a deterministic stand-in for ``spikebridge.run.simulate.iter_simulate``.
 
 The stand-in runs the numpy reference simulator per batch with the seed
 ``(seed, first sample)``, which is what makes a resumed run reproduce an
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from spikebridge.conversion.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
 
 def make_net(seed: int = 0, n_in: int = 6, n_hid: int = 12, n_out: int = 4) -> SpikingNetwork:
@@ -36,7 +36,7 @@ def make_net(seed: int = 0, n_in: int = 6, n_hid: int = 12, n_out: int = 4) -> S
 
 
 def fake_iter(snn, inputs, config, start=0):
-    from spikebridge.backend.reference import simulate_reference
+    from spikebridge.engines.reference import simulate_reference
 
     n = 1 if inputs is None else len(inputs)
     bs = config.batch_size or n

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-import spikebridge.orchestrate as stream
+import spikebridge.run.store as stream
 from spikebridge.config import SimulationConfig
 from tests.store._fake import fake_iter, make_net
 

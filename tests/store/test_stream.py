@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import spikebridge.orchestrate as stream
+import spikebridge.run.store as stream
 from spikebridge.store.stream import file_sha256
 from spikebridge.config import SimulationConfig
 from spikebridge.errors import ValidationError
@@ -233,7 +233,7 @@ def _real_reference(path: Path, n: int) -> Path:
 
 
 def test_real_backend_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    from spikebridge.backend.runner import iter_simulate
+    from spikebridge.run.simulate import iter_simulate
 
     n = 6
     ref = _real_reference(tmp_path / "ref.h5", n)

@@ -1,0 +1,303 @@
+"""Running a built Brian2 network: global state, one runtime batch, cpp_standalone batches.
+
+Brian2's global state (code-generation target, device, ``defaultclock.dt``, numpy's global
+random state that ``brian2.seed`` touches) is changed only inside :func:`brian2_state` and restored
+when it exits.
+
+Targets: ``"numpy"`` (no compiler; tests), ``"cython"``, ``"auto"`` (cython where Cython and a C
+compiler are found, else numpy) and ``"cpp_standalone"`` (the network is compiled once for a batch
+size and the binary is re-run for every batch with the batch's input values passed as
+``run_args``; the last batch is padded with zero inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ...config import SimulationConfig
+from ...errors import BuildError, SimulationError
+from ...snn.network import SpikingNetwork
+from ...store.record import SpikeRecord, SpikeTrains
+from ..plan import InputPlan, draw_poisson
+from .builder import BuiltNetwork, build_network
+
+__all__ = ["import_brian2", "brian2_state", "resolve_target", "standalone_cache_dir", "run_batch", "iter_standalone", "collect"]
+
+
+
+@functools.lru_cache(maxsize=1)
+def _cython_works() -> bool:
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        return False
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None or shutil.which("cc") is not None
+
+
+
+def resolve_target(target: str) -> str:
+    """The code-generation target that ``target`` means on this machine.
+
+    Examples
+    --------
+    >>> resolve_target("numpy")
+    'numpy'
+    """
+    if target == "auto":
+        return "cython" if _cython_works() else "numpy"
+    return target
+
+
+
+def structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float, graded: bool = False) -> str:
+    """Hash of everything that changes the generated standalone code (not the input values)."""
+    h = hashlib.sha1()
+    h.update(repr((snn.name, batch_size, cfg.n_steps, dt, cfg.seed, cfg.threads, tuple(cfg.record))).encode())
+    if graded:  # analog rasters generate other threshold and synapse code
+        h.update(b"graded")
+    h.update(repr(sorted(snn.encoding.items())).encode())
+    for pop in snn.populations.values():
+        h.update(repr((pop.name, pop.n, pop.model, pop.reset, pop.refractory, pop.tau_mem, pop.tau_syn, sorted(pop.params.items()))).encode())
+        for key in ("threshold", "bias", "v_init"):
+            h.update(np.ascontiguousarray(np.asarray(getattr(pop, key), dtype=np.float64)).tobytes())
+    for proj in snn.projections.values():
+        h.update(repr((proj.name, proj.pre, proj.post, proj.target)).encode())
+        for arr in (proj.pre_index, proj.post_index, proj.weight, np.asarray(proj.delay)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+
+def standalone_cache_dir() -> Path:
+    """Where ``cpp_standalone`` projects are kept between runs (``$SPIKEBRIDGE_CACHE`` or ``~/.cache/spikebridge``)."""
+    root = os.environ.get("SPIKEBRIDGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spikebridge"
+    )
+    return Path(root) / "standalone"
+
+
+
+@contextlib.contextmanager
+def brian2_state(target: str, seed: int, *, build_dir: str | None = None, threads: int = 1) -> Iterator[str]:
+    """Set Brian2's target/device and seed; restore all of it on exit.
+
+    Parameters
+    ----------
+    target : {"numpy", "cython", "auto", "cpp_standalone"}
+    seed : int
+    build_dir : str, optional
+        Project directory for ``cpp_standalone``.
+
+    Yields
+    ------
+    str
+        The resolved target.
+    """
+    import brian2 as b2
+    from brian2.devices.device import get_device, set_device
+
+    resolved = resolve_target(target)
+    saved_target = b2.prefs["codegen.target"]
+    saved_dt = b2.defaultclock.dt_
+    saved_device = get_device()
+    saved_rng = np.random.get_state()
+    saved_threads = b2.prefs["devices.cpp_standalone.openmp_threads"]
+    try:
+        if resolved == "cpp_standalone":
+            b2.prefs["devices.cpp_standalone.openmp_threads"] = 0 if threads <= 1 else int(threads)
+            set_device("cpp_standalone", build_on_run=False, directory=build_dir)
+        else:
+            b2.prefs["codegen.target"] = resolved
+        b2.seed(seed)
+        yield resolved
+    finally:
+        if resolved == "cpp_standalone":
+            get_device().reinit()
+            set_device(saved_device)
+        b2.prefs["codegen.target"] = saved_target
+        b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
+        b2.defaultclock.dt = saved_dt * b2.second
+        np.random.set_state(saved_rng)
+
+
+
+def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int, dt: float) -> dict[str, Any]:
+    """Read monitors into numpy arrays for the first ``n_valid`` samples."""
+    b = built.batch_size
+    counts: dict[str, np.ndarray] = {}
+    spikes: dict[str, SpikeTrains] = {}
+    for name, mon in built.spike_monitors.items():
+        n = snn.populations[name].n
+        counts[name] = np.asarray(mon.count[:], dtype=np.int64).reshape(b, n)[:n_valid]
+        if name in built.recorded:
+            i = np.asarray(mon.i[:], dtype=np.int64)
+            step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
+            keep = i < n_valid * n
+            spikes[name] = SpikeTrains(
+                n_neurons=n, n_samples=n_valid, dt=dt,
+                # SpikeTrains converts the indices to int32
+                sample=cast("NDArray[np.int32]", i[keep] // n), neuron=cast("NDArray[np.int32]", i[keep] % n),
+                step=cast("NDArray[np.int32]", step[keep]),
+            )
+    out = snn.output
+    n_out = snn.populations[out].n if out else 0
+    out_counts = np.zeros((n_valid, n_steps, n_out), dtype=np.int32)
+    out_pot = np.zeros((n_valid, n_steps, n_out), dtype=np.float32)
+    if built.output_spikes is not None:
+        i = np.asarray(built.output_spikes.i[:], dtype=np.int64)
+        step = np.rint(np.asarray(built.output_spikes.t_[:]) / dt).astype(np.int64)
+        keep = (i < n_valid * n_out) & (step < n_steps)
+        np.add.at(out_counts, (i[keep] // n_out, step[keep], i[keep] % n_out), 1)
+        out_counts = np.cumsum(out_counts, axis=1, dtype=np.int32)
+    if built.potential_monitor is not None:
+        v = np.asarray(built.potential_monitor.v_[:])  # (b * n_out, recorded steps)
+        m = min(v.shape[1], n_steps)
+        v = v.reshape(b, n_out, v.shape[1])[:n_valid, :, :m]
+        out_pot[:, :m] = np.transpose(v, (0, 2, 1))
+    for name in built.recorded - set(spikes):
+        spikes[name] = SpikeTrains(
+            n_neurons=snn.populations[name].n, n_samples=n_valid, dt=dt,
+            sample=np.zeros(0, np.int64), neuron=np.zeros(0, np.int64), step=np.zeros(0, np.int64),
+        )
+    return {"counts": counts, "spikes": spikes, "output_counts_t": out_counts, "output_potential_t": out_pot}
+
+
+
+def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: SimulationConfig, dt: float, meta: dict[str, Any]) -> SpikeRecord:
+    return SpikeRecord(
+        n_samples=n_valid,
+        n_steps=cfg.n_steps,
+        dt=dt,
+        output_counts_t=data["output_counts_t"],
+        output_potential_t=data["output_potential_t"],
+        counts=data["counts"],
+        spikes=data["spikes"],
+        readout=dict(snn.readout),
+        meta=meta,
+    )
+
+
+
+def run_batch(snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, seed: int) -> SpikeRecord:
+    import brian2 as b2
+
+    t0 = time.perf_counter()
+    # Network.run starts with a full gc.collect() that only serves to warn about objects left out
+    # of a network (we always build an explicit Network); with torch or keras imported it scans
+    # millions of objects, ~50 ms per batch. With the heap frozen first, it scans only this
+    # batch's objects, and so does the collection after the batch, which frees the reference
+    # cycles of its Brian2 objects at once (left to the interpreter they piled up, ~15 MB per
+    # batch, until some later full collection: memory grew with the number of samples).
+    gc.freeze()
+    try:
+        with brian2_state(target, seed) as resolved:
+            try:
+                built = build_network(snn, sub.n_samples, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=sub.raster,
+                                      plan=sub)
+            except MemoryError as err:
+                raise BuildError(
+                    f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
+                    f"(max_memory {cfg.max_memory / 1e6:.0f} MB); lower max_memory or batch_size"
+                ) from err
+            built.set_inputs(snn, sub)
+            t1 = time.perf_counter()
+            try:
+                built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+            except Exception as err:  # Brian2 raises many types (BrianObjectException, KeyError...)
+                raise SimulationError(f"network '{snn.name}': Brian2 run failed with target {resolved!r}: {err}") from err
+            t2 = time.perf_counter()
+            data = collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+            del built
+        gc.collect()
+    finally:
+        gc.unfreeze()
+    meta = {
+        "seed": seed,
+        "target": resolved,
+        "batch_size": sub.n_samples,
+        "timings": {"build_s": t1 - t0, "run_s": t2 - t1, "collect_s": time.perf_counter() - t2},
+        "config": cfg.to_dict(),
+    }
+    return _record(snn, data, sub.n_samples, cfg, dt, meta)
+
+
+
+def iter_standalone(
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Compile the network once for batches of ``bs`` samples, then run the binary for each batch start.
+
+    The project lives in ``cfg.build_dir`` or in a cache folder keyed by the network's structure, so a
+    second run of the same structure skips compilation.  Yields ``(first_sample, SpikeRecord)``.
+    """
+    import brian2 as b2
+    from brian2.devices.device import get_device
+
+    bs = min(bs, plan.n_samples - starts[0])
+    if cfg.build_dir is not None:
+        directory = str(cfg.build_dir)
+    else:
+        # one project per network structure: Brian2 rewrites only changed sources and make
+        # recompiles only those, so a second simulate() of the same network skips compilation
+        directory = str(standalone_cache_dir() / f"{snn.name}_{structure_key(snn, bs, cfg, dt, plan.graded)}")
+    os.makedirs(directory, exist_ok=True)
+    # Brian2 objects of an earlier build that are still alive would make the new code objects
+    # take suffixed names, i.e. new source files and a full recompilation
+    gc.collect()
+    with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
+        t0 = time.perf_counter()
+        first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
+        built = build_network(snn, bs, dt=dt, record=cfg.record, n_steps=cfg.n_steps, raster=first.raster, plan=first)
+        # placeholder values; every run overrides them through run_args
+        built.set_inputs(snn, first)
+        built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+        device = get_device()
+        try:
+            device.build(directory=directory, compile=True, run=False, with_output=False)
+        except Exception as err:
+            raise SimulationError(f"network '{snn.name}': cpp_standalone build failed in '{directory}': {err}") from err
+        t_build = time.perf_counter() - t0
+        for k0 in starts:
+            sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
+            t1 = time.perf_counter()
+            run_args = built.input_values(snn, sub)
+            try:
+                device.run(run_args=run_args, with_output=False)
+            except Exception as err:
+                raise SimulationError(f"network '{snn.name}': standalone run failed: {err}") from err
+            t2 = time.perf_counter()
+            data = collect(built, snn, sub.n_samples, cfg.n_steps, dt)
+            meta = {
+                "seed": cfg.seed,
+                "target": "cpp_standalone",
+                "batch_size": bs,
+                "timings": {"build_s": t_build if k0 == starts[0] else 0.0, "run_s": t2 - t1,
+                            "collect_s": time.perf_counter() - t2},
+                "config": cfg.to_dict(),
+                "build_dir": directory,
+            }
+            yield k0, _record(snn, data, sub.n_samples, cfg, dt, meta)
+
+
+def import_brian2() -> None:
+    """Import Brian2 now (it takes about a second), e.g. in a process before it forks workers.
+
+    Brian2's import installs a SIGINT handler, which Python allows only in the main thread: a Dask
+    worker imports it at start-up through this function, not in a task thread.
+    """
+    import brian2  # noqa: F401

@@ -1,0 +1,346 @@
+"""What a simulation needs, computed in numpy before any Brian2 object exists.
+
+Shared by the Brian2 builder and the numpy reference simulator, so both read
+inputs, encodings and delays the same way:
+
+* ``"current"`` encoding: projections out of the input population are folded
+  into a constant per-neuron current of their post population,
+  ``I_in = W x / scale / snn.dt`` (threshold units per second); the input
+  population then has no neurons in the simulation.
+* ``"poisson"`` / ``"regular"``: the input population fires with
+  ``rate = clip(x / scale, 0, 1) × max_rate`` hertz (negative inputs cannot be
+  rates and are clipped to 0).
+* ``"spikes"``: the inputs *are* rasters, shape
+  ``(n_samples, n_raster_steps, *input_shape)``, one row per time step (no
+  input after the raster ends).  The value ``x[s, k, i]`` is the area of a
+  pulse of input neuron ``i`` in step ``k``, in units of one spike:
+
+  - a raster of only 0 and 1 is a spike raster: neuron ``i`` fires in step
+    ``k`` where ``x[s, k, i] == 1`` (``InputPlan.raster`` is bool);
+  - any other real-valued raster is an *input current* held for one step
+    (area ``x dt`` in the NIR "step" convention, i.e. ``x`` spikes' worth):
+    where ``x[s, k, i] != 0`` the input neuron emits an event and every
+    synapse adds ``w * x[s, k, i]`` instead of ``w`` (``InputPlan.raster`` is
+    float64, ``InputPlan.graded`` True).  This is how snnTorch drives a first
+    layer with analog data (``mem = beta mem + W x``); delays and the
+    one-step latency are those of spikes.  A 0/1 raster gives the same result
+    either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..snn.network import SpikingNetwork
+from ..errors import ValidationError
+
+__all__ = ["InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+           "same_step_projections", "same_step_targets"]
+
+
+def folded_projections(snn: SpikingNetwork) -> set[str]:
+    """Names of projections replaced by a constant current (current-encoded input)."""
+    if snn.input is None or snn.encoding.get("kind", "current") != "current":
+        return set()
+    return {p.name for p in snn.outgoing(snn.input)}
+
+
+def active_populations(snn: SpikingNetwork) -> list[str]:
+    """Populations that exist in the simulation (a current-encoded input has no neurons)."""
+    skip = snn.input if (snn.input is not None and snn.encoding.get("kind", "current") == "current") else None
+    return [name for name in snn.populations if name != skip]
+
+
+def same_step_projections(snn: SpikingNetwork, dt: float) -> set[str]:
+    """Simulated projections with a synapse of zero delay at time step ``dt`` (seconds): they deliver
+    within the step (only in networks with ``min_delay_steps=0``)."""
+    if snn.min_delay_steps:
+        return set()
+    folded = folded_projections(snn)
+    return {
+        p.name for p in snn.projections.values()
+        if p.name not in folded and p.n_synapses and int(np.min(snn.projection_steps(p, dt))) == 0
+    }
+
+
+def same_step_targets(snn: SpikingNetwork, dt: float) -> dict[str, list[tuple[str, str]]]:
+    """Per population, the ``(population, target variable)`` pairs that same-step projections write
+    to (what an engine must add before that population's threshold test; empty lists when
+    ``min_delay_steps=1``)."""
+    same = same_step_projections(snn, dt)
+    keys = {(p.post, p.target) for p in snn.projections.values() if p.name in same}
+    return {name: sorted(k for k in keys if k[0] == name) for name in snn.populations}
+
+
+def sequence_window_steps(snn: SpikingNetwork, dt: float) -> int:
+    """Steps per sequence element of a sequence network (``encoding["window"]`` seconds at ``dt``), else 0."""
+    window = snn.encoding.get("window")
+    if not snn.encoding.get("sequence_length") or window is None:
+        return 0
+    return max(1, int(round(float(window) / dt)))
+
+
+def window_floors(snn: SpikingNetwork, dt: float) -> dict[str, tuple[int, float]]:
+    """Populations whose membrane is floored at the start of every window: name -> (window steps, floor).
+
+    A converted ReLU RNN sets ``params["window"]`` (seconds) and ``params["window_floor"]``
+    (membrane units) on its hidden populations: at the start of every step ``k`` with
+    ``k % window_steps == 0`` (step 0 included), before the state update,
+    ``v = max(v, floor)``.  A ReLU forgets a negative drive at the end of its element; the
+    floor is how the membrane forgets it (see :mod:`spikebridge.conversion.sequence`).
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for name, pop in snn.populations.items():
+        p = pop.params
+        if p.get("window") is not None and p.get("window_floor") is not None:
+            out[name] = (max(1, int(round(float(p["window"]) / dt))), float(p["window_floor"]))
+    return out
+
+
+def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
+    """Largest delay in steps over the simulated projections (1 without any)."""
+    folded = folded_projections(snn)
+    steps = [int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses]
+    return max(steps, default=1)
+
+
+@dataclass
+class InputPlan:
+    """Per-sample input values of a batch.
+
+    Attributes
+    ----------
+    n_samples : int
+    currents : dict of str to ndarray (n_samples, n_post)
+        Constant input current of populations fed by a current-encoded input,
+        in threshold units per second.  For a sequence network (``window_steps > 0``)
+        shape (n_samples, T, n_post): element ``t`` drives steps ``t*window_steps``
+        to ``(t+1)*window_steps - 1``, and no current flows after the last element.
+    rates : ndarray (n_samples, n_in) or None
+        Input firing rates in hertz for spike encodings.
+    raster : ndarray (n_samples, n_raster_steps, n_in) or None
+        Input spikes per step (``"spikes"`` encoding): bool for spike rasters,
+        float64 pulse areas (in spikes) for analog input.
+    kind : str
+        The encoding.
+    """
+
+    n_samples: int
+    currents: dict[str, NDArray[np.float64]]
+    rates: NDArray[np.float64] | None
+    kind: str
+    raster: NDArray[Any] | None = None
+    window_steps: int = 0
+
+    def current_at(self, name: str, k: int) -> NDArray[np.float64] | None:
+        """Input current of population ``name`` in step ``k`` (None without one; zeros after a sequence ends)."""
+        cur = self.currents.get(name)
+        if cur is None or not self.window_steps:
+            return cur
+        e = k // self.window_steps
+        return cur[:, e] if e < cur.shape[1] else np.zeros((cur.shape[0], cur.shape[2]))
+
+    @property
+    def graded(self) -> bool:
+        """True when the raster carries real-valued pulse areas (analog input), not 0/1 spikes."""
+        return self.raster is not None and self.raster.dtype != np.bool_
+
+    def select(self, start: int, stop: int) -> "InputPlan":
+        """The plan of samples ``start:stop``."""
+        return InputPlan(
+            n_samples=max(0, min(stop, self.n_samples) - start),
+            currents={k: v[start:stop] for k, v in self.currents.items()},
+            rates=None if self.rates is None else self.rates[start:stop],
+            kind=self.kind,
+            raster=None if self.raster is None else self.raster[start:stop],
+            window_steps=self.window_steps,
+        )
+
+
+def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> InputPlan:
+    """Turn ANN-unit inputs into currents or rates for the simulators.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        None only for networks without an input population (one sample).
+    dt : float
+        Simulation time step in seconds.
+
+    Raises
+    ------
+    ValidationError
+        Inputs that do not match the input population, contain NaN, or are
+        missing/extra.
+    """
+    kind = str(snn.encoding.get("kind", "current"))
+    if snn.input is None:
+        if inputs is not None:
+            raise ValidationError(
+                f"network '{snn.name}' has no input population; call simulate with inputs=None", attr="inputs"
+            )
+        return InputPlan(n_samples=1, currents={}, rates=None, kind=kind)
+    if inputs is None:
+        raise ValidationError(
+            f"network '{snn.name}' has input population '{snn.input}'; pass inputs of shape (n_samples, "
+            f"{', '.join(map(str, snn.populations[snn.input].shape or ()))})",
+            attr="inputs",
+        )
+    n_in = snn.populations[snn.input].n
+    x = np.asarray(inputs, dtype=np.float64)
+    if kind == "spikes":
+        if x.ndim < 3 or int(np.prod(x.shape[2:])) != n_in:
+            raise ValidationError(
+                f"spike-raster inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} "
+                f"neurons; expected (n_samples, n_steps, {n_in})",
+                attr="inputs",
+            )
+        values = x.reshape(x.shape[0], x.shape[1], n_in)
+        if not np.all(np.isfinite(values)):
+            raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+        binary = bool(np.all((values == 0) | (values == 1)))
+        raster = values == 1 if binary else values
+        return InputPlan(n_samples=x.shape[0], currents={}, rates=None, kind=kind, raster=raster)
+    seq_len = int(snn.encoding.get("sequence_length") or 0)
+    if seq_len:
+        return _prepare_sequence(snn, x, kind, n_in, seq_len, dt)
+    if x.ndim >= 1 and x.size == n_in and x.shape == tuple(snn.populations[snn.input].shape or (n_in,)):
+        x = x[None]
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
+        raise ValidationError(
+            f"inputs of shape {x.shape} do not match input population '{snn.input}' of {n_in} neurons "
+            f"(shape {snn.populations[snn.input].shape}); expected (n_samples, ...) with {n_in} values per sample",
+            attr="inputs",
+        )
+    x = x.reshape(x.shape[0], n_in)
+    if not np.all(np.isfinite(x)):
+        raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    scale = float(snn.encoding.get("scale", 1.0)) or 1.0
+    xs = x / scale
+    if kind == "current":
+        currents: dict[str, NDArray[np.float64]] = {}
+        for proj in snn.outgoing(snn.input):
+            n_post = snn.populations[proj.post].n
+            if proj.operator is not None:
+                # a first convolution is applied with its kernel (a dense matrix of a CIFAR conv is GBs)
+                drive = proj.operator.apply(xs)
+            else:
+                w = np.zeros((n_post, n_in))
+                np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+                drive = xs @ w.T
+            # per second of the network's own dt: with a finer simulation step the drive per
+            # step shrinks like the biases do, so rates in hertz do not depend on the step
+            cur = drive / snn.dt
+            currents[proj.post] = currents.get(proj.post, 0.0) + cur
+        return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind)
+    if kind in ("poisson", "regular"):
+        max_rate = float(snn.encoding.get("max_rate", 1.0 / dt))
+        rates = np.clip(xs, 0.0, 1.0) * max_rate
+        return InputPlan(n_samples=x.shape[0], currents={}, rates=rates, kind=kind)
+    raise ValidationError(f"network '{snn.name}': unknown input encoding {kind!r}", attr="encoding")
+
+
+def _prepare_sequence(snn: SpikingNetwork, x: NDArray[np.float64], kind: str, n_in: int, seq_len: int, dt: float) -> InputPlan:
+    """Per-element input currents of a sequence network: x of shape (n_samples, T, n_in)."""
+    if kind != "current":
+        raise ValidationError(f"network '{snn.name}': a sequence network takes its input as a current, not {kind!r}",
+                              attr="encoding")
+    if x.shape == (seq_len, n_in):
+        x = x[None]
+    if x.ndim != 3 or x.shape[1:] != (seq_len, n_in):
+        raise ValidationError(
+            f"inputs of shape {x.shape} do not match sequence network '{snn.name}': expected (n_samples, {seq_len}, {n_in}) "
+            f"(sequence length, features per element)",
+            attr="inputs",
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    xs = x / (float(snn.encoding.get("scale", 1.0)) or 1.0)
+    currents: dict[str, NDArray[np.float64]] = {}
+    for proj in snn.outgoing(snn.input):  # type: ignore[arg-type]
+        n_post = snn.populations[proj.post].n
+        w = np.zeros((n_post, n_in))
+        np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+        cur = (xs @ w.T) / snn.dt  # (n, T, n_post), per second of the network's dt as for constant currents
+        currents[proj.post] = currents.get(proj.post, 0.0) + cur
+    return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind,
+                     window_steps=sequence_window_steps(snn, dt))
+
+
+def draw_poisson(plan: InputPlan, n_steps: int, dt: float, seed: int, first_sample: int = 0) -> InputPlan:
+    """Draw the spikes of a ``"poisson"`` plan in numpy; other plans are returned unchanged.
+
+    Each sample gets its own generator, seeded by ``(seed, global sample index)``,
+    so a sample's input spikes do not depend on the batch size, on where a
+    resumed run restarts, or on the code-generation target (cpp_standalone
+    would otherwise reuse one compiled random stream for every batch), and the
+    Brian2 and reference simulators see identical inputs.
+
+    Parameters
+    ----------
+    plan : InputPlan
+        A batch's plan (from :func:`prepare_inputs` and ``select``).
+    n_steps : int
+        Steps to draw.
+    dt : float
+        Time step in seconds (spike probability per step is ``rate * dt``).
+    seed : int
+    first_sample : int
+        Global index of the plan's first sample.
+
+    Returns
+    -------
+    InputPlan
+        A ``"spikes"`` plan whose raster has shape (n_samples, n_steps, n_in).
+    """
+    if plan.kind != "poisson" or plan.rates is None:
+        return plan
+    p = np.clip(plan.rates * dt, 0.0, 1.0)
+    raster = np.empty((plan.n_samples, n_steps, p.shape[1]), dtype=bool)
+    for k in range(plan.n_samples):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(first_sample + k)]))
+        raster[k] = rng.random((n_steps, p.shape[1])) < p[k]
+    return InputPlan(n_samples=plan.n_samples, currents=plan.currents, rates=None, kind="spikes", raster=raster,
+                     window_steps=plan.window_steps)
+
+
+def checked_plan(snn: SpikingNetwork, inputs: ArrayLike | None, record: tuple[str, ...], start: int, dt: float) -> InputPlan | None:
+    """The checks every engine makes before simulating, and the inputs' plan.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like or None
+        As for :func:`prepare_inputs`.
+    record : tuple of str
+        ``SimulationConfig.record``: population names or ``"all"``.
+    start : int
+        First sample to simulate (resume).
+    dt : float
+        Time step in seconds.
+
+    Returns
+    -------
+    InputPlan or None
+        The plan of all samples; None when ``start`` is already the end (nothing to do).
+
+    Raises
+    ------
+    ValidationError
+        Unknown recorded populations, bad inputs, or ``start`` outside ``[0, n_samples]``.
+    """
+    unknown = set(record) - set(snn.populations) - {"all"}
+    if unknown:
+        raise ValidationError(
+            f"SimulationConfig.record: unknown population(s) {sorted(unknown)}; populations: {list(snn.populations)}",
+            attr="record",
+        )
+    plan = prepare_inputs(snn, inputs, dt)
+    if not (0 <= start <= plan.n_samples):
+        raise ValidationError(f"iter_simulate: start must be in [0, {plan.n_samples}], got {start}", attr="start")
+    return None if start == plan.n_samples else plan

@@ -1,0 +1,386 @@
+"""The tensor engine: whole populations as (batch × neurons) arrays, one step at a time.
+
+It implements the discrete-time contract of :mod:`spikebridge.engines.plan`
+and :mod:`spikebridge.engines.reference` (same inputs from ``prepare_inputs``
+and ``draw_poisson``, same order within a step: state update, arrivals,
+threshold, reset) with the arithmetic of the reference simulator, so its
+spikes are the same as the reference's and Brian2's:
+
+1. state update (IF/integrator ``v += dt (b + I_in)``, exact LIF and cuba
+   integration, refractory neurons held);
+2. arrivals from ring buffers (a spike at step ``j`` through delay ``d``
+   arrives at ``j + d``), gated by refractoriness for ``target="v"``; external
+   Poisson drive (drawn like the reference: ``numpy.random.default_rng(seed)``);
+3. threshold (not refractory) and 4. reset;
+then the step's spikes are pushed through every outgoing projection into the
+ring buffers.
+
+Projections are applied as operators on the whole batch: a shared-kernel
+projection (:class:`~spikebridge.snn.kernels.SharedKernel`) as a
+convolution, never as per-synapse arrays; an explicit one as a dense or
+sparse matrix shared by all samples (per delay), gathering only the inputs
+that fired.  A projection whose pre population did not fire in a step costs
+nothing.  Work runs on numpy/scipy or on torch (CPU threads, CUDA); see
+:mod:`.arrays`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ...snn.kernels import SharedKernel
+from ...snn.network import Population, SpikingNetwork
+from ...store.record import SpikeRecord
+from ..plan import InputPlan, active_populations, draw_poisson, folded_projections, same_step_targets, window_floors
+from ..reference import _exact_cuba, _exact_lif, spike_trains
+from .arrays import Arrays
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TensorProgram", "estimate_tensor_memory"]
+
+_THRESHOLDED = ("if", "lif", "cuba_lif")
+
+
+@dataclass
+class _Link:
+    """One outgoing operator of a population: kernel or matrix, with its delay in steps."""
+
+    post: str
+    target: str
+    steps: int
+    kernel: SharedKernel | None
+    prepared: Any
+
+
+@dataclass
+class _PopSpec:
+    pop: Population
+    ref_steps: int
+    theta: Any
+    bias: Any  # scalar float or (n,) array on the device
+    is_input: bool
+    thresholded: bool
+
+
+@dataclass
+class _State:
+    v: Any
+    current: Any = None
+    drive: Any = None  # bias + input current (membrane units per second)
+    step_drive: Any = None  # dt * drive, the IF increment per step
+    last: Any = None
+    free: Any = None
+    spikes: Any = None
+    counts: Any = None
+    rec: list[tuple[NDArray[np.int64], NDArray[np.int64], int]] = field(default_factory=list)
+
+
+class TensorProgram:
+    """A network prepared for the tensor engine on one array library (reused across batches).
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    dt : float
+        Time step in seconds.
+    arrays : Arrays
+        The array library (:func:`.arrays.arrays_for`).
+    """
+
+    def __init__(self, snn: SpikingNetwork, dt: float, arrays: Arrays) -> None:
+        self.snn, self.dt, self.xp = snn, float(dt), arrays
+        self.names = active_populations(snn)
+        self.specs: dict[str, _PopSpec] = {}
+        for name in self.names:
+            pop = snn.populations[name]
+            ref = int(round(pop.refractory / dt)) if pop.refractory > 0 else 0
+            theta = float(pop.threshold) if np.ndim(pop.threshold) == 0 else arrays.asarray(pop.threshold)
+            bias = float(pop.bias) if np.ndim(pop.bias) == 0 else arrays.asarray(pop.bias)
+            self.specs[name] = _PopSpec(pop, ref, theta, bias, name == snn.input, pop.model in _THRESHOLDED)
+        folded = folded_projections(snn)
+        self.links: dict[str, list[_Link]] = {name: [] for name in self.names}
+        self.targets: list[tuple[str, str]] = []
+        max_d = 1
+        for proj in snn.projections.values():
+            if proj.name in folded or proj.n_synapses == 0:
+                continue
+            if (proj.post, proj.target) not in self.targets:
+                self.targets.append((proj.post, proj.target))
+            steps = snn.projection_steps(proj, dt)
+            if proj.operator is not None and steps.ndim == 0:
+                d = int(steps)
+                self.links[proj.pre].append(_Link(proj.post, proj.target, d, proj.operator, arrays.kernel(proj.operator)))
+                max_d = max(max_d, d)
+                continue
+            steps = np.broadcast_to(steps, proj.weight.shape)
+            n_pre, n_post = snn.populations[proj.pre].n, snn.populations[proj.post].n
+            for d in np.unique(steps):
+                sel = steps == d
+                m = sp.csr_matrix((proj.weight[sel], (proj.post_index[sel], proj.pre_index[sel])), shape=(n_post, n_pre))
+                m.sum_duplicates()
+                self.links[proj.pre].append(_Link(proj.post, proj.target, int(d), None, arrays.matrix(m)))
+                max_d = max(max_d, int(d))
+        self.ring = max_d + 1
+        self.order = [name for name in snn.update_order(dt) if name in self.specs]
+        # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
+        self.inbound = same_step_targets(snn, dt)
+
+    def _arrive(self, pst: "_State", target: str, buf: list[Any], slot: int) -> None:
+        """Add ring slot ``slot`` of ``buf`` (None while empty) to ``target`` of ``pst`` and empty it."""
+        arrived = buf[slot]
+        if arrived is None:
+            return
+        xp = self.xp
+        if target == "v":
+            pst.v = pst.v + (arrived if pst.free is None else xp.where(pst.free, arrived, 0.0))
+        else:
+            pst.current = pst.current + arrived
+        buf[slot] = None
+
+    def _next_element(self, plan: InputPlan, state: dict[str, "_State"], k: int) -> None:
+        """A sequence's next element (or none after the last) drives the window starting at step ``k``."""
+        for name in plan.currents:
+            if name in state:
+                i_in = cast("NDArray[np.float64]", plan.current_at(name, k))  # name is in plan.currents
+                st = state[name]
+                st.drive = self.xp.asarray(np.asarray(self.specs[name].pop.bias, dtype=np.float64) + i_in)
+                st.step_drive = self.dt * st.drive
+
+    def _apply(self, link: _Link, spikes: Any) -> Any:
+        if link.kernel is not None:
+            return self.xp.conv(link.prepared, link.kernel, spikes)
+        return self.xp.matmul(link.prepared, spikes)
+
+    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
+        """Simulate one batch.
+
+        Parameters
+        ----------
+        plan : InputPlan
+            The batch's inputs, Poisson input already drawn (``draw_poisson``).
+        n_steps : int
+        seed : int
+            Seed of the populations' Poisson drive (``params["poisson_*"]``).
+        record : set of str
+            Populations whose every spike is returned.
+        """
+        xp, dt, snn = self.xp, self.dt, self.snn
+        t0 = time.perf_counter()
+        plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (spikebridge.run.batches.iter_plan_tensor)
+        n_b = plan.n_samples
+        rng = np.random.default_rng(seed)
+        state: dict[str, _State] = {}
+        for name in self.names:
+            spec = self.specs[name]
+            pop = spec.pop
+            if spec.is_input:
+                st = _State(v=xp.zeros((n_b, pop.n)))
+            else:
+                v0 = np.broadcast_to(np.asarray(pop.v_init, dtype=np.float64), (n_b, pop.n))
+                st = _State(v=xp.asarray(np.array(v0)))
+                if pop.model in ("cuba_lif", "cuba_li"):
+                    st.current = xp.zeros((n_b, pop.n))
+                i_in = plan.current_at(name, 0)
+                # the reference's ``pop.bias + i_in`` and the quantities derived from it, computed once
+                drive: Any = spec.bias if i_in is None else xp.asarray(np.asarray(pop.bias, dtype=np.float64) + i_in)
+                st.drive = drive
+                st.step_drive = dt * drive
+                if spec.ref_steps > 0:
+                    st.last = xp.asarray(np.full((n_b, pop.n), -(10**9), dtype=np.float64))
+            if spec.thresholded or spec.is_input:
+                st.counts = xp.zeros((n_b, pop.n), dtype="int64")
+            state[name] = st
+        # ring buffer per (post, target): slot -> summed arrivals of that step, None while empty
+        # (the first arrival is stored as is, so a silent step costs nothing)
+        buffers: dict[tuple[str, str], list[Any]] = {key: [None] * self.ring for key in self.targets}
+        out = snn.output if snn.output in state else None
+        n_out = snn.populations[out].n if out else 0
+        out_counts_t = xp.zeros((n_steps, n_b, n_out), dtype="int64")
+        out_pot_t = xp.zeros((n_steps, n_b, n_out))
+        running_out = xp.zeros((n_b, n_out), dtype="int64")
+        raster = None if plan.raster is None else xp.asbool(plan.raster)
+        rates = None if plan.rates is None else xp.asarray(plan.rates)
+        zero_in = None
+
+        floors = {name: wf for name, wf in window_floors(snn, dt).items() if name in state}
+        for k in range(n_steps):
+            slot = k % self.ring
+            if k and plan.window_steps and k % plan.window_steps == 0:
+                self._next_element(plan, state, k)
+            for name, (w_steps, floor) in floors.items():
+                if k % w_steps == 0:  # the window floor of a converted ReLU RNN (plan.window_floors)
+                    st = state[name]
+                    st.v = xp.where(st.v < floor, floor, st.v)
+            # 1. state update
+            for name, st in state.items():
+                spec = self.specs[name]
+                pop = spec.pop
+                if spec.is_input:
+                    if plan.kind == "spikes":
+                        if raster is not None and k < raster.shape[1]:
+                            st.spikes = raster[:, k]
+                        else:
+                            zero_in = zero_in if zero_in is not None else xp.zeros((n_b, pop.n), dtype="bool")
+                            st.spikes = zero_in
+                    else:  # "regular"
+                        st.v += dt * rates  # type: ignore[operator]  # "regular" plans carry rates
+                        st.spikes = st.v >= 1.0
+                        st.v -= xp.as_float(st.spikes)
+                    continue
+                free = None if st.last is None else (k - st.last) >= spec.ref_steps
+                st.free = free
+                if pop.model in ("if", "integrator") and free is None:
+                    if not (isinstance(st.step_drive, float) and st.step_drive == 0.0):  # v + 0.0 is v
+                        st.v += st.step_drive
+                    continue
+                if pop.model in ("if", "integrator"):
+                    new_v = st.v + st.step_drive
+                elif pop.model in ("lif", "li"):
+                    new_v = _exact_lif(st.v, st.drive, pop, dt)  # the reference's own functions: same arithmetic
+                else:
+                    new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
+                    st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
+                st.v = new_v if free is None else xp.where(free, new_v, st.v)
+            # 2. arrivals of earlier steps' spikes
+            for key, buf in buffers.items():
+                self._arrive(state[key[0]], key[1], buf, slot)
+            for name, st in state.items():
+                p = self.specs[name].pop.params
+                if p.get("poisson_n"):
+                    lam = float(p["poisson_rate"]) * dt
+                    jump = xp.asarray(rng.binomial(int(p["poisson_n"]), min(lam, 1.0), size=tuple(st.v.shape)) * float(p["poisson_weight"]))
+                    st.v = st.v + (jump if st.free is None else xp.where(st.free, jump, 0.0))
+            # 3. population by population in the update order (the reference's step 3): this step's
+            # zero-delay arrivals, threshold, reset, emit
+            for name in self.order:
+                st = state[name]
+                spec = self.specs[name]
+                for key in self.inbound[name]:
+                    self._arrive(st, key[1], buffers[key], slot)
+                if spec.thresholded and not spec.is_input:
+                    pop = spec.pop
+                    spk = st.v >= spec.theta
+                    if st.last is not None:
+                        spk &= (k - st.last) >= spec.ref_steps
+                        st.last = xp.where(spk, float(k), st.last)
+                    if pop.reset == "subtract":
+                        st.v = xp.subtract_where(st.v, spec.theta, spk)
+                    elif pop.reset == "zero":
+                        st.v = xp.assign_where(st.v, 0.0, spk)
+                    elif pop.reset == "value":
+                        st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
+                    st.spikes = spk
+                if st.spikes is None:
+                    continue
+                spk = st.spikes
+                if not xp.any(spk):
+                    continue
+                st.counts += spk
+                if name in record:
+                    s_idx, n_idx = np.nonzero(xp.to_numpy(spk))
+                    st.rec.append((s_idx, n_idx, k))
+                for link in self.links[name]:
+                    d_slot = (k + link.steps) % self.ring
+                    buf = buffers[(link.post, link.target)]
+                    # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
+                    buf[d_slot] = self._apply(link, spk) if buf[d_slot] is None else buf[d_slot] + self._apply(link, spk)
+            if out:
+                st = state[out]
+                if st.spikes is not None:
+                    running_out += st.spikes
+                out_counts_t[k] = running_out
+                out_pot_t[k] = st.v
+        xp.synchronize()
+        t1 = time.perf_counter()
+
+        counts = {name: xp.to_numpy(st.counts).astype(np.int64) for name, st in state.items() if st.counts is not None}
+        spikes = {
+            name: spike_trains(state[name].rec if name in state else [], snn.populations[name].n, n_b, dt) for name in sorted(record)
+        }
+        return SpikeRecord(
+            n_samples=n_b,
+            n_steps=int(n_steps),
+            dt=dt,
+            output_counts_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_counts_t), (1, 0, 2))).astype(np.int32),
+            output_potential_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_pot_t), (1, 0, 2))).astype(np.float32),
+            counts=counts,
+            spikes=spikes,
+            readout=dict(snn.readout),
+            meta={
+                "seed": seed,
+                "target": f"tensor-{xp.name}",
+                "engine": "tensor",
+                "batch_size": n_b,
+                "timings": {"build_s": 0.0, "run_s": t1 - t0, "collect_s": time.perf_counter() - t1},
+            },
+        )
+
+
+def estimate_tensor_memory(snn: SpikingNetwork, batch_size: int, n_steps: int, dt: float, record: tuple[str, ...] = ()) -> int:
+    """Bytes one batch of the tensor engine needs (state, ring buffers, convolution workspace, outputs).
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    batch_size : int
+    n_steps : int
+    dt : float
+        Time step in seconds (sets the ring buffer length).
+    record : tuple of str
+        Recorded populations (about one spike per neuron per 4 steps, 16 bytes each).
+
+    Returns
+    -------
+    int
+        Estimated peak bytes, kernels and matrices included.
+    """
+    folded = folded_projections(snn)
+    names = active_populations(snn)
+    per_sample = 0.0
+    fixed = 10e6  # arrays of the program and interpreter growth during a run
+    ring = 1 + max(
+        (int(np.max(snn.projection_steps(p, dt))) for p in snn.projections.values() if p.name not in folded and p.n_synapses),
+        default=1,
+    )
+    for name in names:
+        per_sample += snn.populations[name].n * 8 * 6  # v, new v, current, refractory, counts, temporaries
+    posts = {(p.post, p.target) for p in snn.projections.values() if p.name not in folded}
+    per_sample += sum(snn.populations[post].n * 8 * ring for post, _ in posts)
+    workspace = 0.0
+    for p in snn.projections.values():
+        if p.name in folded:
+            continue
+        if p.operator is not None and np.ndim(p.delay) == 0:
+            kh, kw = p.operator.kernel_size
+            oh, ow = p.operator.out_hw
+            cin = p.operator.in_shape[0] if p.operator.groups == 1 else 1
+            # im2col columns (numpy) / conv output, one projection at a time
+            workspace = max(workspace, 8.0 * (p.operator.in_shape[0] * kh * kw * oh * ow + p.operator.n_post) * (1 if cin else 1))
+            fixed += p.operator.kernel.nbytes
+        else:
+            n_pre, n_post = snn.populations[p.pre].n, snn.populations[p.post].n
+            fixed += min(p.n_synapses * 12.0, n_pre * n_post * 8.0) + p.n_synapses * 24.0  # matrix + build temporaries
+            workspace = max(workspace, 8.0 * (n_pre + n_post))
+    per_sample += workspace
+    if snn.input is not None:
+        per_sample += snn.populations[snn.input].n * (n_steps + 8 * 2)  # raster (bool) / rates
+    for post in {p.post for p in snn.projections.values() if p.name in folded}:
+        per_sample += snn.populations[post].n * 8 * 3  # input current: the plan's, the batch's, the step's drive
+    if snn.output is not None:
+        per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
+    rec = set(names) if "all" in record else set(record)
+    for name in rec:
+        if name in snn.populations:
+            per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
+    return int(fixed + per_sample * int(batch_size))
+
+

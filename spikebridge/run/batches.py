@@ -1,0 +1,264 @@
+"""Batching for every engine: batch sizes from the memory budget, worker processes, progress.
+
+:func:`plan_batches` sizes Brian2 batches to ``max_memory``; :func:`iter_parallel` runs them in
+forked worker processes that die with their parent; :func:`iter_plan_tensor` sizes and runs the
+tensor engine's batches (optionally split across threads); :func:`progress_bar` is the one tqdm bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..config import SimulationConfig
+from ..errors import BuildError
+from ..snn.network import SpikingNetwork
+from ..store.record import SpikeRecord
+from ..engines.brian2.builder import delay_buffer_bytes, estimate_memory, max_batch_size
+from ..engines.brian2.run import import_brian2, resolve_target, run_batch
+from ..engines.plan import InputPlan, active_populations, draw_poisson
+from ..engines.tensor.arrays import arrays_for
+from ..engines.tensor.engine import TensorProgram, estimate_tensor_memory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["plan_batches", "n_workers", "progress_bar", "iter_parallel", "iter_plan_tensor", "tensor_batch_size", "batch_job"]
+
+
+def n_workers(config: SimulationConfig) -> int:
+    """Worker processes ``config`` asks for (1 for cpp_standalone, which runs one binary)."""
+    if resolve_target(config.target) == "cpp_standalone":
+        return 1
+    return config.workers if config.workers >= 1 else (os.cpu_count() or 1)
+
+
+def _usable_budget(max_memory: float) -> float:
+    """``max_memory``, lowered to the machine's physical memory (with a warning) when it asks for more."""
+    try:
+        physical = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: trust the budget
+        return max_memory
+    if max_memory > physical:
+        import warnings
+
+        from ..errors import SpikebridgeWarning
+
+        warnings.warn(
+            f"max_memory {max_memory / 1e9:.3g} GB is more than this machine's {physical / 1e9:.3g} GB of memory; "
+            f"sizing batches for {0.8 * physical / 1e9:.3g} GB instead",
+            SpikebridgeWarning,
+            stacklevel=3,
+        )
+        return 0.8 * physical
+    return max_memory
+
+
+def plan_batches(snn: SpikingNetwork, n_samples: int, config: SimulationConfig) -> int:
+    """Batch size to use for ``n_samples`` under ``config`` (fits ``max_memory``).
+
+    With several workers the memory budget is shared among them, and the
+    samples are spread so that every worker gets a batch.
+
+    Raises
+    ------
+    BuildError
+        If not even one sample fits, or an explicit ``batch_size`` does not;
+        the message says what would fit.
+    """
+    workers = n_workers(config)
+    budget = _usable_budget(config.max_memory) / workers
+    dt = float(config.dt or snn.dt)
+    queues = delay_buffer_bytes(snn, dt)
+    if queues and max(queues.values()) > budget:
+        name = max(queues, key=lambda k: queues[k])
+        delay = float(np.max(np.asarray(snn.projections[name].delay)))
+        raise BuildError(
+            f"network '{snn.name}': projection '{name}' has a delay of {delay:g} s = {delay / dt:.3g} steps of dt {dt:g} s; "
+            f"its spike queue alone needs about {queues[name] / 1e6:.0f} MB, more than max_memory {budget / 1e6:.0f} MB. "
+            "Use a shorter delay or a coarser dt"
+        )
+    fit = max_batch_size(snn, budget, config.n_steps, config.record, dt)
+    one = estimate_memory(snn, 1, config.n_steps, config.record, dt)
+    mb = budget / 1e6
+    if fit == 0:
+        raise BuildError(
+            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in Brian2 ({snn.n_synapses:,} explicit "
+            f"synapses) but max_memory is {mb:.1f} MB; raise max_memory to at least {np.ceil(one / 1e6):.0f}MB, or "
+            f"use engine='tensor' (shared kernels, about {_tensor_mb(snn, config):.0f} MB per sample)"
+        )
+    if config.batch_size is not None:
+        need = estimate_memory(snn, config.batch_size, config.n_steps, config.record, dt)
+        if need > budget:
+            raise BuildError(
+                f"network '{snn.name}': batch_size {config.batch_size} needs about {need / 1e6:.1f} MB, more than "
+                f"max_memory {mb:.1f} MB; batch_size <= {fit} would fit (or leave batch_size unset)"
+            )
+        return int(config.batch_size)
+    return int(max(1, min(fit, n_samples, -(-n_samples // workers))))
+
+
+def progress_bar(cfg: SimulationConfig, total: int, name: str) -> Any:
+    """A tqdm bar over ``total`` samples when ``cfg.progress`` (None otherwise)."""
+    if not cfg.progress:
+        return None
+    from .._optional import import_optional
+
+    return import_optional("tqdm", "a progress bar").tqdm(total=total, unit="sample", desc=f"simulate {name}")
+
+
+def batch_job(
+    snn: SpikingNetwork, sub: InputPlan, cfg: SimulationConfig, dt: float, target: str, k0: int
+) -> SpikeRecord:
+    """One batch in a worker process (module-level so the process pool can call it)."""
+    sub = draw_poisson(sub, cfg.n_steps, dt, cfg.seed, k0)
+    return run_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+
+
+def _worker_init(parent: int) -> None:
+    """Tie a worker process to its parent: it dies with it and leaves Ctrl-C to it.
+
+    On Linux the kernel sends SIGKILL to the worker when the parent dies
+    (``PR_SET_PDEATHSIG``), so killing a run (SIGKILL, SIGTERM) leaves no
+    orphans behind.  A worker ignores SIGINT: Ctrl-C reaches the whole
+    process group, and the parent alone reports it and stops the workers.
+    """
+    import signal
+
+    from .._process import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # blocked as well: Brian2 installs its own SIGINT handler during a run
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    die_with_parent(parent)
+
+
+def iter_parallel(
+    snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int, dt: float, target: str
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Run batches in worker processes, at most one per worker in flight, yielded in order.
+
+    Yielding strictly in sample order keeps the streaming store's guarantee: a
+    batch is handed on only when it and every batch before it are finished.
+    """
+    import multiprocessing
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    workers = min(n_workers(cfg), len(starts))
+    import_brian2()  # once here: the forked workers inherit it instead of each importing it
+    # fork: the workers inherit the imported modules and Brian2's compiled-code cache state,
+    # so a batch starts in milliseconds; each worker sets and restores Brian2 state itself
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        pending: list[tuple[int, Future[SpikeRecord]]] = []
+        queue = list(starts)
+        finished = False
+        try:
+            while queue and len(pending) < workers:
+                k0 = queue.pop(0)
+                pending.append((k0, pool.submit(batch_job, snn, plan.select(k0, k0 + bs), cfg, dt, target, k0)))
+            while pending:
+                k0, fut = pending.pop(0)
+                rec = fut.result()
+                if queue:
+                    k1 = queue.pop(0)
+                    pending.append((k1, pool.submit(batch_job, snn, plan.select(k1, k1 + bs), cfg, dt, target, k1)))
+                yield k0, rec
+            finished = True
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            if not finished:
+                # interrupted (Ctrl-C, an error, the consumer stopped): do not wait for running batches
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.kill()
+
+
+
+
+def tensor_batch_size(snn: SpikingNetwork, n_samples: int, cfg: SimulationConfig, dt: float) -> int:
+    one = estimate_tensor_memory(snn, 1, cfg.n_steps, dt, cfg.record)
+    per = max(estimate_tensor_memory(snn, 2, cfg.n_steps, dt, cfg.record) - one, 1)
+    if one > cfg.max_memory:
+        raise BuildError(
+            f"network '{snn.name}': one sample needs about {one / 1e6:.1f} MB in the tensor engine but max_memory is "
+            f"{cfg.max_memory / 1e6:.1f} MB; raise max_memory to at least {np.ceil(one / 1e6):.0f}MB"
+        )
+    fit = int(1 + (cfg.max_memory - one) // per)
+    if cfg.batch_size is not None:
+        return int(cfg.batch_size)
+    return max(1, min(fit, n_samples))
+
+
+
+def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
+    """One batch, split into ``parts`` sub-batches run by concurrent threads."""
+    n = plan.n_samples
+    parts = max(1, min(parts, n))
+    if parts == 1:
+        return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..store.record import concat_records
+
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        futures = [
+            pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        records = [f.result() for f in futures]
+    out = concat_records(records)
+    out.meta["batch_size"] = n
+    out.meta["threads"] = parts
+    out.meta["timings"] = {"build_s": 0.0, "run_s": time.perf_counter() - t0, "collect_s": 0.0}
+    return out
+
+
+
+def iter_plan_tensor(snn: SpikingNetwork, plan: InputPlan, cfg: SimulationConfig, start: int, dt: float) -> Iterator[tuple[int, SpikeRecord]]:
+    """:func:`iter_simulate_tensor` on a checked plan (from :func:`~spikebridge.engines.plan.checked_plan`), ``dt`` in seconds."""
+    names = active_populations(snn)
+    rec = set(names) if "all" in cfg.record else set(cfg.record)
+    n = plan.n_samples
+    bs = tensor_batch_size(snn, n - start, cfg, dt)
+    xp = arrays_for(cfg.device)
+    parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
+    saved_threads = None
+    if xp.name.startswith("torch"):
+        saved_threads = xp.lib.get_num_threads()
+        # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
+        # parts would oversubscribe the cores)
+        xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
+    progress = progress_bar(cfg, n - start, snn.name)
+    try:
+        t0 = time.perf_counter()
+        program = TensorProgram(snn, dt, xp)
+        t_build = time.perf_counter() - t0
+        for k0 in range(start, n, bs):
+            sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
+            out = _run_parts(program, sub, k0, parts, cfg, rec)
+            out.meta["timings"]["build_s"] = t_build if k0 == start else 0.0
+            out.meta["config"] = cfg.to_dict()
+            if progress is not None:
+                progress.update(sub.n_samples)
+            yield k0, out
+    finally:
+        if saved_threads is not None:
+            xp.lib.set_num_threads(saved_threads)
+        if progress is not None:
+            progress.close()
+
+
+
+def _tensor_mb(snn: SpikingNetwork, config: SimulationConfig) -> float:
+    from ..engines.tensor import estimate_tensor_memory
+
+    dt = float(config.dt if config.dt is not None else snn.dt)
+    return estimate_tensor_memory(snn, 1, config.n_steps, dt, config.record) / 1e6
+

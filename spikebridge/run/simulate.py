@@ -1,0 +1,238 @@
+"""Simulate spiking networks: the ``simulate`` entry point, engine choice, batch iteration.
+
+:func:`simulate` returns one :class:`~spikebridge.store.record.SpikeRecord` for all samples;
+:func:`iter_simulate` yields one per batch (each batch is built, run and read before the next is
+built, so memory stays bounded and a long run can be resumed with ``start``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..config import SimulationConfig
+from ..errors import ValidationError
+from ..snn.network import SpikingNetwork
+from ..store.record import SpikeRecord, concat_records
+from ..engines.brian2.builder import estimate_memory
+from ..engines.brian2.run import iter_standalone, resolve_target, run_batch
+from ..engines.plan import checked_plan, draw_poisson
+from .batches import iter_parallel, iter_plan_tensor, n_workers, plan_batches, progress_bar
+
+log = logging.getLogger(__name__)
+
+__all__ = ["simulate", "iter_simulate", "resolve_engine", "simulate_tensor", "iter_simulate_tensor"]
+
+
+
+def resolve_engine(snn: SpikingNetwork, config: SimulationConfig) -> str:
+    """The engine ``config.engine`` means for ``snn``; ``"auto"`` logs its choice and reason in one line.
+
+    ``"auto"`` picks ``"tensor"`` when a projection carries a shared kernel
+    (convolution/pooling: Brian2 would replicate every synapse per sample) or
+    when one sample does not fit ``max_memory`` in Brian2; else ``"brian2"``
+    (the canonical simulator, extensible by users).
+    """
+    if config.engine != "auto":
+        return config.engine
+    kernels = [p.name for p in snn.projections.values() if p.operator is not None]
+    one = estimate_memory(snn, 1, config.n_steps, config.record)
+    if kernels:
+        reason = f"{len(kernels)} shared-kernel (conv/pool) projection(s), {snn.n_synapses:,} synapses per sample in Brian2"
+        engine = "tensor"
+    elif one > config.max_memory / max(n_workers(config), 1):
+        reason = f"one sample needs {one / 1e6:.0f} MB in Brian2, over max_memory {config.max_memory / 1e6:.0f} MB"
+        engine = "tensor"
+    else:
+        reason = f"dense/sparse synapses only, {one / 1e6:.0f} MB per sample in Brian2 fits max_memory"
+        engine = "brian2"
+    log.info("engine auto -> %s for network '%s': %s", engine, snn.name, reason)
+    return engine
+
+
+
+def iter_simulate(
+    snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig | None = None, *, start: int = 0
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Simulate batch by batch.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        ANN-unit inputs; None for networks without an input population
+        (one sample).
+    config : SimulationConfig, optional
+    start : int
+        Skip samples before this index (to resume an interrupted run).
+
+    Yields
+    ------
+    first_sample : int
+        Index of the batch's first sample.
+    record : SpikeRecord
+        The batch's results (sample indices local to the batch).
+
+    Raises
+    ------
+    ValidationError
+        Bad inputs or ``start``.
+    BuildError
+        The batch does not fit ``config.max_memory`` (message says what fits).
+    SimulationError
+        Brian2 failed while running.
+    """
+    cfg = config if config is not None else SimulationConfig()
+    if not isinstance(cfg, SimulationConfig):
+        raise ValidationError(f"simulate: config must be a SimulationConfig, got {type(cfg).__name__}", attr="config")
+    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
+    if plan is None:
+        return
+    engine = resolve_engine(snn, cfg)
+    if engine == "tensor" and cfg.scheduler is None:
+        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
+        return
+    n = plan.n_samples
+    target = resolve_target(cfg.target)
+    if cfg.scheduler is not None:
+        from .distributed import iter_dask  # Dask plans its own batches for the cluster's size, for either engine
+
+        yield from iter_dask(snn, plan, cfg, start, dt, target, engine)
+        return
+    bs = plan_batches(snn, n - start, cfg)
+    starts = list(range(start, n, bs))
+    progress = progress_bar(cfg, n - start, snn.name)
+    try:
+        if target == "cpp_standalone":
+            for k0, rec in iter_standalone(snn, plan, cfg, starts, bs, dt):
+                if progress is not None:
+                    progress.update(rec.n_samples)
+                yield k0, rec
+        elif n_workers(cfg) > 1 and len(starts) > 1:
+            for k0, rec in iter_parallel(snn, plan, cfg, starts, bs, dt, target):
+                if progress is not None:
+                    progress.update(rec.n_samples)
+                yield k0, rec
+        else:
+            for k0 in starts:
+                sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
+                rec = run_batch(snn, sub, cfg, dt, target, seed=cfg.seed + k0)
+                if progress is not None:
+                    progress.update(sub.n_samples)
+                yield k0, rec
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+
+def simulate(
+    snn: SpikingNetwork,
+    inputs: ArrayLike | None,
+    config: SimulationConfig | None = None,
+    *,
+    labels: ArrayLike | None = None,
+) -> SpikeRecord:
+    """Simulate a spiking network on many samples in batched Brian2 runs.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+        A converted (or hand-built) network.
+    inputs : array_like, shape (n_samples, *input_shape), or None
+        Inputs in ANN units (encoded as ``snn.encoding`` says); None for
+        networks without an input population (one sample).
+    config : SimulationConfig, optional
+        Steps, dt, batch size, target, seed, memory budget, recorded populations.
+    labels : array_like, shape (n_samples,), optional
+        Stored in the record (``record.accuracy_over_time()`` then needs no argument).
+
+    Returns
+    -------
+    SpikeRecord
+        ``output_counts_t``, ``output_potential_t``, ``counts`` of every
+        spiking population (a current-encoded input has no neurons and no
+        entry), ``spikes`` of the recorded ones, ``readout`` and ``meta``
+        (seed, target, timings, batch size).  Synaptic input to ``v`` that
+        arrives during a refractory period is dropped (Brian2's
+        ``unless refractory``), in the reference simulator as well.
+
+    Examples
+    --------
+    >>> from spikebridge.config import SimulationConfig
+    >>> from spikebridge.snn.network import Population, SpikingNetwork
+    >>> net = SpikingNetwork([Population(name="a", n=1, model="if", bias=370.0, role="output")], output="a")
+    >>> rec = simulate(net, None, SimulationConfig(n_steps=64, target="numpy"))
+    >>> int(rec.output_counts[0, 0])
+    23
+    """
+    cfg = config if config is not None else SimulationConfig()
+    t0 = time.perf_counter()
+    parts = [rec for _, rec in iter_simulate(snn, inputs, cfg)]
+    if not parts:
+        raise ValidationError("simulate: no samples to simulate", attr="inputs")
+    out = concat_records(parts)
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.shape[0] != out.n_samples:
+            raise ValidationError(f"simulate: {y.shape[0]} labels for {out.n_samples} samples", attr="labels")
+        out.labels = y
+    timings = [r.meta.get("timings", {}) for r in parts]
+    out.meta = {
+        "seed": cfg.seed,
+        "target": parts[0].meta.get("target"),
+        "engine": parts[0].meta.get("engine", "brian2"),
+        "batch_size": parts[0].meta.get("batch_size"),
+        "n_batches": len(parts),
+        "timings": {
+            "build_s": float(sum(t.get("build_s", 0.0) for t in timings)),
+            "run_s": float(sum(t.get("run_s", 0.0) for t in timings)),
+            "collect_s": float(sum(t.get("collect_s", 0.0) for t in timings)),
+            "total_s": time.perf_counter() - t0,
+        },
+        "config": cfg.to_dict(),
+    }
+    return out
+
+
+
+def iter_simulate_tensor(
+    snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig, *, start: int = 0
+) -> Iterator[tuple[int, SpikeRecord]]:
+    """Batch-by-batch simulation with the tensor engine (same contract as :func:`iter_simulate`).
+
+    Batches are sized to ``config.max_memory`` (or ``config.batch_size``);
+    Poisson inputs are drawn per sample with ``(seed, sample index)`` and the
+    Poisson drive of a batch starting at sample ``k0`` uses ``seed + k0``, as
+    in the Brian2 engine.  On CPU, ``config.threads > 1`` splits each batch
+    into that many parts simulated by concurrent threads (numpy, scipy and
+    torch release the GIL in their kernels; each part is a batch of its own,
+    so results equal a run with that batch size); torch then runs one intra-op
+    thread per part.  On CUDA, ``threads`` sets torch's CPU threads.  torch's
+    thread count is restored afterwards.
+
+    Yields
+    ------
+    (first_sample, SpikeRecord)
+    """
+    cfg = config
+    dt = float(cfg.dt if cfg.dt is not None else snn.dt)
+    plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
+    if plan is not None:
+        yield from iter_plan_tensor(snn, plan, cfg, start, dt)
+
+
+
+def simulate_tensor(snn: SpikingNetwork, inputs: ArrayLike | None, config: SimulationConfig | None = None) -> SpikeRecord:
+    """All samples with the tensor engine in one record (:func:`simulate` with ``engine="tensor"``)."""
+    from ...store.record import concat_records
+
+    cfg = config if config is not None else SimulationConfig()
+    parts = [r for _, r in iter_simulate_tensor(snn, inputs, cfg)]
+    return concat_records(parts)
+

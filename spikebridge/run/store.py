@@ -1,0 +1,261 @@
+"""Orchestration: run a simulation and stream it into a spike store.
+
+This sits above the engines (:mod:`spikebridge.engines`: Brian2, the tensor
+engine, worker processes, Dask) and the store (:mod:`spikebridge.store`): it
+asks an engine for batches, computes the ANN's outputs for the same samples,
+and writes both into a :class:`~spikebridge.store.spikes.SpikeStore`.  Engines
+know nothing of files; the store knows nothing of engines.  Crash safety and
+resume are described in :mod:`spikebridge.store.stream`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._h5 import json_attr
+from ..config import SimulationConfig
+from ..errors import ValidationError
+from ..store._hdf5lock import WriterLock, is_disk_full
+from ..store.record import SpikeRecord
+from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError
+from ..store.stream import (
+    AUTO_ACTIVATIONS_BYTES,
+    file_sha256,
+    array_sha256,
+    network_fingerprint,
+    population_info,
+    _sim_dict,
+    _check_resume,
+    _QuietWhenFull,
+    _abandon,
+)
+
+if TYPE_CHECKING:
+    from ..snn.network import SpikingNetwork
+
+__all__ = ["simulate_to_store"]
+
+log = logging.getLogger(__name__)
+
+
+def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, start: int) -> Iterator[tuple[int, SpikeRecord]]:
+    """The backend's batch iterator (a seam the tests replace with a fake)."""
+    from .simulate import iter_simulate
+
+    return iter_simulate(snn, inputs, config, start=start)
+
+
+@overload
+def simulate_to_store(
+    snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
+    *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
+    progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
+    return_record: Literal[True] = ...,
+) -> SpikeRecord: ...
+
+
+@overload
+def simulate_to_store(
+    snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
+    *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
+    progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
+    return_record: Literal[False],
+) -> None: ...
+
+
+def simulate_to_store(
+    snn: "SpikingNetwork",
+    inputs: ArrayLike | None,
+    path: str | os.PathLike[str],
+    config: SimulationConfig | None = None,
+    *,
+    labels: ArrayLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    ann_activations: bool | str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    network_path: str | os.PathLike[str] | None = None,
+    return_record: bool = True,
+) -> SpikeRecord | None:
+    """Simulate ``snn`` and stream every finished batch into a spike store.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    inputs : array_like, shape (n_samples, *ann_input_shape), or None
+        ANN-unit inputs (None for a network without input: one sample).
+    path : str or path-like
+        The spike store to write.
+    config : SimulationConfig, optional
+    labels : array_like, shape (n_samples, ...), optional
+        Targets, stored in ``/labels``.
+    resume : bool
+        Continue an interrupted run in ``path`` (starts afresh if ``path`` is missing).
+    overwrite : bool
+        Replace an existing ``path`` (without it, an existing file is an error).
+    ann_activations : bool or "auto"
+        Also store the ANN activations of every layer a population represents
+        (what the per-layer comparison needs).  ``"auto"`` stores them when
+        they take at most :data:`AUTO_ACTIVATIONS_BYTES` (float32).
+    progress : callable, optional
+        Called as ``progress(n_done, n_samples)`` after each batch.
+    network_path : str or path-like, optional
+        The network file, whose SHA-256 is recorded.
+    return_record : bool
+        Read every sample back from the store at the end.  With False nothing
+        is returned and the memory used stays flat in the number of samples
+        (read what you need from the store).
+
+    Returns
+    -------
+    SpikeRecord or None
+        All samples (read back from the store), or None with ``return_record=False``.
+
+    Raises
+    ------
+    StoreExistsError
+        ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
+    StoreLockedError
+        Another process is writing ``path``.
+    StoreFullError
+        The disk filled (or a file-size limit was reached): every batch
+        finished before is kept and readable, and ``resume=True`` continues.
+    ValidationError
+        ``resume`` with a network, inputs, labels or settings that differ from the stored ones
+        (``workers``, ``target`` and ``max_memory`` may differ: they do not change the spikes).
+    """
+    config = config or SimulationConfig()
+    path = Path(path)
+    x = None if inputs is None else np.asarray(inputs)
+    n_samples = 1 if x is None else int(x.shape[0])
+    if n_samples < 1:
+        raise ValidationError("simulate_to_store: no input samples", attr="inputs")
+    y = None if labels is None else np.asarray(labels)
+    if y is not None and y.shape[0] != n_samples:
+        raise ValidationError(f"simulate_to_store: {y.shape[0]} labels for {n_samples} samples", attr="labels")
+    dt = float(config.dt or snn.dt)
+    pops = population_info(snn, dt)
+    header: dict[str, Any] = {
+        "n_steps": config.n_steps,
+        "dt": dt,
+        "n_samples": n_samples,
+        "seed": config.seed,
+        "conversion": dict(snn.conversion),
+        "simulation": _sim_dict(config),
+        "network_fingerprint": network_fingerprint(snn),
+        "inputs_sha256": array_sha256(x),
+        "labels_sha256": array_sha256(y),
+    }
+    # Compare through JSON, the form the store keeps (tuples become lists).
+    checked = json.loads(json_attr(header))
+    header.update(
+        network_sha256=file_sha256(network_path) if network_path else None,
+        readout=snn.readout,
+        scales=snn.scales,
+        populations=pops,
+    )
+    act_layers = sorted({p["layer"] for p in pops.values() if p.get("layer") and p["role"] != "input"})
+    if ann_activations == "auto":
+        size = 4 * n_samples * sum(int(np.prod(snn.ann.shapes[k])) for k in act_layers if k in snn.ann.shapes) if snn.ann else 0
+        ann_activations = size <= AUTO_ACTIVATIONS_BYTES
+        if not ann_activations:
+            log.warning(
+                "not storing ANN activations (%.0f MB); pass ann_activations=True for the per-layer comparison", size / 1e6
+            )
+    elif not isinstance(ann_activations, bool):
+        raise ValidationError(f"simulate_to_store: ann_activations must be True, False or 'auto', got {ann_activations!r}", attr="ann_activations")
+
+    def ann_for(first: int, n: int) -> tuple[NDArray[Any] | None, dict[str, NDArray[Any]] | None]:
+        if snn.ann is None or x is None:
+            return None, None
+        from ..ir.evaluate import evaluate
+
+        xb = x[first : first + n]
+        if not ann_activations:
+            return evaluate(snn.ann, xb).reshape(n, -1), None
+        acts = cast("dict[str, NDArray[Any]]", evaluate(snn.ann, xb, return_all=True))
+        out = acts[snn.ann.output].reshape(n, -1)
+        return out, {k: acts[k] for k in act_layers if k in acts}
+
+    store: SpikeStore | None = None
+    start = 0
+    exists = path.exists() and path.stat().st_size > 0
+    if resume and exists:
+        store = SpikeStore(path, "a")
+        try:
+            _check_resume(store, checked, y)
+        except BaseException:
+            store.close()
+            raise
+        start = store.n_done
+        stored_bs = (store.attrs.get("meta") or {}).get("batch_size")
+        if config.batch_size is None and isinstance(stored_bs, int) and stored_bs > 0:
+            # Batches must start where the first run's did (per-batch seeds), even
+            # if the memory budget that chose the batch size has changed.
+            config = dataclasses.replace(config, batch_size=stored_bs)
+        # The stored layout decides, so every batch has the same datasets.
+        ann_activations = "ann/activations" in store.file
+        log.info("resuming '%s' at sample %d of %d", path, start, n_samples)
+    elif exists and not overwrite:
+        raise StoreExistsError(f"spike store '{path}' already exists; pass --overwrite to replace it or --resume to continue it")
+    elif exists:
+        WriterLock.probe(path)
+
+    # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    first = start
+    quiet = _QuietWhenFull()
+    try:
+        if start < n_samples:
+            for first, rec in _backend_iter(snn, x, config, start):
+                ann, acts = ann_for(first, rec.n_samples)
+                yb = None if y is None else y[first : first + rec.n_samples]
+                quiet.install()  # again: importing Brian2 replaces sys.excepthook
+                if store is None:
+                    first_store = SpikeStore(partial, "x")
+                    try:
+                        first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
+                        first_store.append_batch(first, rec, ann, acts, labels=yb)
+                        first_store.close()
+                    except BaseException:
+                        first_store.abort()
+                        partial.unlink(missing_ok=True)
+                        raise
+                    if path.exists():
+                        WriterLock.probe(path)
+                    os.replace(partial, path)
+                    store = SpikeStore(path, "a")
+                else:
+                    store.append_batch(first, rec, ann, acts, labels=yb)
+                if progress is not None:
+                    progress(store.n_done, n_samples)
+        if store is None:
+            raise ValidationError(f"simulate_to_store: the backend produced no batch for '{path}'")
+        if not return_record:
+            return None
+        return store.to_record()
+    except (OSError, RuntimeError) as err:
+        if not is_disk_full(err):
+            raise
+        _abandon(store)
+        quiet.keep = True  # objects of the failed file are freed later still (with the traceback)
+        kept = first if store is not None else 0  # batches are appended in order
+        store = None
+        what = f"{kept} of {n_samples} samples are kept in it; free space and continue with --resume" if kept else "nothing was written"
+        raise StoreFullError(
+            f"no space left on the device of '{path}' while writing samples from {first}: {what}"
+        ) from err
+    finally:
+        if store is not None:
+            store.close()
+        quiet.restore()

@@ -1,0 +1,62 @@
+"""Small hand-built spiking networks shared by the backend tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
+
+
+def single_if(weight: float = 1.0, threshold: float = 1.0, refractory: float = 0.0, reset: str = "subtract") -> SpikingNetwork:
+    """input (1 neuron, current-encoded) -> one IF output neuron."""
+    pops = [
+        Population(name="input", n=1, model="input", role="input"),
+        Population(name="out", n=1, model="if", threshold=threshold, refractory=refractory, reset=reset, role="output"),
+    ]
+    proj = Projection(name="in_out", pre="input", post="out", pre_index=[0], post_index=[0], weight=[weight], delay=1e-3)
+    return SpikingNetwork(pops, [proj], input="input", output="out", encoding={"kind": "current", "scale": 1.0})
+
+
+def chain(delay_steps: int, dt: float = 1e-3) -> SpikingNetwork:
+    """input -> a (fires every step) -> b with a delay of ``delay_steps`` steps."""
+    pops = [
+        Population(name="input", n=1, model="input", role="input"),
+        Population(name="a", n=1, model="if"),
+        Population(name="b", n=1, model="if", role="output"),
+    ]
+    projs = [
+        Projection(name="in_a", pre="input", post="a", pre_index=[0], post_index=[0], weight=[1.0], delay=dt),
+        Projection(name="a_b", pre="a", post="b", pre_index=[0], post_index=[0], weight=[1.0], delay=delay_steps * dt),
+    ]
+    return SpikingNetwork(pops, projs, input="input", output="b", dt=dt, encoding={"kind": "current", "scale": 1.0})
+
+
+def mixed(rng: np.random.Generator, *, kind: str = "current") -> SpikingNetwork:
+    """A little of everything: LIF, cuba LIF with target I, reset to zero, refractoriness,
+    per-synapse delays, a recurrent projection, an integrator output."""
+    n_in, n_a, n_b, n_c, n_out = 5, 7, 6, 4, 3
+    pops = [
+        Population(name="input", n=n_in, model="input", role="input"),
+        Population(name="a", n=n_a, model="if", v_init=0.5, bias=rng.normal(0, 20, n_a), refractory=2e-3),
+        Population(name="b", n=n_b, model="lif", tau_mem=0.02, reset="zero", threshold=0.8),
+        Population(name="c", n=n_c, model="cuba_lif", tau_mem=0.01, tau_syn=0.005, reset="value", v_reset=-0.1),
+        Population(name="out", n=n_out, model="integrator", role="output", bias=5.0),
+    ]
+
+    def dense(name, pre, post, n_pre, n_post, scale, delay=1e-3, target="v"):
+        w = rng.normal(0.1, scale, size=(n_post, n_pre))
+        return Projection.from_dense(w, name=name, pre=pre, post=post, delay=delay, target=target)
+
+    jitter = None
+    projs = [
+        dense("in_a", "input", "a", n_in, n_a, 0.6),
+        dense("a_b", "a", "b", n_a, n_b, 0.5),
+        dense("b_c", "b", "c", n_b, n_c, 1.0, target="I"),
+        dense("c_out", "c", "out", n_c, n_out, 0.5),
+        dense("a_a", "a", "a", n_a, n_a, 0.2, delay=2e-3),
+        dense("b_a", "b", "a", n_b, n_a, 0.3, delay=3e-3),  # feedback onto an earlier population
+    ]
+    p = projs[1]
+    jitter = (1 + rng.integers(0, 4, size=p.n_synapses)) * 1e-3
+    projs[1] = p.replace(delay=jitter)
+    return SpikingNetwork(pops, projs, input="input", output="out", encoding={"kind": kind, "scale": 1.0, "max_rate": 500.0})
