@@ -244,7 +244,7 @@ def export(name: str, model: nn.Module, out_dir: Path) -> dict[str, Any]:
         )
     files = {"onnx": f"{name}.onnx"}
     try:
-        from spikebridge.importers import from_torch
+        from spikebridge.importers.from_torch import from_torch
         from spikebridge.ir import save_graph
     except ImportError:  # pragma: no cover - older trees without the recurrent IR
         return files

@@ -21,8 +21,10 @@ The spiking network runs ``K = ConversionConfig.steps_per_element`` steps per el
   a membrane would carry it into the next window as a debt.  At the start of every window the
   membrane of a hidden population is floored, ``v = max(v, floor)`` (``Population.params``
   ``window`` and ``window_floor``; every engine applies it before the state update of the
-  window's first step).  The floor is the initial potential ``v_init θ``: the level a fresh
-  neuron starts from;
+  window's first step).  The floor is 0: a positive residue (the rounding offset ``v_init θ``
+  included) is kept, only the debt is dropped.  Flooring at ``v_init θ`` instead was measured
+  worse (row-sequential MNIST, K = 32, 500 test images: 92.2 % against 97.6 % with 0; it
+  lifts every small positive residue to the offset, a bias of up to half a spike per window);
 * **scales** — λ of each population is the ``percentile`` of its positive activations over
   *all elements* of the calibration sequences, so one spike per step stands for λ;
   ``W_ih ← θ W_ih λ_src/λ``, ``W_hh ← θ W_hh`` (same population on both ends), ``b ← θ b/λ``;
@@ -225,7 +227,7 @@ def convert_sequence(graph: AnnGraph, cfg: ConversionConfig, calibration: ArrayL
         scales[in_name] = 1.0
         scales.update({st.layer: 1.0 for st in stages})
 
-    floor = float(cfg.v_init) * theta
+    floor = 0.0  # see the module docstring: only a negative membrane is reset at a window start
     populations = [Population(name="input", n=n_in, model="input", shape=(n_in,), role="input", layer=in_name)]
     projections: list[Projection] = []
     lam_of: dict[str, float | NDArray[np.float64]] = {"input": scales[in_name]}

@@ -73,7 +73,7 @@ def test_hand_computed_window_semantics():
 
 def test_window_floor_forgets_negative_drive():
     # window 0: x = -1 drives v from 0.5 down to -3.5; without the floor window 1 (x = +1) would spend
-    # its drive paying the debt back; with it, window 1 starts again at 0.5 and fires 4 times
+    # its drive paying the debt back; with it, window 1 starts again at 0 and fires 4 times (v = 1 each step)
     g = AnnGraph([Input(name="x", shape=(2, 1)), RNN(name="r", weight_ih=[[1.0]], weight_hh=[[0.0]]),
                   Dense(name="out", weight=[[1.0]])], name="floor")
     snn = convert(g, ConversionConfig(normalisation="none", steps_per_element=4, scales="layer"))
@@ -157,7 +157,7 @@ def test_exported_script_and_to_brian2_match_reference(tmp_path):
     ref = simulate_reference(snn, x, n, record=("all",))
     script, _ = export_brian2_script(snn, tmp_path / "out", x, n_steps=n)
     text = script.read_text()
-    assert "TimedArray" in text and "run_regularly('v = clip(v, 0.5, inf)'" in text
+    assert "TimedArray" in text and "run_regularly('v = clip(v, 0.0, inf)'" in text
     res = subprocess.run([sys.executable, "-I", str(script), "--target", "numpy"], capture_output=True, text=True,
                          cwd=script.parent, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
