@@ -239,7 +239,7 @@ def convert_sequence(graph: AnnGraph, cfg: ConversionConfig, calibration: ArrayL
         bias_rate = theta * st.bias / lam / dt
         populations.append(Population(
             name=st.name, n=int(st.w_in.shape[0]), model="integrator" if is_out else "if", threshold=theta,
-            reset=cfg.reset, v_init=0.0 if is_out else floor, bias=bias_rate if np.any(bias_rate) else 0.0,
+            reset=cfg.reset, v_init=0.0 if is_out else float(cfg.v_init) * theta, bias=bias_rate if np.any(bias_rate) else 0.0,
             role="output" if is_out else "hidden", layer=st.layer,
             params={} if is_out else {"window": window, "window_floor": floor},
         ))
