@@ -42,7 +42,7 @@ SUPPORTED_OPS: tuple[str, ...] = (
 )
 #: the ops of a recurrent model as torch.onnx.export writes it (checked where handled: only the
 #: layout moves around an RNN, its zero initial state and the selection of its last element)
-_SEQUENCE_OPS = ("RNN", "Transpose", "Squeeze", "Gather", "ConstantOfShape")
+_SEQUENCE_OPS = ("RNN", "Transpose", "Squeeze", "Gather", "ConstantOfShape", "Expand")
 _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity")
 #: stands for the (unknown) batch size while evaluating shape arithmetic
 _BATCH = -(2**40)
@@ -421,6 +421,9 @@ def _sequence_op(node: Any, nname: str, attrs: dict[str, Any], consts: dict[str,
         if np.any(arr != 0):
             raise _unsupported(nname, "ConstantOfShape of a non-zero value", "only a zero initial state of an RNN")
         zeros.add(out)
+        return
+    if op == "Expand" and src in consts and not np.any(consts[src]):
+        zeros.add(out)  # a zero initial state broadcast to the batch (a fixed-batch export)
         return
     if src not in layer_of or src not in layouts:
         raise _unsupported(nname, f"{op} of a tensor that is not a sequence around an RNN")
