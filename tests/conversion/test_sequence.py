@@ -168,3 +168,24 @@ def test_exported_script_and_to_brian2_match_reference(tmp_path):
     net = to_brian2(snn, x, config=SimulationConfig(n_steps=n, target="numpy", record=("all",)))
     net.network.run(n * net.dt * brian2.second, namespace={})
     assert_same_spikes(ref, net.spike_record(), min_spikes=50)
+
+
+def test_graph_analysis_of_converted_rnn(tmp_path):
+    pytest.importorskip("networkx")
+    from spikebridge.analysis.graph import analyse
+
+    g, snn, _ = _case(False, True, "relay")
+    rep = analyse(snn)
+    loops = {tuple(loop["populations"]): loop for loop in rep.recurrent}
+    assert set(loops) == {("rnn", "rnn_inh"), ("rnn2",)}  # rnn2's recurrent weights are all positive: no relay
+    for loop in rep.recurrent:
+        assert loop["loop_steps"] == [8]  # one window: the relay hop takes no step
+        (pop, sr), = loop["spectral_radius"].items()
+        # the per-unit scaling is a similarity transform: the spectral radius is the ANN's
+        assert sr["snn"] == pytest.approx(sr["ann"], rel=1e-9)
+        assert sr["ann"] == pytest.approx(float(np.max(np.abs(np.linalg.eigvals(g[sr["layer"]].weight_hh)))))
+    assert "recurrent loop" in rep.to_text()
+    pytest.importorskip("matplotlib")
+    from spikebridge.analysis.plot import plot_recurrent
+
+    assert plot_recurrent(snn, tmp_path / "rec.png").stat().st_size > 10_000
