@@ -424,12 +424,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
     report = analyse(snn, sample_size=args.sample)
     if args.graphml:
         write_graphml(snn, args.graphml, level=args.level)
+    if getattr(args, "plot", None):
+        from .analysis.plot import plot_recurrent
+
+        if Path(args.plot).exists() and not args.overwrite:
+            raise ValidationError(f"output '{args.plot}' exists; pass --overwrite to replace it", attr="plot")
+        plot_recurrent(snn, args.plot)
     if args.json:
         _out(json.dumps(report.to_dict(), indent=2, default=float))
     else:
         _out(report.to_text() if hasattr(report, "to_text") else str(report))
     if args.graphml:
         _out(f"wrote {args.graphml}")
+    if getattr(args, "plot", None):
+        _out(f"wrote {args.plot}")
     return 0
 
 
@@ -657,9 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("network", help="network file, or a spike store with weight recordings")
     p.add_argument("--json", action="store_true")
     p.add_argument("--graphml", help="write the graph as GraphML")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --graphml file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --graphml or --plot file")
     p.add_argument("--level", choices=["population", "neuron"], default="population")
     p.add_argument("--sample", type=_int_arg(3), help="run non-scaling measures on a sampled subgraph of this many neurons")
+    p.add_argument("--plot", help="figure of the recurrent weight matrix and loop structure (networks with loops)")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("export", help="export a spike store to NWB, a network to NIR or to a Brian2 script")

@@ -260,6 +260,11 @@ class ConversionConfig(_Config):
         lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
         delivery (``delay=0``, no jitter), reset by subtraction, no refractory
         period and ``dale="none"``.
+    steps_per_element : int
+        Recurrent (sequence) models only: time steps ``K`` per sequence element.  Element
+        ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent
+        projection carries a delay of ``K dt``, so the spikes of window ``t - 1`` drive window
+        ``t`` (:mod:`spikebridge.conversion.sequence`).
     """
 
     normalisation: str = "data"
@@ -290,6 +295,7 @@ class ConversionConfig(_Config):
     seed: int = 0
     bias_onset: str = "arrival"
     burst: int = 1
+    steps_per_element: int = 32
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -315,7 +321,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
         _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
-        for attr in ("calibrate_steps", "calibrate_samples"):
+        for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)

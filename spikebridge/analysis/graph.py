@@ -57,6 +57,8 @@ __all__ = [
     "write_graphml",
     "population_latency",
     "neuron_signs",
+    "recurrent_loops",
+    "effective_recurrent_matrix",
     "EXACT_LIMIT_NEURONS",
     "EXACT_LIMIT_SYNAPSES",
 ]
@@ -380,6 +382,12 @@ class GraphReport:
     sampled : int or None
         Number of neurons of the random subgraph clustering and motifs ran on,
         None when they ran on the whole graph or were skipped.
+    recurrent : list of dict
+        One entry per population loop (see :func:`recurrent_loops`): its populations,
+        ``loop_steps`` (the length in time steps of every simple cycle through the delays),
+        neurons, synapses, reciprocity, E/I balance, degree and weight distributions of the
+        loop's synapses, and the spectral radius of its effective recurrent matrix next to
+        the source ANN's ``weight_hh`` (a converted ReLU RNN).
     notes : list of str
         Skipped measures, approximations.
     timings : dict of str to float
@@ -399,6 +407,7 @@ class GraphReport:
     sampled: int | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    recurrent: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None)."""
@@ -432,6 +441,16 @@ class GraphReport:
         if self.motifs is not None:
             connected = {k: v for k, v in self.motifs.items() if k not in ("003", "012", "102") and v}
             lines.append("3-node motifs (connected triads): " + (", ".join(f"{k}={v}" for k, v in connected.items()) or "none"))
+        for loop in self.recurrent:
+            lines.append(
+                f"recurrent loop {{{', '.join(loop['populations'])}}}: {loop['neurons']} neurons, {loop['synapses']} synapses, "
+                f"loop lengths {loop['loop_steps']} steps, reciprocity {loop['reciprocity']:.3g}, "
+                f"E/I synapses {loop['exc_synapses']}/{loop['inh_synapses']} (weight balance {loop['weight_balance']:.3g})"
+            )
+            for pop, sr in loop["spectral_radius"].items():
+                ann = sr.get("ann")
+                lines.append(f"  spectral radius of {pop}'s recurrent weights: SNN {sr['snn']:.4g}"
+                             + (f", ANN {ann:.4g} (layer {sr['layer']})" if ann is not None else ""))
         header = f"{'population':<16} {'n':>7} {'E/I':>5} {'in-deg':>8} {'out-deg':>8} {'exc in':>9} {'inh in':>9} {'balance':>8}"
         lines += ["", header, "-" * len(header)]
         for name, p in self.populations.items():
@@ -657,6 +676,9 @@ def analyse(
             f"{exact_limit[0]} / {exact_limit[1]} (they do not scale); pass sample_size to run them on a sampled subgraph"
         )
     timings["clustering_motifs"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rec_loops = recurrent_loops(snn, loops, pedges, flat)
+    timings["recurrent"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return GraphReport(
         name=snn.name,
@@ -672,7 +694,123 @@ def analyse(
         sampled=sampled,
         notes=notes,
         timings=timings,
+        recurrent=rec_loops,
     )
+
+
+def effective_recurrent_matrix(snn: "SpikingNetwork", population: str, loop: list[str]) -> NDArray[np.float64]:
+    """The rate map of ``population`` onto itself around its loop, in units of its threshold.
+
+    Direct self-projections plus two-hop paths through relay populations of the loop
+    (``P -> R -> P``, e.g. the inhibitory relays of ``dale="relay"``), each relay scaled
+    by ``1 / threshold`` (one relay spike per ``threshold`` of input).  For a converted ReLU
+    RNN this is ``D^-1 W_hh D`` with ``D`` the diagonal of per-unit scales, whose
+    eigenvalues are those of ``W_hh``.
+
+    Returns
+    -------
+    ndarray, shape (n, n)
+        Indexed ``[post, pre]``.
+    """
+    pop = snn.populations[population]
+    n = pop.n
+    m = np.zeros((n, n))
+    for proj in snn.projections.values():
+        if proj.pre == population and proj.post == population:
+            m += proj.to_dense(n, n)
+    for relay in loop:
+        if relay == population:
+            continue
+        r = snn.populations[relay]
+        into = sum((p.to_dense(r.n, n) for p in snn.projections.values() if p.pre == population and p.post == relay),
+                   np.zeros((r.n, n)))
+        back = sum((p.to_dense(n, r.n) for p in snn.projections.values() if p.pre == relay and p.post == population),
+                   np.zeros((n, r.n)))
+        m += back @ (into / np.broadcast_to(np.asarray(r.threshold, dtype=np.float64), (r.n,))[:, None])
+    return m / np.broadcast_to(np.asarray(pop.threshold, dtype=np.float64), (n,))[:, None]
+
+
+def recurrent_loops(snn: "SpikingNetwork", loops: list[list[str]], pedges: Mapping[tuple[str, str], Any],
+                    flat: _Flat | None = None) -> list[dict[str, Any]]:
+    """Per population loop: cycle lengths through the delays, and the loop's connectivity statistics.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    loops : list of list of str
+        Population loops (strongly connected sets, :attr:`GraphReport.loops`).
+    pedges : mapping
+        ``(pre, post) -> (min steps, max steps, projection names)`` of the population graph.
+
+    Returns
+    -------
+    list of dict
+        ``populations``, ``loop_steps`` (sorted distinct lengths in steps of the simple
+        cycles, with each edge's shortest and longest delay), ``neurons``, ``synapses``,
+        ``exc_synapses``, ``inh_synapses``, ``weight_balance`` (``(Σw⁺ - Σ|w⁻|) / (Σw⁺ + Σ|w⁻|)``),
+        ``reciprocity`` (of the neuron pairs inside the loop), ``in_degree`` / ``out_degree`` /
+        ``weight`` (``mean``/``std``/``min``/``max``), ``weight_histogram`` (``edges``,
+        ``counts``), and ``spectral_radius`` per population of the loop that has an ANN layer:
+        ``snn`` (of :func:`effective_recurrent_matrix`), ``ann`` (of the layer's ``weight_hh``,
+        when the network keeps its ANN), ``layer``.
+    """
+    import networkx as nx
+
+    flat = flat if flat is not None else _flatten(snn)
+    out: list[dict[str, Any]] = []
+    for loop in loops:
+        members = set(loop)
+        g = nx.DiGraph()
+        g.add_nodes_from(loop)
+        for (a, b), (lo, hi, _) in pedges.items():
+            if a in members and b in members:
+                g.add_edge(a, b, lo=lo, hi=hi)
+        lengths: set[int] = set()
+        for k, cycle in enumerate(nx.simple_cycles(g)):
+            if k >= 1000:
+                break  # a dense population graph: the first thousand cycles say enough
+            hops = list(zip(cycle, cycle[1:] + cycle[:1]))
+            lengths.add(sum(g.edges[e]["lo"] for e in hops))
+            lengths.add(sum(g.edges[e]["hi"] for e in hops))
+        in_loop = np.isin(flat.owner, [list(snn.populations).index(p) for p in loop])
+        sel = in_loop[flat.pre] & in_loop[flat.post]
+        pre, post, w = flat.pre[sel], flat.post[sel], flat.weight[sel]
+        idx = np.flatnonzero(in_loop)
+        local = np.full(flat.n, -1, dtype=np.int64)
+        local[idx] = np.arange(idx.size)
+        lp, lq = local[pre], local[post]
+        pairs = set(zip(lp.tolist(), lq.tolist()))
+        edges = [e for e in pairs if e[0] != e[1]]
+        recip = (sum(1 for a, b in edges if (b, a) in pairs) / len(pairs)) if pairs else float("nan")
+        pos, neg = float(w[w > 0].sum()), float(-w[w < 0].sum())
+        hist_counts, hist_edges = np.histogram(w, bins=20) if w.size else (np.zeros(0), np.zeros(0))
+        spectral: dict[str, dict[str, Any]] = {}
+        for name in loop:
+            pop = snn.populations[name]
+            if pop.role == "interneuron" or not any(p.pre == name and p.post in members for p in snn.projections.values()):
+                continue
+            m = effective_recurrent_matrix(snn, name, loop)
+            entry: dict[str, Any] = {"snn": float(np.max(np.abs(np.linalg.eigvals(m)))) if m.size else 0.0, "layer": pop.layer}
+            ann = getattr(snn, "ann", None)
+            if ann is not None and pop.layer in ann and hasattr(ann[pop.layer], "weight_hh"):
+                entry["ann"] = float(np.max(np.abs(np.linalg.eigvals(ann[pop.layer].weight_hh))))
+            spectral[name] = entry
+        out.append({
+            "populations": list(loop),
+            "loop_steps": sorted(lengths),
+            "neurons": int(idx.size),
+            "synapses": int(w.size),
+            "exc_synapses": int(np.count_nonzero(w > 0)),
+            "inh_synapses": int(np.count_nonzero(w < 0)),
+            "weight_balance": (pos - neg) / (pos + neg) if pos + neg else float("nan"),
+            "reciprocity": float(recip),
+            "in_degree": _stats(np.bincount(lq, minlength=idx.size)),
+            "out_degree": _stats(np.bincount(lp, minlength=idx.size)),
+            "weight": _stats(w),
+            "weight_histogram": {"edges": hist_edges.tolist(), "counts": np.asarray(hist_counts).tolist()},
+            "spectral_radius": spectral,
+        })
+    return out
 
 
 def _neuron_latency(

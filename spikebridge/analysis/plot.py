@@ -397,6 +397,75 @@ def plot_weight_distribution(
     return _save(fig, path, dpi)
 
 
+def plot_recurrent(
+    snn: "SpikingNetwork",
+    path: str | os.PathLike[str],
+    *,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """The recurrent weight matrix and the loop structure of a network with population loops.
+
+    Left: the effective recurrent matrix of the first looping population (direct and relayed
+    paths, in units of its threshold; :func:`spikebridge.analysis.graph.effective_recurrent_matrix`),
+    with its spectral radius and the ANN's.  Middle: its weight distribution.  Right: the
+    population graph of the loops, each edge labelled with its delay in steps.
+
+    Raises
+    ------
+    ValidationError
+        The network has no recurrent loop.
+    """
+    import networkx as nx
+
+    from ..conversion.latency import _population_edges
+    from .graph import analyse
+
+    report = analyse(snn)
+    if not report.recurrent:
+        raise ValidationError(f"plot_recurrent: network '{snn.name}' has no recurrent loop", attr="snn")
+    from .graph import effective_recurrent_matrix
+
+    loop = report.recurrent[0]
+    target = next(iter(loop["spectral_radius"]), loop["populations"][0])
+    m = effective_recurrent_matrix(snn, target, loop["populations"])
+    fig = _figure(figsize or (12.0, 3.8), dpi)
+    ax = fig.add_subplot(1, 3, 1)
+    nz = np.abs(m[m != 0])
+    lim = float(np.percentile(nz, 99)) if nz.size else 1.0  # a few large weights would wash out the rest
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    sr = loop["spectral_radius"].get(target, {})
+    title = f"{target} -> {target} (rates, x threshold)"
+    if sr:
+        title += f"\nspectral radius SNN {sr['snn']:.3g}" + (f", ANN {sr['ann']:.3g}" if sr.get("ann") is not None else "")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("pre (sending) neuron")
+    ax.set_ylabel("post (receiving) neuron")
+    ax = fig.add_subplot(1, 3, 2)
+    w = m[m != 0]
+    ax.hist(w, bins=40, color="C0")
+    ax.set_yscale("log")
+    ax.set_title(f"recurrent weights: {int(np.sum(w > 0))} E, {int(np.sum(w < 0))} I", fontsize=9)
+    ax.set_xlabel("effective weight")
+    ax = fig.add_subplot(1, 3, 3)
+    pedges = _population_edges(snn)
+    g = nx.DiGraph()
+    g.add_nodes_from(snn.populations)
+    for (a, b), (lo, hi, _) in pedges.items():
+        g.add_edge(a, b, label=f"{lo}" if lo == hi else f"{lo}-{hi}")
+    looping = {p for lp in report.loops for p in lp}
+    pos = nx.shell_layout(g) if len(g) > 2 else nx.circular_layout(g)
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=["C3" if n in looping else "C7" for n in g], node_size=500)
+    nx.draw_networkx_labels(g, pos, ax=ax, font_size=7)
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, connectionstyle="arc3,rad=0.15", node_size=500)
+    nx.draw_networkx_edge_labels(g, pos, ax=ax, edge_labels=nx.get_edge_attributes(g, "label"), font_size=7)
+    ax.set_title(f"populations (red: in a loop), delays in steps\nloop lengths {loop['loop_steps']} steps", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 def plot_receptive_fields(
     weights: ArrayLike,
     path: str | os.PathLike[str],
@@ -489,6 +558,8 @@ def plot_all(
         histories = read_weights(st)
         if histories:
             figures["weights"] = plot_weight_distribution(histories, out / f"{prefix}weights.{fmt}", dpi=dpi)
+    if snn is not None and any(p.pre == p.post for p in snn.projections.values()):
+        figures["recurrent"] = plot_recurrent(snn, out / f"{prefix}recurrent.{fmt}", dpi=dpi)
     return figures
 
 

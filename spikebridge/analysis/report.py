@@ -156,6 +156,7 @@ def write_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *, tit
             ("raster", "Spike raster"),
             ("scatter", "SNN firing rate versus normalised ANN activation, per layer"),
             ("rates", "Firing-rate histograms per population"),
+            ("recurrent", "Recurrent weight matrix, its weights and the loop structure (delays in steps)"),
         ):
             if fig_key in r.figures:
                 md += [f"![{caption}]({Path(r.figures[fig_key]).name})", "", f"*{caption}.*", ""]

@@ -196,6 +196,17 @@ def convert(
     if not isinstance(graph, AnnGraph):
         raise ValidationError(f"convert: graph must be an AnnGraph, got {type(graph).__name__}", attr="graph")
     task = _resolve_task(graph, cfg)
+    from .sequence import convert_sequence, is_sequence_model
+
+    if is_sequence_model(graph):
+        return convert_sequence(graph, cfg, calibration, task)
+    seq_dense = [n for n, s in graph.shapes.items() if len(graph.input_shape_of(n)) == 2 and n != graph.input.name
+                 and graph[n].type_name == "Dense"]
+    if seq_dense:
+        raise ConversionError(
+            f"model '{graph.name}': Dense layer '{seq_dense[0]}' is applied to every element of a sequence, "
+            "which only a recurrent model (with an RNN layer) converts; flatten the input first"
+        )
     if graph.is_chain:
         stages = plan_stages(graph, cfg)
     else:

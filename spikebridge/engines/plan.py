@@ -47,7 +47,7 @@ from ..errors import ValidationError
 if TYPE_CHECKING:
     from ..config import SimulationConfig
 
-__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
            "same_step_projections", "same_step_targets"]
 
 
@@ -85,6 +85,31 @@ def same_step_targets(snn: SpikingNetwork, dt: float) -> dict[str, list[tuple[st
     return {name: sorted(k for k in keys if k[0] == name) for name in snn.populations}
 
 
+def sequence_window_steps(snn: SpikingNetwork, dt: float) -> int:
+    """Steps per sequence element of a sequence network (``encoding["window"]`` seconds at ``dt``), else 0."""
+    window = snn.encoding.get("window")
+    if not snn.encoding.get("sequence_length") or window is None:
+        return 0
+    return max(1, int(round(float(window) / dt)))
+
+
+def window_floors(snn: SpikingNetwork, dt: float) -> dict[str, tuple[int, float]]:
+    """Populations whose membrane is floored at the start of every window: name -> (window steps, floor).
+
+    A converted ReLU RNN sets ``params["window"]`` (seconds) and ``params["window_floor"]``
+    (membrane units) on its hidden populations: at the start of every step ``k`` with
+    ``k % window_steps == 0`` (step 0 included), before the state update,
+    ``v = max(v, floor)``.  A ReLU forgets a negative drive at the end of its element; the
+    floor is how the membrane forgets it (see :mod:`spikebridge.conversion.sequence`).
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for name, pop in snn.populations.items():
+        p = pop.params
+        if p.get("window") is not None and p.get("window_floor") is not None:
+            out[name] = (max(1, int(round(float(p["window"]) / dt))), float(p["window_floor"]))
+    return out
+
+
 def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
     """Largest delay in steps over the simulated projections (1 without any)."""
     folded = folded_projections(snn)
@@ -120,6 +145,9 @@ class Plan:
         (what an engine adds before that population's threshold test); read-only by convention.
     max_delay_steps : int
         Longest delay in steps over the simulated projections (1 without any).
+    floors : mapping of str to (int, float)
+        Populations floored at the start of every window of a sequence network:
+        name -> (window steps, floor) (:func:`window_floors`; empty for other networks).
     """
 
     snn: SpikingNetwork
@@ -132,6 +160,7 @@ class Plan:
     order: tuple[str, ...]
     inbound: Mapping[str, tuple[tuple[str, str], ...]]
     max_delay_steps: int
+    floors: Mapping[str, tuple[int, float]]
 
     def simulated(self) -> list[Any]:
         """The projections that exist in the simulation (not folded, at least one synapse), in order."""
@@ -189,6 +218,7 @@ def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt
     return Plan(
         snn=snn, dt=dt, n_steps=steps, record=frozenset(active if "all" in rec else rec), active=active, folded=folded,
         same_step=same, order=order, inbound=inbound, max_delay_steps=max_delay_steps(snn, dt),
+        floors=window_floors(snn, dt),
     )
 
 
@@ -201,7 +231,9 @@ class InputPlan:
     n_samples : int
     currents : dict of str to ndarray (n_samples, n_post)
         Constant input current of populations fed by a current-encoded input,
-        in threshold units per second.
+        in threshold units per second.  For a sequence network (``window_steps > 0``)
+        shape (n_samples, T, n_post): element ``t`` drives steps ``t*window_steps``
+        to ``(t+1)*window_steps - 1``, and no current flows after the last element.
     rates : ndarray (n_samples, n_in) or None
         Input firing rates in hertz for spike encodings.
     raster : ndarray (n_samples, n_raster_steps, n_in) or None
@@ -216,6 +248,15 @@ class InputPlan:
     rates: NDArray[np.float64] | None
     kind: str
     raster: NDArray[Any] | None = None
+    window_steps: int = 0
+
+    def current_at(self, name: str, k: int) -> NDArray[np.float64] | None:
+        """Input current of population ``name`` in step ``k`` (None without one; zeros after a sequence ends)."""
+        cur = self.currents.get(name)
+        if cur is None or not self.window_steps:
+            return cur
+        e = k // self.window_steps
+        return cur[:, e] if e < cur.shape[1] else np.zeros((cur.shape[0], cur.shape[2]))
 
     @property
     def graded(self) -> bool:
@@ -230,6 +271,7 @@ class InputPlan:
             rates=None if self.rates is None else self.rates[start:stop],
             kind=self.kind,
             raster=None if self.raster is None else self.raster[start:stop],
+            window_steps=self.window_steps,
         )
 
 
@@ -289,6 +331,9 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
         binary = bool(np.all((values == 0) | (values == 1)))
         raster = values == 1 if binary else values
         return InputPlan(n_samples=x.shape[0], currents={}, rates=None, kind=kind, raster=raster)
+    seq_len = int(snn.encoding.get("sequence_length") or 0)
+    if seq_len:
+        return _prepare_sequence(snn, x, kind, n_in, seq_len, dt)
     if x.ndim >= 1 and x.size == n_in and x.shape == tuple(snn.populations[snn.input].shape or (n_in,)):
         x = x[None]
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
@@ -325,6 +370,33 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
     raise ValidationError(f"network '{snn.name}': unknown input encoding {kind!r}", attr="encoding")
 
 
+def _prepare_sequence(snn: SpikingNetwork, x: NDArray[np.float64], kind: str, n_in: int, seq_len: int, dt: float) -> InputPlan:
+    """Per-element input currents of a sequence network: x of shape (n_samples, T, n_in)."""
+    if kind != "current":
+        raise ValidationError(f"network '{snn.name}': a sequence network takes its input as a current, not {kind!r}",
+                              attr="encoding")
+    if x.shape == (seq_len, n_in):
+        x = x[None]
+    if x.ndim != 3 or x.shape[1:] != (seq_len, n_in):
+        raise ValidationError(
+            f"inputs of shape {x.shape} do not match sequence network '{snn.name}': expected (n_samples, {seq_len}, {n_in}) "
+            f"(sequence length, features per element)",
+            attr="inputs",
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    xs = x / (float(snn.encoding.get("scale", 1.0)) or 1.0)
+    currents: dict[str, NDArray[np.float64]] = {}
+    for proj in snn.outgoing(snn.input):  # type: ignore[arg-type]
+        n_post = snn.populations[proj.post].n
+        w = np.zeros((n_post, n_in))
+        np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
+        cur = (xs @ w.T) / snn.dt  # (n, T, n_post), per second of the network's dt as for constant currents
+        currents[proj.post] = currents.get(proj.post, 0.0) + cur
+    return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind,
+                     window_steps=sequence_window_steps(snn, dt))
+
+
 def draw_poisson(plan: InputPlan, n_steps: int, dt: float, seed: int, first_sample: int = 0) -> InputPlan:
     """Draw the spikes of a ``"poisson"`` plan in numpy; other plans are returned unchanged.
 
@@ -358,7 +430,8 @@ def draw_poisson(plan: InputPlan, n_steps: int, dt: float, seed: int, first_samp
     for k in range(plan.n_samples):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(first_sample + k)]))
         raster[k] = rng.random((n_steps, p.shape[1])) < p[k]
-    return InputPlan(n_samples=plan.n_samples, currents=plan.currents, rates=None, kind="spikes", raster=raster)
+    return InputPlan(n_samples=plan.n_samples, currents=plan.currents, rates=None, kind="spikes", raster=raster,
+                     window_steps=plan.window_steps)
 
 
 def checked_plan(snn: SpikingNetwork, inputs: ArrayLike | None, record: tuple[str, ...], start: int, dt: float) -> InputPlan | None:

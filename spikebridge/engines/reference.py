@@ -238,8 +238,18 @@ def simulate_reference(
     out_pot_t = np.zeros((n_b, n_steps, n_out), dtype=np.float32)
     running_out = np.zeros((n_b, n_out), dtype=np.int64)
 
+    floors = {name: wf for name, wf in compiled.floors.items() if name in state}
     for k in range(n_steps):
         slot = k % ring
+        if plan.window_steps and k % plan.window_steps == 0:
+            # a sequence: element k // window_steps drives this window (zero after the last)
+            for name, st in state.items():
+                if name in plan.currents:
+                    st.i_in = plan.current_at(name, k)
+        for name, (w_steps, floor) in floors.items():
+            if k % w_steps == 0:
+                # the start of a window: a ReLU's negative drive is forgotten (conversion/sequence.py)
+                state[name].v = np.maximum(state[name].v, floor)
         # 1. state update
         for name, st in state.items():
             pop = st.pop

@@ -153,15 +153,26 @@ def export_brian2_script(
     same_step = compiled.same_step  # the builder's schedule for same-step delivery
     rank = {name: r for r, name in enumerate(compiled.order)}
     spiking: list[str] = []
+    floors = compiled.floors
     var = _variables(names + [p.name for p in snn.projections.values() if p.name not in folded])
     for pname in names:
         pop = snn.populations[pname]
         g = var[pname]
+        seq = bool(plan.window_steps) and pname in has_current
         try:
-            spec = input_spec(kind) if pname == snn.input else neuron_spec(pop, has_current=pname in has_current)
+            spec = (input_spec(kind) if pname == snn.input
+                    else neuron_spec(pop, has_current=pname in has_current, sequence=seq))
         except ValueError as err:
             raise BuildError(str(err)) from err
         ns = _ns(spec.namespace)
+        if seq:
+            data[f"{pname}__I_seq"] = np.asarray(plan.currents[pname], dtype=np.float64)
+            emit("# sequence input: element t drives window t (a row per window, then a silent row; 1/second)")
+            emit(f"values = np.zeros(({plan.currents[pname].shape[1]} + 1, B, {pop.n}))")
+            emit(f"values[:-1] = np.transpose(data[{_r(pname + '__I_seq')}], (1, 0, 2))")
+            emit(f"{g}_seq = b2.TimedArray(values.reshape(values.shape[0], -1) / b2.second, "
+                 f"dt={int(plan.window_steps)} * dt, name={_r(pname + '_seq')})")
+            ns = ns[:-1] + (", " if spec.namespace else "") + f"'I_seq': {g}_seq}}"
         what = f"{_r(kind)} input" if pname == snn.input else _r(pop.model)
         src = f"; ANN layer {_r(pop.layer)}" if pop.layer else ""
         emit(f"# --- population {_r(pname)}: {pop.n} {what} neurons per sample{src}; role {_r(pop.role)}, "
@@ -187,7 +198,11 @@ def export_brian2_script(
             data[f"{pname}__{key}"] = np.asarray(arr, dtype=np.float64)
             unit = " / b2.second" if key == "bias" else ""
             emit(f"{g}.{key} = np.tile(data[{pname + '__' + key!r}], B){unit}")
-        if pname in plan.currents:
+        if pname in floors:
+            w_steps, floor = floors[pname]
+            emit(f"# window floor: a ReLU forgets a negative drive at the end of each element (before the state update)")
+            emit(f"{g}.run_regularly('v = clip(v, {floor!r}, inf)', dt={w_steps} * dt, when='start', name={pname + '_floor'!r})")
+        if pname in plan.currents and not seq:
             data[f"{pname}__I_in"] = np.asarray(plan.currents[pname], dtype=np.float64)
             emit("# constant input current of every sample: the current-encoded input's projection folded in (1/second)")
             emit(f"{g}.I_in = data[{pname + '__I_in'!r}].ravel() / b2.second")

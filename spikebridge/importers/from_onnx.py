@@ -11,6 +11,13 @@ count_include_pad=1), GlobalAveragePool, Flatten (axis=1), Reshape to (N, -1), B
 (folded into the preceding Conv/Gemm/MatMul), Dropout, Identity, Constant and Softmax (last axis).
 Shape arithmetic that PyTorch emits for ``x.view(x.size(0), -1)`` (Shape, Gather, Unsqueeze,
 Squeeze, Concat, Cast on constants) is evaluated at import time.
+
+Recurrent models: ``RNN`` with ``activations=["Relu"]`` (forward, no clip, no sequence_lens, zero
+initial state, e.g. a ``ConstantOfShape`` of 0) becomes an ``RNN`` layer; around it the
+``Transpose`` (time and batch axes), ``Squeeze`` (the direction axis) and ``Gather`` (the last
+element, ``out[:, -1]``) that ``torch.onnx.export`` writes for ``nn.RNN(nonlinearity="relu")``
+are understood, and MatMul + Add after it is a Dense applied to every element.  LSTM, GRU and
+RNNs with Tanh/Sigmoid are refused with the reason.
 """
 
 from __future__ import annotations
@@ -24,15 +31,18 @@ import numpy as np
 from .._optional import import_optional
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import RNN, Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder, refuse_unsupported
 
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "Gemm", "MatMul", "Add", "Sum", "Concat", "Conv", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-    "BatchNormalization", "Dropout", "Identity", "Constant", "Softmax",
+    "BatchNormalization", "Dropout", "Identity", "Constant", "Softmax", "RNN(Relu)",
 )
+#: the ops of a recurrent model as torch.onnx.export writes it (checked where handled: only the
+#: layout moves around an RNN, its zero initial state and the selection of its last element)
+_SEQUENCE_OPS = ("RNN", "Transpose", "Squeeze", "Gather", "ConstantOfShape", "Expand")
 _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity")
 #: stands for the (unknown) batch size while evaluating shape arithmetic
 _BATCH = -(2**40)
@@ -45,6 +55,8 @@ def _attrs(node: Any) -> dict[str, Any]:
         value = onnx.helper.get_attribute_value(a)
         if isinstance(value, bytes):
             value = value.decode()
+        elif isinstance(value, list) and value and isinstance(value[0], bytes):
+            value = [v.decode() for v in value]  # e.g. an RNN's activations
         out[a.name] = value
     return out
 
@@ -190,6 +202,10 @@ def from_onnx(
         current = dynamic[0]
         builder.select(layer_of[current])
 
+    # axis order of the sequence tensors around an RNN: "NT" (batch, time, ...: the IR's own),
+    # "TN" (time first), "TDN" (an RNN's Y: time, direction, batch, hidden), "DN" (its Y_h)
+    layouts: dict[str, str] = {in_name: "NT"} if len(shape) == 2 else {}
+    zeros: set[str] = set()  # tensors known to be all zeros (an RNN's initial state)
     _refuse_unsupported_ops(graph, set(consts))
     for index, node in enumerate(graph.node):
         op = node.op_type
@@ -208,6 +224,15 @@ def from_onnx(
             continue
         if op in _SHAPE_OPS and node.input and all((not i) or i in consts for i in node.input):
             consts[out] = _eval_shape_op(node, [consts[i] for i in node.input if i], attrs)
+            continue
+        if op in ("LSTM", "GRU") or (op == "RNN" and [str(a) for a in attrs.get("activations", ["Tanh"])] != ["Relu"]):
+            from .from_torch import recurrent_refusal
+
+            shown = op if op != "RNN" else f"RNN(activations={[str(a) for a in attrs.get('activations', ['Tanh'])]})"
+            raise _unsupported(nname, shown, recurrent_refusal(op != "RNN"))
+        if op in _SEQUENCE_OPS:
+            _sequence_op(node, nname, attrs, consts, layer_of, layouts, zeros, builder, uses, where)
+            current = out
             continue
         if op not in SUPPORTED_OPS:
             raise _unsupported(nname, op)
@@ -347,6 +372,9 @@ def from_onnx(
         if op not in ("Gemm", "MatMul", "Add", "Conv", "BatchNormalization"):
             produced_by_weighted = None
     outputs = [o.name for o in graph.output]
+    if outputs and layouts.get(outputs[0], "NT") != "NT":
+        raise _unsupported(outputs[0], f"sequence output in layout {layouts[outputs[0]]}",
+                           "the model must return its sequence batch first, (N, T, ...)")
     if len(outputs) != 1 or outputs[0] not in layer_of:
         raise _unsupported(",".join(outputs), f"graph outputs {outputs}", "the graph must have exactly one output")
     builder.select(layer_of[outputs[0]])
@@ -375,10 +403,104 @@ def _refuse_unsupported_ops(graph: Any, known: set[str]) -> None:
         op = node.op_type
         if op in ("Constant", "Shape") or (op in _SHAPE_OPS and all((not i) or i in known for i in node.input)):
             known.update(node.output)
-        elif op not in SUPPORTED_OPS:
+        elif op not in SUPPORTED_OPS and op not in _SEQUENCE_OPS:
             found.append((_node_name(node, index), op))
     if len(found) > 1:
         refuse_unsupported(found, SUPPORTED_OPS, "ONNX")
+
+
+def _sequence_op(node: Any, nname: str, attrs: dict[str, Any], consts: dict[str, np.ndarray], layer_of: dict[str, str],
+                 layouts: dict[str, str], zeros: set[str], builder: GraphBuilder, uses: dict[str, int], where: str) -> None:
+    """One op of the RNN pattern (see the module docstring); anything else is refused."""
+    op = node.op_type
+    out = node.output[0] if node.output else ""
+    src = node.input[0] if node.input else ""
+    if op == "ConstantOfShape":
+        value = attrs.get("value")
+        arr = np.zeros(1) if value is None else np.asarray(import_optional("onnx.numpy_helper").to_array(value))
+        if np.any(arr != 0):
+            raise _unsupported(nname, "ConstantOfShape of a non-zero value", "only a zero initial state of an RNN")
+        zeros.add(out)
+        return
+    if op == "Expand" and src in consts and not np.any(consts[src]):
+        zeros.add(out)  # a zero initial state broadcast to the batch (a fixed-batch export)
+        return
+    if src not in layer_of or src not in layouts:
+        raise _unsupported(nname, f"{op} of a tensor that is not a sequence around an RNN")
+    builder.select(layer_of[src])
+    layout = layouts[src]
+    if op == "Transpose":
+        perm = list(attrs.get("perm", []))
+        if perm[:2] != [1, 0] or perm[2:] != list(range(2, len(perm))) or layout not in ("NT", "TN"):
+            raise _unsupported(nname, f"Transpose(perm={perm})", "only swapping the batch and time axes of a sequence")
+        layouts[out] = "TN" if layout == "NT" else "NT"
+        layer_of[out] = layer_of[src]
+        return
+    if op == "Squeeze":
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = consts.get(node.input[1])
+        axes = [int(a) for a in np.ravel(axes)] if axes is not None else []
+        if layout == "TDN" and axes == [1]:
+            layouts[out] = "TN"
+        elif layout == "DN" and axes == [0]:
+            _last_element(nname, builder, layer_of[src], uses, node)
+            layouts[out] = "N"
+        else:
+            raise _unsupported(nname, f"Squeeze(axes={axes}) of a {layout} tensor",
+                               "only the direction axis of an RNN's outputs")
+        layer_of[out] = builder.layers[builder.cursor].name
+        return
+    if op == "Gather":
+        axis = int(attrs.get("axis", 0))
+        idx = consts.get(node.input[1]) if len(node.input) > 1 else None
+        t = builder.shape_of(layer_of[src])[0]
+        if idx is None or np.ndim(idx) != 0 or int(idx) not in (-1, t - 1) or (layout, axis) not in (("NT", 1), ("TN", 0)):
+            raise _unsupported(nname, f"Gather(axis={axis}) of a {layout} sequence",
+                               "only the last element of an RNN's output sequence, out[:, -1]")
+        _last_element(nname, builder, layer_of[src], uses, node)
+        layouts[out] = "N"
+        layer_of[out] = builder.layers[builder.cursor].name
+        return
+    # op == "RNN"
+    if attrs.get("direction", "forward") != "forward":
+        raise _unsupported(nname, f"RNN(direction={attrs['direction']!r})", "only forward RNNs")
+    if "clip" in attrs:
+        raise _unsupported(nname, "RNN(clip=...)", "a clipped pre-activation has no rate form")
+    if int(attrs.get("layout", 0)) != 0 or layout != "TN":
+        raise _unsupported(nname, f"RNN(layout={attrs.get('layout', 0)}) of a {layout} tensor",
+                           "the RNN's input must be time first (layout=0), as torch.onnx.export writes it")
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    w, r = consts.get(ins[1]), consts.get(ins[2])
+    if w is None or r is None:
+        raise _unsupported(nname, "RNN with non-constant weights")
+    if ins[4]:
+        raise _unsupported(nname, "RNN with sequence_lens", "every sequence must have the model's full length")
+    if ins[5] and ins[5] not in zeros and not (ins[5] in consts and not np.any(consts[ins[5]])):
+        raise _unsupported(nname, "RNN with a non-zero initial state", "the initial hidden state must be zero")
+    h = int(w.shape[1])
+    bias = None
+    if ins[3]:
+        b = consts.get(ins[3])
+        if b is None:
+            raise _unsupported(nname, "RNN with a non-constant bias")
+        bias = b.astype(np.float64)[0, :h] + b.astype(np.float64)[0, h:]
+    builder.add(RNN, nname, weight_ih=w[0].astype(np.float64), weight_hh=r[0].astype(np.float64), bias=bias,
+                return_sequences=True)
+    name = builder.layers[builder.cursor].name
+    for tensor, lay in zip(node.output, ("TDN", "DN")):  # Y (T, 1, N, H) and Y_h (1, N, H)
+        if tensor:
+            layouts[tensor] = lay
+            layer_of[tensor] = name
+
+
+def _last_element(nname: str, builder: GraphBuilder, layer: str, uses: dict[str, int], node: Any) -> None:
+    """The RNN ``layer`` is read at its last element only: it returns that state (return_sequences=False)."""
+    current = builder.layers[builder.cursor]
+    if not isinstance(current, RNN) or builder.cursor != len(builder.layers) - 1 or not current.return_sequences:
+        raise _unsupported(nname, f"{node.op_type} selecting the last element after other layers",
+                           "read the last element directly from the RNN's output")
+    builder.replace_last(current.replace(return_sequences=False))
 
 
 def _clip_max(nname: str, node: Any, attrs: dict[str, Any], consts: dict[str, np.ndarray]) -> float | None:

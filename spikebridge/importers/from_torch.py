@@ -29,7 +29,7 @@ import numpy as np
 from .._optional import import_optional
 from ..errors import ConversionWarning, ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import RNN, Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder, refuse_unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,8 +40,22 @@ __all__ = ["from_torch", "SUPPORTED_MODULES"]
 SUPPORTED_MODULES: tuple[str, ...] = (
     "Linear", "Conv2d", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d((1, 1))", "Flatten", "ReLU", "ReLU6",
     "Hardtanh(0, c)", "QCFS", "Softmax", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "BatchNorm1d", "BatchNorm2d",
-    "Sequential", "+ / torch.add", "torch.cat",
+    "Sequential", "+ / torch.add", "torch.cat", "RNN(nonlinearity='relu')",
 )
+
+#: why gated and saturating recurrent layers are refused (shared with the ONNX and Keras importers)
+_RELU_RNN = ("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu'), ONNX RNN with Relu or Keras "
+             "SimpleRNN(activation='relu') becomes a recurrent spiking network")
+
+
+def recurrent_refusal(gated: bool) -> str:
+    """The reason an LSTM/GRU (``gated``) or a tanh/sigmoid RNN has no spiking form, and what converts."""
+    if gated:
+        return ("its gates multiply two signals (a sigmoid gate times a state) and rate codes cannot multiply two "
+                "spike trains; " + _RELU_RNN)
+    return "tanh and sigmoid are signed or saturating and a firing rate is neither; " + _RELU_RNN
+
+
 _SRC = "PyTorch"
 
 
@@ -116,10 +130,37 @@ def _pool_check(name: str, type_name: str, *, ceil_mode: bool, dilation: Any = 1
         )
 
 
+def _rnn_ops(name: str, m: Any) -> list[_Op]:
+    """One ``rnn`` op per layer of an ``nn.RNN(nonlinearity="relu")``; every op returns the whole sequence."""
+    if m.nonlinearity != "relu":
+        raise _unsupported(name, f"RNN(nonlinearity={m.nonlinearity!r})", recurrent_refusal(False))
+    if m.bidirectional:
+        raise _unsupported(name, "RNN(bidirectional=True)",
+                           "a backward pass needs the whole sequence before the first output; use one direction")
+    if getattr(m, "proj_size", 0):
+        raise _unsupported(name, f"RNN(proj_size={m.proj_size})")
+    ops = []
+    for k in range(m.num_layers):
+        bias = None
+        if m.bias:
+            bias = _np(getattr(m, f"bias_ih_l{k}")) + _np(getattr(m, f"bias_hh_l{k}"))
+        ops.append(_Op("rnn", name if m.num_layers == 1 else f"{name}.l{k}", weight_ih=_np(getattr(m, f"weight_ih_l{k}")),
+                       weight_hh=_np(getattr(m, f"weight_hh_l{k}")), bias=bias, return_sequences=True,
+                       batch_first=bool(m.batch_first)))
+    return ops
+
+
 def _module_ops(name: str, m: Any) -> list[_Op]:
     """Translate one leaf module into pending ops (empty for no-ops)."""
     tname = type(m).__name__
     nn = import_optional("torch.nn", "importing PyTorch models")
+    if isinstance(m, nn.RNN):
+        return _rnn_ops(name or "rnn", m)
+    if isinstance(m, (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell)):
+        if isinstance(m, nn.RNNCell) and m.nonlinearity == "relu":
+            raise _unsupported(name or tname, "RNNCell", "a cell steps one element per call; use nn.RNN(nonlinearity='relu') "
+                               "over the whole sequence")
+        raise _unsupported(name or tname, tname, recurrent_refusal(not isinstance(m, nn.RNNCell)))
     if isinstance(m, nn.Sequential):
         ops: list[_Op] = []
         for child_name, child in m.named_children():
@@ -202,7 +243,7 @@ def _refuse_unsupported_modules(module: Any) -> None:
     nn = import_optional("torch.nn", "importing PyTorch models")
     ok = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU, nn.Hardtanh,
           nn.Softmax, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d,
-          nn.Sequential)
+          nn.Sequential, nn.RNN)
     found = [(name, type(m).__name__) for name, m in module.named_modules()
              if name and type(m).__module__.startswith("torch.nn.") and not isinstance(m, ok)]
     if len(found) > 1:
@@ -264,6 +305,19 @@ def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
     alias: dict[Any, _Op] = {}  # fx tensor node -> the op producing its value (_INPUT for the input)
     result = _INPUT  # the op whose output forward returns
     size_nodes: set[Any] = set()  # nodes that hold x.size()/x.shape values, not tensors
+    rnn_calls: dict[Any, tuple[_Op, int]] = {}  # rnn(x) nodes (a tuple) -> (their last rnn op, number of layers)
+    final_states: dict[Any, tuple[_Op, int]] = {}  # h_n nodes -> the same
+
+    def last_step(node: Any, op: _Op, via_hn: bool) -> None:
+        """``node`` selects the last hidden state of the RNN layer ``op``: it returns that state only."""
+        users = [u for u in (node.args[0].users if not via_hn else ()) if u is not node]
+        if users or op.kwargs.get("return_sequences") is False:
+            raise _unsupported(node.name, "an RNN output used both whole and at its last element",
+                               "read either every element or the last one")
+        if not (ops and ops[-1] is op):
+            raise _unsupported(node.name, "the last element of an RNN output read after other layers")
+        op.kwargs["return_sequences"] = False
+        alias[node] = op
 
     def chain_input(node: Any, tensor_args: Sequence[Any]) -> None:
         if len(tensor_args) != 1 or tensor_args[0] not in alias:
@@ -325,10 +379,45 @@ def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
         ) or (node.op == "call_function" and node.target is operator.getitem and node.args[0] in size_nodes):
             size_nodes.add(node)
             continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in rnn_calls:
+            # (output, h_n) = rnn(x): the output sequence, or the final hidden states
+            if node.args[1] == 0:
+                alias[node] = alias[node.args[0]]
+            elif node.args[1] == 1:
+                final_states[node] = rnn_calls[node.args[0]]
+            else:
+                raise _unsupported(node.name, f"getitem {node.args[1]} of an RNN's outputs")
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in final_states:
+            # h_n[-1]: the last hidden state of the last layer
+            n_layers = final_states[node.args[0]][1]
+            if node.args[1] not in (-1, n_layers - 1):
+                raise _unsupported(node.name, f"h_n[{node.args[1]}]",
+                                   "only the last layer's final state h_n[-1] (an RNN layer that is not last feeds no read-out)")
+            last_step(node, final_states[node.args[0]][0], via_hn=True)
+            continue
+        if (node.op == "call_method" and node.target == "squeeze" and node.args[0] in final_states
+                and tuple(node.args[1:]) in ((0,), ()) and final_states[node.args[0]][1] == 1):
+            last_step(node, final_states[node.args[0]][0], via_hn=True)  # h_n.squeeze(0) of a one-layer RNN
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in alias \
+                and alias[node.args[0]].kind == "rnn":
+            op = alias[node.args[0]]
+            idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+            whole = slice(None, None, None)
+            batch_first = bool(op.kwargs.get("batch_first", True))
+            wanted = [(whole, -1), (whole, -1, whole)] if batch_first else [(-1,), (-1, whole), (-1, whole, whole)]
+            if idx not in wanted:
+                raise _unsupported(node.name, f"indexing {node.args[1]} of an RNN output",
+                                   "only the last element, out[:, -1] (batch_first) or out[-1] (time first)")
+            last_step(node, op, via_hn=False)
+            continue
         tensor_args = tensors(list(node.args) + list(node.kwargs.values()))
         if node.op == "call_module":
             chain_input(node, tensor_args)
             emit(node, _module_ops(str(node.target), modules[node.target]))
+            if isinstance(modules[node.target], torch.nn.RNN):
+                rnn_calls[node] = (alias[node], int(modules[node.target].num_layers))
             continue
         target = node.target
         tname = getattr(target, "__name__", str(target))
@@ -418,6 +507,12 @@ def _traced_ops(module: Any, root_name: str) -> tuple[list[_Op], _Op]:
 
 def _infer_input_shape(ops: list[_Op], model_name: str) -> tuple[int, ...]:
     for op in ops:
+        if op.kind == "rnn":
+            raise ValidationError(
+                f"PyTorch model '{model_name}': input_shape is required for models that start with an RNN ('{op.name}'); "
+                f"pass input_shape=(T, {op.kwargs['weight_ih'].shape[1]}) (sequence length, features; per sample)",
+                attr="input_shape",
+            )
         if op.kind == "dense":
             return (int(op.kwargs["weight"].shape[1]),)
         if op.kind in ("conv", "maxpool", "avgpool", "gap"):
@@ -435,7 +530,7 @@ def _infer_input_shape(ops: list[_Op], model_name: str) -> tuple[int, ...]:
 
 
 _KIND_TO_LAYER = {"dense": Dense, "conv": Conv2d, "maxpool": MaxPool2d, "avgpool": AvgPool2d, "gap": GlobalAvgPool2d,
-                  "flatten": Flatten, "relu": ReLU, "softmax": Softmax, "add": Add, "concat": Concat}
+                  "flatten": Flatten, "relu": ReLU, "softmax": Softmax, "add": Add, "concat": Concat, "rnn": RNN}
 
 
 def _pickled_classes(path: Path) -> list[str]:
@@ -612,6 +707,7 @@ def from_torch(
     builder.input(shape, name=builder.unique("input"))
     built = {id(_INPUT): builder.layers[0].name}  # op -> name of the layer holding its output
     qcfs_levels: dict[str, int] = {}  # QCFS layers: their quantisation levels L, for the record
+    layouts: set[str] = set()
     for op in ops:
         if op.after is not None:  # a branch: attach to the op this one reads
             builder.select(built[id(op.after)])
@@ -623,6 +719,9 @@ def from_torch(
         kwargs = dict(op.kwargs)
         expect = kwargs.pop("expect", None)
         levels = kwargs.pop("qcfs_levels", None)
+        if "batch_first" in kwargs:
+            # the IR's sequences are (batch, time, features): record the module's own layout for users
+            layouts.add("batch_first" if kwargs.pop("batch_first") else "time_first")
         if op.joins:
             kwargs["inputs"] = [built[id(o)] for o in op.joins]
         layer = builder.add(_KIND_TO_LAYER[op.kind], op.name, **kwargs)
@@ -640,6 +739,9 @@ def from_torch(
     meta: dict[str, Any] = {"source": src, "format": "torch"}
     if qcfs_levels:
         meta["qcfs_levels"] = qcfs_levels
+    if layouts:
+        # evaluate/simulate take (n_samples, T, features); a time-first module took (T, n_samples, features)
+        meta["torch_sequence_layout"] = sorted(layouts)[0]
     if task is None and isinstance(builder.last, Softmax):
         task = "classification"
     if task is not None:
@@ -651,7 +753,7 @@ def _leaf_ops_or_none(module: Any) -> list[_Op] | None:
     """A single supported leaf module (e.g. a bare nn.Linear) is imported directly, without tracing."""
     nn = import_optional("torch.nn")
     leaf_types = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.ReLU,
-                  nn.ReLU6, nn.Hardtanh, nn.Softmax)
+                  nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.RNN, nn.LSTM, nn.GRU)
     if type(module) in leaf_types or _is_qcfs(module):
         return _module_ops(type(module).__name__.lower(), module)
     return None

@@ -18,6 +18,7 @@ from .layers import (
     MaxPool2d,
     Merge,
     ReLU,
+    RNN,
     Softmax,
 )
 from .serialize import load_graph, save_graph
@@ -25,5 +26,5 @@ from .serialize import load_graph, save_graph
 __all__ = [
     "AnnGraph", "LayerInfo", "safe_name", "evaluate", "predict_classes", "load_graph", "save_graph", "Layer", "Input", "Dense",
     "Conv2d", "AvgPool2d", "MaxPool2d", "GlobalAvgPool2d", "Flatten", "ReLU", "Identity", "Softmax",
-    "Add", "Concat", "Merge", "LAYER_TYPES", "SUPPORTED_LAYERS",
+    "Add", "Concat", "Merge", "RNN", "LAYER_TYPES", "SUPPORTED_LAYERS",
 ]

@@ -28,6 +28,7 @@ from .layers import (
     MaxPool2d,
     Merge,
     ReLU,
+    RNN,
     Softmax,
     conv_output_hw,
 )
@@ -87,6 +88,17 @@ def _maxpool(layer: MaxPool2d, x: Array) -> Array:
     return cols.max(axis=(2, 3))
 
 
+def _rnn(layer: RNN, x: Array) -> Array:
+    """``h_t = relu(W_ih x_t + W_hh h_{t-1} + b)`` from ``h_0 = 0``; ``x`` of shape (n, T, n_in)."""
+    drive = x @ layer.weight_ih.T + cast(Array, layer.bias)  # (n, T, hidden), all elements at once
+    h = np.zeros((x.shape[0], layer.hidden))
+    out = np.empty_like(drive)
+    for t in range(x.shape[1]):
+        h = np.maximum(drive[:, t] + h @ layer.weight_hh.T, 0.0)
+        out[:, t] = h
+    return out if layer.return_sequences else out[:, -1]
+
+
 def _softmax(layer: Softmax, x: Array) -> Array:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -103,6 +115,7 @@ _FORWARD: dict[type[Layer], Callable[..., Array]] = {
     ReLU: lambda layer, x: np.maximum(x, 0.0) if layer.max_value is None else np.clip(x, 0.0, layer.max_value),
     Identity: lambda layer, x: x,
     Softmax: _softmax,
+    RNN: _rnn,
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Merge",
     "Add",
     "Concat",
+    "RNN",
     "LAYER_TYPES",
     "SUPPORTED_LAYERS",
 ]
@@ -192,6 +193,10 @@ class Dense(Layer):
         return int(self.weight.shape[0])
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) == 2 and int(input_shape[1]) == self.n_in:
+            # a sequence (T, n_in), e.g. the hidden states of an RNN: applied to every element,
+            # as torch's Linear and Keras' Dense do on their last axis
+            return (int(input_shape[0]), self.n_out)
         if tuple(input_shape) != (self.n_in,):
             raise ValidationError(
                 f"Dense '{self.name}': weight shape {self.weight.shape} does not match input shape "
@@ -205,7 +210,7 @@ class Dense(Layer):
         return int(self.weight.size + self.bias.size)  # type: ignore[union-attr]
 
     def macs(self, input_shape: tuple[int, ...]) -> int:
-        return int(self.weight.size)
+        return int(self.weight.size) * (int(input_shape[0]) if len(input_shape) == 2 else 1)
 
 
 def conv_output_hw(
@@ -511,10 +516,89 @@ class Concat(Merge):
         return shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1 :]
 
 
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class RNN(Layer):
+    """Elman recurrent layer with ReLU: ``h_t = max(W_ih x_t + W_hh h_{t-1} + b, 0)``, ``h_0 = 0``.
+
+    The input is a sequence of ``T`` elements of ``n_in`` values, shape ``(T, n_in)``
+    (time first, per sample); PyTorch's ``nn.RNN(nonlinearity="relu")`` (one layer of
+    it, ``b = b_ih + b_hh``), ONNX ``RNN`` with ``Relu`` and Keras ``SimpleRNN(activation="relu")``
+    import as this.  Only the ReLU form exists: a tanh or sigmoid RNN, an LSTM or a GRU has
+    no rate-coded spiking form (see :mod:`spikebridge.conversion.sequence`).
+
+    Parameters
+    ----------
+    weight_ih : ndarray, shape (hidden, n_in)
+        Input weights ``W_ih``.
+    weight_hh : ndarray, shape (hidden, hidden)
+        Recurrent weights ``W_hh`` (row: receiving unit, column: sending unit).
+    bias : ndarray, shape (hidden,), optional
+        Zeros if omitted.
+    return_sequences : bool
+        True: the output is every hidden state, shape ``(T, hidden)``; False: the last
+        one, shape ``(hidden,)`` (Keras' flag; PyTorch's ``output[:, -1]``).
+    """
+
+    weight_ih: NDArray[np.float64]
+    weight_hh: NDArray[np.float64]
+    bias: NDArray[np.float64] | None = None
+    return_sequences: bool = True
+    type_name: ClassVar[str] = "RNN"
+    has_weights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w_ih = _array(self.weight_ih, "weight_ih", self.name, 2)
+        w_hh = _array(self.weight_hh, "weight_hh", self.name, 2)
+        h = w_ih.shape[0]
+        if w_hh.shape != (h, h):
+            raise ValidationError(
+                f"RNN '{self.name}': weight_hh has shape {w_hh.shape}; expected ({h}, {h}) for {h} hidden units "
+                f"(weight_ih {w_ih.shape})",
+                attr="weight_hh",
+            )
+        b = np.zeros(h) if self.bias is None else _array(self.bias, "bias", self.name, 1)
+        if b.shape != (h,):
+            raise ValidationError(f"RNN '{self.name}': bias shape {b.shape} does not match {h} hidden units", attr="bias")
+        b.setflags(write=False)
+        if not isinstance(self.return_sequences, (bool, np.bool_)):
+            raise ValidationError(
+                f"RNN '{self.name}': return_sequences must be True or False, got {self.return_sequences!r}",
+                attr="return_sequences",
+            )
+        object.__setattr__(self, "weight_ih", w_ih)
+        object.__setattr__(self, "weight_hh", w_hh)
+        object.__setattr__(self, "bias", b)
+        object.__setattr__(self, "return_sequences", bool(self.return_sequences))
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight_ih.shape[1])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.weight_ih.shape[0])
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 2 or int(input_shape[1]) != self.n_in:
+            raise ValidationError(
+                f"RNN '{self.name}': expects a sequence of shape (T, {self.n_in}) (time first, per sample), "
+                f"got input shape {tuple(input_shape)}",
+                attr="input_shape",
+            )
+        return (int(input_shape[0]), self.hidden) if self.return_sequences else (self.hidden,)
+
+    def n_params(self) -> int:
+        return int(self.weight_ih.size + self.weight_hh.size + self.bias.size)  # type: ignore[union-attr]
+
+    def macs(self, input_shape: tuple[int, ...]) -> int:
+        return int(input_shape[0]) * int(self.weight_ih.size + self.weight_hh.size) if len(input_shape) == 2 else 0
+
+
 #: registry of layer classes by type name (used by file readers)
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.type_name: cls
-    for cls in (Input, Dense, Conv2d, AvgPool2d, MaxPool2d, GlobalAvgPool2d, Flatten, ReLU, Identity, Softmax, Add, Concat)
+    for cls in (Input, Dense, Conv2d, AvgPool2d, MaxPool2d, GlobalAvgPool2d, Flatten, ReLU, Identity, Softmax, Add, Concat, RNN)
 }
 
 #: human-readable list for error messages

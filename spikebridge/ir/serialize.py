@@ -15,7 +15,9 @@ Version 3 stores every text attribute as a fixed-length UTF-8 string (versions 1
 and 2 as variable-length strings, read in a separate process, see
 ``spikebridge._h5.read_attrs``).  Version 4 adds the optional ``max_value`` of a
 ReLU (a clipped ReLU) to its ``params``; it is written only by graphs that have
-a clipped ReLU, so every other graph is still written as version 3.  Files of
+a clipped ReLU, so every other graph is still written as version 3.  Version 5 adds the
+recurrent layer ``RNN`` (datasets ``weight_ih``, ``weight_hh``, ``bias``; params
+``return_sequences``), written only by graphs that have one.  Files of
 versions 1 to 3 load unchanged (a ReLU without ``max_value`` is unbounded).
 Fields whose value is None are not written.
 """
@@ -41,13 +43,15 @@ FORMAT = "spikebridge.ann"
 #: newest version; readers accept 1..VERSION.  2 added the merge layers Add and Concat; 3 writes
 #: fixed-length string attributes (older versions: variable-length ones, still read); 4 ReLU.max_value
 #: (written only when a graph has a clipped ReLU, see :func:`format_version`).
-VERSION = 4
+VERSION = 5
 
 
 def format_version(graph: AnnGraph) -> int:
-    """The lowest format version that holds ``graph``: 4 with a clipped ReLU, else 3."""
-    from .layers import ReLU
+    """The lowest format version that holds ``graph``: 5 with a recurrent layer, 4 with a clipped ReLU, else 3."""
+    from .layers import RNN, ReLU
 
+    if any(isinstance(layer, RNN) for layer in graph):
+        return 5
     return 4 if any(isinstance(layer, ReLU) and layer.max_value is not None for layer in graph) else 3
 
 

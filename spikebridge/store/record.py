@@ -135,6 +135,8 @@ class SpikeRecord:
         ndarray, shape (n_samples, n_out)
         """
         k = self.n_steps - 1 if step is None else int(step)
+        if self.readout.get("window_steps"):
+            return self._window_value(k)
         latency = int(self.readout.get("latency_steps", 0))
         scale = float(self.readout.get("scale", 1.0))
         steps = max(k + 1 - latency, 1)
@@ -144,6 +146,37 @@ class SpikeRecord:
         counts = self.output_counts_t[:, k, :].astype(np.float64)
         theta = float(self.readout.get("threshold", 1.0))
         return (counts + np.clip(pot / theta, 0.0, 1.0)) / steps * scale
+
+    def _window_value(self, k: int) -> NDArray[np.float64]:
+        """Sequence read-out at step ``k``: the change of the output potential since its window began."""
+        w = int(self.readout["window_steps"])
+        start = (k // w) * w
+        pot = self.output_potential_t[:, k, :].astype(np.float64)
+        if start > 0:
+            pot = pot - self.output_potential_t[:, start - 1, :].astype(np.float64)
+        return pot / (k + 1 - start) * float(self.readout.get("scale", 1.0))
+
+    def window_values(self) -> NDArray[np.float64]:
+        """Decoded output of every sequence element, shape (n_samples, T, n_out), in ANN units.
+
+        A sequence network (``readout["window_steps"]`` = K) presents element ``t`` during
+        window ``t``; its output for that element is the change of the integrating output
+        potential over the window, divided by K, times the output scale.  Windows the run
+        did not reach are NaN.
+
+        Raises
+        ------
+        ValidationError
+            The record is not of a sequence network.
+        """
+        w = int(self.readout.get("window_steps") or 0)
+        if not w:
+            raise ValidationError("window_values: the record is not of a sequence network (no readout window_steps)")
+        n_win = int(self.readout.get("windows") or -(-self.n_steps // w))
+        out = np.full((self.n_samples, n_win, self.output_potential_t.shape[2]), np.nan)
+        for t in range(min(n_win, self.n_steps // w)):
+            out[:, t] = self._window_value((t + 1) * w - 1)
+        return out
 
     def predictions(self, step: int | None = None) -> NDArray[np.int64]:
         """Predicted class per sample at ``step``: argmax of :meth:`output_values`, or with a

@@ -114,7 +114,7 @@ def test_files_of_the_previous_version_still_load(tmp_path):
         assert not f["populations/inp"].attrs.get_id("model").get_type().is_variable_str()
     again = load_network(tmp_path / "n.h5")
     np.testing.assert_array_equal(again.projections["p_out"].weight, net_new.projections["p_out"].weight)
-    assert again.ann.metadata == net_new.ann.metadata and ANN_VERSION == 4  # 4 only with a clipped ReLU
+    assert again.ann.metadata == net_new.ann.metadata and ANN_VERSION == 5  # 4 only with a clipped ReLU, 5 with an RNN
 
 
 def test_long_text_falls_back_to_a_variable_length_string(tmp_path):

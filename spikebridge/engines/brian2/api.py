@@ -213,7 +213,7 @@ def to_brian2(
     # the same draws as simulate's first batch (per-sample seeds: independent of the batch size)
     if not brian2_poisson:
         plan = draw_poisson(plan, cfg.n_steps, dt, cfg.seed, 0)
-    built = build_network(compiled, b, raster=plan.raster)
+    built = build_network(compiled, b, raster=plan.raster, inputs=plan)
     built.set_inputs(snn, plan)
     synapses: dict[str, Any] = {}
     for name, objs in built.synapses.items():

@@ -177,13 +177,19 @@ class BuiltNetwork:
     recorded: set[str] = field(default_factory=set)
     input_kind: str = "current"
     raster_array: Any = None
+    #: sequence networks: the per-window input current of each population (TimedArray)
+    sequence_arrays: dict[str, Any] = field(default_factory=dict)
 
     def input_values(self, snn: SpikingNetwork, plan: InputPlan) -> dict[Any, np.ndarray]:
         """Map ``group.variable`` views to the batch's input values (padded to the batch size)."""
         import brian2
 
         out: dict[Any, np.ndarray] = {}
+        for name, ta in self.sequence_arrays.items():
+            out[ta] = _sequence_values(plan.currents[name], self.batch_size) * (1 / brian2.second)
         for name, cur in plan.currents.items():
+            if plan.window_steps:
+                continue  # a sequence's currents are the TimedArrays above
             values = np.zeros((self.batch_size, snn.populations[name].n))
             values[: cur.shape[0]] = cur
             out[self.groups[name].I_in] = values.ravel() * (1 / brian2.second)
@@ -197,8 +203,9 @@ class BuiltNetwork:
 
     def set_inputs(self, snn: SpikingNetwork, plan: InputPlan) -> None:
         """Write the batch's input values into the (runtime) groups (rasters are set at build time)."""
+        seq = set(map(id, self.sequence_arrays.values()))
         for view, value in self.input_values(snn, plan).items():
-            if view is not self.raster_array:
+            if view is not self.raster_array and id(view) not in seq:
                 view[:] = value
 
 
@@ -209,6 +216,15 @@ def _raster_values(raster: np.ndarray, batch: int) -> np.ndarray:
     values = np.zeros((steps + 1, batch, n_in))
     values[:steps, :n] = np.transpose(raster, (1, 0, 2))
     return values.reshape(steps + 1, batch * n_in)
+
+
+def _sequence_values(cur: np.ndarray, batch: int) -> np.ndarray:
+    """TimedArray values (T + 1, batch * n) of a sequence's input current (n_samples, T, n): a row per
+    element and a silent last row (no current after the sequence)."""
+    n, steps, n_post = cur.shape
+    values = np.zeros((steps + 1, batch, n_post))
+    values[:steps, :n] = np.transpose(cur, (1, 0, 2))
+    return values.reshape(steps + 1, batch * n_post)
 
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
@@ -243,6 +259,7 @@ def build_network(
     *,
     split_signs: bool = False,
     raster: np.ndarray | None = None,
+    inputs: InputPlan | None = None,
 ) -> BuiltNetwork:
     """Create the Brian2 objects of ``batch_size`` copies of ``plan.snn``.
 
@@ -264,6 +281,12 @@ def build_network(
     raster : ndarray, shape (n_samples <= batch_size, n_raster_steps, n_in), optional
         Input spikes of the batch for the ``"spikes"`` encoding (zero-padded to the batch):
         bool for spikes, float64 for analog input (pulse areas, see :mod:`.plan`).
+    inputs : InputPlan, optional
+        The batch's inputs; needed at build time only by sequence networks
+        (``inputs.window_steps > 0``), whose per-element input currents become one
+        ``TimedArray`` per population (``<population>_seq``, a row per window) and whose
+        window floors (:func:`~.plan.window_floors`) become ``run_regularly`` operations
+        (``<population>_floor``, every window, slot ``start``: before the state update).
 
     Raises
     ------
@@ -286,14 +309,25 @@ def build_network(
     rec = set(plan.record) & set(names)
     groups: dict[str, Any] = {}
     objects: list[Any] = []
+    window = inputs.window_steps if inputs is not None else 0
+    sequence_arrays: dict[str, Any] = {}
+    floors = plan.floors
     for name in names:
         pop = snn.populations[name]
+        seq = bool(window) and name in has_current
         try:
-            spec = input_spec(kind, graded=graded) if name == snn.input else neuron_spec(pop, has_current=name in has_current)
+            spec = (input_spec(kind, graded=graded) if name == snn.input
+                    else neuron_spec(pop, has_current=name in has_current, sequence=seq))
         except ValueError as err:
             raise BuildError(str(err)) from err
         units = {"second": b2.second, "1/second": b2.Hz, "1": 1.0}
         ns: dict[str, Any] = {k: v * units[u] for k, (v, u) in spec.namespace.items()}
+        if seq:
+            assert inputs is not None
+            ta = b2.TimedArray(_sequence_values(inputs.currents[name], b) / b2.second, dt=window * dt * b2.second,
+                               name=f"{name}_seq")
+            ns["I_seq"] = ta
+            sequence_arrays[name] = ta
         if name == snn.input and kind == "spikes":
             if raster is None:
                 raise BuildError(f"network '{snn.name}': the 'spikes' encoding needs a raster of input spikes")
@@ -330,6 +364,11 @@ def build_network(
                     weight=repr(float(p["poisson_weight"])) + (" * int(not_refractory)" if pop.refractory > 0 else ""),
                 )
             )
+        if name in floors:
+            w_steps, floor = floors[name]
+            # before the state update of every window's first step, as in the reference
+            group.run_regularly(f"v = clip(v, {floor!r}, inf)", dt=w_steps * dt * b2.second, when="start",
+                                name=f"{name}_floor")
         groups[name] = group
         objects.append(group)
 
@@ -437,4 +476,5 @@ def build_network(
         recorded=rec,
         input_kind=kind,
         raster_array=raster_array,
+        sequence_arrays=sequence_arrays,
     )

@@ -73,7 +73,7 @@ def _param(spec: NeuronSpec, name: str, value: Any, unit: str, lines: list[str])
         lines.append(f"{name} : {unit} (constant)")
 
 
-def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
+def neuron_spec(pop: Population, *, has_current: bool, sequence: bool = False) -> NeuronSpec:
     """Brian2 description of population ``pop``.
 
     Parameters
@@ -83,6 +83,10 @@ def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
     has_current : bool
         Whether the population receives a constant input current ``I_in``
         (from a current-encoded input).
+    sequence : bool
+        The input current changes with the sequence element: it is read from a
+        2-D ``TimedArray`` ``I_seq(t, i)`` (one row per window) that the builder puts
+        in the namespace, instead of the constant ``I_in``.
     """
     spiking = pop.model in _SPIKING
     refractory = float(pop.refractory) if spiking else 0.0
@@ -94,7 +98,9 @@ def neuron_spec(pop: Population, *, has_current: bool) -> NeuronSpec:
     if bias.ndim or float(bias) != 0.0:
         _param(spec, "bias", bias, "1/second", extra)
         drive.append("bias")
-    if has_current:
+    if has_current and sequence:
+        drive.append("I_seq(t, i)")
+    elif has_current:
         extra.append("I_in : 1/second (constant)")
         drive.append("I_in")
     if pop.model in ("if", "integrator"):

@@ -300,7 +300,7 @@ def run_batch(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str
     try:
         with brian2_state(target, seed) as resolved:
             try:
-                built = build_network(compiled, sub.n_samples, raster=sub.raster)
+                built = build_network(compiled, sub.n_samples, raster=sub.raster, inputs=sub)
             except MemoryError as err:
                 raise BuildError(
                     f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
@@ -359,7 +359,7 @@ def iter_standalone(
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
         first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
-        built = build_network(compiled, bs, raster=first.raster)
+        built = build_network(compiled, bs, raster=first.raster, inputs=first)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})

@@ -144,6 +144,15 @@ class TensorProgram:
             pst.current = pst.current + arrived
         buf[slot] = None
 
+    def _next_element(self, plan: InputPlan, state: dict[str, "_State"], k: int) -> None:
+        """A sequence's next element (or none after the last) drives the window starting at step ``k``."""
+        for name in plan.currents:
+            if name in state:
+                i_in = cast("NDArray[np.float64]", plan.current_at(name, k))  # name is in plan.currents
+                st = state[name]
+                st.drive = self.xp.asarray(np.asarray(self.specs[name].pop.bias, dtype=np.float64) + i_in)
+                st.step_drive = self.dt * st.drive
+
     def _apply(self, link: _Link, spikes: Any) -> Any:
         if link.kernel is not None:
             return self.xp.conv(link.prepared, link.kernel, spikes)
@@ -178,7 +187,7 @@ class TensorProgram:
                 st = _State(v=xp.asarray(np.array(v0)))
                 if pop.model in ("cuba_lif", "cuba_li"):
                     st.current = xp.zeros((n_b, pop.n))
-                i_in = plan.currents.get(name)
+                i_in = plan.current_at(name, 0)
                 # the reference's ``pop.bias + i_in`` and the quantities derived from it, computed once
                 drive: Any = spec.bias if i_in is None else xp.asarray(np.asarray(pop.bias, dtype=np.float64) + i_in)
                 st.drive = drive
@@ -200,8 +209,15 @@ class TensorProgram:
         rates = None if plan.rates is None else xp.asarray(plan.rates)
         zero_in = None
 
+        floors = {name: wf for name, wf in self.plan.floors.items() if name in state}
         for k in range(n_steps):
             slot = k % self.ring
+            if k and plan.window_steps and k % plan.window_steps == 0:
+                self._next_element(plan, state, k)
+            for name, (w_steps, floor) in floors.items():
+                if k % w_steps == 0:  # the window floor of a converted ReLU RNN (plan.window_floors)
+                    st = state[name]
+                    st.v = xp.where(st.v < floor, floor, st.v)
             # 1. state update
             for name, st in state.items():
                 spec = self.specs[name]
