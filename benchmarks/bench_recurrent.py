@@ -132,14 +132,14 @@ def cost(graph, x, x_cal, n: int = 1000) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "models"))
-    from train_rnn import SeqClassifier
+    from train_rnn import SeqRNN
 
     torch.set_num_threads(1)
     x = x[:n]
     _, secs, _ = run_snn(graph, x, x_cal, 32)
     # the trained torch module again, from the shipped weights (the HDF5 holds b_ih + b_hh as one bias)
     rnn, fc = graph.layers[1], graph.layers[2]
-    model = SeqClassifier(rnn.n_in, rnn.hidden, fc.n_out).eval()
+    model = SeqRNN(rnn.n_in, rnn.hidden, fc.n_out).eval()
     with torch.no_grad():
         for p, v in ((model.rnn.weight_ih_l0, rnn.weight_ih), (model.rnn.weight_hh_l0, rnn.weight_hh),
                      (model.rnn.bias_ih_l0, rnn.bias), (model.rnn.bias_hh_l0, 0 * rnn.bias),

@@ -60,30 +60,19 @@ RECIPES: dict[str, dict[str, Any]] = {
 SINES_LENGTH = 32
 
 
-class SeqClassifier(nn.Module):
-    """ReLU RNN over the rows of an image, linear read-out of the last hidden state."""
+class SeqRNN(nn.Module):
+    """ReLU RNN over a sequence with a linear read-out of the last hidden state (classifier) or of
+    every hidden state (``every_element=True``: next-value prediction)."""
 
-    def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
+    def __init__(self, n_in: int, hidden: int, n_out: int, every_element: bool = False) -> None:
         super().__init__()
+        self.every_element = every_element
         self.rnn = nn.RNN(n_in, hidden, nonlinearity="relu", batch_first=True)
         self.fc = nn.Linear(hidden, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(x)
-        return self.fc(h[:, -1, :])
-
-
-class SeqRegressor(nn.Module):
-    """ReLU RNN with a linear read-out at every element (next-value prediction)."""
-
-    def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
-        super().__init__()
-        self.rnn = nn.RNN(n_in, hidden, nonlinearity="relu", batch_first=True)
-        self.fc = nn.Linear(hidden, n_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.rnn(x)
-        return self.fc(h)
+        return self.fc(h if self.every_element else h[:, -1, :])
 
 
 def noisy_forward(model: Any, x: torch.Tensor, noise_k: int) -> torch.Tensor:
@@ -106,7 +95,7 @@ def noisy_forward(model: Any, x: torch.Tensor, noise_k: int) -> torch.Tensor:
         h = torch.relu(drive[:, t] + h @ w_hh.T) + noise[:, t]
         states.append(h)
     hs = torch.stack(states, dim=1)
-    return model.fc(hs[:, -1]) if isinstance(model, SeqClassifier) else model.fc(hs)
+    return model.fc(hs) if model.every_element else model.fc(hs[:, -1])
 
 
 def irnn_init(rnn: nn.RNN, seed: int) -> None:
@@ -155,8 +144,8 @@ def load_data(dataset: str, dirs: dict[str, str | None]) -> tuple[np.ndarray, np
 def build(name: str) -> nn.Module:
     rec = RECIPES[name]
     if rec["dataset"] == "sines":
-        return SeqRegressor(1, rec["hidden"], 1)
-    return SeqClassifier(28, rec["hidden"], 10)
+        return SeqRNN(1, rec["hidden"], 1, every_element=True)
+    return SeqRNN(28, rec["hidden"], 10)
 
 
 def torch_eval(model: nn.Module, x: np.ndarray) -> np.ndarray:

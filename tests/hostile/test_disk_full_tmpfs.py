@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 from spikebridge.store.spikes import SpikeStore
+from tests.store.test_stream import _arrays as _stream_arrays
+from tests.store.test_stream import _assert_same
 
 ROOT = Path(__file__).resolve().parents[2]
 N, BS = 48, 6
@@ -44,22 +46,11 @@ def _simulate(net: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def _arrays(path: Path, n: int | None = None) -> dict[str, np.ndarray]:
-    with SpikeStore(path) as st:  # opening verifies every counted batch
-        n = st.n_done if n is None else n
-        out = {"counts_t": st.file["output/counts_t"][:n], "pot": st.file["output/potential_t"][:n], "labels": st.labels[:n],
-               "ann": st.ann_outputs[:n]}
-        for name in st:
-            sp = st.read_spikes(name, 0, n)
-            out[f"{name}/sample"], out[f"{name}/neuron"], out[f"{name}/step"] = sp.sample, sp.neuron, sp.step
-        for name in st.count_populations:
-            out[f"counts/{name}"] = st.counts(name)[:n]
+    """test_stream's arrays of a store (opening it verifies every counted batch) and its ANN outputs."""
+    out = _stream_arrays(path, n)
+    with SpikeStore(path) as st:
+        out["ann"] = st.ann_outputs[: len(out["labels"])]
     return out
-
-
-def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
