@@ -74,6 +74,8 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", *, what: str = "file"
         raise FileNotFoundError(f"{what} '{p}' does not exist")
     if mode in ("x", "w-") and p.exists():
         raise FileExistsError(f"{what} '{p}' already exists; choose another path or allow overwriting")
+    if not reading and not p.parent.is_dir():
+        raise FileNotFoundError(f"output folder '{p.parent}' of {what} '{p}' does not exist; create it first")
     try:
         f = h5py.File(p, mode, **kwargs)
     except OSError as err:

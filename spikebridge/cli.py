@@ -371,7 +371,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         taken = [p for p in _plot_names(args.spikes, args.plots) if p.exists()]
         if taken:
             raise ValidationError(f"output '{taken[0]}' exists; pass --overwrite to replace the figures in '{args.plots}'", attr="plots")
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # progress for a person at a terminal; a script reading stderr gets only the one error line
+    chatty = not args.quiet and sys.stderr.isatty()
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if chatty else (lambda msg: None)
     t0 = time.perf_counter()
     say(f"comparing '{args.spikes}': reading its spikes and ANN outputs ...")
     report = compare(args.spikes)

@@ -392,6 +392,27 @@ def preset(name: str, **changes: Any) -> ConversionConfig:
     return dataclasses.replace(PRESETS[name], **changes)
 
 
+#: schemes of Dask scheduler addresses that reach another process (inproc:// is a scheduler inside this process)
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def _scheduler_problem(address: object) -> str:
+    """Why ``address`` is not a usable ``scheme://host:port`` Dask scheduler address ("" if it is)."""
+    if not isinstance(address, str):
+        return "not a string"
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return "no scheme (tcp://, tls://, ws://, wss://, ucx://)"
+    if scheme not in _SCHEDULER_SCHEMES:
+        return f"scheme {scheme!r} is not one of {', '.join(_SCHEDULER_SCHEMES)} (use 'local' for a cluster on this machine)"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host.strip("[]"):
+        return "no host:port after the scheme"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SimulationConfig(_Config):
     """How a spiking network is simulated in Brian2.
@@ -486,11 +507,14 @@ class SimulationConfig(_Config):
             raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
             raise ValidationError(f"SimulationConfig.workers: must be an int >= 0, got {self.workers!r}", attr="workers", obj=self)
-        if self.scheduler is not None and (not isinstance(self.scheduler, str) or (self.scheduler != "local" and "://" not in self.scheduler)):
-            raise ValidationError(
-                f"SimulationConfig.scheduler: expected None, 'local' or a Dask scheduler address like 'tcp://host:8786', got {self.scheduler!r}",
-                attr="scheduler", obj=self,
-            )
+        if self.scheduler is not None and self.scheduler != "local":
+            problem = _scheduler_problem(self.scheduler)
+            if problem:
+                raise ValidationError(
+                    f"SimulationConfig.scheduler: {problem}; expected None, 'local' or a Dask scheduler address like "
+                    f"'tcp://host:8786', got {self.scheduler!r}",
+                    attr="scheduler", obj=self,
+                )
         if isinstance(self.record, str):
             object.__setattr__(self, "record", (self.record,))
         elif isinstance(self.record, (list, tuple)) and all(isinstance(r, str) for r in self.record):

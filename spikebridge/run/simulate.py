@@ -8,14 +8,16 @@ built, so memory stays bounded and a long run can be resumed with ``start``).
 from __future__ import annotations
 
 import logging
+import os
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ..config import SimulationConfig
-from ..errors import ValidationError
+from ..errors import SpikebridgeWarning, ValidationError
 from ..snn.network import SpikingNetwork
 from ..store.record import SpikeRecord, concat_records
 from ..engines.brian2.builder import estimate_memory
@@ -115,6 +117,13 @@ def iter_simulate(
 
         yield from iter_dask(compiled, plan, cfg, start, target, engine)
         return
+    cores = os.cpu_count() or 1
+    if cfg.workers > cores and target != "cpp_standalone":
+        warnings.warn(
+            f"SimulationConfig.workers={cfg.workers} is more than this machine's {cores} cores: the extra worker "
+            "processes only share the cores and each holds its own copy of the network; workers=0 runs one per core",
+            SpikebridgeWarning, stacklevel=2,
+        )
     bs = plan_batches(compiled, n - start, cfg)
     starts = list(range(start, n, bs))
     progress = progress_bar(cfg, n - start, snn.name)

@@ -136,6 +136,8 @@ def simulate_to_store(
     """
     config = config or SimulationConfig()
     path = Path(path)
+    if not path.parent.is_dir():  # said before simulating, not after the run when the first batch is written
+        raise ValidationError(f"output folder '{path.parent}' of spike store '{path}' does not exist; create it first", attr="output")
     x = None if inputs is None else np.asarray(inputs)
     n_samples = 1 if x is None else int(x.shape[0])
     if n_samples < 1:

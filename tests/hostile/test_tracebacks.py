@@ -247,8 +247,10 @@ def test_onnx_lists_every_unsupported_operator_most_specific_first(tmp_path, cap
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert main(["inspect", str(path)]) == 1
     err = _one_error_line(capsys)
-    assert err.startswith("spikebridge: error: 3 unsupported ONNX layers: 'lstm' of type LSTM, "
-                          "'transpose_in' of type Transpose, 'squeeze_out' of type Squeeze; supported: Add, ")
+    # the recurrent layer is named first, with why it has no spiking form and what converts instead
+    assert err.startswith("spikebridge: error: unsupported ONNX layer 'lstm' of type LSTM; supported: Add, ")
+    assert err.endswith("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu') or ONNX RNN with Relu becomes a "
+                        "recurrent spiking network")
 
 
 def test_torch_and_keras_list_every_unsupported_layer(tmp_path):
@@ -299,3 +301,58 @@ def test_text_file_named_npz_is_not_blamed_on_pickles(net_and_data, tmp_path, ca
     assert _one_error_line(capsys) == (
         f"spikebridge: error: '{tmp_path / 'g.npz'}' is not a .npz file (no zip signature); save arrays with np.savez(path, x=..., y=...)"
     )
+
+
+@pytest.mark.parametrize("address", ["tcp://", "tcp://h:notaport", "udp://x:1", "tls://", "inproc://", "tcp://h:0", "h:8786"])
+def test_malformed_scheduler_addresses_are_one_line_errors(address):
+    """Issue 19 §5: each gave 'internal error: ValueError' from Dask; now SimulationConfig refuses them."""
+    from spikebridge.config import SimulationConfig
+    from spikebridge.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"^SimulationConfig\.scheduler: .+expected None, 'local' or a Dask scheduler address"):
+        SimulationConfig(scheduler=address)
+    assert SimulationConfig(scheduler="tcp://127.0.0.1:8786").scheduler == "tcp://127.0.0.1:8786"
+    assert SimulationConfig(scheduler="tls://[::1]:8786").scheduler == "tls://[::1]:8786"
+
+
+def test_missing_output_folders_are_said_before_anything_runs(tmp_path):
+    """Issue 19 §5: a network saved into a missing folder gave a raw '[Errno 2]'; a spike store in a missing
+    folder was found only after the whole simulation, when the first batch was written."""
+    import numpy as np
+
+    import spikebridge.run.store as run_store
+    from spikebridge.ir import AnnGraph, Dense, Input, ReLU
+    from spikebridge.run.calibrate import convert
+    from spikebridge.snn.network import save_network
+    from spikebridge.errors import ValidationError
+
+    g = AnnGraph([Input(name="x", shape=(2,)), Dense(name="fc", weight=[[1.0, 0.5]]), ReLU(name="r"), Dense(name="out", weight=[[1.0]])])
+    snn = convert(g, calibration=np.array([[1.0, 1.0], [0.5, 0.0]]))
+    with pytest.raises(FileNotFoundError, match=r"^output folder '.*nodir' of network file '.*net\.h5' does not exist; create it first$"):
+        save_network(snn, tmp_path / "nodir" / "net.h5")
+    calls = []
+    original = run_store._backend_iter
+    run_store._backend_iter = lambda *a, **k: calls.append(a) or original(*a, **k)
+    try:
+        with pytest.raises(ValidationError, match=r"^output folder '.*nodir' of spike store '.*s\.h5' does not exist"):
+            run_store.simulate_to_store(snn, np.ones((2, 2)), tmp_path / "nodir" / "s.h5")
+    finally:
+        run_store._backend_iter = original
+    assert calls == []  # nothing was simulated
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_more_workers_than_cores_explains_itself():
+    """Issue 19 §5: workers = 1000 ran silently."""
+    import numpy as np
+
+    from spikebridge.config import SimulationConfig
+    from spikebridge.errors import SpikebridgeWarning
+    from spikebridge.run.simulate import simulate
+    from spikebridge.snn.network import Population, SpikingNetwork
+
+    net = SpikingNetwork([Population(name="a", n=1, model="if", bias=370.0, role="output")], output="a")
+    workers = (os.cpu_count() or 1) + 1
+    with pytest.warns(SpikebridgeWarning, match=rf"^SimulationConfig\.workers={workers} is more than this machine's \d+ cores"):
+        rec = simulate(net, None, SimulationConfig(n_steps=64, target="numpy", workers=workers))
+    assert int(np.asarray(rec.output_counts)[0, 0]) == 23  # and the run is the same
