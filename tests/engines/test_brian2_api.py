@@ -105,3 +105,19 @@ def test_brian2_random_drive_reproduced_with_the_documented_seed():
     brian2.seed(cfg.seed)  # the one thing the user owns for Brian2-drawn randomness (docs/brian2.md)
     net.run()
     assert _same(net.spike_record(), ref) > 20
+
+
+def test_run_with_progress_says_what_it_does_and_keeps_the_spikes(rng, capsys):
+    import brian2
+
+    snn = mixed(rng, kind="current")
+    x = rng.uniform(0, 1, size=(2, 5))
+    cfg = SimulationConfig(n_steps=30, target="numpy", record=("all",))
+    ref = simulate(snn, x, cfg)
+    brian2.prefs.codegen.target = "numpy"
+    net = to_brian2(snn, x, config=cfg)
+    net.run(progress=True, report_period=0 * brian2.second)
+    err = capsys.readouterr().err
+    assert "to_brian2: generating code" in err and "target numpy" in err
+    assert "100.0% of 30 steps x 2 samples" in err  # Brian2's final report
+    assert _same(net.spike_record(), ref) > 0

@@ -26,6 +26,7 @@ Objects you add get their ``when`` slot from that schedule as usual.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,25 @@ if TYPE_CHECKING:  # pragma: no cover
     import brian2
 
 __all__ = ["Brian2Network", "to_brian2"]
+
+
+def _report_progress(steps: int, batch: int) -> Any:
+    """A Brian2 ``report`` callable printing one progress line to stderr.
+
+    Brian2 calls it with the wall time elapsed (seconds), the fraction of the
+    run completed, the run's start time and its duration (simulated seconds).
+    """
+
+    def report(elapsed: Any, completed: float, start: Any, duration: Any) -> None:
+        wall = float(elapsed)
+        left = wall * (1.0 - completed) / completed if completed > 0 else float("nan")
+        eta = f", about {left:.0f} s left" if completed > 0 and completed < 1 else ""
+        print(
+            f"to_brian2: {completed:6.1%} of {steps} steps x {batch} samples, {wall:.0f} s elapsed{eta}",
+            file=sys.stderr, flush=True,
+        )
+
+    return report
 
 
 @dataclass
@@ -103,14 +123,36 @@ class Brian2Network:
         """Planned run time in seconds (``n_steps * dt``)."""
         return self.n_steps * self.dt
 
-    def run(self, n_steps: int | None = None, **kwargs: Any) -> None:
+    def run(self, n_steps: int | None = None, progress: bool = False, **kwargs: Any) -> None:
         """Run the network for ``n_steps`` steps (default :attr:`n_steps`) with an empty namespace.
 
         Equivalent to ``self.network.run(n_steps * dt * second, namespace={}, **kwargs)``.
+
+        Parameters
+        ----------
+        n_steps : int, optional
+            Steps to run (default :attr:`n_steps`).
+        progress : bool
+            Print to stderr that Brian2 is generating (and, for a compiled
+            target, compiling) code, then the share of simulated time done
+            with the elapsed and estimated remaining wall time every 5 s,
+            so a long first run is not silent.  Ignored when ``report`` is
+            passed.
+        **kwargs
+            Passed to ``brian2.Network.run`` (``report``, ``profile``...).
         """
         import brian2 as b2
 
         steps = self.n_steps if n_steps is None else int(n_steps)
+        if progress and "report" not in kwargs:
+            target = b2.prefs.codegen.target
+            print(
+                f"to_brian2: generating code for {len(self.groups)} groups and {len(self.synapses)} synapses "
+                f"(target {target!s}; a first cython build can take minutes, later runs reuse the cache)",
+                file=sys.stderr, flush=True,
+            )
+            kwargs["report"] = _report_progress(steps, self.batch_size)
+            kwargs.setdefault("report_period", 5 * b2.second)
         self.network.run(steps * self.dt * b2.second, namespace=kwargs.pop("namespace", {}), **kwargs)
 
     def spike_record(self) -> SpikeRecord:
