@@ -30,6 +30,7 @@ __all__ = [
     "check_contained",
     "check_declared_size",
     "read_dataset",
+    "check_total_size",
     "array_budget",
     "text_attr",
     "read_attrs",
@@ -211,6 +212,46 @@ def check_declared_size(ds: h5py.Dataset, where: str, error: type[Exception] = S
             f"only {stored} bytes of it; the file is truncated or forged"
         )
     return nbytes
+
+
+def check_total_size(
+    f: h5py.File | h5py.Group, where: str, error: type[Exception] = StoreFormatError, *, bytes_per_value: int = 16,
+    what: str = "its stored array and its float64/int64 copy",
+) -> int:
+    """Refuse a file whose datasets together, once read and converted, exceed :func:`array_budget`.
+
+    Every dataset of ``f`` is counted by its declared shape (nothing is read):
+    ``bytes_per_value`` bytes per value covers what a reader holds at its peak,
+    e.g. an int32 index read (4 bytes) beside its int64 copy (8).  Each
+    dataset is still checked alone by :func:`check_declared_size`.
+
+    Returns
+    -------
+    int
+        The bytes counted.
+
+    Raises
+    ------
+    error
+        The total exceeds the budget.
+    """
+    total = 0.0
+
+    def count(name: str, obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+            total += float(np.prod(obj.shape, dtype=np.float64))
+
+    f.visititems(count)
+    need = total * bytes_per_value
+    budget = array_budget()
+    if need > budget:
+        raise error(
+            f"{where}: its datasets hold {total:.0f} values, {need / 1e6:.0f} MB once read and converted "
+            f"({bytes_per_value} bytes per value: {what}), more than the {budget / 1e6:.0f} MB array budget "
+            "(set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+        )
+    return int(need)
 
 
 def read_dataset(ds: h5py.Dataset, where: str, error: type[Exception] = StoreFormatError) -> Any:

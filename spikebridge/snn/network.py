@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .kernels import SharedKernel
-from .._h5 import (AttrView, array_budget, check_format, create_checked_dataset, json_attr, open_h5, read_array, read_attrs,
+from .._h5 import (AttrView, array_budget, check_format, check_total_size, create_checked_dataset, json_attr, open_h5, read_array, read_attrs,
                    refuse_mismatches, seal_attrs, text_attr, verify_attrs, write_format)
 from ..errors import SpikebridgeError, StoreFormatError, ValidationError
 
@@ -809,6 +809,8 @@ def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
     # checksums are verified once the typed checks passed (their messages name the part): any mismatch
     # of an attribute or of a dataset's values then refuses the file
     damaged: list[str] = []
+    # every array is held twice at the peak (as stored, and as the float64/int64 copy a Projection keeps)
+    check_total_size(f, where, E)
     budget = array_budget()
     populations = []
     pops = _group(f, "populations", where)
