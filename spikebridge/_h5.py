@@ -595,7 +595,7 @@ def array_sha256(arr: Any) -> str:
     a = np.asarray(arr)
     le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # no copy for native little-endian
     h = hashlib.sha256(f"{a.dtype.kind}{a.dtype.itemsize}:{tuple(a.shape)}:".encode())
-    h.update(memoryview(le).cast("B") if le.size else b"")
+    h.update(le.data.cast("B") if le.size else b"")
     return h.hexdigest()
 
 
