@@ -30,6 +30,7 @@ __all__ = [
     "check_contained",
     "check_declared_size",
     "read_dataset",
+    "check_total_size",
     "array_budget",
     "text_attr",
     "read_attrs",
@@ -37,6 +38,11 @@ __all__ = [
     "read_array",
     "root_attr",
     "HEAP_READ_TIMEOUT_S",
+    "array_sha256",
+    "create_checked_dataset",
+    "seal_attrs",
+    "verify_attrs",
+    "refuse_mismatches",
 ]
 
 #: HDF5 filter ids whose largest possible expansion on reading is known (decoded bytes
@@ -206,6 +212,46 @@ def check_declared_size(ds: h5py.Dataset, where: str, error: type[Exception] = S
             f"only {stored} bytes of it; the file is truncated or forged"
         )
     return nbytes
+
+
+def check_total_size(
+    f: h5py.File | h5py.Group, where: str, error: type[Exception] = StoreFormatError, *, bytes_per_value: int = 16,
+    what: str = "its stored array and its float64/int64 copy",
+) -> int:
+    """Refuse a file whose datasets together, once read and converted, exceed :func:`array_budget`.
+
+    Every dataset of ``f`` is counted by its declared shape (nothing is read):
+    ``bytes_per_value`` bytes per value covers what a reader holds at its peak,
+    e.g. an int32 index read (4 bytes) beside its int64 copy (8).  Each
+    dataset is still checked alone by :func:`check_declared_size`.
+
+    Returns
+    -------
+    int
+        The bytes counted.
+
+    Raises
+    ------
+    error
+        The total exceeds the budget.
+    """
+    total = 0.0
+
+    def count(name: str, obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+            total += float(np.prod(obj.shape, dtype=np.float64))
+
+    f.visititems(count)
+    need = total * bytes_per_value
+    budget = array_budget()
+    if need > budget:
+        raise error(
+            f"{where}: its datasets hold {total:.0f} values, {need / 1e6:.0f} MB once read and converted "
+            f"({bytes_per_value} bytes per value: {what}), more than the {budget / 1e6:.0f} MB array budget "
+            "(set SPIKEBRIDGE_MAX_ARRAY_BYTES to allow it)"
+        )
+    return int(need)
 
 
 def read_dataset(ds: h5py.Dataset, where: str, error: type[Exception] = StoreFormatError) -> Any:
@@ -530,9 +576,81 @@ class AttrView:
         return value
 
 
+# -- checksums of our own files --------------------------------------------
+
+#: attribute of a dataset: SHA-256 (hex) of its contents, see :func:`array_sha256`
+SHA_ATTR = "sha256"
+#: root attribute: SHA-256 (hex) of every other attribute in the file, see :func:`attrs_sha256`
+ATTRS_SHA_ATTR = "attrs_sha256"
+
+
+def array_sha256(arr: Any) -> str:
+    """SHA-256 (hex) of an array's dtype kind and size, shape and little-endian bytes.
+
+    The same for the array written and the array read back, whatever byte
+    order the file stores it in.
+    """
+    import hashlib
+
+    a = np.asarray(arr)
+    le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # no copy for native little-endian
+    h = hashlib.sha256(f"{a.dtype.kind}{a.dtype.itemsize}:{tuple(a.shape)}:".encode())
+    h.update(le.data.cast("B") if le.size else b"")
+    return h.hexdigest()
+
+
+def create_checked_dataset(group: h5py.Group, key: str, data: Any, **kwargs: Any) -> h5py.Dataset:
+    """``group.create_dataset(key, data=data, **kwargs)`` with attribute ``sha256``: the
+    :func:`array_sha256` of the values as stored (verified by :func:`read_array` given the file's attributes)."""
+    ds = group.create_dataset(key, data=data, **kwargs)
+    ds.attrs[SHA_ATTR] = fixed_text(array_sha256(np.asarray(data, dtype=ds.dtype)))
+    return ds
+
+
+def attrs_sha256(attrs: Mapping[str, Mapping[str, Any]]) -> str:
+    """SHA-256 (hex) of every attribute of every object (as :func:`read_attrs` gives them), the
+    root's ``attrs_sha256`` left out: object paths, attribute names and values in a canonical JSON."""
+    import hashlib
+
+    canon = {path: {k: v for k, v in sorted(values.items()) if not (path == "/" and k == ATTRS_SHA_ATTR)}
+             for path, values in sorted(attrs.items())}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def seal_attrs(f: h5py.File, where: str = "file") -> None:
+    """Write the root attribute ``attrs_sha256`` over every attribute now in ``f`` (call last, once
+    everything is written); the per-dataset checksums are attributes, so this covers the whole content."""
+    # read here with heap strings allowed: the file is our own, open for writing (and locked against
+    # the separate process read_attrs would start for a variable-length string)
+    f.attrs[ATTRS_SHA_ATTR] = fixed_text(attrs_sha256(_h5attrs.snapshot(f, allow_heap=True, limit=_attr_limit(f))))
+
+
+def verify_attrs(attrs: Mapping[str, Mapping[str, Any]], where: str, error: type[Exception] = StoreFormatError) -> bool:
+    """Check the root ``attrs_sha256`` against the file's attributes (all of them, from :func:`read_attrs`).
+
+    Files written before checksums existed have none and pass unchecked (returns False).  A file
+    with dataset checksums but no root one lost it to damage and is refused.
+
+    Raises
+    ------
+    error
+        The attributes (text, numbers, names or dataset checksums) differ from what was written.
+    """
+    expected = attrs.get("/", {}).get(ATTRS_SHA_ATTR)
+    if expected is None:
+        if any(SHA_ATTR in v for v in attrs.values()):
+            raise error(f"{where} is damaged: its datasets carry checksums but the root attribute "
+                        f"'{ATTRS_SHA_ATTR}' is missing")
+        return False
+    if not isinstance(expected, str) or attrs_sha256(attrs) != expected:
+        raise error(f"{where} is damaged: its attributes do not match the checksum written with them "
+                    "(SHA-256); the file was changed or corrupted after it was saved")
+    return True
+
+
 def read_array(
     group: h5py.Group, key: str, where: str, error: type[Exception] = StoreFormatError, *, ndims: tuple[int, ...] = (0, 1),
-    kinds: str = "iuf",
+    kinds: str = "iuf", attrs: Mapping[str, Mapping[str, Any]] | None = None, mismatches: list[str] | None = None,
 ) -> np.ndarray:
     """Dataset ``key`` of ``group`` after checking it is a numeric dataset (numpy kinds ``kinds``) of an
     allowed rank that its file backs.
@@ -541,10 +659,16 @@ def read_array(
     dataset would be read from the global heap) or of an unbacked size (see
     :func:`check_declared_size`).
 
+    ``attrs``: the file's attributes from :func:`read_attrs`; when given and the dataset has a
+    ``sha256`` attribute (see :func:`create_checked_dataset`), the values read are verified against it;
+    with ``mismatches`` a dataset that does not match is appended to it (the caller refuses the file once
+    its typed checks are done, see :func:`refuse_mismatches`) instead of raised at once.
+
     Raises
     ------
     error
-        Missing, not a dataset, not integers or floats, of another rank, or too large.
+        Missing, not a dataset, not integers or floats, of another rank, too large, or (with ``attrs``)
+        not matching its checksum.
     """
     name = f"{group.name.rstrip('/')}/{key}"
     if key not in group:
@@ -557,4 +681,18 @@ def read_array(
         raise error(f"{where}: dataset '{name}' holds {dt}; expected {'integers' if kinds == 'iu' else 'integers or floats'}")
     if ds.shape is None or ds.ndim not in ndims:
         raise error(f"{where}: dataset '{name}' has shape {ds.shape}; expected {' or '.join(f'{n}-D' for n in ndims)}")
-    return np.asarray(read_dataset(ds, where, error))
+    arr = np.asarray(read_dataset(ds, where, error))
+    expected = attrs.get(ds.name, {}).get(SHA_ATTR) if attrs is not None else None
+    if expected is not None and array_sha256(arr) != expected:
+        if mismatches is None:
+            refuse_mismatches([name], where, error)
+        else:
+            mismatches.append(name)
+    return arr
+
+
+def refuse_mismatches(names: list[str], where: str, error: type[Exception] = StoreFormatError) -> None:
+    """Raise ``error`` naming the datasets of ``names`` (none: nothing to refuse)."""
+    if names:
+        more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+        raise error(f"{where} is damaged: dataset '{names[0]}'{more} does not match the checksum written with it (SHA-256)")

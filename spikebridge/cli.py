@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -788,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpikebridgeError, OSError) as err:  # OSError: missing/existing/unreadable files, permissions, disk
         if args.debug:
             raise
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        msg = _error_line(err)
         print(f"spikebridge: error: {msg}", file=sys.stderr)
         if type(err).__name__ == "StoreFullError":
             # HDF5 still holds the objects whose writes failed and would crash the interpreter
@@ -800,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the promise is one line, whatever went wrong
         if args.debug:
             raise
-        text = str(err).splitlines()[0][:300] if str(err) else ""
+        text = _error_line(err, "")[:300]
         print(f"spikebridge: internal error: {type(err).__name__}{': ' + text if text else ''}; "
               "rerun with --debug for the traceback", file=sys.stderr)
         return EXIT_CODES["internal error"]
@@ -813,6 +814,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: exit statuses of :func:`main` (documented in docs/cli.md)
+def _error_line(err: BaseException, empty: str | None = None) -> str:
+    """The first line of ``err``'s message for the one-line error, without Python's raw ``[Errno N]``
+    prefix (an OSError says "No such file or directory: 'x'", the words alone); ``empty`` (default: the
+    exception's type name) when there is no message."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", text).strip()
+    return text or (type(err).__name__ if empty is None else empty)
+
+
 EXIT_CODES = {"ok": 0, "error": 1, "usage": 2, "internal error": 3, "interrupted": 130, "broken pipe": 141}
 
 

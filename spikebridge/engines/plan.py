@@ -275,6 +275,52 @@ class InputPlan:
         )
 
 
+#: inputs above this many times the calibrated input scale (``encoding["scale"]``) are warned about:
+#: the calibration saw nothing like them, the first layers saturate and the accuracy means little
+INPUT_WARN_FACTOR = 100.0
+#: inputs above this many times the input scale (1 when none was calibrated) are refused: a neuron
+#: spikes at most once (or ``burst`` times) per step, so such a drive only saturates every neuron
+INPUT_REFUSE_FACTOR = 1e6
+
+
+def check_input_magnitude(snn: SpikingNetwork, x: NDArray[np.float64]) -> None:
+    """Refuse or warn about finite inputs far outside the range the network was calibrated for.
+
+    The rule: ``m = max |x| / scale`` with ``scale = encoding["scale"]`` (the calibration's input
+    percentile; 1 for a network built without calibration).  ``m > INPUT_REFUSE_FACTOR`` (10^6) is
+    refused; ``m > INPUT_WARN_FACTOR`` (100) warns once, for calibrated networks only.
+
+    Raises
+    ------
+    ValidationError
+        ``m`` above :data:`INPUT_REFUSE_FACTOR`.
+    """
+    if x.size == 0:
+        return
+    calibrated = "scale" in snn.encoding
+    scale = abs(float(snn.encoding.get("scale", 1.0))) or 1.0
+    peak = float(np.max(np.abs(x)))
+    ratio = peak / scale
+    if not np.isfinite(ratio) or ratio > INPUT_REFUSE_FACTOR:
+        raise ValidationError(
+            f"inputs reach {peak:.3g}, {ratio:.3g} times the network's input scale {scale:.3g}"
+            f"{' (its calibration)' if calibrated else ''}: more than {INPUT_REFUSE_FACTOR:.0e} times would only "
+            "saturate every neuron; check the data's units and scaling",
+            attr="inputs",
+        )
+    if calibrated and ratio > INPUT_WARN_FACTOR:
+        import warnings
+
+        from ..errors import AccuracyWarning
+
+        warnings.warn(
+            f"inputs reach {peak:.3g}, {ratio:.3g} times the input scale {scale:.3g} the network '{snn.name}' was "
+            f"calibrated on (over {INPUT_WARN_FACTOR:.0f} times): its first layers saturate and the accuracy means "
+            "little; check the data's units and scaling (e.g. pixels 0-255 for a network calibrated on 0-1)",
+            AccuracyWarning, stacklevel=3,
+        )
+
+
 def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> InputPlan:
     """Turn ANN-unit inputs into currents or rates for the simulators.
 
@@ -345,6 +391,7 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
     x = x.reshape(x.shape[0], n_in)
     if not np.all(np.isfinite(x)):
         raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    check_input_magnitude(snn, x)
     scale = float(snn.encoding.get("scale", 1.0)) or 1.0
     xs = x / scale
     if kind == "current":
@@ -385,6 +432,7 @@ def _prepare_sequence(snn: SpikingNetwork, x: NDArray[np.float64], kind: str, n_
         )
     if not np.all(np.isfinite(x)):
         raise ValidationError("inputs contain NaN or Inf", attr="inputs")
+    check_input_magnitude(snn, x)
     xs = x / (float(snn.encoding.get("scale", 1.0)) or 1.0)
     currents: dict[str, NDArray[np.float64]] = {}
     for proj in snn.outgoing(snn.input):  # type: ignore[arg-type]

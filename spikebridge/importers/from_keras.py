@@ -178,15 +178,28 @@ def _layer_calls(layer: dict[str, Any]) -> list[Any]:
     return list(nodes) if isinstance(nodes, list) else [nodes]
 
 
+def _config_dims(value: Any, key: str, where: str) -> list[int]:
+    """The dimensions after the batch one of a config's ``key`` (a JSON list of integers or nulls);
+    anything else (a string, a fraction, a boolean) is a bad file, refused naming it."""
+    if not isinstance(value, list):
+        raise ModelFormatError(f"{where}: the model config's {key} is {str(value)[:60]!r}; expected a list of integers")
+    dims = value[1:]
+    for dim in dims:
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise ModelFormatError(
+                f"{where}: the model config's {key} has the dimension {str(dim)[:40]!r}; expected an integer (or null)")
+    return dims
+
+
 def _input_shape(chain: list[dict[str, Any]], declared: Any, where: str) -> list[int]:
     for layer in chain[:1]:
         cfg = layer.get("config", {})
         for key in ("batch_shape", "batch_input_shape"):
             if cfg.get(key):
-                return list(cfg[key])[1:]
+                return _config_dims(cfg[key], key, where)
         build = layer.get("build_config") or {}
         if isinstance(build, dict) and build.get("input_shape"):
-            return list(build["input_shape"])[1:]
+            return _config_dims(build["input_shape"], "input_shape", where)
     if declared:
         return list(declared)[1:]
     raise ValidationError(f"{where}: the model config declares no input shape; pass input_shape=", attr="input_shape")

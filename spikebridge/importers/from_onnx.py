@@ -223,7 +223,12 @@ def from_onnx(
             consts[out] = np.array([batch, *builder.shape_of(layer_of[node.input[0]])], dtype=np.int64)
             continue
         if op in _SHAPE_OPS and node.input and all((not i) or i in consts for i in node.input):
-            consts[out] = _eval_shape_op(node, [consts[i] for i in node.input if i], attrs)
+            try:
+                consts[out] = _eval_shape_op(node, [consts[i] for i in node.input if i], attrs)
+            except (IndexError, ValueError, TypeError) as err:  # an index or axis out of range: a bad file
+                first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+                raise ModelFormatError(f"{where}: node '{nname}' ({op}) cannot be computed from its constant inputs: "
+                                       f"{first}") from err
             continue
         if op in ("LSTM", "GRU") or (op == "RNN" and [str(a) for a in attrs.get("activations", ["Tanh"])] != ["Relu"]):
             from .from_torch import recurrent_refusal

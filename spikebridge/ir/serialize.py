@@ -31,7 +31,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._h5 import AttrView, check_format, json_attr, open_h5, read_array, read_attrs, text_attr, write_format
+from .._h5 import (AttrView, check_format, create_checked_dataset, json_attr, open_h5, read_array, read_attrs, seal_attrs,
+                   refuse_mismatches, text_attr, verify_attrs, write_format)
 from ..errors import ModelFormatError, SpikebridgeError, StoreFormatError, ValidationError
 from .graph import AnnGraph
 from .layers import LAYER_TYPES, Layer
@@ -127,17 +128,19 @@ def write_graph_group(group: h5py.Group, graph: AnnGraph) -> None:
         g.attrs["type"] = text_attr(layer.type_name)
         g.attrs["params"] = text_attr(json_attr(params))
         for key, arr in arrays.items():
-            g.create_dataset(key, data=np.asarray(arr, dtype=np.float64))
+            create_checked_dataset(g, key, np.asarray(arr, dtype=np.float64))
 
 
 def read_graph_group(
-    group: h5py.Group, *, where: str = "file", attrs: dict[str, dict[str, Any]] | None = None
+    group: h5py.Group, *, where: str = "file", attrs: dict[str, dict[str, Any]] | None = None,
+    mismatches: list[str] | None = None,
 ) -> AnnGraph:
     """Read a graph written by :func:`write_graph_group`.
 
     ``attrs``: the file's attributes as :func:`spikebridge._h5.read_attrs` gave them
     (read from ``group`` when None).  Attribute types and dataset dtypes, ranks and
-    declared sizes are checked before reading.
+    declared sizes are checked before reading.  Datasets whose values do not match their checksum are
+    appended to ``mismatches`` when given (see :func:`spikebridge._h5.read_array`), refused at once otherwise.
 
     Raises
     ------
@@ -145,7 +148,8 @@ def read_graph_group(
         Missing, damaged or inconsistent parts (one line naming the part).
     """
     try:
-        return _read_graph_group(group, where, read_attrs(group, where, ModelFormatError) if attrs is None else attrs)
+        return _read_graph_group(group, where, read_attrs(group, where, ModelFormatError) if attrs is None else attrs,
+                                 mismatches)
     except ModelFormatError:
         raise
     except SpikebridgeError as err:
@@ -155,7 +159,8 @@ def read_graph_group(
         raise ModelFormatError(f"{where}: damaged or inconsistent graph: {type(err).__name__}: {text}") from err
 
 
-def _read_graph_group(group: h5py.Group, where: str, attrs: dict[str, dict[str, Any]]) -> AnnGraph:
+def _read_graph_group(group: h5py.Group, where: str, attrs: dict[str, dict[str, Any]],
+                      mismatches: list[str] | None = None) -> AnnGraph:
     E = ModelFormatError
     if "layers" not in group or not isinstance(group.get("layers"), h5py.Group):
         raise E(f"{where}: no 'layers' group")
@@ -174,7 +179,7 @@ def _read_graph_group(group: h5py.Group, where: str, attrs: dict[str, dict[str, 
         except ModelFormatError as err:
             raise E(f"{where}: layer group {k} is incomplete or unreadable: {str(err).removeprefix(where + ': ')}") from None
         for key in g.keys():
-            spec[key] = read_array(g, key, where, E, ndims=tuple(range(7)))
+            spec[key] = read_array(g, key, where, E, ndims=tuple(range(7)), attrs=attrs, mismatches=mismatches)
         specs.append(spec)
     root = AttrView(attrs, group.name, where, E)
     data = {
@@ -203,6 +208,7 @@ def save_graph(graph: AnnGraph, path: str | os.PathLike[str], *, overwrite: bool
     with open_h5(path, "w" if overwrite else "x", what="model file") as f:
         write_format(f, FORMAT, format_version(graph), fixed=True)
         write_graph_group(f, graph)
+        seal_attrs(f, f"model file '{path}'")
 
 
 def load_graph(path: str | os.PathLike[str]) -> AnnGraph:
@@ -228,4 +234,9 @@ def load_graph(path: str | os.PathLike[str]) -> AnnGraph:
             if "format_version" in str(err) and "upgrade spikebridge" in str(err):
                 raise
             raise ModelFormatError(str(err)) from err
-        return read_graph_group(f, where=where, attrs=attrs)
+        damaged: list[str] = []
+        graph = read_graph_group(f, where=where, attrs=attrs, mismatches=damaged)
+        # checksums after the typed checks, whose messages name the part
+        refuse_mismatches(damaged, where, ModelFormatError)
+        verify_attrs(attrs, where, ModelFormatError)
+        return graph

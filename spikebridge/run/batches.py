@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SimulationConfig
-from ..errors import BuildError
+from ..errors import BuildError, SimulationError
 from ..store.record import SpikeRecord
 from ..engines.brian2.builder import delay_buffer_bytes, estimate_memory, max_batch_size
 from ..engines.brian2.run import import_brian2, resolve_target, run_batch
@@ -144,6 +144,7 @@ def iter_parallel(
     """
     import multiprocessing
     from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     workers = min(n_workers(cfg), len(starts))
     import_brian2()  # once here: the forked workers inherit it instead of each importing it
@@ -158,9 +159,18 @@ def iter_parallel(
             while queue and len(pending) < workers:
                 k0 = queue.pop(0)
                 pending.append((k0, pool.submit(batch_job, compiled, plan.select(k0, k0 + bs), cfg, target, k0)))
+            # the worker processes (started by the submits): their exit codes say how one died
+            procs = list((getattr(pool, "_processes", None) or {}).values())
             while pending:
                 k0, fut = pending.pop(0)
-                rec = fut.result()
+                try:
+                    rec = fut.result()
+                except BrokenProcessPool as err:
+                    raise SimulationError(
+                        f"a worker process died{_death_cause(procs)} while simulating samples {k0}..{k0 + bs - 1} "
+                        "(out of memory, or killed); batches finished before it are kept in an -o store, "
+                        "continue it with --resume"
+                    ) from err
                 if queue:
                     k1 = queue.pop(0)
                     pending.append((k1, pool.submit(batch_job, compiled, plan.select(k1, k1 + bs), cfg, target, k1)))
@@ -175,6 +185,28 @@ def iter_parallel(
                     proc.kill()
 
 
+
+
+def _death_cause(procs: list[Any]) -> str:
+    """`` (killed by signal SIGKILL)`` / `` (exit status 1)`` for the first dead worker of ``procs``, or ''."""
+    import signal
+
+    for proc in procs:
+        code = getattr(proc, "exitcode", None)
+        if code is None:
+            try:
+                proc.join(0.5)  # the pool noticed the death first: give the process table a moment
+            except Exception:  # noqa: BLE001 - a process object of another kind: no cause to tell
+                continue
+            code = getattr(proc, "exitcode", None)
+        if code is not None and code < 0:
+            try:
+                return f" (killed by signal {signal.Signals(-code).name})"
+            except ValueError:
+                return f" (killed by signal {-code})"
+        if code:
+            return f" (exit status {code})"
+    return ""
 
 
 def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> int:

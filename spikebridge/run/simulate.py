@@ -12,6 +12,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -106,6 +107,7 @@ def iter_simulate(
     plan = checked_plan(snn, inputs, tuple(cfg.record), start, dt)
     if plan is None:
         return
+    warn_unusual_settings(compiled, cfg)
     engine = resolve_engine(snn, cfg, compiled)
     if engine == "tensor" and cfg.scheduler is None:
         yield from iter_plan_tensor(compiled, plan, cfg, start)
@@ -149,6 +151,44 @@ def iter_simulate(
         if progress is not None:
             progress.close()
 
+
+
+def warn_unusual_settings(compiled: Plan, cfg: SimulationConfig) -> None:
+    """One warning line each, before a run, for settings that run but cannot mean what was meant.
+
+    - a synaptic delay at least as long as the run (``n_steps * dt``): no spike across it arrives;
+    - a refractory period at least as long as the run: each neuron spikes at most once;
+    - a ``build_dir`` outside the working directory: Brian2 writes (and on a rebuild rewrites) a
+      C++ project there, a place the user may not have meant to hand over.
+    """
+    snn, run = compiled.snn, compiled.n_steps * compiled.dt
+    delays = [(float(np.max(p.delay)), p.name) for p in snn.projections.values() if np.size(p.delay)]
+    if delays:
+        delay, name = max(delays)
+        if delay >= run:
+            warnings.warn(
+                f"projection '{name}' has a delay of {delay:.3g} s, at least the whole run ({compiled.n_steps} steps "
+                f"of {compiled.dt:.3g} s = {run:.3g} s): no spike across it arrives; check the delay's unit (seconds)",
+                SpikebridgeWarning, stacklevel=3,
+            )
+    refractory = [(float(np.max(p.refractory)), p.name) for p in snn.populations.values() if p.is_spiking]
+    if refractory:
+        period, name = max(refractory)
+        if period >= run:
+            warnings.warn(
+                f"population '{name}' has a refractory period of {period:.3g} s, at least the whole run ({run:.3g} s): "
+                "each of its neurons spikes at most once; check the period's unit (seconds)",
+                SpikebridgeWarning, stacklevel=3,
+            )
+    if cfg.build_dir is not None and cfg.target == "cpp_standalone":
+        where = Path(cfg.build_dir).expanduser().resolve()
+        here = Path.cwd().resolve()
+        if where != here and here not in where.parents:
+            warnings.warn(
+                f"build_dir '{cfg.build_dir}' is outside the working directory '{here}': a cpp_standalone run writes "
+                "(and on a rebuild rewrites) its C++ project there",
+                SpikebridgeWarning, stacklevel=3,
+            )
 
 
 def simulate(

@@ -63,7 +63,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .kernels import SharedKernel
-from .._h5 import AttrView, array_budget, check_format, json_attr, open_h5, read_array, read_attrs, text_attr, write_format
+from .._h5 import (AttrView, array_budget, check_format, check_total_size, create_checked_dataset, json_attr, open_h5, read_array, read_attrs,
+                   refuse_mismatches, seal_attrs, text_attr, verify_attrs, write_format)
 from ..errors import SpikebridgeError, StoreFormatError, ValidationError
 
 __all__ = [
@@ -708,7 +709,7 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
             g.attrs["shape"] = text_attr(json_attr(list(pop.shape or ())))
             g.attrs["params"] = text_attr(json_attr(pop.params))
             for key in _ARRAY_FIELDS_POP:
-                g.create_dataset(key, data=np.asarray(getattr(pop, key), dtype=np.float64))
+                create_checked_dataset(g, key, np.asarray(getattr(pop, key), dtype=np.float64))
         projs = f.create_group("projections")
         projs.attrs["order"] = text_attr(json_attr(list(net.projections)))
         for proj in net.projections.values():
@@ -719,17 +720,18 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
             opts: dict[str, Any] = {"compression": "gzip", "shuffle": True} if big else {}
             if proj.operator is not None:
                 g.attrs["operator"] = text_attr(json_attr(proj.operator.to_attrs()))
-                g.create_dataset("kernel", data=proj.operator.kernel)
+                create_checked_dataset(g, "kernel", proj.operator.kernel)
                 delay = np.asarray(proj.delay, dtype=np.float64)
-                g.create_dataset("delay", data=delay, **(opts if delay.ndim else {}))
+                create_checked_dataset(g, "delay", delay, **(opts if delay.ndim else {}))
                 continue
-            g.create_dataset("pre_index", data=proj.pre_index.astype(np.int32), **opts)
-            g.create_dataset("post_index", data=proj.post_index.astype(np.int32), **opts)
-            g.create_dataset("weight", data=proj.weight, **opts)
+            create_checked_dataset(g, "pre_index", proj.pre_index.astype(np.int32), **opts)
+            create_checked_dataset(g, "post_index", proj.post_index.astype(np.int32), **opts)
+            create_checked_dataset(g, "weight", proj.weight, **opts)
             delay = np.asarray(proj.delay, dtype=np.float64)
-            g.create_dataset("delay", data=delay, **(opts if delay.ndim else {}))
+            create_checked_dataset(g, "delay", delay, **(opts if delay.ndim else {}))
         if net.ann is not None:
             write_graph_group(f.create_group("ann"), net.ann)
+        seal_attrs(f, f"network file '{path}'")
 
 
 def load_network(path: str | os.PathLike[str]) -> SpikingNetwork:
@@ -804,6 +806,11 @@ def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
     attrs = read_attrs(f, where, E)
     root = AttrView(attrs, "/", where, E)
     check_format(f, FORMAT, VERSION, path=path, attrs=root.values)
+    # checksums are verified once the typed checks passed (their messages name the part): any mismatch
+    # of an attribute or of a dataset's values then refuses the file
+    damaged: list[str] = []
+    # every array is held twice at the peak (as stored, and as the float64/int64 copy a Projection keeps)
+    check_total_size(f, where, E)
     budget = array_budget()
     populations = []
     pops = _group(f, "populations", where)
@@ -820,7 +827,7 @@ def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
         kwargs["shape"] = tuple(shape)
         kwargs["params"] = a.json("params", {}, dict, "a JSON object")
         for key in _ARRAY_FIELDS_POP:
-            kwargs[key] = read_array(g, key, where, E)
+            kwargs[key] = read_array(g, key, where, E, attrs=attrs, mismatches=damaged)
         populations.append(Population(name=name, **kwargs))
     projections = []
     projs = _group(f, "projections", where)
@@ -831,14 +838,14 @@ def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
         kwargs["layer"] = _json_field(a, "layer", (str, type(None)))
         op_attrs = a.json("operator", None, (dict, type(None)), "a JSON object")
         if op_attrs is not None:
-            kwargs["operator"] = SharedKernel.from_attrs(read_array(g, "kernel", where, E, ndims=(4,)), op_attrs)
+            kwargs["operator"] = SharedKernel.from_attrs(read_array(g, "kernel", where, E, ndims=(4,), attrs=attrs, mismatches=damaged), op_attrs)
         for key in ("pre_index", "post_index", "weight", "delay") if op_attrs is None else ("delay",):
             kwargs[key] = read_array(g, key, where, E, ndims=(0, 1) if key == "delay" else (1,),
-                                     kinds="iu" if key.endswith("_index") else "iuf")
+                                     kinds="iu" if key.endswith("_index") else "iuf", attrs=attrs, mismatches=damaged)
         projections.append(Projection(name=name, **kwargs))
-    ann = read_graph_group(_group(f, "ann", where), where=where, attrs=attrs) if "ann" in f else None
+    ann = read_graph_group(_group(f, "ann", where), where=where, attrs=attrs, mismatches=damaged) if "ann" in f else None
     kinds = (dict,)
-    return SpikingNetwork(
+    net = SpikingNetwork(
         populations,
         projections,
         input=root.text("input", "") or None,
@@ -850,3 +857,6 @@ def _read_network(f: Any, path: str, where: str) -> SpikingNetwork:
         name=root.text("name", "snn"),
         **{key: root.json(key, {}, kinds, "a JSON object") for key in ("readout", "encoding", "conversion", "scales", "metadata")},
     )
+    refuse_mismatches(damaged, where, E)
+    verify_attrs(attrs, where, E)
+    return net

@@ -123,3 +123,35 @@ def keras_h5_dense(path: Path, n_in: int, units: int = 3) -> Path:
         _fill(ds)
         g["dense/bias:0"] = np.zeros(units, dtype="<f4")
     return path
+
+
+def network_h5_big_projection(path: Path, n: int) -> Path:
+    """A network file (no checksums, as older versions wrote) whose projection 'fc1_fc2' declares ``n``
+    synapses of gzip-compressed zeros: int32 indices and float64 weights, stored (not a forged size)."""
+    from spikebridge.config import ConversionConfig
+    from spikebridge.conversion.convert import convert
+    from tests.conftest import make_tiny_mlp, strip_checksums
+
+    x = np.random.default_rng(3).uniform(0, 1, (6, 6))
+    convert(make_tiny_mlp(), ConversionConfig(percentile=100.0), calibration=x).save(path)
+    with h5py.File(path, "a") as f:
+        strip_checksums(f)
+        g = f["projections/fc1_fc2"]
+        for key, dtype in (("pre_index", "<i4"), ("post_index", "<i4"), ("weight", "<f8")):
+            del g[key]
+            _fill(g.create_dataset(key, shape=(n,), dtype=dtype, chunks=(min(n, 1 << 20),), compression="gzip"))
+    return path
+
+
+def nir_dense(path: Path, n_in: int, n_out: int) -> Path:
+    """A NIR graph Input -> Affine (n_out x n_in ones, float32) -> IF -> Output, as ``nir.write`` writes it."""
+    import nir
+
+    g = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type=np.array([n_in])),
+               "fc": nir.Affine(weight=np.ones((n_out, n_in), np.float32), bias=np.zeros(n_out, np.float32)),
+               "lif": nir.IF(r=np.ones(n_out), v_threshold=np.ones(n_out)),
+               "out": nir.Output(output_type=np.array([n_out]))},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    nir.write(str(path), g)
+    return path

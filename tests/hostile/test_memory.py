@@ -50,7 +50,9 @@ def test_absurd_dt_is_refused_in_the_cli(tmp_path, capsys):
         "spikebridge: error: network 'snn': projection 'p2' has a delay of 0.001 s = 1e+09 steps of dt 1e-12 s; its "
         "spike queue alone needs about 48000 MB, more than max_memory 500 MB. Use a shorter delay or a coarser dt"
     )
-    assert len(err) == 2
+    # and between them (issue 19 §5) that the 1 ms delay outlasts the whole run of 128 steps of 1e-12 s
+    assert err[1].startswith("spikebridge: SpikebridgeWarning: projection 'p2' has a delay of 0.001 s, at least the whole run")
+    assert len(err) == 3
 
 
 def test_budget_above_physical_memory_is_lowered_with_a_warning():

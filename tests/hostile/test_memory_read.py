@@ -54,3 +54,23 @@ def test_gzipped_keras_weights_are_bounded(tmp_path, make):
     _check(f"g = spikebridge.importers.registry.load_model(r'{p}'); assert g.output_shape == (3,)", None)
     p = make(tmp_path / ("b.keras" if make is m.keras_v3_dense else "b.h5"), 12 * 10**6)  # 144 MB float32, 864 MB converted
     _check(f"spikebridge.importers.registry.load_model(r'{p}')", "take up to 864 MB while converted")
+
+
+def test_network_file_counts_its_copies(tmp_path):
+    """Issue 19 §3 leftover: each array of a network file was checked alone, so 20 M synapses (three arrays,
+    each under the budget) peaked at 840 MB over a 300 MB budget; the file's total is counted now."""
+    p = m.network_h5_big_projection(tmp_path / "n.h5", 20 * 10**6)
+    _check(f"import spikebridge.snn.network as sn; sn.load_network(r'{p}')",
+           "its datasets hold 60000257 values, 960 MB once read and converted (16 bytes per value")
+    p = m.network_h5_big_projection(tmp_path / "s.h5", 4 * 10**6)  # 192 MB counted: loads, bounded
+    _check(f"import spikebridge.snn.network as sn; assert sn.load_network(r'{p}').n_synapses > 4 * 10**6", None)
+
+
+def test_nir_file_counts_its_copies(tmp_path):
+    """A 100 kB NIR file of a 5 M-weight Affine peaked at 760 MB over a 300 MB budget (152 bytes per weight)."""
+    pytest.importorskip("nir")
+    p = m.nir_dense(tmp_path / "big.nir", 1000, 5000)
+    _check(f"import spikebridge.importers.from_nir as fn; fn.load_nir(r'{p}', dt=1e-3)",
+           "its datasets hold 5020014 values, 803 MB once read and converted (160 bytes per value")
+    p = m.nir_dense(tmp_path / "ok.nir", 1000, 1000)  # 160 MB counted: loads, bounded
+    _check(f"import spikebridge.importers.from_nir as fn; assert fn.load_nir(r'{p}', dt=1e-3).n_synapses >= 10**6", None)

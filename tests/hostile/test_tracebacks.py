@@ -103,8 +103,8 @@ def test_read_only_store_and_directory(net_and_data, store, tmp_path, capsys):
         for extra in (("--resume",), ("--overwrite",)):
             assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(ro), *extra) == 1
             err = _one_error_line(capsys)
-            assert err in (f"spikebridge: error: [Errno 13] Permission denied: '{ro}'",
-                           f"spikebridge: error: [Errno 1] Operation not permitted: '{ro}'")
+            assert err in (f"spikebridge: error: Permission denied: '{ro}'",  # no raw [Errno N] (issue 19 §5)
+                           f"spikebridge: error: Operation not permitted: '{ro}'")
         (tmp_path / "dir").mkdir()
         _make_read_only(tmp_path / "dir", undo)
         assert _simulate(net_and_data, net_and_data / "d.npz", "-o", str(tmp_path / "dir" / "s.h5")) == 1
@@ -123,7 +123,7 @@ def test_os_errors_are_one_line_and_unexpected_errors_are_internal(monkeypatch, 
 
     monkeypatch.setattr(cli, "cmd_formats", denied)
     assert main(["formats"]) == EXIT_CODES["error"] == 1
-    assert _one_error_line(capsys) == "spikebridge: error: [Errno 13] Permission denied: '/x/store.h5'"
+    assert _one_error_line(capsys) == "spikebridge: error: Permission denied: '/x/store.h5'"  # no raw [Errno 13]
 
     def bug(args):
         raise AttributeError("'NoneType' object has no attribute 'shape'\nsecond line")

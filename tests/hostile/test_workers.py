@@ -121,3 +121,23 @@ def test_a_forked_child_does_not_keep_the_store_lock(tmp_path):
     finally:
         child.kill()
         child.join()
+
+
+@pytest.mark.slow  # a reference run plus a killed run and a resume (~10 s on 2 loaded cores)
+def test_a_killed_worker_is_one_line_and_keeps_finished_batches(inputs, reference, tmp_path):
+    """Issue 19 §5: a pool worker killed for real (SIGKILL, as the out-of-memory killer does) mid-run was an
+    internal error (BrokenProcessPool); now one line naming the signal, exit 1, finished batches kept."""
+    out = tmp_path / "s.h5"
+    proc, workers = _start_and_wait(inputs, out)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 1, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" not in err, err
+    assert err.startswith("spikebridge: error: a worker process died (killed by signal SIGKILL) while simulating "
+                          "samples "), err
+    assert err.rstrip().endswith("continue it with --resume")
+    assert _gone(workers) == set()
+    assert 2 <= _n_done(out) < N
+    _resume_and_check(inputs, out, reference)
