@@ -277,18 +277,14 @@ def _build_graph(
             raise _unsupported(lname, f"{cls}(activation={act!r})",
                                f"supported activations: {', '.join(_ACTIVATIONS)}")
 
-    # a gated or saturating recurrent layer: refused with the reason before anything else is said
-    for layer in chain:
+    def refused_rnn(layer: dict[str, Any]) -> bool:  # gated, or a SimpleRNN that is not ReLU
         cls = str(layer.get("class_name"))
-        if cls in _GATED or (cls == "SimpleRNN" and _act_name(layer.get("config", {}).get("activation")) != "relu"):
-            from .from_torch import recurrent_refusal
+        return cls in _GATED or (cls == "SimpleRNN" and _act_name(layer.get("config", {}).get("activation")) != "relu")
 
-            lname = str(layer.get("config", {}).get("name") or layer.get("name"))
-            shown = cls if cls in _GATED else f"SimpleRNN(activation={_act_name(layer['config'].get('activation'))!r})"
-            raise _unsupported(lname, shown, recurrent_refusal(cls in _GATED))
     # two or more unsupported layer types: name them all at once (one is left to the loop, which says more)
     found = [(str(layer.get("config", {}).get("name") or layer.get("name")), str(layer.get("class_name")))
-             for layer in chain if str(layer.get("class_name")) not in SUPPORTED_LAYERS + ("SimpleRNN",)]
+             for layer in chain
+             if str(layer.get("class_name")) not in SUPPORTED_LAYERS + ("SimpleRNN",) or refused_rnn(layer)]
     if len(found) > 1:
         refuse_unsupported(found, SUPPORTED_LAYERS, "Keras")
     for layer in chain:
@@ -322,6 +318,11 @@ def _build_graph(
             continue
         if perm is not None and cls not in ("Dense", "Activation", "ReLU"):
             raise _unsupported(lname, cls, f"a channels-last Flatten ('{perm_from}') must be followed by a Dense layer")
+        if refused_rnn(layer):
+            from .from_torch import recurrent_refusal
+
+            shown = cls if cls in _GATED else f"SimpleRNN(activation={_act_name(cfg.get('activation'))!r})"
+            raise _unsupported(lname, shown, recurrent_refusal(cls in _GATED))
         if cls == "SimpleRNN":
             for flag in ("go_backwards", "stateful", "return_state"):
                 if cfg.get(flag):
