@@ -109,6 +109,7 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         "output": args.output_mode,
         "lateral_inhibition": args.lateral_inhibition,
         "seed": args.seed,
+        "steps_per_element": getattr(args, "steps_per_element", None),
     }
     if args.normalisation:
         overrides["normalisation"] = args.normalisation
@@ -279,6 +280,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sequence_steps(snn: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``n_steps`` for a sequence network run without ``--steps``: every element, T x K steps.
+
+    ``--steps-per-element`` must match the network's K (its recurrent delay is K steps; another
+    K would need a new conversion)."""
+    k = int(snn.readout.get("window_steps") or 0)
+    given = getattr(args, "steps_per_element", None)
+    if given is not None and not k:
+        raise ValidationError(f"--steps-per-element: network '{args.network}' is not a sequence (recurrent) network",
+                              attr="steps_per_element")
+    if given is not None and given != k:
+        raise ValidationError(f"--steps-per-element {given}: network '{args.network}' was converted with {k} steps per "
+                              f"element (its recurrent delay); convert again with --steps-per-element {given}",
+                              attr="steps_per_element")
+    if k and args.steps is None:
+        return {"n_steps": int(snn.readout.get("windows") or 1) * k}
+    return {}
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -292,6 +312,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         x, y = x[: args.limit], (None if y is None else y[: args.limit])
     extra: dict[str, Any] = {"progress": not args.quiet}
+    extra.update(_sequence_steps(snn, args))
     if args.output and not args.record:
         extra["record"] = ("all",)  # a spike store keeps every spike unless told otherwise
     config = _simulation_config(args, **extra)
@@ -595,6 +616,9 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output-mode", dest="output_mode", choices=["count", "potential"])
     g.add_argument("--dale", choices=["none", "relay", "pooled"])
     g.add_argument("--lateral-inhibition", dest="lateral_inhibition", type=float)
+    g.add_argument("--steps-per-element", dest="steps_per_element", type=_COUNT,
+                   help="recurrent (RNN) models: time steps K each sequence element is presented for; the recurrent "
+                   "delay is one window of K steps (default 32)")
 
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:
@@ -654,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--config", help="TOML file with a [simulation] table")
+    p.add_argument("--steps-per-element", dest="steps_per_element", type=_COUNT,
+                   help="sequence networks: K, which must be the K the network was converted with (its recurrent delay); "
+                   "without --steps the run covers every element, sequence length x K steps (the default for them)")
     _add_simulation_args(p)
     p.set_defaults(func=cmd_simulate)
 

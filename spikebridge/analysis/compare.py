@@ -126,6 +126,13 @@ class ComparisonReport:
     snn_mae: float | None = None
     snn_ann_rmse: float | None = None
     error_t: list[float] | None = None
+    #: sequence networks (``readout["window_steps"]``): classification accuracy of each window's
+    #: read-out (element t), the RMSE of each element's output against the target (or the ANN),
+    #: and the accuracy / RMSE at every step of the last window
+    element_accuracy: list[float] | None = None
+    element_rmse: list[float] | None = None
+    element_ann_rmse: list[float] | None = None
+    last_window_t: list[float] | None = None
     layers: list[LayerFidelity] = field(default_factory=list)
     diagnosis: "Diagnosis | None" = None
 
@@ -154,6 +161,11 @@ class ComparisonReport:
         else:
             g = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
             lines.append(f"RMSE: ANN {g(self.ann_rmse)}, SNN {g(self.snn_rmse)}; SNN vs ANN {g(self.snn_ann_rmse)}")
+        for label, vals, scale in (("accuracy per element (%)", self.element_accuracy, 100.0),
+                                   ("RMSE per element", self.element_rmse, 1.0),
+                                   ("RMSE against the ANN per element", self.element_ann_rmse, 1.0)):
+            if vals:
+                lines.append(f"{label}: " + " ".join(f"{scale * v:.4g}" for v in vals))
         if self.layers:
             lines.append("layer            corr    slope   rate/act  saturated  silent-active")
             for r in self.layers:
@@ -380,18 +392,63 @@ def compare(
                 report.steps_within = {k: _first_within(curve, report.ann_accuracy, tol) for k, tol in WITHIN.items()}
     else:
         target = None if y is None else y.reshape(rec.n_samples, -1).astype(np.float64)
+        # a sequence network read at every element: its output is every window's value (its error
+        # over time is the per-element and last-window numbers below)
+        every = bool(rec.readout.get("window_steps")) and bool(rec.readout.get("per_element"))
+        if every and ann is not None:
+            ann = ann.reshape(rec.n_samples, -1)
         ref = target if target is not None else ann
-        out = rec.output_values()
+        out = rec.window_values().reshape(rec.n_samples, -1) if every else rec.output_values()
         if ref is not None:
             err = out - ref
             report.snn_rmse = float(np.sqrt(np.mean(err**2)))
             report.snn_mae = float(np.mean(np.abs(err)))
-            report.error_t = [float(np.sqrt(np.mean((rec.output_values(k) - ref) ** 2))) for k in range(rec.n_steps)]
+            if not every:
+                report.error_t = [float(np.sqrt(np.mean((rec.output_values(k) - ref) ** 2))) for k in range(rec.n_steps)]
         if ann is not None:
             report.snn_ann_rmse = float(np.sqrt(np.mean((out - ann) ** 2)))
             if target is not None:
                 report.ann_rmse = float(np.sqrt(np.mean((ann - target) ** 2)))
                 report.ann_mae = float(np.mean(np.abs(ann - target)))
+    if rec.readout.get("window_steps"):
+        _sequence_metrics(report, rec, ann, inp.labels, inp.task)
     report.layers = [_fidelity(d) for d in layer_data(inp).values()]
     report.diagnosis = diagnose(report, conversion=inp.conversion)
     return report
+
+
+def _sequence_metrics(report: ComparisonReport, rec: SpikeRecord, ann: NDArray[np.float64] | None,
+                      labels: NDArray[Any] | None, task: str) -> None:
+    """Per-element and last-window numbers of a sequence network's record (see :class:`ComparisonReport`)."""
+    k = int(rec.readout["window_steps"])
+    values = rec.window_values()  # (n, T, n_out), NaN for windows the run did not reach
+    n, n_win = values.shape[0], values.shape[1]
+    last = min(n_win, rec.n_steps // k) - 1
+    if last < 0:
+        return
+    steps = range(last * k, (last + 1) * k)
+    if task == "classification" and labels is not None:
+        y = labels.reshape(-1).astype(np.int64)
+        report.element_accuracy = [float(np.mean(predict_classes(values[:, t]) == y)) for t in range(last + 1)]
+        report.last_window_t = [float(np.mean(predict_classes(rec.output_values(j)) == y)) for j in steps]
+        return
+    if task != "regression":
+        return
+    per_element = bool(rec.readout.get("per_element"))
+
+    def shaped(a: NDArray[Any] | None) -> NDArray[np.float64] | None:
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=np.float64)
+        return a.reshape(n, n_win, -1) if per_element else a.reshape(n, 1, -1)
+
+    target, ref_ann = shaped(labels), shaped(ann)
+    ref = target if target is not None else ref_ann
+    if ref is None:
+        return
+    if per_element:
+        report.element_rmse = [float(np.sqrt(np.mean((values[:, t] - ref[:, t]) ** 2))) for t in range(last + 1)]
+        if ref_ann is not None:
+            report.element_ann_rmse = [float(np.sqrt(np.mean((values[:, t] - ref_ann[:, t]) ** 2))) for t in range(last + 1)]
+    ref_last = ref[:, last if per_element else 0]
+    report.last_window_t = [float(np.sqrt(np.mean((rec.output_values(j) - ref_last) ** 2))) for j in steps]

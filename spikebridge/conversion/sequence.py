@@ -249,7 +249,8 @@ def convert_sequence(graph: AnnGraph, cfg: ConversionConfig, calibration: ArrayL
                                                  delay=0.0, kind="dense", layer=st.layer))
         if st.w_rec is not None:
             # one window of delay: the spikes of window t-1 drive window t
-            w_rec = st.w_rec * theta * (np.asarray(lam).reshape(1, -1) if np.ndim(lam) else 1.0) / lam_col
+            # (W_hh λ_src / λ with the same population on both ends: with one scale per layer it cancels)
+            w_rec = st.w_rec * theta * (np.asarray(lam).reshape(1, -1) if np.ndim(lam) else lam) / lam_col
             projections.append(Projection.from_dense(w_rec, name=f"{st.name}_recurrent", pre=st.name,
                                                      post=st.name, delay=window, kind="recurrent", layer=st.layer))
     out_stage = stages[-1]

@@ -104,6 +104,10 @@ def _unsupported_features(pop: Population) -> dict[str, Any]:
         found["Poisson drive"] = {
             f"spikebridge_{k}": float(pop.params[k]) for k in ("poisson_n", "poisson_rate", "poisson_weight") if k in pop.params
         }
+    if "window" in pop.params:  # a sequence network's hidden population (conversion/sequence.py)
+        found["window floor of a sequence network (v = max(v, floor) at every window start)"] = {
+            "spikebridge_window": float(pop.params["window"]),
+            "spikebridge_window_floor": float(pop.params.get("window_floor", 0.0))}
     if pop.model in ("cuba_lif", "cuba_li") and np.any(np.asarray(pop.bias) != 0):
         found["bias of a cuba population (NIR feeds it into I, not v)"] = {"spikebridge_bias_on_v": True}
     return found

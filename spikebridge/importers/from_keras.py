@@ -10,7 +10,8 @@ Two file kinds are read:
   ``model.weights.h5`` whose ``/layers/<snake_class>[_k]/vars/0, 1, ...`` groups hold the
   variables in creation order; the ``vars`` group's ``name`` attribute names the layer.
 
-Supported layers: InputLayer, Dense, Conv2D (valid/same padding, strides, groups=1,
+Supported layers: InputLayer, SimpleRNN with ``activation="relu"`` (``return_sequences`` true
+or false; a Dense after a sequence applies to every element), Dense, Conv2D (valid/same padding, strides, groups=1,
 dilation 1), MaxPooling2D, AveragePooling2D (no padding), GlobalAveragePooling2D, Flatten,
 Dropout (and SpatialDropout2D), BatchNormalization (folded into the preceding Dense/Conv2D),
 Activation / ReLU / Softmax layers and ``activation=`` ``"relu"``, ``"relu6"``, ``"softmax"``, ``"linear"``
@@ -24,6 +25,12 @@ Layout: Keras images are channels-last ``(H, W, C)``; the imported graph is chan
 metadata records ``{"input_layout": "channels_last"}``.  Keras' Flatten flattens in
 ``(H, W, C)`` order; the columns of the Dense layer after it are permuted so that our
 channels-first Flatten gives identical outputs.
+
+Recurrent layers: ``SimpleRNN(activation="relu")`` computes ``h_t = relu(x_t K + h_{t-1} R + b)``
+and becomes an :class:`~spikebridge.ir.layers.RNN` with ``W_ih = K^T``, ``W_hh = R^T``; its weights
+sit in the layer's cell (``.../simple_rnn_cell/kernel`` in ``.h5``, ``layers/<layer>/cell/vars`` in
+``.keras``).  Other SimpleRNN activations, LSTM, GRU, ``go_backwards``, ``stateful`` and
+``return_state`` are refused in one line with the reason.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import numpy as np
 from .._h5 import array_budget, check_contained, check_declared_size
 from ..errors import ModelFormatError, UnsupportedLayerError, ValidationError
 from ..ir.graph import AnnGraph
-from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
+from ..ir.layers import RNN, Add, AvgPool2d, Concat, Conv2d, Dense, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU, Softmax
 from ._common import GraphBuilder, refuse_unsupported
 
 __all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
@@ -51,13 +58,17 @@ __all__ = ["from_keras", "from_keras_h5", "from_keras_v3", "SUPPORTED_LAYERS"]
 SUPPORTED_LAYERS: tuple[str, ...] = (
     "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
     "Dropout", "SpatialDropout2D", "BatchNormalization", "Activation", "ReLU", "Softmax", "Add", "Concatenate",
+    "SimpleRNN(activation='relu')",
 )
+#: recurrent layers that have no spiking form (gates multiply two signals)
+_GATED = ("LSTM", "GRU", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 _ACTIVATIONS = ("relu", "relu6", "softmax", "linear")
 _MERGES = ("Add", "Concatenate")
 _WEIGHT_ORDER = {
     "Dense": ("kernel", "bias"),
     "Conv2D": ("kernel", "bias"),
     "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "SimpleRNN": ("kernel", "recurrent_kernel", "bias"),
 }
 
 WeightGetter = Callable[[str, str, dict[str, Any]], dict[str, np.ndarray]]
@@ -279,9 +290,14 @@ def _build_graph(
             raise _unsupported(lname, f"{cls}(activation={act!r})",
                                f"supported activations: {', '.join(_ACTIVATIONS)}")
 
+    def refused_rnn(layer: dict[str, Any]) -> bool:  # gated, or a SimpleRNN that is not ReLU
+        cls = str(layer.get("class_name"))
+        return cls in _GATED or (cls == "SimpleRNN" and _act_name(layer.get("config", {}).get("activation")) != "relu")
+
     # two or more unsupported layer types: name them all at once (one is left to the loop, which says more)
     found = [(str(layer.get("config", {}).get("name") or layer.get("name")), str(layer.get("class_name")))
-             for layer in chain if str(layer.get("class_name")) not in SUPPORTED_LAYERS]
+             for layer in chain
+             if str(layer.get("class_name")) not in SUPPORTED_LAYERS + ("SimpleRNN",) or refused_rnn(layer)]
     if len(found) > 1:
         refuse_unsupported(found, SUPPORTED_LAYERS, "Keras")
     for layer in chain:
@@ -315,7 +331,25 @@ def _build_graph(
             continue
         if perm is not None and cls not in ("Dense", "Activation", "ReLU"):
             raise _unsupported(lname, cls, f"a channels-last Flatten ('{perm_from}') must be followed by a Dense layer")
-        if cls == "Dense":
+        if refused_rnn(layer):
+            from .from_torch import recurrent_refusal
+
+            shown = cls if cls in _GATED else f"SimpleRNN(activation={_act_name(cfg.get('activation'))!r})"
+            raise _unsupported(lname, shown, recurrent_refusal(cls in _GATED))
+        if cls == "SimpleRNN":
+            for flag in ("go_backwards", "stateful", "return_state"):
+                if cfg.get(flag):
+                    raise _unsupported(lname, f"SimpleRNN({flag}=True)",
+                                       "only a forward, stateless SimpleRNN returning its outputs")
+            wts = get_weights(lname, cls, cfg)
+            kernel, rec = wts.get("kernel"), wts.get("recurrent_kernel")
+            if kernel is None or rec is None or kernel.ndim != 2 or rec.ndim != 2:
+                raise ModelFormatError(f"{where}: SimpleRNN '{lname}' lacks 2-D kernel/recurrent_kernel weights "
+                                       f"(found {sorted(wts)})")
+            # Keras: h_t = relu(x_t K + h_{t-1} R + b), K (n_in, units), R (units, units); ours act on columns
+            builder.add(RNN, lname, weight_ih=kernel.T, weight_hh=rec.T, bias=wts.get("bias"),
+                        return_sequences=bool(cfg.get("return_sequences", False)))
+        elif cls == "Dense":
             wts = get_weights(lname, cls, cfg)
             if "kernel" not in wts:
                 raise ModelFormatError(f"{where}: Dense '{lname}' has no kernel weights")
@@ -427,9 +461,16 @@ def _build_graph(
     return builder.build(model_name, meta)
 
 
+def _act_name(act: Any) -> str:
+    """A layer's ``activation`` config (a string or a serialised object) as a lower-case name."""
+    if isinstance(act, dict):
+        act = act.get("config", {}).get("name") or act.get("class_name")
+    return "linear" if act is None else str(act).lower()
+
+
 def _by_order(cls: str, cfg: dict[str, Any], arrays: list[np.ndarray], where: str, lname: str) -> dict[str, np.ndarray]:
     names = list(_WEIGHT_ORDER.get(cls, ()))
-    if cls in ("Dense", "Conv2D") and not cfg.get("use_bias", True):
+    if cls in ("Dense", "Conv2D", "SimpleRNN") and not cfg.get("use_bias", True):
         names.remove("bias")
     if cls == "BatchNormalization":
         if not cfg.get("scale", True):
@@ -656,6 +697,9 @@ def from_keras_v3(
                 group = candidate.get("vars") if isinstance(candidate, h5py.Group) else None
             if group is None:
                 raise ModelFormatError(f"{where}: no weights found for layer '{lname}' ({cls}) in model.weights.h5")
+            cell = group.parent.get("cell") if cls == "SimpleRNN" else None
+            if isinstance(cell, h5py.Group) and isinstance(cell.get("vars"), h5py.Group) and not len(group):
+                group = cell["vars"]  # a recurrent layer keeps its variables in its cell
             keys = sorted(group.keys(), key=lambda s: int(s) if s.isdigit() else 1 << 30)
             arrays = [_read(group[k], where, f"vars/{k} of layer '{lname}'") for k in keys]
             return _by_order(cls, cfg, arrays, where, lname)

@@ -44,8 +44,8 @@ SUPPORTED_MODULES: tuple[str, ...] = (
 )
 
 #: why gated and saturating recurrent layers are refused (shared with the ONNX and Keras importers)
-_RELU_RNN = ("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu') or ONNX RNN with Relu becomes a recurrent "
-             "spiking network")
+_RELU_RNN = ("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu'), ONNX RNN with Relu or Keras "
+             "SimpleRNN(activation='relu') becomes a recurrent spiking network")
 
 
 def recurrent_refusal(gated: bool) -> str:

@@ -522,8 +522,8 @@ class RNN(Layer):
 
     The input is a sequence of ``T`` elements of ``n_in`` values, shape ``(T, n_in)``
     (time first, per sample); PyTorch's ``nn.RNN(nonlinearity="relu")`` (one layer of
-    it, ``b = b_ih + b_hh``) and ONNX ``RNN`` with ``Relu`` import as this (a Keras
-    ``SimpleRNN`` importer is still to come).  Only the ReLU form exists: a tanh or sigmoid RNN, an LSTM or a GRU has
+    it, ``b = b_ih + b_hh``), ONNX ``RNN`` with ``Relu`` and Keras ``SimpleRNN(activation="relu")``
+    import as this.  Only the ReLU form exists: a tanh or sigmoid RNN, an LSTM or a GRU has
     no rate-coded spiking form (see :mod:`spikebridge.conversion.sequence`).
 
     Parameters

@@ -249,8 +249,8 @@ def test_onnx_lists_every_unsupported_operator_most_specific_first(tmp_path, cap
     err = _one_error_line(capsys)
     # the recurrent layer is named first, with why it has no spiking form and what converts instead
     assert err.startswith("spikebridge: error: unsupported ONNX layer 'lstm' of type LSTM; supported: Add, ")
-    assert err.endswith("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu') or ONNX RNN with Relu becomes a "
-                        "recurrent spiking network")
+    assert err.endswith("convert a ReLU RNN instead: nn.RNN(nonlinearity='relu'), ONNX RNN with Relu or Keras "
+                        "SimpleRNN(activation='relu') becomes a recurrent spiking network")
 
 
 def test_torch_and_keras_list_every_unsupported_layer(tmp_path):
