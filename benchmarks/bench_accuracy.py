@@ -109,7 +109,7 @@ LOW_LATENCY_METHODS: dict[str, ConversionConfig] = {
     "low_latency_burst": PRESETS["low_latency_burst"],
     # QCFS-trained networks: the trained clip levels as scales (the defaults do this), global
     # pooling folded into the read-out, a non-spiking read-out (the quantised ANN's output layer
-    # is not quantised) and offset calibration at T = L = 4 (docs/conversion.md)
+    # is not quantised) and offset calibration at T = L (calibrate_steps set to the model's L)
     "qcfs": ConversionConfig(avgpool="fold", output="potential", calibrate="offset", calibrate_steps=4,
                              calibrate_samples=128),
 }
@@ -333,6 +333,8 @@ def run_low_latency(args: argparse.Namespace) -> None:
             if label == "qcfs" and not qcfs:
                 continue
             cfg = LOW_LATENCY_METHODS[label]
+            if label == "qcfs":  # calibrate at T = L, where the SNN should reproduce the quantised network
+                cfg = replace(cfg, calibrate_steps=max(int(v) for v in g.metadata["qcfs_levels"].values()))
             t0 = time.perf_counter()
             snn = convert(g, cfg, calibration=x_cal)
             convert_s = time.perf_counter() - t0
