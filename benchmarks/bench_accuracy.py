@@ -29,6 +29,19 @@ Usage::
         --settings default,onset_start --spikingjelly --brian2-check 20
 
 Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
+
+``--low-latency`` prints the low-latency table instead (issue 22): T = 1, 2, 4, 8 for every
+shipped model (``--models all``, the default in this mode) and every method of
+``LOW_LATENCY_METHODS`` (the defaults, burst spikes, offset calibration, the
+``low_latency_burst`` preset and, for the QCFS-trained models, the ``qcfs`` recipe), with
+SpikingJelly's ann2snn on the same weights, and beside each accuracy the synaptic operations
+per sample (``spikebridge.analysis.ops``; each spike of a burst counts as one) with the ANN's
+MACs per sample for reference.  Tensor engine.  Accuracy comes from one causal run of
+``max(steps)`` steps on the test subset; the operations at each T from runs of exactly T steps
+on the first ``--ops-samples`` test images (the counts of a run are totals).  Writes
+``benchmarks/results/low_latency.json`` (or ``--out``)::
+
+    python benchmarks/bench_accuracy.py --low-latency --models all --n-test 2000 --spikingjelly
 """
 
 from __future__ import annotations
@@ -86,6 +99,22 @@ SETTINGS: dict[str, ConversionConfig] = {
 #: issue targets: (T, max points below the ANN) per model
 TARGETS = {"digits_mlp": {32: 0.005, 128: 0.0}, "digits_cnn": {64: 0.01}, "mnist_lenet": {32: 0.002, 128: 0.0},
            "fmnist_vgg": {64: 0.005}, "fmnist_resnet8": {64: 0.01}}
+
+
+#: the low-latency methods (issue 22); ``qcfs`` only for models with clipped-ReLU (QCFS) activations
+LOW_LATENCY_METHODS: dict[str, ConversionConfig] = {
+    "default": ConversionConfig(),
+    "burst": ConversionConfig(burst=4, percentile=95.0),
+    "offset": ConversionConfig(calibrate="offset", calibrate_steps=4, calibrate_samples=128),
+    "low_latency_burst": PRESETS["low_latency_burst"],
+    # QCFS-trained networks: the trained clip levels as scales (the defaults do this), global
+    # pooling folded into the read-out, a non-spiking read-out (the quantised ANN's output layer
+    # is not quantised) and offset calibration at T = L (calibrate_steps set to the model's L)
+    "qcfs": ConversionConfig(avgpool="fold", output="potential", calibrate="offset", calibrate_steps=4,
+                             calibrate_samples=128),
+}
+ALL_MODELS = ("digits_mlp", "digits_cnn", "mnist_lenet", "fmnist_vgg", "fmnist_resnet8", "mnist_lenet_qcfs",
+              "fmnist_vgg_qcfs", "fmnist_resnet8_qcfs")
 
 
 def _diabetes() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -240,6 +269,118 @@ def brian2_check(snn: Any, x: np.ndarray, n_steps: int) -> dict[str, Any]:
             "total_spikes": int(sum(int(v.sum()) for v in rb.counts.values()))}
 
 
+def quantised_accuracy(graph: Any, x: np.ndarray, y: np.ndarray) -> float | None:
+    """Accuracy of a QCFS network as trained (each clipped ReLU quantised to its ``qcfs_levels`` L), or None.
+
+    Works on branching graphs (residual sums): the layers are evaluated in graph order.
+    """
+    from spikebridge.ir.evaluate import forward_layer, forward_merge
+    from spikebridge.ir.layers import Input, ReLU
+
+    levels = {str(k): int(v) for k, v in (graph.metadata.get("qcfs_levels") or {}).items()}
+    if not levels:
+        return None
+    acts: dict[str, np.ndarray] = {}
+    for layer in graph:
+        if isinstance(layer, Input):
+            acts[layer.name] = np.asarray(x, dtype=np.float64).reshape((len(x), *graph.input_shape))
+            continue
+        preds = graph.predecessors(layer.name)
+        a = forward_merge(layer, [acts[p] for p in preds]) if len(preds) > 1 else forward_layer(layer, acts[preds[0]])
+        if isinstance(layer, ReLU) and layer.max_value is not None and layer.name in levels:
+            lam, n = layer.max_value, levels[layer.name]
+            a = lam / n * np.clip(np.floor(a * n / lam + 0.5), 0, n)
+        acts[layer.name] = a
+    return float(np.mean(acts[list(graph)[-1].name].reshape(len(x), -1).argmax(1) == y))
+
+
+def run_low_latency(args: argparse.Namespace) -> None:
+    """The low-latency table: accuracy and synaptic operations per sample at T = ``args.steps``."""
+    from spikebridge.analysis.ops import operations
+
+    try:  # one thread: the benchmark machine is shared (and SpikingJelly's timings stay comparable)
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    steps = [int(s) for s in args.steps.split(",")]
+    names = list(ALL_MODELS) if args.models == "all" else args.models.split(",")
+    methods = [m for m in args.settings.split(",") if m] if args.settings else list(LOW_LATENCY_METHODS)
+    results: dict[str, Any] = {
+        "mode": "low_latency", "engine": "tensor", "steps": steps, "machine": platform.platform(),
+        "note": "2-core machine shared with other jobs (1-minute load recorded per row); wall times are indicative",
+        "ops": "synops per sample = sum over projections of presynaptic spike counts x out-degree (each spike of a "
+               "burst counts as one); current-driven first-layer synapses are MACs; ann_macs = the ANN's MACs",
+        "methods": {k: {f: v for f, v in LOW_LATENCY_METHODS[k].to_dict().items() if v != ConversionConfig().to_dict()[f]}
+                    for k in methods},
+        "models": {}}
+    out = Path(args.out or HERE / "results" / "low_latency.json")
+    for name in names:
+        case = load_case(name)
+        if case is None:
+            continue
+        g, x_cal, x, y = case
+        if args.n_test:
+            x, y = x[: args.n_test], y[: args.n_test]
+        qcfs = bool(g.metadata.get("qcfs_levels"))
+        entry: dict[str, Any] = {"n_test": int(len(x)), "calibration_samples": int(len(x_cal)),
+                                 "ann_accuracy": float(np.mean(evaluate(g, x).reshape(len(x), -1).argmax(1) == y)),
+                                 "ann_macs": int(sum(i.macs for i in g.summary())), "methods": {}}
+        if qcfs:
+            entry["quantised_ann_accuracy"] = quantised_accuracy(g, x, y)
+        for label in methods:
+            if label == "qcfs" and not qcfs:
+                continue
+            cfg = LOW_LATENCY_METHODS[label]
+            if label == "qcfs":  # calibrate at T = L, where the SNN should reproduce the quantised network
+                cfg = replace(cfg, calibrate_steps=max(int(v) for v in g.metadata["qcfs_levels"].values()))
+            t0 = time.perf_counter()
+            snn = convert(g, cfg, calibration=x_cal)
+            convert_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            hits = {T: 0 for T in steps}
+            for start in range(0, len(x), args.batch):
+                rec = simulate(snn, x[start : start + args.batch],
+                               SimulationConfig(n_steps=max(steps), engine="tensor", batch_size=args.batch, max_memory=4e9))
+                for T in steps:
+                    hits[T] += int(np.sum(rec.predictions(T - 1) == y[start : start + args.batch]))
+            sim_s = time.perf_counter() - t0
+            n_ops = min(args.ops_samples, len(x))
+            synops = {}
+            for T in steps:
+                rec = simulate(snn, x[:n_ops], SimulationConfig(n_steps=T, engine="tensor", max_memory=4e9))
+                synops[str(T)] = operations(snn, rec, graph=g).snn_synops
+            row = {"accuracy": {str(T): hits[T] / len(x) for T in steps}, "synops_per_sample": synops,
+                   "ops_samples": n_ops, "latency_steps": int(snn.readout["latency_steps"]),
+                   "convert_s": round(convert_s, 1), "simulate_s": round(sim_s, 1),
+                   "load_1min": round(os.getloadavg()[0], 1)}
+            entry["methods"][label] = row
+            cells = " ".join(f"{100 * row['accuracy'][str(T)]:6.2f} ({synops[str(T)] / 1e3:7.1f}k)" for T in steps)
+            print(f"{name:<20} {label:<18} {cells}   ({row['simulate_s']} s, load {row['load_1min']})", flush=True)
+        if args.spikingjelly:
+            for key, tuned in (("spikingjelly", False), ("spikingjelly_tuned", True)):
+                t0 = time.perf_counter()
+                sj = run_spikingjelly(g, x_cal, x, y, steps, tuned)
+                if "error" in sj:
+                    entry["methods"][key] = sj
+                    print(f"{name:<20} {key:<18} {sj['error']}", flush=True)
+                    continue
+                entry["methods"][key] = {"accuracy": {str(T): sj[str(T)] for T in steps}, "version": sj["version"],
+                                         "synops_per_sample": None, "simulate_s": round(time.perf_counter() - t0, 1),
+                                         "load_1min": round(os.getloadavg()[0], 1)}
+                cells = " ".join(f"{100 * sj[str(T)]:6.2f} ({'n/a':>8})" for T in steps)
+                print(f"{name:<20} {key:<18} {cells}", flush=True)
+        results["models"][name] = entry
+        q = entry.get("quantised_ann_accuracy")
+        print(f"{name}: ANN {100 * entry['ann_accuracy']:.2f} %" + (f", quantised ANN {100 * q:.2f} %" if q else "")
+              + f", {entry['ann_macs']:,} MACs per sample; {len(x)} test samples; columns T = {steps}, "
+              "accuracy % (synaptic operations per sample)", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))  # after every model: a long run keeps what it measured
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits_mlp,digits_cnn")
@@ -254,7 +395,20 @@ def main() -> None:
                     help="also simulate the first N test samples at T=64 with Brian2 and the tensor engine "
                          "(first setting) and record whether the spikes are identical")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--low-latency", action="store_true",
+                    help="the low-latency table (T=1,2,4,8, LOW_LATENCY_METHODS, synaptic operations); tensor engine")
+    ap.add_argument("--ops-samples", type=int, default=500,
+                    help="low-latency mode: test images simulated at each T to count synaptic operations")
     args = ap.parse_args()
+    if args.low_latency:
+        if args.steps == ap.get_default("steps"):
+            args.steps = "1,2,4,8"
+        if args.models == ap.get_default("models"):
+            args.models = "all"
+        if args.settings == ap.get_default("settings"):
+            args.settings = ",".join(LOW_LATENCY_METHODS)
+        run_low_latency(args)
+        return
     steps = [int(s) for s in args.steps.split(",")]
     names = args.models.split(",")
     results: dict[str, Any] = {"simulator": args.engine, "steps": steps, "machine": platform.platform(),

@@ -371,9 +371,11 @@ PRESETS: dict[str, ConversionConfig] = {
     # on average-pooling CNNs (docs/conversion.md#latency-same-step-delivery-and-folded-pooling)
     "low_latency": ConversionConfig(percentile=99.9, v_init=0.5, maxpool="tree", scales="channel", calibrate="none",
                                     delay=0.0, avgpool="fold"),
-    # T <= 8 on deep ReLU networks without retraining: burst spikes (up to 4 per step) with the 95th
-    # percentile as scale, and offset-spike calibration at T=4 (docs/conversion.md#low-latency-on-deep-networks)
-    "low_latency_burst": ConversionConfig(percentile=95.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
+    # T <= 8 on deep ReLU networks without retraining: burst spikes (up to 4 per step) with the 90th
+    # percentile as scale (chosen on a validation split of the F-MNIST training set: 95 -> 90 gave
+    # +1 to +1.5 points on the ResNet-8 at T=4-8), and offset-spike calibration at T=4
+    # (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_burst": ConversionConfig(percentile=90.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
                                           avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
                                           calibrate_samples=128),
 }

@@ -190,6 +190,47 @@ def _channel_mean(err: NDArray[np.float64], pop: "Population") -> NDArray[np.flo
     return (sums / np.bincount(ch))[ch]
 
 
+def quantised_activations(graph: "AnnGraph", x: NDArray[np.float64]) -> dict[str, NDArray[np.float64]] | None:
+    """Every layer's output of a QCFS network as trained, or None when ``graph`` is not one.
+
+    A QCFS-trained graph (``metadata["qcfs_levels"]``: ``L`` per clipped ReLU) computes
+    ``λ/L · clip(floor(x L/λ + 1/2), 0, L)`` at each of those layers (Bu et al. 2022), not the
+    clipped ReLU stored in the IR; the SNN at ``T = L`` approximates that quantised network, so
+    calibration must aim at its activations (the float clipped ANN's differ by up to half a level
+    at every layer, and those differences compound).
+
+    Parameters
+    ----------
+    graph : AnnGraph
+    x : ndarray, shape (n_samples, *graph.input_shape)
+
+    Returns
+    -------
+    dict of str to ndarray, or None
+        Each layer's output keyed by layer name (the Input layer maps to ``x``).
+    """
+    from ..ir.evaluate import forward_layer, forward_merge
+    from ..ir.layers import Input, Merge, ReLU
+
+    levels = {str(k): int(v) for k, v in (graph.metadata.get("qcfs_levels") or {}).items()}
+    if not levels:
+        return None
+    acts: dict[str, NDArray[np.float64]] = {}
+    for layer in graph:
+        if isinstance(layer, Input):
+            acts[layer.name] = np.asarray(x, dtype=np.float64).reshape((len(x), *graph.input_shape))
+            continue
+        if isinstance(layer, Merge):
+            a = forward_merge(layer, [acts[p] for p in graph.predecessors(layer.name)])
+        else:
+            a = forward_layer(layer, acts[graph.predecessor(layer.name)])  # type: ignore[index]
+        if isinstance(layer, ReLU) and layer.max_value is not None and layer.name in levels:
+            lam, n = float(layer.max_value), levels[layer.name]
+            a = lam / n * np.clip(np.floor(a * n / lam + 0.5), 0, n)
+        acts[layer.name] = a
+    return acts
+
+
 def calibrate_network(
     snn: "SpikingNetwork", calibration: ArrayLike, cfg: "ConversionConfig", simulate: "Callable[..., Any]"
 ) -> tuple["SpikingNetwork", list[dict[str, Any]]]:
@@ -226,7 +267,10 @@ def calibrate_network(
     if snn.ann is None:
         raise ConversionError("calibrate: the network has no source ANN to calibrate against")
     x = np.asarray(calibration, dtype=np.float64)[: cfg.calibrate_samples]
-    acts: dict[str, NDArray[np.float64]] = evaluate(snn.ann, x, return_all=True)  # type: ignore[assignment]
+    # a QCFS-trained ANN: aim at the quantised network as trained, which the SNN approximates
+    acts = quantised_activations(snn.ann, x.reshape((len(x), *snn.ann.input_shape)))
+    if acts is None:
+        acts = evaluate(snn.ann, x, return_all=True)  # type: ignore[assignment]
     T = int(cfg.calibrate_steps)
     theta_dt = snn.dt
     log: list[dict[str, Any]] = []
