@@ -247,4 +247,5 @@ class LayerMajor:
             step = np.repeat((rows % n_steps).astype(np.int32), per_row)
             parts.append((sample, step, neuron))
         sample, step, neuron = (np.concatenate([q[j] for q in parts]) if parts else z for j in range(3))
-        return SpikeTrains(n_neurons=n, n_samples=n_b, dt=dt, sample=sample, neuron=neuron, step=step)
+        # in range and in (sample, step, neuron) order by construction
+        return SpikeTrains._from_sorted(n, n_b, dt, sample, neuron, step)
