@@ -44,6 +44,8 @@ __all__ = ["LayerMajor", "block_steps", "BLOCK_STEPS"]
 BLOCK_STEPS = 8
 # bytes of unfolded convolution windows per product call (a block is applied in row chunks)
 _CONV_WORKSPACE = 1 << 25
+# bytes of one gather product's output per call (kept in the core's cache)
+_GATHER_CHUNK = 1 << 19
 
 
 def block_steps(n_steps: int) -> int:
@@ -95,6 +97,15 @@ class LayerMajor:
     def _apply_rows(self, link: "_Link", x: NDArray[np.bool_]) -> NDArray[np.float64]:
         """``link`` applied to every row of ``x`` (rows × n_pre), convolutions in row chunks."""
         op = link.kernel
+        if op is None and link.prepared[0] == "gather":
+            # F passes of gather-multiply-add per output: in row chunks that stay in cache
+            n_post = link.prepared[1][0].shape[1]
+            rows = max(8, _GATHER_CHUNK // (8 * n_post))
+            if x.shape[0] > rows:
+                out = np.empty((x.shape[0], n_post))
+                for r0 in range(0, x.shape[0], rows):
+                    out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
+                return out
         if op is None or op.groups != 1:
             return np.asarray(self.p._apply(link, x))
         oh, ow = op.out_hw
