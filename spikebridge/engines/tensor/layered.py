@@ -49,8 +49,8 @@ _GATHER_CHUNK = 1 << 19
 
 
 def block_steps(n_steps: int) -> int:
-    """Steps per block for a run of ``n_steps``."""
-    return max(1, min(BLOCK_STEPS, int(n_steps)))
+    """Steps per block for a run of ``n_steps`` (at most 255: spike counts of a block are summed in uint8)."""
+    return max(1, min(BLOCK_STEPS, 255, int(n_steps)))
 
 
 class LayerMajor:
@@ -194,7 +194,8 @@ class LayerMajor:
                         h[depth : depth + tb] = False
                 block = h[depth : depth + tb]
                 if st.counts is not None:
-                    st.counts += block.sum(axis=0)
+                    # bool as uint8 summed in uint8 (a block is at most 255 steps): 4x faster than int64
+                    st.counts += block.view(np.uint8).sum(axis=0, dtype=np.uint8)
                 if name == out and spec.thresholded:
                     np.cumsum(block, axis=0, out=out_counts_t[t0 : t0 + tb])
                     out_counts_t[t0 : t0 + tb] += running_out
