@@ -9,6 +9,15 @@ Cases (one run, same machine, same weights):
   ``ann2snn`` on the same torch module (if installed:
   ``pip install --no-deps "spikingjelly==0.0.0.0.14"``, as for bench_peers.py), and the Brian2 engine
   on a subset, extrapolated to 1000 samples (marked so).
+* ``fmnist_vgg``, ``fmnist_resnet8``: the shipped Fashion-MNIST models (``models/*.h5``), 1000
+  test images at T=32, against SpikingJelly on the same weights (rebuilt as torch modules).
+* ``store``: ``simulate`` against ``simulate -o`` (``simulate_to_store``, every spike and the ANN
+  activations) on the LeNet, interleaved, wall and CPU time, both schedules.
+
+The tensor-engine rows come twice: ``layer-major`` (the default for acyclic networks on numpy)
+and ``step-major`` (``engine.LAYER_MAJOR = False``, the engine before it), in the same run;
+``--torch`` adds torch CPU threads to the LeNet. Every row records the 1-minute load beside it.
+
 * ``vgg11``: a CIFAR-shaped VGG-11 (3×32×32, BatchNorm folded, random weights,
   settled statistics), 256 random-image samples at T=32, in a subprocess so its
   peak RSS is its own: time per sample, synaptic events/s, peak RSS.
@@ -19,8 +28,11 @@ LeNet case is skipped with one line without it.
 
 Run::
 
-    python benchmarks/bench_engine.py                 # both cases (~10 min on 2 cores)
-    python benchmarks/bench_engine.py --case lenet --samples 1000 --steps 128
+    python benchmarks/bench_engine.py                 # every case (~30 min on 2 quiet cores)
+    python benchmarks/bench_engine.py --case lenet --samples 1000 --steps 128 --brian2-samples 0
+    python benchmarks/bench_engine.py --case fmnist_vgg --samples 1000 --steps 32
+    python benchmarks/bench_engine.py --case fmnist_resnet8 --samples 1000 --steps 32
+    python benchmarks/bench_engine.py --case store --samples 1000 --steps 128
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
     python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
 

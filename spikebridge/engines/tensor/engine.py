@@ -410,6 +410,14 @@ def estimate_tensor_memory(plan: Plan, batch_size: int) -> int:
         per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
     for name in plan.record:
         per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
+    if plan.layer_major:
+        from .layered import block_steps
+
+        # layer-major blocks: spike history (bool) of every population, the summed arrivals of one
+        # population's block and a product's output (float64)
+        tb = block_steps(n_steps)
+        per_sample += sum(snn.populations[name].n for name in names) * (tb + plan.max_delay_steps)
+        per_sample += max((snn.populations[post].n for post, _ in posts), default=0) * tb * 8 * 2
     return int(fixed + per_sample * int(batch_size))
 
 
