@@ -208,7 +208,8 @@ class LayerMajor:
                     hist[name][:d] = hist[name][tb : tb + d].copy()
         t1 = time.perf_counter()
         counts = {name: st.counts.astype(np.int64) for name, st in state.items() if st.counts is not None}
-        spikes = {name: self._trains(rec.get(name), snn.populations[name].n, n_b, dt) for name in sorted(record)}
+        spikes = {name: self._trains(rec.get(name), snn.populations[name].n, n_b, dt, int(counts[name].sum()) if name in counts else 0)
+                  for name in sorted(record)}
         return SpikeRecord(
             n_samples=n_b,
             n_steps=int(n_steps),
@@ -240,24 +241,30 @@ class LayerMajor:
             st.current = st.current + arrived
 
     @staticmethod
-    def _trains(bits: NDArray[np.uint8] | None, n: int, n_b: int, dt: float) -> SpikeTrains:
-        """Spike trains from recorded bits (n_b, n_steps, ceil(n / 8)), in (sample, step, neuron) order."""
+    def _trains(bits: NDArray[np.uint8] | None, n: int, n_b: int, dt: float, total: int) -> SpikeTrains:
+        """Spike trains from recorded bits (n_b, n_steps, ceil(n / 8)), in (sample, step, neuron) order.
+
+        ``total`` is the number of spikes (from the counts): the index arrays are filled in place.
+        """
         z = np.zeros(0, np.int32)
         if bits is None:
-            return SpikeTrains(n_neurons=n, n_samples=n_b, dt=dt, sample=z, neuron=z, step=z)
+            return SpikeTrains._from_sorted(n, n_b, dt, z, z, z)
         n_steps = bits.shape[1]
+        sample, step, neuron = (np.empty(total, dtype=np.int32) for _ in range(3))
         chunk = max(1, (1 << 24) // max(1, n_steps * n))  # unpacked bools per chunk: about 16 MB
-        parts: list[tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]] = []
+        at = 0
         for s0 in range(0, n_b, chunk):
             raster = np.unpackbits(bits[s0 : s0 + chunk], axis=-1, count=n).view(bool).reshape(-1, n)
             # per (sample, step) row: its spike count; indices by repetition, no division per spike
             per_row = np.count_nonzero(raster, axis=1)
             flat = np.flatnonzero(raster)
+            end = at + flat.size
             rows = np.arange(raster.shape[0], dtype=np.int64)
-            neuron = (flat - np.repeat(rows * n, per_row)).astype(np.int32)
-            sample = np.repeat((rows // n_steps + s0).astype(np.int32), per_row)
-            step = np.repeat((rows % n_steps).astype(np.int32), per_row)
-            parts.append((sample, step, neuron))
-        sample, step, neuron = (np.concatenate([q[j] for q in parts]) if parts else z for j in range(3))
+            np.subtract(flat, np.repeat(rows * n, per_row), out=neuron[at:end], casting="unsafe")
+            sample[at:end] = np.repeat((rows // n_steps + s0).astype(np.int32), per_row)
+            step[at:end] = np.repeat((rows % n_steps).astype(np.int32), per_row)
+            at = end
+        if at != total:  # never: counts and recorded bits come from the same spikes
+            raise RuntimeError(f"layer-major recording: {at} spikes recorded, {total} counted")
         # in range and in (sample, step, neuron) order by construction
         return SpikeTrains._from_sorted(n, n_b, dt, sample, neuron, step)
