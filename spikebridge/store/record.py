@@ -58,6 +58,23 @@ class SpikeTrains:
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
 
+    @classmethod
+    def _from_sorted(cls, n_neurons: int, n_samples: int, dt: float, sample: NDArray[np.int32],
+                     neuron: NDArray[np.int32], step: NDArray[np.int32]) -> "SpikeTrains":
+        """Spike trains from int32 arrays the caller built in range and in (sample, step, neuron) order.
+
+        Skips the O(n) checks of the constructor (several passes over every spike): for engines that
+        extract spikes in that order, and for joining batches that were checked already.
+        """
+        obj = cls.__new__(cls)
+        for name, value in (("n_neurons", n_neurons), ("n_samples", n_samples), ("dt", dt)):
+            object.__setattr__(obj, name, value)
+        for name, arr in (("sample", sample), ("neuron", neuron), ("step", step)):
+            arr = np.asarray(arr, dtype=np.int32)
+            arr.setflags(write=False)
+            object.__setattr__(obj, name, arr)
+        return obj
+
     @property
     def n_spikes(self) -> int:
         return int(self.sample.size)
@@ -202,13 +219,12 @@ def concat_records(records: Sequence[SpikeRecord]) -> SpikeRecord:
     spikes: dict[str, SpikeTrains] = {}
     for name, st in first.spikes.items():
         parts = [r.spikes[name] for r in records]
-        spikes[name] = SpikeTrains(
-            n_neurons=st.n_neurons,
-            n_samples=sum(p.n_samples for p in parts),
-            dt=st.dt,
-            sample=np.concatenate([p.sample + o for p, o in zip(parts, offsets)]),
-            neuron=np.concatenate([p.neuron for p in parts]),
-            step=np.concatenate([p.step for p in parts]),
+        # each part is checked and sorted, and the sample offsets grow: the join is sorted too
+        spikes[name] = SpikeTrains._from_sorted(
+            st.n_neurons, sum(p.n_samples for p in parts), st.dt,
+            np.concatenate([p.sample + np.int32(o) for p, o in zip(parts, offsets)]),
+            np.concatenate([p.neuron for p in parts]),
+            np.concatenate([p.step for p in parts]),
         )
     labels = None
     if all(r.labels is not None for r in records):

@@ -49,6 +49,10 @@ __all__ = ["TensorProgram", "estimate_tensor_memory"]
 
 _THRESHOLDED = ("if", "lif", "cuba_lif")
 
+#: run networks the plan marks ``layer_major`` layer by layer on numpy (:mod:`.layered`); False forces
+#: the step-major schedule everywhere (benchmarks compare the two in one run)
+LAYER_MAJOR = True
+
 
 @dataclass
 class _Link:
@@ -131,6 +135,11 @@ class TensorProgram:
         self.order = [name for name in plan.order if name in self.specs]
         # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
         self.inbound = plan.inbound
+        self._layered: Any = None
+        if plan.layer_major and arrays.name == "numpy":
+            from .layered import LayerMajor
+
+            self._layered = LayerMajor(self)
 
     def _arrive(self, pst: "_State", target: str, buf: list[Any], slot: int) -> None:
         """Add ring slot ``slot`` of ``buf`` (None while empty) to ``target`` of ``pst`` and empty it."""
@@ -153,29 +162,47 @@ class TensorProgram:
                 st.drive = self.xp.asarray(np.asarray(self.specs[name].pop.bias, dtype=np.float64) + i_in)
                 st.step_drive = self.dt * st.drive
 
+    def _update(self, spec: _PopSpec, st: _State, k: int) -> None:
+        """Step 1 of step ``k`` for a simulated (non-input) population: state update, refractory neurons held."""
+        xp, dt, pop = self.xp, self.dt, spec.pop
+        free = None if st.last is None else (k - st.last) >= spec.ref_steps
+        st.free = free
+        if pop.model in ("if", "integrator") and free is None:
+            if not (isinstance(st.step_drive, float) and st.step_drive == 0.0):  # v + 0.0 is v
+                st.v += st.step_drive
+            return
+        if pop.model in ("if", "integrator"):
+            new_v = st.v + st.step_drive
+        elif pop.model in ("lif", "li"):
+            new_v = _exact_lif(st.v, st.drive, pop, dt)  # the reference's own functions: same arithmetic
+        else:
+            new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
+            st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
+        st.v = new_v if free is None else xp.where(free, new_v, st.v)
+
+    def _fire(self, spec: _PopSpec, st: _State, k: int) -> Any:
+        """Steps 3-4 of step ``k`` (one spike per neuron at most): threshold (not refractory), reset; the spikes."""
+        xp, pop = self.xp, spec.pop
+        spk = st.v >= spec.theta
+        if st.last is not None:
+            spk &= (k - st.last) >= spec.ref_steps
+            st.last = xp.where(spk, float(k), st.last)
+        if pop.reset == "subtract":
+            st.v = xp.subtract_where(st.v, spec.theta, spk)
+        elif pop.reset == "zero":
+            st.v = xp.assign_where(st.v, 0.0, spk)
+        elif pop.reset == "value":
+            st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
+        return spk
+
     def _apply(self, link: _Link, spikes: Any) -> Any:
         if link.kernel is not None:
             return self.xp.conv(link.prepared, link.kernel, spikes)
         return self.xp.matmul(link.prepared, spikes)
 
-    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
-        """Simulate one batch.
-
-        Parameters
-        ----------
-        plan : InputPlan
-            The batch's inputs, Poisson input already drawn (``draw_poisson``).
-        n_steps : int
-        seed : int
-            Seed of the populations' Poisson drive (``params["poisson_*"]``).
-        record : set of str
-            Populations whose every spike is returned.
-        """
-        xp, dt, snn = self.xp, self.dt, self.snn
-        t0 = time.perf_counter()
-        plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (spikebridge.run.batches.iter_plan_tensor)
-        n_b = plan.n_samples
-        rng = np.random.default_rng(seed)
+    def _init_state(self, plan: InputPlan, n_b: int) -> dict[str, _State]:
+        """Every simulated population's state at step 0 for a batch of ``n_b`` samples."""
+        xp, dt = self.xp, self.dt
         state: dict[str, _State] = {}
         for name in self.names:
             spec = self.specs[name]
@@ -197,6 +224,29 @@ class TensorProgram:
             if spec.thresholded or spec.is_input:
                 st.counts = xp.zeros((n_b, pop.n), dtype="int64")
             state[name] = st
+        return state
+
+    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
+        """Simulate one batch.
+
+        Parameters
+        ----------
+        plan : InputPlan
+            The batch's inputs, Poisson input already drawn (``draw_poisson``).
+        n_steps : int
+        seed : int
+            Seed of the populations' Poisson drive (``params["poisson_*"]``).
+        record : set of str
+            Populations whose every spike is returned.
+        """
+        if self._layered is not None and LAYER_MAJOR and not plan.window_steps and not plan.graded:
+            return cast(SpikeRecord, self._layered.run(plan, n_steps, seed=seed, record=record))
+        xp, dt, snn = self.xp, self.dt, self.snn
+        t0 = time.perf_counter()
+        plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (spikebridge.run.batches.iter_plan_tensor)
+        n_b = plan.n_samples
+        rng = np.random.default_rng(seed)
+        state = self._init_state(plan, n_b)
         # ring buffer per (post, target): slot -> summed arrivals of that step, None while empty
         # (the first arrival is stored as is, so a silent step costs nothing)
         buffers: dict[tuple[str, str], list[Any]] = {key: [None] * self.ring for key in self.targets}
@@ -234,20 +284,7 @@ class TensorProgram:
                         st.spikes = st.v >= 1.0
                         st.v -= xp.as_float(st.spikes)
                     continue
-                free = None if st.last is None else (k - st.last) >= spec.ref_steps
-                st.free = free
-                if pop.model in ("if", "integrator") and free is None:
-                    if not (isinstance(st.step_drive, float) and st.step_drive == 0.0):  # v + 0.0 is v
-                        st.v += st.step_drive
-                    continue
-                if pop.model in ("if", "integrator"):
-                    new_v = st.v + st.step_drive
-                elif pop.model in ("lif", "li"):
-                    new_v = _exact_lif(st.v, st.drive, pop, dt)  # the reference's own functions: same arithmetic
-                else:
-                    new_v = _exact_cuba(st.v, st.current, st.drive, pop, dt)
-                    st.current = st.current * math.exp(-dt / float(cast(float, pop.tau_syn)))
-                st.v = new_v if free is None else xp.where(free, new_v, st.v)
+                self._update(spec, st, k)
             # 2. arrivals of earlier steps' spikes
             for key, buf in buffers.items():
                 self._arrive(state[key[0]], key[1], buf, slot)
@@ -270,18 +307,7 @@ class TensorProgram:
                     st.v = st.v - n_spk * spec.theta
                     st.spikes = n_spk.astype(np.int64) if xp.name == "numpy" else n_spk.to(xp.lib.int64)
                 elif spec.thresholded and not spec.is_input:
-                    pop = spec.pop
-                    spk = st.v >= spec.theta
-                    if st.last is not None:
-                        spk &= (k - st.last) >= spec.ref_steps
-                        st.last = xp.where(spk, float(k), st.last)
-                    if pop.reset == "subtract":
-                        st.v = xp.subtract_where(st.v, spec.theta, spk)
-                    elif pop.reset == "zero":
-                        st.v = xp.assign_where(st.v, 0.0, spk)
-                    elif pop.reset == "value":
-                        st.v = xp.assign_where(st.v, float(pop.v_reset), spk)
-                    st.spikes = spk
+                    st.spikes = self._fire(spec, st, k)
                 if st.spikes is None:
                     continue
                 spk = st.spikes
@@ -384,6 +410,14 @@ def estimate_tensor_memory(plan: Plan, batch_size: int) -> int:
         per_sample += snn.populations[snn.output].n * n_steps * (8 + 8 + 4 + 4)
     for name in plan.record:
         per_sample += snn.populations[name].n * (n_steps // 4 + 1) * 16
+    if plan.layer_major:
+        from .layered import block_steps
+
+        # layer-major blocks: spike history (bool) of every population, the summed arrivals of one
+        # population's block and a product's output (float64)
+        tb = block_steps(n_steps)
+        per_sample += sum(snn.populations[name].n for name in names) * (tb + plan.max_delay_steps)
+        per_sample += max((snn.populations[post].n for post, _ in posts), default=0) * tb * 8 * 2
     return int(fixed + per_sample * int(batch_size))
 
 

@@ -1,0 +1,124 @@
+"""The layer-major schedule of the tensor engine: the same spikes as the step-major one and the reference.
+
+Acyclic networks run layer by layer on numpy (``Plan.layer_major``); these tests run each
+network both ways (``engine.LAYER_MAJOR``), with blocks short enough that delays reach back
+across block boundaries, and compare every spike, count and potential exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spikebridge.engines.tensor.engine as tensor_engine
+import spikebridge.engines.tensor.layered as layered
+from spikebridge.config import SimulationConfig
+from spikebridge.engines.plan import compile, layer_major_blocker
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.run.simulate import simulate
+from spikebridge.snn.network import Population, Projection, SpikingNetwork
+
+from ._nets import mixed
+
+
+def feed_forward(rng: np.random.Generator, *, kind: str, min_delay_steps: int = 1) -> SpikingNetwork:
+    """LIF, cuba LIF onto I, resets to zero and to a value, refractoriness, per-synapse delays of
+    0-4 steps, a skip projection joining a later layer, a sparse matrix, an integrator read-out."""
+    n_in, n_a, n_b, n_c, n_out = 5, 40, 6, 4, 3
+    pops = [
+        Population(name="input", n=n_in, model="input", role="input"),
+        Population(name="a", n=n_a, model="if", v_init=0.5, bias=rng.normal(0, 20, n_a), refractory=2e-3),
+        Population(name="b", n=n_b, model="lif", tau_mem=0.02, reset="zero", threshold=0.8),
+        Population(name="c", n=n_c, model="cuba_lif", tau_mem=0.01, tau_syn=0.005, reset="value", v_reset=-0.1),
+        Population(name="out", n=n_out, model="integrator", role="output", bias=5.0),
+    ]
+    d0 = 1e-3 * min_delay_steps
+
+    def dense(name, pre, post, n_pre, n_post, scale, delay=1e-3, target="v", keep=1.0):
+        w = rng.normal(0.1, scale, size=(n_post, n_pre)) * (rng.random((n_post, n_pre)) < keep)
+        return Projection.from_dense(w, name=name, pre=pre, post=post, delay=delay, target=target)
+
+    projs = [
+        dense("in_a", "input", "a", n_in, n_a, 0.6, delay=d0),
+        dense("a_b", "a", "b", n_a, n_b, 0.5),
+        dense("b_c", "b", "c", n_b, n_c, 1.0, target="I", delay=d0),
+        dense("c_out", "c", "out", n_c, n_out, 0.5),
+        dense("a_c", "a", "c", n_a, n_c, 0.4, delay=2e-3, keep=0.1),  # skip, sparse (fill < 0.2)
+        dense("in_b", "input", "b", n_in, n_b, 0.3, delay=d0),
+    ]
+    p = projs[1]
+    projs[1] = p.replace(delay=(min_delay_steps + rng.integers(0, 4, size=p.n_synapses)) * 1e-3)
+    return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=min_delay_steps,
+                          encoding={"kind": kind, "scale": 1.0, "max_rate": 500.0})
+
+
+def _both(snn, x, n_steps, monkeypatch, **kw):
+    """Step-major and layer-major runs of the same inputs (the second checked to run layer by layer)."""
+    cfg = SimulationConfig(n_steps=n_steps, engine="tensor", device="cpu", record=("all",), **kw)
+    calls = []
+    real = layered.LayerMajor.run
+
+    def spy(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(layered.LayerMajor, "run", spy)
+    monkeypatch.setattr(tensor_engine, "LAYER_MAJOR", False)
+    step = simulate(snn, x, cfg)
+    assert not calls
+    monkeypatch.setattr(tensor_engine, "LAYER_MAJOR", True)
+    layer = simulate(snn, x, cfg)
+    assert calls
+    return step, layer
+
+
+def _assert_identical(a, b, min_spikes):
+    assert set(a.counts) == set(b.counts)
+    for name in a.counts:
+        np.testing.assert_array_equal(a.counts[name], b.counts[name], err_msg=name)
+    np.testing.assert_array_equal(a.output_counts_t, b.output_counts_t)
+    np.testing.assert_array_equal(a.output_potential_t, b.output_potential_t)
+    assert set(a.spikes) == set(b.spikes)
+    for name in a.spikes:
+        for key in ("sample", "neuron", "step"):
+            np.testing.assert_array_equal(getattr(a.spikes[name], key), getattr(b.spikes[name], key), err_msg=name)
+    total = sum(int(c.sum()) for c in a.counts.values())
+    assert total >= min_spikes, f"only {total} spikes: the comparison would be vacuous"
+
+
+@pytest.mark.parametrize("block", [3, 32])
+@pytest.mark.parametrize("kind", ["current", "regular", "poisson"])
+@pytest.mark.parametrize("min_delay_steps", [0, 1])
+def test_layer_major_equals_step_major_and_reference(rng, monkeypatch, kind, block, min_delay_steps):
+    monkeypatch.setattr(layered, "BLOCK_STEPS", block)
+    net = feed_forward(rng, kind=kind, min_delay_steps=min_delay_steps)
+    assert compile(net, n_steps=50).layer_major
+    x = rng.uniform(0, 1, size=(3, 5))
+    step, layer = _both(net, x, 50, monkeypatch, seed=4)
+    _assert_identical(step, layer, min_spikes=300)
+    ref = simulate_reference(net, x, 50, seed=4, record=("all",))
+    _assert_identical(ref, layer, min_spikes=300)
+
+
+def test_digits_cnn_layer_major_equals_step_major(monkeypatch):
+    from spikebridge.config import ConversionConfig
+    from spikebridge.conversion.convert import convert
+    from spikebridge.datasets import load_dataset
+    from spikebridge.ir.serialize import load_graph
+
+    monkeypatch.setattr(layered, "BLOCK_STEPS", 7)
+    x, _ = load_dataset("digits:test")
+    snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(), calibration=x[:100])
+    step, layer = _both(snn, x[:40], 40, monkeypatch, threads=2)
+    _assert_identical(step, layer, min_spikes=5000)
+
+
+def test_cycles_and_poisson_drive_keep_the_step_major_schedule(rng):
+    assert "cycle" in str(layer_major_blocker(mixed(rng), 1e-3))
+    net = feed_forward(rng, kind="current")
+    assert layer_major_blocker(net, 1e-3) is None
+    pops = [p.replace(params={"poisson_n": 10, "poisson_rate": 50.0, "poisson_weight": 0.1}) if p.name == "a" else p
+            for p in net.populations.values()]
+    drive = net.copy_with(populations=pops)
+    assert "Poisson" in str(layer_major_blocker(drive, 1e-3))
+    assert not compile(drive, n_steps=10).layer_major
