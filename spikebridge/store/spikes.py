@@ -741,7 +741,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             self._f = None
             f.close()
             raise
-        if "populations" in f or "output" in f:
+        if "populations" in f or "output" in f or "shards" in f:
             self._enable_swmr(f)
         return f
 
