@@ -236,6 +236,7 @@ def _n_done(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_sigkilled_sharded_writer_resumes_identically(tmp_path, reference_store):
     """A real process writing shards, SIGKILLed mid-run; --resume completes it to the uninterrupted result."""
     path = tmp_path / "s.h5"
