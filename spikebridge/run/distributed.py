@@ -168,8 +168,7 @@ def _shard_job(
     spec: ShardSpec, xb: Any, yb: Any,
 ) -> dict[str, Any]:
     """Simulate one batch, compute its ANN outputs, write it as a shard; return the shard's descriptor (small)."""
-    from ..store.shards import write_shard
-    from .store import ann_rows
+    from ._shard import ann_rows, write_shard
 
     rec = job(compiled, sub, cfg, target, k0)
     ann, acts = ann_rows(compiled.snn, xb, spec.act_layers, spec.ann)
@@ -179,25 +178,16 @@ def _shard_job(
 
 
 def iter_dask_shards(
-    snn: Any, x: Any, y: Any, cfg: SimulationConfig, start: int, spec: ShardSpec
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int, target: str, engine: str,
+    spec: ShardSpec, x: Any, y: Any,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Run the batches from sample ``start`` on ``cfg.scheduler``, each worker writing its batch as a shard.
 
     As :func:`iter_dask`, but the workers also compute the ANN outputs and
-    activations of their batch (inputs ``x``, labels ``y``) and write the
-    shard (:func:`~spikebridge.store.shards.write_shard`); what comes back
-    to the client, in sample order, is only each shard's descriptor.
+    activations of their batch (inputs ``x``, labels ``y``, all samples) and
+    write the shard (:func:`spikebridge.run._shard.write_shard`); what comes
+    back to the client, in sample order, is only each shard's descriptor.
     """
-    from ..engines.brian2.run import explain_target
-    from ..engines.plan import checked_plan, compile
-    from .simulate import resolve_engine
-
-    compiled = compile(snn, cfg)
-    plan = checked_plan(snn, x, tuple(cfg.record), start, compiled.dt)
-    if plan is None:
-        return
-    engine = resolve_engine(snn, cfg, compiled)
-    target = explain_target(cfg.target, snn)
     yield from _iter_dask(compiled, plan, cfg, start, target, engine, (spec, x, y))
 
 

@@ -28,7 +28,8 @@ from ..errors import ValidationError
 from ..store._hdf5lock import WriterLock, is_disk_full
 from ..store.record import SpikeRecord
 from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError, batch_bytes_bound, ensure_space
-from ..store.shards import clear_shards, index_rows, shard_folder, tidy_shards, write_shard
+from ._shard import ann_rows, write_shard
+from ..store.shards import clear_shards, index_rows, shard_folder, tidy_shards
 from ..store.stream import (
     AUTO_ACTIVATIONS_BYTES,
     file_sha256,
@@ -44,7 +45,7 @@ from ..store.stream import (
 if TYPE_CHECKING:
     from ..snn.network import SpikingNetwork
 
-__all__ = ["simulate_to_store", "ann_rows"]
+__all__ = ["simulate_to_store"]
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +57,6 @@ def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, 
     return iter_simulate(snn, inputs, config, start=start)
 
 
-def ann_rows(
-    snn: "SpikingNetwork", xb: NDArray[Any] | None, act_layers: "tuple[str, ...] | list[str]", activations: bool = True
-) -> tuple[NDArray[Any] | None, dict[str, NDArray[Any]] | None]:
-    """ANN outputs (n, n_out) of the inputs ``xb`` and, with ``activations``, the activations of ``act_layers``.
-
-    (None, None) for a network without an ANN or a run without inputs.  Run
-    by the client, or by the worker that writes the batch's shard.
-    """
-    if snn.ann is None or xb is None:
-        return None, None
-    from ..ir.evaluate import evaluate
-
-    n = int(xb.shape[0])
-    if not activations:
-        return evaluate(snn.ann, xb).reshape(n, -1), None
-    acts = cast("dict[str, NDArray[Any]]", evaluate(snn.ann, xb, return_all=True))
-    out = acts[snn.ann.output].reshape(n, -1)
-    return out, {k: acts[k] for k in act_layers if k in acts}
-
-
 def _shard_iter(
     snn: "SpikingNetwork", x: NDArray[Any] | None, y: NDArray[Any] | None, config: SimulationConfig, start: int,
     folder: Path, act_layers: list[str], activations: bool,
@@ -84,8 +65,17 @@ def _shard_iter(
     if config.scheduler is not None:
         from .distributed import ShardSpec, iter_dask_shards
 
+        from ..engines.brian2.run import explain_target
+        from ..engines.plan import checked_plan, compile
+        from .simulate import resolve_engine
+
+        compiled = compile(snn, config)
+        plan = checked_plan(snn, x, tuple(config.record), start, compiled.dt)
+        if plan is None:
+            return
+        engine, target = resolve_engine(snn, config, compiled), explain_target(config.target, snn)
         spec = ShardSpec(str(folder.resolve()), tuple(act_layers) if activations else (), True)
-        yield from iter_dask_shards(snn, x, y, config, start, spec)
+        yield from iter_dask_shards(compiled, plan, config, start, target, engine, spec, x, y)
         return
     for first, rec in _backend_iter(snn, x, config, start):
         ann, acts = ann_rows(snn, None if x is None else x[first : first + rec.n_samples], act_layers, activations)

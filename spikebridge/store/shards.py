@@ -6,7 +6,7 @@ A sharded spike store is two things next to each other::
     spikes.h5.shards/    one ordinary spike store per batch, b<first>-<stop>.h5 (samples first..stop-1)
 
 Each shard is written by the process that simulated its batch (a Dask
-worker, or the client itself), with the same guarantees as a one-file store:
+worker, or the client itself; :func:`spikebridge.run._shard.write_shard`), with the same guarantees as a one-file store:
 free space checked and reserved before writing, the batch's SHA-256 stored,
 data fsynced before the file is renamed into place.  The worker hands the
 client a small *descriptor* (name, sample range, checksum, size); the client
@@ -35,22 +35,18 @@ from __future__ import annotations
 import collections
 import os
 import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import StoreFormatError
-from .record import SpikeRecord, SpikeTrains
+from .record import SpikeTrains
 
-if TYPE_CHECKING:
-    from .spikes import SpikeStore
-
-__all__ = ["SHARD_SUFFIX", "ShardSet", "check_shard", "clear_shards", "shard_folder", "shard_name", "write_shard"]
+__all__ = ["SHARD_SUFFIX", "ShardSet", "check_shard", "clear_shards", "fsync_dir", "shard_folder", "shard_name"]
 
 SHARD_SUFFIX = ".shards"
 _NAME = re.compile(r"^b(\d{10})-(\d{10})\.h5$")
@@ -91,7 +87,7 @@ def shard_path(folder: Path, name: str, where: str) -> Path:
     return p
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -104,64 +100,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_shard(
-    folder: str | os.PathLike[str],
-    first: int,
-    record: SpikeRecord,
-    ann_outputs: NDArray[Any] | None = None,
-    activations: Mapping[str, NDArray[Any]] | None = None,
-    labels: NDArray[Any] | None = None,
-) -> dict[str, Any]:
-    """Write one batch as a shard file in ``folder`` and describe it.
-
-    The batch goes into a new spike store under a name of this process's own
-    (free space checked and reserved, checksum stored, fsynced), which is
-    then renamed to :func:`shard_name` (replacing a shard of the same samples
-    left by an earlier attempt: same samples, same spikes).
-
-    Parameters
-    ----------
-    folder : path
-        The run's shard folder (must exist).
-    first : int
-        Global index of the batch's first sample.
-    record : SpikeRecord
-        The batch (sample indices local to it).
-    ann_outputs, activations, labels : optional
-        As :meth:`SpikeStore.append_batch`.
-
-    Returns
-    -------
-    dict
-        ``name``, ``first``, ``stop``, ``sha256`` (hex), ``bytes``: what the
-        client indexes.
-    """
-    from .spikes import SpikeStore
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise StoreFormatError(f"shard folder '{folder}' does not exist (on a cluster it must be on a file system every worker sees)")
-    first, stop = int(first), int(first) + int(record.n_samples)
-    name = shard_name(first, stop)
-    tmp = folder / f".{name}.{os.getpid():x}-{secrets.token_hex(4)}.partial"
-    st = SpikeStore(tmp, "x")
-    try:
-        st.append_batch(0, record, ann_outputs, activations, labels)  # fsyncs data, checksum and counter
-        digest = bytes(st.file["progress/batch_sha256"][0])
-        st.close()
-    except BaseException:
-        st.abort()
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, folder / name)
-    _fsync_dir(folder)
-    return {"name": name, "first": first, "stop": stop, "sha256": digest.hex(), "bytes": (folder / name).stat().st_size}
-
-
-def _open_shard(path: Path, verify: bool) -> "SpikeStore":
-    from .spikes import SpikeStore
-
-    return SpikeStore(path, "r", verify=verify)
+#: opens a shard for reading: ``opener(path, verify)`` (SpikeStore, passed in by spike stores: no import cycle)
+Opener = Callable[[Path, bool], Any]
 
 
 def _stored_checksums(p: Path) -> tuple[int, NDArray[np.uint8]]:
@@ -181,13 +121,13 @@ def _stored_checksums(p: Path) -> tuple[int, NDArray[np.uint8]]:
         return int(f["progress"].attrs.get("n_done", 0)), ds[:]
 
 
-def check_shard(folder: Path, desc: Mapping[str, Any], where: str, verify: bool = False) -> str:
+def check_shard(folder: Path, desc: Mapping[str, Any], where: str, opener: Opener | None = None) -> str:
     """Why the shard described by ``desc`` cannot be indexed or read ("" when it can).
 
     Checks the name and that the file stays in ``folder``, that it opens as a
     spike store of exactly ``first..stop-1`` and that its stored checksum is
-    ``desc["sha256"]``; with ``verify`` also that its data match that checksum
-    (reads every byte of it).
+    ``desc["sha256"]``; with ``opener`` (a spike store class) also that its data
+    match that checksum (reads every byte of it).
     """
     try:
         p = shard_path(folder, str(desc["name"]), where)
@@ -196,8 +136,8 @@ def check_shard(folder: Path, desc: Mapping[str, Any], where: str, verify: bool 
     if not p.is_file():
         return f"shard '{p.name}' (samples {desc['first']}-{int(desc['stop']) - 1}) is missing"
     try:
-        if verify:
-            with _open_shard(p, True) as sh:
+        if opener is not None:
+            with opener(p, True) as sh:
                 n = sh.n_done
                 sums = sh.file["progress/batch_sha256"][:] if "progress/batch_sha256" in sh.file else np.zeros((0, 32), np.uint8)
         else:
@@ -258,14 +198,14 @@ def folder_of(f: h5py.File, path: Path) -> Path:
     return path.parent / name
 
 
-def verified_shards(f: h5py.File, path: Path, n_done: int) -> tuple[int, str]:
+def verified_shards(f: h5py.File, path: Path, n_done: int, opener: Opener) -> tuple[int, str]:
     """Samples at the start of a sharded store whose shards are present, intact and the ones indexed."""
     folder = folder_of(f, path)
     done = 0
     for desc in index_rows(f, n_done):
         if desc["first"] != done:
             return done, f"the shard index skips samples {done}-{desc['first'] - 1}"
-        why = check_shard(folder, desc, f"spike store '{path}'", verify=True)
+        why = check_shard(folder, desc, f"spike store '{path}'", opener)
         if why:
             return done, why
         done = desc["stop"]
@@ -281,18 +221,19 @@ class ShardSet:
     with every check of :class:`~spikebridge.store.spikes.SpikeStore`.
     """
 
-    def __init__(self, f: h5py.File, path: Path, n_done: int) -> None:
+    def __init__(self, f: h5py.File, path: Path, n_done: int, opener: Opener) -> None:
         self.path = path
+        self.opener = opener
         self.folder = folder_of(f, path)
         self.rows = index_rows(f, n_done)
         self.firsts = np.array([d["first"] for d in self.rows], dtype=np.int64)
-        self._open: collections.OrderedDict[int, SpikeStore] = collections.OrderedDict()
+        self._open: collections.OrderedDict[int, Any] = collections.OrderedDict()
 
     def close(self) -> None:
         while self._open:
             self._open.popitem()[1].close()
 
-    def shard(self, k: int) -> "SpikeStore":
+    def shard(self, k: int) -> Any:
         st = self._open.get(k)
         if st is not None:
             self._open.move_to_end(k)
@@ -301,7 +242,7 @@ class ShardSet:
         p = shard_path(self.folder, desc["name"], f"spike store '{self.path}'")
         if not p.is_file():
             raise StoreFormatError(f"spike store '{self.path}': shard '{p.name}' is missing")
-        st = _open_shard(p, verify=False)  # its data were verified against the index when the store was opened
+        st = self.opener(p, False)  # its data were verified against the index when the store was opened
         self._open[k] = st
         if len(self._open) > _OPEN_SHARDS:
             self._open.popitem(last=False)[1].close()

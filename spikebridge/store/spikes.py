@@ -336,7 +336,7 @@ def verified_samples(f: h5py.File, n_done: int) -> tuple[int, str]:
     if "shards" in f:
         from .shards import verified_shards
 
-        return verified_shards(f, Path(f.filename), n_done)
+        return verified_shards(f, Path(f.filename), n_done, _shard_opener)
     table = _batch_table(f, n_done)
     if table is None:
         return n_done, ""
@@ -1054,7 +1054,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if self._shard_set is None or self._shard_n != n:
             if self._shard_set is not None:
                 self._shard_set.close()
-            self._shard_set, self._shard_n = ShardSet(self.file, self.path, n), n
+            self._shard_set, self._shard_n = ShardSet(self.file, self.path, n, _shard_opener), n
         return self._shard_set
 
     def _has(self, key: str) -> bool:
@@ -1508,6 +1508,11 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 for key in ("neuron", "step"):
                     if g[key].shape[0] > total:
                         g[key].resize(total, axis=0)
+
+
+def _shard_opener(path: Path, verify: bool) -> SpikeStore:
+    """How a sharded store opens its shards: as spike stores, read-only, with every check."""
+    return SpikeStore(path, "r", verify=verify)
 
 
 def open_store(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> SpikeStore:

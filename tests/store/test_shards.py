@@ -257,3 +257,34 @@ def test_sigkilled_sharded_writer_resumes_identically(tmp_path, reference_store)
     subprocess.run([sys.executable, "-m", "tests.store._worker", str(path), str(N), str(BS), "resume"], cwd=ROOT, env=env, check=True)
     _assert_same(_everything(path), _everything(reference_store))
     assert not [p for p in os.listdir(shard_folder(path)) if p.endswith(".partial")]
+
+
+def test_client_indexes_only_the_shard_described(tmp_path):
+    """append_shard checks a worker's descriptor against the file: another checksum, a link out, a missing file."""
+    from spikebridge.run._shard import write_shard
+    from tests.store._fake import fake_iter
+
+    folder = tmp_path / "s.h5.shards"
+    folder.mkdir()
+    (first, rec), (second, rec2) = list(fake_iter(make_net(), X[:8], CFG))[:2]
+    desc = write_shard(folder, first, rec)
+    desc2 = write_shard(folder, second, rec2)
+    assert desc["name"] == f"b{0:010d}-{4:010d}.h5" and len(desc["sha256"]) == 64 and desc["bytes"] > 0
+    with SpikeStore(tmp_path / "s.h5", "x") as st:
+        st.write_header(n_steps=40, dt=1e-3)
+        st.init_shards(folder.name)
+        with pytest.raises(StoreFormatError, match="not the one indexed"):
+            st.append_shard({**desc, "sha256": desc2["sha256"]})
+        with pytest.raises(StoreFormatError, match="is missing"):
+            st.append_shard({**desc, "name": f"b{0:010d}-{5:010d}.h5"})
+        assert st.n_done == 0
+        assert st.append_shard(desc) == 4 and st.append_shard(desc2) == 8
+    # a shard whose /progress is an external link is refused before anything of it is read
+    bad = folder / f"b{8:010d}-{12:010d}.h5"
+    with h5py.File(bad, "w") as f:
+        f["progress"] = h5py.ExternalLink(str(folder / desc["name"]), "/progress")
+    with SpikeStore(tmp_path / "s.h5", "a") as st:
+        with pytest.raises(StoreFormatError, match="missing or a link to elsewhere"):
+            st.append_shard({**desc2, "name": bad.name, "first": 8, "stop": 12})
+    with SpikeStore(tmp_path / "s.h5") as st:
+        assert st.n_done == 8 and st.read_spikes("hidden").n_samples == 8
