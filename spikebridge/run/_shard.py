@@ -84,6 +84,9 @@ def write_shard(
     name = shard_name(first, stop)
     tmp = folder / f".{name}.{os.getpid():x}-{secrets.token_hex(4)}.partial"
     st = SpikeStore(tmp, "x")
+    # no SWMR: nobody reads the file before it is renamed, and a Dask worker's pending h5py objects
+    # can make HDF5 refuse to start it ("named datatypes and/or attributes opened in the file")
+    st.swmr = False
     try:
         st.append_batch(0, record, ann_outputs, activations, labels)  # fsyncs data, checksum and counter
         digest = bytes(st.file["progress/batch_sha256"][0])

@@ -745,11 +745,16 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             self._enable_swmr(f)
         return f
 
+    #: switch to SWMR once the datasets exist (off for a shard: written once, unseen until renamed into place)
+    swmr = True
+
     def _enable_swmr(self, f: h5py.File) -> None:
+        if not self.swmr:
+            return
         try:
             f.swmr_mode = True
             self._swmr = True
-        except (ValueError, OSError) as err:  # e.g. a file written with an old superblock
+        except (ValueError, OSError, RuntimeError) as err:  # e.g. a file written with an old superblock
             log.warning("spike store '%s': SWMR unavailable (%s); a crash may damage the batch being written", self.path, err)
 
     # -- context manager ------------------------------------------------------
