@@ -148,6 +148,29 @@ def test_sharded_dask_store_equals_one_file_store(cluster, reference, tmp_path):
     np.testing.assert_array_equal(labels, labels1)
 
 
+def test_sharded_dask_store_with_ann_activations(cluster, tmp_path):
+    """Workers compute the ANN outputs and activations of their batch: the shards hold what the client would have written."""
+    import dataclasses
+
+    from spikebridge.conversion.convert import convert
+    from spikebridge.run.store import simulate_to_store
+    from spikebridge.store.spikes import SpikeStore
+    from tests.conftest import make_tiny_mlp
+
+    snn = convert(make_tiny_mlp(), calibration=X[:8])
+    cfg = dataclasses.replace(CFG, scheduler=cluster.scheduler_address)
+    for name, shards in (("s.h5", True), ("one.h5", False)):
+        simulate_to_store(snn, X, tmp_path / name, cfg, labels=Y, ann_activations=True, shards=shards, return_record=False)
+    with SpikeStore(tmp_path / "s.h5") as a, SpikeStore(tmp_path / "one.h5") as b:
+        assert a.sharded and not b.sharded
+        acts_a, acts_b = a.ann_activations(), b.ann_activations()
+        assert acts_a.keys() == acts_b.keys() and len(acts_a) >= 2
+        for k in acts_a:
+            np.testing.assert_array_equal(acts_a[k], acts_b[k], err_msg=k)
+        np.testing.assert_array_equal(a.ann_outputs, b.ann_outputs)
+        _assert_same_record(a.to_record(), b.to_record())
+
+
 @pytest.mark.slow
 def test_killed_worker_sharded_store_completes_identically(cluster, reference, tmp_path):
     """SIGKILL a worker process while workers write shards: its batches are rerun elsewhere, the store is exact."""
