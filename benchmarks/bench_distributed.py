@@ -14,6 +14,17 @@ Rows (the shipped digits CNN, cython target, the test split repeated
 * the pickled size of a batch's ``SpikeRecord`` per sample (what travels
   from a worker to the client).
 
+``--rows store`` measures the store's side of the scaling model only, with
+every spike recorded and the ANN activations stored, and writes
+``results/distributed_store.json``:
+
+* one process, ``simulate_to_store`` into one file and into shards (the
+  worker's cost per sample with shards: simulating, ANN activations, writing);
+* a 2-process ``LocalCluster``, ``simulate_to_store`` without shards (the
+  client receives every record and writes the store) and with shards (the
+  workers write, the client indexes): the client's CPU per sample, its
+  in-process scheduler included, and the N* each gives.
+
 Each row is timed ``--repeats`` times after one warm-up run (the warm-up
 pays cython's compile cache and each worker's imports); medians are quoted.
 
@@ -74,8 +85,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=45)
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--model", default="digits_cnn")
-    ap.add_argument("--out", default=str(HERE / "results" / "distributed.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--rows", choices=("all", "store"), default="all",
+                    help="store: only the rows of the store's share (one file vs shards)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(HERE / "results" / ("distributed.json" if args.rows == "all" else "distributed_store.json"))
     try:
         import distributed
     except ImportError:
@@ -96,6 +111,8 @@ def main() -> int:
     n = len(x)
     base = SimulationConfig(n_steps=args.steps, batch_size=args.batch_size, target="cython", seed=0, max_memory=4e9)
     rows: list[dict[str, Any]] = []
+    if args.rows == "store":
+        return store_rows(args, snn, x, y, base, distributed)
     reference = simulate(snn, x, base)
 
     def row(label: str, timed: tuple[list[float], list[float]], **extra: Any) -> None:
@@ -176,6 +193,89 @@ def main() -> int:
     out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "model": args.model, "n_samples": n,
                                "steps": args.steps, "batch_size": args.batch_size, "results": rows, "ratios": ratios}, indent=2))
     print(f"wrote {out}")
+    return 0
+
+
+def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any) -> int:
+    """The store's share of a Dask run, one file against shards (see the module docstring)."""
+    from spikebridge.run.simulate import simulate
+    from spikebridge.run.store import simulate_to_store
+    from spikebridge.store.spikes import SpikeStore
+
+    n = len(x)
+    cfg = dataclasses.replace(base, record=("all",))
+    rows: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="sb-bench-store-"))
+    counter = [0]
+
+    def run(c: Any, shards: bool | None) -> Any:
+        counter[0] += 1
+        if shards is None:  # simulation only, nothing stored
+            return simulate(snn, x, c)
+        path = tmp / f"s{counter[0]}.h5"
+        simulate_to_store(snn, x, path, c, labels=y, ann_activations=True, shards=shards, return_record=False)
+        return path
+
+    def row(label: str, c: Any, shards: bool | None) -> Any:
+        walls, cpus, loads = [], [], []
+        out = run(c, shards)  # warm-up: compile cache, worker imports
+        for _ in range(args.repeats):
+            c0, t0 = _cpu(), time.perf_counter()
+            run(c, shards)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(_cpu() - c0)
+            loads.append(os.getloadavg()[0])
+        med = statistics.median(walls)
+        rows.append({"label": label, "wall_s": walls, "wall_median_s": med, "load_1min": loads,
+                     "client_cpu_per_sample_ms": 1e3 * statistics.median(cpus) / n, "shards": shards})
+        print(f"  {label}: {med:.2f} s wall, client {1e3 * statistics.median(cpus) / n:.3f} CPU ms/sample, load {loads}",
+              file=sys.stderr, flush=True)
+        return out
+
+    ref = row("one process, simulate only (s)", cfg, None)
+    row("one process, shards (s with shards: simulate, ANN, write)", cfg, True)
+    t0 = time.perf_counter()
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    startup = time.perf_counter() - t0
+    try:
+        dcfg = dataclasses.replace(cfg, scheduler=cluster.scheduler_address)
+        one = row("dask workers=2, one-file store (client: c_recv + c_store)", dcfg, False)
+        sharded = row("dask workers=2, shards (client: c_recv + index)", dcfg, True)
+    finally:
+        cluster.close()
+    with SpikeStore(one) as st1, SpikeStore(sharded) as st2:  # read back outside the timings
+        one, sharded = st1.to_record(), st2.to_record()
+    identical = all(
+        np.array_equal(getattr(ref.spikes[p], f), getattr(r.spikes[p], f))
+        for r in (one, sharded) for p in ref.spikes for f in ("sample", "neuron", "step")
+    ) and all(np.array_equal(ref.output_counts_t, r.output_counts_t) for r in (one, sharded))
+    s_sim, s_shard, c_one, c_shard = (r["client_cpu_per_sample_ms"] for r in rows)
+    model = {
+        "s_ms": s_sim,
+        "s_with_shards_ms": s_shard,
+        "client_one_file_ms": c_one,
+        "client_shards_ms": c_shard,
+        "n_star_one_file": s_sim / c_one,
+        "n_star_shards": s_shard / c_shard,
+        "cluster_startup_s": startup,
+        "identical": bool(identical),
+    }
+    print(f"\n{args.model}, {n} samples, T={args.steps}, batch_size={args.batch_size}, cython, every spike and the ANN "
+          f"activations stored; medians of {args.repeats} on {os.cpu_count()} cores shared with other jobs (loads per row)")
+    print(f"{'path':<70}{'wall s':>9}{'client CPU ms/sample':>22}{'load':>14}")
+    for r in rows:
+        print(f"{r['label']:<70}{r['wall_median_s']:>9.2f}{r['client_cpu_per_sample_ms']:>22.3f}"
+              f"{min(r['load_1min']):>7.1f}-{max(r['load_1min']):<6.1f}")
+    print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in model.items()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "model": args.model, "n_samples": n,
+                               "steps": args.steps, "batch_size": args.batch_size, "results": rows, "model_figures": model}, indent=2))
+    print(f"wrote {out}")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

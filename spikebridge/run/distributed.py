@@ -42,7 +42,7 @@ from ..engines.plan import InputPlan, Plan, draw_poisson
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dask_client", "iter_dask", "register_brian2_import"]
+__all__ = ["ShardSpec", "dask_client", "iter_dask", "iter_dask_shards", "register_brian2_import"]
 
 #: batches in flight per worker slot: one running, one queued, so a worker never waits for the client
 _IN_FLIGHT_PER_SLOT = 2
@@ -144,6 +144,53 @@ def _tensor_job(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: s
 _TENSOR_PROGRAM: dict[str, Any] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """What a worker needs to write its batch as a store shard (sent with every shard task; small).
+
+    Attributes
+    ----------
+    folder : str
+        The run's shard folder (absolute; on a cluster, on a file system every worker sees).
+    act_layers : tuple of str
+        ANN layers whose activations are stored (empty: none).
+    ann : bool
+        Store the ANN outputs (the network has an ANN and the run has inputs).
+    """
+
+    folder: str
+    act_layers: tuple[str, ...] = ()
+    ann: bool = True
+
+
+def _shard_job(
+    job: Any, compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str, k0: int,
+    spec: ShardSpec, xb: Any, yb: Any,
+) -> dict[str, Any]:
+    """Simulate one batch, compute its ANN outputs, write it as a shard; return the shard's descriptor (small)."""
+    from ._shard import ann_rows, write_shard
+
+    rec = job(compiled, sub, cfg, target, k0)
+    ann, acts = ann_rows(compiled.snn, xb, spec.act_layers, spec.ann)
+    desc = write_shard(spec.folder, k0, rec, ann, acts, yb)
+    desc["meta"] = {k: v for k, v in rec.meta.items() if k != "timings"}
+    return desc
+
+
+def iter_dask_shards(
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int, target: str, engine: str,
+    spec: ShardSpec, x: Any, y: Any,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Run the batches from sample ``start`` on ``cfg.scheduler``, each worker writing its batch as a shard.
+
+    As :func:`iter_dask`, but the workers also compute the ANN outputs and
+    activations of their batch (inputs ``x``, labels ``y``, all samples) and
+    write the shard (:func:`spikebridge.run._shard.write_shard`); what comes
+    back to the client, in sample order, is only each shard's descriptor.
+    """
+    yield from _iter_dask(compiled, plan, cfg, start, target, engine, (spec, x, y))
+
+
 def iter_dask(
     compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int, target: str, engine: str = "brian2"
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -176,6 +223,13 @@ def iter_dask(
     SimulationError
         A batch failed on every worker it was tried on, or the scheduler is unreachable.
     """
+    yield from _iter_dask(compiled, plan, cfg, start, target, engine, None)
+
+
+def _iter_dask(
+    compiled: Plan, plan: InputPlan, cfg: SimulationConfig, start: int, target: str, engine: str,
+    shards: tuple[ShardSpec, Any, Any] | None,
+) -> Iterator[tuple[int, Any]]:
     from .batches import batch_job, n_workers, plan_batches, progress_bar, tensor_batch_size
 
     distributed = _distributed()
@@ -202,7 +256,13 @@ def iter_dask(
         run_id = uuid.uuid4().hex[:12]
 
         def submit(k0: int) -> Any:
-            return client.submit(job, net, plan.select(k0, k0 + bs), cfg, target, k0, key=f"spikebridge-batch-{run_id}-{k0}")
+            key = f"spikebridge-batch-{run_id}-{k0}"
+            if shards is not None:
+                spec, x, y = shards
+                xb = None if x is None else x[k0 : k0 + bs]
+                yb = None if y is None else y[k0 : k0 + bs]
+                return client.submit(_shard_job, job, net, plan.select(k0, k0 + bs), cfg, target, k0, spec, xb, yb, key=key)
+            return client.submit(job, net, plan.select(k0, k0 + bs), cfg, target, k0, key=key)
 
         pending: list[tuple[int, Any]] = []
         progress = progress_bar(cfg, plan.n_samples - start, snn.name)
@@ -220,7 +280,7 @@ def iter_dask(
                     ) from err
                 fut.release()
                 if progress is not None:
-                    progress.update(rec.n_samples)
+                    progress.update(rec["stop"] - rec["first"] if isinstance(rec, dict) else rec.n_samples)
                 yield k0, rec
         finally:
             for _, fut in pending:

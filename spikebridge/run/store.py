@@ -28,6 +28,8 @@ from ..errors import ValidationError
 from ..store._hdf5lock import WriterLock, is_disk_full
 from ..store.record import SpikeRecord
 from ..store.spikes import SpikeStore, StoreExistsError, StoreFullError, batch_bytes_bound, ensure_space
+from ._shard import ann_rows, write_shard
+from ..store.shards import clear_shards, index_rows, shard_folder, tidy_shards
 from ..store.stream import (
     AUTO_ACTIVATIONS_BYTES,
     file_sha256,
@@ -55,12 +57,40 @@ def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, 
     return iter_simulate(snn, inputs, config, start=start)
 
 
+def _shard_iter(
+    snn: "SpikingNetwork", x: NDArray[Any] | None, y: NDArray[Any] | None, config: SimulationConfig, start: int,
+    folder: Path, act_layers: list[str], activations: bool,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Batches written as shards into ``folder``: by the Dask workers, or here batch by batch without a scheduler."""
+    if config.scheduler is not None:
+        from .distributed import ShardSpec, iter_dask_shards
+
+        from ..engines.brian2.run import explain_target
+        from ..engines.plan import checked_plan, compile
+        from .simulate import resolve_engine
+
+        compiled = compile(snn, config)
+        plan = checked_plan(snn, x, tuple(config.record), start, compiled.dt)
+        if plan is None:
+            return
+        engine, target = resolve_engine(snn, config, compiled), explain_target(config.target, snn)
+        spec = ShardSpec(str(folder.resolve()), tuple(act_layers) if activations else (), True)
+        yield from iter_dask_shards(compiled, plan, config, start, target, engine, spec, x, y)
+        return
+    for first, rec in _backend_iter(snn, x, config, start):
+        ann, acts = ann_rows(snn, None if x is None else x[first : first + rec.n_samples], act_layers, activations)
+        yb = None if y is None else y[first : first + rec.n_samples]
+        desc = write_shard(folder, first, rec, ann, acts, yb)
+        desc["meta"] = {k: v for k, v in rec.meta.items() if k != "timings"}
+        yield first, desc
+
+
 @overload
 def simulate_to_store(
     snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
     *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
     progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
-    return_record: Literal[True] = ...,
+    return_record: Literal[True] = ..., shards: bool | str = ...,
 ) -> SpikeRecord: ...
 
 
@@ -69,7 +99,7 @@ def simulate_to_store(
     snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
     *, labels: ArrayLike | None = ..., resume: bool = ..., overwrite: bool = ..., ann_activations: bool | str = ...,
     progress: Callable[[int, int], None] | None = ..., network_path: str | os.PathLike[str] | None = ...,
-    return_record: Literal[False],
+    return_record: Literal[False], shards: bool | str = ...,
 ) -> None: ...
 
 
@@ -86,6 +116,7 @@ def simulate_to_store(
     progress: Callable[[int, int], None] | None = None,
     network_path: str | os.PathLike[str] | None = None,
     return_record: bool = True,
+    shards: bool | str = "auto",
 ) -> SpikeRecord | None:
     """Simulate ``snn`` and stream every finished batch into a spike store.
 
@@ -115,6 +146,11 @@ def simulate_to_store(
         Read every sample back from the store at the end.  With False nothing
         is returned and the memory used stays flat in the number of samples
         (read what you need from the store).
+    shards : bool or "auto"
+        Write each batch as a shard file in ``<path>.shards/``, by the process
+        that simulated it, and only an index of the shards into ``path``
+        (:mod:`spikebridge.store.shards`; readers see one store).  ``"auto"``:
+        for Dask runs (``config.scheduler``).  A resumed store keeps its layout.
 
     Returns
     -------
@@ -178,16 +214,15 @@ def simulate_to_store(
         raise ValidationError(f"simulate_to_store: ann_activations must be True, False or 'auto', got {ann_activations!r}", attr="ann_activations")
 
     def ann_for(first: int, n: int) -> tuple[NDArray[Any] | None, dict[str, NDArray[Any]] | None]:
-        if snn.ann is None or x is None:
-            return None, None
-        from ..ir.evaluate import evaluate
+        return ann_rows(snn, None if x is None else x[first : first + n], act_layers, bool(ann_activations))
 
-        xb = x[first : first + n]
-        if not ann_activations:
-            return evaluate(snn.ann, xb).reshape(n, -1), None
-        acts = cast("dict[str, NDArray[Any]]", evaluate(snn.ann, xb, return_all=True))
-        out = acts[snn.ann.output].reshape(n, -1)
-        return out, {k: acts[k] for k in act_layers if k in acts}
+    if shards == "auto":
+        sharded = config.scheduler is not None
+    elif isinstance(shards, bool):
+        sharded = shards
+    else:
+        raise ValidationError(f"simulate_to_store: shards must be True, False or 'auto', got {shards!r}", attr="shards")
+    folder = shard_folder(path)
 
     store: SpikeStore | None = None
     start = 0
@@ -206,7 +241,9 @@ def simulate_to_store(
             # if the memory budget that chose the batch size has changed.
             config = dataclasses.replace(config, batch_size=stored_bs)
         # The stored layout decides, so every batch has the same datasets.
-        ann_activations = "ann/activations" in store.file
+        sharded = store.sharded
+        stored = store.stored_layout("ann/activations")
+        ann_activations = bool(ann_activations) if stored is None else stored
         log.info("resuming '%s' at sample %d of %d", path, start, n_samples)
     elif exists and not overwrite:
         raise StoreExistsError(f"spike store '{path}' already exists; pass --overwrite to replace it or --resume to continue it")
@@ -214,13 +251,52 @@ def simulate_to_store(
         raise StoreExistsError(f"'{path}' already exists (an empty file); pass --overwrite to replace it")
     elif exists:
         WriterLock.probe(path)
+    if not (resume and exists) and folder.exists():
+        # a fresh run: shard files of ours left by an earlier run (or by a client killed before
+        # its first index row) go; anything else there is the user's and stops the run
+        if overwrite or resume:
+            clear_shards(folder)
+        if sharded and folder.is_dir() and any(folder.iterdir()):
+            raise StoreExistsError(f"shard folder '{folder}' exists and is not empty; pass --overwrite to replace the run or choose another -o")
+        if not sharded and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if sharded:
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileExistsError as err:
+            raise StoreExistsError(f"'{folder}' exists and is not a folder; the shards of '{path}' go there") from err
 
     # a name of our own, so that no file of the user's (say "x.h5.partial") is ever replaced or deleted
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     first = done = start
     quiet = _QuietWhenFull()
     try:
-        if start < n_samples:
+        if start < n_samples and sharded:
+            for first, desc in _shard_iter(snn, x, y, config, start, folder, act_layers, bool(ann_activations)):
+                quiet.install()
+                if store is None:
+                    first_store = SpikeStore(partial, "x")
+                    try:
+                        first_store.write_header(**header, meta=desc.get("meta") or {})
+                        first_store.init_shards(folder.name)
+                        first_store.append_shard(desc)
+                        first_store.close()
+                    except BaseException:
+                        first_store.abort()
+                        partial.unlink(missing_ok=True)
+                        raise
+                    if path.exists():
+                        WriterLock.probe(path)
+                    os.replace(partial, path)
+                    store = SpikeStore(path, "a")
+                else:
+                    store.append_shard(desc)
+                done = desc["stop"]
+                if progress is not None:
+                    progress(store.n_done, n_samples)
+            if store is not None and store.n_done >= n_samples:
+                tidy_shards(folder, {d["name"] for d in index_rows(store.file, store.n_done)})
+        elif start < n_samples:
             for first, rec in _backend_iter(snn, x, config, start):
                 ann, acts = ann_for(first, rec.n_samples)
                 yb = None if y is None else y[first : first + rec.n_samples]

@@ -330,8 +330,13 @@ def verified_samples(f: h5py.File, n_done: int) -> tuple[int, str]:
     Every dataset is read once, in windows of whole batches, and each batch's
     rows are hashed as :func:`_digest` hashed them when they were written.
     Returns ``(n_done, "")`` for a store without checksums (written by an
-    older version: nothing to verify).
+    older version: nothing to verify).  A sharded store (``/shards``) checks
+    each indexed shard instead (see :mod:`spikebridge.store.shards`).
     """
+    if "shards" in f:
+        from .shards import verified_shards
+
+        return verified_shards(f, Path(f.filename), n_done, _shard_opener)
     table = _batch_table(f, n_done)
     if table is None:
         return n_done, ""
@@ -643,7 +648,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 ds = f[_META_DS]
                 if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype != np.uint8 or ds.shape[0] > size:
                     raise StoreFormatError(f"spike store '{self.path}' is corrupt: /{_META_DS} is not a byte array that fits in the file")
-            for group in ("progress", "populations", "counts", "output"):
+            for group in ("progress", "populations", "counts", "output", "shards"):
                 if group in f and not isinstance(f[group], h5py.Group):
                     raise StoreFormatError(f"spike store '{self.path}' is corrupt: /{group} is not a group")
         except (OSError, KeyError, RuntimeError, ValueError) as err:
@@ -736,15 +741,20 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             self._f = None
             f.close()
             raise
-        if "populations" in f or "output" in f:
+        if "populations" in f or "output" in f or "shards" in f:
             self._enable_swmr(f)
         return f
 
+    #: switch to SWMR once the datasets exist (off for a shard: written once, unseen until renamed into place)
+    swmr = True
+
     def _enable_swmr(self, f: h5py.File) -> None:
+        if not self.swmr:
+            return
         try:
             f.swmr_mode = True
             self._swmr = True
-        except (ValueError, OSError) as err:  # e.g. a file written with an old superblock
+        except (ValueError, OSError, RuntimeError) as err:  # e.g. a file written with an old superblock
             log.warning("spike store '%s': SWMR unavailable (%s); a crash may damage the batch being written", self.path, err)
 
     # -- context manager ------------------------------------------------------
@@ -763,6 +773,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
     @_divert_on_full
     def close(self) -> None:
         """Flush and close the file and release the writer lock (idempotent)."""
+        if self._shard_set is not None:
+            self._shard_set.close()
+            self._shard_set = None
         if self._f is not None:
             try:
                 if self.mode != "r" and self._f.id.valid:
@@ -1014,15 +1027,135 @@ class SpikeStore(Mapping[str, SpikeTrains]):
 
     @_reading
     def __iter__(self) -> Iterator[str]:
+        sh = self._sharded()
+        if sh is not None:
+            return iter(sh.keys("populations"))
         return iter(self.file["populations"]) if "populations" in self.file else iter(())
 
     @_reading
     def __len__(self) -> int:
-        return len(self.file["populations"]) if "populations" in self.file else 0
+        return len(list(iter(self)))
 
     @_reading
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and "populations" in self.file and name in self.file["populations"]
+        return isinstance(name, str) and name in list(iter(self))
+
+    # -- shards (see spikebridge.store.shards) ----------------------------------
+    _shard_set: Any = None
+    _shard_n = -1
+
+    @property
+    def sharded(self) -> bool:
+        """True for a main store whose batches live in shard files (``<store>.shards/``)."""
+        return "shards" in self.file
+
+    def _sharded(self) -> Any:
+        """The :class:`~spikebridge.store.shards.ShardSet` of a sharded store (None for a one-file store)."""
+        if "shards" not in self.file:
+            return None
+        from .shards import ShardSet
+
+        n = self.n_done
+        if self._shard_set is None or self._shard_n != n:
+            if self._shard_set is not None:
+                self._shard_set.close()
+            self._shard_set, self._shard_n = ShardSet(self.file, self.path, n, _shard_opener), n
+        return self._shard_set
+
+    def _has(self, key: str) -> bool:
+        """Whether the store holds per-sample data ``key`` (``"output"``, ``"labels"``, ...)."""
+        sh = self._sharded()
+        return sh.has(key) if sh is not None else key in self.file
+
+    def _data(self, key: str, start: int = 0, stop: int | None = None) -> NDArray[Any]:
+        """Rows ``start..stop-1`` (cut at :attr:`n_done`) of the per-sample dataset ``key``."""
+        n = self.n_done
+        stop = n if stop is None else min(int(stop), n)
+        start = max(0, min(int(start), stop))
+        sh = self._sharded()
+        if sh is not None:
+            return cast("NDArray[Any]", sh.data(key, start, stop))
+        return cast("NDArray[Any]", self.file[key][start:stop])
+
+    def stored_layout(self, key: str) -> bool | None:
+        """Whether batches of this store hold ``key`` (e.g. ``"ann/activations"``); None if no batch says (an empty sharded store)."""
+        sh = self._sharded()
+        if sh is not None and sh.empty:
+            return None
+        return self._has(key)
+
+    def init_shards(self, folder: str) -> None:
+        """Make this new, empty store the index of shards in ``folder`` (a folder name next to the store)."""
+        self._check_writable("init_shards")
+        f = self.file
+        if "shards" in f or "output" in f or self.n_done:
+            raise ValidationError(f"SpikeStore.init_shards: '{self.path}' already holds batches or a shard index")
+        g = f.create_group("shards")
+        g.attrs["folder"] = fixed_text(folder)
+        g.create_dataset("name", shape=(0,), maxshape=(None,), dtype="S32", chunks=(1024,))
+        for key in ("first", "stop", "bytes"):
+            g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        g.create_dataset("sha256", shape=(0, 32), maxshape=(None, 32), dtype=np.uint8, chunks=(1024, 32))
+        prog = f["progress"]
+        prog.create_dataset("batch_ends", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        prog.create_dataset("batch_sha256", shape=(0, 32), maxshape=(None, 32), dtype=np.uint8, chunks=(1024, 32))
+        f.flush()
+        self._enable_swmr(f)
+
+    @_divert_on_full
+    def append_shard(self, desc: Mapping[str, Any]) -> int:
+        """Index one shard written by a worker (see :func:`~spikebridge.store.shards.write_shard`), then count it done.
+
+        The shard is checked first (name inside the shard folder, samples, the
+        checksum it stores equal to ``desc["sha256"]``); the index row is
+        flushed and fsynced before ``n_done`` moves, as a batch is in a one-file store.
+
+        Returns
+        -------
+        int
+            The new :attr:`n_done`.
+
+        Raises
+        ------
+        ValidationError
+            A shard out of order.
+        StoreFormatError
+            The shard is missing, damaged or not the one described (one line).
+        """
+        from .shards import check_shard, folder_of
+
+        self._check_writable("append_shard")
+        f = self.file
+        start = self.n_done
+        first, stop = int(desc["first"]), int(desc["stop"])
+        if first != start or stop <= first:
+            raise ValidationError(
+                f"SpikeStore.append_shard: shard of samples {first}-{stop - 1} but the store holds {start} samples; "
+                "shards must be indexed in order", attr="desc",
+            )
+        why = check_shard(folder_of(f, self.path), desc, f"spike store '{self.path}'")
+        if why:
+            raise StoreFormatError(f"spike store '{self.path}': {why}")
+        if self.check_space:
+            ensure_space(self.path, 4096, f"the index row of samples {first}-{stop - 1}")
+        g = f["shards"]
+        k = int(np.searchsorted(g["stop"][:], start, side="right"))
+        for key in ("name", "first", "stop", "bytes", "sha256"):
+            g[key].resize(k + 1, axis=0)
+        g["name"][k] = str(desc["name"]).encode()
+        g["first"][k], g["stop"][k], g["bytes"][k] = first, stop, int(desc.get("bytes", 0))
+        digest = np.frombuffer(bytes.fromhex(str(desc["sha256"])), dtype=np.uint8)
+        g["sha256"][k] = digest
+        ends, sums = f["progress/batch_ends"], f["progress/batch_sha256"]
+        ends.resize(k + 1, axis=0)
+        sums.resize(k + 1, axis=0)
+        ends[k], sums[k] = stop, digest
+        f.flush()
+        self._fsync()
+        f["progress"].attrs["n_done"] = stop
+        f.flush()
+        self._fsync()
+        return stop
 
     def __repr__(self) -> str:
         state = "closed" if self._f is None else f"mode {self.mode!r}, {self.n_done} samples"
@@ -1039,11 +1172,14 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         """
         if name not in self:
             raise KeyError(f"no spike trains for population {name!r} in '{self.path}'; recorded: {list(self)}")
-        g = self.file["populations"][name]
         n_done = self.n_done
         stop = n_done if stop is None else min(int(stop), n_done)
         start = max(0, int(start))
         n = max(0, stop - start)
+        sh = self._sharded()
+        if sh is not None:
+            return cast(SpikeTrains, sh.spikes(name, start, max(start, stop)))
+        g = self.file["populations"][name]
         index = g["index"][:stop].astype(np.int64)
         lo = int(index[start - 1]) if start > 0 else 0
         hi = int(index[stop - 1]) if stop > 0 else 0
@@ -1061,14 +1197,17 @@ class SpikeStore(Mapping[str, SpikeTrains]):
     # -- other arrays -----------------------------------------------------------
     @_reading
     def _rows(self, key: str) -> NDArray[Any] | None:
-        if key not in self.file:
+        if not self._has(key):
             return None
-        return self.file[key][: self.n_done]
+        return self._data(key)
 
     @property
     @_reading
     def count_populations(self) -> tuple[str, ...]:
         """Populations with stored spike-count matrices."""
+        sh = self._sharded()
+        if sh is not None:
+            return tuple(sh.keys("counts"))
         return tuple(self.file["counts"]) if "counts" in self.file else ()
 
     @_reading
@@ -1076,7 +1215,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         """Spike counts of population ``name``, shape (n_done, n_neurons)."""
         if name not in self.count_populations:
             raise KeyError(f"no spike counts for population {name!r} in '{self.path}'; stored: {list(self.count_populations)}")
-        return self.file["counts"][name][: self.n_done].astype(np.int64)
+        return self._data(f"counts/{name}").astype(np.int64)
 
     @property
     @_reading
@@ -1092,6 +1231,12 @@ class SpikeStore(Mapping[str, SpikeTrains]):
     @_reading
     def ann_activations(self) -> dict[str, NDArray[np.float32]]:
         """Stored ANN activations per layer, each (n_done, *layer shape)."""
+        sh = self._sharded()
+        if sh is not None:
+            if not sh.has("ann/activations"):
+                return {}
+            g = sh.shard(0).file["ann/activations"]
+            return {_layer_of(g[k], k): self._data(f"ann/activations/{k}") for k in g}
         if "ann/activations" not in self.file:
             return {}
         g = self.file["ann/activations"]
@@ -1103,7 +1248,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         What predictions and accuracies need, in pieces whose memory does not
         grow with the store.
         """
-        if "output" not in self.file:
+        if not self._has("output"):
             raise StoreFormatError(f"spike store '{self.path}' holds no finished batch yet (n_done = {self.n_done})")
         stop = self.n_done if stop is None else min(int(stop), self.n_done)
         start = max(0, min(int(start), stop))
@@ -1111,16 +1256,16 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             n_samples=stop - start,
             n_steps=self.n_steps,
             dt=self.dt,
-            output_counts_t=self.file["output/counts_t"][start:stop],
-            output_potential_t=self.file["output/potential_t"][start:stop],
+            output_counts_t=self._data("output/counts_t", start, stop),
+            output_potential_t=self._data("output/potential_t", start, stop),
             readout=self.readout,
-            labels=self.file["labels"][start:stop] if "labels" in self.file else None,
+            labels=self._data("labels", start, stop) if self._has("labels") else None,
         )
 
     @_reading
     def to_record(self) -> SpikeRecord:
         """Everything written so far as one in-memory :class:`SpikeRecord`."""
-        if "output" not in self.file:
+        if not self._has("output"):
             raise StoreFormatError(f"spike store '{self.path}' holds no finished batch yet (n_done = {self.n_done})")
         meta = self._attr_json("meta")
         meta.setdefault("seed", self.seed)
@@ -1128,8 +1273,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             n_samples=self.n_done,
             n_steps=self.n_steps,
             dt=self.dt,
-            output_counts_t=self.file["output/counts_t"][: self.n_done],
-            output_potential_t=self.file["output/potential_t"][: self.n_done],
+            output_counts_t=self._data("output/counts_t"),
+            output_potential_t=self._data("output/potential_t"),
             counts={name: self.counts(name) for name in self.count_populations},
             spikes={name: self.read_spikes(name) for name in self},
             readout=self.readout,
@@ -1350,7 +1495,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 f[key].resize(n, axis=0)
         if "progress/batch_ends" in f:
             k = int(np.searchsorted(f["progress/batch_ends"][:], n, side="right"))
-            for key in ("progress/batch_ends", "progress/batch_sha256"):
+            keys = ["progress/batch_ends", "progress/batch_sha256"]
+            keys += [f"shards/{key}" for key in ("name", "first", "stop", "bytes", "sha256") if "shards" in f]
+            for key in keys:
                 if f[key].shape[0] > k:
                     f[key].resize(k, axis=0)
         for group in ("counts", "ann/activations"):
@@ -1366,6 +1513,11 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 for key in ("neuron", "step"):
                     if g[key].shape[0] > total:
                         g[key].resize(total, axis=0)
+
+
+def _shard_opener(path: Path, verify: bool) -> SpikeStore:
+    """How a sharded store opens its shards: as spike stores, read-only, with every check."""
+    return SpikeStore(path, "r", verify=verify)
 
 
 def open_store(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> SpikeStore:

@@ -114,11 +114,88 @@ def test_resume_after_client_killed(cluster, reference, tmp_path):
             proc.kill()
     with SpikeStore(store) as st:
         done = st.n_done
+        assert st.sharded  # a Dask run writes shards: the workers wrote the batches, the client the index
     assert 3 <= done < 24 and done % 3 == 0
     import dataclasses
 
     rec = simulate_to_store(make_net(), X, store, dataclasses.replace(CFG, scheduler=cluster.scheduler_address), labels=Y, resume=True)
     _assert_same_record(rec, reference)
+
+
+def _store_record(path):
+    from spikebridge.store.spikes import SpikeStore
+
+    with SpikeStore(path) as st:
+        return st.to_record(), st.labels, st.sharded
+
+
+def test_sharded_dask_store_equals_one_file_store(cluster, reference, tmp_path):
+    """Workers write the shards, the client only the index; the store reads back as the one-process run, bit for bit."""
+    import dataclasses
+
+    from spikebridge.run.store import simulate_to_store
+    from spikebridge.store.shards import shard_folder
+
+    cfg = dataclasses.replace(CFG, scheduler=cluster.scheduler_address)
+    simulate_to_store(make_net(), X, tmp_path / "s.h5", cfg, labels=Y, return_record=False)
+    simulate_to_store(make_net(), X, tmp_path / "one.h5", cfg, labels=Y, shards=False, return_record=False)
+    assert sorted(os.listdir(shard_folder(tmp_path / "s.h5"))) == [f"b{k:010d}-{k + 3:010d}.h5" for k in range(0, 24, 3)]
+    assert not shard_folder(tmp_path / "one.h5").exists()
+    (rec, labels, sharded), (one, labels1, sharded1) = _store_record(tmp_path / "s.h5"), _store_record(tmp_path / "one.h5")
+    assert sharded and not sharded1
+    _assert_same_record(rec, reference)
+    _assert_same_record(rec, one)
+    np.testing.assert_array_equal(labels, labels1)
+
+
+def test_sharded_dask_store_with_ann_activations(cluster, tmp_path):
+    """Workers compute the ANN outputs and activations of their batch: the shards hold what the client would have written."""
+    import dataclasses
+
+    from spikebridge.conversion.convert import convert
+    from spikebridge.run.store import simulate_to_store
+    from spikebridge.store.spikes import SpikeStore
+    from tests.conftest import make_tiny_mlp
+
+    snn = convert(make_tiny_mlp(), calibration=X[:8])
+    cfg = dataclasses.replace(CFG, scheduler=cluster.scheduler_address)
+    for name, shards in (("s.h5", True), ("one.h5", False)):
+        simulate_to_store(snn, X, tmp_path / name, cfg, labels=Y, ann_activations=True, shards=shards, return_record=False)
+    with SpikeStore(tmp_path / "s.h5") as a, SpikeStore(tmp_path / "one.h5") as b:
+        assert a.sharded and not b.sharded
+        acts_a, acts_b = a.ann_activations(), b.ann_activations()
+        assert acts_a.keys() == acts_b.keys() and len(acts_a) >= 2
+        for k in acts_a:
+            np.testing.assert_array_equal(acts_a[k], acts_b[k], err_msg=k)
+        np.testing.assert_array_equal(a.ann_outputs, b.ann_outputs)
+        _assert_same_record(a.to_record(), b.to_record())
+
+
+@pytest.mark.slow
+def test_killed_worker_sharded_store_completes_identically(cluster, reference, tmp_path):
+    """SIGKILL a worker process while workers write shards: its batches are rerun elsewhere, the store is exact."""
+    distributed = pytest.importorskip("distributed")
+    import dataclasses
+
+    from spikebridge.run.store import simulate_to_store
+
+    cfg = dataclasses.replace(CFG, scheduler=cluster.scheduler_address)
+    with distributed.Client(cluster.scheduler_address) as spy:
+        pids = spy.run(os.getpid)
+        killed = []
+
+        def kill_one(done, n):
+            if not killed:
+                killed.append(next(iter(pids.values())))
+                os.kill(killed[0], signal.SIGKILL)
+
+        simulate_to_store(make_net(), X, tmp_path / "s.h5", cfg, labels=Y, progress=kill_one, return_record=False)
+        spy.wait_for_workers(2, timeout=60)
+        assert killed and set(spy.run(os.getpid).values()) != set(pids.values())
+    rec, labels, sharded = _store_record(tmp_path / "s.h5")
+    assert sharded
+    _assert_same_record(rec, reference)
+    np.testing.assert_array_equal(labels, Y)
 
 
 def test_scheduler_is_validated_and_needs_dask(monkeypatch):
