@@ -517,21 +517,17 @@ def build_network(
     for name in names:
         if "spike" not in groups[name].events:
             continue
-        burst = snn.populations[name].burst > 1 and name in rec  # record each event's multiplicity
-        mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=name in rec, name=f"{name}_spikes")
+        # the output's monitor keeps spike times in any case (counts over time): one monitor, not a
+        # counting one beside a recording one (one code object less per step)
+        keep = name in rec or name == snn.output
+        burst = snn.populations[name].burst > 1 and keep  # record each event's multiplicity
+        mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=keep, name=f"{name}_spikes")
         spike_monitors[name] = mon
         objects.append(mon)
     out_spikes = pot = None
     if snn.output is not None and snn.output in groups:
         out_group = groups[snn.output]
-        if snn.output in spike_monitors and snn.output not in rec:
-            # cumulative counts per step need spike times
-            burst = snn.populations[snn.output].burst > 1
-            mon = b2.SpikeMonitor(out_group, variables=["n_burst"] if burst else None, record=True,
-                                  name=f"{snn.output}_out_spikes")
-            objects.append(mon)
-            out_spikes = mon
-        elif snn.output in spike_monitors:
+        if snn.output in spike_monitors:
             out_spikes = spike_monitors[snn.output]
         pot = b2.StateMonitor(out_group, "v", record=True, when="end", name=f"{snn.output}_potential")
         objects.append(pot)
