@@ -18,12 +18,26 @@ Measures, each configuration in its own subprocess (so peak memory —
 * **peer** (when ``spikingjelly`` is installed): SpikingJelly's ``ann2snn``
   on the same trained weights and T, with its accuracy.
 
+* **LeNet cpp_standalone** (when MNIST is found, ``$MNIST_DIR`` or
+  /tmp/package/data): the shipped MNIST LeNet, compiled once for its batch
+  size (the first repeat), the binary re-run for every batch and repeat;
+  synaptic events per second over the binary's ``Network.run`` (the
+  counterpart of the runtime targets' run time, which excludes building the
+  synapses too) and over the whole binary run.
+
+Every result carries the 1-minute load average (``os.getloadavg()``) before
+and after each repeat; the batched/per-sample ratios come from the same
+invocation, so they are less sensitive to the load than single times.
+
 Usage::
 
-    python benchmarks/bench_speed.py [--repeats 3] [--per-sample 20] [--quick]
+    python benchmarks/bench_speed.py [--repeats 3] [--per-sample 20] [--quick] [--case SUBSTR,...]
 
 Prints a table and writes benchmarks/results/speed.json.  The numbers depend
-on the load of the machine: on a shared machine, repeat them.
+on the load of the machine: on a shared machine, repeat them.  Issue 21 §3's
+figures alone (about 3-5 minutes on 2 quiet cores, the LeNet compilation included)::
+
+    python benchmarks/bench_speed.py --case "per-sample,batched cython T=,LeNet" --out benchmarks/results/speed_issue21.json
 """
 
 from __future__ import annotations
@@ -59,11 +73,27 @@ def _events(snn: Any, counts: dict[str, np.ndarray]) -> int:
     return total
 
 
+MNIST_DIR = os.environ.get("MNIST_DIR", "/tmp/package/data")
+
+
+def _mnist_found() -> bool:
+    return (Path(MNIST_DIR) / "t10k-images-idx3-ubyte").exists() or any(Path(MNIST_DIR).glob("t10k-images*"))
+
+
 def _load(model: str):
     from spikebridge.conversion.convert import convert
     from spikebridge.datasets import load_digits
     from spikebridge.models import load_shipped
 
+    if model.startswith("mnist"):
+        from spikebridge.datasets import load_mnist
+        from spikebridge.run.calibrate import convert as convert_calibrated
+
+        x_train, _ = load_mnist("train", MNIST_DIR)
+        x, y = load_mnist("test", MNIST_DIR)
+        g = load_shipped(model)
+        # as bench_accuracy.py converts it: default conversion, 2000 training images to calibrate
+        return g, convert_calibrated(g, calibration=x_train[:2000]), x, y
     x_train, _ = load_digits("train")
     x, y = load_digits("test")
     g = load_shipped(model)
@@ -98,19 +128,34 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     )
     if spec["target"] != "cpp_standalone":
         simulate(snn, x[:2], SimulationConfig(n_steps=4, target=spec["target"]))  # compile / cache warm-up
-    walls, runs, builds = [], [], []
+    walls, runs, builds, net_runs, loads = [], [], [], [], []
     rec = None
     for _ in range(spec.get("repeats", 1)):
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         rec = simulate(snn, x, cfg, labels=y)
         walls.append(time.perf_counter() - t0)
+        loads.append([load0, os.getloadavg()[0]])
         runs.append(rec.meta["timings"]["run_s"])
         builds.append(rec.meta["timings"]["build_s"])
+        if "network_run_s" in rec.meta["timings"]:
+            net_runs.append(rec.meta["timings"]["network_run_s"])
     assert rec is not None
     events = _events(snn, rec.counts)
     run_med = statistics.median(runs)
+    extra: dict[str, Any] = {}
+    if net_runs:
+        # standalone: inside the binary's Network.run (synapses built before it, results written after)
+        reused = net_runs[1:] or net_runs
+        extra = {"network_run_s": net_runs, "network_run_median_s": statistics.median(reused),
+                 "events_per_s_network": events / statistics.median(reused),
+                 "events_per_s_network_best": events / min(reused),
+                 "events_per_s_run_reused": events / statistics.median(runs[1:] or runs)}
     return {
         **spec,
+        **extra,
+        # 1-minute load average before and after each repeat (2 shared cores: say what the time means)
+        "loadavg_1min": loads,
         "n_samples": int(n),
         "wall_s": walls,
         "wall_median_s": statistics.median(walls),
@@ -186,6 +231,12 @@ def run_spikingjelly(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _load_text(r: dict[str, Any]) -> str:
+    """The range of the 1-minute load averages seen during a configuration's repeats."""
+    loads = [v for pair in r.get("loadavg_1min", []) for v in pair]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+
+
 def spawn(spec: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
@@ -207,6 +258,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--per-sample", type=int, default=20, help="samples for the one-run-per-sample path")
     ap.add_argument("--quick", action="store_true", help="skip cpp_standalone and the numpy target")
+    ap.add_argument("--case", default=None,
+                    help="comma-separated substrings: run only the configurations whose label contains one")
+    ap.add_argument("--lenet-samples", type=int, default=164, help="MNIST test images for the LeNet rows (2 batches of 82)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     args = ap.parse_args()
     if args.one:
@@ -242,6 +296,18 @@ def main() -> None:
         except ImportError:
             pass
 
+    if _mnist_found():
+        # issue 21 §3: synaptic events/s of the LeNet in cpp_standalone, built once for its structure
+        for steps in (32,):
+            specs.append({"label": f"LeNet cpp_standalone T={steps}", "kind": "brian2", "model": "mnist_lenet",
+                          "target": "cpp_standalone", "steps": steps, "n_samples": args.lenet_samples,
+                          "repeats": max(args.repeats, 2)})
+    else:
+        print(f"LeNet rows skipped: MNIST not found in {MNIST_DIR} (set MNIST_DIR)", file=sys.stderr)
+    if args.case:
+        wanted = [c.strip() for c in args.case.split(",") if c.strip()]
+        specs = [sp for sp in specs if any(w in sp["label"] for w in wanted)]
+
     results = []
     for spec in specs:
         print(f"running {spec['label']} ...", file=sys.stderr, flush=True)
@@ -267,7 +333,8 @@ def main() -> None:
             if "wall_s" in sa and len(sa["wall_s"]) > 1:
                 ratios[f"brian2_standalone_reused_vs_spikingjelly_T{steps}"] = min(sa["wall_s"][1:]) / sj["wall_min_s"]
 
-    head = f"{'configuration':<40} {'samples':>7} {'wall s':>8} {'best s':>8} {'run s':>8} {'ms/sample':>10} {'events/s (run)':>15} {'peak MB':>8} {'acc':>6}"
+    head = (f"{'configuration':<40} {'samples':>7} {'wall s':>8} {'best s':>8} {'run s':>8} {'ms/sample':>10} "
+            f"{'events/s (run)':>15} {'peak MB':>8} {'acc':>6} {'load':>11}")
     print(head)
     print("-" * len(head))
     for r in results:
@@ -282,8 +349,12 @@ def main() -> None:
             f"{r['label']:<40} {r['n_samples']:>7} {r['wall_median_s']:>8.3f} {r.get('wall_min_s', r['wall_median_s']):>8.3f} "
             f"{r['run_median_s']:>8.3f} "
             f"{1e3 * r['per_sample_s']:>10.3f} {eps_text:>15} "
-            f"{peak / 1e6:>8.0f} {100 * r['accuracy']:>6.2f}"
+            f"{peak / 1e6:>8.0f} {100 * r['accuracy']:>6.2f} {_load_text(r):>11}"
         )
+        if "events_per_s_network" in r:
+            print(f"{'':<40} standalone: {r['events_per_s_network']:.3g} events/s in the binary's Network.run "
+                  f"(best {r['events_per_s_network_best']:.3g}, {r['network_run_median_s']:.3f} s), "
+                  f"{r['events_per_s_run_reused']:.3g} over the whole binary run (reused)")
     print("worker rows: events/s over wall time; peak MB = parent + workers x largest worker")
     print(f"per-sample rows: one Brian2 network + run() per sample, measured on the first {args.per_sample} samples only")
     print("wall s: median of the repeats (standalone: the first repeat compiles, later ones reuse the binary); "
@@ -293,7 +364,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results,
-                               "ratios": ratios}, indent=2))
+                               "ratios": ratios, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "argv": sys.argv[1:]}, indent=2))
     print(f"wrote {out}")
 
 

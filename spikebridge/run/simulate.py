@@ -257,6 +257,8 @@ def simulate(
         },
         "config": cfg.to_dict(),
     }
+    if all("network_run_s" in t for t in timings):  # cpp_standalone: time inside the binary's Network.run
+        out.meta["timings"]["network_run_s"] = float(sum(t["network_run_s"] for t in timings))
     return out
 
 

@@ -232,3 +232,38 @@ def test_spike_raster_input_in_brian2_and_reference(rng):
     np.testing.assert_array_equal(rec.spikes["x"].neuron, i[order])
     np.testing.assert_array_equal(rec.counts["o"], ref.counts["o"])
     assert rec.counts["o"].sum() > 10
+
+
+def test_standalone_tables_are_one_samples_csr():
+    from spikebridge.engines.brian2.builder import _csr
+
+    # synapses sorted by (pre, post), as the builder orders them; pre 1 has none
+    pre, post = np.array([0, 0, 2, 2, 2]), np.array([1, 3, 0, 2, 3])
+    rowptr, cols = _csr(pre, post, 3)
+    assert rowptr.tolist() == [0, 2, 2, 5] and cols.tolist() == [1, 3, 0, 2, 3]
+    # a repeated (pre, post) pair cannot be looked up by (pre, post): the caller falls back to arrays
+    assert _csr(np.array([0, 0]), np.array([1, 1]), 1) is None
+
+
+@pytest.mark.slow
+def test_cpp_standalone_tables_match_reference_and_write_no_synapses(tiny_cnn, rng, tmp_path):
+    """Synapses made inside the binary from one sample's tables: same spikes, no per-batch files left."""
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(5, *g.input_shape))
+    snn = convert(g, ConversionConfig(), calibration=x)
+    assert all(np.ndim(p.delay) == 0 or np.all(np.asarray(p.delay) == np.ravel(p.delay)[0]) for p in snn.projections.values())
+    build = tmp_path / "sa"
+    cfg = SimulationConfig(n_steps=30, target="cpp_standalone", batch_size=2, build_dir=str(build))
+    rec = simulate(snn, x, cfg)
+    ref = simulate_reference(snn, x, 30)
+    assert rec.meta["n_batches"] == 3
+    for name in ref.counts:
+        np.testing.assert_array_equal(rec.counts[name], ref.counts[name], err_msg=name)
+    np.testing.assert_array_equal(rec.output_counts_t, ref.output_counts_t)
+    assert rec.meta["timings"]["network_run_s"] > 0
+    # no replicated index arrays among the project's inputs, no input files of earlier batches left
+    static = sorted(p.name for p in (build / "static_arrays").iterdir())
+    assert not [n for n in static if n.endswith(("_sources", "_targets")) or n.startswith("init_")], static
+    # the synapse arrays were emptied before the binary wrote its results
+    synaptic = [p for p in (build / "results").iterdir() if "__synaptic_pre" in p.name]
+    assert synaptic and all(p.stat().st_size == 0 for p in synaptic)

@@ -88,7 +88,8 @@ class Brian2Network:
     potential_monitor : brian2.StateMonitor or None
         The output population's ``v`` at the end of every step.
     output_spikes : brian2.SpikeMonitor or None
-        Output spikes with times (for counts over time).
+        Output spikes with times (for counts over time): the output population's monitor in
+        ``spike_monitors``, which keeps spike times whether or not the output is recorded.
     clock : brian2.Clock
         The clock every object runs on (``dt`` seconds).
     dt : float

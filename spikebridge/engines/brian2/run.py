@@ -329,6 +329,37 @@ def run_batch(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str
 
 
 
+def _drop_synapse_results(device: Any, built: BuiltNetwork) -> int:
+    """Have the standalone binary empty its synapse arrays before it writes its results; returns their number.
+
+    A standalone binary writes every array to ``results/`` when it ends, the replicated synapse
+    arrays included (``_synaptic_pre``/``_post``, ``w``, ``N_incoming``...: 24+ bytes per synapse
+    and sample, ~0.6 GB for a LeNet batch of 82), and nothing here reads them back: only monitors
+    and neuron groups are collected.  Emptied in the ``before_end`` slot, after the network ran.
+    """
+    from brian2.core.variables import DynamicArrayVariable
+
+    lines = []
+    for objs in built.synapses.values():
+        for syn in objs:
+            for var in syn.variables.values():
+                if isinstance(var, DynamicArrayVariable) and var.ndim == 1 and getattr(var.owner, "name", None) == syn.name:
+                    name = device.get_array_name(var, access_data=False)
+                    lines.append(f"brian::{name}.clear(); brian::{name}.shrink_to_fit();")
+    if lines:
+        device.insert_code("before_end", "\n".join(sorted(set(lines))))
+    return len(lines)
+
+
+def _forget_run_args(device: Any) -> None:
+    """Delete the input files one ``device.run`` wrote into the project (one per batch, never reused)."""
+    static = Path(device.project_dir) / "static_arrays"
+    for fname in list(getattr(device, "run_args_arrays", [])):
+        for path in (static / fname, static / (fname + ".lock")):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def iter_standalone(
     compiled: Plan, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -364,6 +395,7 @@ def iter_standalone(
         built.set_inputs(snn, first)
         built.network.run(cfg.n_steps * dt * b2.second, namespace={})
         device = get_device()
+        _drop_synapse_results(device, built)
         try:
             device.build(directory=directory, compile=True, run=False, with_output=False)
         except Exception as err:
@@ -377,14 +409,18 @@ def iter_standalone(
                 device.run(run_args=run_args, with_output=False)
             except Exception as err:
                 raise SimulationError(f"network '{snn.name}': standalone run failed: {err}") from err
+            finally:
+                _forget_run_args(device)
             t2 = time.perf_counter()
+            # seconds inside the binary's Network.run (its counterpart of the runtime targets' run_s)
+            net_run = float(getattr(device, "_last_run_time", float("nan")))
             data = collect(built, snn, sub.n_samples, cfg.n_steps, dt)
             meta = {
                 "seed": cfg.seed,
                 "target": "cpp_standalone",
                 "batch_size": bs,
                 "timings": {"build_s": t_build if k0 == starts[0] else 0.0, "run_s": t2 - t1,
-                            "collect_s": time.perf_counter() - t2},
+                            "network_run_s": net_run, "collect_s": time.perf_counter() - t2},
                 "config": cfg.to_dict(),
                 "build_dir": directory,
             }
