@@ -26,7 +26,7 @@ from .ir import AnnGraph, evaluate, load_graph, save_graph
 try:
     __version__ = _metadata.version("spikebridge")
 except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.2.0"
+    __version__ = "0.3.0"
 
 # Public functions that live in modules with heavier imports are resolved lazily.
 _LAZY = {
