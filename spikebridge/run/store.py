@@ -85,6 +85,26 @@ def _shard_iter(
         yield first, desc
 
 
+def _create_store(partial: Path, path: Path, fill: Callable[[SpikeStore], None]) -> SpikeStore:
+    """Write a new store as ``partial`` with ``fill``, then move it to ``path`` and reopen it.
+
+    The store only appears under the user's name once its header and first batch (or shard
+    index row) are complete, so an interrupted first write leaves no half-made store behind.
+    """
+    first_store = SpikeStore(partial, "x")
+    try:
+        fill(first_store)
+        first_store.close()
+    except BaseException:
+        first_store.abort()
+        partial.unlink(missing_ok=True)
+        raise
+    if path.exists():
+        WriterLock.probe(path)
+    os.replace(partial, path)
+    return SpikeStore(path, "a")
+
+
 @overload
 def simulate_to_store(
     snn: "SpikingNetwork", inputs: ArrayLike | None, path: str | os.PathLike[str], config: SimulationConfig | None = ...,
@@ -275,20 +295,12 @@ def simulate_to_store(
             for first, desc in _shard_iter(snn, x, y, config, start, folder, act_layers, bool(ann_activations)):
                 quiet.install()
                 if store is None:
-                    first_store = SpikeStore(partial, "x")
-                    try:
-                        first_store.write_header(**header, meta=desc.get("meta") or {})
-                        first_store.init_shards(folder.name)
-                        first_store.append_shard(desc)
-                        first_store.close()
-                    except BaseException:
-                        first_store.abort()
-                        partial.unlink(missing_ok=True)
-                        raise
-                    if path.exists():
-                        WriterLock.probe(path)
-                    os.replace(partial, path)
-                    store = SpikeStore(path, "a")
+                    def first_shard(st: SpikeStore, desc: dict[str, Any] = desc) -> None:
+                        st.write_header(**header, meta=desc.get("meta") or {})
+                        st.init_shards(folder.name)
+                        st.append_shard(desc)
+
+                    store = _create_store(partial, path, first_shard)
                 else:
                     store.append_shard(desc)
                 done = desc["stop"]
@@ -305,20 +317,13 @@ def simulate_to_store(
                     # before the file exists: header, layout and first batch must fit, with margin
                     ensure_space(partial, batch_bytes_bound(rec, ann, acts, yb) + len(str(header)),
                                  f"the first batch (samples {first}-{first + rec.n_samples - 1})")
-                    first_store = SpikeStore(partial, "x")
-                    try:
-                        first_store.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
-                        first_store.append_batch(first, rec, ann, acts, labels=yb)
-                        first_store.close()
-                    except BaseException:
-                        first_store.abort()
-                        partial.unlink(missing_ok=True)
-                        raise
-                    if path.exists():
-                        WriterLock.probe(path)
-                    os.replace(partial, path)
+                    def first_batch(st: SpikeStore, first: int = first, rec: Any = rec, ann: Any = ann,
+                                    acts: Any = acts, yb: Any = yb) -> None:
+                        st.write_header(**header, meta={k: v for k, v in rec.meta.items() if k != "timings"})
+                        st.append_batch(first, rec, ann, acts, labels=yb)
+
+                    store = _create_store(partial, path, first_batch)
                     done = first + rec.n_samples
-                    store = SpikeStore(path, "a")
                 else:
                     done = store.append_batch(first, rec, ann, acts, labels=yb)
                 if progress is not None:

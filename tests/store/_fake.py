@@ -13,7 +13,14 @@ import time
 
 import numpy as np
 
+from spikebridge.config import SimulationConfig
 from spikebridge.snn.network import Population, Projection, SpikingNetwork
+
+# the run every store test interrupts, resumes or shards: N samples in batches of BS
+N, BS = 24, 4
+X = np.random.default_rng(1).uniform(0, 1, (N, 6))
+Y = np.arange(N) % 4
+CFG = SimulationConfig(n_steps=40, batch_size=BS, seed=7, record=("all",), target="numpy")
 
 
 def make_net(seed: int = 0, n_in: int = 6, n_hid: int = 12, n_out: int = 4) -> SpikingNetwork:

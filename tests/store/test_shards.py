@@ -14,26 +14,14 @@ import numpy as np
 import pytest
 
 import spikebridge.run.store as stream
-from spikebridge.config import SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.errors import StoreFormatError
 from spikebridge.store.shards import shard_folder
 from spikebridge.store.spikes import SpikeStore, StoreExistsError
 from tests.conftest import make_tiny_mlp
-from tests.store._fake import fake_iter, make_net
+from tests.store._fake import BS, CFG, N, X, Y, fake_iter, make_net
 
 ROOT = Path(__file__).resolve().parents[2]
-N, BS = 24, 4
-X = np.random.default_rng(1).uniform(0, 1, (N, 6))
-Y = np.arange(N) % 4
-CFG = SimulationConfig(n_steps=40, batch_size=BS, seed=7, record=("all",), target="numpy")
-
-
-@pytest.fixture
-def fake_backend(monkeypatch):
-    monkeypatch.setattr(stream, "_backend_iter", fake_iter)
-
-
 @pytest.fixture(scope="module")
 def ann_net():
     """A converted MLP: the store then holds ANN outputs and activations too."""
