@@ -26,7 +26,7 @@ extracted once per block and population (one ``flatnonzero`` over the
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,8 +34,10 @@ from numpy.typing import NDArray
 from ...store.record import SpikeRecord, SpikeTrains
 from ..plan import InputPlan, draw_poisson
 
-if TYPE_CHECKING:
-    from .engine import TensorProgram, _Link
+# the engine imports this module (lazily) and hands itself over: importing it back, even for
+# types, would make an import cycle, which tests/test_layering.py refuses
+_Program = Any
+_Link = Any
 
 __all__ = ["LayerMajor", "block_steps", "BLOCK_STEPS"]
 
@@ -56,7 +58,7 @@ def block_steps(n_steps: int) -> int:
 class LayerMajor:
     """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays only)."""
 
-    def __init__(self, program: "TensorProgram") -> None:
+    def __init__(self, program: _Program) -> None:
         self.p = program
         names = program.names
         pos = {n: i for i, n in enumerate(program.order)}
@@ -80,8 +82,8 @@ class LayerMajor:
         # per post population and target: delayed links (step 2 of a step) and same-step links
         # (step 3), each in the order the step-major engine adds them to its ring buffer slot:
         # by emission step (longer delays emitted earlier), then update order, then link
-        self.delayed: dict[str, list[tuple[str, list[tuple[str, "_Link"]]]]] = {n: [] for n in names}
-        self.same: dict[str, list[tuple[str, list[tuple[str, "_Link"]]]]] = {n: [] for n in names}
+        self.delayed: dict[str, list[tuple[str, list[tuple[str, _Link]]]]] = {n: [] for n in names}
+        self.same: dict[str, list[tuple[str, list[tuple[str, _Link]]]]] = {n: [] for n in names}
         for post, target in program.targets:
             entries = [(pre, i, link) for pre in names for i, link in enumerate(program.links[pre])
                        if link.post == post and link.target == target]
@@ -94,7 +96,7 @@ class LayerMajor:
         # steps of spike history a population keeps before its block (its longest outgoing delay)
         self.depth = {n: max((link.steps for link in program.links[n]), default=0) for n in names}
 
-    def _apply_rows(self, link: "_Link", x: NDArray[np.bool_]) -> NDArray[np.float64]:
+    def _apply_rows(self, link: _Link, x: NDArray[np.bool_]) -> NDArray[np.float64]:
         """``link`` applied to every row of ``x`` (rows × n_pre), convolutions in row chunks."""
         op = link.kernel
         if op is None and link.prepared[0] == "gather":
@@ -119,7 +121,7 @@ class LayerMajor:
             out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
         return out
 
-    def _arrivals(self, groups: list[tuple[str, list[tuple[str, "_Link"]]]], hist: dict[str, NDArray[np.bool_]],
+    def _arrivals(self, groups: list[tuple[str, list[tuple[str, _Link]]]], hist: dict[str, NDArray[np.bool_]],
                   tb: int, n_b: int) -> list[tuple[str, NDArray[np.float64]]]:
         """Summed arrivals per target of one block, (tb, n_b, n_post) each; silent pre blocks add nothing."""
         out = []
