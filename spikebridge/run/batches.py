@@ -188,9 +188,15 @@ def iter_parallel(
 
 
 def _death_cause(procs: list[Any]) -> str:
-    """`` (killed by signal SIGKILL)`` / `` (exit status 1)`` for the first dead worker of ``procs``, or ''."""
+    """`` (killed by signal SIGKILL)`` / `` (exit status 1)`` for the dead worker of ``procs``, or ''.
+
+    A broken pool terminates its other workers with SIGTERM, so a SIGTERM says nothing of the cause:
+    only another signal or exit status is named, else nothing (the killed worker may already have
+    been reaped and replaced in the pool's table, leaving only the terminated ones).
+    """
     import signal
 
+    codes: list[int] = []
     for proc in procs:
         code = getattr(proc, "exitcode", None)
         if code is None:
@@ -199,14 +205,17 @@ def _death_cause(procs: list[Any]) -> str:
             except Exception:  # noqa: BLE001 - a process object of another kind: no cause to tell
                 continue
             code = getattr(proc, "exitcode", None)
-        if code is not None and code < 0:
-            try:
-                return f" (killed by signal {signal.Signals(-code).name})"
-            except ValueError:
-                return f" (killed by signal {-code})"
         if code:
-            return f" (exit status {code})"
-    return ""
+            codes.append(int(code))
+    code = next((c for c in codes if c != -signal.SIGTERM), 0)
+    if not code:
+        return ""
+    if code < 0:
+        try:
+            return f" (killed by signal {signal.Signals(-code).name})"
+        except ValueError:
+            return f" (killed by signal {-code})"
+    return f" (exit status {code})"
 
 
 def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> int:

@@ -154,3 +154,15 @@ def test_a_killed_worker_is_one_line_and_keeps_finished_batches(inputs, referenc
     assert _gone(workers) == set()
     assert 2 <= _n_done(out) < N
     _resume_and_check(inputs, out, reference)
+
+
+def test_the_death_cause_is_the_worker_that_died_not_those_the_pool_stopped():
+    from types import SimpleNamespace
+
+    from spikebridge.run.batches import _death_cause
+
+    term, kill, ok = (SimpleNamespace(exitcode=c) for c in (-signal.SIGTERM, -signal.SIGKILL, 0))
+    assert _death_cause([term, kill, ok]) == " (killed by signal SIGKILL)"
+    assert _death_cause([term, ok]) == ""  # only the pool's own SIGTERMs: the cause is unknown
+    assert _death_cause([ok, SimpleNamespace(exitcode=3)]) == " (exit status 3)"
+    assert _death_cause([ok]) == ""
