@@ -135,30 +135,21 @@ def layer_major_blocker(snn: SpikingNetwork, dt: float) -> str | None:
             return f"population '{name}' has Poisson drive"
         if pop.burst > 1:
             return f"population '{name}' emits bursts"
+    import networkx as nx
+
     folded = folded_projections(snn)
-    succ: dict[str, set[str]] = {n: set() for n in active}
-    for p in snn.projections.values():
-        if p.name not in folded and p.n_synapses and p.pre in active and p.post in active:
-            succ[p.pre].add(p.post)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(sorted(active))
+    graph.add_edges_from(
+        (p.pre, p.post) for p in snn.projections.values()
+        if p.name not in folded and p.n_synapses and p.pre in active and p.post in active
+    )
     # a cycle of any delay (recurrent or lagged projections): step by step only
-    state = dict.fromkeys(active, 0)
-    for root in active:
-        if state[root]:
-            continue
-        stack = [(root, iter(sorted(succ[root])))]
-        state[root] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                stack.pop()
-            elif state[nxt] == 1:
-                return f"projections form a cycle through '{nxt}'"
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                stack.append((nxt, iter(sorted(succ[nxt]))))
-    return None
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return None
+    return f"projections form a cycle through '{cycle[0][0]}'"
 
 
 @dataclass(frozen=True, eq=False)
