@@ -294,6 +294,18 @@ def quantised_accuracy(graph: Any, x: np.ndarray, y: np.ndarray) -> float | None
     return float(np.mean(acts[list(graph)[-1].name].reshape(len(x), -1).argmax(1) == y))
 
 
+def iter_cases(names: list[str], n_test: int | None) -> Any:
+    """``(name, graph, x_cal, x_test, y_test)`` for each model whose data is here (the first ``n_test`` test samples)."""
+    for name in names:
+        case = load_case(name)
+        if case is None:
+            continue
+        g, x_cal, x, y = case
+        if n_test:
+            x, y = x[:n_test], y[:n_test]
+        yield name, g, x_cal, x, y
+
+
 def run_low_latency(args: argparse.Namespace) -> None:
     """The low-latency table: accuracy and synaptic operations per sample at T = ``args.steps``."""
     from spikebridge.analysis.ops import operations
@@ -316,13 +328,7 @@ def run_low_latency(args: argparse.Namespace) -> None:
                     for k in methods},
         "models": {}}
     out = Path(args.out or HERE / "results" / "low_latency.json")
-    for name in names:
-        case = load_case(name)
-        if case is None:
-            continue
-        g, x_cal, x, y = case
-        if args.n_test:
-            x, y = x[: args.n_test], y[: args.n_test]
+    for name, g, x_cal, x, y in iter_cases(names, args.n_test):
         qcfs = bool(g.metadata.get("qcfs_levels"))
         entry: dict[str, Any] = {"n_test": int(len(x)), "calibration_samples": int(len(x_cal)),
                                  "ann_accuracy": float(np.mean(evaluate(g, x).reshape(len(x), -1).argmax(1) == y)),
@@ -413,13 +419,7 @@ def main() -> None:
     names = args.models.split(",")
     results: dict[str, Any] = {"simulator": args.engine, "steps": steps, "machine": platform.platform(),
                                "note": "2-core machine shared with other jobs; wall times are indicative", "models": {}}
-    for name in names:
-        case = load_case(name)
-        if case is None:
-            continue
-        g, x_cal, x, y = case
-        if args.n_test:
-            x, y = x[: args.n_test], y[: args.n_test]
+    for name, g, x_cal, x, y in iter_cases(names, args.n_test):
         ann_out = evaluate(g, x).reshape(len(x), -1)
         regression = name == "diabetes_mlp"
         entry: dict[str, Any] = {"n_test": int(len(x)), "settings": {}}

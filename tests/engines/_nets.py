@@ -31,17 +31,22 @@ def chain(delay_steps: int, dt: float = 1e-3) -> SpikingNetwork:
     return SpikingNetwork(pops, projs, input="input", output="b", dt=dt, encoding={"kind": "current", "scale": 1.0})
 
 
-def mixed(rng: np.random.Generator, *, kind: str = "current") -> SpikingNetwork:
-    """A little of everything: LIF, cuba LIF with target I, reset to zero, refractoriness,
-    per-synapse delays, a recurrent projection, an integrator output."""
-    n_in, n_a, n_b, n_c, n_out = 5, 7, 6, 4, 3
-    pops = [
+def mixed_populations(rng: np.random.Generator, n_in: int, n_a: int, n_b: int, n_c: int, n_out: int) -> list[Population]:
+    """Input, IF with bias and refractoriness, LIF reset to zero, cuba LIF reset to a value, integrator output."""
+    return [
         Population(name="input", n=n_in, model="input", role="input"),
         Population(name="a", n=n_a, model="if", v_init=0.5, bias=rng.normal(0, 20, n_a), refractory=2e-3),
         Population(name="b", n=n_b, model="lif", tau_mem=0.02, reset="zero", threshold=0.8),
         Population(name="c", n=n_c, model="cuba_lif", tau_mem=0.01, tau_syn=0.005, reset="value", v_reset=-0.1),
         Population(name="out", n=n_out, model="integrator", role="output", bias=5.0),
     ]
+
+
+def mixed(rng: np.random.Generator, *, kind: str = "current") -> SpikingNetwork:
+    """A little of everything: LIF, cuba LIF with target I, reset to zero, refractoriness,
+    per-synapse delays, a recurrent projection, an integrator output."""
+    n_in, n_a, n_b, n_c, n_out = 5, 7, 6, 4, 3
+    pops = mixed_populations(rng, n_in, n_a, n_b, n_c, n_out)
 
     def dense(name, pre, post, n_pre, n_post, scale, delay=1e-3, target="v"):
         w = rng.normal(0.1, scale, size=(n_post, n_pre))

@@ -16,22 +16,16 @@ from spikebridge.config import SimulationConfig
 from spikebridge.engines.plan import compile, layer_major_blocker
 from spikebridge.engines.reference import simulate_reference
 from spikebridge.run.simulate import simulate
-from spikebridge.snn.network import Population, Projection, SpikingNetwork
+from spikebridge.snn.network import Projection, SpikingNetwork
 
-from ._nets import mixed
+from ._nets import mixed, mixed_populations
 
 
 def feed_forward(rng: np.random.Generator, *, kind: str, min_delay_steps: int = 1) -> SpikingNetwork:
     """LIF, cuba LIF onto I, resets to zero and to a value, refractoriness, per-synapse delays of
     0-4 steps, a skip projection joining a later layer, a sparse matrix, an integrator read-out."""
     n_in, n_a, n_b, n_c, n_out = 5, 40, 6, 4, 3
-    pops = [
-        Population(name="input", n=n_in, model="input", role="input"),
-        Population(name="a", n=n_a, model="if", v_init=0.5, bias=rng.normal(0, 20, n_a), refractory=2e-3),
-        Population(name="b", n=n_b, model="lif", tau_mem=0.02, reset="zero", threshold=0.8),
-        Population(name="c", n=n_c, model="cuba_lif", tau_mem=0.01, tau_syn=0.005, reset="value", v_reset=-0.1),
-        Population(name="out", n=n_out, model="integrator", role="output", bias=5.0),
-    ]
+    pops = mixed_populations(rng, n_in, n_a, n_b, n_c, n_out)
     d0 = 1e-3 * min_delay_steps
 
     def dense(name, pre, post, n_pre, n_post, scale, delay=1e-3, target="v", keep=1.0):
