@@ -302,6 +302,10 @@ def main() -> None:
             specs.append({"label": f"LeNet cpp_standalone T={steps}", "kind": "brian2", "model": "mnist_lenet",
                           "target": "cpp_standalone", "steps": steps, "n_samples": args.lenet_samples,
                           "repeats": max(args.repeats, 2)})
+            # both cores as OpenMP threads inside the one binary (its own build: OpenMP flags differ)
+            specs.append({"label": f"LeNet cpp_standalone 2 threads T={steps}", "kind": "brian2",
+                          "model": "mnist_lenet", "target": "cpp_standalone", "steps": steps,
+                          "n_samples": args.lenet_samples, "repeats": max(args.repeats, 2), "threads": 2})
     else:
         print(f"LeNet rows skipped: MNIST not found in {MNIST_DIR} (set MNIST_DIR)", file=sys.stderr)
     if args.case:
