@@ -110,9 +110,12 @@ def _unsupported_features(pop: Population) -> dict[str, Any]:
             f"spikebridge_{k}": float(pop.params[k]) for k in ("poisson_n", "poisson_rate", "poisson_weight") if k in pop.params
         }
     if "window" in pop.params:  # a sequence network's hidden population (conversion/sequence.py)
-        found["window floor of a sequence network (v = max(v, floor) at every window start)"] = {
-            "spikebridge_window": float(pop.params["window"]),
-            "spikebridge_window_floor": float(pop.params.get("window_floor", 0.0))}
+        window: dict[str, Any] = {"spikebridge_window": float(pop.params["window"])}
+        if pop.params.get("window_wrap"):
+            window["spikebridge_window_wrap"] = True
+        if pop.params.get("window_floor") is not None or not pop.params.get("window_wrap"):
+            window["spikebridge_window_floor"] = float(pop.params.get("window_floor") or 0.0)
+        found["window floor of a sequence network (v = max(v, floor) at every window start)"] = window
     if pop.model in ("cuba_lif", "cuba_li") and np.any(np.asarray(pop.bias) != 0):
         found["bias of a cuba population (NIR feeds it into I, not v)"] = {"spikebridge_bias_on_v": True}
     return found

@@ -58,7 +58,8 @@ Graphs written by :func:`spikebridge.export.nir.export_nir`
 What NIR cannot express is kept in ``spikebridge_*`` metadata, and read back (validated; a
 malformed value raises :class:`~spikebridge.errors.ModelFormatError`): on a neuron node,
 ``spikebridge_reset`` (``"subtract"`` or ``"none"``), ``spikebridge_v_init`` and the window
-floor of a sequence network (``spikebridge_window`` in seconds, ``spikebridge_window_floor``);
+floor of a sequence network (``spikebridge_window`` in seconds, ``spikebridge_window_floor``,
+``spikebridge_window_wrap``);
 on a Linear/Affine node ``spikebridge_delay_steps = 0`` (same-step delivery: the projection
 takes no step, and the network gets ``min_delay_steps=0``); on the graph, with ``convention="step"``
 and the exported ``dt``, the input encoding and the read-out (``spikebridge_encoding``,
@@ -886,15 +887,25 @@ def _exported_neuron_meta(node: Any, n: int, where: str) -> dict[str, Any]:
         if v0.size not in (1, n) or not np.all(np.isfinite(v0)):
             raise ModelFormatError(f"{where}: metadata spikebridge_v_init needs 1 or {n} finite values, got {v0.size}")
         out["v_init"] = np.broadcast_to(v0.ravel(), (n,)).copy()
-    has_w, has_f = "spikebridge_window" in meta, "spikebridge_window_floor" in meta
-    if has_w != has_f:
-        raise ModelFormatError(f"{where}: metadata spikebridge_window and spikebridge_window_floor come together")
+    has_w, has_f, has_r = ("spikebridge_window" in meta, "spikebridge_window_floor" in meta,
+                           "spikebridge_window_wrap" in meta)
+    if has_w != (has_f or has_r):
+        raise ModelFormatError(f"{where}: metadata spikebridge_window and spikebridge_window_floor (or "
+                               "spikebridge_window_wrap) come together")
     if has_w:
         window = _finite_float(_meta_value(meta, "spikebridge_window"), "spikebridge_window", where)
         if window <= 0:
             raise ModelFormatError(f"{where}: metadata spikebridge_window must be > 0 s, got {window}")
-        floor = _finite_float(_meta_value(meta, "spikebridge_window_floor"), "spikebridge_window_floor", where)
-        out["params"] = {"window": window, "window_floor": floor}
+        params: dict[str, Any] = {"window": window}
+        if has_f:
+            params["window_floor"] = _finite_float(_meta_value(meta, "spikebridge_window_floor"), "spikebridge_window_floor", where)
+        if has_r:
+            wrap = _meta_value(meta, "spikebridge_window_wrap")
+            if not isinstance(wrap, (bool, np.bool_)):
+                raise ModelFormatError(f"{where}: metadata spikebridge_window_wrap must be true or false, got {wrap!r}"[:300])
+            if wrap:
+                params["window_wrap"] = True
+        out["params"] = params
     return out
 
 

@@ -37,8 +37,9 @@ def _round_trip(snn):
     return graph, load_nir(graph, dt=snn.dt)
 
 
-@pytest.mark.parametrize("seqs,stacked,dale", [(False, False, "none"), (True, True, "none"), (False, True, "relay")])
-def test_nir_round_trip_gives_identical_spikes(tmp_path, seqs, stacked, dale):
+@pytest.mark.parametrize("seqs,stacked,dale,m", [(False, False, "none", 1), (True, True, "none", 1), (False, True, "relay", 1),
+                                                  (True, True, "none", 2)])
+def test_nir_round_trip_gives_identical_spikes(tmp_path, seqs, stacked, dale, m):
     pytest.importorskip("nir")
     import nir
 
@@ -46,15 +47,19 @@ def test_nir_round_trip_gives_identical_spikes(tmp_path, seqs, stacked, dale):
     from spikebridge.export.nir import export_nir
     from spikebridge.importers.from_nir import load_nir
 
-    _, snn, x = _case(seqs, stacked, dale)
+    _, snn, x = _case(seqs, stacked, dale, m=m)
     with pytest.warns(UserWarning):
         export_nir(snn, tmp_path / "rnn.nir")
     back = load_nir(tmp_path / "rnn.nir", dt=snn.dt)  # through the file: metadata types as nir.read gives them
     # what NIR cannot say came back from the spikebridge_* metadata
     assert back.min_delay_steps == 0
-    assert back.populations["rnn"].reset == "subtract" and back.populations["rnn"].v_init == pytest.approx(0.5)
+    assert back.populations["rnn"].reset == "subtract"
+    np.testing.assert_array_equal(back.populations["rnn"].v_init, snn.populations["rnn"].v_init)
     assert back.populations["rnn"].params["window"] == pytest.approx(8 * snn.dt)
-    assert back.populations["rnn"].params["window_floor"] == 0.0
+    if m == 1:
+        assert back.populations["rnn"].params["window_floor"] == 0.0
+    else:  # several neurons per unit: the wrap, no floor
+        assert back.populations["rnn"].params["window_wrap"] is True and "window_floor" not in back.populations["rnn"].params
     assert back.readout["window_steps"] == 8 and back.readout["windows"] == 6 and back.readout["per_element"] is seqs
     assert back.projections["rnn_recurrent"].delay == pytest.approx(8 * snn.dt)
     assert all(np.all(np.asarray(back.projections[p.name].delay) == 0) for p in snn.projections.values()
