@@ -23,6 +23,16 @@ Usage::
     python benchmarks/bench_recurrent.py [--samples 10000] [--ks 4 8 16 32 64] [--only mnist fmnist sines]
         [--data-dir /tmp/package/data] [--fashion-dir /usr/share/datasets/fashion-mnist]
 
+Several neurons per hidden unit (``ConversionConfig.neurons_per_unit``, what seq-F-MNIST needs at
+K = 32)::
+
+    python benchmarks/bench_recurrent.py --only fmnist --neurons-per-unit 4 --ks 32 --no-extras \
+        --out benchmarks/results/recurrent_fmnist_m4_whole_k32.json
+
+``--engine-samples N`` runs the tensor engine on the first N sequences only, and ``--summed-model``
+also evaluates every sequence with :func:`summed_copy_model` (numpy; reported with its agreement
+with the engine on the sequences both ran).
+
 Prints tables and writes ``benchmarks/results/recurrent.json`` (with the 1-minute load average
 beside every time: timings taken on a shared machine are upper bounds).
 """
