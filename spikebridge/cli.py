@@ -110,6 +110,7 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         "lateral_inhibition": args.lateral_inhibition,
         "seed": args.seed,
         "steps_per_element": getattr(args, "steps_per_element", None),
+        "neurons_per_unit": getattr(args, "neurons_per_unit", None),
     }
     if args.normalisation:
         overrides["normalisation"] = args.normalisation
@@ -619,6 +620,9 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps-per-element", dest="steps_per_element", type=_COUNT,
                    help="recurrent (RNN) models: time steps K each sequence element is presented for; the recurrent "
                    "delay is one window of K steps (default 32)")
+    g.add_argument("--neurons-per-unit", dest="neurons_per_unit", type=_COUNT,
+                   help="recurrent (RNN) models: IF neurons per hidden unit with staggered initial potentials "
+                   "(finer rounding at M times the spikes, M^2 the recurrent synapses; default 1)")
 
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:

@@ -265,6 +265,11 @@ class ConversionConfig(_Config):
         ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent
         projection carries a delay of ``K dt``, so the spikes of window ``t - 1`` drive window
         ``t`` (:mod:`spikebridge.conversion.sequence`).
+    neurons_per_unit : int
+        Recurrent (sequence) models only: IF neurons per hidden ANN unit (1 = one each).  The ``M``
+        copies of a unit get the same input and staggered initial potentials ``(m + v_init)/M θ``;
+        their summed count resolves ``λ/(M K)`` instead of ``λ/K`` per window, at ``M`` times the
+        neurons and spikes and ``M²`` times the recurrent synapses.
     """
 
     normalisation: str = "data"
@@ -296,6 +301,7 @@ class ConversionConfig(_Config):
     bias_onset: str = "arrival"
     burst: int = 1
     steps_per_element: int = 32
+    neurons_per_unit: int = 1
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -321,7 +327,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
         _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
-        for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element"):
+        for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element", "neurons_per_unit"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"ConversionConfig.{attr}: must be an int >= 1, got {value!r}", attr=attr, obj=self)

@@ -200,6 +200,8 @@ def convert(
 
     if is_sequence_model(graph):
         return convert_sequence(graph, cfg, calibration, task)
+    if cfg.neurons_per_unit != 1:
+        raise ConversionError(f"model '{graph.name}': neurons_per_unit applies to recurrent (RNN) models only")
     seq_dense = [n for n, s in graph.shapes.items() if len(graph.input_shape_of(n)) == 2 and n != graph.input.name
                  and graph[n].type_name == "Dense"]
     if seq_dense:

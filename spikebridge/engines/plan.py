@@ -35,7 +35,7 @@ memory estimate reads these from the plan instead of re-deriving them from the n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from ..errors import ValidationError
 if TYPE_CHECKING:
     from ..config import SimulationConfig
 
-__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "window_wraps", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
            "same_step_projections", "same_step_targets", "layer_major_blocker"]
 
 
@@ -110,6 +110,32 @@ def window_floors(snn: SpikingNetwork, dt: float) -> dict[str, tuple[int, float]
     return out
 
 
+def window_wraps(snn: SpikingNetwork, dt: float) -> dict[str, tuple[int, float]]:
+    """Populations whose negative membrane wraps into ``[0, θ)`` at every window start: name -> (window steps, θ).
+
+    A converted ReLU RNN with several neurons per unit (``ConversionConfig.neurons_per_unit``) sets
+    ``params["window"]`` (seconds) and ``params["window_wrap"] = True`` on its hidden populations:
+    at the start of every step ``k`` with ``k % window_steps == 0``, before the state update, a
+    negative ``v`` becomes ``v - θ ⌊v/θ⌋`` (the debt in whole spikes is dropped, the fraction of a
+    spike kept, so the staggered residues of a unit's neurons stay staggered; see
+    :mod:`spikebridge.conversion.sequence`).  Every engine computes exactly this expression.
+
+    Raises
+    ------
+    ValidationError
+        A wrapping population whose threshold is not one positive number.
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for name, pop in snn.populations.items():
+        p = pop.params
+        if p.get("window") is not None and p.get("window_wrap"):
+            theta = np.asarray(pop.threshold, dtype=np.float64)
+            if theta.ndim or not float(theta) > 0:
+                raise ValidationError(f"population '{name}': window_wrap needs one positive threshold", attr="params")
+            out[name] = (max(1, int(round(float(p["window"]) / dt))), float(theta))
+    return out
+
+
 def max_delay_steps(snn: SpikingNetwork, dt: float) -> int:
     """Largest delay in steps over the simulated projections (1 without any)."""
     folded = folded_projections(snn)
@@ -126,7 +152,7 @@ def layer_major_blocker(snn: SpikingNetwork, dt: float) -> str | None:
     population draws Poisson drive (its random stream is drawn step by step across populations),
     emits bursts, or is floored at window starts, and the network is not a sequence network.
     """
-    if sequence_window_steps(snn, dt) or window_floors(snn, dt):
+    if sequence_window_steps(snn, dt) or window_floors(snn, dt) or window_wraps(snn, dt):
         return "a sequence network (inputs and floors change per window)"
     active = set(active_populations(snn))
     for name in active:
@@ -183,6 +209,9 @@ class Plan:
     floors : mapping of str to (int, float)
         Populations floored at the start of every window of a sequence network:
         name -> (window steps, floor) (:func:`window_floors`; empty for other networks).
+    wraps : mapping of str to (int, float)
+        Populations whose negative membrane wraps into ``[0, θ)`` at every window start:
+        name -> (window steps, θ) (:func:`window_wraps`; applied after the floors).
     layer_major : bool
         The network may run layer by layer (:func:`layer_major_blocker` found nothing): the tensor
         engine on numpy then simulates each population for a block of steps at a time.
@@ -200,6 +229,7 @@ class Plan:
     max_delay_steps: int
     floors: Mapping[str, tuple[int, float]]
     layer_major: bool = False
+    wraps: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
     def simulated(self) -> list[Any]:
         """The projections that exist in the simulation (not folded, at least one synapse), in order."""
@@ -257,7 +287,7 @@ def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt
     return Plan(
         snn=snn, dt=dt, n_steps=steps, record=frozenset(active if "all" in rec else rec), active=active, folded=folded,
         same_step=same, order=order, inbound=inbound, max_delay_steps=max_delay_steps(snn, dt),
-        floors=window_floors(snn, dt), layer_major=layer_major_blocker(snn, dt) is None,
+        floors=window_floors(snn, dt), layer_major=layer_major_blocker(snn, dt) is None, wraps=window_wraps(snn, dt),
     )
 
 

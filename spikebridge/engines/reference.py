@@ -239,6 +239,7 @@ def simulate_reference(
     running_out = np.zeros((n_b, n_out), dtype=np.int64)
 
     floors = {name: wf for name, wf in compiled.floors.items() if name in state}
+    wraps = {name: wt for name, wt in compiled.wraps.items() if name in state}
     for k in range(n_steps):
         slot = k % ring
         if plan.window_steps and k % plan.window_steps == 0:
@@ -250,6 +251,10 @@ def simulate_reference(
             if k % w_steps == 0:
                 # the start of a window: a ReLU's negative drive is forgotten (conversion/sequence.py)
                 state[name].v = np.maximum(state[name].v, floor)
+        for name, (w_steps, wrap_theta) in wraps.items():
+            if k % w_steps == 0:  # several neurons per unit: drop whole spikes of debt, keep the fraction
+                v = state[name].v
+                state[name].v = np.where(v < 0, v - wrap_theta * np.floor(v / wrap_theta), v)
         # 1. state update
         for name, st in state.items():
             pop = st.pop

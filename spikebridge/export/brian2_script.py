@@ -202,6 +202,11 @@ def export_brian2_script(
             w_steps, floor = floors[pname]
             emit(f"# window floor: a ReLU forgets a negative drive at the end of each element (before the state update)")
             emit(f"{g}.run_regularly('v = clip(v, {floor!r}, inf)', dt={w_steps} * dt, when='start', name={pname + '_floor'!r})")
+        if pname in compiled.wraps:
+            w_steps, theta = compiled.wraps[pname]
+            emit(f"# window wrap: a negative membrane drops whole spikes of debt and keeps the fraction")
+            emit(f"{g}.run_regularly('v = v - {theta!r} * floor(v / {theta!r}) * int(v < 0)', dt={w_steps} * dt, "
+                 f"when='start', name={pname + '_wrap'!r})")
         if pname in plan.currents and not seq:
             data[f"{pname}__I_in"] = np.asarray(plan.currents[pname], dtype=np.float64)
             emit("# constant input current of every sample: the current-encoded input's projection folded in (1/second)")

@@ -29,7 +29,12 @@ What NIR cannot express is reported with one
 ``metadata`` (keys ``spikebridge_*``): reset by subtraction (exported as reset
 to zero), no reset, refractory periods, excitatory/inhibitory tags, non-zero
 initial potentials, Poisson drive, and the transient of a cuba population's
-bias (NIR feeds a bias into ``I``, we into ``v``).
+bias (NIR feeds a bias into ``I``, we into ``v``); the window floor of a sequence
+network; same-step delivery (``spikebridge_delay_steps`` 0 on the Linear node).
+The graph's metadata keeps the input encoding and the read-out (JSON).
+:func:`spikebridge.importers.from_nir.load_nir` reads back reset by subtraction, no
+reset, ``v_init``, the window floor, same-step delivery, the encoding and the
+read-out, so a converted network (a ReLU RNN included) round-trips with identical spikes.
 """
 
 from __future__ import annotations
@@ -105,12 +110,23 @@ def _unsupported_features(pop: Population) -> dict[str, Any]:
             f"spikebridge_{k}": float(pop.params[k]) for k in ("poisson_n", "poisson_rate", "poisson_weight") if k in pop.params
         }
     if "window" in pop.params:  # a sequence network's hidden population (conversion/sequence.py)
-        found["window floor of a sequence network (v = max(v, floor) at every window start)"] = {
-            "spikebridge_window": float(pop.params["window"]),
-            "spikebridge_window_floor": float(pop.params.get("window_floor", 0.0))}
+        window: dict[str, Any] = {"spikebridge_window": float(pop.params["window"])}
+        if pop.params.get("window_wrap"):
+            window["spikebridge_window_wrap"] = True
+        if pop.params.get("window_floor") is not None or not pop.params.get("window_wrap"):
+            window["spikebridge_window_floor"] = float(pop.params.get("window_floor") or 0.0)
+        found["window floor of a sequence network (v = max(v, floor) at every window start)"] = window
     if pop.model in ("cuba_lif", "cuba_li") and np.any(np.asarray(pop.bias) != 0):
         found["bias of a cuba population (NIR feeds it into I, not v)"] = {"spikebridge_bias_on_v": True}
     return found
+
+
+def _readout_meta(snn: SpikingNetwork) -> dict[str, str]:
+    """The read-out (decoding of the output, e.g. a sequence network's windows) as JSON, when it is plain data."""
+    try:
+        return {"spikebridge_readout": json.dumps(dict(snn.readout), allow_nan=False)}
+    except (TypeError, ValueError):  # a read-out holding arrays is not restored by load_nir
+        return {}
 
 
 def export_nir(snn: SpikingNetwork, path: "str | os.PathLike[str] | None" = None, *, dt: float | None = None) -> "nir.NIRGraph":
@@ -204,16 +220,22 @@ def export_nir(snn: SpikingNetwork, path: "str | os.PathLike[str] | None" = None
                 ["target 'I' for cuba populations", "target 'v' for if/lif/li/integrator"], source="NIR export",
                 hint="NIR's CubaLIF/CubaLI receive every input through the synaptic current",
             )
-        steps = np.maximum(np.rint(np.broadcast_to(np.asarray(proj.delay, dtype=np.float64), proj.weight.shape) / dt), 1).astype(np.int64)
-        if snn.min_delay_steps == 0 and np.any(np.rint(np.asarray(proj.delay, dtype=np.float64) / dt) == 0):
+        # the delay in steps as spikebridge simulates it (0: same-step delivery, exported as one step
+        # and kept as spikebridge_delay_steps, which load_nir reads back)
+        raw = np.rint(np.broadcast_to(np.asarray(proj.delay, dtype=np.float64), proj.weight.shape) / dt).astype(np.int64)
+        if snn.min_delay_steps:
+            raw = np.maximum(raw, 1)
+        if snn.min_delay_steps == 0 and np.any(raw == 0):
             features.setdefault("same-step delivery (min_delay_steps=0; exported with one-step delays)", []).append(proj.post)
-        groups = np.unique(steps) if steps.size else np.array([1])
-        for i, d in enumerate(groups):
-            sel = steps == d
+        groups = np.unique(raw) if raw.size else np.array([1])
+        for i, r in enumerate(groups):
+            sel = raw == r
+            d = max(int(r), 1)
             w = np.zeros((post.n, pre.n))
             np.add.at(w, (proj.post_index[sel], proj.pre_index[sel]), proj.weight[sel])
-            lin_name = proj.name if i == 0 else f"{proj.name}_d{int(d)}"
-            meta = {"spikebridge_projection": proj.name, "spikebridge_kind": proj.kind, "spikebridge_target": proj.target}
+            lin_name = proj.name if i == 0 else f"{proj.name}_d{int(r)}"
+            meta = {"spikebridge_projection": proj.name, "spikebridge_kind": proj.kind, "spikebridge_target": proj.target,
+                    "spikebridge_delay_steps": int(r)}
             b = bias_for(post)
             lin = nir.Affine(weight=w, bias=b, metadata=meta) if b is not None else nir.Linear(weight=w, metadata=meta)
             nodes[lin_name] = lin
@@ -256,6 +278,7 @@ def export_nir(snn: SpikingNetwork, path: "str | os.PathLike[str] | None" = None
             "spikebridge_name": snn.name,
             "spikebridge_convention": "step",
             "spikebridge_encoding": json.dumps(snn.encoding),
+            **_readout_meta(snn),
         },
         type_check=False,
     )

@@ -52,6 +52,19 @@ projection's delay is ``dt * (1 + round(tau / dt))``.  Recurrent loops thus
 act one step later, as in snnTorch's ``RLeaky``; feed-forward layers add one
 step of latency each (snnTorch: none), recorded in ``readout["latency_steps"]``.
 NIR fires when ``v > v_threshold``; spikebridge when ``v >= threshold``.
+
+Graphs written by :func:`spikebridge.export.nir.export_nir`
+-----------------------------------------------------------
+What NIR cannot express is kept in ``spikebridge_*`` metadata, and read back (validated; a
+malformed value raises :class:`~spikebridge.errors.ModelFormatError`): on a neuron node,
+``spikebridge_reset`` (``"subtract"`` or ``"none"``), ``spikebridge_v_init`` and the window
+floor of a sequence network (``spikebridge_window`` in seconds, ``spikebridge_window_floor``,
+``spikebridge_window_wrap``);
+on a Linear/Affine node ``spikebridge_delay_steps = 0`` (same-step delivery: the projection
+takes no step, and the network gets ``min_delay_steps=0``); on the graph, with ``convention="step"``
+and the exported ``dt``, the input encoding and the read-out (``spikebridge_encoding``,
+``spikebridge_readout``).  A converted network (a ReLU RNN included) then gives the same spikes
+after ``load_nir(export_nir(net), dt=net.dt)``.
 """
 
 from __future__ import annotations
@@ -378,7 +391,11 @@ class _Importer:
                 raise ModelFormatError(f"{where}: bias has {bias.size} values for {w.shape[0]} outputs")
             if bias is not None:
                 bias = np.broadcast_to(bias, (w.shape[0],)).copy()
-            return {d: m @ a for d, a in ops.items()}, (w.shape[0],), bias
+            # export_nir's same-step delivery: this projection takes no step (its delay is 0)
+            shift = -1 if _same_step(node, where) else 0
+            if shift and min(ops, default=0) + shift < -1:
+                raise ModelFormatError(f"{where}: spikebridge_delay_steps=0 on two linear nodes of one path")
+            return {d + shift: m @ a for d, a in ops.items()}, (w.shape[0],), bias
         if kind == "Scale":
             s = _as_vector(node.scale, n, "scale", where)
             m = sp.diags(s, format="csr")
@@ -691,9 +708,11 @@ class _Importer:
                 )
         out_pop = pops_of[output_src][0] if output_src else None
         out_kind = _type(self.nodes[output_src]) if output_src else None
+        same_step = any(np.any(np.asarray(p.delay) == 0) for p in projections)
         net = SpikingNetwork(
             populations,
             projections,
+            min_delay_steps=0 if same_step else 1,
             input=pops_of[self.input_name][0] if self.input_name else None,
             output=out_pop,
             dt=self.dt,
@@ -740,6 +759,7 @@ class _Importer:
         where = f"NIR {kind} node '{node_name}'"
         vec = lambda attr: _as_vector(getattr(node, attr), n, attr, where)  # noqa: E731
         bias_in = self.bias_acc.get(node_name, np.zeros(n))
+        extra = _exported_neuron_meta(node, n, where) if kind in _SPIKING else {}
         keys: dict[str, np.ndarray] = {}
         if kind in ("IF", "I"):
             r = vec("r")
@@ -809,12 +829,84 @@ class _Importer:
             if spiking:
                 params["v_offset"] = float(offset[first])
                 spk_threshold = cast(np.ndarray, threshold)  # set whenever spiking
-                pop = Population(**common, threshold=_squeeze(spk_threshold[idx]), reset="zero", v_init=-float(offset[first]),
+                params.update(extra.get("params", {}))
+                v0 = extra.get("v_init")
+                pop = Population(**common, threshold=_squeeze(spk_threshold[idx]), reset=extra.get("reset", "zero"),
+                                 v_init=-float(offset[first]) if v0 is None else _squeeze(v0[idx] - offset[first]),
                                  params=params)
             else:
                 pop = Population(**common, threshold=1.0, reset="none", v_init=0.0, params=params)
             out.append((pop, idx))
         return out, scale
+
+
+def _meta_value(meta: Mapping[str, Any], key: str) -> Any:
+    value = meta.get(key)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8", "replace")
+    return value
+
+
+def _finite_float(value: Any, what: str, where: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise ModelFormatError(f"{where}: metadata {what} must be a finite number, got {value!r}"[:300])
+    return float(value)
+
+
+def _same_step(node: Any, where: str) -> bool:
+    """True when export_nir marked this Linear/Affine as a same-step projection (``spikebridge_delay_steps`` 0)."""
+    meta = getattr(node, "metadata", None) or {}
+    if "spikebridge_delay_steps" not in meta:
+        return False
+    steps = _meta_value(meta, "spikebridge_delay_steps")
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ModelFormatError(f"{where}: metadata spikebridge_delay_steps must be an integer >= 0, got {steps!r}"[:300])
+    return int(steps) == 0
+
+
+def _exported_neuron_meta(node: Any, n: int, where: str) -> dict[str, Any]:
+    """What export_nir kept of a spiking population that NIR cannot express: reset, v_init, window floor.
+
+    Returns a dict with optional keys ``reset`` (str), ``v_init`` (array of n floats, membrane units
+    before the reset-potential shift) and ``params`` (``window`` seconds and ``window_floor``).
+    """
+    meta = getattr(node, "metadata", None) or {}
+    out: dict[str, Any] = {}
+    if "spikebridge_reset" in meta:
+        reset = _meta_value(meta, "spikebridge_reset")
+        if reset not in ("subtract", "none"):
+            raise ModelFormatError(f"{where}: metadata spikebridge_reset must be 'subtract' or 'none', got {reset!r}"[:300])
+        out["reset"] = str(reset)
+    if "spikebridge_v_init" in meta:
+        try:
+            v0 = np.asarray(meta["spikebridge_v_init"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ModelFormatError(f"{where}: metadata spikebridge_v_init is not numeric") from None
+        if v0.size not in (1, n) or not np.all(np.isfinite(v0)):
+            raise ModelFormatError(f"{where}: metadata spikebridge_v_init needs 1 or {n} finite values, got {v0.size}")
+        out["v_init"] = np.broadcast_to(v0.ravel(), (n,)).copy()
+    has_w, has_f, has_r = ("spikebridge_window" in meta, "spikebridge_window_floor" in meta,
+                           "spikebridge_window_wrap" in meta)
+    if has_w != (has_f or has_r):
+        raise ModelFormatError(f"{where}: metadata spikebridge_window and spikebridge_window_floor (or "
+                               "spikebridge_window_wrap) come together")
+    if has_w:
+        window = _finite_float(_meta_value(meta, "spikebridge_window"), "spikebridge_window", where)
+        if window <= 0:
+            raise ModelFormatError(f"{where}: metadata spikebridge_window must be > 0 s, got {window}")
+        params: dict[str, Any] = {"window": window}
+        if has_f:
+            params["window_floor"] = _finite_float(_meta_value(meta, "spikebridge_window_floor"), "spikebridge_window_floor", where)
+        if has_r:
+            wrap = _meta_value(meta, "spikebridge_window_wrap")
+            if not isinstance(wrap, (bool, np.bool_)):
+                raise ModelFormatError(f"{where}: metadata spikebridge_window_wrap must be true or false, got {wrap!r}"[:300])
+            if wrap:
+                params["window_wrap"] = True
+        out["params"] = params
+    return out
 
 
 def _latency(net: SpikingNetwork) -> int:
@@ -904,7 +996,53 @@ def load_nir(source: "str | os.PathLike[str] | nir.NIRGraph", *, dt: float, conv
     if enc is not None:
         # a spikebridge export of a network driven by data: the same inputs drive the reimport
         net = net.copy_with(encoding=enc, metadata={**net.metadata, "nir_encoding": "restored from spikebridge_encoding"})
+        readout = _exported_readout(graph, net)
+        if readout is not None:
+            net = net.copy_with(readout=readout)
     return net
+
+
+_READOUT_TYPES = {"mode": str, "task": str, "scale": float, "latency_steps": int, "n_out": int, "threshold": float,
+                  "window_steps": int, "windows": int, "per_element": bool}
+
+
+def _exported_readout(graph: Any, net: SpikingNetwork) -> dict[str, Any] | None:
+    """The read-out ``export_nir`` recorded (``spikebridge_readout``), validated against ``net``; None without one.
+
+    Only known keys of plain types are taken (others are dropped); ``mode`` and ``task`` keep the
+    values spikebridge knows, ``n_out`` must match the output population.
+    """
+    import json
+
+    meta = getattr(graph, "metadata", None) or {}
+    raw = _meta_value(meta, "spikebridge_readout")
+    if raw is None:
+        return None
+    where = "NIR graph metadata spikebridge_readout"
+    try:
+        got = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        got = None
+    if not isinstance(got, dict):
+        raise ModelFormatError(f"{where} is not a JSON object")
+    out = dict(net.readout)
+    for key, typ in _READOUT_TYPES.items():
+        if key not in got:
+            continue
+        value = got[key]
+        ok = (isinstance(value, bool) if typ is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) if typ is float else
+              isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31 if typ is int else
+              isinstance(value, str) and len(value) <= 64)
+        if not ok:
+            raise ModelFormatError(f"{where}: {key} must be a {typ.__name__}, got {value!r}"[:300])
+        out[key] = typ(value)
+    if out.get("mode") not in ("count", "potential") or out.get("task") not in ("classification", "regression"):
+        raise ModelFormatError(f"{where}: unknown mode {out.get('mode')!r} or task {out.get('task')!r}"[:300])
+    n_out = net.populations[net.output].n if net.output else 0
+    if out.get("n_out") != n_out:
+        raise ModelFormatError(f"{where}: n_out {out.get('n_out')} but the output population has {n_out} neurons")
+    return out
 
 
 def _exported_encoding(graph: Any, dt: float, convention: str) -> dict[str, Any] | None:

@@ -81,18 +81,42 @@ def test_window_floor_forgets_negative_drive():
     assert rec.spikes["r"].step.tolist() == [4, 5, 6, 7]
 
 
-def _case(seqs: bool, stacked: bool, dale: str = "none", k: int = 8):
+def test_neurons_per_unit_stagger_and_wrap_by_hand():
+    # one unit as M = 2 neurons with v_init 0.25 and 0.75, input weight 1, K = 4, read-out weight 1 (1/2 per spike):
+    # window 0, x = 0.4:  A .65 1.05* .45 .85 (1 spike), B 1.15* .55 .95 1.35* (2) -> 3 spikes / 2 / 4 = 0.375
+    #   (one neuron: 2 spikes, 0.5; the ANN 0.4)
+    # window 1, x = -0.6: A ends at -1.55, B at -2.05, no spikes
+    # window 2 starts with the wrap v - floor(v): A 0.45, B 0.95 (a floor at 0 would give 0 and 0);
+    #   x = 0.4: A .85 1.25* .65 1.05* (2), B 1.35* .75 1.15* .55 (2) -> 0.5
+    g = AnnGraph([Input(name="x", shape=(3, 1)),
+                  RNN(name="r", weight_ih=[[1.0]], weight_hh=[[0.0]], return_sequences=True),
+                  Dense(name="out", weight=[[1.0]])], name="hand")
+    snn = convert(g, ConversionConfig(normalisation="none", steps_per_element=4, scales="layer", neurons_per_unit=2))
+    r = snn.populations["r"]
+    assert r.n == 2 and np.allclose(r.v_init, [0.25, 0.75]) and r.params.get("window_wrap") is True
+    assert "window_floor" not in r.params
+    rec = simulate_reference(snn, np.array([[[0.4], [-0.6], [0.4]]]), 12, record=("all",))
+    sp = rec.spikes["r"]
+    assert sp.step[sp.neuron == 0].tolist() == [1, 9, 11] and sp.step[sp.neuron == 1].tolist() == [0, 3, 8, 10]
+    np.testing.assert_allclose(rec.window_values()[0, :, 0], [0.375, 0.0, 0.5])
+    with pytest.raises(ConversionError, match="neurons_per_unit"):
+        convert(AnnGraph([Input(name="x", shape=(2,)), Dense(name="d", weight=np.eye(2))]),
+                ConversionConfig(normalisation="none", neurons_per_unit=2))
+
+
+def _case(seqs: bool, stacked: bool, dale: str = "none", k: int = 8, m: int = 1):
     rng = np.random.default_rng(3)
     g = _rnn_graph(rng, seqs=seqs, stacked=stacked)
     xc = rng.random((40, 6, 3))
-    snn = convert(g, ConversionConfig(steps_per_element=k, dale=dale, percentile=99.0), calibration=xc)
+    snn = convert(g, ConversionConfig(steps_per_element=k, dale=dale, percentile=99.0, neurons_per_unit=m), calibration=xc)
     return g, snn, rng.random((5, 6, 3))
 
 
-@pytest.mark.parametrize("seqs,stacked,dale", [(False, False, "none"), (True, True, "none"), (False, True, "relay")])
+@pytest.mark.parametrize("seqs,stacked,dale,m", [(False, False, "none", 1), (True, True, "none", 1), (False, True, "relay", 1),
+                                                  (True, True, "none", 3), (False, False, "relay", 2)])
 @pytest.mark.parametrize("device", DEVICES)
-def test_tensor_matches_reference(seqs, stacked, dale, device):
-    g, snn, x = _case(seqs, stacked, dale)
+def test_tensor_matches_reference(seqs, stacked, dale, m, device):
+    g, snn, x = _case(seqs, stacked, dale, m=m)
     n = 6 * 8
     ref = simulate_reference(snn, x, n, record=("all",))
     ten = simulate(snn, x, SimulationConfig(n_steps=n, engine="tensor", device=device, record=("all",)))
@@ -100,10 +124,10 @@ def test_tensor_matches_reference(seqs, stacked, dale, device):
     np.testing.assert_array_equal(ref.output_potential_t, ten.output_potential_t)
 
 
-@pytest.mark.parametrize("seqs,stacked,dale", [(False, False, "none"), (True, True, "relay")])
-def test_brian2_matches_reference(seqs, stacked, dale):
+@pytest.mark.parametrize("seqs,stacked,dale,m", [(False, False, "none", 1), (True, True, "relay", 1), (True, True, "none", 3)])
+def test_brian2_matches_reference(seqs, stacked, dale, m):
     pytest.importorskip("brian2")
-    g, snn, x = _case(seqs, stacked, dale)
+    g, snn, x = _case(seqs, stacked, dale, m=m)
     n = 6 * 8
     ref = simulate_reference(snn, x, n, record=("all",))
     b2 = simulate(snn, x, SimulationConfig(n_steps=n, engine="brian2", target="numpy", record=("all",)))
@@ -144,7 +168,8 @@ def test_refusals():
         simulate_reference(snn, rng.random((2, 5, 3)), 10)
 
 
-def test_exported_script_and_to_brian2_match_reference(tmp_path):
+@pytest.mark.parametrize("m", [1, 2])
+def test_exported_script_and_to_brian2_match_reference(tmp_path, m):
     brian2 = pytest.importorskip("brian2")
     import subprocess
     import sys
@@ -152,12 +177,14 @@ def test_exported_script_and_to_brian2_match_reference(tmp_path):
     from spikebridge.engines.brian2.api import to_brian2
     from spikebridge.export.brian2_script import export_brian2_script
 
-    _, snn, x = _case(False, True, "relay")
+    _, snn, x = _case(False, True, "relay", m=m)
     n = 6 * 8
     ref = simulate_reference(snn, x, n, record=("all",))
     script, _ = export_brian2_script(snn, tmp_path / "out", x, n_steps=n)
     text = script.read_text()
-    assert "TimedArray" in text and "run_regularly('v = clip(v, 0.0, inf)'" in text
+    assert "TimedArray" in text
+    assert ("run_regularly('v = clip(v, 0.0, inf)'" in text) == (m == 1)
+    assert ("run_regularly('v = v - 1.0 * floor(v / 1.0) * int(v < 0)'" in text) == (m > 1)
     res = subprocess.run([sys.executable, "-I", str(script), "--target", "numpy"], capture_output=True, text=True,
                          cwd=script.parent, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -31,3 +31,21 @@ def test_convert_and_simulate_with_steps_per_element(tmp_path, capsys):
     code = cli.main(["simulate", str(net), "--data", str(tmp_path / "seq.npz"), "--steps-per-element", "16"])
     out, err = capsys.readouterr()
     assert code != 0 and "converted with 8 steps per element" in err and len(err.strip().splitlines()) == 1
+
+
+def test_convert_with_neurons_per_unit_saves_and_reloads(tmp_path, capsys):
+    from spikebridge.engines.reference import simulate_reference
+
+    rng = np.random.default_rng(3)
+    g = _rnn_graph(rng)
+    save_graph(g, tmp_path / "rnn.h5")
+    np.savez(tmp_path / "seq.npz", x=rng.random((30, 6, 3)), y=rng.integers(0, 2, 30))
+    net = tmp_path / "net.h5"
+    code = cli.main(["convert", str(tmp_path / "rnn.h5"), "-o", str(net), "--calibration", str(tmp_path / "seq.npz"),
+                     "--steps-per-element", "8", "--neurons-per-unit", "3"])
+    assert code == 0, capsys.readouterr()
+    snn = load_network(net)
+    rnn = snn.populations["rnn"]
+    assert rnn.n == 15 and rnn.params["window_wrap"] is True and snn.metadata["neurons_per_unit"] == 3
+    np.testing.assert_allclose(np.asarray(rnn.v_init)[::5], [0.5 / 3, 1.5 / 3, 2.5 / 3])
+    assert simulate_reference(snn, rng.random((2, 6, 3)), 48).counts["rnn"].sum() > 10

@@ -774,7 +774,16 @@ def test_export_of_a_converted_cnn_type_checks_and_reads_back(tmp_path, tiny_cnn
     for name, p in snn.projections.items():
         n_post, n_pre = snn.populations[p.post].n, snn.populations[p.pre].n
         assert np.allclose(back.projections[name].to_dense(n_post, n_pre), p.to_dense(n_post, n_pre))
-    assert all(q.reset == "zero" for q in back if q.model == "if")
+    # reset by subtraction, v_init, same-step delivery and the read-out come back from the spikebridge_* metadata
+    assert all(q.reset == snn.populations[q.name].reset == "subtract" for q in back if q.model == "if")
+    assert back.min_delay_steps == snn.min_delay_steps == 0 and back.readout == snn.readout
+    from spikebridge.engines.reference import simulate_reference
+
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    a, b = simulate_reference(snn, x, 40), simulate_reference(back, x, 40)
+    assert sum(int(c.sum()) for c in a.counts.values()) > 20
+    for pop in a.counts:
+        np.testing.assert_array_equal(a.counts[pop], b.counts[pop], err_msg=pop)
 
 
 def test_network_without_input_round_trips_bias_and_warns_about_poisson_drive(tmp_path):

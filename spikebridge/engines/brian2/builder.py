@@ -465,6 +465,11 @@ def build_network(
             # before the state update of every window's first step, as in the reference
             group.run_regularly(f"v = clip(v, {floor!r}, inf)", dt=w_steps * dt * b2.second, when="start",
                                 name=f"{name}_floor")
+        if name in plan.wraps:
+            w_steps, theta = plan.wraps[name]
+            # plan.window_wraps: int(v < 0) selects, the product is exact, so v >= 0 stays bit for bit
+            group.run_regularly(f"v = v - {theta!r} * floor(v / {theta!r}) * int(v < 0)", dt=w_steps * dt * b2.second,
+                                when="start", name=f"{name}_wrap")
         groups[name] = group
         objects.append(group)
 

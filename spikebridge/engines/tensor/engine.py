@@ -260,6 +260,7 @@ class TensorProgram:
         zero_in = None
 
         floors = {name: wf for name, wf in self.plan.floors.items() if name in state}
+        wraps = {name: wt for name, wt in self.plan.wraps.items() if name in state}
         for k in range(n_steps):
             slot = k % self.ring
             if k and plan.window_steps and k % plan.window_steps == 0:
@@ -268,6 +269,10 @@ class TensorProgram:
                 if k % w_steps == 0:  # the window floor of a converted ReLU RNN (plan.window_floors)
                     st = state[name]
                     st.v = xp.where(st.v < floor, floor, st.v)
+            for name, (w_steps, theta) in wraps.items():
+                if k % w_steps == 0:  # plan.window_wraps: the reference's expression
+                    st = state[name]
+                    st.v = xp.where(st.v < 0, st.v - theta * xp.lib.floor(st.v / theta), st.v)
             # 1. state update
             for name, st in state.items():
                 spec = self.specs[name]
