@@ -377,3 +377,18 @@ def test_lost_chunk_write_is_refused_and_resume_rewrites_it(fake_backend, tmp_pa
         SpikeStore(path)
     stream.simulate_to_store(make_net(), X, path, CFG, labels=Y, resume=True)
     _assert_same(_arrays(path), _arrays(reference_store))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_compression_choice_gives_the_same_arrays(fake_backend, tmp_path, reference_store, compression):
+    import h5py
+
+    path = tmp_path / "s.h5"
+    stream.simulate_to_store(make_net(), X, path, CFG, labels=Y, compression=compression, return_record=False)
+    with h5py.File(path, "r") as f:
+        assert f["output/counts_t"].compression == (None if compression == "none" else compression)
+    with h5py.File(reference_store, "r") as f:
+        assert f["output/counts_t"].compression == "lzf"  # the default
+    _assert_same(_arrays(path), _arrays(reference_store))
+    with pytest.raises(ValidationError, match="compression 'zip' is not one of"):
+        stream.simulate_to_store(make_net(), X, tmp_path / "t.h5", CFG, compression="zip")
