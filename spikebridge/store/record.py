@@ -49,9 +49,17 @@ class SpikeTrains:
                 raise ValidationError(f"SpikeTrains: neuron index out of range [0, {self.n_neurons})")
         # Stores and the backend hand over spikes already in (sample, step, neuron)
         # order; an O(n) check saves the O(n log n) sort on reads of large stores.
-        s, n, t = (a.astype(np.int64) for a in arrays)
-        flat = (s * (int(t.max()) + 1 if t.size else 1) + t) * self.n_neurons + n
-        order = None if s.size < 2 or bool(np.all(np.diff(flat) >= 0)) else np.lexsort((arrays[1], arrays[2], arrays[0]))
+        # One int64 key built in place (the steps' range is not checked: any max works).
+        order = None
+        if arrays[0].size >= 2:
+            t = arrays[2]
+            flat = arrays[0].astype(np.int64)
+            flat *= int(t.max()) - min(int(t.min()), 0) + 1
+            flat += t
+            flat *= self.n_neurons
+            flat += arrays[1]
+            if not bool((flat[1:] >= flat[:-1]).all()):
+                order = np.lexsort((arrays[1], arrays[2], arrays[0]))
         for name, arr in zip(("sample", "neuron", "step"), arrays):
             if order is not None:
                 arr = arr[order]

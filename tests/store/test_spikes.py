@@ -255,6 +255,11 @@ def test_packed_trains_decode_lazily_to_the_same_spikes():
     assert lazy.packed is bits and "sample" not in lazy.__dict__
     assert lazy.n_spikes == int(raster.sum()) == st.n_spikes and "sample" not in lazy.__dict__
     np.testing.assert_array_equal(lazy.counts(), raster.sum(axis=1))  # from the raster, still undecoded
+    import pickle
+
+    sent = pickle.loads(pickle.dumps(SpikeTrains.from_packed(bits, 13, 1e-3)))  # to a worker and back: still lazy
+    assert sent.packed is not None and "sample" not in sent.__dict__
+    assert_trains_equal(sent, st)
     assert_trains_equal(lazy, st)  # decoded on first access
     joined = concat_records([make_record(2, n_steps=6, sizes=()), make_record(3, n_steps=6, sizes=())])
     assert joined.n_samples == 5
