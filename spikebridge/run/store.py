@@ -176,9 +176,9 @@ def simulate_to_store(
         for Dask runs (``config.scheduler``).  A resumed store keeps its layout.
     compression : {"lzf", "gzip", "none"}, optional
         HDF5 filter of a new store's datasets (default :data:`~spikebridge.store.spikes.DEFAULT_COMPRESSION`,
-        lzf); a resumed store keeps its datasets' filters.  On the MNIST LeNet (T=128), lzf
-        costs a few % of the run's time, gzip is about 8 % smaller and several times slower
-        to write, none is fastest and about 2.4x larger (docs/formats.md, "Spike store files").
+        lzf); a resumed store keeps its datasets' filters.  On the MNIST LeNet (T=128, every
+        spike stored) gzip wrote about 20 % fewer bytes for about 4 % more CPU time per run, none
+        about 2.2x the bytes for about 14 % less (docs/results.md, 0.2d).
 
     Returns
     -------

@@ -392,3 +392,17 @@ def test_compression_choice_gives_the_same_arrays(fake_backend, tmp_path, refere
     _assert_same(_arrays(path), _arrays(reference_store))
     with pytest.raises(ValidationError, match="compression 'zip' is not one of"):
         stream.simulate_to_store(make_net(), X, tmp_path / "t.h5", CFG, compression="zip")
+
+
+def test_cli_compression_flag(tmp_path):
+    import h5py
+
+    from spikebridge import cli
+
+    net, store = tmp_path / "net.h5", tmp_path / "s.h5"
+    assert cli.main(["-q", "convert", "shipped:digits_mlp", "-o", str(net)]) == 0
+    assert cli.main(["-q", "simulate", str(net), "--limit", "8", "--steps", "16", "--target", "numpy", "-o", str(store),
+                     "--compression", "none"]) == 0
+    with h5py.File(store, "r") as f:
+        assert f.attrs["format_version"] == 2 and f["output/counts_t"].compression is None
+        assert f["progress"].attrs["n_done"] == 8
