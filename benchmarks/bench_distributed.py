@@ -23,7 +23,12 @@ every spike recorded and the ANN activations stored, and writes
 * a 2-process ``LocalCluster``, ``simulate_to_store`` without shards (the
   client receives every record and writes the store) and with shards (the
   workers write, the client indexes): the client's CPU per sample, its
-  in-process scheduler included, and the N* each gives.
+  in-process scheduler included, and the N* each gives;
+* a scheduler in a process of its own (``dask scheduler``) with 2 ``dask worker``
+  processes, as on a cluster, shards, at ``--batch-size`` and 4x that: the client's
+  and the scheduler's CPU per sample, each measured at a third of the samples and at
+  all of them, so that the fixed cost of a run (connecting, sending the network)
+  drops out of the marginal cost per sample that bounds N*.
 
 Each row is timed ``--repeats`` times after one warm-up run (the warm-up
 pays cython's compile cache and each worker's imports); medians are quoted.
@@ -244,6 +249,7 @@ def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any)
         sharded = row("dask workers=2, shards (client: c_recv + index)", dcfg, True)
     finally:
         cluster.close()
+    external = external_rows(args, snn, x, y, cfg, tmp, run)
     with SpikeStore(one) as st1, SpikeStore(sharded) as st2:  # read back outside the timings
         one, sharded = st1.to_record(), st2.to_record()
     identical = all(
@@ -251,6 +257,13 @@ def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any)
         for r in (one, sharded) for p in ref.spikes for f in ("sample", "neuron", "step")
     ) and all(np.array_equal(ref.output_counts_t, r.output_counts_t) for r in (one, sharded))
     s_sim, s_shard, c_one, c_shard = (r["client_cpu_per_sample_ms"] for r in rows)
+    for e in external:
+        e["n_star_client"] = s_shard / max(e["client_marginal_ms"], 1e-9)
+        e["n_star_scheduler"] = s_shard / max(e["scheduler_marginal_ms"], 1e-9)
+        e["n_star"] = min(e["n_star_client"], e["n_star_scheduler"])
+        print(f"  external scheduler, batch {e['batch_size']}: client {e['client_marginal_ms']:.3f} ms/sample "
+              f"(+{e['client_fixed_s']:.2f} s per run), scheduler {e['scheduler_marginal_ms']:.3f} ms/sample: "
+              f"N* client {e['n_star_client']:.0f}, scheduler {e['n_star_scheduler']:.0f}", flush=True)
     model = {
         "s_ms": s_sim,
         "s_with_shards_ms": s_shard,
@@ -260,6 +273,7 @@ def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any)
         "n_star_shards": s_shard / c_shard,
         "cluster_startup_s": startup,
         "identical": bool(identical),
+        "external_scheduler": external,
     }
     print(f"\n{args.model}, {n} samples, T={args.steps}, batch_size={args.batch_size}, cython, every spike and the ANN "
           f"activations stored; medians of {args.repeats} on {os.cpu_count()} cores shared with other jobs (loads per row)")
@@ -267,7 +281,7 @@ def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any)
     for r in rows:
         print(f"{r['label']:<70}{r['wall_median_s']:>9.2f}{r['client_cpu_per_sample_ms']:>22.3f}"
               f"{min(r['load_1min']):>7.1f}-{max(r['load_1min']):<6.1f}")
-    print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in model.items()))
+    print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in model.items() if k != "external_scheduler"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "model": args.model, "n_samples": n,
@@ -277,6 +291,92 @@ def store_rows(args: Any, snn: Any, x: Any, y: Any, base: Any, distributed: Any)
 
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def external_rows(args: Any, snn: Any, x: Any, y: Any, cfg: Any, tmp: Path, run: Any) -> list[dict[str, Any]]:
+    """Shards with the scheduler in its own process (as on a cluster): client and scheduler CPU per sample.
+
+    Each batch size runs a third of the samples and then all of them; the difference over the
+    difference in samples is the marginal cost per sample (what N* depends on), the rest the
+    fixed cost of a run.  Workers are ``dask worker`` processes without nannies.
+    """
+    import socket
+    import subprocess
+
+    if not Path("/proc/self/stat").exists():
+        print("  external scheduler rows skipped: no /proc to read the scheduler's CPU time", file=sys.stderr)
+        return []
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], **quiet)]  # type: ignore[call-overload]
+    out: list[dict[str, Any]] = []
+    try:
+        import distributed
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                with distributed.Client(address, timeout=5):
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                    "--no-nanny", "--no-dashboard"], **quiet) for _ in range(2)]  # type: ignore[call-overload]
+        with distributed.Client(address) as c:
+            c.wait_for_workers(2, timeout=120)
+        n = len(x)
+        sizes = (n // 3, n)
+        for bs in (args.batch_size, 4 * args.batch_size):
+            dcfg = dataclasses.replace(cfg, scheduler=address, batch_size=bs)
+            run_n(run, dcfg, min(n, 2 * bs), x, y, snn, tmp)  # warm-up: the workers' imports and compile cache
+            client, sched, walls, loads = [], [], [], []
+            for m in sizes:
+                c0, s0, t0 = _cpu(), _proc_cpu(procs[0].pid), time.perf_counter()
+                run_n(run, dcfg, m, x, y, snn, tmp)
+                walls.append(time.perf_counter() - t0)
+                client.append(_cpu() - c0)
+                sched.append(_proc_cpu(procs[0].pid) - s0)
+                loads.append(os.getloadavg()[0])
+            dn = sizes[1] - sizes[0]
+            row = {"batch_size": bs, "samples": list(sizes), "client_cpu_s": client, "scheduler_cpu_s": sched, "wall_s": walls,
+                   "load_1min": loads,
+                   "client_marginal_ms": 1e3 * (client[1] - client[0]) / dn,
+                   "scheduler_marginal_ms": 1e3 * (sched[1] - sched[0]) / dn,
+                   "client_fixed_s": client[0] - (client[1] - client[0]) / dn * sizes[0]}
+            print(f"  external scheduler, batch {bs}: client CPU {client} s, scheduler CPU {sched} s for {list(sizes)} samples, "
+                  f"load {loads}", file=sys.stderr, flush=True)
+            out.append(row)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return out
+
+
+def run_n(run: Any, cfg: Any, m: int, x: Any, y: Any, snn: Any, tmp: Path) -> None:
+    """``simulate_to_store`` with shards of the first ``m`` samples (``run`` stores all of them)."""
+    from spikebridge.run.store import simulate_to_store
+
+    path = tmp / f"ext{m}-{cfg.batch_size}-{time.monotonic_ns()}.h5"
+    simulate_to_store(snn, x[:m], path, cfg, labels=y[:m], ann_activations=True, shards=True, return_record=False)
 
 
 if __name__ == "__main__":  # guarded: Dask's worker processes are started with "spawn"

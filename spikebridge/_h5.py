@@ -357,6 +357,13 @@ def read_json_attr(node: h5py.File | h5py.Group | h5py.Dataset, key: str, defaul
 
 def package_versions() -> dict[str, str]:
     """Versions of spikebridge and the core packages, for provenance."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
+    # once per process: importlib.metadata scans sys.path, about 50 ms per call, and every
+    # store shard (one per batch) records these versions
     from importlib import metadata
 
     out = {}

@@ -333,7 +333,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # nothing is read back whole: memory stays flat in the number of samples
         simulate_to_store(
             snn, x, args.output, config, labels=y, resume=args.resume, overwrite=args.overwrite, network_path=args.network,
-            return_record=False,
+            return_record=False, compression=getattr(args, "compression", None),
         )
         record = StoreReadout(args.output)
     else:
@@ -679,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--compression", choices=["lzf", "gzip", "none"], default=None,
+                   help="filter of a new --output store's datasets: lzf (default), gzip (smaller, slower), none (fastest, largest)")
     p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--config", help="TOML file with a [simulation] table")

@@ -52,6 +52,8 @@ def write_shard(
     ann_outputs: NDArray[Any] | None = None,
     activations: Mapping[str, NDArray[Any]] | None = None,
     labels: NDArray[Any] | None = None,
+    *,
+    compression: str | None = None,
 ) -> dict[str, Any]:
     """Write one batch as a shard file in ``folder`` and describe it.
 
@@ -70,6 +72,8 @@ def write_shard(
         The batch (sample indices local to it).
     ann_outputs, activations, labels : optional
         As :meth:`SpikeStore.append_batch`.
+    compression : str, optional
+        The shard's HDF5 filter (a key of :data:`~spikebridge.store.spikes.FILTERS`; None: the default).
 
     Returns
     -------
@@ -83,7 +87,7 @@ def write_shard(
     first, stop = int(first), int(first) + int(record.n_samples)
     name = shard_name(first, stop)
     tmp = folder / f".{name}.{os.getpid():x}-{secrets.token_hex(4)}.partial"
-    st = SpikeStore(tmp, "x")
+    st = SpikeStore(tmp, "x", compression=compression)
     # no SWMR: nobody reads the file before it is renamed, and a Dask worker's pending h5py objects
     # can make HDF5 refuse to start it ("named datatypes and/or attributes opened in the file")
     st.swmr = False

@@ -156,11 +156,14 @@ class ShardSpec:
         ANN layers whose activations are stored (empty: none).
     ann : bool
         Store the ANN outputs (the network has an ANN and the run has inputs).
+    compression : str or None
+        The shards' HDF5 filter (None: the store's default).
     """
 
     folder: str
     act_layers: tuple[str, ...] = ()
     ann: bool = True
+    compression: str | None = None
 
 
 def _shard_job(
@@ -172,7 +175,7 @@ def _shard_job(
 
     rec = job(compiled, sub, cfg, target, k0)
     ann, acts = ann_rows(compiled.snn, xb, spec.act_layers, spec.ann)
-    desc = write_shard(spec.folder, k0, rec, ann, acts, yb)
+    desc = write_shard(spec.folder, k0, rec, ann, acts, yb, compression=spec.compression)
     desc["meta"] = {k: v for k, v in rec.meta.items() if k != "timings"}
     return desc
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ValidationError
 
-__all__ = ["SpikeTrains", "SpikeRecord", "concat_records"]
+__all__ = ["SpikeTrains", "SpikeRecord", "concat_records", "pack_spikes", "unpack_spikes"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -49,9 +49,17 @@ class SpikeTrains:
                 raise ValidationError(f"SpikeTrains: neuron index out of range [0, {self.n_neurons})")
         # Stores and the backend hand over spikes already in (sample, step, neuron)
         # order; an O(n) check saves the O(n log n) sort on reads of large stores.
-        s, n, t = (a.astype(np.int64) for a in arrays)
-        flat = (s * (int(t.max()) + 1 if t.size else 1) + t) * self.n_neurons + n
-        order = None if s.size < 2 or bool(np.all(np.diff(flat) >= 0)) else np.lexsort((arrays[1], arrays[2], arrays[0]))
+        # One int64 key built in place (the steps' range is not checked: any max works).
+        order = None
+        if arrays[0].size >= 2:
+            t = arrays[2]
+            flat = arrays[0].astype(np.int64)
+            flat *= int(t.max()) - min(int(t.min()), 0) + 1
+            flat += t
+            flat *= self.n_neurons
+            flat += arrays[1]
+            if not bool((flat[1:] >= flat[:-1]).all()):
+                order = np.lexsort((arrays[1], arrays[2], arrays[0]))
         for name, arr in zip(("sample", "neuron", "step"), arrays):
             if order is not None:
                 arr = arr[order]
@@ -75,8 +83,56 @@ class SpikeTrains:
             object.__setattr__(obj, name, arr)
         return obj
 
+    @classmethod
+    def from_packed(cls, bits: NDArray[np.uint8], n_neurons: int, dt: float) -> "SpikeTrains":
+        """Spike trains from a packed spike raster, decoded to index arrays only when first read.
+
+        Parameters
+        ----------
+        bits : ndarray of uint8, shape (n_samples, n_steps, ceil(n_neurons / 8))
+            ``np.packbits(raster, axis=-1)`` of a boolean raster (n_samples, n_steps, n_neurons):
+            neuron ``j`` is bit ``7 - j % 8`` (most significant first) of byte ``j // 8``; the
+            padding bits past ``n_neurons`` are zero.
+        n_neurons : int
+        dt : float
+            Time step in seconds.
+
+        A simulation that produces spikes as a raster, and a store that keeps them as one, hand
+        them on without building ``sample``/``neuron``/``step`` (12 bytes per spike); those are
+        decoded, in (sample, step, neuron) order, on first access.  :attr:`packed` gives the raster.
+        """
+        bits = np.asarray(bits, dtype=np.uint8)
+        nb = -(-int(n_neurons) // 8)
+        if bits.ndim != 3 or bits.shape[2] != nb:
+            raise ValidationError(f"SpikeTrains.from_packed: bits of shape {bits.shape}, expected (n_samples, n_steps, {nb})")
+        if n_neurons % 8 and bits.size and np.any(bits[..., -1] & np.uint8((1 << (8 - n_neurons % 8)) - 1)):
+            raise ValidationError(f"SpikeTrains.from_packed: bits set past neuron {n_neurons - 1}")
+        obj = cls.__new__(cls)
+        for name, value in (("n_neurons", int(n_neurons)), ("n_samples", int(bits.shape[0])), ("dt", float(dt)), ("_packed", bits)):
+            object.__setattr__(obj, name, value)
+        bits.setflags(write=False)
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for attributes not set: the index arrays of trains made by from_packed
+        packed = self.__dict__.get("_packed")
+        if name in ("sample", "neuron", "step") and packed is not None:
+            arrays = unpack_spikes(packed, self.n_neurons)
+            for key, arr in zip(("sample", "neuron", "step"), arrays):
+                arr.setflags(write=False)
+                object.__setattr__(self, key, arr)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def packed(self) -> NDArray[np.uint8] | None:
+        """The packed raster (n_samples, n_steps, ceil(n_neurons / 8)) these trains were made from, or None."""
+        return cast("NDArray[np.uint8] | None", self.__dict__.get("_packed"))
+
     @property
     def n_spikes(self) -> int:
+        if "sample" not in self.__dict__ and self.packed is not None:
+            return int(np.bitwise_count(self.packed).sum(dtype=np.int64))
         return int(self.sample.size)
 
     @property
@@ -91,6 +147,12 @@ class SpikeTrains:
 
     def counts(self) -> NDArray[np.int64]:
         """Spike counts, shape (n_samples, n_neurons)."""
+        packed = self.packed
+        if packed is not None and "sample" not in self.__dict__:
+            out = np.zeros((self.n_samples, self.n_neurons), dtype=np.int64)
+            for k in range(self.n_samples):
+                out[k] = np.unpackbits(packed[k], axis=-1, count=self.n_neurons).sum(axis=0)
+            return out
         out = np.zeros((self.n_samples, self.n_neurons), dtype=np.int64)
         np.add.at(out, (self.sample, self.neuron), 1)
         return out
@@ -210,6 +272,62 @@ class SpikeRecord:
         return np.array([np.mean(self.predictions(k) == y) for k in range(self.n_steps)])
 
 
+def unpack_spikes(bits: NDArray[np.uint8], n_neurons: int) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int32]]:
+    """``(sample, neuron, step)`` int32 index arrays of a packed raster (see :meth:`SpikeTrains.from_packed`),
+    in (sample, step, neuron) order."""
+    n_b, n_steps = int(bits.shape[0]), int(bits.shape[1])
+    n = int(n_neurons)
+    total = int(np.bitwise_count(bits).sum(dtype=np.int64))
+    sample, neuron, step = (np.empty(total, dtype=np.int32) for _ in range(3))
+    chunk = max(1, (1 << 24) // max(1, n_steps * n))  # about 16 MB of unpacked booleans at a time
+    at = 0
+    for s0 in range(0, n_b, chunk):
+        raster = np.unpackbits(bits[s0 : s0 + chunk], axis=-1, count=n).view(bool).reshape(-1, n)
+        per_row = np.count_nonzero(raster, axis=1)  # spikes per (sample, step) row
+        flat = np.flatnonzero(raster)
+        end = at + flat.size
+        rows = np.arange(raster.shape[0], dtype=np.int64)
+        np.subtract(flat, np.repeat(rows * n, per_row), out=neuron[at:end], casting="unsafe")
+        sample[at:end] = np.repeat((rows // n_steps + s0).astype(np.int32), per_row)
+        step[at:end] = np.repeat((rows % n_steps).astype(np.int32), per_row)
+        at = end
+    return sample, neuron, step
+
+
+def pack_spikes(st: SpikeTrains, n_steps: int) -> NDArray[np.uint8]:
+    """The packed raster (n_samples, n_steps, ceil(n_neurons / 8)) of ``st`` (see :meth:`SpikeTrains.from_packed`).
+
+    Raises
+    ------
+    ValidationError
+        A spike at a step outside ``0..n_steps-1``, or the same (sample, step, neuron) twice
+        (a raster holds each at most once).
+    """
+    if st.packed is not None and st.packed.shape[1] == n_steps:
+        return st.packed
+    n, T, m = int(st.n_neurons), int(n_steps), int(st.n_samples)
+    nb = -(-n // 8)
+    out = np.empty((m, T, nb), dtype=np.uint8)
+    if st.step.size and (int(st.step.min()) < 0 or int(st.step.max()) >= T):
+        raise ValidationError(f"pack_spikes: spike steps outside 0..{T - 1}")
+    chunk = max(1, (1 << 24) // max(1, T * n))  # samples per pass: about 16 MB of raster
+    bounds = np.searchsorted(st.sample, np.arange(0, m + chunk, chunk).clip(max=m))
+    raster = np.zeros(min(chunk, max(m, 1)) * T * n, dtype=np.uint8)
+    for k, s0 in enumerate(range(0, m, chunk)):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        rows = min(chunk, m - s0)
+        r = raster[: rows * T * n]
+        r[:] = 0
+        flat = (st.sample[lo:hi].astype(np.int64) - s0) * T + st.step[lo:hi]
+        flat *= n
+        flat += st.neuron[lo:hi]
+        r[flat] = 1
+        out[s0 : s0 + rows] = np.packbits(r.reshape(rows, T, n).view(bool), axis=-1)
+    if int(np.bitwise_count(out).sum(dtype=np.int64)) != st.n_spikes:
+        raise ValidationError("pack_spikes: the same (sample, step, neuron) spike occurs twice; a raster holds it once")
+    return out
+
+
 def concat_records(records: Sequence[SpikeRecord]) -> SpikeRecord:
     """Join records of consecutive sample batches into one (sample indices shifted)."""
     if not records:
@@ -219,6 +337,11 @@ def concat_records(records: Sequence[SpikeRecord]) -> SpikeRecord:
     spikes: dict[str, SpikeTrains] = {}
     for name, st in first.spikes.items():
         parts = [r.spikes[name] for r in records]
+        packed = [p.packed for p in parts]
+        if all(b is not None and "sample" not in p.__dict__ for b, p in zip(packed, parts)):
+            # rasters join along samples, still undecoded
+            spikes[name] = SpikeTrains.from_packed(np.concatenate(cast("list[NDArray[np.uint8]]", packed)), st.n_neurons, st.dt)
+            continue
         # each part is checked and sorted, and the sample offsets grow: the join is sorted too
         spikes[name] = SpikeTrains._from_sorted(
             st.n_neurons, sum(p.n_samples for p in parts), st.dt,

@@ -18,9 +18,14 @@ readable with plain h5py::
     /progress              attrs n_done = samples completely written;
                            batch_ends (int64), batch_sha256 (uint8, 32 per batch):
                            each finished batch's end and SHA-256 (see ``_digest``)
-    /populations/<pop>/    neuron (int32), step (int32): all spikes concatenated,
-                           sorted by (sample, step, neuron); index (int64, one
-                           exclusive end per sample); attrs n_neurons, dt
+    /populations/<pop>/    either events: neuron (int32), step (int32): all spikes
+                           concatenated, sorted by (sample, step, neuron); index
+                           (int64, one exclusive end per sample);
+                           or (format version 2, populations that fire densely)
+                           bits: uint8 (n_samples, n_steps, ceil(n_neurons / 8)),
+                           the packed spike raster (np.packbits, neuron j is bit
+                           7 - j % 8 of byte j // 8);
+                           attrs n_neurons, dt
     /counts/<pop>          int32 (n_samples, n_neurons) spike counts
     /output/counts_t       int32 (n_samples, n_steps, n_out) cumulative output counts
     /output/potential_t    float32 (n_samples, n_steps, n_out)
@@ -86,7 +91,7 @@ from ._hdf5lock import (
     is_lock_error,
     is_truncation_error,
 )
-from .record import SpikeRecord, SpikeTrains
+from .record import SpikeRecord, SpikeTrains, pack_spikes
 
 __all__ = [
     "SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store",
@@ -97,7 +102,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 FORMAT = "spikebridge.spikes"
-VERSION = 1
+#: 2: populations may be stored as packed rasters (``bits``); version-1 stores are still read and continued
+VERSION = 2
 
 _LIBVER = ("v110", "latest")  # the oldest format that supports SWMR
 _META_DS = "run_metadata"
@@ -107,6 +113,14 @@ _MAX_ATTR_BYTES = 1 << 20
 # level 1: 1.6x the write throughput of level 4 on spike indices (shuffled int32) for the same
 # file size (1.67 vs 1.66 bytes per spike, measured under a load of 4.5; issue 21 §2)
 _GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+#: HDF5 filters per ``compression`` setting; all are built into HDF5/h5py, so plain h5py reads every store
+FILTERS: dict[str, dict[str, Any]] = {"gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {}}
+#: what new stores use (see docs/formats.md, "Spike store files", for the measured trade-off)
+DEFAULT_COMPRESSION = "lzf"
+#: a population is stored as a packed raster when its first batch has at least this share of
+#: (sample, step, neuron) slots spiking: events take 8 bytes per spike (before compression),
+#: a raster 1/8 byte per slot, and packing is cheaper than compressing indices
+BITS_DENSITY = 1 / 32
 _CHUNK_BYTES = 1 << 20
 #: free bytes kept beyond a batch's estimated size: HDF5 metadata (chunk indexes, object headers,
 #: superblock) written with the batch and when the file is closed
@@ -166,6 +180,12 @@ def batch_bytes_bound(
 
     for name, st in record.spikes.items():
         key = f"populations/{name}"
+        raster = int(st.n_samples) * int(record.n_steps) * (-(-int(st.n_neurons) // 8))
+        if file is not None and f"{key}/bits" in file:
+            total += _chunk_span_bytes(start, n, chunk_of(f"{key}/bits", 1), raster // max(n, 1))
+            continue
+        if file is None or f"{key}/index" not in file:  # layout not made yet: either encoding
+            total += _chunk_span_bytes(start, n, _rows_per_chunk(raster // max(n, 1), 1), raster // max(n, 1))
         base = 0
         if file is not None and start and f"{key}/index" in file and file[f"{key}/index"].shape[0] >= start:
             base = int(file[f"{key}/index"][start - 1])
@@ -300,6 +320,9 @@ def _batch_ranges(f: h5py.File, ends: NDArray[np.int64]) -> dict[str, list[tuple
     ranges: dict[str, list[tuple[int, int]]] = {}
     for name in f.get("populations", {}):
         g = f["populations"][name]
+        if "bits" in g:
+            ranges[g["bits"].name] = per_sample
+            continue
         index = g["index"][: int(ends[-1])] if len(ends) else np.zeros(0, np.int64)
         cut = [0] + [int(index[e - 1]) for e in ends.tolist()]
         spikes = list(zip(cut[:-1], cut[1:]))
@@ -402,6 +425,8 @@ def _finished_rows_within(path: Path, size: int) -> bool:
 
             f.visititems(visit)
             for pop in f.get("populations", {}).values():
+                if "index" not in pop:  # a raster: one row per sample
+                    continue
                 total = int(pop["index"][n - 1]) if n else 0
                 needed[pop["neuron"].name.lstrip("/")] = needed[pop["step"].name.lstrip("/")] = total
             for name, rows in needed.items():
@@ -569,10 +594,24 @@ class SpikeStore(Mapping[str, SpikeTrains]):
 
     #: check the free space before each batch (see :func:`ensure_space`)
     check_space = True
+    #: filters of the datasets a new store creates: a key of :data:`FILTERS`
+    compression = DEFAULT_COMPRESSION
+    #: how a new store keeps each population's spikes: "auto" (a packed raster for populations whose
+    #: first batch fires at least :data:`BITS_DENSITY` of their slots, events otherwise), "events", "bits"
+    spike_encoding = "auto"
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, overwrite: bool = False, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, overwrite: bool = False, verify: bool = True,
+                 compression: str | None = None, spike_encoding: str | None = None) -> None:
         if mode not in ("r", "w", "a", "x"):
             raise ValidationError(f"SpikeStore: mode {mode!r} is not one of 'r', 'w', 'a', 'x'", attr="mode")
+        if compression is not None:
+            if compression not in FILTERS:
+                raise ValidationError(f"SpikeStore: compression {compression!r} is not one of {sorted(FILTERS)}", attr="compression")
+            self.compression = compression
+        if spike_encoding is not None:
+            if spike_encoding not in ("auto", "events", "bits"):
+                raise ValidationError(f"SpikeStore: spike_encoding {spike_encoding!r} is not 'auto', 'events' or 'bits'", attr="spike_encoding")
+            self.spike_encoding = spike_encoding
         self.path = Path(path)
         self.mode = mode
         self._lock: WriterLock | None = None
@@ -729,7 +768,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             if "progress" not in f:
                 raise StoreFormatError(f"spike store '{self.path}' has no /progress group; it is incomplete")
             n_done = int(f["progress"].attrs.get("n_done", 0))
-            good, why = verified_samples(f, n_done)
+            # verify=False: the caller wrote and closed this file itself a moment ago (a new store's first batch)
+            good, why = verified_samples(f, n_done) if self._verify_batches else (n_done, "")
             if good < n_done:
                 # resume rewrites from the last verified batch: nothing unverified is ever kept
                 log.warning("spike store '%s': %s; cutting it to the %d verified samples", self.path, why, good)
@@ -1180,6 +1220,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if sh is not None:
             return cast(SpikeTrains, sh.spikes(name, start, max(start, stop)))
         g = self.file["populations"][name]
+        if "bits" in g:
+            return SpikeTrains.from_packed(g["bits"][start : max(start, stop)], int(g.attrs["n_neurons"]), float(g.attrs.get("dt", self.dt)))
         index = g["index"][:stop].astype(np.int64)
         lo = int(index[start - 1]) if start > 0 else 0
         hi = int(index[stop - 1]) if stop > 0 else 0
@@ -1287,29 +1329,47 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         if self.mode == "r":
             raise ValidationError(f"SpikeStore.{what}: '{self.path}' is open read-only; open it with mode 'a' or 'w'")
 
-    def _create_layout(self, record: SpikeRecord, ann_outputs: NDArray[Any] | None, activations: Mapping[str, NDArray[Any]] | None, labels: NDArray[Any] | None) -> None:
+    def _create_layout(self, record: SpikeRecord, ann_outputs: NDArray[Any] | None, activations: Mapping[str, NDArray[Any]] | None,
+                       labels: NDArray[Any] | None, packed: dict[str, NDArray[np.uint8]] | None = None) -> None:
+        """Create the datasets for batches shaped like ``record``; ``packed`` receives the rasters made while choosing encodings."""
         f = self.file
         if "n_steps" not in f.attrs:
             self.write_header(n_steps=record.n_steps, dt=record.dt, readout=record.readout, meta=record.meta, seed=record.meta.get("seed"))
+        filters = FILTERS[self.compression]
+        # a store begun by an older version (format 1) keeps the layout its readers know
+        rasters = int(f.attrs.get("format_version", VERSION)) >= 2
         pops = f.create_group("populations")
         for name, st in record.spikes.items():
             g = pops.create_group(name)
             g.attrs["n_neurons"] = int(st.n_neurons)
             g.attrs["dt"] = float(st.dt)
+            slots = int(st.n_samples) * int(record.n_steps) * int(st.n_neurons)
+            bits = rasters and (self.spike_encoding == "bits" or (self.spike_encoding == "auto" and st.n_spikes >= BITS_DENSITY * slots))
+            if bits and self.spike_encoding == "auto" and packed is not None:
+                try:  # hand-made trains may hold a spike twice, which a raster cannot: they stay events
+                    packed[name] = pack_spikes(st, record.n_steps)
+                except ValidationError:
+                    bits = False
+            if bits:
+                row = (int(record.n_steps), -(-int(st.n_neurons) // 8))
+                bits_filters = {k: v for k, v in filters.items() if k != "shuffle"}  # bytes: nothing to shuffle
+                g.create_dataset("bits", shape=(0, *row), maxshape=(None, *row), dtype=np.uint8,
+                                 chunks=(_rows_per_chunk(row[0] * row[1], 1), *row), **bits_filters)
+                continue
             for key in ("neuron", "step"):
-                g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **_GZIP)
-            g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **_GZIP)
+                g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
+            g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **filters)
         cg = f.create_group("counts")
         for name, c in record.counts.items():
             n = int(np.shape(c)[1])
-            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_rows_per_chunk(n, 4), n), **_GZIP)
+            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_rows_per_chunk(n, 4), n), **filters)
         og = f.create_group("output")
         n_out = int(record.output_counts_t.shape[2])
         row = (record.n_steps, n_out)
         rows = _rows_per_chunk(record.n_steps * n_out, 4)
         og.attrs["n_out"] = n_out
-        og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=np.int32, chunks=(rows, *row), **_GZIP)
-        og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **_GZIP)
+        og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=np.int32, chunks=(rows, *row), **filters)
+        og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **filters)
         if labels is not None:
             shape = labels.shape[1:]
             dtype = np.int64 if np.issubdtype(labels.dtype, np.integer) else np.float64
@@ -1318,7 +1378,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             ag = f.create_group("ann")
             if ann_outputs is not None:
                 shape = ann_outputs.shape[1:]
-                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape), **_GZIP)
+                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape), **filters)
             if activations:
                 actg = ag.create_group("activations")
                 for layer, arr in activations.items():
@@ -1326,7 +1386,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     key = layer.replace("/", "_")
                     ds = actg.create_dataset(
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **_GZIP,
+                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **filters,
                     )
                     ds.attrs["layer"] = fixed_text(layer)
         if self.n_done == 0:  # a store continued from an older version keeps going without checksums
@@ -1391,8 +1451,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             what = f"the batch of samples {start}-{start + n - 1}"
             ensure_space(self.path, bound, what)
             self._reserve(int(bound * SPACE_FACTOR) + SPACE_RESERVE, what)
+        packed: dict[str, NDArray[np.uint8]] = {}
         if "output" not in f:
-            self._create_layout(record, ann, acts, lab)
+            self._create_layout(record, ann, acts, lab, packed)
             self._enable_swmr(f)
         elif record.n_steps != self.n_steps:
             raise ValidationError(f"SpikeStore.append_batch: batch has {record.n_steps} steps, store has {self.n_steps}", attr="record")
@@ -1415,6 +1476,11 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 raise ValidationError(f"SpikeStore.append_batch: batch lacks the spikes of population {name!r}", attr="record")
             g = f["populations"][name]
             st = record.spikes[name]
+            if "bits" in g:
+                if st.n_neurons != int(g.attrs["n_neurons"]):
+                    raise ValidationError(f"SpikeStore.append_batch: population {name!r} has {st.n_neurons} neurons, store has {int(g.attrs['n_neurons'])}", attr="record")
+                put(g["bits"], packed[name] if name in packed else pack_spikes(st, record.n_steps), start)
+                continue
             base = int(g["index"][start - 1]) if start else 0
             ends = base + np.cumsum(np.bincount(st.sample, minlength=n)[:n]).astype(np.int64)
             put(g["neuron"], np.asarray(st.neuron, dtype=np.int32), base)
@@ -1507,6 +1573,10 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                         ds.resize(n, axis=0)
         if "populations" in f:
             for g in f["populations"].values():
+                if "bits" in g:
+                    if g["bits"].shape[0] > n:
+                        g["bits"].resize(n, axis=0)
+                    continue
                 if g["index"].shape[0] > n:
                     g["index"].resize(n, axis=0)
                 total = int(g["index"][n - 1]) if n else 0

@@ -85,11 +85,11 @@ def test_batches_append_and_read_like_one_record(tmp_h5):
 
 def test_layout_is_plain_h5py_with_ragged_index(tmp_h5):
     rec = make_record(3, n_spikes={"a": 5, "b": 2}, rng=np.random.default_rng(1))
-    with SpikeStore(tmp_h5, "w") as st:
+    with SpikeStore(tmp_h5, "w", spike_encoding="events", compression="gzip") as st:
         st.write_header(n_steps=10, dt=1e-3, n_samples=3, seed=11, simulation={"n_steps": 10}, network_sha256="ab" * 32)
         st.append_batch(0, rec)
     with h5py.File(tmp_h5, "r") as f:
-        assert f.attrs["format"] == FORMAT.encode() and f.attrs["format_version"] == 1  # fixed-length: bytes
+        assert f.attrs["format"] == FORMAT.encode() and f.attrs["format_version"] == 2  # fixed-length: bytes
         assert f.attrs["seed"] == 11 and f.attrs["n_samples"] == 3 and f["progress"].attrs["n_done"] == 3
         g = f["populations/a"]
         assert g["neuron"].dtype == np.int32 and g["step"].dtype == np.int32 and g["index"].dtype == np.int64
@@ -231,3 +231,118 @@ def test_store_of_a_writer_killed_before_swmr_reads_back(tmp_h5):
     with SpikeStore(tmp_h5) as st:
         assert st.n_done == 3
         np.testing.assert_array_equal(st.to_record().counts["a"], rec.counts["a"])
+
+
+def dense_record(n_samples, n_steps=6, n=13, p=0.3, seed=0):
+    """A batch whose population ``d`` fires a share ``p`` of its slots (a raster), ``s`` a few spikes (events)."""
+    rng = np.random.default_rng(seed)
+    raster = rng.random((n_samples, n_steps, n)) < p
+    s, t, k = np.nonzero(raster)  # (sample, step, neuron) order
+    rec = make_record(n_samples, n_steps=n_steps, sizes=(("s", 40),), n_spikes=2, rng=rng)
+    rec.spikes["d"] = SpikeTrains(n_neurons=n, n_samples=n_samples, dt=1e-3, sample=s, neuron=k, step=t)
+    rec.counts["d"] = raster.sum(axis=1)
+    return rec, raster
+
+
+def test_packed_trains_decode_lazily_to_the_same_spikes():
+    from spikebridge.store.record import pack_spikes
+
+    rec, raster = dense_record(5)
+    st = rec.spikes["d"]
+    bits = pack_spikes(st, 6)
+    np.testing.assert_array_equal(bits, np.packbits(raster, axis=-1))
+    lazy = SpikeTrains.from_packed(bits, 13, 1e-3)
+    assert lazy.packed is bits and "sample" not in lazy.__dict__
+    assert lazy.n_spikes == int(raster.sum()) == st.n_spikes and "sample" not in lazy.__dict__
+    np.testing.assert_array_equal(lazy.counts(), raster.sum(axis=1))  # from the raster, still undecoded
+    import pickle
+
+    sent = pickle.loads(pickle.dumps(SpikeTrains.from_packed(bits, 13, 1e-3)))  # to a worker and back: still lazy
+    assert sent.packed is not None and "sample" not in sent.__dict__
+    assert_trains_equal(sent, st)
+    assert_trains_equal(lazy, st)  # decoded on first access
+    joined = concat_records([make_record(2, n_steps=6, sizes=()), make_record(3, n_steps=6, sizes=())])
+    assert joined.n_samples == 5
+    a, b = SpikeTrains.from_packed(bits[:2], 13, 1e-3), SpikeTrains.from_packed(bits[2:], 13, 1e-3)
+    r1, r2 = make_record(2, n_steps=6, sizes=()), make_record(3, n_steps=6, sizes=())
+    r1.spikes["d"], r2.spikes["d"] = a, b
+    both = concat_records([r1, r2]).spikes["d"]
+    assert both.packed is not None and "sample" not in both.__dict__  # joined undecoded
+    assert_trains_equal(both, st)
+    with pytest.raises(ValidationError, match="bits set past neuron 12"):
+        SpikeTrains.from_packed(np.full((1, 1, 2), 255, np.uint8), 13, 1e-3)
+    with pytest.raises(ValidationError, match="expected \\(n_samples, n_steps, 2\\)"):
+        SpikeTrains.from_packed(np.zeros((1, 1, 3), np.uint8), 13, 1e-3)
+    twice = SpikeTrains(n_neurons=3, n_samples=1, dt=1e-3, sample=[0, 0], neuron=[1, 1], step=[2, 2])
+    with pytest.raises(ValidationError, match="occurs twice"):
+        pack_spikes(twice, 4)
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip", "none"])
+def test_dense_population_is_stored_as_a_raster_and_reads_back_identically(tmp_h5, compression):
+    rec1, r1 = dense_record(4, seed=1)
+    rec2, r2 = dense_record(3, seed=2)
+    with SpikeStore(tmp_h5, "w", compression=compression) as st:
+        st.append_batch(0, rec1)
+        st.append_batch(4, rec2)
+    with h5py.File(tmp_h5, "r") as f:
+        assert f.attrs["format_version"] == 2
+        bits = f["populations/d/bits"]
+        assert bits.dtype == np.uint8 and bits.shape == (7, 6, 2)  # ceil(13 / 8) bytes per step
+        assert bits.compression == {"lzf": "lzf", "gzip": "gzip", "none": None}[compression]
+        np.testing.assert_array_equal(np.unpackbits(bits[()], axis=-1, count=13).astype(bool), np.concatenate([r1, r2]))
+        assert "neuron" in f["populations/s"] and "bits" not in f["populations/s"]  # sparse: events
+    whole = concat_records([rec1, rec2])
+    with SpikeStore(tmp_h5) as st:
+        for name in ("d", "s"):
+            assert_trains_equal(st[name], whole.spikes[name])
+        w = whole.spikes["d"]
+        keep = (w.sample >= 2) & (w.sample < 6)
+        part = SpikeTrains(n_neurons=13, n_samples=4, dt=1e-3, sample=w.sample[keep] - 2, neuron=w.neuron[keep], step=w.step[keep])
+        assert_trains_equal(st.read_spikes("d", 2, 6), part)  # across the two batches
+    # a flipped bit in a counted batch is a checksum mismatch, and "a" cuts back to the first batch
+    with h5py.File(tmp_h5, "r+") as f:
+        f["populations/d/bits"][5, 0, 0] ^= 1
+    with pytest.raises(StoreFormatError, match="samples 4-6 do not match their checksum; only the first 4"):
+        SpikeStore(tmp_h5)
+    with SpikeStore(tmp_h5, "a") as st:
+        assert st.n_done == 4
+        assert st.append_batch(4, rec2) == 7
+    with SpikeStore(tmp_h5) as st:
+        assert_trains_equal(st["d"], whole.spikes["d"])
+
+
+def test_version_1_store_is_read_and_continued_as_events(tmp_h5):
+    """A store begun by an older spikebridge (format version 1) keeps the events layout its readers know."""
+    rec1, _ = dense_record(4, seed=1)
+    rec2, _ = dense_record(3, seed=2)
+    with SpikeStore(tmp_h5, "w") as st:
+        st.write_header(n_steps=6, dt=1e-3, n_samples=7)
+    with h5py.File(tmp_h5, "r+") as f:
+        f.attrs["format_version"] = 1
+    with SpikeStore(tmp_h5, "a") as st:
+        st.append_batch(0, rec1)
+    with SpikeStore(tmp_h5, "a") as st:
+        st.append_batch(4, rec2)
+    with h5py.File(tmp_h5, "r") as f:
+        assert f.attrs["format_version"] == 1 and "neuron" in f["populations/d"] and "bits" not in f["populations/d"]
+    with SpikeStore(tmp_h5) as st:
+        assert_trains_equal(st["d"], concat_records([rec1, rec2]).spikes["d"])
+
+
+def test_spike_encoding_and_compression_are_checked(tmp_h5):
+    with pytest.raises(ValidationError, match="compression 'zstd' is not one of"):
+        SpikeStore(tmp_h5, "w", compression="zstd")
+    with pytest.raises(ValidationError, match="spike_encoding 'raster'"):
+        SpikeStore(tmp_h5, "w", spike_encoding="raster")
+    rec, _ = dense_record(2)
+    with SpikeStore(tmp_h5, "w", spike_encoding="events") as st:
+        st.append_batch(0, rec)
+    with h5py.File(tmp_h5, "r") as f:
+        assert "bits" not in f["populations/d"]
+    with SpikeStore(tmp_h5, "w", overwrite=True, spike_encoding="bits") as st:
+        st.append_batch(0, rec)
+    with h5py.File(tmp_h5, "r") as f:
+        assert "bits" in f["populations/d"] and "bits" in f["populations/s"]
+    with SpikeStore(tmp_h5) as st:
+        assert_trains_equal(st["s"], rec.spikes["s"])
