@@ -25,6 +25,7 @@ extracted once per block and population (one ``flatnonzero`` over the
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,10 @@ PHASES: dict[tuple[str, str], float] | None = None
 #: 0.5) in 16- or 32-bit integers, exactly (:class:`_IntPop`); False keeps them in float64
 #: (benchmarks compare the two in one run)
 INTEGER_GATES = True
+
+#: run plain IF populations with the fused scan :meth:`LayerMajor._if_scan` (same operations, fewer
+#: temporaries); False uses the generic per-step code (benchmarks compare the two)
+FUSED_IF = True
 
 #: steps per block (all steps of a population's block form one batched product); the memory
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them
@@ -149,6 +154,15 @@ class LayerMajor:
                 self.same[post].append((target, [(e[0], e[2]) for e in now]))
         # steps of spike history a population keeps before its block (its longest outgoing delay)
         self.depth = {n: max((link.steps for link in program.links[n]), default=0) for n in names}
+        # plain IF populations (every input onto v, reset by subtraction of a finite scalar threshold
+        # >= 0, no refractoriness): their blocks run in _if_scan
+        self.plain_if = {
+            n for n in names
+            if (sp := program.specs[n]).thresholded and not sp.is_input and sp.pop.model == "if" and sp.pop.reset == "subtract"
+            and not sp.ref_steps and sp.pop.burst <= 1 and isinstance(sp.theta, float) and math.isfinite(sp.theta) and sp.theta >= 0.0
+            and n not in program.plan.floors and not sp.pop.params.get("poisson_n")
+            and all(t == "v" for post, t in program.targets if post == n)
+        }
         # populations run in integers (exact; see _IntPop); INTEGER_GATES = False turns this off
         self.ints: dict[str, _IntPop] = {}
         folded_posts = {program.snn.projections[f].post for f in program.plan.folded}
@@ -328,6 +342,13 @@ class LayerMajor:
                             np.putmask(v, spk, ip.v_reset)
                         if name == out:
                             out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
+                elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype == np.float64:
+                    arrivals = [arr for _, arr in self._arrivals(self.delayed[name], hist, tb, n_b)]
+                    arrivals += [arr for _, arr in self._arrivals(self.same[name], hist, tb, n_b)]
+                    if phases is not None:
+                        c1 = clock()
+                    self._if_scan(st.v, st.step_drive, spec.theta, arrivals, h[depth : depth + tb],
+                                  out_pot_t[t0 : t0 + tb] if name == out else None)
                 else:
                     late = self._arrivals(self.delayed[name], hist, tb, n_b)
                     now = self._arrivals(self.same[name], hist, tb, n_b)
@@ -387,6 +408,28 @@ class LayerMajor:
                 "timings": {"build_s": 0.0, "run_s": t1 - t_start, "collect_s": time.perf_counter() - t1},
             },
         )
+
+    @staticmethod
+    def _if_scan(v: NDArray[np.float64], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
+                 spikes: NDArray[np.bool_], pot: NDArray[np.float64] | None) -> None:
+        """A block of a plain IF population (reset by subtraction, no refractoriness), in place.
+
+        The operations of :meth:`TensorProgram._update`, :meth:`_add` and :meth:`TensorProgram._fire`
+        in their order (``v += dt·drive``; ``v += arrival`` per link group; ``v >= θ``;
+        ``v -= spikes·θ``) with preallocated outputs: the same floats, fewer temporaries.
+        """
+        add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)  # v + 0.0 is v: skipped
+        tmp = np.empty_like(v)
+        for i in range(spikes.shape[0]):
+            if add_drive:
+                v += step_drive
+            for arr in arrivals:
+                v += arr[i]
+            spk = spikes[i]
+            np.greater_equal(v, theta, out=spk)
+            v -= np.multiply(spk, theta, out=tmp)
+            if pot is not None:
+                pot[i] = v
 
     @staticmethod
     def _add(st: Any, target: str, arrived: NDArray[np.float64]) -> None:
