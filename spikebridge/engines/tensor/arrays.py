@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
 
-__all__ = ["Arrays", "NumpyArrays", "TorchArrays", "arrays_for", "ordered_matmul", "sequential_k"]
+__all__ = ["Arrays", "NumpyArrays", "Float32Arrays", "TorchArrays", "arrays_for", "ordered_matmul", "sequential_k"]
 
 # a dense matrix beats a sparse one once this fraction of it is filled (as in the reference)
 _DENSE_FILL = 0.2
@@ -372,6 +372,105 @@ class NumpyArrays(Arrays):
         cols = np.flatnonzero(x) % n
         spikes = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(b, n))
         return np.asarray((spikes @ wt).toarray())
+
+
+class DenseConv32:
+    """A full convolution of binary spikes in float32, dense (``precision="float32"`` only).
+
+    torch's ``conv2d`` (oneDNN) when torch is installed, else im2col and one float32 BLAS GEMM.
+    Sums are in whatever order those libraries choose: not the exact path's.
+    """
+
+    def __init__(self, op: SharedKernel) -> None:
+        self.op = op
+        self.wm = np.ascontiguousarray(op.kernel.reshape(op.kernel.shape[0], -1).T.astype(np.float32))  # (C*kh*kw, O)
+        try:
+            import torch
+        except ImportError:  # numpy fallback below
+            self._torch: Any = None
+        else:
+            self._torch = torch
+            self._k = torch.from_numpy(np.ascontiguousarray(op.kernel, dtype=np.float32))
+
+    def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float32]:
+        op = self.op
+        b = spikes.shape[0]
+        c, h, w = op.in_shape
+        if self._torch is not None:
+            torch = self._torch
+            x = torch.from_numpy(np.ascontiguousarray(spikes).reshape(b, c, h, w)).to(torch.float32)
+            y = torch.nn.functional.conv2d(x, self._k, stride=op.stride, padding=op.padding)
+            return np.asarray(y.reshape(b, -1).numpy())
+        (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
+        oh, ow = op.out_hw
+        s = np.asarray(spikes).reshape(b, c, h, w).transpose(0, 2, 3, 1).astype(np.float32)
+        if ph or pw:
+            s = np.pad(s, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        win = np.lib.stride_tricks.sliding_window_view(s, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # type: ignore[call-overload]
+        cols = np.ascontiguousarray(win[:, :oh, :ow]).reshape(b * oh * ow, c * kh * kw)
+        out = cols @ self.wm
+        return np.ascontiguousarray(out.reshape(b, oh * ow, -1).transpose(0, 2, 1)).reshape(b, -1)
+
+
+class Float32Arrays(NumpyArrays):
+    """numpy in single precision (``SimulationConfig.precision="float32"``, opt-in).
+
+    State, weights and arrivals are float32; convolutions are dense float32 products
+    (:class:`DenseConv32`), dense matrices plain float32 GEMMs, in the libraries' own summation
+    order.  Max-pool gates whose values are all dyadic still run exactly in integers
+    (:mod:`.layered`).  Spikes may differ from the exact float64 path's: a threshold crossing moves
+    when a rounding does.
+    """
+
+    name = "numpy-float32"
+
+    def asarray(self, a: Any) -> Any:
+        return np.asarray(a, dtype=np.float32)
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float64") -> Any:
+        return np.zeros(shape, dtype=np.float32 if dtype == "float64" else dtype)
+
+    def as_float(self, spikes: Any) -> Any:
+        return spikes.astype(np.float32)
+
+    def subtract_where(self, v: Any, theta: Any, cond: Any) -> Any:
+        if isinstance(theta, float) and math.isfinite(theta) and theta >= 0.0:
+            np.subtract(v, np.multiply(cond, theta, dtype=v.dtype), out=v)
+        else:
+            np.subtract(v, theta, out=v, where=cond, casting="same_kind")
+        return v
+
+    def kernel(self, op: SharedKernel) -> Any:
+        return DenseConv32(op) if op.groups == 1 else np.ascontiguousarray(op.kernel[:, 0], dtype=np.float32)
+
+    def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
+        if op.groups == 1:
+            return prepared(x)
+        return window_sum(prepared, x.reshape((x.shape[0],) + op.in_shape).astype(np.float32), op, np)
+
+    def matrix(self, m: sp.csr_matrix) -> Any:
+        kind, wt = super().matrix(m)
+        if kind == "gather":
+            return kind, (wt[0], wt[1].astype(np.float32))
+        if kind == "dense":
+            return kind, np.ascontiguousarray(wt, dtype=np.float32)
+        return kind, wt.astype(np.float32)
+
+    def matmul(self, prepared: Any, x: Any) -> Any:
+        kind, wt = prepared
+        if kind == "dense":
+            active = np.flatnonzero(x.any(axis=0))
+            if active.size < _GATHER_BELOW * x.shape[1]:
+                return x[:, active].astype(np.float32) @ wt[active]
+            return x.astype(np.float32) @ wt
+        if kind == "sparse":
+            b, n = x.shape
+            indptr = np.zeros(b + 1, dtype=np.int64)
+            np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
+            cols = np.flatnonzero(x) % n
+            spikes = sp.csr_matrix((np.ones(cols.size, dtype=np.float32), cols, indptr), shape=(b, n))
+            return np.asarray((spikes @ wt).toarray())
+        return super().matmul(prepared, x)  # gathers: float32 weights give float32 sums
 
 
 class TorchArrays(Arrays):

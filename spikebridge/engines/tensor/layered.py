@@ -115,7 +115,7 @@ class _IntPop:
 
 
 class LayerMajor:
-    """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays only)."""
+    """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays, float64 or float32)."""
 
     def __init__(self, program: _Program) -> None:
         self.p = program
@@ -239,10 +239,7 @@ class LayerMajor:
             n_post = link.prepared[1][0].shape[1]
             rows = max(8, _GATHER_CHUNK // (8 * n_post))
             if x.shape[0] > rows:
-                out = np.empty((x.shape[0], n_post))
-                for r0 in range(0, x.shape[0], rows):
-                    out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
-                return out
+                return self._in_chunks(link, x, rows, n_post)
         if op is None or op.groups != 1:
             return np.asarray(self.p._apply(link, x))
         oh, ow = op.out_hw
@@ -251,8 +248,14 @@ class LayerMajor:
         rows = max(1, _CONV_WORKSPACE // max(per_row, 1))
         if x.shape[0] <= rows:
             return np.asarray(self.p._apply(link, x))
-        out = np.empty((x.shape[0], op.n_post))
-        for r0 in range(0, x.shape[0], rows):
+        return self._in_chunks(link, x, rows, op.n_post)
+
+    def _in_chunks(self, link: _Link, x: NDArray[np.bool_], rows: int, n_post: int) -> NDArray[np.float64]:
+        """``link`` applied to ``x`` in chunks of ``rows`` rows (the output in the arrays' float type)."""
+        first = np.asarray(self.p._apply(link, x[:rows]))
+        out = np.empty((x.shape[0], n_post), dtype=first.dtype)
+        out[:rows] = first
+        for r0 in range(rows, x.shape[0], rows):
             out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
         return out
 
@@ -342,7 +345,7 @@ class LayerMajor:
                             np.putmask(v, spk, ip.v_reset)
                         if name == out:
                             out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
-                elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype == np.float64:
+                elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype in (np.float64, np.float32):
                     arrivals = [arr for _, arr in self._arrivals(self.delayed[name], hist, tb, n_b)]
                     arrivals += [arr for _, arr in self._arrivals(self.same[name], hist, tb, n_b)]
                     if phases is not None:
@@ -401,7 +404,7 @@ class LayerMajor:
             readout=dict(snn.readout),
             meta={
                 "seed": seed,
-                "target": "tensor-numpy",
+                "target": f"tensor-{p.xp.name}",
                 "engine": "tensor",
                 "schedule": "layer-major",
                 "batch_size": n_b,
@@ -410,7 +413,7 @@ class LayerMajor:
         )
 
     @staticmethod
-    def _if_scan(v: NDArray[np.float64], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
+    def _if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
                  spikes: NDArray[np.bool_], pot: NDArray[np.float64] | None) -> None:
         """A block of a plain IF population (reset by subtraction, no refractoriness), in place.
 
