@@ -2,9 +2,10 @@
 
 Each :class:`Arrays` turns the network's static parts (kernels, weight
 matrices, per-neuron parameters) into its own arrays once, and offers the few
-operations the step loop needs.  All state is float64: the engine promises
-the same spikes as Brian2 and the reference simulator, and single precision
-would move threshold crossings.
+operations the step loop needs.  State is float64 by default: the engine
+promises the same spikes as Brian2 and the reference simulator, and single
+precision can move threshold crossings.  :class:`Float32Arrays` is the opt-in
+single-precision variant (``SimulationConfig.precision="float32"``).
 """
 
 from __future__ import annotations
