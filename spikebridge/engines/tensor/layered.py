@@ -58,6 +58,9 @@ INTEGER_GATES = True
 #: temporaries); False uses the generic per-step code (benchmarks compare the two)
 FUSED_IF = True
 
+#: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
+INT8_ARRIVALS = True
+
 #: steps per block (all steps of a population's block form one batched product); the memory
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them
 BLOCK_STEPS = 8
@@ -111,6 +114,7 @@ class _IntPop:
     v_reset: int
     links: list[tuple[str, int, NDArray[np.intp], NDArray[np.int64]]]  # (pre, delay, idx (F, n), w (F, n))
     per_step: int  # bound of |change of v_int| per step: max over neurons of Σ|w| + |drive|
+    fan_in_sum: int  # max over neurons of Σ|w| (bound of a step's summed arrivals)
     static: int  # max |v0|, |theta|, |v_reset|
 
 
@@ -197,6 +201,7 @@ class LayerMajor:
             scale=scale, theta=int(theta) if theta.ndim == 0 else theta.astype(np.int64), v0=v0.astype(np.int64),
             drive=int(drive * scale), reset=pop.reset, v_reset=int(v_reset * scale), links=ilinks,
             per_step=int(fan.max()) + abs(int(drive * scale)),
+            fan_in_sum=int(fan.max()),
             static=int(max(np.abs(theta).max(), np.abs(v0).max(), abs(v_reset * scale))),
         )
 
@@ -220,7 +225,7 @@ class LayerMajor:
             n = idx.shape[1]
             if acc is None:
                 acc = np.zeros((tb * n_b, n), dtype=dtype)
-            wd = w.astype(dtype)
+            wd = [dtype(w[f, 0]) if np.all(w[f] == w[f, 0]) else w[f].astype(dtype) for f in range(idx.shape[0])]  # scalars where uniform
             rows = max(8, _INT_CHUNK // (2 * n))
             tmp = np.empty((min(rows, x.shape[0]), n), dtype=bool)
             for r0 in range(0, x.shape[0], rows):
@@ -328,7 +333,8 @@ class LayerMajor:
                             h[depth + i] = spk
                 elif name in ints:
                     ip, dtype, v = ints[name]
-                    acc = self._int_arrivals(ip, hist, tb, n_b, dtype)
+                    # a step's arrivals fit in int8 when Σ|w·s| does: half the traffic of int16
+                    acc = self._int_arrivals(ip, hist, tb, n_b, np.int8 if INT8_ARRIVALS and ip.fan_in_sum <= 127 else dtype)
                     if phases is not None:
                         c1 = clock()
                     reset_by = dtype(ip.theta) if isinstance(ip.theta, int) else ip.theta.astype(dtype)
