@@ -157,6 +157,11 @@ def test_integer_populations_are_exact(rng, monkeypatch, kind):
     from spikebridge.engines.tensor.engine import TensorProgram
 
     monkeypatch.setattr(layered, "BLOCK_STEPS", 7)
+    # "a" (plain IF, only a constant drive with current input) scans only its neurons that can fire
+    monkeypatch.setattr(layered, "_PACK_BELOW", 1.01)
+    scans = []
+    real_scan = layered.LayerMajor._if_scan
+    monkeypatch.setattr(layered.LayerMajor, "_if_scan", staticmethod(lambda v, *a: scans.append(v.shape) or real_scan(v, *a)))
     net = gated(rng, kind=kind)
     program = TensorProgram(compile(net, n_steps=60), NumpyArrays())
     ints = program._layered.ints
@@ -168,6 +173,12 @@ def test_integer_populations_are_exact(rng, monkeypatch, kind):
     step, layer = _both(net, x, 60, monkeypatch, seed=4)
     _assert_identical(step, layer, min_spikes=500)
     assert layer.counts["g"].sum() > 50 and layer.counts["h"].sum() > 50
+    packed = [shape for shape in scans if len(shape) == 1]
+    if kind == "current":  # some of "a"'s 4 x 40 neurons have a drive <= 0: left out of the scan
+        assert packed and all(0 < shape[0] < 4 * 40 for shape in packed)
+        assert (layer.counts["a"] == 0).any()
+    else:  # driven by spikes of the input population: every neuron is scanned
+        assert not packed
     monkeypatch.setattr(layered, "INTEGER_GATES", False)
     _assert_identical(simulate(net, x, SimulationConfig(n_steps=60, engine="tensor", record=("all",), seed=4)), layer, 500)
     ref = simulate_reference(net, x, 60, seed=4, record=("all",))

@@ -61,6 +61,11 @@ FUSED_IF = True
 #: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
 INT8_ARRIVALS = True
 
+#: scan only the neurons of a constantly driven plain IF population that can fire (see
+#: ``packed`` in :meth:`LayerMajor.run`), when they are fewer than _PACK_BELOW of it
+SKIP_SILENT = True
+_PACK_BELOW = 0.8
+
 #: steps per block (all steps of a population's block form one batched product); the memory
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them
 BLOCK_STEPS = 8
@@ -311,6 +316,19 @@ class LayerMajor:
                 dtype = self._int_dtype(ip, n_steps)
                 if dtype is not None and name not in plan.currents:
                     ints[name] = (ip, dtype, np.repeat(ip.v0[None].astype(dtype), n_b, axis=0))
+        # plain IF populations driven only by a constant drive (no simulated input): neurons whose
+        # step drive is <= 0 and start below threshold never fire (v never grows), so the scan runs
+        # on the others only, packed: (live flat indices, packed v, packed drive)
+        packed: dict[str, tuple[NDArray[np.intp], Any, Any]] = {}
+        if FUSED_IF and SKIP_SILENT:
+            for name in self.plain_if:
+                st = state[name]
+                if self.delayed[name] or self.same[name] or name == out or not isinstance(st.v, np.ndarray):
+                    continue
+                sd = np.broadcast_to(np.asarray(st.step_drive, dtype=st.v.dtype), st.v.shape)
+                live = np.flatnonzero(~((sd <= 0.0) & (st.v < p.specs[name].theta)))
+                if live.size < _PACK_BELOW * st.v.size:
+                    packed[name] = (live, st.v.ravel()[live], np.ascontiguousarray(sd.ravel()[live]))
         phases = PHASES
         clock = time.thread_time  # CPU time of this thread: phases of concurrent batch parts add up
         for t0 in range(0, n_steps, b_steps):
@@ -351,6 +369,15 @@ class LayerMajor:
                             np.putmask(v, spk, ip.v_reset)
                         if name == out:
                             out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
+                elif name in packed:
+                    live, v_live, sd_live = packed[name]
+                    if phases is not None:
+                        c1 = clock()
+                    spk_live = np.empty((tb, live.size), dtype=bool)
+                    self._if_scan(v_live, sd_live, spec.theta, [], spk_live, None)
+                    block = h[depth : depth + tb].reshape(tb, -1)
+                    block[...] = False
+                    block[:, live] = spk_live
                 elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype in (np.float64, np.float32):
                     arrivals = [arr for _, arr in self._arrivals(self.delayed[name], hist, tb, n_b)]
                     arrivals += [arr for _, arr in self._arrivals(self.same[name], hist, tb, n_b)]
