@@ -97,3 +97,18 @@ def test_cli_precision_option(capsys, tmp_path):
     code = cli.main(["simulate", str(net), "--limit", "2", "--engine", "brian2", "--precision", "float32"])
     err = capsys.readouterr().err
     assert code == 1 and "float32" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["current", "regular", "poisson"])
+def test_float32_runs_every_model_of_the_step_major_engine(rng, kind):
+    # LIF, cuba LIF onto I, resets to zero and to a value, refractoriness, delays, recurrence
+    from ._nets import mixed
+
+    net = mixed(rng, kind=kind)
+    x = rng.uniform(0, 1, size=(4, 5))
+    exact = simulate(net, x, _cfg(80, "float64", record=("all",)))
+    single = simulate(net, x, _cfg(80, "float32", record=("all",)))
+    assert single.meta["target"] == "tensor-numpy-float32"
+    for name, c in exact.counts.items():
+        total, total32 = int(c.sum()), int(single.counts[name].sum())
+        assert total > 0 and abs(total32 - total) <= 0.02 * total + 2, (name, total, total32)
