@@ -212,7 +212,12 @@ class LayerMajor:
 
     @staticmethod
     def _int_dtype(ip: _IntPop, n_steps: int) -> Any:
-        """int16 or int32 when ``|v_int|`` provably stays in range for ``n_steps`` steps, else None."""
+        """int16 or int32 when ``|v_int|`` provably stays in range for ``n_steps`` steps, else None.
+
+        Thresholds are > 0 (``Population`` checks it), so a reset by subtraction only lowers a
+        potential at or above threshold, to >= 0: ``|v_int|`` stays within ``max|v0, θ, v_reset|``
+        plus ``n_steps`` steps of at most ``per_step`` each.
+        """
         bound = 2 * ip.static + n_steps * ip.per_step
         return np.int16 if bound < 2**15 - 1 else np.int32 if bound < 2**31 - 1 else None
 
