@@ -190,14 +190,18 @@ VARIANTS = {
     "step-major": (False, "float64", True),
     "layer-major, float32": (True, "float32", True),
     "layer-major, previous": (True, "float64", False),
+    # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
+    # before session 20): A/B of the residual planner's shared kernels
+    "layer-major, conv matrices": (True, "float64", True),
 }
 
 
 def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True,
-                precision="float64", new_layer_major=True, phases=None):
+                precision="float64", new_layer_major=True, phases=None, cpu_times=None):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
     step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
-    :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds."""
+    :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
+    ``cpu_times`` (a list) the process CPU seconds of each repeat."""
     import spikebridge.engines.tensor.engine as tensor_engine
     import spikebridge.engines.tensor.layered as layered
 
@@ -210,36 +214,49 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
         for _ in range(repeats):
             cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory,
                                    precision=precision)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rec = simulate(snn, x, cfg, labels=labels)
             times.append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.append(time.process_time() - c0)
     finally:
         tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES = saved
     return statistics.median(times), times, rec
 
 
-def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",)) -> dict:
+def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) -> dict:
     """Rows of the tensor engine (``args.variants`` of :data:`VARIANTS`), each with the 1-minute load
-    before and after it; a float32 row says how many predictions and spikes equal the exact row's."""
+    before and after it; a float32 or conv-matrices row says how many predictions and spikes equal the
+    exact row's. ``snn_matrices``: the same network converted with explicit conv matrices."""
     rows = {}
     exact = None
+    net = snn
     for device in devices:
         for variant in args.variants:
             lm, precision, new = VARIANTS[variant]
+            if variant == "layer-major, conv matrices":
+                if snn_matrices is None:
+                    continue
+                snn = snn_matrices
+            else:
+                snn = net
             if device != "cpu" and (not lm or precision != "float64" or not new):
                 continue  # torch: one row (it always runs step-major, float64)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
             time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision)
             before = load_now()
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
+            cpu: list = []
             med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
-                                          labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases)
+                                          labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
+                                          cpu_times=cpu)
             ev = synaptic_events(snn, rec)
             label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
             row = {
                 "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
                 "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
                 "precision": precision, "load_1min": {"before": before, "after": load_now()}, "_rec": rec,
+                "cpu_s": cpu, "median_cpu_s": statistics.median(cpu),
             }
             if phases:
                 per_phase: dict = {}
@@ -249,7 +266,7 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",)) -> dict:
                 row["cpu_s_by_population"] = {f"{name}/{phase}": sec for (name, phase), sec in sorted(phases.items())}
             if device == "cpu" and variant == "layer-major":
                 exact = rec
-            if precision == "float32" and exact is not None:
+            if (precision == "float32" or snn is not net) and exact is not None:
                 total = sum(int(c.sum()) for c in exact.counts.values())
                 row["same_predictions_as_float64"] = float(np.mean(rec.predictions() == exact.predictions()))
                 row["spikes_float64"] = total
@@ -423,7 +440,17 @@ def case_shipped(args, name: str) -> dict:
     if args.spikingjelly:
         out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = run_spikingjelly(
             model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
-    for label, row in tensor_rows(snn, x, y, args.steps, args).items():
+    snn_m = None
+    if "layer-major, conv matrices" in args.variants:
+        import spikebridge.conversion.dag as dag
+
+        dag.SHARED_KERNELS = False
+        try:
+            snn_m = convert(graph, ConversionConfig(percentile=99.9), calibration=x_cal)
+        finally:
+            dag.SHARED_KERNELS = True
+        out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
+    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m).items():
         row.pop("_rec", None)
         out["rows"][label] = row
     return out
@@ -520,7 +547,7 @@ def print_rows(title: str, r: dict, args) -> None:
         return
     print(f"\n{title}, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
     sj = r["rows"].get("spikingjelly ann2snn (torch cpu, float32)", {}).get("median_s")
-    print(f"{'engine':<58} {'s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
+    print(f"{'engine':<58} {'s':>8} {'cpu s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
     for name, row in r["rows"].items():
         if "median_s" not in row:
             print(f"{name:<58} {row.get('error', 'n/a')}")
@@ -529,9 +556,10 @@ def print_rows(title: str, r: dict, args) -> None:
         acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
         ld = row.get("load_1min", {})
         load = f"{ld.get('before', float('nan')):.1f}->{ld.get('after', float('nan')):.1f}"
-        print(f"{name:<58} {row['median_s']:>8.2f} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
+        cpu = f"{row['median_cpu_s']:.2f}" if "median_cpu_s" in row else "-"
+        print(f"{name:<58} {row['median_s']:>8.2f} {cpu:>8} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
         if "same_predictions_as_float64" in row:
-            print(f"{'':<4}float32 against the exact row: {100 * row['same_predictions_as_float64']:.2f} % same predictions, "
+            print(f"{'':<4}against the exact layer-major row: {100 * row['same_predictions_as_float64']:.2f} % same predictions, "
                   f"{row['spike_count_differences']:,} of {row['spikes_float64']:,} spike counts differ")
         if "cpu_s_by_phase" in row:
             print(f"{'':<4}CPU s by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s_by_phase"].items()))
