@@ -14,9 +14,13 @@ Cases (one run, same machine, same weights):
 * ``store``: ``simulate`` against ``simulate -o`` (``simulate_to_store``, every spike and the ANN
   activations) on the LeNet, interleaved, wall and CPU time, both schedules.
 
-The tensor-engine rows come twice: ``layer-major`` (the default for acyclic networks on numpy)
-and ``step-major`` (``engine.LAYER_MAJOR = False``, the engine before it), in the same run;
-``--torch`` adds torch CPU threads to the LeNet. Every row records the 1-minute load beside it.
+The tensor-engine rows (``--variants``, :data:`VARIANTS`): ``layer-major`` (the default for
+acyclic networks on numpy), ``step-major`` (``engine.LAYER_MAJOR = False``), ``layer-major,
+float32`` (the opt-in ``precision="float32"``; its row says how many predictions and spike counts
+equal the exact row's) and, on request, ``layer-major, previous`` (without the integer max-pool
+gates and fused IF scan of 2026-12-06), all in the same run; ``--phases`` records per-phase CPU
+seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
+records the 1-minute load beside it.
 
 * ``vgg11``: a CIFAR-shaped VGG-11 (3×32×32, BatchNorm folded, random weights,
   settled statistics), 256 random-image samples at T=32, in a subprocess so its
@@ -178,44 +182,96 @@ def synaptic_events(snn, rec) -> float:
     return total
 
 
-def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True):
+#: tensor-engine rows: label suffix -> (layer-major, precision, this session's layer-major changes on)
+#: "previous" is the layer-major engine before integer max-pool gates and the fused IF scan (issue 21,
+#: 2026-12-06), for old-against-new figures in one run
+VARIANTS = {
+    "layer-major": (True, "float64", True),
+    "step-major": (False, "float64", True),
+    "layer-major, float32": (True, "float32", True),
+    "layer-major, previous": (True, "float64", False),
+    # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
+    # before session 20): A/B of the residual planner's shared kernels
+    "layer-major, conv matrices": (True, "float64", True),
+}
+
+
+def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True,
+                precision="float64", new_layer_major=True, phases=None, cpu_times=None):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
-    step-major schedule (the engine before the layer-major one), for old-vs-new rows in one run."""
+    step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
+    :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
+    ``cpu_times`` (a list) the process CPU seconds of each repeat."""
     import spikebridge.engines.tensor.engine as tensor_engine
+    import spikebridge.engines.tensor.layered as layered
 
     times, rec = [], None
-    saved = tensor_engine.LAYER_MAJOR
+    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES
     tensor_engine.LAYER_MAJOR = layer_major
+    layered.INTEGER_GATES = layered.FUSED_IF = new_layer_major
+    layered.PHASES = phases
     try:
         for _ in range(repeats):
-            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory)
-            t0 = time.perf_counter()
+            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory,
+                                   precision=precision)
+            t0, c0 = time.perf_counter(), time.process_time()
             rec = simulate(snn, x, cfg, labels=labels)
             times.append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.append(time.process_time() - c0)
     finally:
-        tensor_engine.LAYER_MAJOR = saved
+        tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES = saved
     return statistics.median(times), times, rec
 
 
-def tensor_rows(snn, x, y, steps, args, *, schedules=("layer-major", "step-major"), devices=("cpu",)) -> dict:
-    """Rows of the tensor engine, each with the 1-minute load before and after it."""
+def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) -> dict:
+    """Rows of the tensor engine (``args.variants`` of :data:`VARIANTS`), each with the 1-minute load
+    before and after it; a float32 or conv-matrices row says how many predictions and spikes equal the
+    exact row's. ``snn_matrices``: the same network converted with explicit conv matrices."""
     rows = {}
+    exact = None
+    net = snn
     for device in devices:
-        # warm-up (BLAS order probe, kernels, imports) outside the timed rows
-        time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2])
-        for schedule in schedules:
-            if device != "cpu" and schedule == "step-major":
-                continue  # torch always runs step-major
+        for variant in args.variants:
+            lm, precision, new = VARIANTS[variant]
+            if variant == "layer-major, conv matrices":
+                if snn_matrices is None:
+                    continue
+                snn = snn_matrices
+            else:
+                snn = net
+            if device != "cpu" and (not lm or precision != "float64" or not new):
+                continue  # torch: one row (it always runs step-major, float64)
+            # warm-up (BLAS order probe, kernels, imports) outside the timed rows
+            time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision)
             before = load_now()
+            phases: dict | None = {} if args.phases and lm and device == "cpu" else None
+            cpu: list = []
             med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
-                                          labels=y, layer_major=schedule == "layer-major")
+                                          labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
+                                          cpu_times=cpu)
             ev = synaptic_events(snn, rec)
-            label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {schedule})"
-            rows[label] = {
+            label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
+            row = {
                 "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
                 "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
-                "load_1min": {"before": before, "after": load_now()}, "_rec": rec,
+                "precision": precision, "load_1min": {"before": before, "after": load_now()}, "_rec": rec,
+                "cpu_s": cpu, "median_cpu_s": statistics.median(cpu),
             }
+            if phases:
+                per_phase: dict = {}
+                for (_, phase), sec in phases.items():
+                    per_phase[phase] = per_phase.get(phase, 0.0) + sec
+                row["cpu_s_by_phase"] = per_phase
+                row["cpu_s_by_population"] = {f"{name}/{phase}": sec for (name, phase), sec in sorted(phases.items())}
+            if device == "cpu" and variant == "layer-major":
+                exact = rec
+            if (precision == "float32" or snn is not net) and exact is not None:
+                total = sum(int(c.sum()) for c in exact.counts.values())
+                row["same_predictions_as_float64"] = float(np.mean(rec.predictions() == exact.predictions()))
+                row["spikes_float64"] = total
+                row["spike_count_differences"] = int(sum(np.abs(rec.counts[k] - c).sum() for k, c in exact.counts.items()))
+            rows[label] = row
     return rows
 
 
@@ -331,10 +387,11 @@ def case_lenet(args) -> dict:
                  "convert_s": convert_s, "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
     print(f"lenet: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample, ANN accuracy {100 * ann_acc:.2f} %")
 
-    sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
-    out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
+    if args.spikingjelly:
+        sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
+        out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
     rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",))
-    tensor_rec = rows["tensor engine (tensor-numpy, layer-major)"].pop("_rec")
+    tensor_rec = rows[next(k for k in rows if k.startswith("tensor engine (tensor-numpy,"))].pop("_rec")
     for label, row in rows.items():
         row.pop("_rec", None)
         out["rows"][label] = row
@@ -380,9 +437,20 @@ def case_shipped(args, name: str) -> dict:
                  "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
     print(f"{name}: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample")
     model = torch_module(graph) if graph.is_chain else torch_module_dag(graph)
-    out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = run_spikingjelly(
-        model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
-    for label, row in tensor_rows(snn, x, y, args.steps, args).items():
+    if args.spikingjelly:
+        out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = run_spikingjelly(
+            model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
+    snn_m = None
+    if "layer-major, conv matrices" in args.variants:
+        import spikebridge.conversion.dag as dag
+
+        dag.SHARED_KERNELS = False
+        try:
+            snn_m = convert(graph, ConversionConfig(percentile=99.9), calibration=x_cal)
+        finally:
+            dag.SHARED_KERNELS = True
+        out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
+    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m).items():
         row.pop("_rec", None)
         out["rows"][label] = row
     return out
@@ -492,7 +560,7 @@ def print_rows(title: str, r: dict, args) -> None:
         return
     print(f"\n{title}, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
     sj = r["rows"].get("spikingjelly ann2snn (torch cpu, float32)", {}).get("median_s")
-    print(f"{'engine':<58} {'s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
+    print(f"{'engine':<58} {'s':>8} {'cpu s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
     for name, row in r["rows"].items():
         if "median_s" not in row:
             print(f"{name:<58} {row.get('error', 'n/a')}")
@@ -501,7 +569,13 @@ def print_rows(title: str, r: dict, args) -> None:
         acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
         ld = row.get("load_1min", {})
         load = f"{ld.get('before', float('nan')):.1f}->{ld.get('after', float('nan')):.1f}"
-        print(f"{name:<58} {row['median_s']:>8.2f} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
+        cpu = f"{row['median_cpu_s']:.2f}" if "median_cpu_s" in row else "-"
+        print(f"{name:<58} {row['median_s']:>8.2f} {cpu:>8} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
+        if "same_predictions_as_float64" in row:
+            print(f"{'':<4}against the exact layer-major row: {100 * row['same_predictions_as_float64']:.2f} % same predictions, "
+                  f"{row['spike_count_differences']:,} of {row['spikes_float64']:,} spike counts differ")
+        if "cpu_s_by_phase" in row:
+            print(f"{'':<4}CPU s by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s_by_phase"].items()))
     ld = r["load_1min"]
     print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {'comparable' if r['comparable'] else 'NOT comparable (load > 1)'}")
 
@@ -520,8 +594,19 @@ def main(argv=None) -> int:
     p.add_argument("--brian2-samples", dest="brian2_samples", type=int, default=20)
     p.add_argument("--brian2-target", dest="brian2_target", default="cython")
     p.add_argument("--vgg-memory", dest="vgg_memory", type=float, default=3e9)
+    p.add_argument("--variants", default="layer-major,step-major,layer-major, float32",
+                   help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
+                   "'layer-major, previous' (before integer gates and the fused IF scan); split at commas not followed by a space")
+    p.add_argument("--phases", action="store_true", help="record per-phase CPU seconds of the layer-major rows (layered.PHASES)")
+    p.add_argument("--no-spikingjelly", dest="spikingjelly", action="store_false", help="skip the SpikingJelly rows")
     p.add_argument("--out", default=str(HERE / "results" / "engine.json"))
     args = p.parse_args(argv)
+    import re
+
+    args.variants = [v.strip() for v in re.split(r",(?! )", args.variants) if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
     if args.case == "_vgg_child":
         print(json.dumps(_vgg_child(args)))
         return 0

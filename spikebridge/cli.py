@@ -125,8 +125,8 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
 
 
 def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--engine``/``--device`` values that were given."""
-    return {k: getattr(args, k) for k in ("engine", "device") if getattr(args, k, None) is not None}
+    """``--engine``/``--device``/``--precision`` values that were given."""
+    return {k: getattr(args, k) for k in ("engine", "device", "precision") if getattr(args, k, None) is not None}
 
 
 def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -134,6 +134,9 @@ def _add_engine_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
                    help="auto (default: tensor for conv/pool networks, else brian2; the choice is said in one line), "
                    "brian2 or tensor (batched arrays, shared conv kernels, same spikes)")
     p.add_argument("--device", help="tensor engine device: cpu (numpy/scipy, default), torch (torch on CPU), cuda, cuda:N")
+    p.add_argument("--precision", choices=["float64", "float32"],
+                   help="tensor engine arithmetic on cpu: float64 (default, the same spikes as Brian2) or float32 "
+                   "(opt-in, faster, spikes may differ; needs --engine tensor)")
 
 
 def _simulation_config(args: argparse.Namespace, **extra: Any) -> SimulationConfig:

@@ -474,6 +474,13 @@ class SimulationConfig(_Config):
         ``"local"`` starts a ``LocalCluster`` of ``workers`` processes on
         loopback, ``"tcp://host:port"`` uses a running Dask scheduler; None =
         no Dask. Results are identical; see ``docs/distributed.md``.
+    precision : {"float64", "float32"}
+        Arithmetic of the tensor engine on ``device="cpu"``. ``"float64"`` (the
+        default): the same spikes as Brian2 and the reference simulator, bit for
+        bit. ``"float32"`` (opt-in, needs ``engine="tensor"``): single precision
+        and unordered BLAS/torch sums, as SpikingJelly runs; faster, but a
+        threshold crossing may move, so spikes differ from the exact path's
+        (accuracy compared in ``docs/engines.md``).
     """
 
     n_steps: int = 128
@@ -490,6 +497,7 @@ class SimulationConfig(_Config):
     engine: str = "auto"
     device: str = "cpu"
     scheduler: str | None = None
+    precision: str = "float64"
 
     _time_fields = frozenset({"dt"})
 
@@ -510,6 +518,12 @@ class SimulationConfig(_Config):
                 f"SimulationConfig.device: {self.device!r} is not 'cpu', 'torch', 'cuda' or 'cuda:N'", attr="device", obj=self
             )
         check_int(self.seed, "SimulationConfig.seed", 0, MAX_SEED)
+        _check_choice(self, "precision", ("float64", "float32"))
+        if self.precision == "float32" and (self.engine != "tensor" or self.device != "cpu"):
+            raise ValidationError(
+                f"SimulationConfig.precision: 'float32' runs on engine='tensor', device='cpu' only "
+                f"(got engine={self.engine!r}, device={self.device!r})", attr="precision", obj=self,
+            )
         _check_range(self, "max_memory", 1.0)
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             raise ValidationError(f"SimulationConfig.threads: must be an int >= 1, got {self.threads!r}", attr="threads", obj=self)

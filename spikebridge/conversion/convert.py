@@ -313,7 +313,8 @@ def convert(
             if source == "input" and enc_kind != "current":
                 w_scale /= cfg.max_rate * dt
             # a shared kernel stays one (no per-synapse arrays) unless per-synapse delays need them
-            kern = st.operator.scaled(w_scale) if i == 0 and st.operator is not None and cfg.delay_jitter <= 0 else None
+            op = st.kernel_of(i)
+            kern = op.scaled(w_scale) if op is not None and cfg.delay_jitter <= 0 else None
             if kern is None:
                 coo = (st.csr() if i == 0 or matrix is None else matrix).tocoo()
                 keep = coo.data != 0

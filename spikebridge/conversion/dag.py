@@ -42,11 +42,16 @@ from numpy.typing import NDArray
 from ..config import ConversionConfig
 from ..errors import ConversionError, ConversionWarning, UnsupportedLayerError
 from ..ir.graph import AnnGraph
-from ..ir.layers import Add, AvgPool2d, Concat, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
-from .stages import SUPPORTED, Stage, _gate_kernel, stage_bound, unique_name
+from ..ir.layers import Add, AvgPool2d, Concat, Conv2d, GlobalAvgPool2d, Input, Layer, MaxPool2d, ReLU, Softmax
+from .stages import SUPPORTED, Stage, _gate_kernel, _pool_kernel, stage_bound, unique_name
+from ..snn.kernels import SharedKernel
 from ..snn.operators import is_linear, linear_operator
 
 __all__ = ["plan_dag", "concat_operators"]
+
+#: Keep one convolution / pooling of one population as a shared kernel (False: explicit synapse
+#: matrices, as before session 20; for A/B benchmarks only, the maps are the same)
+SHARED_KERNELS = True
 
 Matrix: TypeAlias = sp.csr_matrix
 
@@ -61,6 +66,9 @@ class _Form:
     named: str | None = None  # last weighted layer: names the population this form becomes
     nonneg: bool = False  # populations, index maps and sums of them: a ReLU changes nothing
     sizes: dict[str, int] = field(default_factory=dict)
+    # terms that are one convolution / pooling of their source: the population keeps the shared
+    # kernel (the engines' event convolution) instead of an explicit synapse matrix
+    kernels: dict[str, SharedKernel] = field(default_factory=dict)
 
     def matrix(self, src: str) -> Matrix:
         m = self.terms[src]
@@ -93,6 +101,15 @@ def concat_operators(shapes: list[tuple[int, ...]], axis: int) -> list[Matrix]:
     for part, n_k in zip(np.split(pos, cuts, axis=axis), sizes):
         mats.append(sp.csr_matrix((np.ones(n_k), (part.ravel(), np.arange(n_k))), shape=(n_out, n_k)))
     return mats
+
+
+def _sum_kernels(forms: list[_Form]) -> dict[str, SharedKernel]:
+    """Kernels that survive a sum of ``forms``: those of sources that appear in one form only."""
+    count: dict[str, int] = {}
+    for f in forms:
+        for src in f.terms:
+            count[src] = count.get(src, 0) + 1
+    return {s: k for f in forms for s, k in f.kernels.items() if count[s] == 1}
 
 
 def _sum_terms(parts: list[tuple[Matrix | None, _Form]], n_out: int) -> dict[str, Matrix | None]:
@@ -162,24 +179,35 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
 
     def close(form: _Form, kind: str, layer_name: str, shape: tuple[int, ...], rectify: bool = False) -> _Form:
         srcs = list(form.terms)
-        stage = Stage(unique(form.named or layer_name), kind, layer_name, srcs[0], form.matrix(srcs[0]), form.bias,
-                      tuple(shape), rectify)
+        op = form.kernels.get(srcs[0])
+        stage = Stage(unique(form.named or layer_name), kind, layer_name, srcs[0], None if op is not None else form.matrix(srcs[0]),
+                      form.bias, tuple(shape), rectify, operator=op)
         stage.extra = [(s, form.matrix(s)) for s in srcs[1:]]
+        stage.extra_operators = {s: form.kernels[s] for s in srcs[1:] if s in form.kernels}
         stages.append(stage)
         sizes[stage.name] = int(np.prod(shape))
         return _Form({stage.name: None}, None, sizes[stage.name], nonneg=True, sizes=sizes)
 
     def linear(form: _Form, layer: Layer, in_shape: tuple[int, ...], n_out: int) -> _Form:
         m, b = linear_operator(layer, in_shape)
+        kernels: dict[str, SharedKernel] = {}
         if m is None:
-            terms, bias = dict(form.terms), form.bias
+            terms, bias, kernels = dict(form.terms), form.bias, dict(form.kernels)
         else:
             terms = {s: (m if t is None else sp.csr_matrix(m @ t)) for s, t in form.terms.items()}
             bias = None if form.bias is None else m @ form.bias
         if b is not None:
             bias = b if bias is None else bias + b
+        pure = form.pure if SHARED_KERNELS else None
+        if pure is not None and pure != "input" or pure == "input" and isinstance(layer, Conv2d):
+            # one convolution or pooling of one population (or a convolution of the input): a shared kernel
+            if isinstance(layer, Conv2d):
+                kernels = {pure: SharedKernel(layer.weight, in_shape, layer.stride, layer.padding)}  # type: ignore[arg-type]
+            elif isinstance(layer, (AvgPool2d, GlobalAvgPool2d)):
+                kernels = {pure: _pool_kernel(layer, in_shape)}
         named = layer.name if (layer.has_weights or isinstance(layer, (AvgPool2d, GlobalAvgPool2d))) else form.named
-        return _Form(terms, bias, n_out, named, nonneg=form.nonneg and m is None and b is None, sizes=sizes)
+        return _Form(terms, bias, n_out, named, nonneg=form.nonneg and m is None and b is None, sizes=sizes,
+                     kernels=kernels)
 
     out_name = graph.output
     if isinstance(graph[out_name], Softmax):
@@ -206,7 +234,8 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
             parts = [(None, forms[p]) for p in preds]
             bias_parts = [f.bias for _, f in parts if f.bias is not None]
             forms[name] = _Form(_sum_terms(parts, n), np.sum(bias_parts, axis=0) if bias_parts else None, n, name,
-                                nonneg=all(f.nonneg for _, f in parts), sizes=sizes)
+                                nonneg=all(f.nonneg for _, f in parts), sizes=sizes,
+                                kernels=_sum_kernels([f for _, f in parts]))
         elif isinstance(layer, Concat):
             shapes = list(graph.input_shapes_of(name))
             sels = concat_operators(shapes, layer.resolved_axis(len(shapes[0])))
@@ -246,7 +275,9 @@ def plan_dag(graph: AnnGraph, config: ConversionConfig) -> list[Stage]:
                 # max(relu(x)) == relu(max(x)): the population before the gate represents relu(x)
                 src = close(src, "relu", preds[0], in_shape, rectify=True)
             gate = _Form(src.terms, None, n, name, sizes=sizes)
-            gate.terms = {next(iter(src.terms)): _gate_kernel(layer, in_shape).csr()}
+            gate_kernel = _gate_kernel(layer, in_shape)
+            gate.terms = {next(iter(src.terms)): gate_kernel.csr()}
+            gate.kernels = {next(iter(src.terms)): gate_kernel} if SHARED_KERNELS else {}
             forms[name] = close(gate, "gate", name, shape)
         elif isinstance(layer, Softmax):
             if name != graph.output:

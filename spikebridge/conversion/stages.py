@@ -57,6 +57,10 @@ class Stage:
     operator : SharedKernel or None
         The map as a shared kernel, when it is one convolution or pooling
         (see :mod:`spikebridge.snn.kernels`); ``matrix`` is then None.
+    extra_operators : dict of str to SharedKernel
+        Further inputs (sources of ``extra``) whose matrix is one shared
+        kernel, e.g. both convolutions of a residual sum; ``extra`` still
+        holds their matrices.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Stage:
     rectify: bool = False
     extra: list[tuple[str, sp.csr_matrix]] = field(default_factory=list)
     operator: SharedKernel | None = None
+    extra_operators: dict[str, SharedKernel] = field(default_factory=dict)
 
     def csr(self) -> sp.csr_matrix:
         """The map as a sparse matrix (made from the kernel if need be)."""
@@ -77,6 +82,12 @@ class Stage:
     def inputs(self) -> list[tuple[str, sp.csr_matrix | None]]:
         """All ``(source, matrix)`` pairs feeding the population (the first one's matrix is None when it is a kernel)."""
         return [(self.source, self.matrix), *self.extra]
+
+    def kernel_of(self, index: int) -> SharedKernel | None:
+        """The shared kernel of input ``index`` (as ordered by :meth:`inputs`), or None when it is a plain matrix."""
+        if index == 0:
+            return self.operator
+        return self.extra_operators.get(self.extra[index - 1][0])
 
 
 

@@ -215,6 +215,9 @@ class Plan:
     layer_major : bool
         The network may run layer by layer (:func:`layer_major_blocker` found nothing): the tensor
         engine on numpy then simulates each population for a block of steps at a time.
+    precision : str
+        ``SimulationConfig.precision``: ``"float64"`` (exact) or ``"float32"`` (the tensor engine's
+        opt-in single-precision arithmetic).
     """
 
     snn: SpikingNetwork
@@ -230,6 +233,7 @@ class Plan:
     floors: Mapping[str, tuple[int, float]]
     layer_major: bool = False
     wraps: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    precision: str = "float64"
 
     def simulated(self) -> list[Any]:
         """The projections that exist in the simulation (not folded, at least one synapse), in order."""
@@ -288,6 +292,7 @@ def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt
         snn=snn, dt=dt, n_steps=steps, record=frozenset(active if "all" in rec else rec), active=active, folded=folded,
         same_step=same, order=order, inbound=inbound, max_delay_steps=max_delay_steps(snn, dt),
         floors=window_floors(snn, dt), layer_major=layer_major_blocker(snn, dt) is None, wraps=window_wraps(snn, dt),
+        precision=getattr(config, "precision", "float64"),
     )
 
 

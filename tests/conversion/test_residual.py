@@ -141,4 +141,35 @@ def test_dag_planner_reproduces_the_chain_planner_on_chains(maxpool, tiny_mlp, t
             [(s.name, s.kind, s.layer, s.source, s.shape, s.rectify, 0) for s in chain]
         for a, b in zip(chain, dag):
             assert abs(a.csr() - b.csr()).max() < 1e-12
+            # the same convolutions and poolings stay shared kernels
+            assert (a.operator is None) == (b.operator is None), a.name
+            if a.operator is not None:
+                np.testing.assert_array_equal(a.operator.kernel, b.operator.kernel)
             assert (a.bias is None and b.bias is None) or np.allclose(a.bias, b.bias)
+
+
+def test_residual_convolutions_keep_their_shared_kernels_and_engines_agree(resnet):
+    """Both convolutions into a residual sum stay shared kernels (event convolution), with identical spikes."""
+    from spikebridge.run.simulate import simulate
+
+    g, x, _ = resnet
+    snn = convert(g, ConversionConfig(percentile=100.0, scales="layer", v_init=0.5, delay=None), calibration=x)
+    kern = {name for name, p in snn.projections.items() if p.operator is not None}
+    # stem conv of the input, c1, both paths into a2 (c4 and the 1x1 projection shortcut), the side conv
+    assert kern == {"input_stem", "stem_c1", "c1_a1", "a1_c3", "c3_a2", "a1_a2", "a2_side"}
+    # the identity shortcut and the pooling of a concat stay matrices
+    assert snn.projections["stem_a1"].operator is None and snn.projections["a2_gap"].operator is None
+    # same map as the explicit matrix, in the path's own scale
+    sc, _ = linear_operator(g["sc"], (4, 6, 6))
+    np.testing.assert_allclose(snn.projections["a1_a2"].to_dense(54, 144), sc.toarray() * snn.scales["r2"] / snn.scales["r4"])
+    xs = x[:3]
+    ref = simulate_reference(snn, xs, 40, record=("all",))
+    ten = simulate(snn, xs, SimulationConfig(n_steps=40, engine="tensor", record=("all",)))
+    b2 = simulate(snn, xs, SimulationConfig(n_steps=40, batch_size=3, target="numpy", record=("all",)))
+    fired = 0
+    for name in ref.counts:
+        for other in (ten, b2):
+            np.testing.assert_array_equal(other.counts[name], ref.counts[name], err_msg=name)
+            np.testing.assert_array_equal(other.spikes[name].step, ref.spikes[name].step, err_msg=name)
+        fired += int(ref.counts[name].sum())
+    assert fired > 3000

@@ -116,3 +116,70 @@ def test_cycles_and_poisson_drive_keep_the_step_major_schedule(rng):
     drive = net.copy_with(populations=pops)
     assert "Poisson" in str(layer_major_blocker(drive, 1e-3))
     assert not compile(drive, n_steps=10).layer_major
+
+
+def gated(rng: np.random.Generator, *, kind: str) -> SpikingNetwork:
+    """IF populations whose values are all dyadic (max-pool-gate-like: fan-in <= 3, weights in
+    {±1, ±0.5, 0.25}, thresholds 1 and 0.75, start 0.5, reset by subtraction or to -0.25, a
+    step drive of 0.25, delays of 0-2 steps) between float populations."""
+    from spikebridge.snn.network import Population
+
+    n_in, n_a, n_g, n_h, n_out = 5, 40, 20, 10, 3
+
+    def gather(name, pre, post, n_pre, n_post, fan, delay=0.0):
+        rows = np.repeat(np.arange(n_post), fan)
+        cols = np.concatenate([rng.choice(n_pre, fan, replace=False) for _ in range(n_post)])
+        w = rng.choice([-1.0, -0.5, 0.25, 0.5, 1.0], size=rows.size, p=[0.15, 0.1, 0.25, 0.2, 0.3])
+        return Projection(name=name, pre=pre, post=post, pre_index=cols, post_index=rows, weight=w, delay=delay)
+
+    pops = [
+        Population(name="input", n=n_in, model="input", role="input"),
+        Population(name="a", n=n_a, model="if", v_init=0.5, bias=rng.normal(0, 20, n_a)),
+        Population(name="g", n=n_g, model="if", v_init=0.5, threshold=np.where(np.arange(n_g) % 2, 1.0, 0.75)),
+        Population(name="h", n=n_h, model="if", v_init=0.5, bias=250.0, reset="value", v_reset=-0.25),
+        Population(name="out", n=n_out, model="integrator", role="output"),
+    ]
+    w_in = rng.normal(0.3, 0.6, size=(n_a, n_in))
+    projs = [
+        Projection.from_dense(w_in, name="in_a", pre="input", post="a", delay=0.0),
+        gather("a_g", "a", "g", n_a, n_g, 3),
+        gather("g_h", "g", "h", n_g, n_h, 2).replace(delay=rng.integers(0, 3, size=2 * n_h) * 1e-3),
+        gather("a_h", "a", "h", n_a, n_h, 1),
+        Projection.from_dense(rng.normal(0.2, 0.5, size=(n_out, n_h)), name="h_out", pre="h", post="out", delay=0.0),
+    ]
+    return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=0,
+                          encoding={"kind": kind, "scale": 1.0, "max_rate": 500.0})
+
+
+@pytest.mark.parametrize("kind", ["current", "regular"])
+def test_integer_populations_are_exact(rng, monkeypatch, kind):
+    from spikebridge.engines.tensor.arrays import NumpyArrays
+    from spikebridge.engines.tensor.engine import TensorProgram
+
+    monkeypatch.setattr(layered, "BLOCK_STEPS", 7)
+    # "a" (plain IF, only a constant drive with current input) scans only its neurons that can fire
+    monkeypatch.setattr(layered, "_PACK_BELOW", 1.01)
+    scans = []
+    real_scan = layered.LayerMajor._if_scan
+    monkeypatch.setattr(layered.LayerMajor, "_if_scan", staticmethod(lambda v, *a: scans.append(v.shape) or real_scan(v, *a)))
+    net = gated(rng, kind=kind)
+    program = TensorProgram(compile(net, n_steps=60), NumpyArrays())
+    ints = program._layered.ints
+    assert set(ints) == {"g", "h"}  # "a" has a float bias, "out" is an integrator
+    assert ints["g"].scale == 4 and ints["h"].scale == 4  # quarters (0.25, 0.75, -0.25) set the scales
+    assert layered.LayerMajor._int_dtype(ints["h"], 60) is np.int16
+    assert layered.LayerMajor._int_dtype(ints["h"], 10**5) is np.int32
+    x = rng.uniform(0, 1, size=(4, 5))
+    step, layer = _both(net, x, 60, monkeypatch, seed=4)
+    _assert_identical(step, layer, min_spikes=500)
+    assert layer.counts["g"].sum() > 50 and layer.counts["h"].sum() > 50
+    packed = [shape for shape in scans if len(shape) == 1]
+    if kind == "current":  # some of "a"'s 4 x 40 neurons have a drive <= 0: left out of the scan
+        assert packed and all(0 < shape[0] < 4 * 40 for shape in packed)
+        assert (layer.counts["a"] == 0).any()
+    else:  # driven by spikes of the input population: every neuron is scanned
+        assert not packed
+    monkeypatch.setattr(layered, "INTEGER_GATES", False)
+    _assert_identical(simulate(net, x, SimulationConfig(n_steps=60, engine="tensor", record=("all",), seed=4)), layer, 500)
+    ref = simulate_reference(net, x, 60, seed=4, record=("all",))
+    _assert_identical(ref, layer, min_spikes=500)

@@ -370,9 +370,25 @@ def test_gather_and_event_matrices_give_identical_sums():
     gather = xp.matrix(m)
     assert gather[0] == "gather"
     x = r.random((17, n_pre)) < 0.3
-    events = xp.matmul(("sparse", sp.csr_matrix(m.T)), x)
+    xp.pull_above = 2.0  # events (a sparse-sparse product) at any density
+    events = xp.matmul(("sparse", (sp.csr_matrix(m.T), m)), x)
     np.testing.assert_array_equal(xp.matmul(gather, x), events)
     np.testing.assert_array_equal(events, (m @ x.T.astype(np.float64)).T)  # the reference's product
+    # fan-in 40 with weights over six orders of magnitude: pulling (m @ spikesᵀ in row chunks) and
+    # pushing events sum in the same pre-index order, at densities on both sides of the crossover
+    pre = np.concatenate([r.permutation(n_pre)[:40] for _ in range(n_post)])
+    post = np.repeat(np.arange(n_post), 40)
+    wide = sp.csr_matrix((r.normal(size=pre.size) * 1e3 ** r.random(pre.size), (post, pre)), shape=(n_post, n_pre))
+    wide.sum_duplicates()
+    prepared = xp.matrix(wide)
+    assert prepared[0] == "sparse"
+    for density in (0.05, 0.3, 0.8):
+        x = r.random((150, n_pre)) < density
+        xp.pull_above = 2.0
+        events = xp.matmul(prepared, x)
+        xp.pull_above = 0.0
+        np.testing.assert_array_equal(xp.matmul(prepared, x), events)
+    assert NumpyArrays.pull_above == 0.12
 
 
 @pytest.mark.parametrize("device", DEVICES)

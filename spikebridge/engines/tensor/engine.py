@@ -41,7 +41,8 @@ from ...snn.network import Population
 from ...store.record import SpikeRecord
 from ..plan import InputPlan, Plan, draw_poisson
 from ..reference import _exact_cuba, _exact_lif, spike_trains
-from .arrays import Arrays
+from ...errors import ValidationError
+from .arrays import Arrays, Float32Arrays
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class TensorProgram:
 
     def __init__(self, plan: Plan, arrays: Arrays) -> None:
         snn, dt = plan.snn, plan.dt
+        if plan.precision == "float32":
+            if arrays.name != "numpy":  # SimulationConfig refuses it; programs built by hand too
+                raise ValidationError(f"SimulationConfig.precision: 'float32' runs on numpy only, not {arrays.name}", attr="precision")
+            arrays = Float32Arrays()
         self.plan, self.snn, self.dt, self.xp = plan, snn, dt, arrays
         self.names = list(plan.active)
         self.specs: dict[str, _PopSpec] = {}
@@ -136,7 +141,7 @@ class TensorProgram:
         # only targets of zero-delay links receive within the step (none when min_delay_steps=1)
         self.inbound = plan.inbound
         self._layered: Any = None
-        if plan.layer_major and arrays.name == "numpy":
+        if plan.layer_major and arrays.name in ("numpy", "numpy-float32"):
             from .layered import LayerMajor
 
             self._layered = LayerMajor(self)

@@ -25,7 +25,9 @@ extracted once per block and population (one ``flatnonzero`` over the
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,30 @@ from ..plan import InputPlan, draw_poisson
 _Program = Any
 _Link = Any
 
-__all__ = ["LayerMajor", "block_steps", "BLOCK_STEPS"]
+__all__ = ["LayerMajor", "block_steps", "BLOCK_STEPS", "PHASES"]
+
+#: per-phase seconds of the layer-major runs, keyed ``(population, phase)`` with phase one of
+#: ``"products"`` (the block's synaptic input), ``"scan"`` (neuron update, arrivals, threshold,
+#: reset) and ``"bookkeeping"`` (counts, output counts, recorded bits); None (the default)
+#: measures nothing.  ``benchmarks/bench_engine.py --phases`` sets it to a dict and prints it.
+PHASES: dict[tuple[str, str], float] | None = None
+
+#: run populations whose values are all dyadic (max-pool gates: weights ±1, threshold 1, start
+#: 0.5) in 16- or 32-bit integers, exactly (:class:`_IntPop`); False keeps them in float64
+#: (benchmarks compare the two in one run)
+INTEGER_GATES = True
+
+#: run plain IF populations with the fused scan :meth:`LayerMajor._if_scan` (same operations, fewer
+#: temporaries); False uses the generic per-step code (benchmarks compare the two)
+FUSED_IF = True
+
+#: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
+INT8_ARRIVALS = True
+
+#: scan only the neurons of a constantly driven plain IF population that can fire (see
+#: ``packed`` in :meth:`LayerMajor.run`), when they are fewer than _PACK_BELOW of it
+SKIP_SILENT = True
+_PACK_BELOW = 0.8
 
 #: steps per block (all steps of a population's block form one batched product); the memory
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them
@@ -55,8 +80,51 @@ def block_steps(n_steps: int) -> int:
     return max(1, min(BLOCK_STEPS, 255, int(n_steps)))
 
 
+# scales 2**e tried for integer populations; bytes of one integer gather chunk (kept in cache)
+_MAX_SCALE_EXP = 16
+_INT_CHUNK = 1 << 18
+
+
+def _dyadic_scale(values: list[Any]) -> int | None:
+    """Smallest ``s = 2**e`` (e <= 16) making every value times ``s`` an integer, None if there is none.
+
+    Multiplying by a power of two is exact in binary floating point, so the test is exact.
+    """
+    arrs = [np.asarray(v, dtype=np.float64) for v in values]
+    if not all(np.all(np.isfinite(a)) for a in arrs):
+        return None
+    for e in range(_MAX_SCALE_EXP + 1):
+        s = float(2**e)
+        if all(np.array_equal(np.floor(a * s), a * s) for a in arrs):
+            return 2**e
+    return None
+
+
+@dataclass
+class _IntPop:
+    """An IF population whose every value is an integer multiple of ``1 / scale`` (max-pool gates).
+
+    Its potential, threshold, reset value, step drive and every incoming weight times ``scale``
+    are integers (``_dyadic_scale``), and its inputs are gathers (fan-in <= 8, explicit synapses),
+    so float64 arithmetic on it is exact (no sum or difference of two such numbers below 2**53
+    rounds) and the same run in integers, ``v_int = scale * v``, gives the same potentials and
+    spikes in any summation order, with 2-byte integers in place of 8-byte floats.
+    """
+
+    scale: int
+    theta: Any  # int or (n,) int64
+    v0: Any
+    drive: int  # scale * dt * bias, the step's increment (scalar bias only)
+    reset: str
+    v_reset: int
+    links: list[tuple[str, int, NDArray[np.intp], NDArray[np.int64]]]  # (pre, delay, idx (F, n), w (F, n))
+    per_step: int  # bound of |change of v_int| per step: max over neurons of Σ|w| + |drive|
+    fan_in_sum: int  # max over neurons of Σ|w| (bound of a step's summed arrivals)
+    static: int  # max |v0|, |theta|, |v_reset|
+
+
 class LayerMajor:
-    """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays only)."""
+    """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays, float64 or float32)."""
 
     def __init__(self, program: _Program) -> None:
         self.p = program
@@ -95,6 +163,88 @@ class LayerMajor:
                 self.same[post].append((target, [(e[0], e[2]) for e in now]))
         # steps of spike history a population keeps before its block (its longest outgoing delay)
         self.depth = {n: max((link.steps for link in program.links[n]), default=0) for n in names}
+        # plain IF populations (every input onto v, reset by subtraction of a finite scalar threshold
+        # >= 0, no refractoriness): their blocks run in _if_scan
+        self.plain_if = {
+            n for n in names
+            if (sp := program.specs[n]).thresholded and not sp.is_input and sp.pop.model == "if" and sp.pop.reset == "subtract"
+            and not sp.ref_steps and sp.pop.burst <= 1 and isinstance(sp.theta, float) and math.isfinite(sp.theta) and sp.theta >= 0.0
+            and n not in program.plan.floors and not sp.pop.params.get("poisson_n")
+            and all(t == "v" for post, t in program.targets if post == n)
+        }
+        # populations run in integers (exact; see _IntPop); INTEGER_GATES = False turns this off
+        self.ints: dict[str, _IntPop] = {}
+        folded_posts = {program.snn.projections[f].post for f in program.plan.folded}
+        for name in names:
+            ip = self._int_pop(name, folded_posts)
+            if ip is not None:
+                self.ints[name] = ip
+
+    def _int_pop(self, name: str, folded_posts: set[str]) -> _IntPop | None:
+        """The integer form of population ``name``, or None when its values are not all dyadic."""
+        p = self.p
+        spec = p.specs[name]
+        pop = spec.pop
+        if (spec.is_input or not spec.thresholded or pop.model != "if" or spec.ref_steps or pop.burst > 1
+                or pop.reset not in ("subtract", "zero", "value") or name in folded_posts or np.ndim(pop.bias)
+                or name in p.plan.floors or pop.params.get("poisson_n")):
+            return None
+        links = [(pre, link) for pre in p.names for link in p.links[pre] if link.post == name]
+        if not links or any(link.target != "v" or link.kernel is not None or link.prepared[0] != "gather" for _, link in links):
+            return None
+        drive = p.dt * float(pop.bias)  # the step-major engine's step_drive (dt * drive), as it computes it
+        v_reset = float(pop.v_reset) if pop.reset == "value" else 0.0
+        values = [pop.threshold, pop.v_init, drive, v_reset] + [link.prepared[1][1] for _, link in links]
+        scale = _dyadic_scale(values)
+        if scale is None:
+            return None
+        theta = np.asarray(pop.threshold, dtype=np.float64) * scale
+        v0 = np.broadcast_to(np.asarray(pop.v_init, dtype=np.float64) * scale, (pop.n,))
+        ilinks = [(pre, link.steps, link.prepared[1][0], (link.prepared[1][1] * scale).astype(np.int64)) for pre, link in links]
+        fan = sum((np.abs(w).sum(axis=0) for _, _, _, w in ilinks), np.zeros(pop.n, dtype=np.int64))
+        return _IntPop(
+            scale=scale, theta=int(theta) if theta.ndim == 0 else theta.astype(np.int64), v0=v0.astype(np.int64),
+            drive=int(drive * scale), reset=pop.reset, v_reset=int(v_reset * scale), links=ilinks,
+            per_step=int(fan.max()) + abs(int(drive * scale)),
+            fan_in_sum=int(fan.max()),
+            static=int(max(np.abs(theta).max(), np.abs(v0).max(), abs(v_reset * scale))),
+        )
+
+    @staticmethod
+    def _int_dtype(ip: _IntPop, n_steps: int) -> Any:
+        """int16 or int32 when ``|v_int|`` provably stays in range for ``n_steps`` steps, else None.
+
+        Thresholds are > 0 (``Population`` checks it), so a reset by subtraction only lowers a
+        potential at or above threshold, to >= 0: ``|v_int|`` stays within ``max|v0, θ, v_reset|``
+        plus ``n_steps`` steps of at most ``per_step`` each.
+        """
+        bound = 2 * ip.static + n_steps * ip.per_step
+        return np.int16 if bound < 2**15 - 1 else np.int32 if bound < 2**31 - 1 else None
+
+    def _int_arrivals(self, ip: _IntPop, hist: dict[str, NDArray[np.bool_]], tb: int, n_b: int, dtype: Any) -> Any:
+        """Summed integer arrivals of one block, (tb, n_b, n), or None when every pre block is silent.
+
+        Sums of integers are exact: links and slots are added in any order.
+        """
+        acc: Any = None
+        for pre, steps, idx, w in ip.links:
+            d0 = self.depth[pre] - steps
+            x = hist[pre][d0 : d0 + tb].reshape(tb * n_b, -1)
+            if not x.any():
+                continue
+            n = idx.shape[1]
+            if acc is None:
+                acc = np.zeros((tb * n_b, n), dtype=dtype)
+            wd = [dtype(w[f, 0]) if np.all(w[f] == w[f, 0]) else w[f].astype(dtype) for f in range(idx.shape[0])]  # scalars where uniform
+            rows = max(8, _INT_CHUNK // (2 * n))
+            tmp = np.empty((min(rows, x.shape[0]), n), dtype=bool)
+            for r0 in range(0, x.shape[0], rows):
+                xs, a = x[r0 : r0 + rows], acc[r0 : r0 + rows]
+                t = tmp[: xs.shape[0]]
+                for f in range(idx.shape[0]):
+                    np.take(xs, idx[f], axis=1, out=t)
+                    a += t * wd[f]
+        return None if acc is None else acc.reshape(tb, n_b, -1)
 
     def _apply_rows(self, link: _Link, x: NDArray[np.bool_]) -> NDArray[np.float64]:
         """``link`` applied to every row of ``x`` (rows × n_pre), convolutions in row chunks."""
@@ -104,10 +254,7 @@ class LayerMajor:
             n_post = link.prepared[1][0].shape[1]
             rows = max(8, _GATHER_CHUNK // (8 * n_post))
             if x.shape[0] > rows:
-                out = np.empty((x.shape[0], n_post))
-                for r0 in range(0, x.shape[0], rows):
-                    out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
-                return out
+                return self._in_chunks(link, x, rows, n_post)
         if op is None or op.groups != 1:
             return np.asarray(self.p._apply(link, x))
         oh, ow = op.out_hw
@@ -116,8 +263,14 @@ class LayerMajor:
         rows = max(1, _CONV_WORKSPACE // max(per_row, 1))
         if x.shape[0] <= rows:
             return np.asarray(self.p._apply(link, x))
-        out = np.empty((x.shape[0], op.n_post))
-        for r0 in range(0, x.shape[0], rows):
+        return self._in_chunks(link, x, rows, op.n_post)
+
+    def _in_chunks(self, link: _Link, x: NDArray[np.bool_], rows: int, n_post: int) -> NDArray[np.float64]:
+        """``link`` applied to ``x`` in chunks of ``rows`` rows (the output in the arrays' float type)."""
+        first = np.asarray(self.p._apply(link, x[:rows]))
+        out = np.empty((x.shape[0], n_post), dtype=first.dtype)
+        out[:rows] = first
+        for r0 in range(rows, x.shape[0], rows):
             out[r0 : r0 + rows] = self.p._apply(link, x[r0 : r0 + rows])
         return out
 
@@ -161,11 +314,34 @@ class LayerMajor:
         rec = {name: np.zeros((n_b, n_steps, (p.specs[name].pop.n + 7) // 8), dtype=np.uint8) for name in record if name in state}
         raster = plan.raster
         rates = None if plan.rates is None else np.asarray(plan.rates, dtype=np.float64)
+        # integer populations of this run (an input current or too long a run keeps the float path)
+        ints: dict[str, tuple[_IntPop, Any, Any]] = {}
+        if INTEGER_GATES:
+            for name, ip in self.ints.items():
+                dtype = self._int_dtype(ip, n_steps)
+                if dtype is not None and name not in plan.currents:
+                    ints[name] = (ip, dtype, np.repeat(ip.v0[None].astype(dtype), n_b, axis=0))
+        # plain IF populations driven only by a constant drive (no simulated input): neurons whose
+        # step drive is <= 0 and start below threshold never fire (v never grows), so the scan runs
+        # on the others only, packed: (live flat indices, packed v, packed drive)
+        packed: dict[str, tuple[NDArray[np.intp], Any, Any]] = {}
+        if FUSED_IF and SKIP_SILENT:
+            for name in self.plain_if:
+                st = state[name]
+                if self.delayed[name] or self.same[name] or name == out or not isinstance(st.v, np.ndarray):
+                    continue
+                sd = np.broadcast_to(np.asarray(st.step_drive, dtype=st.v.dtype), st.v.shape)
+                live = np.flatnonzero(~((sd <= 0.0) & (st.v < p.specs[name].theta)))
+                if live.size < _PACK_BELOW * st.v.size:
+                    packed[name] = (live, st.v.ravel()[live], np.ascontiguousarray(sd.ravel()[live]))
+        phases = PHASES
+        clock = time.thread_time  # CPU time of this thread: phases of concurrent batch parts add up
         for t0 in range(0, n_steps, b_steps):
             tb = min(b_steps, n_steps - t0)
             for name in self.topo:
                 st, spec, depth = state[name], p.specs[name], self.depth[name]
                 h = hist[name]
+                c0 = c1 = clock() if phases is not None else 0.0
                 if spec.is_input:
                     if plan.kind == "spikes":
                         h[depth : depth + tb] = False
@@ -178,9 +354,47 @@ class LayerMajor:
                             spk = st.v >= 1.0
                             st.v -= spk.astype(np.float64)
                             h[depth + i] = spk
+                elif name in ints:
+                    ip, dtype, v = ints[name]
+                    # a step's arrivals fit in int8 when Σ|w·s| does: half the traffic of int16
+                    acc = self._int_arrivals(ip, hist, tb, n_b, np.int8 if INT8_ARRIVALS and ip.fan_in_sum <= 127 else dtype)
+                    if phases is not None:
+                        c1 = clock()
+                    reset_by = dtype(ip.theta) if isinstance(ip.theta, int) else ip.theta.astype(dtype)
+                    for i in range(tb):
+                        if ip.drive:
+                            v += dtype(ip.drive)
+                        if acc is not None:
+                            v += acc[i]
+                        spk = h[depth + i]
+                        np.greater_equal(v, ip.theta, out=spk)
+                        if ip.reset == "subtract":
+                            v -= spk * reset_by  # bool times an integer: that integer's type
+                        else:
+                            np.putmask(v, spk, ip.v_reset)
+                        if name == out:
+                            out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
+                elif name in packed:
+                    live, v_live, sd_live = packed[name]
+                    if phases is not None:
+                        c1 = clock()
+                    spk_live = np.empty((tb, live.size), dtype=bool)
+                    self._if_scan(v_live, sd_live, spec.theta, [], spk_live, None)
+                    block = h[depth : depth + tb].reshape(tb, -1)
+                    block[...] = False
+                    block[:, live] = spk_live
+                elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype in (np.float64, np.float32):
+                    arrivals = [arr for _, arr in self._arrivals(self.delayed[name], hist, tb, n_b)]
+                    arrivals += [arr for _, arr in self._arrivals(self.same[name], hist, tb, n_b)]
+                    if phases is not None:
+                        c1 = clock()
+                    self._if_scan(st.v, st.step_drive, spec.theta, arrivals, h[depth : depth + tb],
+                                  out_pot_t[t0 : t0 + tb] if name == out else None)
                 else:
                     late = self._arrivals(self.delayed[name], hist, tb, n_b)
                     now = self._arrivals(self.same[name], hist, tb, n_b)
+                    if phases is not None:
+                        c1 = clock()
                     for i in range(tb):
                         k = t0 + i
                         p._update(spec, st, k)
@@ -194,6 +408,7 @@ class LayerMajor:
                             out_pot_t[k] = st.v
                     if not spec.thresholded:
                         h[depth : depth + tb] = False
+                c2 = clock() if phases is not None else 0.0
                 block = h[depth : depth + tb]
                 if st.counts is not None:
                     # bool as uint8 summed in uint8 (a block is at most 255 steps): 4x faster than int64
@@ -204,6 +419,10 @@ class LayerMajor:
                     running_out = out_counts_t[t0 + tb - 1].copy()
                 if name in rec:
                     rec[name][:, t0 : t0 + tb] = np.packbits(block, axis=-1).transpose(1, 0, 2)
+                if phases is not None:
+                    c3 = clock()
+                    for phase, sec in (("products", c1 - c0), ("scan", c2 - c1), ("bookkeeping", c3 - c2)):
+                        phases[name, phase] = phases.get((name, phase), 0.0) + sec
             for name in self.topo:  # keep the last ``depth`` steps of history for delayed links
                 d = self.depth[name]
                 if d and tb == b_steps:
@@ -223,13 +442,35 @@ class LayerMajor:
             readout=dict(snn.readout),
             meta={
                 "seed": seed,
-                "target": "tensor-numpy",
+                "target": f"tensor-{p.xp.name}",
                 "engine": "tensor",
                 "schedule": "layer-major",
                 "batch_size": n_b,
                 "timings": {"build_s": 0.0, "run_s": t1 - t_start, "collect_s": time.perf_counter() - t1},
             },
         )
+
+    @staticmethod
+    def _if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
+                 spikes: NDArray[np.bool_], pot: NDArray[np.float64] | None) -> None:
+        """A block of a plain IF population (reset by subtraction, no refractoriness), in place.
+
+        The operations of :meth:`TensorProgram._update`, :meth:`_add` and :meth:`TensorProgram._fire`
+        in their order (``v += dt·drive``; ``v += arrival`` per link group; ``v >= θ``;
+        ``v -= spikes·θ``) with preallocated outputs: the same floats, fewer temporaries.
+        """
+        add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)  # v + 0.0 is v: skipped
+        tmp = np.empty_like(v)
+        for i in range(spikes.shape[0]):
+            if add_drive:
+                v += step_drive
+            for arr in arrivals:
+                v += arr[i]
+            spk = spikes[i]
+            np.greater_equal(v, theta, out=spk)
+            v -= np.multiply(spk, theta, out=tmp)
+            if pot is not None:
+                pot[i] = v
 
     @staticmethod
     def _add(st: Any, target: str, arrived: NDArray[np.float64]) -> None:
