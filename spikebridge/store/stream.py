@@ -61,6 +61,9 @@ AUTO_ACTIVATIONS_BYTES = 256e6
 
 #: simulation-config keys that do not change the spikes, so they may differ on resume
 _RESUME_FREE = ("progress", "build_dir", "max_memory", "target", "workers", "scheduler")
+# SimulationConfig fields added after stores were first written: a store that predates one ran
+# with its default, so resuming it with that default is the same run
+_ADDED_LATER = {"precision": "float64"}
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -186,7 +189,8 @@ def _check_resume(store: SpikeStore, expected: Mapping[str, Any], labels: NDArra
             problems.append(f"{key} differs (the {what} are not those of the stored run: {state})")
             continue
         if key == "simulation":
-            got = {k: v for k, v in (got or {}).items() if k not in _RESUME_FREE}
+            got = {**_ADDED_LATER, **(got or {})}
+            got = {k: v for k, v in got.items() if k not in _RESUME_FREE and (k in want or k not in _ADDED_LATER)}
         if got != want:
             if isinstance(want, dict) and isinstance(got, dict):
                 diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))

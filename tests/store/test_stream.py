@@ -406,3 +406,19 @@ def test_cli_compression_flag(tmp_path):
     with h5py.File(store, "r") as f:
         assert f.attrs["format_version"] == 2 and f["output/counts_t"].compression is None
         assert f["progress"].attrs["n_done"] == 8
+
+
+def test_resume_of_a_store_that_predates_the_precision_setting():
+    """A store written before SimulationConfig.precision existed ran in float64: resuming it in
+    float64 is the same run, in float32 it is not."""
+    from types import SimpleNamespace
+
+    from spikebridge.store.stream import _check_resume, _sim_dict
+
+    now = _sim_dict(CFG)
+    assert now["precision"] == "float64"
+    old = SimpleNamespace(path="old.h5", attrs={"simulation": {k: v for k, v in now.items() if k != "precision"}})
+    _check_resume(old, {"simulation": now})  # no error
+    f32 = {**now, "precision": "float32"}
+    with pytest.raises(ValidationError, match=r"simulation differs \(precision: stored 'float64', now 'float32'\)"):
+        _check_resume(old, {"simulation": f32})
