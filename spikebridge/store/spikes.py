@@ -119,8 +119,9 @@ FILTERS: dict[str, dict[str, Any]] = {"gzip": _GZIP, "lzf": {"compression": "lzf
 DEFAULT_COMPRESSION = "lzf"
 #: a population is stored as a packed raster when its first batch has at least this share of
 #: (sample, step, neuron) slots spiking: events take 8 bytes per spike (before compression),
-#: a raster 1/8 byte per slot, and packing is cheaper than compressing indices
-BITS_DENSITY = 1 / 32
+#: a raster 1/8 byte per slot, so at 1/64 they are the same size, and a raster needs no decoding
+#: when the engine hands its spikes on packed (the tensor engine does)
+BITS_DENSITY = 1 / 64
 _CHUNK_BYTES = 1 << 20
 #: free bytes kept beyond a batch's estimated size: HDF5 metadata (chunk indexes, object headers,
 #: superblock) written with the batch and when the file is closed
@@ -189,7 +190,7 @@ def batch_bytes_bound(
         base = 0
         if file is not None and start and f"{key}/index" in file and file[f"{key}/index"].shape[0] >= start:
             base = int(file[f"{key}/index"][start - 1])
-        m = int(np.size(st.neuron))
+        m = st.n_spikes  # not .neuron: that would decode packed trains just to count them
         total += 2 * _chunk_span_bytes(base, m, chunk_of(f"{key}/neuron", _SPIKE_CHUNK), 4)
         total += _chunk_span_bytes(start, n, chunk_of(f"{key}/index", _INDEX_CHUNK), 8)
     for name, c in record.counts.items():

@@ -183,3 +183,33 @@ def test_integer_populations_are_exact(rng, monkeypatch, kind):
     _assert_identical(simulate(net, x, SimulationConfig(n_steps=60, engine="tensor", record=("all",), seed=4)), layer, 500)
     ref = simulate_reference(net, x, 60, seed=4, record=("all",))
     _assert_identical(ref, layer, min_spikes=500)
+
+
+def test_recorded_spikes_reach_the_store_packed_without_decoding(rng, monkeypatch, tmp_path):
+    """Layer-major runs hand recorded spikes on as packed rasters; `simulate -o` stores dense
+    populations as rasters without building index arrays, and reads back the step-major spikes."""
+    import spikebridge.store.record as record_mod
+    import spikebridge.store.spikes as spikes_mod
+    from spikebridge.run.store import simulate_to_store
+    from spikebridge.store.spikes import SpikeStore
+
+    net = feed_forward(rng, kind="current")
+    x = rng.uniform(0, 1, size=(3, 5))
+    step, layer = _both(net, x, 50, monkeypatch)
+    assert all(st.packed is not None and "sample" not in st.__dict__ for st in layer.spikes.values())
+
+    def no_decoding(*a, **k):
+        raise AssertionError("packed spikes were decoded on the way to the store")
+
+    cfg = SimulationConfig(n_steps=50, engine="tensor", device="cpu", record=("all",))
+    with monkeypatch.context() as m:
+        m.setattr(record_mod, "unpack_spikes", no_decoding)
+        m.setattr(spikes_mod, "BITS_DENSITY", 0.0)  # every population dense enough for a raster
+        simulate_to_store(net, x, tmp_path / "run.h5", cfg, return_record=False)
+    with SpikeStore(tmp_path / "run.h5") as st:
+        assert all("bits" in st.file["populations"][name] for name in st)
+        for name in step.spikes:
+            got = st.read_spikes(name, 0, 3)
+            for key in ("sample", "neuron", "step"):
+                np.testing.assert_array_equal(getattr(got, key), getattr(step.spikes[name], key), err_msg=name)
+    assert sum(int(c.sum()) for c in step.counts.values()) >= 300

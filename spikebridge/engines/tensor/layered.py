@@ -64,6 +64,10 @@ INT8_ARRIVALS = True
 #: scan only the neurons of a constantly driven plain IF population that can fire (see
 #: ``packed`` in :meth:`LayerMajor.run`), when they are fewer than _PACK_BELOW of it
 SKIP_SILENT = True
+
+#: hand recorded spikes on as packed rasters (:meth:`SpikeTrains.from_packed`, decoded on first
+#: read); False decodes them into index arrays at the end of each batch (benchmarks compare the two)
+PACKED_TRAINS = True
 _PACK_BELOW = 0.8
 
 #: steps per block (all steps of a population's block form one batched product); the memory
@@ -492,6 +496,10 @@ class LayerMajor:
         z = np.zeros(0, np.int32)
         if bits is None:
             return SpikeTrains._from_sorted(n, n_b, dt, z, z, z)
+        if PACKED_TRAINS:
+            # handed on as the raster: the store keeps dense populations packed, and the index
+            # arrays are built only if someone reads them
+            return SpikeTrains.from_packed(bits, n, dt)
         n_steps = bits.shape[1]
         sample, step, neuron = (np.empty(total, dtype=np.int32) for _ in range(3))
         chunk = max(1, (1 << 24) // max(1, n_steps * n))  # unpacked bools per chunk: about 16 MB
