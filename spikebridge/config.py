@@ -226,7 +226,9 @@ class ConversionConfig(_Config):
         count minus the count of an exact quantiser of its ANN activation,
         ``clip(floor(T a/λ + v_init/θ), 0, T·burst)``) over the calibration runs,
         rounded to whole spikes, is removed by shifting its initial potential by
-        that many thresholds.
+        that many thresholds.  ``"offset_mean"``: the same with the mean offset
+        not rounded (a fractional shift of the initial potential, so a neuron
+        whose offset varies between inputs is corrected on average).
     calibrate_steps : int
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
@@ -260,6 +262,14 @@ class ConversionConfig(_Config):
         lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
         delivery (``delay=0``, no jitter), reset by subtraction, no refractory
         period and ``dale="none"``.
+    signed : bool
+        Signed neurons with memory (Wang et al. 2022; False = off): a hidden neuron that has
+        emitted more positive than negative spikes emits one negative spike (``v += θ``, each
+        synapse delivers ``-w``) in a step where its potential is below 0 after the threshold
+        test, so a neuron that fired early on input that later turned net-negative takes the
+        spike back; its net count then tracks ``floor(v_init/θ + Σ input/θ)``, the count of an
+        exact quantiser of its total input.  Same conditions as ``burst`` (same-step
+        delivery, reset by subtraction, no refractory period, ``dale="none"``).
     steps_per_element : int
         Recurrent (sequence) models only: time steps ``K`` per sequence element.  Element
         ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent
@@ -295,6 +305,7 @@ class ConversionConfig(_Config):
     seed: int = 0
     bias_onset: str = "arrival"
     burst: int = 1
+    signed: bool = False
     steps_per_element: int = 32
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
@@ -320,7 +331,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
-        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset", "offset_mean"))
         for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -347,6 +358,18 @@ class ConversionConfig(_Config):
                 if bad:
                     raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
                                           attr="burst", obj=self)
+        if not isinstance(self.signed, bool):
+            raise ValidationError(f"ConversionConfig.signed: must be a bool, got {self.signed!r}", attr="signed", obj=self)
+        if self.signed:
+            for bad, why in ((self.delay != 0, f"delay={self.delay!r} (needs 0, same-step delivery)"),
+                             (self.delay_jitter > 0, f"delay_jitter={self.delay_jitter!r} (needs 0)"),
+                             (self.reset != "subtract", f"reset={self.reset!r} (needs 'subtract')"),
+                             (self.refractory > 0, f"refractory={self.refractory!r} (needs 0)"),
+                             (self.neuron not in ("if", "lif"), f"neuron={self.neuron!r} (needs 'if' or 'lif')"),
+                             (self.dale != "none", f"dale={self.dale!r} (needs 'none')")):
+                if bad:
+                    raise ValidationError(f"ConversionConfig.signed: signed neurons cannot be used with {why}",
+                                          attr="signed", obj=self)
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements

@@ -392,6 +392,14 @@ def convert(
             if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.layer not in clip_levels
             else p
             for p in snn.populations.values()])
+    if cfg.signed:
+        # signed neurons with memory (Wang et al. 2022): every hidden IF/LIF population, clipped (QCFS) ones
+        # included (a negative spike only takes back an earlier one, so the count stays in 0 .. T·burst)
+        snn = snn.copy_with(populations=[
+            p.replace(params={**p.params, "signed": True})
+            if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.refractory == 0
+            else p
+            for p in snn.populations.values()])
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 

@@ -295,10 +295,14 @@ def simulate_reference(
             pop = st.pop
             for key in inbound[name]:
                 _arrive(st, key[1], buffers[key], slot)
-            if name != snn.input and pop.model in _THRESHOLDED and pop.burst > 1:
+            if name != snn.input and pop.model in _THRESHOLDED and pop.graded:
                 # burst spikes (Li & Zeng 2022): n = clip(floor(v/θ), 1, B) spikes where v >= θ
                 theta = pop.threshold
                 n_spk = np.where(st.v >= theta, np.clip(np.floor(st.v / theta), 1, pop.burst), 0.0)
+                if pop.signed:
+                    # signed neuron with memory (Wang et al. 2022): one negative spike where v < 0 after the
+                    # positive test and the neuron has a positive net count
+                    n_spk = np.where((n_spk == 0) & (st.v < 0) & (st.counts > 0), -1.0, n_spk)  # type: ignore[operator]
                 st.v = st.v - n_spk * np.asarray(theta)
                 st.spikes = n_spk.astype(np.int64)
             elif name != snn.input and pop.model in _THRESHOLDED:
@@ -321,6 +325,7 @@ def simulate_reference(
             if name in rec_set:
                 s_idx, n_idx = np.nonzero(spk)
                 if spk.dtype != np.bool_ and st.amplitude is None:  # a burst of n spikes: the step n times
+                    s_idx, n_idx = np.nonzero(spk > 0)  # a signed neuron's trains keep its positive spikes
                     reps = spk[s_idx, n_idx]
                     s_idx, n_idx = np.repeat(s_idx, reps), np.repeat(n_idx, reps)
                 st.rec.append((s_idx, n_idx, k))
@@ -328,11 +333,15 @@ def simulate_reference(
                 # a burst is delivered as the sum over j of the binary layers n >= j (engines agree bit for bit)
                 layers = ([spk.astype(np.float64) if st.amplitude is None else st.amplitude] if spk.dtype == np.bool_
                           else [(spk >= j).astype(np.float64) for j in range(1, int(spk.max()) + 1)])
+                neg = (spk < 0).astype(np.float64) if spk.dtype != np.bool_ and pop.signed and spk.min() < 0 else None
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
                         for sf in layers:
                             buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
+                        if neg is not None:
+                            # negative spikes: the product with the binary layer n == -1, subtracted
+                            buf[(k + d) % ring] -= _apply(m, neg, True)
         if out:
             st = state[out]
             if st.spikes is not None:
