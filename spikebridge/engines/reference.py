@@ -299,10 +299,14 @@ def simulate_reference(
                 # burst spikes (Li & Zeng 2022): n = clip(floor(v/θ), 1, B) spikes where v >= θ
                 theta = pop.threshold
                 n_spk = np.where(st.v >= theta, np.clip(np.floor(st.v / theta), 1, pop.burst), 0.0)
+                if pop.rate_cap:
+                    # a clipped population's bound: the net count never exceeds the steps so far
+                    n_spk = np.minimum(n_spk, k + 1 - st.counts)  # type: ignore[operator]
                 if pop.signed:
-                    # signed neuron with memory (Wang et al. 2022): one negative spike where v < 0 after the
-                    # positive test and the neuron has a positive net count
-                    n_spk = np.where((n_spk == 0) & (st.v < 0) & (st.counts > 0), -1.0, n_spk)  # type: ignore[operator]
+                    # signed neuron with memory (Wang et al. 2022): where v < 0 and the net count is positive,
+                    # n = -min(ceil(-v/θ), B, count) negative spikes
+                    neg = np.minimum(np.clip(np.ceil(-st.v / theta), 1, pop.burst), st.counts)  # type: ignore[operator]
+                    n_spk = np.where((st.v < 0) & (st.counts > 0), -neg, n_spk)  # type: ignore[operator]
                 st.v = st.v - n_spk * np.asarray(theta)
                 st.spikes = n_spk.astype(np.int64)
             elif name != snn.input and pop.model in _THRESHOLDED:
@@ -333,15 +337,16 @@ def simulate_reference(
                 # a burst is delivered as the sum over j of the binary layers n >= j (engines agree bit for bit)
                 layers = ([spk.astype(np.float64) if st.amplitude is None else st.amplitude] if spk.dtype == np.bool_
                           else [(spk >= j).astype(np.float64) for j in range(1, int(spk.max()) + 1)])
-                neg = (spk < 0).astype(np.float64) if spk.dtype != np.bool_ and pop.signed and spk.min() < 0 else None
+                # negative spikes: the binary layers n <= -j, subtracted
+                negs = ([(spk <= -j).astype(np.float64) for j in range(1, int(-spk.min()) + 1)]
+                        if spk.dtype != np.bool_ and pop.signed else [])
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
                         for sf in layers:
                             buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
-                        if neg is not None:
-                            # negative spikes: the product with the binary layer n == -1, subtracted
-                            buf[(k + d) % ring] -= _apply(m, neg, True)
+                        for sf in negs:
+                            buf[(k + d) % ring] -= _apply(m, sf, True)
         if out:
             st = state[out]
             if st.spikes is not None:

@@ -230,6 +230,13 @@ class Population:
                     f"{where}: signed spikes need model 'if' or 'lif' with reset 'subtract' and no refractory period "
                     f"(got model {self.model!r}, reset {self.reset!r}, refractory {self.refractory})", attr="params")
             object.__setattr__(self, "params", {**self.params, "signed": bool(sg)})
+        if "rate_cap" in self.params:
+            rc = self.params["rate_cap"]
+            if not isinstance(rc, (bool, np.bool_)):
+                raise ValidationError(f"{where}: params['rate_cap'] must be a bool, got {rc!r}", attr="params")
+            if rc and int(self.params.get("burst", 1)) < 2:
+                raise ValidationError(f"{where}: params['rate_cap'] needs burst spikes (params['burst'] >= 2)", attr="params")
+            object.__setattr__(self, "params", {**self.params, "rate_cap": bool(rc)})
 
     @property
     def burst(self) -> int:
@@ -240,6 +247,11 @@ class Population:
     def signed(self) -> bool:
         """True when the neuron also emits negative spikes (``params["signed"]``, signed neurons with memory)."""
         return bool(self.params.get("signed", False))
+
+    @property
+    def rate_cap(self) -> bool:
+        """True when the net count may never exceed the steps so far (``params["rate_cap"]``, capped bursts)."""
+        return bool(self.params.get("rate_cap", False))
 
     @property
     def graded(self) -> bool:

@@ -30,6 +30,7 @@ def _trio(signed: bool = True) -> SpikingNetwork:
         Population(name="e", n=1, model="if", v_init=0.5),
         Population(name="i", n=1, model="if", v_init=0.0),
         Population(name="a", n=1, model="if", v_init=0.5, params=params),
+        Population(name="c", n=1, model="if", v_init=0.5, params={"burst": 4, "rate_cap": True, **params}),
         Population(name="out", n=1, model="integrator", role="output"),
     ]
     projs = [
@@ -38,6 +39,7 @@ def _trio(signed: bool = True) -> SpikingNetwork:
         Projection(name="e_a", pre="e", post="a", pre_index=[0], post_index=[0], weight=[0.5], delay=0.0),
         Projection(name="i_a", pre="i", post="a", pre_index=[0], post_index=[0], weight=[-1.5], delay=0.0),
         Projection(name="a_out", pre="a", post="out", pre_index=[0], post_index=[0], weight=[1.0], delay=0.0),
+        Projection(name="i_c", pre="i", post="c", pre_index=[0], post_index=[0], weight=[4.5], delay=0.0),
     ]
     return SpikingNetwork(pops, projs, input="input", output="out", encoding={"kind": "current", "scale": 1.0},
                           min_delay_steps=0)
@@ -60,13 +62,17 @@ def test_hand_computed_signed_spikes(engine):
     assert rec.counts["a"].tolist() == [[1]]
     assert rec.spikes["a"].step.tolist() == [0, 2, 5]  # trains keep the positive spikes
     np.testing.assert_allclose(rec.output_potential_t[0, :, 0], [1, 1, 2, 1, 1, 2, 2, 1])
+    # c (burst 4, rate cap): 4 spikes at step 3 (v = 5 -> 1; the cap 4 also binds), 1 at 4 (cap 5), none until
+    # step 7: v = 4.5 -> min(4, 8 - 5) = 3 spikes: 8 = min(floor(0.5 + 2·4.5), 8), its clip at T = 8
+    assert rec.counts["c"].tolist() == [[8]]
+    assert rec.spikes["c"].step.tolist() == [3, 3, 3, 3, 4, 7, 7, 7]
     plain = _run(engine, _trio(signed=False), np.ones((1, 2)), 8)
     assert plain.counts["a"].tolist() == [[2]]
     np.testing.assert_allclose(plain.output_potential_t[0, -1, 0], 2.0)
 
 
 def _random_signed_net(rng: np.random.Generator) -> SpikingNetwork:
-    """A signed IF layer with biases, a signed LIF layer with bursts and per-neuron thresholds, a plain
+    """A signed IF layer with biases, a signed LIF layer with capped bursts and per-neuron thresholds, a plain
     layer and an integrator read-out; mixed-sign weights so negative spikes happen."""
     n_in, n_a, n_b, n_c, n_out = 6, 9, 7, 5, 3
     pops = [
@@ -74,7 +80,7 @@ def _random_signed_net(rng: np.random.Generator) -> SpikingNetwork:
         Population(name="a", n=n_a, model="if", v_init=rng.uniform(0, 0.5, n_a), bias=rng.normal(0, 200, n_a),
                    params={"signed": True}),
         Population(name="b", n=n_b, model="lif", tau_mem=0.02, threshold=rng.uniform(0.3, 0.8, n_b),
-                   params={"burst": 3, "signed": True}),
+                   params={"burst": 3, "signed": True, "rate_cap": True}),
         Population(name="c", n=n_c, model="if", v_init=0.5),
         Population(name="out", n=n_out, model="integrator", role="output"),
     ]

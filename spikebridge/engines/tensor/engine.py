@@ -304,9 +304,14 @@ class TensorProgram:
                 if spec.thresholded and not spec.is_input and spec.pop.graded:
                     # burst spikes: n = clip(floor(v/θ), 1, B) where v >= θ (the reference's arithmetic)
                     n_spk = xp.where(st.v >= spec.theta, xp.lib.clip(xp.lib.floor(st.v / spec.theta), 1, spec.pop.burst), 0.0)
+                    if spec.pop.rate_cap:
+                        # a clipped population's bound: the net count never exceeds the steps so far
+                        n_spk = xp.lib.minimum(n_spk, (k + 1 - st.counts).to(n_spk.dtype) if xp.name != "numpy" else k + 1 - st.counts)
                     if spec.pop.signed:
-                        # signed neuron with memory: n = -1 where v < 0 and the net count is positive
-                        n_spk = xp.where((n_spk == 0) & (st.v < 0) & (st.counts > 0), -1.0, n_spk)
+                        # signed neuron with memory: n = -min(ceil(-v/θ), B, count) where v < 0 and the count is positive
+                        cnt = st.counts.to(st.v.dtype) if xp.name != "numpy" else st.counts
+                        neg = xp.lib.minimum(xp.lib.clip(xp.lib.ceil(-st.v / spec.theta), 1, spec.pop.burst), cnt)
+                        n_spk = xp.where((st.v < 0) & (st.counts > 0), -neg, n_spk)
                     st.v = st.v - n_spk * spec.theta
                     st.spikes = n_spk.astype(np.int64) if xp.name == "numpy" else n_spk.to(xp.lib.int64)
                 elif spec.thresholded and not spec.is_input:
@@ -328,15 +333,15 @@ class TensorProgram:
                     st.rec.append((s_idx, n_idx, k))
                 # a burst of n spikes is delivered as the binary layers n >= 1, ..., n >= max n (as the reference)
                 layers = [spk >= j for j in range(1, int(spk.max()) + 1)] if burst else [spk]
-                # a signed neuron's negative spikes: the product with the binary layer n == -1, subtracted
-                neg = spk < 0 if burst and spec.pop.signed and int(spk.min()) < 0 else None
+                # a signed neuron's negative spikes: the products with the binary layers n <= -j, subtracted
+                negs = [spk <= -j for j in range(1, int(-spk.min()) + 1)] if burst and spec.pop.signed else []
                 for link in self.links[name]:
                     d_slot = (k + link.steps) % self.ring
                     buf = buffers[(link.post, link.target)]
                     for layer in layers:
                         # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
                         buf[d_slot] = self._apply(link, layer) if buf[d_slot] is None else buf[d_slot] + self._apply(link, layer)
-                    if neg is not None:
+                    for neg in negs:
                         buf[d_slot] = -self._apply(link, neg) if buf[d_slot] is None else buf[d_slot] - self._apply(link, neg)
             if out:
                 st = state[out]
