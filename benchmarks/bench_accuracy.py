@@ -112,7 +112,15 @@ LOW_LATENCY_METHODS: dict[str, ConversionConfig] = {
     # is not quantised) and offset calibration at T = L (calibrate_steps set to the model's L)
     "qcfs": ConversionConfig(avgpool="fold", output="potential", calibrate="offset", calibrate_steps=4,
                              calibrate_samples=128),
+    # the same with signed neurons (Wang et al. 2022) and unrounded offsets: over-firing taken back
+    "qcfs_signed": ConversionConfig(avgpool="fold", output="potential", calibrate="offset_mean", calibrate_steps=4,
+                                    calibrate_samples=128, signed=True),
+    # signed neurons with capped burst spikes: at T = L the SNN computes the quantised network exactly
+    "qcfs_signed_burst": ConversionConfig(avgpool="fold", output="potential", calibrate="offset_mean", calibrate_steps=4,
+                                          calibrate_samples=128, signed=True, burst=4),
 }
+#: the methods for QCFS-trained models only
+QCFS_METHODS = ("qcfs", "qcfs_signed", "qcfs_signed_burst")
 ALL_MODELS = ("digits_mlp", "digits_cnn", "mnist_lenet", "fmnist_vgg", "fmnist_resnet8", "mnist_lenet_qcfs",
               "fmnist_vgg_qcfs", "fmnist_resnet8_qcfs")
 
@@ -294,6 +302,24 @@ def quantised_accuracy(graph: Any, x: np.ndarray, y: np.ndarray) -> float | None
     return float(np.mean(acts[list(graph)[-1].name].reshape(len(x), -1).argmax(1) == y))
 
 
+def signed_events(rec: Any, names: list[str]) -> Any:
+    """``rec`` with the counts of signed populations ``names`` replaced by their events, positive plus negative.
+
+    A signed population's counts are net (positive minus negative spikes) and its recorded trains
+    hold the positive spikes, so its negative spikes are ``positive - net``; each one costs a
+    synaptic operation per outgoing synapse like a positive spike.
+    """
+    if not names:
+        return rec
+    counts = dict(rec.counts)
+    for name in names:
+        tr = rec.spikes[name]
+        pos = np.zeros_like(counts[name])
+        np.add.at(pos, (np.asarray(tr.sample, dtype=np.int64), np.asarray(tr.neuron, dtype=np.int64)), 1)
+        counts[name] = 2 * pos - counts[name]
+    return replace(rec, counts=counts)
+
+
 def iter_cases(names: list[str], n_test: int | None) -> Any:
     """``(name, graph, x_cal, x_test, y_test)`` for each model whose data is here (the first ``n_test`` test samples)."""
     for name in names:
@@ -323,7 +349,8 @@ def run_low_latency(args: argparse.Namespace) -> None:
         "mode": "low_latency", "engine": "tensor", "steps": steps, "machine": platform.platform(),
         "note": "2-core machine shared with other jobs (1-minute load recorded per row); wall times are indicative",
         "ops": "synops per sample = sum over projections of presynaptic spike counts x out-degree (each spike of a "
-               "burst counts as one); current-driven first-layer synapses are MACs; ann_macs = the ANN's MACs",
+               "burst counts as one, and so does each negative spike of a signed neuron); current-driven first-layer "
+               "synapses are MACs; ann_macs = the ANN's MACs",
         "methods": {k: {f: v for f, v in LOW_LATENCY_METHODS[k].to_dict().items() if v != ConversionConfig().to_dict()[f]}
                     for k in methods},
         "models": {}}
@@ -336,10 +363,10 @@ def run_low_latency(args: argparse.Namespace) -> None:
         if qcfs:
             entry["quantised_ann_accuracy"] = quantised_accuracy(g, x, y)
         for label in methods:
-            if label == "qcfs" and not qcfs:
+            if label in QCFS_METHODS and not qcfs:
                 continue
             cfg = LOW_LATENCY_METHODS[label]
-            if label == "qcfs":  # calibrate at T = L, where the SNN should reproduce the quantised network
+            if label in QCFS_METHODS:  # calibrate at T = L, where the SNN should reproduce the quantised network
                 cfg = replace(cfg, calibrate_steps=max(int(v) for v in g.metadata["qcfs_levels"].values()))
             t0 = time.perf_counter()
             snn = convert(g, cfg, calibration=x_cal)
@@ -354,9 +381,11 @@ def run_low_latency(args: argparse.Namespace) -> None:
             sim_s = time.perf_counter() - t0
             n_ops = min(args.ops_samples, len(x))
             synops = {}
+            signed = [p.name for p in snn.populations.values() if p.signed]
             for T in steps:
-                rec = simulate(snn, x[:n_ops], SimulationConfig(n_steps=T, engine="tensor", max_memory=4e9))
-                synops[str(T)] = operations(snn, rec, graph=g).snn_synops
+                rec = simulate(snn, x[:n_ops], SimulationConfig(n_steps=T, engine="tensor", max_memory=4e9,
+                                                                record=tuple(signed)))
+                synops[str(T)] = operations(snn, signed_events(rec, signed), graph=g).snn_synops
             row = {"accuracy": {str(T): hits[T] / len(x) for T in steps}, "synops_per_sample": synops,
                    "ops_samples": n_ops, "latency_steps": int(snn.readout["latency_steps"]),
                    "convert_s": round(convert_s, 1), "simulate_s": round(sim_s, 1),

@@ -268,8 +268,13 @@ class ConversionConfig(_Config):
         synapse delivers ``-w``) in a step where its potential is below 0 after the threshold
         test, so a neuron that fired early on input that later turned net-negative takes the
         spike back; its net count then tracks ``floor(v_init/θ + Σ input/θ)``, the count of an
-        exact quantiser of its total input.  Same conditions as ``burst`` (same-step
-        delivery, reset by subtraction, no refractory period, ``dale="none"``).
+        exact quantiser of its total input.  Negative spikes come in bursts too:
+        ``n = -min(ceil(-v/θ), burst, count)``.  With ``burst > 1`` the populations of
+        clipped ReLUs (QCFS layers) burst as well, capped so that a neuron's net count never
+        exceeds the steps so far (its clip level; ``params["rate_cap"]``): they catch up on
+        input that arrived late and take back what fired too early, so at ``T = L`` a QCFS
+        network's SNN computes its quantised ANN exactly.  Same conditions as ``burst``
+        (same-step delivery, reset by subtraction, no refractory period, ``dale="none"``).
     steps_per_element : int
         Recurrent (sequence) models only: time steps ``K`` per sequence element.  Element
         ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent

@@ -305,7 +305,7 @@ def simulate_reference(
                 if pop.signed:
                     # signed neuron with memory (Wang et al. 2022): where v < 0 and the net count is positive,
                     # n = -min(ceil(-v/θ), B, count) negative spikes
-                    neg = np.minimum(np.clip(np.ceil(-st.v / theta), 1, pop.burst), st.counts)  # type: ignore[operator]
+                    neg = np.minimum(np.clip(np.ceil(-st.v / theta), 1, pop.burst), st.counts)  # type: ignore[operator,arg-type]
                     n_spk = np.where((st.v < 0) & (st.counts > 0), -neg, n_spk)  # type: ignore[operator]
                 st.v = st.v - n_spk * np.asarray(theta)
                 st.spikes = n_spk.astype(np.int64)

@@ -53,9 +53,12 @@ pre-synaptic potential when the spike is delivered.
 Signed neurons with memory (Wang et al. 2022): ``params["signed"] = True`` (same neuron
 and delivery conditions as bursts) lets a neuron that has emitted more positive than negative spikes emit a
 negative spike where, after its positive threshold test, ``v < 0``: ``n = -1``, ``v += θ``, and
-each outgoing synapse delivers ``-w`` (the engines subtract the product with the binary layer
-``n == -1``).  Its spike counts are net counts (positive minus negative spikes), its recorded
-trains hold the positive spikes only.
+each outgoing synapse delivers ``-w`` (the engines subtract the products with the binary layers
+``n <= -j``); with ``params["burst"] = B`` negative spikes burst too,
+``n = -min(ceil(-v/θ), B, count)``.  Its spike counts are net counts (positive minus negative
+spikes), its recorded trains hold the positive spikes only.  ``params["rate_cap"] = True`` (burst
+populations) caps a burst so that the net count after step ``k`` never exceeds ``k + 1`` (a clipped
+ReLU's bound: one spike per step on average).
 """
 
 from __future__ import annotations
