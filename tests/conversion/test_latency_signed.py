@@ -155,6 +155,8 @@ def test_signed_network_file_round_trip_and_refusals(tmp_path):
     assert simulate_reference(back, np.ones((1, 2)), 8).counts["a"].tolist() == [[1]]
     with pytest.raises(ValidationError, match="signed spikes need model 'if' or 'lif' with reset 'subtract'"):
         Population(name="g", n=2, model="if", reset="zero", params={"signed": True})
+    with pytest.raises(ValidationError, match=r"params\['rate_cap'\] needs burst spikes"):
+        Population(name="g", n=2, model="if", params={"rate_cap": True})
     with pytest.raises(ValidationError, match=r"params\['signed'\] must be a bool"):
         Population(name="g", n=2, model="if", params={"signed": 1})
     with pytest.raises(ValidationError, match="'a_out' leaves signed population 'a' with a delay"):
