@@ -116,8 +116,8 @@ LOW_LATENCY_METHODS: dict[str, ConversionConfig] = {
     "qcfs_signed": ConversionConfig(avgpool="fold", output="potential", calibrate="offset_mean", calibrate_steps=4,
                                     calibrate_samples=128, signed=True),
     # signed neurons with capped burst spikes: at T = L the SNN computes the quantised network exactly
-    "qcfs_signed_burst": ConversionConfig(avgpool="fold", output="potential", calibrate="offset_mean", calibrate_steps=4,
-                                          calibrate_samples=128, signed=True, burst=4),
+    # (the low_latency_qcfs preset)
+    "qcfs_signed_burst": PRESETS["low_latency_qcfs"],
 }
 LOW_LATENCY_METHODS["qcfs_signed_burst_per_t"] = LOW_LATENCY_METHODS["qcfs_signed_burst"]
 #: the methods for QCFS-trained models only

@@ -406,6 +406,12 @@ PRESETS: dict[str, ConversionConfig] = {
     "low_latency_burst": ConversionConfig(percentile=90.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
                                           avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
                                           calibrate_samples=128),
+    # QCFS-trained networks (L = 4) at T <= 8: signed neurons with capped bursts (exact at T = L), a
+    # non-spiking read-out, unrounded offset calibration; set calibrate_steps to the T you will run
+    # (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_qcfs": ConversionConfig(v_init=0.5, maxpool="tree", scales="channel", delay=0.0, avgpool="fold",
+                                         output="potential", burst=4, signed=True, calibrate="offset_mean",
+                                         calibrate_steps=4, calibrate_samples=128),
 }
 
 

@@ -202,3 +202,35 @@ def test_converted_cnn_signed_and_offset_mean(digits):
     assert max(frac) > 0.01
     acc = {k: float(np.mean(simulate_reference(n, x, 4).predictions() == y)) for k, n in (("plain", plain), ("mean", mean))}
     assert acc["mean"] >= acc["plain"] - 0.01, acc
+
+
+def test_signed_capped_bursts_compute_the_quantised_qcfs_network_exactly_at_t_equal_l(rng):
+    """At T = L every hidden count of the shipped QCFS LeNet (L = 8) is its quantised activation in levels."""
+    from spikebridge.config import preset
+    from spikebridge.conversion.calibrate import quantised_activations
+    from spikebridge.conversion.convert import convert
+    from spikebridge.ir.serialize import load_graph
+
+    g = load_graph("models/mnist_lenet_qcfs.h5")
+    levels = {str(k): int(v) for k, v in g.metadata["qcfs_levels"].items()}
+    L = max(levels.values())
+    x = rng.uniform(0, 1, size=(200, *g.input_shape))
+    cfg = preset("low_latency_qcfs", calibrate="none")
+    snn = convert(g, cfg, calibration=x)
+    acts = quantised_activations(g, x)
+    assert acts is not None
+    rec = simulate_reference(snn, x[:6], L)
+    checked = 0
+    for name, pop in snn.populations.items():
+        if pop.layer in levels:
+            assert pop.signed and pop.burst == 4 and pop.rate_cap
+            lam = float(snn.scales[pop.layer])
+            want = np.rint(acts[pop.layer][:6].reshape(6, -1) * L / lam).astype(np.int64)
+            np.testing.assert_array_equal(rec.counts[name], want, err_msg=name)
+            checked += int(want.sum())
+    assert checked > 500
+    # without signed neurons the same network is off by whole spikes
+    plain = convert(g, preset("low_latency_qcfs", calibrate="none", signed=False), calibration=x)
+    off = sum(int(np.abs(simulate_reference(plain, x[:6], L).counts[n] - rec.counts[n]).sum())
+              for n, p in snn.populations.items() if p.layer in levels)
+    assert off > 0
