@@ -33,7 +33,9 @@ Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
 ``--low-latency`` prints the low-latency table instead (issue 22): T = 1, 2, 4, 8 for every
 shipped model (``--models all``, the default in this mode) and every method of
 ``LOW_LATENCY_METHODS`` (the defaults, burst spikes, offset calibration, the
-``low_latency_burst`` preset and, for the QCFS-trained models, the ``qcfs`` recipe), with
+``low_latency_burst`` preset and, for the QCFS-trained models, the ``qcfs`` recipe, its
+signed-neuron variants ``qcfs_signed`` and ``qcfs_signed_burst`` (the ``low_latency_qcfs``
+preset) and ``qcfs_signed_burst_per_t``, converted once per T and calibrated at that T), with
 SpikingJelly's ann2snn on the same weights, and beside each accuracy the synaptic operations
 per sample (``spikebridge.analysis.ops``; each spike of a burst counts as one) with the ANN's
 MACs per sample for reference.  Tensor engine.  Accuracy comes from one causal run of
