@@ -229,6 +229,12 @@ def test_signed_capped_bursts_compute_the_quantised_qcfs_network_exactly_at_t_eq
             np.testing.assert_array_equal(rec.counts[name], want, err_msg=name)
             checked += int(want.sum())
     assert checked > 500
+    # the same spikes in the tensor engine and Brian2 (capped bursts read the step index there)
+    rec2 = simulate_reference(snn, x[:2], L, record=("all",))
+    ten = simulate(snn, x[:2], SimulationConfig(n_steps=L, engine="tensor", device=DEVICES[-1], record=("all",)))
+    assert_same_spikes(ten, rec2, min_spikes=300)
+    b2 = simulate(snn, x[:2], SimulationConfig(n_steps=L, target="numpy", record=("all",)))
+    assert_same_spikes(b2, rec2, min_spikes=300)
     # without signed neurons the same network is off by whole spikes
     plain = convert(g, preset("low_latency_qcfs", calibrate="none", signed=False), calibration=x)
     off = sum(int(np.abs(simulate_reference(plain, x[:6], L).counts[n] - rec.counts[n]).sum())
