@@ -33,7 +33,9 @@ Writes ``benchmarks/results/accuracy_<models>.json`` (or ``--out``).
 ``--low-latency`` prints the low-latency table instead (issue 22): T = 1, 2, 4, 8 for every
 shipped model (``--models all``, the default in this mode) and every method of
 ``LOW_LATENCY_METHODS`` (the defaults, burst spikes, offset calibration, the
-``low_latency_burst`` preset and, for the QCFS-trained models, the ``qcfs`` recipe), with
+``low_latency_burst`` preset and, for the QCFS-trained models, the ``qcfs`` recipe, its
+signed-neuron variants ``qcfs_signed`` and ``qcfs_signed_burst`` (the ``low_latency_qcfs``
+preset) and ``qcfs_signed_burst_per_t``, converted once per T and calibrated at that T), with
 SpikingJelly's ann2snn on the same weights, and beside each accuracy the synaptic operations
 per sample (``spikebridge.analysis.ops``; each spike of a burst counts as one) with the ANN's
 MACs per sample for reference.  Tensor engine.  Accuracy comes from one causal run of
@@ -112,7 +114,18 @@ LOW_LATENCY_METHODS: dict[str, ConversionConfig] = {
     # is not quantised) and offset calibration at T = L (calibrate_steps set to the model's L)
     "qcfs": ConversionConfig(avgpool="fold", output="potential", calibrate="offset", calibrate_steps=4,
                              calibrate_samples=128),
+    # the same with signed neurons (Wang et al. 2022) and unrounded offsets: over-firing taken back
+    "qcfs_signed": ConversionConfig(avgpool="fold", output="potential", calibrate="offset_mean", calibrate_steps=4,
+                                    calibrate_samples=128, signed=True),
+    # signed neurons with capped burst spikes: at T = L the SNN computes the quantised network exactly
+    # (the low_latency_qcfs preset)
+    "qcfs_signed_burst": PRESETS["low_latency_qcfs"],
 }
+LOW_LATENCY_METHODS["qcfs_signed_burst_per_t"] = LOW_LATENCY_METHODS["qcfs_signed_burst"]
+#: the methods for QCFS-trained models only
+QCFS_METHODS = ("qcfs", "qcfs_signed", "qcfs_signed_burst", "qcfs_signed_burst_per_t")
+#: methods converted once per T with ``calibrate_steps = T`` (the offsets are tuned for one T)
+PER_T_METHODS = ("qcfs_signed_burst_per_t",)
 ALL_MODELS = ("digits_mlp", "digits_cnn", "mnist_lenet", "fmnist_vgg", "fmnist_resnet8", "mnist_lenet_qcfs",
               "fmnist_vgg_qcfs", "fmnist_resnet8_qcfs")
 
@@ -294,6 +307,24 @@ def quantised_accuracy(graph: Any, x: np.ndarray, y: np.ndarray) -> float | None
     return float(np.mean(acts[list(graph)[-1].name].reshape(len(x), -1).argmax(1) == y))
 
 
+def signed_events(rec: Any, names: list[str]) -> Any:
+    """``rec`` with the counts of signed populations ``names`` replaced by their events, positive plus negative.
+
+    A signed population's counts are net (positive minus negative spikes) and its recorded trains
+    hold the positive spikes, so its negative spikes are ``positive - net``; each one costs a
+    synaptic operation per outgoing synapse like a positive spike.
+    """
+    if not names:
+        return rec
+    counts = dict(rec.counts)
+    for name in names:
+        tr = rec.spikes[name]
+        pos = np.zeros_like(counts[name])
+        np.add.at(pos, (np.asarray(tr.sample, dtype=np.int64), np.asarray(tr.neuron, dtype=np.int64)), 1)
+        counts[name] = 2 * pos - counts[name]
+    return replace(rec, counts=counts)
+
+
 def iter_cases(names: list[str], n_test: int | None) -> Any:
     """``(name, graph, x_cal, x_test, y_test)`` for each model whose data is here (the first ``n_test`` test samples)."""
     for name in names:
@@ -323,10 +354,14 @@ def run_low_latency(args: argparse.Namespace) -> None:
         "mode": "low_latency", "engine": "tensor", "steps": steps, "machine": platform.platform(),
         "note": "2-core machine shared with other jobs (1-minute load recorded per row); wall times are indicative",
         "ops": "synops per sample = sum over projections of presynaptic spike counts x out-degree (each spike of a "
-               "burst counts as one); current-driven first-layer synapses are MACs; ann_macs = the ANN's MACs",
+               "burst counts as one, and so does each negative spike of a signed neuron); current-driven first-layer "
+               "synapses are MACs; ann_macs = the ANN's MACs",
         "methods": {k: {f: v for f, v in LOW_LATENCY_METHODS[k].to_dict().items() if v != ConversionConfig().to_dict()[f]}
                     for k in methods},
         "models": {}}
+    for k in PER_T_METHODS:
+        if k in results["methods"]:
+            results["methods"][k]["calibrate_steps"] = "T (converted once per T, run for exactly T steps)"
     out = Path(args.out or HERE / "results" / "low_latency.json")
     for name, g, x_cal, x, y in iter_cases(names, args.n_test):
         qcfs = bool(g.metadata.get("qcfs_levels"))
@@ -336,27 +371,34 @@ def run_low_latency(args: argparse.Namespace) -> None:
         if qcfs:
             entry["quantised_ann_accuracy"] = quantised_accuracy(g, x, y)
         for label in methods:
-            if label == "qcfs" and not qcfs:
+            if label in QCFS_METHODS and not qcfs:
                 continue
             cfg = LOW_LATENCY_METHODS[label]
-            if label == "qcfs":  # calibrate at T = L, where the SNN should reproduce the quantised network
+            if label in QCFS_METHODS:  # calibrate at T = L, where the SNN should reproduce the quantised network
                 cfg = replace(cfg, calibrate_steps=max(int(v) for v in g.metadata["qcfs_levels"].values()))
-            t0 = time.perf_counter()
-            snn = convert(g, cfg, calibration=x_cal)
-            convert_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            # a *_per_t method is converted once per T, calibrated at that T, and run for exactly T steps
+            runs = [(replace(cfg, calibrate_steps=T), [T]) for T in steps] if label in PER_T_METHODS else [(cfg, steps)]
             hits = {T: 0 for T in steps}
-            for start in range(0, len(x), args.batch):
-                rec = simulate(snn, x[start : start + args.batch],
-                               SimulationConfig(n_steps=max(steps), engine="tensor", batch_size=args.batch, max_memory=4e9))
-                for T in steps:
-                    hits[T] += int(np.sum(rec.predictions(T - 1) == y[start : start + args.batch]))
-            sim_s = time.perf_counter() - t0
-            n_ops = min(args.ops_samples, len(x))
             synops = {}
-            for T in steps:
-                rec = simulate(snn, x[:n_ops], SimulationConfig(n_steps=T, engine="tensor", max_memory=4e9))
-                synops[str(T)] = operations(snn, rec, graph=g).snn_synops
+            convert_s = sim_s = 0.0
+            n_ops = min(args.ops_samples, len(x))
+            for cfg_run, run_steps in runs:
+                t0 = time.perf_counter()
+                snn = convert(g, cfg_run, calibration=x_cal)
+                convert_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for start in range(0, len(x), args.batch):
+                    rec = simulate(snn, x[start : start + args.batch],
+                                   SimulationConfig(n_steps=max(run_steps), engine="tensor", batch_size=args.batch,
+                                                    max_memory=4e9))
+                    for T in run_steps:
+                        hits[T] += int(np.sum(rec.predictions(T - 1) == y[start : start + args.batch]))
+                sim_s += time.perf_counter() - t0
+                signed = [p.name for p in snn.populations.values() if p.signed]
+                for T in run_steps:
+                    rec = simulate(snn, x[:n_ops], SimulationConfig(n_steps=T, engine="tensor", max_memory=4e9,
+                                                                    record=tuple(signed)))
+                    synops[str(T)] = operations(snn, signed_events(rec, signed), graph=g).snn_synops
             row = {"accuracy": {str(T): hits[T] / len(x) for T in steps}, "synops_per_sample": synops,
                    "ops_samples": n_ops, "latency_steps": int(snn.readout["latency_steps"]),
                    "convert_s": round(convert_s, 1), "simulate_s": round(sim_s, 1),

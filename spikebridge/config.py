@@ -226,7 +226,9 @@ class ConversionConfig(_Config):
         count minus the count of an exact quantiser of its ANN activation,
         ``clip(floor(T a/λ + v_init/θ), 0, T·burst)``) over the calibration runs,
         rounded to whole spikes, is removed by shifting its initial potential by
-        that many thresholds.
+        that many thresholds.  ``"offset_mean"``: the same with the mean offset
+        not rounded (a fractional shift of the initial potential, so a neuron
+        whose offset varies between inputs is corrected on average).
     calibrate_steps : int
         Time steps of the calibration runs (the T the network is tuned for).
     calibrate_samples : int
@@ -260,6 +262,19 @@ class ConversionConfig(_Config):
         lost, and the scale ``λ_l`` may be a lower percentile. Needs same-step
         delivery (``delay=0``, no jitter), reset by subtraction, no refractory
         period and ``dale="none"``.
+    signed : bool
+        Signed neurons with memory (Wang et al. 2022; False = off): a hidden neuron that has
+        emitted more positive than negative spikes emits one negative spike (``v += θ``, each
+        synapse delivers ``-w``) in a step where its potential is below 0 after the threshold
+        test, so a neuron that fired early on input that later turned net-negative takes the
+        spike back; its net count then tracks ``floor(v_init/θ + Σ input/θ)``, the count of an
+        exact quantiser of its total input.  Negative spikes come in bursts too:
+        ``n = -min(ceil(-v/θ), burst, count)``.  With ``burst > 1`` the populations of
+        clipped ReLUs (QCFS layers) burst as well, capped so that a neuron's net count never
+        exceeds the steps so far (its clip level; ``params["rate_cap"]``): they catch up on
+        input that arrived late and take back what fired too early, so at ``T = L`` a QCFS
+        network's SNN computes its quantised ANN exactly.  Same conditions as ``burst``
+        (same-step delivery, reset by subtraction, no refractory period, ``dale="none"``).
     steps_per_element : int
         Recurrent (sequence) models only: time steps ``K`` per sequence element.  Element
         ``t`` is presented during window ``t`` (steps ``tK .. tK + K - 1``) and the recurrent
@@ -300,6 +315,7 @@ class ConversionConfig(_Config):
     seed: int = 0
     bias_onset: str = "arrival"
     burst: int = 1
+    signed: bool = False
     steps_per_element: int = 32
     neurons_per_unit: int = 1
 
@@ -326,7 +342,7 @@ class ConversionConfig(_Config):
         _check_choice(self, "maxpool", ("gate", "tree", "avg", "refuse"))
         _check_choice(self, "avgpool", ("population", "fold"))
         _check_choice(self, "scales", ("layer", "channel"))
-        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset"))
+        _check_choice(self, "calibrate", ("none", "bias", "potential", "both", "offset", "offset_mean"))
         for attr in ("calibrate_steps", "calibrate_samples", "steps_per_element", "neurons_per_unit"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -353,6 +369,18 @@ class ConversionConfig(_Config):
                 if bad:
                     raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
                                           attr="burst", obj=self)
+        if not isinstance(self.signed, bool):
+            raise ValidationError(f"ConversionConfig.signed: must be a bool, got {self.signed!r}", attr="signed", obj=self)
+        if self.signed:
+            for bad, why in ((self.delay != 0, f"delay={self.delay!r} (needs 0, same-step delivery)"),
+                             (self.delay_jitter > 0, f"delay_jitter={self.delay_jitter!r} (needs 0)"),
+                             (self.reset != "subtract", f"reset={self.reset!r} (needs 'subtract')"),
+                             (self.refractory > 0, f"refractory={self.refractory!r} (needs 0)"),
+                             (self.neuron not in ("if", "lif"), f"neuron={self.neuron!r} (needs 'if' or 'lif')"),
+                             (self.dale != "none", f"dale={self.dale!r} (needs 'none')")):
+                if bad:
+                    raise ValidationError(f"ConversionConfig.signed: signed neurons cannot be used with {why}",
+                                          attr="signed", obj=self)
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements
@@ -384,6 +412,12 @@ PRESETS: dict[str, ConversionConfig] = {
     "low_latency_burst": ConversionConfig(percentile=90.0, v_init=0.5, maxpool="tree", scales="channel", delay=0.0,
                                           avgpool="fold", burst=4, calibrate="offset", calibrate_steps=4,
                                           calibrate_samples=128),
+    # QCFS-trained networks (L = 4) at T <= 8: signed neurons with capped bursts (exact at T = L), a
+    # non-spiking read-out, unrounded offset calibration; set calibrate_steps to the T you will run
+    # (docs/conversion.md#low-latency-on-deep-networks)
+    "low_latency_qcfs": ConversionConfig(v_init=0.5, maxpool="tree", scales="channel", delay=0.0, avgpool="fold",
+                                         output="potential", burst=4, signed=True, calibrate="offset_mean",
+                                         calibrate_steps=4, calibrate_samples=128),
 }
 
 

@@ -288,13 +288,15 @@ def calibrate_network(
         got = rec.counts[name].mean(axis=0) / T
         theta = np.broadcast_to(np.asarray(pop.threshold, dtype=np.float64), (pop.n,))
         changes: dict[str, Any] = {}
-        if cfg.calibrate == "offset":
+        if cfg.calibrate in ("offset", "offset_mean"):
             # offset spikes (Hao et al. 2023): the count an exact quantiser starting at v_init would
             # give in T steps, against the simulated one; a neuron off by k spikes on average starts
             # k thresholds lower (higher when it fell short)
             v0 = np.broadcast_to(np.asarray(pop.v_init, dtype=np.float64), (pop.n,)) / theta
             ideal = np.clip(np.floor(a * T + v0), 0, T * pop.burst)
-            offset = np.rint((rec.counts[name] - ideal).mean(axis=0))
+            offset = (rec.counts[name] - ideal).mean(axis=0)
+            if cfg.calibrate == "offset":
+                offset = np.rint(offset)  # whole spikes (Hao et al.); "offset_mean" keeps the fraction
             changes["v_init"] = np.asarray(pop.v_init, dtype=np.float64) - offset * theta
             snn = snn.copy_with(populations=[pop.replace(**changes) if p.name == name else p for p in snn.populations.values()])
             log.append({"population": name, "mean_abs_rate_error": float(np.mean(np.abs(want - got))),

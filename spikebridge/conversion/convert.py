@@ -395,6 +395,21 @@ def convert(
             if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.layer not in clip_levels
             else p
             for p in snn.populations.values()])
+    if cfg.signed:
+        # signed neurons with memory (Wang et al. 2022): every hidden IF/LIF population, clipped (QCFS) ones
+        # included (a negative spike only takes back an earlier one, so the count stays in 0 .. T·burst)
+        # with burst spikes, a clipped population bursts too, capped so that its net count never exceeds the
+        # steps so far (its clip level): a burst lets it catch up on input that arrived late, a negative
+        # spike takes back what it fired too early
+        def signed_params(p: Population) -> dict[str, Any]:
+            extra = {"burst": cfg.burst, "rate_cap": True} if cfg.burst > 1 and p.layer in clip_levels else {}
+            return {**p.params, "signed": True, **extra}
+
+        snn = snn.copy_with(populations=[
+            p.replace(params=signed_params(p))
+            if p.role == "hidden" and p.model in ("if", "lif") and p.reset == "subtract" and p.refractory == 0
+            else p
+            for p in snn.populations.values()])
     if cfg.calibrate != "none":
         from .calibrate import calibrate_network
 

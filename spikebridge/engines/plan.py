@@ -150,7 +150,7 @@ def layer_major_blocker(snn: SpikingNetwork, dt: float) -> str | None:
     synaptic input of the whole block as one batched product, then a scan of the neuron updates)
     when doing so changes no arithmetic: the simulated projections form no cycle (any delay), no
     population draws Poisson drive (its random stream is drawn step by step across populations),
-    emits bursts, or is floored at window starts, and the network is not a sequence network.
+    emits bursts or negative spikes, or is floored at window starts, and the network is not a sequence network.
     """
     if sequence_window_steps(snn, dt) or window_floors(snn, dt) or window_wraps(snn, dt):
         return "a sequence network (inputs and floors change per window)"
@@ -161,6 +161,8 @@ def layer_major_blocker(snn: SpikingNetwork, dt: float) -> str | None:
             return f"population '{name}' has Poisson drive"
         if pop.burst > 1:
             return f"population '{name}' emits bursts"
+        if pop.signed:
+            return f"population '{name}' emits negative spikes"
     import networkx as nx
 
     folded = folded_projections(snn)

@@ -300,10 +300,18 @@ def simulate_reference(
             pop = st.pop
             for key in inbound[name]:
                 _arrive(st, key[1], buffers[key], slot)
-            if name != snn.input and pop.model in _THRESHOLDED and pop.burst > 1:
+            if name != snn.input and pop.model in _THRESHOLDED and pop.graded:
                 # burst spikes (Li & Zeng 2022): n = clip(floor(v/θ), 1, B) spikes where v >= θ
                 theta = pop.threshold
                 n_spk = np.where(st.v >= theta, np.clip(np.floor(st.v / theta), 1, pop.burst), 0.0)
+                if pop.rate_cap:
+                    # a clipped population's bound: the net count never exceeds the steps so far
+                    n_spk = np.minimum(n_spk, k + 1 - st.counts)  # type: ignore[operator]
+                if pop.signed:
+                    # signed neuron with memory (Wang et al. 2022): where v < 0 and the net count is positive,
+                    # n = -min(ceil(-v/θ), B, count) negative spikes
+                    neg = np.minimum(np.clip(np.ceil(-st.v / theta), 1, pop.burst), st.counts)  # type: ignore[operator,arg-type]
+                    n_spk = np.where((st.v < 0) & (st.counts > 0), -neg, n_spk)  # type: ignore[operator]
                 st.v = st.v - n_spk * np.asarray(theta)
                 st.spikes = n_spk.astype(np.int64)
             elif name != snn.input and pop.model in _THRESHOLDED:
@@ -326,6 +334,7 @@ def simulate_reference(
             if name in rec_set:
                 s_idx, n_idx = np.nonzero(spk)
                 if spk.dtype != np.bool_ and st.amplitude is None:  # a burst of n spikes: the step n times
+                    s_idx, n_idx = np.nonzero(spk > 0)  # a signed neuron's trains keep its positive spikes
                     reps = spk[s_idx, n_idx]
                     s_idx, n_idx = np.repeat(s_idx, reps), np.repeat(n_idx, reps)
                 st.rec.append((s_idx, n_idx, k))
@@ -333,11 +342,16 @@ def simulate_reference(
                 # a burst is delivered as the sum over j of the binary layers n >= j (engines agree bit for bit)
                 layers = ([spk.astype(np.float64) if st.amplitude is None else st.amplitude] if spk.dtype == np.bool_
                           else [(spk >= j).astype(np.float64) for j in range(1, int(spk.max()) + 1)])
+                # negative spikes: the binary layers n <= -j, subtracted
+                negs = ([(spk <= -j).astype(np.float64) for j in range(1, int(-spk.min()) + 1)]
+                        if spk.dtype != np.bool_ and pop.signed else [])
                 for link in links[name]:
                     buf = buffers[(link.post, link.target)]
                     for d, m in link.by_delay:
                         for sf in layers:
                             buf[(k + d) % ring] += _apply(m, sf, st.amplitude is None)
+                        for sf in negs:
+                            buf[(k + d) % ring] -= _apply(m, sf, True)
         if out:
             st = state[out]
             if st.spikes is not None:

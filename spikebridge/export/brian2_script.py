@@ -252,7 +252,7 @@ def export_brian2_script(
         emit(f"# --- projection {_r(proj.name)}: {_n(proj.pre)} -> {_n(proj.post)} ({_r(proj.kind)}, {proj.n_synapses} synapses "
              f"per sample, sign {_r(proj.sign)}, {delay_txt}, acts on {_r(proj.target)}) ---")
         gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
-        mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""  # a burst's multiplicity
+        mult = " * n_burst_pre" if snn.populations[proj.pre].graded else ""  # a burst's multiplicity (-1: negative)
         kw = ["model='w : 1'", f"on_pre={proj.target + '_post += w' + mult + gate!r}", "clock=clock", f"name={proj.name!r}",
               "namespace={}", "method='exact'"]
         lag = 0 if proj.name in same_step else 1
@@ -347,9 +347,9 @@ def export_brian2_script(
 
         results = {{name + "__counts": np.asarray(mon.count[:]).reshape(B, -1) for name, mon in spike_monitors.items()}}
         ''')
-    bursts = [p for p in spiking if p != snn.input and snn.populations[p].burst > 1]
+    bursts = [p for p in spiking if p != snn.input and snn.populations[p].graded]
     if bursts:
-        footer += "# burst populations: every spike of a burst (the monitors count one event per burst)\n"
+        footer += "# burst and signed populations: every spike of a burst, net of negative spikes (the monitors count events)\n"
         for pname in bursts:
             footer += f"results[{pname + '__counts'!r}] = np.rint(np.asarray({var[pname]}.n_emitted_[:])).astype(int).reshape(B, -1)\n"
 

@@ -50,6 +50,15 @@ outgoing synapse delivers ``n w``.  Every engine computes the delivery as the su
 its spike counts and recorded trains count each of the ``n`` spikes (a step appears ``n`` times).
 Its outgoing projections must deliver within the step (delay 0): Brian2 reads ``n`` from the
 pre-synaptic potential when the spike is delivered.
+Signed neurons with memory (Wang et al. 2022): ``params["signed"] = True`` (same neuron
+and delivery conditions as bursts) lets a neuron that has emitted more positive than negative spikes emit a
+negative spike where, after its positive threshold test, ``v < 0``: ``n = -1``, ``v += θ``, and
+each outgoing synapse delivers ``-w`` (the engines subtract the products with the binary layers
+``n <= -j``); with ``params["burst"] = B`` negative spikes burst too,
+``n = -min(ceil(-v/θ), B, count)``.  Its spike counts are net counts (positive minus negative
+spikes), its recorded trains hold the positive spikes only.  ``params["rate_cap"] = True`` (burst
+populations) caps a burst so that the net count after step ``k`` never exceeds ``k + 1`` (a clipped
+ReLU's bound: one spike per step on average).
 """
 
 from __future__ import annotations
@@ -84,7 +93,8 @@ FORMAT = "spikebridge.snn"
 #: attributes (older versions stored variable-length ones, still read, see ``spikebridge._h5.read_attrs``);
 #: 4: same-step delivery (``min_delay_steps=0``), written only by such networks
 #: 5: burst populations (``params["burst"]``), written only by such networks
-VERSION = 5
+#: 6: signed populations (``params["signed"]``), written only by such networks
+VERSION = 6
 
 NEURON_MODELS = ("input", "if", "lif", "cuba_lif", "li", "cuba_li", "integrator")
 SPIKING_MODELS = ("input", "if", "lif", "cuba_lif")
@@ -214,11 +224,42 @@ class Population:
                     f"{where}: burst spikes need model 'if' or 'lif' with reset 'subtract' and no refractory period "
                     f"(got model {self.model!r}, reset {self.reset!r}, refractory {self.refractory})", attr="params")
             object.__setattr__(self, "params", {**self.params, "burst": int(b)})
+        if "signed" in self.params:
+            sg = self.params["signed"]
+            if not isinstance(sg, (bool, np.bool_)):
+                raise ValidationError(f"{where}: params['signed'] must be a bool, got {sg!r}", attr="params")
+            if sg and (self.model not in ("if", "lif") or self.reset != "subtract" or self.refractory > 0):
+                raise ValidationError(
+                    f"{where}: signed spikes need model 'if' or 'lif' with reset 'subtract' and no refractory period "
+                    f"(got model {self.model!r}, reset {self.reset!r}, refractory {self.refractory})", attr="params")
+            object.__setattr__(self, "params", {**self.params, "signed": bool(sg)})
+        if "rate_cap" in self.params:
+            rc = self.params["rate_cap"]
+            if not isinstance(rc, (bool, np.bool_)):
+                raise ValidationError(f"{where}: params['rate_cap'] must be a bool, got {rc!r}", attr="params")
+            if rc and int(self.params.get("burst", 1)) < 2:
+                raise ValidationError(f"{where}: params['rate_cap'] needs burst spikes (params['burst'] >= 2)", attr="params")
+            object.__setattr__(self, "params", {**self.params, "rate_cap": bool(rc)})
 
     @property
     def burst(self) -> int:
         """Most spikes one neuron emits in one step (``params["burst"]``, default 1)."""
         return int(self.params.get("burst", 1))
+
+    @property
+    def signed(self) -> bool:
+        """True when the neuron also emits negative spikes (``params["signed"]``, signed neurons with memory)."""
+        return bool(self.params.get("signed", False))
+
+    @property
+    def rate_cap(self) -> bool:
+        """True when the net count may never exceed the steps so far (``params["rate_cap"]``, capped bursts)."""
+        return bool(self.params.get("rate_cap", False))
+
+    @property
+    def graded(self) -> bool:
+        """True when a step's output of a neuron is an integer other than 0/1 (bursts or negative spikes)."""
+        return self.burst > 1 or self.signed
 
     @property
     def is_spiking(self) -> bool:
@@ -498,17 +539,18 @@ class SpikingNetwork:
         self.check_burst()
 
     def check_burst(self, dt: float | None = None) -> None:
-        """Raise ``ValidationError`` if a burst population has an outgoing projection that is not same-step.
+        """Raise ``ValidationError`` if a burst or signed population has an outgoing projection that is not same-step.
 
         Brian2 evaluates a delivered spike's multiplicity from the pre-synaptic potential when
         it is delivered, which is the emitting step's only for zero-delay projections.
         """
         for proj in self.projections.values():
-            if self.populations[proj.pre].burst > 1 and proj.n_synapses:
+            if self.populations[proj.pre].graded and proj.n_synapses:
                 if int(np.max(self.projection_steps(proj, dt))) != 0:
                     raise ValidationError(
-                        f"SpikingNetwork: projection '{proj.name}' leaves burst population '{proj.pre}' with a delay; "
-                        "burst spikes need same-step delivery (delay 0, min_delay_steps=0)", attr="projections")
+                        f"SpikingNetwork: projection '{proj.name}' leaves "
+                        f"{'burst' if self.populations[proj.pre].burst > 1 else 'signed'} population '{proj.pre}' with a delay; "
+                        "burst and signed spikes need same-step delivery (delay 0, min_delay_steps=0)", attr="projections")
 
     def projection_steps(self, proj: Projection, dt: float | None = None) -> NDArray[np.int64]:
         """Delay of ``proj`` in whole steps of ``dt`` (default ``self.dt``): a scalar or one per synapse.
@@ -692,7 +734,9 @@ def save_network(net: SpikingNetwork, path: str | os.PathLike[str], *, overwrite
         # version 4 only for same-step delivery: older readers refuse it rather than run it a step late;
         # 5 only with burst populations (an older reader would run them as single spikes)
         burst = any(p.burst > 1 for p in net.populations.values())
-        write_format(f, FORMAT, 5 if burst else 4 if net.min_delay_steps == 0 else 3, fixed=True)
+        # 6 only with signed populations (an older reader would drop their negative spikes)
+        signed = any(p.signed for p in net.populations.values())
+        write_format(f, FORMAT, 6 if signed else 5 if burst else 4 if net.min_delay_steps == 0 else 3, fixed=True)
         f.attrs["name"] = text_attr(net.name)
         f.attrs["input"] = text_attr(net.input or "")
         f.attrs["output"] = text_attr(net.output or "")

@@ -109,8 +109,8 @@ def test_files_of_the_previous_version_still_load(tmp_path):
     # and the current writer: fixed-length strings, version 3, read back identically
     net_new.save(tmp_path / "n.h5")
     with h5py.File(tmp_path / "n.h5") as f:
-        # 3: fixed-length strings (4 only with same-step delivery, 5 with burst neurons)
-        assert f.attrs["format"] == b"spikebridge.snn" and f.attrs["format_version"] == 3 and SNN_VERSION == 5
+        # 3: fixed-length strings (4 only with same-step delivery, 5 with burst neurons, 6 with signed ones)
+        assert f.attrs["format"] == b"spikebridge.snn" and f.attrs["format_version"] == 3 and SNN_VERSION == 6
         assert not f["populations/inp"].attrs.get_id("model").get_type().is_variable_str()
     again = load_network(tmp_path / "n.h5")
     np.testing.assert_array_equal(again.projections["p_out"].weight, net_new.projections["p_out"].weight)

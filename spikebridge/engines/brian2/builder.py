@@ -512,7 +512,7 @@ def build_network(
             # gated explicitly so refractory neurons ignore input, as in the reference simulator
             gate = " * int(not_refractory_post)" if proj.target == "v" and snn.populations[proj.post].refractory > 0 else ""
             # a burst population's spike carries its multiplicity n_burst (read before the reset)
-            mult = " * n_burst_pre" if snn.populations[proj.pre].burst > 1 else ""
+            mult = " * n_burst_pre" if snn.populations[proj.pre].graded else ""  # n = -1: a negative spike
             kw: dict[str, Any] = dict(model="w : 1", on_pre=f"{proj.target}_post += w{mult}{gate}", clock=clock, name=sname,
                                       namespace={}, method="exact")
             d = int(np.ravel(steps)[0]) if np.size(steps) else 1
@@ -560,7 +560,7 @@ def build_network(
         # the output's monitor keeps spike times in any case (counts over time): one monitor, not a
         # counting one beside a recording one (one code object less per step)
         keep = name in rec or name == snn.output
-        burst = snn.populations[name].burst > 1 and keep  # record each event's multiplicity
+        burst = snn.populations[name].graded and keep  # record each event's multiplicity (or sign)
         mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=keep, name=f"{name}_spikes")
         spike_monitors[name] = mon
         objects.append(mon)

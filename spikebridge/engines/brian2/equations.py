@@ -127,16 +127,27 @@ def neuron_spec(pop: Population, *, has_current: bool, sequence: bool = False) -
     if spiking:
         # a burst population's θ is a per-neuron variable: synapses evaluate n_burst_pre, which
         # cannot see the group's namespace
-        theta = np.broadcast_to(np.asarray(pop.threshold, dtype=np.float64), (pop.n,)) if pop.burst > 1 else pop.threshold
+        theta = np.broadcast_to(np.asarray(pop.threshold, dtype=np.float64), (pop.n,)) if pop.graded else pop.threshold
         _param(spec, "theta", theta, "1", extra)
         spec.threshold = "v >= theta"
-        if pop.burst > 1:
+        if pop.graded:
             # burst spikes: n_burst = clip(floor(v/θ), 1, B) where v >= θ; synapses deliver w·n_burst_pre
             # (same-step pathways run before the reset, so they read the emitting potential), n_emitted
             # counts every spike of the burst; the reset reads n_burst before v changes
-            extra.append(f"n_burst = int(v >= theta) * clip(floor(v / theta), 1, {pop.burst}) : 1")
+            n_burst = f"int(v >= theta) * clip(floor(v / theta), 1, {pop.burst})"
+            if pop.rate_cap:
+                # a clipped population's bound: the net count never exceeds the steps so far (step k = t/dt)
+                n_burst = f"int(v >= theta) * clip(clip(floor(v / theta), 1, {pop.burst}), 0, int(t / dt + 0.5) + 1 - n_emitted)"
+                spec.threshold = "v >= theta and n_emitted < int(t / dt + 0.5) + 0.5"
+            if pop.signed:
+                # signed neuron with memory: an event with n_burst = -min(ceil(-v/θ), B, count) where v < 0
+                # and the net count n_emitted (before this step) is positive; the reset then adds |n| θ
+                n_burst += f" - int(v < 0) * clip(clip(ceil(-v / theta), 1, {pop.burst}), 0, n_emitted)"
+                spec.threshold = f"({spec.threshold}) or (v < 0 and n_emitted > 0.5)"
+            extra.append(f"n_burst = {n_burst} : 1")
             extra.append("n_emitted : 1")
-            spec.reset = "n_emitted += n_burst\nv -= theta * n_burst"
+            # n_burst depends on v and n_emitted: read it once before either changes
+            spec.reset = "n_now = n_burst\nn_emitted += n_now\nv -= theta * n_now"
         elif pop.reset == "subtract":
             spec.reset = "v -= theta"
         elif pop.reset == "zero":

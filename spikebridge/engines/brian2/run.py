@@ -206,15 +206,17 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
     spikes: dict[str, SpikeTrains] = {}
     for name, mon in built.spike_monitors.items():
         n = snn.populations[name].n
-        burst = snn.populations[name].burst > 1
-        # a burst population counts every spike of a burst (n_emitted), its monitor one event per burst
+        burst = snn.populations[name].graded
+        # a burst population counts every spike of a burst (n_emitted), its monitor one event per burst;
+        # a signed one's n_emitted is its net count
         c = built.groups[name].n_emitted_[:] if burst else mon.count[:]
         counts[name] = np.rint(np.asarray(c)).astype(np.int64).reshape(b, n)[:n_valid]
         if name in built.recorded:
             i = np.asarray(mon.i[:], dtype=np.int64)
             step = np.rint(np.asarray(mon.t_[:]) / dt).astype(np.int64)
             if burst:  # the step once per spike of the burst, as the other engines record it
-                reps = np.rint(np.asarray(mon.n_burst_[:])).astype(np.int64)
+                # a negative spike (n_burst = -1) is not in the trains (the other engines keep positive ones)
+                reps = np.maximum(np.rint(np.asarray(mon.n_burst_[:])).astype(np.int64), 0)
                 i, step = np.repeat(i, reps), np.repeat(step, reps)
             keep = i < n_valid * n
             spikes[name] = SpikeTrains(

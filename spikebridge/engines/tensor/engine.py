@@ -311,9 +311,17 @@ class TensorProgram:
                 spec = self.specs[name]
                 for key in self.inbound[name]:
                     self._arrive(st, key[1], buffers[key], slot)
-                if spec.thresholded and not spec.is_input and spec.pop.burst > 1:
+                if spec.thresholded and not spec.is_input and spec.pop.graded:
                     # burst spikes: n = clip(floor(v/θ), 1, B) where v >= θ (the reference's arithmetic)
                     n_spk = xp.where(st.v >= spec.theta, xp.lib.clip(xp.lib.floor(st.v / spec.theta), 1, spec.pop.burst), 0.0)
+                    if spec.pop.rate_cap:
+                        # a clipped population's bound: the net count never exceeds the steps so far
+                        n_spk = xp.lib.minimum(n_spk, (k + 1 - st.counts).to(n_spk.dtype) if xp.name != "numpy" else k + 1 - st.counts)
+                    if spec.pop.signed:
+                        # signed neuron with memory: n = -min(ceil(-v/θ), B, count) where v < 0 and the count is positive
+                        cnt = st.counts.to(st.v.dtype) if xp.name != "numpy" else st.counts
+                        neg = xp.lib.minimum(xp.lib.clip(xp.lib.ceil(-st.v / spec.theta), 1, spec.pop.burst), cnt)
+                        n_spk = xp.where((st.v < 0) & (st.counts > 0), -neg, n_spk)
                     st.v = st.v - n_spk * spec.theta
                     st.spikes = n_spk.astype(np.int64) if xp.name == "numpy" else n_spk.to(xp.lib.int64)
                 elif spec.thresholded and not spec.is_input:
@@ -323,23 +331,28 @@ class TensorProgram:
                 spk = st.spikes
                 if not xp.any(spk):
                     continue
-                burst = spec.thresholded and not spec.is_input and spec.pop.burst > 1
+                burst = spec.thresholded and not spec.is_input and spec.pop.graded
                 st.counts += spk
                 if name in record:
                     host = xp.to_numpy(spk)
                     s_idx, n_idx = np.nonzero(host)
                     if burst:  # a burst of n spikes: the step n times
+                        s_idx, n_idx = np.nonzero(host > 0)  # a signed neuron's trains keep its positive spikes
                         reps = host[s_idx, n_idx].astype(np.int64)
                         s_idx, n_idx = np.repeat(s_idx, reps), np.repeat(n_idx, reps)
                     st.rec.append((s_idx, n_idx, k))
                 # a burst of n spikes is delivered as the binary layers n >= 1, ..., n >= max n (as the reference)
                 layers = [spk >= j for j in range(1, int(spk.max()) + 1)] if burst else [spk]
+                # a signed neuron's negative spikes: the products with the binary layers n <= -j, subtracted
+                negs = [spk <= -j for j in range(1, int(-spk.min()) + 1)] if burst and spec.pop.signed else []
                 for link in self.links[name]:
                     d_slot = (k + link.steps) % self.ring
                     buf = buffers[(link.post, link.target)]
                     for layer in layers:
                         # 0 + x is x: the first arrival needs no addition (same sums as the reference's buffers)
                         buf[d_slot] = self._apply(link, layer) if buf[d_slot] is None else buf[d_slot] + self._apply(link, layer)
+                    for neg in negs:
+                        buf[d_slot] = -self._apply(link, neg) if buf[d_slot] is None else buf[d_slot] - self._apply(link, neg)
             if out:
                 st = state[out]
                 if st.spikes is not None:
