@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import MAX_SEED, ConversionConfig, SimulationConfig, load_toml, parse_memory, parse_time
+from .config import MAX_SEED, PRESETS, ConversionConfig, SimulationConfig, load_toml, parse_memory, parse_time
 from .errors import SpikebridgeError, ValidationError
 
 log = logging.getLogger("spikebridge")
@@ -90,8 +90,6 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         has_tables = any(isinstance(v, dict) for v in raw.values())
         data.update(raw.get("conversion", {}) if has_tables else raw)
     if getattr(args, "preset", None):
-        from .config import PRESETS
-
         base = PRESETS[args.preset].to_dict()
         data = {**base, **data}  # a config file's keys win over the preset, flags over both
     overrides = {
@@ -599,13 +597,13 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("conversion (override the config file)")
     g.add_argument("--config", help="TOML file with a [conversion] table (and [simulation] for simulate)")
     g.add_argument("--normalisation", choices=["data", "none"])
-    g.add_argument("--preset", choices=["classic", "tuned_gate", "default", "tree_max"], help="named conversion settings (docs/conversion.md#defaults-and-presets); 'classic' = the earlier defaults")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="named conversion settings (docs/conversion.md#defaults-and-presets); 'classic' = the earlier defaults")
     g.add_argument("--percentile", type=float, help="activation percentile for the layer scales (default 99.9; 100 = max)")
     g.add_argument("--maxpool", choices=["tree", "gate", "avg", "refuse"], help="max-pool conversion (default tree)")
     g.add_argument("--avgpool", choices=["population", "fold"],
                    help="average pooling of spikes: its own population (default) or folded into the next layer")
     g.add_argument("--scales", choices=["layer", "channel"], help="one normalisation scale per conv channel (default) or per layer")
-    g.add_argument("--calibrate", choices=["none", "bias", "potential", "both"], help="post-conversion calibration on the calibration data")
+    g.add_argument("--calibrate", choices=["none", "bias", "potential", "both", "offset", "offset_mean"], help="post-conversion calibration on the calibration data")
     g.add_argument("--calibrate-steps", dest="calibrate_steps", type=_COUNT, help="T the calibration tunes for (default 64)")
     g.add_argument("--neuron", choices=["if", "lif"])
     g.add_argument("--tau-mem", dest="tau_mem", help="membrane time constant for lif, e.g. 20ms")

@@ -114,3 +114,21 @@ def test_cli_preset_and_options(capsys, tmp_path):
     assert code == 0, capsys.readouterr().err
     conv = load_network(net).conversion
     assert (conv["v_init"], conv["percentile"], conv["maxpool"], conv["scales"]) == (0.0, 99.9, "gate", "channel")
+
+
+def test_cli_offers_every_preset(capsys, tmp_path):
+    """`--preset` takes every named preset (low_latency_qcfs included) and `--calibrate offset_mean`."""
+    from spikebridge import cli
+    from spikebridge.config import PRESETS
+    from spikebridge.models import model_path
+    from spikebridge.snn.network import load_network
+
+    assert cli.main(["convert", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in PRESETS)
+    net = tmp_path / "net.h5"
+    code = cli.main(["convert", str(model_path("digits_cnn")), "-o", str(net), "--preset", "low_latency_qcfs",
+                     "--calibrate", "offset_mean", "--calibrate-steps", "4", "--calibration", "digits:train"])
+    assert code == 0, capsys.readouterr().err
+    conv = load_network(net).conversion
+    assert (conv["signed"], conv["calibrate"], conv["calibrate_steps"]) == (True, "offset_mean", 4)
