@@ -19,6 +19,7 @@ from spikebridge.run.simulate import simulate
 from spikebridge.snn.network import Population, Projection, SpikingNetwork, load_network, save_network
 
 from ..engines.test_tensor import DEVICES, assert_same_spikes
+from ..engines._nets import run_engine as _run
 
 
 def _trio(signed: bool = True) -> SpikingNetwork:
@@ -43,13 +44,6 @@ def _trio(signed: bool = True) -> SpikingNetwork:
     ]
     return SpikingNetwork(pops, projs, input="input", output="out", encoding={"kind": "current", "scale": 1.0},
                           min_delay_steps=0)
-
-
-def _run(engine: str, snn: SpikingNetwork, x: np.ndarray, n_steps: int, **kw):
-    if engine == "reference":
-        return simulate_reference(snn, x, n_steps, record=("all",), **kw)
-    extra = {"target": "numpy"} if engine == "brian2" else {"device": engine.split(":", 1)[1]}
-    return simulate(snn, x, SimulationConfig(n_steps=n_steps, engine=engine.split(":")[0], record=("all",), **extra, **kw))
 
 
 @pytest.mark.parametrize("engine", ["reference", "brian2"] + [f"tensor:{d}" for d in DEVICES])

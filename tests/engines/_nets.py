@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikebridge.config import SimulationConfig
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.run.simulate import simulate
 from spikebridge.snn.network import Population, Projection, SpikingNetwork
+
+
+def run_engine(engine: str, snn: SpikingNetwork, x: np.ndarray, n_steps: int, **kw):
+    """Every population's spikes from ``engine``: "reference", "brian2" (numpy target) or "tensor:<device>"."""
+    if engine == "reference":
+        return simulate_reference(snn, x, n_steps, record=("all",), **kw)
+    extra = {"target": "numpy"} if engine == "brian2" else {"device": engine.split(":", 1)[1]}
+    return simulate(snn, x, SimulationConfig(n_steps=n_steps, engine=engine.split(":")[0], record=("all",), **extra, **kw))
 
 
 def single_if(weight: float = 1.0, threshold: float = 1.0, refractory: float = 0.0, reset: str = "subtract") -> SpikingNetwork:

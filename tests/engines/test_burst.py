@@ -20,6 +20,7 @@ from spikebridge.errors import ValidationError
 from spikebridge.ir.serialize import load_graph
 
 from .test_tensor import DEVICES, assert_same_spikes
+from ._nets import run_engine as _run
 
 
 def _pair() -> SpikingNetwork:
@@ -35,13 +36,6 @@ def _pair() -> SpikingNetwork:
     ]
     return SpikingNetwork(pops, projs, input="input", output="b", encoding={"kind": "current", "scale": 1.0},
                           min_delay_steps=0)
-
-
-def _run(engine: str, snn: SpikingNetwork, x: np.ndarray, n_steps: int, **kw):
-    if engine == "reference":
-        return simulate_reference(snn, x, n_steps, record=("all",), **kw)
-    extra = {"target": "numpy"} if engine == "brian2" else {"device": engine.split(":", 1)[1]}
-    return simulate(snn, x, SimulationConfig(n_steps=n_steps, engine=engine.split(":")[0], record=("all",), **extra, **kw))
 
 
 @pytest.mark.parametrize("engine", ["reference", "brian2"] + [f"tensor:{d}" for d in DEVICES])

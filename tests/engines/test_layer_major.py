@@ -213,3 +213,15 @@ def test_recorded_spikes_reach_the_store_packed_without_decoding(rng, monkeypatc
             for key in ("sample", "neuron", "step"):
                 np.testing.assert_array_equal(getattr(got, key), getattr(step.spikes[name], key), err_msg=name)
     assert sum(int(c.sum()) for c in step.counts.values()) >= 300
+
+
+def test_decoded_trains_equal_packed_trains(rng, monkeypatch):
+    """PACKED_TRAINS=False decodes each batch's raster at once: the same spikes as the lazy trains."""
+    net = feed_forward(rng, kind="current")
+    x = rng.uniform(0, 1, size=(3, 5))
+    step, packed = _both(net, x, 50, monkeypatch)
+    monkeypatch.setattr(layered, "PACKED_TRAINS", False)
+    _, decoded = _both(net, x, 50, monkeypatch)
+    assert all(st.packed is None and "sample" in st.__dict__ for st in decoded.spikes.values())
+    _assert_identical(decoded, packed, min_spikes=300)
+    _assert_identical(decoded, step, min_spikes=300)

@@ -164,6 +164,16 @@ def window_sum(kernel: Any, x: Any, op: SharedKernel, lib: Any) -> Any:
     return out.reshape(x.shape[0], -1)
 
 
+
+def _spike_csr(x: NDArray[Any], dtype: Any) -> Any:
+    """0/1 spikes (batch, n) as a CSR matrix of ones, built directly (no COO round trip): the
+    event-driven product's left operand."""
+    b, n = x.shape
+    indptr = np.zeros(b + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
+    cols = np.flatnonzero(x) % n
+    return sp.csr_matrix((np.ones(cols.size, dtype=dtype), cols, indptr), shape=(b, n))
+
 class SparseConv:
     """A full convolution of binary spikes, event-driven: work ∝ spikes × fan-out.
 
@@ -385,13 +395,7 @@ class NumpyArrays(Arrays):
         wt, m = wt
         if np.count_nonzero(x) > self.pull_above * x.size:
             return self._pull(m, x, np.float64)
-        # event-driven: the spikes as a CSR matrix built directly (no COO round trip)
-        b, n = x.shape
-        indptr = np.zeros(b + 1, dtype=np.int64)
-        np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
-        cols = np.flatnonzero(x) % n
-        spikes = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(b, n))
-        return np.asarray((spikes @ wt).toarray())
+        return np.asarray((_spike_csr(x, np.float64) @ wt).toarray())
 
 
 class DenseConv32:
@@ -490,12 +494,7 @@ class Float32Arrays(NumpyArrays):
             wt, m = wt
             if np.count_nonzero(x) > self.pull_above * x.size:
                 return self._pull(m, x, np.float32)
-            b, n = x.shape
-            indptr = np.zeros(b + 1, dtype=np.int64)
-            np.cumsum(np.count_nonzero(x, axis=1), out=indptr[1:])
-            cols = np.flatnonzero(x) % n
-            spikes = sp.csr_matrix((np.ones(cols.size, dtype=np.float32), cols, indptr), shape=(b, n))
-            return np.asarray((spikes @ wt).toarray())
+            return np.asarray((_spike_csr(x, np.float32) @ wt).toarray())
         return super().matmul(prepared, x)  # gathers: float32 weights give float32 sums
 
 

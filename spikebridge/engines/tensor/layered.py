@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ...store.record import SpikeRecord, SpikeTrains
+from ...store.record import SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
 
 # the engine imports this module (lazily) and hands itself over: importing it back, even for
@@ -491,7 +491,7 @@ class LayerMajor:
     def _trains(bits: NDArray[np.uint8] | None, n: int, n_b: int, dt: float, total: int) -> SpikeTrains:
         """Spike trains from recorded bits (n_b, n_steps, ceil(n / 8)), in (sample, step, neuron) order.
 
-        ``total`` is the number of spikes (from the counts): the index arrays are filled in place.
+        ``total`` is the number of spikes (from the counts), checked when the raster is decoded here.
         """
         z = np.zeros(0, np.int32)
         if bits is None:
@@ -500,22 +500,8 @@ class LayerMajor:
             # handed on as the raster: the store keeps dense populations packed, and the index
             # arrays are built only if someone reads them
             return SpikeTrains.from_packed(bits, n, dt)
-        n_steps = bits.shape[1]
-        sample, step, neuron = (np.empty(total, dtype=np.int32) for _ in range(3))
-        chunk = max(1, (1 << 24) // max(1, n_steps * n))  # unpacked bools per chunk: about 16 MB
-        at = 0
-        for s0 in range(0, n_b, chunk):
-            raster = np.unpackbits(bits[s0 : s0 + chunk], axis=-1, count=n).view(bool).reshape(-1, n)
-            # per (sample, step) row: its spike count; indices by repetition, no division per spike
-            per_row = np.count_nonzero(raster, axis=1)
-            flat = np.flatnonzero(raster)
-            end = at + flat.size
-            rows = np.arange(raster.shape[0], dtype=np.int64)
-            np.subtract(flat, np.repeat(rows * n, per_row), out=neuron[at:end], casting="unsafe")
-            sample[at:end] = np.repeat((rows // n_steps + s0).astype(np.int32), per_row)
-            step[at:end] = np.repeat((rows % n_steps).astype(np.int32), per_row)
-            at = end
-        if at != total:  # never: counts and recorded bits come from the same spikes
-            raise RuntimeError(f"layer-major recording: {at} spikes recorded, {total} counted")
+        sample, neuron, step = unpack_spikes(bits, n)
+        if sample.size != total:  # never: counts and recorded bits come from the same spikes
+            raise RuntimeError(f"layer-major recording: {sample.size} spikes recorded, {total} counted")
         # in range and in (sample, step, neuron) order by construction
         return SpikeTrains._from_sorted(n, n_b, dt, sample, neuron, step)
