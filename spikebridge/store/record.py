@@ -87,6 +87,10 @@ class SpikeTrains:
     def from_packed(cls, bits: NDArray[np.uint8], n_neurons: int, dt: float) -> "SpikeTrains":
         """Spike trains from a packed spike raster, decoded to index arrays only when first read.
 
+        A simulation that produces spikes as a raster, and a store that keeps them as one, hand
+        them on without building ``sample``/``neuron``/``step`` (12 bytes per spike); those are
+        decoded, in (sample, step, neuron) order, on first access.  :attr:`packed` gives the raster.
+
         Parameters
         ----------
         bits : ndarray of uint8, shape (n_samples, n_steps, ceil(n_neurons / 8))
@@ -96,10 +100,6 @@ class SpikeTrains:
         n_neurons : int
         dt : float
             Time step in seconds.
-
-        A simulation that produces spikes as a raster, and a store that keeps them as one, hand
-        them on without building ``sample``/``neuron``/``step`` (12 bytes per spike); those are
-        decoded, in (sample, step, neuron) order, on first access.  :attr:`packed` gives the raster.
         """
         bits = np.asarray(bits, dtype=np.uint8)
         nb = -(-int(n_neurons) // 8)

@@ -113,29 +113,11 @@ def test_random_signed_network_identical_in_every_engine(rng):
 
 
 def test_to_brian2_and_exported_script_reproduce_signed_spikes(rng, tmp_path):
-    import brian2
-
-    from spikebridge.engines.brian2.api import to_brian2
-    from spikebridge.export.brian2_script import export_brian2_script
-
-    from ..engines.test_export_script import _run as run_script
+    from ..engines.test_export_script import check_to_brian2_and_script
 
     snn = _random_signed_net(np.random.default_rng(5))
-    x = rng.uniform(0, 1, size=(3, 6))
-    cfg = SimulationConfig(n_steps=40, target="numpy", record=("all",))
-    ref = simulate_reference(snn, x, 40, record=("all",))
+    ref = check_to_brian2_and_script(snn, rng.uniform(0, 1, size=(3, 6)), tmp_path, 40, "n_emitted > 0.5", min_spikes=200)
     assert _negative_spikes(ref) > 10
-    brian2.prefs.codegen.target = "numpy"
-    net = to_brian2(snn, x, config=cfg)
-    net.network.run(cfg.n_steps * net.dt * brian2.second, namespace={})
-    assert_same_spikes(net.spike_record(), ref, min_spikes=200)
-    script, _ = export_brian2_script(snn, tmp_path / "out", x, n_steps=40)
-    assert "n_emitted > 0.5" in script.read_text()
-    res = run_script(script)
-    assert res.returncode == 0, res.stderr[-2000:]
-    with np.load(tmp_path / "out" / "snn_results.npz", allow_pickle=False) as got:
-        for name, counts in ref.counts.items():
-            np.testing.assert_array_equal(got[f"{name}__counts"], counts, err_msg=name)
 
 
 def test_signed_network_file_round_trip_and_refusals(tmp_path):

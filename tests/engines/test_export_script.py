@@ -25,6 +25,32 @@ def _run(script) -> subprocess.CompletedProcess:
                           cwd=script.parent, timeout=300)
 
 
+def check_to_brian2_and_script(snn, x, tmp_path, n_steps: int, marker: str, min_spikes: int):
+    """`to_brian2` and the exported script (whose text holds ``marker``) reproduce the reference's
+    spikes and counts (numpy target); returns the reference record."""
+    import brian2
+
+    from spikebridge.engines.brian2.api import to_brian2
+    from spikebridge.engines.reference import simulate_reference
+
+    from .test_tensor import assert_same_spikes
+
+    cfg = SimulationConfig(n_steps=n_steps, target="numpy", record=("all",))
+    ref = simulate_reference(snn, x, n_steps, record=("all",))
+    brian2.prefs.codegen.target = "numpy"
+    net = to_brian2(snn, x, config=cfg)
+    net.network.run(cfg.n_steps * net.dt * brian2.second, namespace={})
+    assert_same_spikes(net.spike_record(), ref, min_spikes=min_spikes)
+    script, _ = export_brian2_script(snn, tmp_path / "out", x, n_steps=n_steps)
+    assert marker in script.read_text()
+    res = _run(script)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with np.load(tmp_path / "out" / "snn_results.npz", allow_pickle=False) as got:
+        for name, counts in ref.counts.items():
+            np.testing.assert_array_equal(got[f"{name}__counts"], counts, err_msg=name)
+    return ref
+
+
 def _imports(script) -> set[str]:
     tree = ast.parse(script.read_text())
     names = set()
