@@ -1191,12 +1191,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         ends.resize(k + 1, axis=0)
         sums.resize(k + 1, axis=0)
         ends[k], sums[k] = stop, digest
-        f.flush()
-        self._fsync()
-        f["progress"].attrs["n_done"] = stop
-        f.flush()
-        self._fsync()
-        return stop
+        return self._commit(stop)
 
     def __repr__(self) -> str:
         state = "closed" if self._f is None else f"mode {self.mode!r}, {self.n_done} samples"
@@ -1508,9 +1503,6 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 if layer not in acts:
                     raise ValidationError(f"SpikeStore.append_batch: batch lacks ANN activations of layer {layer!r}", attr="activations")
                 put(g[key], acts[layer], start)
-        # Data and their checksum first, on disk (fsync), then the counter: a crash or a
-        # failed write before the counter leaves n_done at the old value, and readers
-        # verify every counted batch against its checksum.
         if "progress/batch_ends" in f:
             ends, sums = f["progress/batch_ends"], f["progress/batch_sha256"]
             k = int(np.searchsorted(ends[:], start, side="right"))
@@ -1518,6 +1510,16 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             sums.resize(k + 1, axis=0)
             ends[k] = stop
             sums[k] = _digest(written)
+        return self._commit(stop)
+
+    def _commit(self, stop: int) -> int:
+        """Count samples up to ``stop`` done, after what was written for them is on disk.
+
+        The data and their checksums are flushed and fsynced before ``n_done`` moves (then that is
+        fsynced too): a crash or failed write in between leaves ``n_done`` at its old value, and
+        readers verify every counted batch or shard against its checksum.  Returns ``stop``.
+        """
+        f = self.file
         f.flush()
         self._fsync()
         f["progress"].attrs["n_done"] = stop

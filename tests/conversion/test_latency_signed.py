@@ -19,7 +19,7 @@ from spikebridge.run.simulate import simulate
 from spikebridge.snn.network import Population, Projection, SpikingNetwork, load_network, save_network
 
 from ..engines.test_tensor import DEVICES, assert_same_spikes
-from ..engines._nets import run_engine as _run
+from ..engines._nets import graded_net, run_engine as _run
 
 
 def _trio(signed: bool = True) -> SpikingNetwork:
@@ -66,32 +66,11 @@ def test_hand_computed_signed_spikes(engine):
 
 
 def _random_signed_net(rng: np.random.Generator) -> SpikingNetwork:
-    """A signed IF layer with biases, a signed LIF layer with capped bursts and per-neuron thresholds, a plain
-    layer and an integrator read-out; mixed-sign weights so negative spikes happen."""
-    n_in, n_a, n_b, n_c, n_out = 6, 9, 7, 5, 3
-    pops = [
-        Population(name="input", n=n_in, model="input", role="input"),
-        Population(name="a", n=n_a, model="if", v_init=rng.uniform(0, 0.5, n_a), bias=rng.normal(0, 200, n_a),
-                   params={"signed": True}),
-        Population(name="b", n=n_b, model="lif", tau_mem=0.02, threshold=rng.uniform(0.3, 0.8, n_b),
-                   params={"burst": 3, "signed": True, "rate_cap": True}),
-        Population(name="c", n=n_c, model="if", v_init=0.5),
-        Population(name="out", n=n_out, model="integrator", role="output"),
-    ]
-
-    def dense(name, pre, post, n_pre, n_post, mean, scale, delay=0.0):
-        return Projection.from_dense(rng.normal(mean, scale, size=(n_post, n_pre)), name=name, pre=pre, post=post, delay=delay)
-
-    projs = [
-        dense("in_a", "input", "a", n_in, n_a, 0.4, 1.0),
-        dense("a_b", "a", "b", n_a, n_b, 0.05, 0.5),
-        dense("b_c", "b", "c", n_b, n_c, 0.05, 0.4),
-        dense("a_c", "a", "c", n_a, n_c, 0.0, 0.3),
-        dense("c_out", "c", "out", n_c, n_out, 0.2, 0.5, delay=2e-3),
-        dense("c_a", "c", "a", n_c, n_a, 0.0, 0.5, delay=1e-3),  # feedback onto a signed layer
-    ]
-    return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=0,
-                          encoding={"kind": "current", "scale": 1.0})
+    """A signed IF layer with biases, a signed LIF layer with capped bursts, a plain layer and an
+    integrator read-out; mixed-sign weights so negative spikes happen."""
+    return graded_net(rng, {"signed": True}, {"burst": 3, "signed": True, "rate_cap": True},
+                      [(0.4, 1.0), (0.05, 0.5), (0.05, 0.4), (0.0, 0.3), (0.2, 0.5), (0.0, 0.5)],
+                      {"kind": "current", "scale": 1.0})
 
 
 def _negative_spikes(rec) -> int:

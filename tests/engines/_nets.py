@@ -76,3 +76,26 @@ def mixed(rng: np.random.Generator, *, kind: str = "current") -> SpikingNetwork:
     jitter = (1 + rng.integers(0, 4, size=p.n_synapses)) * 1e-3
     projs[1] = p.replace(delay=jitter)
     return SpikingNetwork(pops, projs, input="input", output="out", encoding={"kind": kind, "scale": 1.0, "max_rate": 500.0})
+
+
+def graded_net(rng: np.random.Generator, a_params: dict, b_params: dict, weights: list[tuple[float, float]],
+               encoding: dict) -> SpikingNetwork:
+    """Two graded layers (a: IF with biases and per-neuron start potentials, b: LIF with per-neuron
+    thresholds; their ``params`` give bursts or signed spikes), a single-spike IF layer c and an
+    integrator read-out; ``weights`` = (mean, sd) of the projections in_a, a_b, b_c, a_c, c_out
+    (delay 2 steps) and c_a (feedback, delay 1 step)."""
+    n_in, n_a, n_b, n_c, n_out = 6, 9, 7, 5, 3
+    pops = [
+        Population(name="input", n=n_in, model="input", role="input"),
+        Population(name="a", n=n_a, model="if", v_init=rng.uniform(0, 0.5, n_a), bias=rng.normal(0, 200, n_a), params=a_params),
+        Population(name="b", n=n_b, model="lif", tau_mem=0.02, threshold=rng.uniform(0.3, 0.8, n_b), params=b_params),
+        Population(name="c", n=n_c, model="if", v_init=0.5),
+        Population(name="out", n=n_out, model="integrator", role="output"),
+    ]
+    links = [("in_a", "input", "a", n_in, n_a, 0.0), ("a_b", "a", "b", n_a, n_b, 0.0), ("b_c", "b", "c", n_b, n_c, 0.0),
+             ("a_c", "a", "c", n_a, n_c, 0.0), ("c_out", "c", "out", n_c, n_out, 2e-3), ("c_a", "c", "a", n_c, n_a, 1e-3)]
+    projs = [
+        Projection.from_dense(rng.normal(mean, sd, size=(n_post, n_pre)), name=name, pre=pre, post=post, delay=delay)
+        for (name, pre, post, n_pre, n_post, delay), (mean, sd) in zip(links, weights, strict=True)
+    ]
+    return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=0, encoding=encoding)

@@ -20,7 +20,7 @@ from spikebridge.errors import ValidationError
 from spikebridge.ir.serialize import load_graph
 
 from .test_tensor import DEVICES, assert_same_spikes
-from ._nets import run_engine as _run
+from ._nets import graded_net, run_engine as _run
 
 
 def _pair() -> SpikingNetwork:
@@ -50,31 +50,10 @@ def test_hand_computed_bursts(engine):
 
 
 def _random_burst_net(rng: np.random.Generator, kind: str) -> SpikingNetwork:
-    """Two burst layers (IF and LIF, per-neuron thresholds and start potentials), a single-spike layer
-    and an integrator, with delayed synapses out of the single-spike layer only."""
-    n_in, n_a, n_b, n_c, n_out = 6, 9, 7, 5, 3
-    pops = [
-        Population(name="input", n=n_in, model="input", role="input"),
-        Population(name="a", n=n_a, model="if", v_init=rng.uniform(0, 0.5, n_a), bias=rng.normal(0, 200, n_a),
-                   params={"burst": 3}),
-        Population(name="b", n=n_b, model="lif", tau_mem=0.02, threshold=rng.uniform(0.3, 0.8, n_b), params={"burst": 5}),
-        Population(name="c", n=n_c, model="if", v_init=0.5),
-        Population(name="out", n=n_out, model="integrator", role="output"),
-    ]
-
-    def dense(name, pre, post, n_pre, n_post, mean, scale, delay=0.0):
-        return Projection.from_dense(rng.normal(mean, scale, size=(n_post, n_pre)), name=name, pre=pre, post=post, delay=delay)
-
-    projs = [
-        dense("in_a", "input", "a", n_in, n_a, 0.8, 1.0),
-        dense("a_b", "a", "b", n_a, n_b, 0.1, 0.4),
-        dense("b_c", "b", "c", n_b, n_c, 0.05, 0.3),
-        dense("a_c", "a", "c", n_a, n_c, 0.0, 0.2),
-        dense("c_out", "c", "out", n_c, n_out, 0.2, 0.5, delay=2e-3),
-        dense("c_a", "c", "a", n_c, n_a, 0.0, 0.3, delay=1e-3),  # feedback onto a burst layer
-    ]
-    return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=0,
-                          encoding={"kind": kind, "scale": 1.0, "max_rate": 500.0})
+    """Two burst layers (IF and LIF), a single-spike layer and an integrator, with delayed synapses
+    out of the single-spike layer only (feedback onto a burst layer)."""
+    return graded_net(rng, {"burst": 3}, {"burst": 5}, [(0.8, 1.0), (0.1, 0.4), (0.05, 0.3), (0.0, 0.2), (0.2, 0.5), (0.0, 0.3)],
+                      {"kind": kind, "scale": 1.0, "max_rate": 500.0})
 
 
 @pytest.mark.parametrize("kind", ["current", "poisson"])
