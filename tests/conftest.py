@@ -64,6 +64,14 @@ def tiny_cnn():
     return make_tiny_cnn
 
 
+@pytest.fixture(scope="session")
+def digits_train_test():
+    """The shipped digits: ((x_train, y_train), (x_test, y_test)), loaded once per session."""
+    from spikebridge.datasets import load_dataset
+
+    return load_dataset("digits:train"), load_dataset("digits:test")
+
+
 @pytest.fixture(autouse=True)
 def _isolate_brian2():
     """Reset Brian2's device and preferences after each test that touched Brian2."""

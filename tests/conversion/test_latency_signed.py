@@ -15,6 +15,7 @@ import pytest
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.engines.reference import simulate_reference
 from spikebridge.errors import ValidationError
+from spikebridge.models import model_path
 from spikebridge.run.simulate import simulate
 from spikebridge.snn.network import Population, Projection, SpikingNetwork, load_network, save_network
 
@@ -122,19 +123,12 @@ def test_signed_network_file_round_trip_and_refusals(tmp_path):
         ConversionConfig(signed=1)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from spikebridge.datasets import load_dataset
-
-    return load_dataset("digits:train"), load_dataset("digits:test")
-
-
-def test_converted_cnn_signed_and_offset_mean(digits):
+def test_converted_cnn_signed_and_offset_mean(digits_train_test):
     from spikebridge.ir.serialize import load_graph
     from spikebridge.run.calibrate import convert
 
-    (x_cal, _), (x, y) = digits
-    g = load_graph("models/digits_cnn.h5")
+    (x_cal, _), (x, y) = digits_train_test
+    g = load_graph(model_path("digits_cnn"))
     plain = convert(g, ConversionConfig(), calibration=x_cal[:300])
     signed = convert(g, ConversionConfig(signed=True), calibration=x_cal[:300])
     hidden = [p for p in signed.populations.values() if p.role == "hidden"]

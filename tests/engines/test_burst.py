@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spikebridge.engines.reference import simulate_reference
+from spikebridge.models import model_path
 from spikebridge.run.simulate import simulate
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
@@ -101,16 +102,9 @@ def test_burst_network_file_round_trip_and_refusals(tmp_path):
         ConversionConfig(burst=0)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from spikebridge.datasets import load_dataset
-
-    return load_dataset("digits:train"), load_dataset("digits:test")
-
-
-def test_converted_cnn_with_bursts_is_better_at_small_t_and_identical_in_brian2(digits):
-    (x_cal, _), (x, y) = digits
-    g = load_graph("models/digits_cnn.h5")
+def test_converted_cnn_with_bursts_is_better_at_small_t_and_identical_in_brian2(digits_train_test):
+    (x_cal, _), (x, y) = digits_train_test
+    g = load_graph(model_path("digits_cnn"))
     plain = convert(g, ConversionConfig(), calibration=x_cal[:300])
     burst = convert(g, ConversionConfig(burst=4, percentile=95.0), calibration=x_cal[:300])
     hidden = [p for p in burst.populations.values() if p.role == "hidden"]
@@ -126,11 +120,11 @@ def test_converted_cnn_with_bursts_is_better_at_small_t_and_identical_in_brian2(
     assert_same_spikes(ten, simulate(burst, xs, SimulationConfig(n_steps=16, target="numpy", record=("all",))), min_spikes=500)
 
 
-def test_offset_calibration_lifts_small_t_on_the_digits_cnn(digits):
+def test_offset_calibration_lifts_small_t_on_the_digits_cnn(digits_train_test):
     from spikebridge.run.calibrate import convert as convert_sim
 
-    (x_cal, _), (x, y) = digits
-    g = load_graph("models/digits_cnn.h5")
+    (x_cal, _), (x, y) = digits_train_test
+    g = load_graph(model_path("digits_cnn"))
     plain = convert(g, ConversionConfig(), calibration=x_cal[:300])
     off = convert_sim(g, ConversionConfig(calibrate="offset", calibrate_steps=4, calibrate_samples=128),
                       calibration=x_cal[:300])
