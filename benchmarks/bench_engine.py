@@ -186,30 +186,36 @@ def synaptic_events(snn, rec) -> float:
 #: "previous" is the layer-major engine before integer max-pool gates and the fused IF scan (issue 21,
 #: 2026-12-06), for old-against-new figures in one run
 VARIANTS = {
-    "layer-major": (True, "float64", True),
-    "step-major": (False, "float64", True),
-    "layer-major, float32": (True, "float32", True),
-    "layer-major, previous": (True, "float64", False),
+    "layer-major": (True, "float64", True, True),
+    "step-major": (False, "float64", True, True),
+    "layer-major, float32": (True, "float32", True, True),
+    "layer-major, previous": (True, "float64", False, True),
+    # the numpy/scipy products in place of the compiled (numba) event kernels: A/B of
+    # spikebridge.engines.tensor.compiled (the row says whether every spike count is the same)
+    "layer-major, numpy": (True, "float64", True, False),
     # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
     # before session 20): A/B of the residual planner's shared kernels
-    "layer-major, conv matrices": (True, "float64", True),
+    "layer-major, conv matrices": (True, "float64", True, True),
 }
 
 
 def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True,
-                precision="float64", new_layer_major=True, phases=None, cpu_times=None):
+                precision="float64", new_layer_major=True, phases=None, cpu_times=None, use_compiled=True):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
     step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
     :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
-    ``cpu_times`` (a list) the process CPU seconds of each repeat."""
+    ``cpu_times`` (a list) the process CPU seconds of each repeat, ``use_compiled=False`` turns off
+    the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`)."""
+    import spikebridge.engines.tensor.compiled as compiled
     import spikebridge.engines.tensor.engine as tensor_engine
     import spikebridge.engines.tensor.layered as layered
 
     times, rec = [], None
-    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES
+    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED
     tensor_engine.LAYER_MAJOR = layer_major
     layered.INTEGER_GATES = layered.FUSED_IF = new_layer_major
     layered.PHASES = phases
+    compiled.ENABLED = use_compiled
     try:
         for _ in range(repeats):
             cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory,
@@ -220,7 +226,7 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
             if cpu_times is not None:
                 cpu_times.append(time.process_time() - c0)
     finally:
-        tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES = saved
+        tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED = saved
     return statistics.median(times), times, rec
 
 
@@ -233,7 +239,7 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) 
     net = snn
     for device in devices:
         for variant in args.variants:
-            lm, precision, new = VARIANTS[variant]
+            lm, precision, new, use_compiled = VARIANTS[variant]
             if variant == "layer-major, conv matrices":
                 if snn_matrices is None:
                     continue
@@ -243,13 +249,14 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) 
             if device != "cpu" and (not lm or precision != "float64" or not new):
                 continue  # torch: one row (it always runs step-major, float64)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
-            time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision)
+            time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision,
+                        use_compiled=use_compiled)
             before = load_now()
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
             cpu: list = []
             med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
                                           labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
-                                          cpu_times=cpu)
+                                          cpu_times=cpu, use_compiled=use_compiled)
             ev = synaptic_events(snn, rec)
             label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
             row = {
@@ -266,7 +273,7 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) 
                 row["cpu_s_by_population"] = {f"{name}/{phase}": sec for (name, phase), sec in sorted(phases.items())}
             if device == "cpu" and variant == "layer-major":
                 exact = rec
-            if (precision == "float32" or snn is not net) and exact is not None:
+            if (precision == "float32" or snn is not net or not use_compiled) and exact is not None:
                 total = sum(int(c.sum()) for c in exact.counts.values())
                 row["same_predictions_as_float64"] = float(np.mean(rec.predictions() == exact.predictions()))
                 row["spikes_float64"] = total

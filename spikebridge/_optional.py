@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "spikingjelly": "bench",
     "dask": "distributed",
     "distributed": "distributed",
+    "numba": "fast",
 }
 
 

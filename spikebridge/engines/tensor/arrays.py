@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
+from . import compiled
 
 __all__ = ["Arrays", "NumpyArrays", "Float32Arrays", "TorchArrays", "arrays_for", "ordered_matmul", "sequential_k"]
 
@@ -192,6 +193,7 @@ class SparseConv:
         self.wm = np.ascontiguousarray(op.kernel.reshape(o, -1).T)  # (C*kh*kw, O)
         self._ones = np.ones(0)
         self.dense_above = DENSE_CONV_ABOVE  # fraction of fired inputs; > 1 forces events
+        self.wt = np.ascontiguousarray(op.kernel.transpose(1, 2, 3, 0))  # (C, kh, kw, O): the compiled kernel's
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()
@@ -217,6 +219,8 @@ class SparseConv:
 
     def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float64]:
         op = self.op
+        if compiled.available():
+            return compiled.conv_events(spikes, self.wt, op.in_shape, op.stride, op.padding, op.out_hw)
         b = spikes.shape[0]
         c, h, w = op.in_shape
         (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
@@ -393,6 +397,8 @@ class NumpyArrays(Arrays):
                 return ordered_matmul(x[:, active].astype(np.float64), wt[active])
             return ordered_matmul(x.astype(np.float64), wt)
         wt, m = wt
+        if compiled.available():
+            return compiled.csr_events(x, wt.indptr, wt.indices, wt.data, wt.shape[1])
         if np.count_nonzero(x) > self.pull_above * x.size:
             return self._pull(m, x, np.float64)
         return np.asarray((_spike_csr(x, np.float64) @ wt).toarray())

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 from ...store.record import SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
+from . import compiled
 
 # the engine imports this module (lazily) and hands itself over: importing it back, even for
 # types, would make an import cycle, which tests/test_layering.py refuses
@@ -461,8 +462,11 @@ class LayerMajor:
 
         The operations of :meth:`TensorProgram._update`, :meth:`_add` and :meth:`TensorProgram._fire`
         in their order (``v += dt·drive``; ``v += arrival`` per link group; ``v >= θ``;
-        ``v -= spikes·θ``) with preallocated outputs: the same floats, fewer temporaries.
+        ``v -= spikes·θ``) with preallocated outputs: the same floats, fewer temporaries; with
+        numba, one compiled loop (:func:`.compiled.if_scan`, the same operations per neuron).
         """
+        if compiled.available() and compiled.if_scan(v, step_drive, theta, arrivals, spikes, pot):
+            return
         add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)  # v + 0.0 is v: skipped
         tmp = np.empty_like(v)
         for i in range(spikes.shape[0]):

@@ -1,0 +1,187 @@
+"""The compiled (numba) event kernels give the numpy/scipy path's floats, bit for bit.
+
+Each kernel is compared with the product it replaces, on weights chosen so that any other
+summation order changes the last bits (a weight of 1 among weights of 2**-53); then whole shipped
+networks run with the kernels on and off must give the same spike counts and potentials.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spikebridge.engines.tensor.compiled as compiled
+from spikebridge.config import SimulationConfig
+from spikebridge.conversion.convert import convert
+from spikebridge.engines.tensor.arrays import NumpyArrays, SparseConv
+from spikebridge.engines.tensor.layered import LayerMajor
+from spikebridge.importers.registry import load_model
+from spikebridge.models import model_path
+from spikebridge.run.simulate import simulate
+from spikebridge.snn.kernels import SharedKernel
+
+pytest.importorskip("numba")
+
+
+def order_sensitive(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Weights whose sums change with the order of addition: normals, ones and multiples of 2**-53."""
+    w = rng.normal(size=shape)
+    pick = rng.random(shape)
+    w[pick < 0.3] = np.ldexp(rng.integers(1, 4, size=int((pick < 0.3).sum())).astype(np.float64), -53)
+    w[(pick >= 0.3) & (pick < 0.4)] = 1.0
+    w[(pick >= 0.4) & (pick < 0.45)] = -0.0
+    return w
+
+
+@pytest.fixture
+def kernels_on(monkeypatch):
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    assert compiled.available()
+
+
+def _numpy(fn, *a):
+    saved = compiled.ENABLED
+    compiled.ENABLED = False
+    try:
+        return fn(*a)
+    finally:
+        compiled.ENABLED = saved
+
+
+def test_order_sensitive_weights_do_see_the_order(rng):
+    # the premise of every comparison below: these weights tell summation orders apart
+    w = order_sensitive(rng, (400,))
+    assert not np.array_equal(np.cumsum(w)[-1], np.cumsum(w[::-1])[-1])
+
+
+@pytest.mark.parametrize("o,c,hw,k,stride,pad,density", [
+    (32, 16, (12, 12), (5, 5), (1, 1), (0, 0), 0.14),   # the MNIST LeNet's second convolution
+    (8, 3, (9, 7), (3, 3), (1, 1), (1, 1), 0.5),        # padded, not square
+    (6, 4, (11, 10), (3, 2), (2, 3), (1, 0), 0.3),      # strides and uneven kernels
+    (5, 2, (6, 6), (1, 1), (2, 2), (0, 0), 0.9),        # 1×1 projection, dense input
+    (4, 3, (5, 5), (3, 3), (1, 1), (2, 2), 0.0),        # silent input: all outputs +0.0
+])
+def test_conv_events_equal_the_scipy_product(rng, kernels_on, o, c, hw, k, stride, pad, density):
+    op = SharedKernel(order_sensitive(rng, (o, c) + k), (c,) + hw, stride=stride, padding=pad)
+    s = rng.random((37, op.n_pre)) < density
+    conv = SparseConv(op)
+    conv.dense_above = 2.0  # the numpy path's events, not its dense GEMM
+    want = _numpy(conv, s)
+    got = conv(s)
+    assert got.shape == want.shape == (37, op.n_post)
+    assert np.array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))  # no -0.0 where scipy gives +0.0
+
+
+@pytest.mark.parametrize("density", [0.02, 0.2, 0.7])
+def test_csr_events_equal_both_scipy_products(rng, kernels_on, density):
+    m = sp.random(50, 300, density=0.15, random_state=1, format="csr")
+    m.data = order_sensitive(rng, m.data.shape)
+    arrays = NumpyArrays()
+    prepared = arrays.matrix(m)
+    assert prepared[0] == "sparse"
+    x = rng.random((23, 300)) < density
+    want = _numpy(arrays.matmul, prepared, x)
+    got = arrays.matmul(prepared, x)
+    assert np.array_equal(got, want)
+    # and equal to the definition: per post neuron, the fired weights summed in pre-index order
+    dense = m.toarray()
+    for b in (0, 7):
+        for post in (0, 13, 49):
+            acc = 0.0
+            for pre in np.flatnonzero(x[b]):
+                if dense[post, pre] != 0.0 or m[post, pre] != 0:
+                    acc += dense[post, pre]
+            assert got[b, post] == acc
+
+
+@pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True)])
+def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
+    tb, shape = 9, (6, 50)
+    v0 = rng.normal(0.3, 0.6, size=shape)
+    v0[0, :5] = -0.0  # -0.0 + 0.0 is +0.0: a zero drive given as the float 0.0 must not be added
+    if drive == "array":
+        sd = rng.normal(0.05, 0.1, size=shape[1:])
+    elif drive == "scalar":
+        sd = 0.0625
+    else:
+        sd = 0.0
+    arrivals = [order_sensitive(rng, (tb,) + shape) * 0.4 for _ in range(n_arr)]
+
+    def scan(enabled):
+        compiled.ENABLED = enabled
+        try:
+            v = v0.copy()
+            spikes = np.empty((tb,) + shape, dtype=bool)
+            pot = np.empty((tb,) + shape) if keep_pot else None
+            LayerMajor._if_scan(v, sd, 0.75, arrivals, spikes, pot)
+            return v, spikes, pot
+        finally:
+            compiled.ENABLED = True
+
+    (v1, s1, p1), (v2, s2, p2) = scan(False), scan(True)
+    assert s1.any() and not s1.all()
+    assert np.array_equal(s1, s2)
+    assert np.array_equal(v1, v2) and np.array_equal(np.signbit(v1), np.signbit(v2))
+    if keep_pot:
+        assert np.array_equal(p1, p2)
+
+
+def test_if_scan_declines_what_it_cannot_reproduce(kernels_on):
+    v = np.zeros((2, 3), dtype=np.float32)
+    spikes = np.empty((4, 2, 3), dtype=bool)
+    assert not compiled.if_scan(v, np.zeros(3), 1.0, [], spikes, None)  # float32: numpy's mixed rounding
+    v64 = np.zeros((2, 3))
+    three = [np.zeros((4, 2, 3))] * 3
+    assert not compiled.if_scan(v64, 0.5, 1.0, three, spikes, None)  # more than 2 arrival groups
+    assert not v64.any()  # declined before touching anything
+
+
+def test_without_numba_the_engine_runs_its_numpy_products(monkeypatch, rng):
+    def refuse(*a, **k):
+        raise AssertionError("a compiled kernel ran although numba is off")
+
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    for name in ("conv_events", "csr_events", "if_scan"):
+        monkeypatch.setattr(compiled, name, refuse)
+    assert not compiled.available()
+    graph = load_model(model_path("mnist_lenet"))
+    x = rng.random((2,) + tuple(graph.input_shape))
+    rec = simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=16, engine="tensor", device="cpu"))
+    assert rec.counts and sum(int(c.sum()) for c in rec.counts.values()) > 100
+
+
+@pytest.mark.parametrize("name,n_steps", [("mnist_lenet", 24), ("fmnist_vgg", 12), ("fmnist_resnet8", 12)])
+def test_shipped_networks_spike_the_same_with_and_without_kernels(rng, name, n_steps):
+    # the residual ResNet-8 ships beside the others without a model_path name
+    graph = load_model(model_path("mnist_lenet").with_name(f"{name}.h5"))
+    x = rng.random((6,) + tuple(graph.input_shape))
+    snn = convert(graph, calibration=x)
+    cfg = SimulationConfig(n_steps=n_steps, engine="tensor", device="cpu", record=("all",))
+    compiled.ENABLED = False
+    try:
+        want = simulate(snn, x, cfg)
+    finally:
+        compiled.ENABLED = True
+    got = simulate(snn, x, cfg)
+    assert sum(int(c.sum()) for c in want.counts.values()) > 1000
+    assert want.counts.keys() == got.counts.keys()
+    for k in want.counts:
+        assert np.array_equal(want.counts[k], got.counts[k]), k
+    assert np.array_equal(want.output_potential_t, got.output_potential_t)
+    for k in want.spikes:
+        assert np.array_equal(want.spikes[k].sample, got.spikes[k].sample), k
+        assert np.array_equal(want.spikes[k].neuron, got.spikes[k].neuron), k
+        assert np.array_equal(want.spikes[k].step, got.spikes[k].step), k
+
+
+def test_if_scan_hand_computed_threshold_is_inclusive(kernels_on):
+    # v climbs 0.25 per step from 0 and reaches θ = 0.75 exactly at steps 2 and 5: a spike (v >= θ), reset to 0
+    v = np.zeros((2, 2))
+    spikes = np.empty((6, 2, 2), dtype=bool)
+    pot = np.empty((6, 2, 2))
+    assert compiled.if_scan(v, 0.25, 0.75, [], spikes, pot)
+    assert spikes[:, 0, 0].tolist() == [False, False, True, False, False, True]
+    assert spikes.all(axis=(1, 2)).tolist() == spikes.any(axis=(1, 2)).tolist()
+    assert pot[:, 1, 1].tolist() == [0.25, 0.5, 0.0, 0.25, 0.5, 0.0]
