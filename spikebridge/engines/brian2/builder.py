@@ -450,7 +450,7 @@ def build_network(
             # the reset runs once for every neuron the thresholder let spike: the count a
             # SpikeMonitor keeps, without a monitor code object in every step
             spec.equations += "\nn_spikes : integer"
-            spec.reset += "\nn_spikes += 1"
+            spec.reset = f"{spec.reset}\nn_spikes += 1"
             spike_counters.add(name)
         if spec.reset:
             kwargs["reset"] = spec.reset
