@@ -13,6 +13,9 @@ Measures, each configuration in its own subprocess (so peak memory —
   spike times its fan-out) and peak memory.  Runtime targets are warmed up
   first (cython's compile cache); standalone compile time is reported
   separately from the run time of the reused binary;
+* **spike counts**: kept by the populations' resets (``n_spikes``, the engine's
+  default) against one ``SpikeMonitor`` per population (rows ``... spike monitors``);
+  a batched row with Brian2's per-code-object profile (``... profiled``);
 * **layout**: one ``Synapses`` object per projection against the split into
   ``_exc``/``_inh`` objects;
 * **peer** (when ``spikingjelly`` is installed): SpikingJelly's ``ann2snn``
@@ -38,6 +41,14 @@ on the load of the machine: on a shared machine, repeat them.  Issue 21 §3's
 figures alone (about 3-5 minutes on 2 quiet cores, the LeNet compilation included)::
 
     python benchmarks/bench_speed.py --case "per-sample,batched cython T=,LeNet" --out benchmarks/results/speed_issue21.json
+
+The MLP rows with their A/B (spike counts kept by the resets, the default, against one
+``SpikeMonitor`` per population) and Brian2's own per-code-object profile of the batched run
+(``Network.run(profile=True)``, one repeat, printed under the row and kept as
+``brian2_profile_s``), about a minute::
+
+    python benchmarks/bench_speed.py --case "per-sample,batched cython T=,batched cython spike,batched cython profiled" \
+        --repeats 5 --out benchmarks/results/speed_s20_brian2_mlp.json
 """
 
 from __future__ import annotations
@@ -119,9 +130,34 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             kw["split_signs"] = True
             return original(*a, **kw)
 
-        import spikebridge.run.simulate as runner_mod
+        import spikebridge.engines.brian2.run as runner_mod  # where run_batch looks build_network up
 
         runner_mod.build_network = split_build  # type: ignore[assignment]
+    if spec.get("spike_monitors"):
+        # A/B of build_network(counters=True): count with one SpikeMonitor per population, as before
+        import spikebridge.engines.brian2.run as brian2_run
+
+        built_with = brian2_run.build_network
+
+        def monitor_build(*a: Any, **kw: Any) -> Any:
+            kw["counters"] = False
+            return built_with(*a, **kw)
+
+        brian2_run.build_network = monitor_build  # type: ignore[assignment]
+    profiles: list[Any] = []
+    if spec.get("profile"):
+        # Brian2's own per-code-object times (Network.run(profile=True)) of the last repeat
+        import brian2
+
+        network_run = brian2.Network.run
+
+        def profiled_run(self: Any, *a: Any, **kw: Any) -> Any:
+            kw["profile"] = True
+            out = network_run(self, *a, **kw)
+            profiles.append([(name, float(t)) for name, t in self.profiling_info])
+            return out
+
+        brian2.Network.run = profiled_run  # type: ignore[method-assign]
     cfg = SimulationConfig(
         n_steps=spec["steps"], target=spec["target"], batch_size=spec.get("batch_size"), max_memory=2e9,
         threads=spec.get("threads", 1), workers=spec.get("workers", 1),
@@ -144,6 +180,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     events = _events(snn, rec.counts)
     run_med = statistics.median(runs)
     extra: dict[str, Any] = {}
+    if profiles:
+        extra["brian2_profile_s"] = sorted(profiles[-1], key=lambda kv: -kv[1])
     if net_runs:
         # standalone: inside the binary's Network.run (synapses built before it, results written after)
         reused = net_runs[1:] or net_runs
@@ -211,7 +249,7 @@ def run_spikingjelly(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             functional.reset_net(snn)
             t0 = time.perf_counter()
-            out = 0
+            out: Any = 0
             for _ in range(spec["steps"]):
                 out = out + snn(xt)
             walls.append(time.perf_counter() - t0)
@@ -279,6 +317,15 @@ def main() -> None:
         if not args.quick:
             specs.append({"label": f"batched cpp_standalone 2 threads T={steps}", "kind": "brian2", "model": mlp,
                           "target": "cpp_standalone", "steps": steps, "repeats": args.repeats, "threads": 2})
+        # issue 21 §3: the spike counts kept by SpikeMonitors (as before counters=True), and
+        # Brian2's per-code-object profile of the batched run
+        specs.append({"label": f"per-sample cython spike monitors T={steps}", "kind": "brian2", "model": mlp,
+                      "target": "cython", "steps": steps, "batch_size": 1, "n_samples": args.per_sample, "repeats": 1,
+                      "spike_monitors": True})
+        specs.append({"label": f"batched cython spike monitors T={steps}", "kind": "brian2", "model": mlp,
+                      "target": "cython", "steps": steps, "repeats": args.repeats, "spike_monitors": True})
+        specs.append({"label": f"batched cython profiled T={steps}", "kind": "brian2", "model": mlp,
+                      "target": "cython", "steps": steps, "repeats": 1, "profile": True})
         specs.append({"label": f"batched cython split exc/inh T={steps}", "kind": "brian2", "model": mlp,
                       "target": "cython", "steps": steps, "repeats": args.repeats, "split_signs": True})
         specs.append({"label": f"batched cython CNN T={steps}", "kind": "brian2", "model": "digits_cnn",
@@ -326,6 +373,9 @@ def main() -> None:
             ratios[f"batched_vs_per_sample_best_of_T{steps}"] = (
                 min(ps["wall_s"]) / ps["n_samples"] / (bt["wall_min_s"] / bt["n_samples"])
             )
+        psm, btm = by.get(f"per-sample cython spike monitors T={steps}", {}), by.get(f"batched cython spike monitors T={steps}", {})
+        if "per_sample_s" in psm and "per_sample_s" in btm:
+            ratios[f"spike_monitors_batched_vs_per_sample_T{steps}"] = psm["per_sample_s"] / btm["per_sample_s"]
         sa = by.get(f"batched cpp_standalone T={steps}", {})
         if "per_sample_s" in ps and "wall_s" in sa and len(sa["wall_s"]) > 1:
             # standalone with its binary reused (second and later repeats)
@@ -355,6 +405,9 @@ def main() -> None:
             f"{1e3 * r['per_sample_s']:>10.3f} {eps_text:>15} "
             f"{peak / 1e6:>8.0f} {100 * r['accuracy']:>6.2f} {_load_text(r):>11}"
         )
+        if "brian2_profile_s" in r:
+            top = ", ".join(f"{name} {1e3 * t:.1f}" for name, t in r["brian2_profile_s"][:6])
+            print(f"{'':<40} Brian2 profile (ms, in Network.run): {top}")
         if "events_per_s_network" in r:
             print(f"{'':<40} standalone: {r['events_per_s_network']:.3g} events/s in the binary's Network.run "
                   f"(best {r['events_per_s_network_best']:.3g}, {r['network_run_median_s']:.3f} s), "

@@ -267,3 +267,48 @@ def test_cpp_standalone_tables_match_reference_and_write_no_synapses(tiny_cnn, r
     # the synapse arrays were emptied before the binary wrote its results
     synaptic = [p for p in (build / "results").iterdir() if "__synaptic_pre" in p.name]
     assert synaptic and all(p.stat().st_size == 0 for p in synaptic)
+
+
+def test_runtime_batches_count_spikes_in_resets_like_monitors(tiny_mlp, rng):
+    """simulate's batches count in the resets (no SpikeMonitor per population, output count beside
+    v); to_brian2 keeps one SpikeMonitor per population: both give the same counts over time."""
+    import brian2 as b2
+
+    from spikebridge.engines.brian2.api import to_brian2
+    from spikebridge.engines.brian2.builder import build_network
+    from spikebridge.engines.brian2.run import brian2_state
+    from spikebridge.engines.plan import prepare_inputs
+
+    g = tiny_mlp()
+    x = rng.uniform(0, 1, size=(30, 6))
+    snn = convert(g, calibration=x)
+    cfg = _cfg(60, record=("fc1",))
+    counted = simulate(snn, x[:4], cfg)
+    net = to_brian2(snn, x[:4], config=cfg)
+    with brian2_state("numpy", cfg.seed):
+        net.run()
+    monitored = net.spike_record()
+    assert set(net.spike_monitors) == set(counted.counts)  # to_brian2: a monitor per spiking population
+    for name in counted.counts:
+        np.testing.assert_array_equal(counted.counts[name], monitored.counts[name])
+    np.testing.assert_array_equal(counted.output_counts_t, monitored.output_counts_t)
+    np.testing.assert_array_equal(counted.output_potential_t, monitored.output_potential_t)
+    np.testing.assert_array_equal(counted.spikes["fc1"].step, monitored.spikes["fc1"].step)
+    assert counted.output_counts_t[:, -1].sum() > 0 and counted.counts["fc1"].sum() > 20
+
+    from spikebridge.engines.brian2.run import collect
+
+    plan = compile(snn, cfg)
+    inputs = prepare_inputs(snn, x[:2], plan.dt)
+    with brian2_state("numpy", 0):
+        built = build_network(plan, 2, inputs=inputs, counters=True)
+        built.set_inputs(snn, inputs)
+        built.network.run(cfg.n_steps * plan.dt * b2.second, namespace={})
+        data = collect(built, snn, 2, cfg.n_steps, plan.dt)
+    for name in counted.counts:
+        np.testing.assert_array_equal(data["counts"][name], counted.counts[name][:2])
+    np.testing.assert_array_equal(data["output_counts_t"], counted.output_counts_t[:2])
+    # fc1 is recorded (spike times): it keeps its monitor; the others count in their resets
+    assert "fc1" in built.spike_monitors and "fc1" not in built.spike_counters
+    assert built.spike_counters == set(counted.counts) - {"fc1"} and built.output_counter
+    assert not any(isinstance(o, b2.SpikeMonitor) and o.source.name in built.spike_counters for o in built.network.objects)

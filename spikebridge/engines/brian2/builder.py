@@ -181,6 +181,10 @@ class BuiltNetwork:
     raster_array: Any = None
     #: sequence networks: the per-window input current of each population (TimedArray)
     sequence_arrays: dict[str, Any] = field(default_factory=dict)
+    #: populations counted by their reset (``n_spikes``, ``counters=True``) instead of a SpikeMonitor
+    spike_counters: set[str] = field(default_factory=set)
+    #: the output's cumulative count is recorded by ``potential_monitor`` (``n_spikes`` beside ``v``)
+    output_counter: bool = False
 
     def input_values(self, snn: SpikingNetwork, plan: InputPlan) -> dict[Any, np.ndarray]:
         """Map ``group.variable`` views to the batch's input values (padded to the batch size)."""
@@ -356,6 +360,7 @@ def build_network(
     split_signs: bool = False,
     raster: np.ndarray | None = None,
     inputs: InputPlan | None = None,
+    counters: bool = False,
 ) -> BuiltNetwork:
     """Create the Brian2 objects of ``batch_size`` copies of ``plan.snn``.
 
@@ -383,6 +388,13 @@ def build_network(
         ``TimedArray`` per population (``<population>_seq``, a row per window) and whose
         window floors (:func:`~.plan.window_floors`) become ``run_regularly`` operations
         (``<population>_floor``, every window, slot ``start``: before the state update).
+    counters : bool
+        Count the spikes of every population whose spike times are not kept with an
+        ``n_spikes`` variable that its reset increments, instead of a ``SpikeMonitor``, and
+        record the output's cumulative count beside its ``v`` in one ``StateMonitor``
+        (``potential_monitor.n_spikes``): one code object per population less in every step
+        and no spike-time arrays to bin afterwards (the engine's batched runs). Populations
+        without a reset, burst populations and recorded ones keep their monitor.
 
     Raises
     ------
@@ -408,6 +420,7 @@ def build_network(
     window = inputs.window_steps if inputs is not None else 0
     sequence_arrays: dict[str, Any] = {}
     floors = plan.floors
+    spike_counters: set[str] = set()
     for name in names:
         pop = snn.populations[name]
         seq = bool(window) and name in has_current
@@ -432,6 +445,13 @@ def build_network(
         kwargs: dict[str, Any] = dict(method=spec.method, clock=clock, name=name, namespace=ns)
         if spec.threshold:
             kwargs["threshold"] = spec.threshold
+        counted = bool(counters and spec.threshold and spec.reset and not pop.graded and name not in rec)
+        if counted:
+            # the reset runs once for every neuron the thresholder let spike: the count a
+            # SpikeMonitor keeps, without a monitor code object in every step
+            spec.equations += "\nn_spikes : integer"
+            spec.reset = f"{spec.reset}\nn_spikes += 1"
+            spike_counters.add(name)
         if spec.reset:
             kwargs["reset"] = spec.reset
         elif spec.threshold:
@@ -555,7 +575,7 @@ def build_network(
 
     spike_monitors: dict[str, Any] = {}
     for name in names:
-        if "spike" not in groups[name].events:
+        if "spike" not in groups[name].events or name in spike_counters:
             continue
         # the output's monitor keeps spike times in any case (counts over time): one monitor, not a
         # counting one beside a recording one (one code object less per step)
@@ -565,11 +585,15 @@ def build_network(
         spike_monitors[name] = mon
         objects.append(mon)
     out_spikes = pot = None
+    output_counter = False
     if snn.output is not None and snn.output in groups:
         out_group = groups[snn.output]
         if snn.output in spike_monitors:
             out_spikes = spike_monitors[snn.output]
-        pot = b2.StateMonitor(out_group, "v", record=True, when="end", name=f"{snn.output}_potential")
+        # a counted output: its cumulative count after every step, in the potential's monitor
+        output_counter = snn.output in spike_counters
+        pot = b2.StateMonitor(out_group, ["v", "n_spikes"] if output_counter else "v", record=True, when="end",
+                              name=f"{snn.output}_potential")
         objects.append(pot)
     net = b2.Network(*objects, name="spikebridge_network")
     net.schedule = list(SCHEDULE)
@@ -586,4 +610,6 @@ def build_network(
         input_kind=kind,
         raster_array=raster_array,
         sequence_arrays=sequence_arrays,
+        spike_counters=spike_counters,
+        output_counter=output_counter,
     )

@@ -204,6 +204,9 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
     b = built.batch_size
     counts: dict[str, np.ndarray] = {}
     spikes: dict[str, SpikeTrains] = {}
+    for name in built.spike_counters:  # counted by the reset (build_network(counters=True))
+        c = np.asarray(built.groups[name].n_spikes_[:], dtype=np.int64)
+        counts[name] = c.reshape(b, snn.populations[name].n)[:n_valid]
     for name, mon in built.spike_monitors.items():
         n = snn.populations[name].n
         burst = snn.populations[name].graded
@@ -229,7 +232,15 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
     n_out = snn.populations[out].n if out else 0
     out_counts = np.zeros((n_valid, n_steps, n_out), dtype=np.int32)
     out_pot = np.zeros((n_valid, n_steps, n_out), dtype=np.float32)
-    if built.output_spikes is not None:
+    if built.output_counter and built.potential_monitor is not None:
+        # the cumulative count after every step (recorded at the end of the step, beside v)
+        c = np.asarray(built.potential_monitor.n_spikes_[:])  # (b * n_out, recorded steps)
+        m = min(c.shape[1], n_steps)
+        c = c.reshape(b, n_out, c.shape[1])[:n_valid, :, :m]
+        out_counts[:, :m] = np.transpose(c, (0, 2, 1))
+        if m < n_steps and m:
+            out_counts[:, m:] = out_counts[:, m - 1 : m]
+    elif built.output_spikes is not None:
         i = np.asarray(built.output_spikes.i[:], dtype=np.int64)
         step = np.rint(np.asarray(built.output_spikes.t_[:]) / dt).astype(np.int64)
         keep = (i < n_valid * n_out) & (step < n_steps)
@@ -302,7 +313,8 @@ def run_batch(compiled: Plan, sub: InputPlan, cfg: SimulationConfig, target: str
     try:
         with brian2_state(target, seed) as resolved:
             try:
-                built = build_network(compiled, sub.n_samples, raster=sub.raster, inputs=sub)
+                # counters: spike counts kept by the resets, not by a SpikeMonitor per population
+                built = build_network(compiled, sub.n_samples, raster=sub.raster, inputs=sub, counters=True)
             except MemoryError as err:
                 raise BuildError(
                     f"network '{snn.name}': out of memory building a batch of {sub.n_samples} samples "
