@@ -182,6 +182,8 @@ def test_cpp_standalone_reuses_binary_and_matches_reference(tiny_mlp, rng, tmp_p
     import brian2
 
     assert type(brian2.get_device()).__name__ == "RuntimeDevice"
+    # the build ran with one compiler per core (run.brian2_target) and left Brian2's own default behind
+    assert brian2.prefs["devices.cpp_standalone.extra_make_args_unix"] == ["-j"]
 
 
 def test_poisson_drive_and_non_spiking_models_in_brian2(rng):

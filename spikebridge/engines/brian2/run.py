@@ -180,9 +180,14 @@ def brian2_state(target: str, seed: int, *, build_dir: str | None = None, thread
     saved_device = get_device()
     saved_rng = np.random.get_state()
     saved_threads = b2.prefs["devices.cpp_standalone.openmp_threads"]
+    saved_make = b2.prefs["devices.cpp_standalone.extra_make_args_unix"]
     try:
         if resolved == "cpp_standalone":
             b2.prefs["devices.cpp_standalone.openmp_threads"] = 0 if threads <= 1 else int(threads)
+            # Brian2's default ``make -j`` starts one compiler per source file at once (about 100
+            # for the LeNet: a load of 50-100 and a GB of memory for a minute); one per core
+            # builds as fast and leaves the machine usable
+            b2.prefs["devices.cpp_standalone.extra_make_args_unix"] = [f"-j{os.cpu_count() or 1}"]
             set_device("cpp_standalone", build_on_run=False, directory=build_dir)
         else:
             b2.prefs["codegen.target"] = resolved
@@ -194,6 +199,7 @@ def brian2_state(target: str, seed: int, *, build_dir: str | None = None, thread
             set_device(saved_device)
         b2.prefs["codegen.target"] = saved_target
         b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
+        b2.prefs["devices.cpp_standalone.extra_make_args_unix"] = saved_make
         b2.defaultclock.dt = saved_dt * b2.second
         np.random.set_state(saved_rng)
 
