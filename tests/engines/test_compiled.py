@@ -185,3 +185,13 @@ def test_if_scan_hand_computed_threshold_is_inclusive(kernels_on):
     assert spikes[:, 0, 0].tolist() == [False, False, True, False, False, True]
     assert spikes.all(axis=(1, 2)).tolist() == spikes.any(axis=(1, 2)).tolist()
     assert pot[:, 1, 1].tolist() == [0.25, 0.5, 0.0, 0.25, 0.5, 0.0]
+
+
+def test_gather_add_int_hand_computed(kernels_on):
+    # two post neurons, fan-in 2: post 0 = x0 - x2, post 1 = 2·x1 + x2; added onto what acc holds
+    x = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]], dtype=bool)
+    idx = np.array([[0, 1], [2, 2]], dtype=np.intp)
+    w = np.array([[1, 2], [-1, 1]], dtype=np.int64)
+    acc = np.full((3, 2), 5, dtype=np.int8)
+    compiled.gather_add_int(x, idx, w, acc)
+    assert acc.tolist() == [[5, 6], [4, 8], [6, 7]]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "csr_events", "if_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "csr_events", "gather_add_int", "if_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -122,7 +122,17 @@ def _build() -> dict[str, Any] | None:
                     for k in range(indptr[p], indptr[p + 1]):
                         out[b, indices[k]] += data[k]
 
-    return {"conv": conv_push, "csr": csr_push, "if_scan": if_scan}
+    @jit  # type: ignore[misc]
+    def gather_add(x: Any, idx: Any, w: Any, acc: Any) -> None:  # pragma: no cover - compiled
+        # acc[r, k] += Σ_f x[r, idx[f, k]]·w[f, k]; integers (max-pool gates), so any order is exact
+        n_r = x.shape[0]
+        n_f, n = idx.shape
+        for r in range(n_r):
+            for f in range(n_f):
+                for k in range(n):
+                    acc[r, k] += x[r, idx[f, k]] * w[f, k]
+
+    return {"conv": conv_push, "csr": csr_push, "if_scan": if_scan, "gather": gather_add}
 
 
 def available() -> bool:
@@ -243,3 +253,19 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     _kernels["if_scan"](v.reshape(n), drive, add_drive, float(theta), a1, a2, len(flat_arr), spikes.reshape(tb, n).view(np.uint8),
                         pot2, keep)
     return True
+
+
+def gather_add_int(x: NDArray[np.bool_], idx: NDArray[np.intp], w: NDArray[Any], acc: NDArray[Any]) -> None:
+    """``acc += Σ_f x[:, idx[f]]·w[f]`` in integers, in place (the integer max-pool gates).
+
+    Parameters
+    ----------
+    x : ndarray, shape (R, n_pre), bool
+    idx : ndarray, shape (F, n), intp
+        Pre-synaptic index of each post neuron's f-th synapse.
+    w : ndarray, shape (F, n), integer
+        Their weights, in ``acc``'s integer type (the caller has checked every sum fits).
+    acc : ndarray, shape (R, n), integer, C-contiguous
+    """
+    assert _kernels is not None, "compiled.gather_add_int called without available()"
+    _kernels["gather"](_as_u8(x), np.ascontiguousarray(idx), np.ascontiguousarray(w, dtype=acc.dtype), acc)

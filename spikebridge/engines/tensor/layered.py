@@ -240,6 +240,9 @@ class LayerMajor:
             n = idx.shape[1]
             if acc is None:
                 acc = np.zeros((tb * n_b, n), dtype=dtype)
+            if compiled.available():
+                compiled.gather_add_int(x, idx, w, acc)
+                continue
             wd = [dtype(w[f, 0]) if np.all(w[f] == w[f, 0]) else w[f].astype(dtype) for f in range(idx.shape[0])]  # scalars where uniform
             rows = max(8, _INT_CHUNK // (2 * n))
             tmp = np.empty((min(rows, x.shape[0]), n), dtype=bool)
