@@ -18,7 +18,9 @@ The tensor-engine rows (``--variants``, :data:`VARIANTS`): ``layer-major`` (the 
 acyclic networks on numpy), ``step-major`` (``engine.LAYER_MAJOR = False``), ``layer-major,
 float32`` (the opt-in ``precision="float32"``; its row says how many predictions and spike counts
 equal the exact row's) and, on request, ``layer-major, previous`` (without the integer max-pool
-gates and fused IF scan of 2026-12-06), all in the same run; ``--phases`` records per-phase CPU
+gates and fused IF scan of 2026-12-06) and ``layer-major, numpy`` (the numpy/scipy products in
+place of the compiled numba kernels; the default rows use them when numba is installed), all in
+the same run; ``--phases`` records per-phase CPU
 seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
 records the 1-minute load beside it.
 

@@ -25,6 +25,7 @@ the engine keeps its numpy/scipy products.
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ ENABLED = True
 
 _kernels: dict[str, Any] | None = None
 _tried = False
+_lock = threading.Lock()  # concurrent batch parts may ask first at the same time
 
 
 def _build() -> dict[str, Any] | None:
@@ -141,8 +143,10 @@ def available() -> bool:
     if not ENABLED:
         return False
     if not _tried:
-        _kernels = _build()
-        _tried = True
+        with _lock:
+            if not _tried:
+                _kernels = _build()
+                _tried = True
     return _kernels is not None
 
 
