@@ -14,7 +14,9 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
@@ -55,6 +57,66 @@ def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, 
     from .simulate import iter_simulate
 
     return iter_simulate(snn, inputs, config, start=start)
+
+
+#: run the tensor engine's next batch in a background thread while the store writes the current one
+ENGINE_AHEAD = True
+
+
+def _ahead(batches: Iterator[tuple[int, SpikeRecord]]) -> Iterator[tuple[int, SpikeRecord]]:
+    """``batches``, with the next batch simulated in a background thread while the caller writes this one.
+
+    The store's own work for a batch (the ANN forward pass, hashing, HDF5 writes and the fsync
+    waits) is single-threaded and left the engine's cores idle while it ran (issue 21 §2): with
+    this, it overlaps the engine's next batch.  Only the tensor engine's batches are run ahead
+    (it is pure numpy/torch; Brian2 and worker processes stay in the calling thread).  At most
+    two batches are alive at a time: the one being written and the one being simulated.  The
+    caller alone touches the store, so the store's order (data fsynced, then ``n_done``) and
+    every error path are unchanged; an engine error is raised in the caller when it asks for that
+    batch.  The first batch is simulated in the calling thread.
+    """
+    first = next(batches, None)
+    if first is None:
+        return
+    if not ENGINE_AHEAD or first[1].meta.get("engine") != "tensor":
+        yield first
+        yield from batches
+        return
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue()
+    # a batch may be simulated only once the batch two before it was written (two alive at a time)
+    slots = threading.Semaphore(1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                slots.acquire()
+                if stop.is_set():
+                    return
+                item = next(batches, None)
+                if item is None:
+                    ready.put(("end", None))
+                    return
+                ready.put(("batch", item))
+        except BaseException as err:  # handed to the caller, raised there
+            ready.put(("error", err))
+
+    # a daemon: a caller stopped by Ctrl-C or an error does not wait for a batch nobody will write
+    worker = threading.Thread(target=produce, name="spikebridge-engine-ahead", daemon=True)
+    worker.start()
+    try:
+        yield first
+        while True:
+            slots.release()  # the batch before was written: simulate the next one (overlaps the write of this one)
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        slots.release()
 
 
 def _shard_iter(
@@ -319,7 +381,7 @@ def simulate_to_store(
             if store is not None and store.n_done >= n_samples:
                 tidy_shards(folder, {d["name"] for d in index_rows(store.file, store.n_done)})
         elif start < n_samples:
-            for first, rec in _backend_iter(snn, x, config, start):
+            for first, rec in _ahead(iter(_backend_iter(snn, x, config, start))):
                 ann, acts = ann_for(first, rec.n_samples)
                 yb = None if y is None else y[first : first + rec.n_samples]
                 quiet.install()  # again: importing Brian2 replaces sys.excepthook

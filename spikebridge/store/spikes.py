@@ -114,9 +114,17 @@ _MAX_ATTR_BYTES = 1 << 20
 # file size (1.67 vs 1.66 bytes per spike, measured under a load of 4.5; issue 21 §2)
 _GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 #: HDF5 filters per ``compression`` setting; all are built into HDF5/h5py, so plain h5py reads every store
-FILTERS: dict[str, dict[str, Any]] = {"gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {}}
+FILTERS: dict[str, dict[str, Any]] = {
+    "gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {},
+    "auto": {"compression": "lzf", "shuffle": True},  # lzf, but packed rasters unfiltered (RASTER_FILTERS)
+}
+#: filters of packed spike rasters (``bits``) where they differ from :data:`FILTERS`.  "auto" leaves
+#: them unfiltered: h5py runs a filter holding the GIL, so lzf on the rasters (1.75x smaller on the
+#: LeNet's densest population, 124 MB/s) kept the engine's threads from overlapping the store's
+#: work; unfiltered, the writes are copies and the next batch runs beside them (issue 21 §2)
+RASTER_FILTERS: dict[str, dict[str, Any]] = {"auto": {}}
 #: what new stores use (see docs/formats.md, "Spike store files", for the measured trade-off)
-DEFAULT_COMPRESSION = "lzf"
+DEFAULT_COMPRESSION = "auto"
 #: a population is stored as a packed raster when its first batch has at least this share of
 #: (sample, step, neuron) slots spiking: events take 8 bytes per spike (before compression),
 #: a raster 1/8 byte per slot, so at 1/64 they are the same size, and a raster needs no decoding
@@ -1348,7 +1356,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     bits = False
             if bits:
                 row = (int(record.n_steps), -(-int(st.n_neurons) // 8))
-                bits_filters = {k: v for k, v in filters.items() if k != "shuffle"}  # bytes: nothing to shuffle
+                bits_filters = RASTER_FILTERS.get(self.compression, {k: v for k, v in filters.items() if k != "shuffle"})  # bytes: nothing to shuffle
                 g.create_dataset("bits", shape=(0, *row), maxshape=(None, *row), dtype=np.uint8,
                                  chunks=(_rows_per_chunk(row[0] * row[1], 1), *row), **bits_filters)
                 continue
