@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--compression", choices=["auto", "lzf", "gzip", "none"], default=None,
-                   help="filter of a new --output store's datasets: auto (default: lzf, spike rasters unfiltered), "
+                   help="filter of a new --output store's datasets: auto (default: lzf, spike rasters and ANN activations unfiltered), "
                    "lzf (smaller, slower), gzip (smallest, slowest), none (largest)")
     p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
     p.add_argument("--seed", type=_SEED)

@@ -116,13 +116,14 @@ _GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 #: HDF5 filters per ``compression`` setting; all are built into HDF5/h5py, so plain h5py reads every store
 FILTERS: dict[str, dict[str, Any]] = {
     "gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {},
-    "auto": {"compression": "lzf", "shuffle": True},  # lzf, but packed rasters unfiltered (RASTER_FILTERS)
+    "auto": {"compression": "lzf", "shuffle": True},  # lzf, but rasters and activations unfiltered (BULK_FILTERS)
 }
-#: filters of packed spike rasters (``bits``) where they differ from :data:`FILTERS`.  "auto" leaves
-#: them unfiltered: h5py runs a filter holding the GIL, so lzf on the rasters (1.75x smaller on the
-#: LeNet's densest population, 124 MB/s) kept the engine's threads from overlapping the store's
-#: work; unfiltered, the writes are copies and the next batch runs beside them (issue 21 §2)
-RASTER_FILTERS: dict[str, dict[str, Any]] = {"auto": {}}
+#: filters of the bulky datasets that "auto" leaves unfiltered: packed spike rasters (``bits``) and the
+#: ANN activations.  h5py runs a filter holding the GIL, so lzf there kept the engine's threads from
+#: overlapping the store's work, and it gains little per CPU second: on the MNIST LeNet (T=128) lzf
+#: shrinks the rasters 1.8x and the float32 activations 1.6x for 3.5 s and 1.0 s of CPU per 1,000
+#: images, where the int32 counts shrink 7x for 0.7 s (issue 21 §2, docs/results.md 0.2g)
+BULK_FILTERS: dict[str, dict[str, Any]] = {"auto": {}}
 #: what new stores use (see docs/formats.md, "Spike store files", for the measured trade-off)
 DEFAULT_COMPRESSION = "auto"
 #: a population is stored as a packed raster when its first batch has at least this share of
@@ -1356,7 +1357,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     bits = False
             if bits:
                 row = (int(record.n_steps), -(-int(st.n_neurons) // 8))
-                bits_filters = RASTER_FILTERS.get(self.compression, {k: v for k, v in filters.items() if k != "shuffle"})  # bytes: nothing to shuffle
+                bits_filters = BULK_FILTERS.get(self.compression, {k: v for k, v in filters.items() if k != "shuffle"})  # bytes: nothing to shuffle
                 g.create_dataset("bits", shape=(0, *row), maxshape=(None, *row), dtype=np.uint8,
                                  chunks=(_rows_per_chunk(row[0] * row[1], 1), *row), **bits_filters)
                 continue
@@ -1390,7 +1391,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     key = layer.replace("/", "_")
                     ds = actg.create_dataset(
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **filters,
+                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **BULK_FILTERS.get(self.compression, filters),
                     )
                     ds.attrs["layer"] = fixed_text(layer)
         if self.n_done == 0:  # a store continued from an older version keeps going without checksums

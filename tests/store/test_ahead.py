@@ -125,12 +125,21 @@ def test_tensor_store_interrupted_in_the_engine_thread_resumes_to_the_same_store
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_default_compression_leaves_rasters_unfiltered_and_the_rest_lzf(tmp_path):
+def test_default_compression_leaves_rasters_and_activations_unfiltered_and_the_rest_lzf(tmp_path):
+    from spikebridge.conversion.convert import convert
+    from tests.conftest import make_tiny_mlp
+
     n = 8
+    net = convert(make_tiny_mlp(), calibration=X[:8])
     cfg = SimulationConfig(n_steps=40, batch_size=4, seed=7, record=("all",), engine="tensor", threads=1)
-    stream.simulate_to_store(make_net(), X[:n], tmp_path / "s.h5", cfg, labels=Y[:n], return_record=False)
+    stream.simulate_to_store(net, X[:n], tmp_path / "s.h5", cfg, labels=Y[:n], return_record=False, ann_activations=True)
     with h5py.File(tmp_path / "s.h5", "r") as f:
         rasters = [g["bits"] for g in f["populations"].values() if "bits" in g]
         assert rasters  # the input fires densely enough for a raster
         assert all(ds.compression is None for ds in rasters)
-        assert f["output/counts_t"].compression == "lzf" and f["counts/hidden"].compression == "lzf"
+        acts = list(f["ann/activations"].values())
+        assert acts and all(ds.compression is None for ds in acts)
+        assert f["output/counts_t"].compression == "lzf" and f["ann/outputs"].compression == "lzf"
+        assert all(ds.compression == "lzf" for ds in f["counts"].values())
+    with SpikeStore(tmp_path / "s.h5") as st:  # and it reads back as any store
+        assert st.n_done == n and st.ann_activations() and st.counts(next(iter(st))).shape[0] == n
