@@ -474,7 +474,7 @@ def case_store(args) -> dict:
                              record=("all",))  # what `simulate -o` records
     simulate(snn, x[:4], cfg)  # warm-up (BLAS order probe, kernels)
     try:
-        for schedule in ("layer-major", "step-major"):
+        for schedule in args.store_schedules.split(","):
             tensor_engine.LAYER_MAJOR = schedule == "layer-major"
             row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": []}
             before = load_now()
@@ -604,6 +604,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="layer-major,step-major,layer-major, float32",
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
                    "'layer-major, previous' (before integer gates and the fused IF scan); split at commas not followed by a space")
+    p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
+                   help="store case: the schedules to run (comma-separated)")
     p.add_argument("--phases", action="store_true", help="record per-phase CPU seconds of the layer-major rows (layered.PHASES)")
     p.add_argument("--no-spikingjelly", dest="spikingjelly", action="store_false", help="skip the SpikingJelly rows")
     p.add_argument("--out", default=str(HERE / "results" / "engine.json"))

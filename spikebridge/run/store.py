@@ -17,7 +17,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -63,7 +63,7 @@ def _backend_iter(snn: "SpikingNetwork", inputs: Any, config: SimulationConfig, 
 ENGINE_AHEAD = True
 
 
-def _ahead(batches: Iterator[tuple[int, SpikeRecord]]) -> Iterator[tuple[int, SpikeRecord]]:
+def _ahead(batches: Iterator[tuple[int, SpikeRecord]]) -> Generator[tuple[int, SpikeRecord], None, None]:
     """``batches``, with the next batch simulated in a background thread while the caller writes this one.
 
     The store's own work for a batch (the ANN forward pass, hashing, HDF5 writes and the fsync
@@ -101,7 +101,8 @@ def _ahead(batches: Iterator[tuple[int, SpikeRecord]]) -> Iterator[tuple[int, Sp
         except BaseException as err:  # handed to the caller, raised there
             ready.put(("error", err))
 
-    # a daemon: a caller stopped by Ctrl-C or an error does not wait for a batch nobody will write
+    # joined when the caller stops early (below); a daemon only so that a second Ctrl-C during that
+    # wait is not held up by it
     worker = threading.Thread(target=produce, name="spikebridge-engine-ahead", daemon=True)
     worker.start()
     try:
@@ -117,6 +118,10 @@ def _ahead(batches: Iterator[tuple[int, SpikeRecord]]) -> Iterator[tuple[int, Sp
     finally:
         stop.set()
         slots.release()
+        # wait for a batch still being simulated: a thread left running in numpy while the
+        # interpreter shuts down (an error or Ctrl-C that ends the program) can crash it (SIGSEGV,
+        # seen with a disk-full first batch)
+        worker.join()
 
 
 def _shard_iter(
@@ -362,6 +367,7 @@ def simulate_to_store(
     partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     first = done = start
     quiet = _QuietWhenFull()
+    batches: Generator[tuple[int, SpikeRecord], None, None] | None = None
     try:
         if start < n_samples and sharded:
             for first, desc in _shard_iter(snn, x, y, config, start, folder, act_layers, bool(ann_activations), compression):
@@ -381,7 +387,8 @@ def simulate_to_store(
             if store is not None and store.n_done >= n_samples:
                 tidy_shards(folder, {d["name"] for d in index_rows(store.file, store.n_done)})
         elif start < n_samples:
-            for first, rec in _ahead(iter(_backend_iter(snn, x, config, start))):
+            batches = _ahead(iter(_backend_iter(snn, x, config, start)))
+            for first, rec in batches:
                 ann, acts = ann_for(first, rec.n_samples)
                 yb = None if y is None else y[first : first + rec.n_samples]
                 quiet.install()  # again: importing Brian2 replaces sys.excepthook
@@ -417,6 +424,8 @@ def simulate_to_store(
             f"no space left on the device of '{path}' while writing samples from {kept}: {what}"
         ) from err
     finally:
+        if batches is not None:
+            batches.close()  # joins the engine's thread (see _ahead)
         if store is not None:
             store.close()
         quiet.restore()

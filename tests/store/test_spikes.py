@@ -347,3 +347,29 @@ def test_spike_encoding_and_compression_are_checked(tmp_h5):
         assert "bits" in f["populations/d"] and "bits" in f["populations/s"]
     with SpikeStore(tmp_h5) as st:
         assert_trains_equal(st["s"], rec.spikes["s"])
+
+
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_space_bound_covers_what_unfiltered_chunks_take(tmp_path, compression):
+    """HDF5 allocates an unfiltered chunk whole: the free-space bound must count it (a full tmpfs crashed HDF5)."""
+    from spikebridge.store.spikes import SPACE_FACTOR, SPACE_RESERVE, batch_bytes_bound
+
+    rec1, _ = dense_record(5, n_steps=40, n=300, seed=1)
+    rec2, _ = dense_record(5, n_steps=40, n=300, seed=2)
+    path = tmp_path / "s.h5"
+    with SpikeStore(path, "w", compression=compression) as st:
+        st.write_header(n_steps=40, dt=1e-3)
+        before = path.stat().st_size
+        bound = batch_bytes_bound(rec1)
+        st.append_batch(0, rec1)
+        grew = path.stat().st_size - before
+        assert grew <= bound * SPACE_FACTOR + SPACE_RESERVE, (grew, bound)  # what ensure_space and the reserve ask for
+        with h5py.File(path, "r", locking=False, swmr=True) as f:
+            bits = f["populations/d/bits"]
+            assert bits.chunks[0] <= 5 if bits.compression is None else True  # chunks fit the first batch
+        before = path.stat().st_size
+        bound = batch_bytes_bound(rec2, file=st.file, start=5)
+        st.append_batch(5, rec2)
+        assert path.stat().st_size - before <= bound * SPACE_FACTOR + SPACE_RESERVE
+    with SpikeStore(path) as st:
+        assert st.n_done == 10
