@@ -394,7 +394,7 @@ def simulate_to_store(
                 quiet.install()  # again: importing Brian2 replaces sys.excepthook
                 if store is None:
                     # before the file exists: header, layout and first batch must fit, with margin
-                    ensure_space(partial, batch_bytes_bound(rec, ann, acts, yb) + len(str(header)),
+                    ensure_space(partial, batch_bytes_bound(rec, ann, acts, yb, compression=compression or SpikeStore.compression) + len(str(header)),
                                  f"the first batch (samples {first}-{first + rec.n_samples - 1})")
                     def first_batch(st: SpikeStore, first: int = first, rec: Any = rec, ann: Any = ann,
                                     acts: Any = acts, yb: Any = yb) -> None:

@@ -176,11 +176,13 @@ def batch_bytes_bound(
     labels: ArrayLike | None = None,
     file: h5py.File | None = None,
     start: int = 0,
+    compression: str | None = None,
 ) -> int:
     """Upper bound, in bytes, of what appending this batch at sample ``start`` adds to a store file.
 
     ``file`` is the store's open file (None before its first batch: the
-    chunk shapes the first batch will create are assumed).  Margins
+    chunk shapes the first batch will create are assumed; ``compression``, the
+    store's setting, says whether they will be filtered).  Margins
     (:data:`SPACE_FACTOR`, :data:`SPACE_RESERVE`) are not included.
     """
     n = int(record.n_samples)
@@ -196,8 +198,8 @@ def batch_bytes_bound(
         made = file is not None and key in file
         events = key.rsplit("/", 1)[-1] in ("neuron", "step", "index")
         # not made yet: per-sample datasets get chunks no longer than this first batch (_chunk_rows),
-        # counted whole; event datasets (lzf unless compression="none") as written
-        whole = file[key].compression is None if file is not None and made else not events
+        # counted whole; event datasets whole only where unfiltered (compression="none")
+        whole = file[key].compression is None if file is not None and made else not events or compression == "none"
         if not made and not events:
             default_rows = max(1, min(default_rows, n))
         return _chunk_span_bytes(lo, m, chunk_of(key, default_rows), row_bytes, whole)
@@ -1477,7 +1479,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         lab = record.labels if labels is None else labels
         lab = None if lab is None else np.asarray(lab)
         if self.check_space:
-            bound = batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start)
+            bound = batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start, self.compression)
             what = f"the batch of samples {start}-{start + n - 1}"
             ensure_space(self.path, bound, what)
             self._reserve(int(bound * SPACE_FACTOR) + SPACE_RESERVE, what)

@@ -360,7 +360,7 @@ def test_space_bound_covers_what_unfiltered_chunks_take(tmp_path, compression):
     with SpikeStore(path, "w", compression=compression) as st:
         st.write_header(n_steps=40, dt=1e-3)
         before = path.stat().st_size
-        bound = batch_bytes_bound(rec1)
+        bound = batch_bytes_bound(rec1, compression=compression)
         st.append_batch(0, rec1)
         grew = path.stat().st_size - before
         assert grew <= bound * SPACE_FACTOR + SPACE_RESERVE, (grew, bound)  # what ensure_space and the reserve ask for
