@@ -483,10 +483,9 @@ def case_store(args) -> dict:
                              record=("all",))  # what `simulate -o` records
     simulate(snn, x[:4], cfg)  # warm-up (BLAS order probe, kernels)
     try:
-        for schedule in ("layer-major", "step-major"):
+        for schedule in args.store_schedules.split(","):
             tensor_engine.LAYER_MAJOR = schedule == "layer-major"
-            row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": [],
-                         "simulate_o_none_s": [], "simulate_o_none_cpu_s": []}
+            row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": []}
             before = load_now()
             # interleaved, so that a change of load hits both alike; wall and process CPU time
             for _ in range(max(2, args.repeats)):
@@ -501,24 +500,32 @@ def case_store(args) -> dict:
                     row["simulate_o_s"].append(time.perf_counter() - t0)
                     row["simulate_o_cpu_s"].append(time.process_time() - c0)
                     row["store_bytes"] = path.stat().st_size
-                if schedule == "layer-major":  # the store's fastest filter (compression="none"): the format's floor
+                # the store's fastest filter (compression="none"): the format's floor; lzf on every dataset (the
+                # default before "auto")
+                for filt in ("none", "lzf") if schedule == "layer-major" else ():
                     with tempfile.TemporaryDirectory() as tmp:
                         path = Path(tmp) / "run.h5"
                         t0, c0 = time.perf_counter(), time.process_time()
-                        simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False, compression="none")
-                        row["simulate_o_none_s"].append(time.perf_counter() - t0)
-                        row["simulate_o_none_cpu_s"].append(time.process_time() - c0)
-                        row["store_none_bytes"] = path.stat().st_size
+                        simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False, compression=filt)
+                        row.setdefault(f"simulate_o_{filt}_s", []).append(time.perf_counter() - t0)
+                        row.setdefault(f"simulate_o_{filt}_cpu_s", []).append(time.process_time() - c0)
+                        row[f"store_{filt}_bytes"] = path.stat().st_size
             med = {k: statistics.median(v) for k, v in row.items() if isinstance(v, list) and v}
             row["ratio"] = med["simulate_o_s"] / med["simulate_s"]
-            if "simulate_o_none_s" in med:
-                row["ratio_none"] = med["simulate_o_none_s"] / med["simulate_s"]
+            for filt in ("none", "lzf"):
+                if f"simulate_o_{filt}_s" in med:
+                    row[f"ratio_{filt}"] = med[f"simulate_o_{filt}_s"] / med["simulate_s"]
+                    row[f"ratio_{filt}_cpu"] = med[f"simulate_o_{filt}_cpu_s"] / med["simulate_cpu_s"]
+                    row[f"store_{filt}_cpu_s_per_1000"] = (med[f"simulate_o_{filt}_cpu_s"] - med["simulate_cpu_s"]) * 1000 / len(x)
             row["ratio_cpu"] = med["simulate_o_cpu_s"] / med["simulate_cpu_s"]
+            # the store's own CPU (ANN forward pass, packing, filters, hashing, writes) per 1,000 samples
+            row["store_cpu_s_per_1000"] = (med["simulate_o_cpu_s"] - med["simulate_cpu_s"]) * 1000 / len(x)
             row["load_1min"] = {"before": before, "after": load_now()}
             out["rows"][schedule] = row
             print(f"store, {schedule}: simulate {med['simulate_s']:.2f} s, simulate -o {med['simulate_o_s']:.2f} s "
-                  f"({row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU"
-                  + (f"; compression none {row['ratio_none']:.2f}x wall" if "ratio_none" in row else "")
+                  f"({row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU, store {row['store_cpu_s_per_1000']:.2f} CPU s per 1000"
+                  + "".join(f"; compression {f} {row[f'ratio_{f}']:.2f}x wall {row[f'ratio_{f}_cpu']:.2f}x CPU"
+                            for f in ("none", "lzf") if f"ratio_{f}" in row)
                   + f"), load {before:.2f} -> {row['load_1min']['after']:.2f}")
     finally:
         tensor_engine.LAYER_MAJOR = saved
@@ -606,6 +613,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="layer-major,step-major,layer-major, float32",
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
                    "'layer-major, previous' (before integer gates and the fused IF scan); split at commas not followed by a space")
+    p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
+                   help="store case: the schedules to run (comma-separated)")
     p.add_argument("--phases", action="store_true", help="record per-phase CPU seconds of the layer-major rows (layered.PHASES)")
     p.add_argument("--no-spikingjelly", dest="spikingjelly", action="store_false", help="skip the SpikingJelly rows")
     p.add_argument("--out", default=str(HERE / "results" / "engine.json"))

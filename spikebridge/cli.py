@@ -680,8 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="spike store to write (.h5), streamed batch by batch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--compression", choices=["lzf", "gzip", "none"], default=None,
-                   help="filter of a new --output store's datasets: lzf (default), gzip (smaller, slower), none (fastest, largest)")
+    p.add_argument("--compression", choices=["auto", "lzf", "gzip", "none"], default=None,
+                   help="filter of a new --output store's datasets: auto (default: lzf, spike rasters and ANN activations unfiltered), "
+                   "lzf (smaller, slower), gzip (smallest, slowest), none (largest)")
     p.add_argument("--record", help="populations whose every spike is kept (comma-separated, or 'all'; default all with --output, none without)")
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--config", help="TOML file with a [simulation] table")

@@ -114,9 +114,18 @@ _MAX_ATTR_BYTES = 1 << 20
 # file size (1.67 vs 1.66 bytes per spike, measured under a load of 4.5; issue 21 §2)
 _GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 #: HDF5 filters per ``compression`` setting; all are built into HDF5/h5py, so plain h5py reads every store
-FILTERS: dict[str, dict[str, Any]] = {"gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {}}
+FILTERS: dict[str, dict[str, Any]] = {
+    "gzip": _GZIP, "lzf": {"compression": "lzf", "shuffle": True}, "none": {},
+    "auto": {"compression": "lzf", "shuffle": True},  # lzf, but rasters and activations unfiltered (BULK_FILTERS)
+}
+#: filters of the bulky datasets that "auto" leaves unfiltered: packed spike rasters (``bits``) and the
+#: ANN activations.  h5py runs a filter holding the GIL, so lzf there kept the engine's threads from
+#: overlapping the store's work, and it gains little per CPU second: on the MNIST LeNet (T=128) lzf
+#: shrinks the rasters 1.8x and the float32 activations 1.6x for 3.5 s and 1.0 s of CPU per 1,000
+#: images, where the int32 counts shrink 7x for 0.7 s (issue 21 §2, docs/results.md 0.2g)
+BULK_FILTERS: dict[str, dict[str, Any]] = {"auto": {}}
 #: what new stores use (see docs/formats.md, "Spike store files", for the measured trade-off)
-DEFAULT_COMPRESSION = "lzf"
+DEFAULT_COMPRESSION = "auto"
 #: a population is stored as a packed raster when its first batch has at least this share of
 #: (sample, step, neuron) slots spiking: events take 8 bytes per spike (before compression),
 #: a raster 1/8 byte per slot, so at 1/64 they are the same size, and a raster needs no decoding
@@ -142,18 +151,21 @@ class StoreFullError(SpikebridgeError, OSError):
     """The disk (or the file-size limit, or the quota) filled while writing a spike store."""
 
 
-def _chunk_span_bytes(lo: int, n: int, chunk_rows: int, row_bytes: int) -> int:
+def _chunk_span_bytes(lo: int, n: int, chunk_rows: int, row_bytes: int, whole: bool = False) -> int:
     """Upper bound of the bytes HDF5 writes to put rows ``lo..lo+n-1`` into a chunked dataset.
 
     Every chunk the rows touch is written again whole, at a new place in the
     file (a compressed chunk that grew does not fit its old one): from the
     first touched chunk's first row to the last new row, uncompressed (gzip
-    does not grow these arrays by more than its framing, counted per chunk).
+    does not grow these arrays by more than its framing, counted per chunk).  ``whole``: the
+    dataset is unfiltered, and HDF5 allocates each chunk it touches whole.
     """
     if n <= 0:
         return 0
     c = max(1, int(chunk_rows))
     first, last = lo // c, (lo + n - 1) // c
+    if whole:  # an unfiltered chunk takes its whole size in the file from its first row on
+        return (last - first + 1) * (c * int(row_bytes) + _CHUNK_OVERHEAD)
     return (lo + n - first * c) * int(row_bytes) + (last - first + 1) * _CHUNK_OVERHEAD
 
 
@@ -164,11 +176,13 @@ def batch_bytes_bound(
     labels: ArrayLike | None = None,
     file: h5py.File | None = None,
     start: int = 0,
+    compression: str | None = None,
 ) -> int:
     """Upper bound, in bytes, of what appending this batch at sample ``start`` adds to a store file.
 
     ``file`` is the store's open file (None before its first batch: the
-    chunk shapes the first batch will create are assumed).  Margins
+    chunk shapes the first batch will create are assumed; ``compression``, the
+    store's setting, says whether they will be filtered).  Margins
     (:data:`SPACE_FACTOR`, :data:`SPACE_RESERVE`) are not included.
     """
     n = int(record.n_samples)
@@ -179,32 +193,43 @@ def batch_bytes_bound(
             return int(file[key].chunks[0])
         return default
 
+    def span(key: str, lo: int, m: int, default_rows: int, row_bytes: int) -> int:
+        # a dataset not made yet may be unfiltered (compression "none", or "auto"'s rasters and activations)
+        made = file is not None and key in file
+        events = key.rsplit("/", 1)[-1] in ("neuron", "step", "index")
+        # not made yet: per-sample datasets get chunks no longer than this first batch (_chunk_rows),
+        # counted whole; event datasets whole only where unfiltered (compression="none")
+        whole = file[key].compression is None if file is not None and made else not events or compression == "none"
+        if not made and not events:
+            default_rows = max(1, min(default_rows, n))
+        return _chunk_span_bytes(lo, m, chunk_of(key, default_rows), row_bytes, whole)
+
     for name, st in record.spikes.items():
         key = f"populations/{name}"
         raster = int(st.n_samples) * int(record.n_steps) * (-(-int(st.n_neurons) // 8))
         if file is not None and f"{key}/bits" in file:
-            total += _chunk_span_bytes(start, n, chunk_of(f"{key}/bits", 1), raster // max(n, 1))
+            total += span(f"{key}/bits", start, n, 1, raster // max(n, 1))
             continue
         if file is None or f"{key}/index" not in file:  # layout not made yet: either encoding
-            total += _chunk_span_bytes(start, n, _rows_per_chunk(raster // max(n, 1), 1), raster // max(n, 1))
+            total += span(f"{key}/bits", start, n, _rows_per_chunk(raster // max(n, 1), 1), raster // max(n, 1))
         base = 0
         if file is not None and start and f"{key}/index" in file and file[f"{key}/index"].shape[0] >= start:
             base = int(file[f"{key}/index"][start - 1])
         m = st.n_spikes  # not .neuron: that would decode packed trains just to count them
-        total += 2 * _chunk_span_bytes(base, m, chunk_of(f"{key}/neuron", _SPIKE_CHUNK), 4)
-        total += _chunk_span_bytes(start, n, chunk_of(f"{key}/index", _INDEX_CHUNK), 8)
+        total += 2 * span(f"{key}/neuron", base, m, _SPIKE_CHUNK, 4)
+        total += span(f"{key}/index", start, n, _INDEX_CHUNK, 8)
     for name, c in record.counts.items():
         row = int(np.prod(np.shape(c)[1:]))
-        total += _chunk_span_bytes(start, n, chunk_of(f"counts/{name}", _rows_per_chunk(row, 4)), 4 * row)
+        total += span(f"counts/{name}", start, n, _rows_per_chunk(row, 4), 4 * row)
     row = int(np.prod(np.shape(record.output_counts_t)[1:]))
-    total += 2 * _chunk_span_bytes(start, n, chunk_of("output/counts_t", _rows_per_chunk(row, 4)), 4 * row)
+    total += 2 * span("output/counts_t", start, n, _rows_per_chunk(row, 4), 4 * row)
     extra: list[tuple[str, Any, int]] = [("labels", labels if labels is not None else record.labels, 8), ("ann/outputs", ann_outputs, 8)]
     extra += [(f"ann/activations/{k}", v, 4) for k, v in (activations or {}).items()]
     for key, arr, size in extra:
         if arr is None:
             continue
         row = int(np.prod(np.shape(arr)[1:]))
-        total += _chunk_span_bytes(start, n, chunk_of(key, _rows_per_chunk(row, size)), size * row)
+        total += span(key, start, n, _rows_per_chunk(row, size), size * row)
     return total + 2 * _chunk_span_bytes(0, 1, 1, 40)  # the checksum rows
 
 
@@ -533,6 +558,16 @@ def _layer_of(ds: h5py.Dataset, default: str) -> str:
 
 def _rows_per_chunk(row_items: int, itemsize: int) -> int:
     return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
+
+
+def _chunk_rows(row_items: int, itemsize: int, filters: Mapping[str, Any], first_batch: int) -> int:
+    """Rows per chunk of a new dataset: an unfiltered one's chunks no longer than the first batch.
+
+    HDF5 allocates an unfiltered chunk whole when its first row is written, so a 1 MB chunk
+    of a small network's raster took 1 MB of disk for a batch of a few samples.
+    """
+    rows = _rows_per_chunk(row_items, itemsize)
+    return rows if filters else max(1, min(rows, int(first_batch)))
 
 
 def _divert_on_full(method: _M) -> _M:
@@ -1348,9 +1383,9 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     bits = False
             if bits:
                 row = (int(record.n_steps), -(-int(st.n_neurons) // 8))
-                bits_filters = {k: v for k, v in filters.items() if k != "shuffle"}  # bytes: nothing to shuffle
+                bits_filters = BULK_FILTERS.get(self.compression, {k: v for k, v in filters.items() if k != "shuffle"})  # bytes: nothing to shuffle
                 g.create_dataset("bits", shape=(0, *row), maxshape=(None, *row), dtype=np.uint8,
-                                 chunks=(_rows_per_chunk(row[0] * row[1], 1), *row), **bits_filters)
+                                 chunks=(_chunk_rows(row[0] * row[1], 1, bits_filters, record.n_samples), *row), **bits_filters)
                 continue
             for key in ("neuron", "step"):
                 g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
@@ -1358,31 +1393,32 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         cg = f.create_group("counts")
         for name, c in record.counts.items():
             n = int(np.shape(c)[1])
-            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_rows_per_chunk(n, 4), n), **filters)
+            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_chunk_rows(n, 4, filters, record.n_samples), n), **filters)
         og = f.create_group("output")
         n_out = int(record.output_counts_t.shape[2])
         row = (record.n_steps, n_out)
-        rows = _rows_per_chunk(record.n_steps * n_out, 4)
+        rows = _chunk_rows(record.n_steps * n_out, 4, filters, record.n_samples)
         og.attrs["n_out"] = n_out
         og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=np.int32, chunks=(rows, *row), **filters)
         og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **filters)
         if labels is not None:
             shape = labels.shape[1:]
             dtype = np.int64 if np.issubdtype(labels.dtype, np.integer) else np.float64
-            f.create_dataset("labels", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape))
+            f.create_dataset("labels", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(_chunk_rows(int(np.prod(shape)), 8, {}, record.n_samples), *shape))
         if ann_outputs is not None or activations:
             ag = f.create_group("ann")
             if ann_outputs is not None:
                 shape = ann_outputs.shape[1:]
-                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_rows_per_chunk(int(np.prod(shape)), 8), *shape), **filters)
+                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_chunk_rows(int(np.prod(shape)), 8, filters, record.n_samples), *shape), **filters)
             if activations:
                 actg = ag.create_group("activations")
+                act_filters = BULK_FILTERS.get(self.compression, filters)
                 for layer, arr in activations.items():
                     shape = tuple(np.shape(arr)[1:])
                     key = layer.replace("/", "_")
                     ds = actg.create_dataset(
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                        chunks=(_rows_per_chunk(int(np.prod(shape)), 4), *shape), **filters,
+                        chunks=(_chunk_rows(int(np.prod(shape)), 4, act_filters, record.n_samples), *shape), **act_filters,
                     )
                     ds.attrs["layer"] = fixed_text(layer)
         if self.n_done == 0:  # a store continued from an older version keeps going without checksums
@@ -1443,7 +1479,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         lab = record.labels if labels is None else labels
         lab = None if lab is None else np.asarray(lab)
         if self.check_space:
-            bound = batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start)
+            bound = batch_bytes_bound(record, ann, acts, lab, f if "output" in f else None, start, self.compression)
             what = f"the batch of samples {start}-{start + n - 1}"
             ensure_space(self.path, bound, what)
             self._reserve(int(bound * SPACE_FACTOR) + SPACE_RESERVE, what)

@@ -15,6 +15,8 @@ path, n, bs, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[
 x = np.random.default_rng(1).uniform(0, 1, (n, 6))
 y = np.arange(n) % 4
 cfg = SimulationConfig(n_steps=40, batch_size=bs, seed=7, record=("all",), target="numpy")
+if os.environ.get("SB_ENGINE") == "tensor":  # the tensor engine: its next batch runs ahead in a thread
+    cfg = SimulationConfig(n_steps=40, batch_size=bs, seed=7, record=("all",), engine="tensor", threads=1)
 extra = {}
 if os.environ.get("SB_SHARDS") == "1":  # batches written as shard files (tests/store/test_shards.py)
     extra["shards"] = True

@@ -278,7 +278,7 @@ def test_packed_trains_decode_lazily_to_the_same_spikes():
         pack_spikes(twice, 4)
 
 
-@pytest.mark.parametrize("compression", ["lzf", "gzip", "none"])
+@pytest.mark.parametrize("compression", ["auto", "lzf", "gzip", "none"])
 def test_dense_population_is_stored_as_a_raster_and_reads_back_identically(tmp_h5, compression):
     rec1, r1 = dense_record(4, seed=1)
     rec2, r2 = dense_record(3, seed=2)
@@ -289,7 +289,8 @@ def test_dense_population_is_stored_as_a_raster_and_reads_back_identically(tmp_h
         assert f.attrs["format_version"] == 2
         bits = f["populations/d/bits"]
         assert bits.dtype == np.uint8 and bits.shape == (7, 6, 2)  # ceil(13 / 8) bytes per step
-        assert bits.compression == {"lzf": "lzf", "gzip": "gzip", "none": None}[compression]
+        assert bits.compression == {"auto": None, "lzf": "lzf", "gzip": "gzip", "none": None}[compression]
+        assert f["counts/d"].compression == {"auto": "lzf", "none": None}.get(compression, compression)
         np.testing.assert_array_equal(np.unpackbits(bits[()], axis=-1, count=13).astype(bool), np.concatenate([r1, r2]))
         assert "neuron" in f["populations/s"] and "bits" not in f["populations/s"]  # sparse: events
     whole = concat_records([rec1, rec2])
@@ -346,3 +347,29 @@ def test_spike_encoding_and_compression_are_checked(tmp_h5):
         assert "bits" in f["populations/d"] and "bits" in f["populations/s"]
     with SpikeStore(tmp_h5) as st:
         assert_trains_equal(st["s"], rec.spikes["s"])
+
+
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_space_bound_covers_what_unfiltered_chunks_take(tmp_path, compression):
+    """HDF5 allocates an unfiltered chunk whole: the free-space bound must count it (a full tmpfs crashed HDF5)."""
+    from spikebridge.store.spikes import SPACE_FACTOR, SPACE_RESERVE, batch_bytes_bound
+
+    rec1, _ = dense_record(5, n_steps=40, n=300, seed=1)
+    rec2, _ = dense_record(5, n_steps=40, n=300, seed=2)
+    path = tmp_path / "s.h5"
+    with SpikeStore(path, "w", compression=compression) as st:
+        st.write_header(n_steps=40, dt=1e-3)
+        before = path.stat().st_size
+        bound = batch_bytes_bound(rec1, compression=compression)
+        st.append_batch(0, rec1)
+        grew = path.stat().st_size - before
+        assert grew <= bound * SPACE_FACTOR + SPACE_RESERVE, (grew, bound)  # what ensure_space and the reserve ask for
+        with h5py.File(path, "r", locking=False, swmr=True) as f:
+            bits = f["populations/d/bits"]
+            assert bits.chunks[0] <= 5 if bits.compression is None else True  # chunks fit the first batch
+        before = path.stat().st_size
+        bound = batch_bytes_bound(rec2, file=st.file, start=5)
+        st.append_batch(5, rec2)
+        assert path.stat().st_size - before <= bound * SPACE_FACTOR + SPACE_RESERVE
+    with SpikeStore(path) as st:
+        assert st.n_done == 10
