@@ -438,7 +438,7 @@ def estimate_tensor_memory(plan: Plan, batch_size: int) -> int:
 
         # layer-major blocks: spike history (bool) of every population, the summed arrivals of one
         # population's block and a product's output (float64)
-        tb = block_steps(n_steps)
+        tb = block_steps(n_steps, plan.precision)
         per_sample += sum(snn.populations[name].n for name in names) * (tb + plan.max_delay_steps)
         per_sample += max((snn.populations[post].n for post, _ in posts), default=0) * tb * 8 * 2
     return int(fixed + per_sample * int(batch_size))

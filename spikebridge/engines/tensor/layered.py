@@ -73,9 +73,9 @@ _PACK_BELOW = 0.8
 
 #: steps per block (all steps of a population's block form one batched product); the memory
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them.
-#: None: 4 with the compiled kernels, 8 without.  The numpy products pay a per-call cost that
-#: longer blocks spread; the compiled ones do not, and shorter blocks keep a block's arrivals
-#: nearer the cache (2 threads, load 1.2-1.5, 500 images at T=32 / 300 at T=128: ResNet-8 2.26 s
+#: None: 4 with the compiled kernels (float64), 8 without them and in float32.  The numpy
+#: products (and float32's dense convolutions) pay a per-call cost that longer blocks spread; the
+#: compiled ones do not, and shorter blocks keep a block's arrivals nearer the cache (2 threads, load 1.2-1.5, 500 images at T=32 / 300 at T=128: ResNet-8 2.26 s
 #: at 8 steps, 1.59 s at 4, 1.51 s at 2; VGG 2.64 / 2.04 / 2.28 s; LeNet 1.14 / 1.15 / 1.41 s)
 BLOCK_STEPS: int | None = None
 # bytes of unfolded convolution windows per product call (a block is applied in row chunks)
@@ -84,9 +84,9 @@ _CONV_WORKSPACE = 1 << 25
 _GATHER_CHUNK = 1 << 19
 
 
-def block_steps(n_steps: int) -> int:
+def block_steps(n_steps: int, precision: str = "float64") -> int:
     """Steps per block for a run of ``n_steps`` (at most 255: spike counts of a block are summed in uint8)."""
-    block = BLOCK_STEPS if BLOCK_STEPS is not None else 4 if compiled.available() else 8
+    block = BLOCK_STEPS if BLOCK_STEPS is not None else 4 if precision == "float64" and compiled.available() else 8
     return max(1, min(block, 255, int(n_steps)))
 
 
@@ -315,7 +315,7 @@ class LayerMajor:
         plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn
         n_b = plan.n_samples
         state = p._init_state(plan, n_b)
-        b_steps = block_steps(n_steps)
+        b_steps = block_steps(n_steps, p.plan.precision)
         hist = {name: np.zeros((self.depth[name] + b_steps, n_b, p.specs[name].pop.n), dtype=bool) for name in self.topo}
         out = snn.output if snn.output in state else None
         n_out = snn.populations[out].n if out else 0
