@@ -115,7 +115,6 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Body of one subprocess: simulate as ``spec`` says, return timings and memory."""
     if spec["kind"] == "spikingjelly":
         return run_spikingjelly(spec)
-    from spikebridge.engines.brian2 import builder
     from spikebridge.run.simulate import simulate
     from spikebridge.config import SimulationConfig
 
@@ -123,27 +122,19 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec.get("n_samples") or len(x)
     x, y = x[:n], y[:n]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if spec.get("split_signs"):
-        original = builder.build_network
-
-        def split_build(*a: Any, **kw: Any) -> Any:
-            kw["split_signs"] = True
-            return original(*a, **kw)
-
-        import spikebridge.engines.brian2.run as runner_mod  # where run_batch looks build_network up
-
-        runner_mod.build_network = split_build  # type: ignore[assignment]
-    if spec.get("spike_monitors"):
-        # A/B of build_network(counters=True): count with one SpikeMonitor per population, as before
-        import spikebridge.engines.brian2.run as brian2_run
+    # A/B rows: run_batch (spikebridge.engines.brian2.run) builds with these keywords forced:
+    # split_signs (E/I populations) or counters=False (one SpikeMonitor per population, as before)
+    forced = {k: v for k, v in (("split_signs", True if spec.get("split_signs") else None),
+                                ("counters", False if spec.get("spike_monitors") else None)) if v is not None}
+    if forced:
+        import spikebridge.engines.brian2.run as brian2_run  # where run_batch looks build_network up
 
         built_with = brian2_run.build_network
 
-        def monitor_build(*a: Any, **kw: Any) -> Any:
-            kw["counters"] = False
-            return built_with(*a, **kw)
+        def forced_build(*a: Any, **kw: Any) -> Any:
+            return built_with(*a, **{**kw, **forced})
 
-        brian2_run.build_network = monitor_build  # type: ignore[assignment]
+        brian2_run.build_network = forced_build  # type: ignore[assignment]
     profiles: list[Any] = []
     if spec.get("profile"):
         # Brian2's own per-code-object times (Network.run(profile=True)) of the last repeat
