@@ -184,7 +184,9 @@ class SparseConv:
     ``(C·kh·kw, O)`` matrix.  Entries are in the order of the explicit
     synapses' pre-synaptic indices, so every sum equals the one the sparse
     matrix of explicit synapses computes, bit for bit.  Nothing per synapse
-    is ever stored.
+    is ever stored.  With numba installed the fired inputs are pushed by a
+    compiled kernel instead (:func:`.compiled.conv_events`: the same sums,
+    nothing unfolded).
     """
 
     def __init__(self, op: SharedKernel) -> None:

@@ -213,8 +213,8 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
 
     Parameters
     ----------
-    v : ndarray, float64 or float32, C-contiguous
-        Membrane potentials (any shape, N values), updated in place.
+    v : ndarray, float64, C-contiguous
+        Membrane potentials (volts; any shape, N values), updated in place.
     step_drive : float or ndarray
         ``dt·drive`` added every step, broadcastable to ``v``; the float ``0.0`` adds nothing (as in
         the numpy scan: ``-0.0 + 0.0`` would be ``0.0``).

@@ -75,8 +75,9 @@ _PACK_BELOW = 0.8
 #: estimate (:func:`~spikebridge.engines.tensor.engine.estimate_tensor_memory`) counts them.
 #: None: 4 with the compiled kernels (float64), 8 without them and in float32.  The numpy
 #: products (and float32's dense convolutions) pay a per-call cost that longer blocks spread; the
-#: compiled ones do not, and shorter blocks keep a block's arrivals nearer the cache (2 threads, load 1.2-1.5, 500 images at T=32 / 300 at T=128: ResNet-8 2.26 s
-#: at 8 steps, 1.59 s at 4, 1.51 s at 2; VGG 2.64 / 2.04 / 2.28 s; LeNet 1.14 / 1.15 / 1.41 s)
+#: compiled ones do not, and shorter blocks keep a block's arrivals nearer the cache (2 threads,
+#: load 1.2-1.5, 500 images at T=32 / 300 at T=128, blocks of 8 / 4 / 2 steps: ResNet-8 2.26 /
+#: 1.59 / 1.51 s; VGG 2.64 / 2.04 / 2.28 s; the shipped LeNet 1.14 / 1.15 / 1.41 s)
 BLOCK_STEPS: int | None = None
 # bytes of unfolded convolution windows per product call (a block is applied in row chunks)
 _CONV_WORKSPACE = 1 << 25
