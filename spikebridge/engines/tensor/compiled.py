@@ -90,29 +90,32 @@ def _build() -> dict[str, Any] | None:
                         out[b, (o * oh + y) * ow + x] = acc[y, x, o]
 
     @jit  # type: ignore[misc]
-    def if_scan(v: Any, drive: Any, add_drive: bool, theta: float, a1: Any, a2: Any, n_arr: int, spikes: Any,
-                pot: Any, keep_pot: bool) -> None:  # pragma: no cover - compiled
-        # v (N,); drive (N,); a1, a2 (tb, N) arrivals; spikes (tb, N) uint8; pot (tb, N).  Neurons in
-        # tiles of 256 so that the tile's potentials stay in L1 while its steps run, each step a
-        # vector loop over the tile
-        tb, n = spikes.shape
-        for e0 in range(0, n, 256):
-            e1 = min(n, e0 + 256)
-            for i in range(tb):
-                for e in range(e0, e1):
-                    x = v[e]
-                    if add_drive:
-                        x += drive[e]
-                    if n_arr > 0:
-                        x += a1[i, e]
-                    if n_arr > 1:
-                        x += a2[i, e]
-                    f = x >= theta
-                    spikes[i, e] = f
-                    x = x - (theta if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also for -0.0)
-                    v[e] = x
-                    if keep_pot:
-                        pot[i, e] = x
+    def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, a1: Any, a2: Any, n_arr: int, spikes: Any,
+                  pot: Any, keep_pot: bool) -> None:  # pragma: no cover - compiled
+        # v (R, n); drive (R, n), usually a broadcast view (row stride 0: no copy per block);
+        # a1, a2 (tb, R, n) arrivals; spikes (tb, R, n) uint8; pot (tb, R, n).  Neurons in tiles
+        # of 256 so that a tile's potentials stay in L1 while its steps run, each step a vector
+        # loop over the tile
+        tb = spikes.shape[0]
+        n_r, n = v.shape
+        for r in range(n_r):
+            for e0 in range(0, n, 256):
+                e1 = min(n, e0 + 256)
+                for i in range(tb):
+                    for e in range(e0, e1):
+                        x = v[r, e]
+                        if add_drive:
+                            x += drive[r, e]
+                        if n_arr > 0:
+                            x += a1[i, r, e]
+                        if n_arr > 1:
+                            x += a2[i, r, e]
+                        f = x >= theta
+                        spikes[i, r, e] = f
+                        x = x - (theta if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also for -0.0)
+                        v[r, e] = x
+                        if keep_pot:
+                            pot[i, r, e] = x
 
     @jit  # type: ignore[misc]
     def csr_push(s: Any, indptr: Any, indices: Any, data: Any, out: Any) -> None:  # pragma: no cover - compiled
@@ -134,7 +137,7 @@ def _build() -> dict[str, Any] | None:
                 for k in range(n):
                     acc[r, k] += x[r, idx[f, k]] * w[f, k]
 
-    return {"conv": conv_push, "csr": csr_push, "if_scan": if_scan, "gather": gather_add}
+    return {"conv": conv_push, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
 
 
 def available() -> bool:
@@ -237,25 +240,25 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     assert _kernels is not None, "compiled.if_scan called without available()"
     # float64 only: in float32 numpy adds a float64 drive in float64 and rounds once, which a
     # float32 kernel would not reproduce
-    if (len(arrivals) > 2 or v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous
-            or any(a.dtype != np.float64 for a in arrivals) or np.asarray(step_drive).dtype != np.float64):
-        return False
-    n = v.size
     tb = spikes.shape[0]
-    flat_arr = [np.ascontiguousarray(a, dtype=v.dtype).reshape(tb, n) for a in arrivals]
-    if any(a.shape[0] != tb for a in arrivals):
+    if (len(arrivals) > 2 or v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous
+            or any(a.dtype != np.float64 or a.shape != (tb,) + v.shape for a in arrivals)
+            or np.asarray(step_drive).dtype != np.float64
+            or (pot is not None and (pot.dtype != np.float64 or not pot.flags.c_contiguous))):
         return False
-    dummy = np.zeros((1, 1), dtype=v.dtype)
-    a1 = flat_arr[0] if flat_arr else dummy
-    a2 = flat_arr[1] if len(flat_arr) > 1 else dummy
+    n = v.shape[-1] if v.ndim else 1
+    rows = v.size // n if n else 0
+    shape3 = (tb, rows, n)
+    dummy = np.zeros((1, 1, 1))
+    flat = [np.ascontiguousarray(a).reshape(shape3) for a in arrivals]
+    a1 = flat[0] if flat else dummy
+    a2 = flat[1] if len(flat) > 1 else dummy
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
-    drive = np.ascontiguousarray(np.broadcast_to(np.asarray(step_drive, dtype=v.dtype), v.shape)).reshape(n)
-    keep = pot is not None
-    pot2 = pot.reshape(tb, n) if pot is not None else dummy
-    if keep and (pot2.dtype != v.dtype or not np.shares_memory(pot2, pot)):
-        return False
-    _kernels["if_scan"](v.reshape(n), drive, add_drive, float(theta), a1, a2, len(flat_arr), spikes.reshape(tb, n).view(np.uint8),
-                        pot2, keep)
+    # a view, not a copy: a per-neuron drive broadcast over the batch has row stride 0
+    drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape).reshape(rows, n)
+    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, float(theta), a1, a2, len(flat),
+                        spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
+                        pot is not None)
     return True
 
 
