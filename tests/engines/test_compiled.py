@@ -195,3 +195,43 @@ def test_gather_add_int_hand_computed(kernels_on):
     acc = np.full((3, 2), 5, dtype=np.int8)
     compiled.gather_add_int(x, idx, w, acc)
     assert acc.tolist() == [[5, 6], [4, 8], [6, 7]]
+
+
+def test_gather_plan_finds_strided_rows_and_refuses_the_rest():
+    # a 2×2 pool's top-left picks over a (2, 5, 6) map: runs of 3 at stride 2, rows 12 apart, channels 30
+    pick = np.arange(2 * 5 * 6).reshape(2, 5, 6)[:, ::2, ::2].reshape(-1)
+    assert compiled._affine_dims(pick) == (0, (3, 2), (3, 12), (2, 30), (1, 0))
+    assert compiled._affine_dims(np.arange(2 * 4 * 6)[::2]) == (0, (24, 2), (1, 0), (1, 0), (1, 0))
+    shifted = np.arange(0, 200, 1) + 7
+    assert compiled._affine_dims(shifted) == (7, (200, 1), (1, 0), (1, 0), (1, 0))
+    assert compiled._affine_dims(np.array([0, 1, 3, 4, 5])) is None  # runs of unequal length
+    assert compiled._affine_dims(np.array([4])) == (4, (1, 0), (1, 0), (1, 0), (1, 0))
+    rows = np.stack([np.arange(64) * 2, np.arange(64) * 2 + 1, np.arange(64), np.arange(64)[::-1]])
+    w = np.ones_like(rows)
+    w[2, 5] = 3  # not one weight: read by index
+    plan = compiled.gather_plan(rows, w, n_pre=128)
+    assert plan[0].tolist() == [0, 64, 2, 1, 0, 1, 0, 1, 0, 1]
+    assert plan[1].tolist() == [1, 64, 2, 1, 0, 1, 0, 1, 0, 1]
+    assert plan[2, 1] == 0 and plan[3, 1] == 0  # mixed weights; stride -1
+    assert compiled.gather_plan(rows[:2], w[:2], n_pre=129)[:, 1].tolist() == [0, 0]  # odd n_pre: no uint16 view
+    assert compiled.gather_plan(rows[:1] // 4, w[:1], n_pre=128, min_run=65)[0, 1] == 0  # runs too short
+
+
+@pytest.mark.parametrize("n_pre", [128, 127])
+def test_gather_add_int_strided_rows_equal_the_gather(rng, kernels_on, n_pre):
+    # stride-1 and stride-2 rows (both byte offsets of the uint16 view), a 2-D pattern and an
+    # irregular row, on the same x: the planned kernel and the by-index one give the same sums
+    n = 40
+    idx = np.stack([np.arange(n) + 3, np.arange(n) * 2, np.arange(n) * 2 + 1,
+                    (np.arange(4)[:, None] * 30 + np.arange(10) * 2 + 1).reshape(-1), rng.integers(0, n_pre, n)])
+    w = np.stack([np.full(n, -2), np.full(n, 2), np.full(n, 1), np.full(n, -1), rng.integers(-3, 4, n)])
+    x = rng.random((33, n_pre)) < 0.4
+    plan = compiled.gather_plan(idx, w, n_pre, min_run=8)
+    affine = plan[:, 1] > 0
+    assert affine[:4].tolist() == [True, n_pre % 2 == 0, n_pre % 2 == 0, n_pre % 2 == 0] and not affine[4]
+    want = np.zeros((33, n), dtype=np.int16)
+    compiled.gather_add_int(x, idx, w, want)
+    got = np.zeros((33, n), dtype=np.int16)
+    compiled.gather_add_int(x, idx, w, got, plan)
+    assert np.array_equal(got, want)
+    assert np.array_equal(want, sum(x[:, idx[f]].astype(np.int16) * w[f] for f in range(5)))

@@ -195,7 +195,7 @@ class SparseConv:
         self.wm = np.ascontiguousarray(op.kernel.reshape(o, -1).T)  # (C*kh*kw, O)
         self._ones = np.ones(0)
         self.dense_above = DENSE_CONV_ABOVE  # fraction of fired inputs; > 1 forces events
-        self.wt = np.ascontiguousarray(op.kernel.transpose(1, 2, 3, 0))  # (C, kh, kw, O): the compiled kernel's
+        self.wf = compiled.flipped_kernel(op.kernel)  # (C, kh, kw, O), columns reversed: the compiled kernel's
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()
@@ -222,7 +222,7 @@ class SparseConv:
     def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float64]:
         op = self.op
         if compiled.available():
-            return compiled.conv_events(spikes, self.wt, op.in_shape, op.stride, op.padding, op.out_hw)
+            return compiled.conv_events(spikes, self.wf, op.in_shape, op.stride, op.padding, op.out_hw)
         b = spikes.shape[0]
         c, h, w = op.in_shape
         (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding

@@ -135,6 +135,7 @@ class _IntPop:
     per_step: int  # bound of |change of v_int| per step: max over neurons of Σ|w| + |drive|
     fan_in_sum: int  # max over neurons of Σ|w| (bound of a step's summed arrivals)
     static: int  # max |v0|, |theta|, |v_reset|
+    plans: list[NDArray[np.int64]]  # per link: how the compiled gather reads it (compiled.gather_plan)
 
 
 class LayerMajor:
@@ -222,6 +223,7 @@ class LayerMajor:
             per_step=int(fan.max()) + abs(int(drive * scale)),
             fan_in_sum=int(fan.max()),
             static=int(max(np.abs(theta).max(), np.abs(v0).max(), abs(v_reset * scale))),
+            plans=[compiled.gather_plan(idx, w, p.specs[pre].pop.n) for pre, _, idx, w in ilinks],
         )
 
     @staticmethod
@@ -241,7 +243,7 @@ class LayerMajor:
         Sums of integers are exact: links and slots are added in any order.
         """
         acc: Any = None
-        for pre, steps, idx, w in ip.links:
+        for (pre, steps, idx, w), plan in zip(ip.links, ip.plans):
             d0 = self.depth[pre] - steps
             x = hist[pre][d0 : d0 + tb].reshape(tb * n_b, -1)
             if not x.any():
@@ -250,7 +252,7 @@ class LayerMajor:
             if acc is None:
                 acc = np.zeros((tb * n_b, n), dtype=dtype)
             if compiled.available():
-                compiled.gather_add_int(x, idx, w, acc)
+                compiled.gather_add_int(x, idx, w, acc, plan)
                 continue
             wd = [dtype(w[f, 0]) if np.all(w[f] == w[f, 0]) else w[f].astype(dtype) for f in range(idx.shape[0])]  # scalars where uniform
             rows = max(8, _INT_CHUNK // (2 * n))
