@@ -235,3 +235,34 @@ def test_gather_add_int_strided_rows_equal_the_gather(rng, kernels_on, n_pre):
     compiled.gather_add_int(x, idx, w, got, plan)
     assert np.array_equal(got, want)
     assert np.array_equal(want, sum(x[:, idx[f]].astype(np.int16) * w[f] for f in range(5)))
+
+
+def test_a_numba_that_cannot_compile_leaves_the_numpy_path_and_one_warning(monkeypatch, rng):
+    # a numba whose compiler fails (as a broken LLVM or a numpy it was not built for does): the
+    # kernels fail on their first call, which available() makes during its warm-up
+    import sys
+    import types
+
+    class LoweringError(Exception):
+        pass
+
+    def njit(**_):
+        def wrap(fn):
+            def compiled_fn(*a):
+                raise LoweringError("Failed in nopython mode pipeline (step: native lowering)\nlong details")
+            return compiled_fn
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "numba", types.SimpleNamespace(njit=njit))
+    monkeypatch.setattr(compiled, "_tried", False)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    with pytest.warns(RuntimeWarning, match=r"numba could not compile the event kernels \(LoweringError: Failed in "
+                                            r"nopython mode pipeline \(step: native lowering\)\); the tensor engine uses"):
+        assert not compiled.available()
+    assert not compiled.available()  # decided once per process
+    graph = load_model(model_path("mnist_lenet"))
+    x = rng.random((2,) + tuple(graph.input_shape))
+    snn = convert(graph, calibration=x)
+    rec = simulate(snn, x, SimulationConfig(n_steps=16, engine="tensor", device="cpu"))
+    assert sum(int(c.sum()) for c in rec.counts.values()) > 100

@@ -15,8 +15,9 @@ would break that.
 
 The kernels release the GIL (``nogil``), so the engine's concurrent batch
 parts (``SimulationConfig.threads``) run them on separate cores.  numba compiles
-each kernel once per process and argument types, about 1-2 s in all on first
-use; nothing is cached on disk.
+them when :func:`available` is first asked, about 2 s once per process; nothing
+is cached on disk.  A numba that cannot load or compile them gives one
+``RuntimeWarning`` and the numpy path (the same spikes, slower), not a traceback.
 
 Without numba (or with :data:`ENABLED` False) :func:`available` is False and
 the engine keeps its numpy/scipy products.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,9 @@ def _build() -> dict[str, Any] | None:
     try:
         numba = importlib.import_module("numba")
     except ImportError:
+        return None
+    except Exception as e:  # a numba that cannot load (e.g. built for another numpy): the numpy path
+        _give_up("import numba", e)
         return None
     jit = numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=False)
 
@@ -208,7 +213,36 @@ def _build() -> dict[str, Any] | None:
                                     dst[k0] += ((src16[k0] >> sh) & 1) * wf
                             k += n0
 
-    return {"conv": conv_push, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
+    kernels = {"conv": conv_push, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
+    try:
+        _warm_up(kernels)
+    except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
+        _give_up("compile the event kernels", e)
+        return None
+    return kernels
+
+
+def _warm_up(k: dict[str, Any]) -> None:
+    """Compile each kernel for the arguments the engine passes most (about 2 s, once per process).
+
+    Compiling here, not at a first call deep in a run, means a numba or LLVM that fails does so
+    while :func:`available` can still answer False.
+    """
+    u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
+    k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
+    v = np.zeros((1, 2))
+    a3 = np.zeros((1, 1, 2))
+    k["if_scan"](v, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0, a3, a3, 1, np.zeros((1, 1, 2), dtype=np.uint8), a3, False)
+    k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
+    x = np.zeros((1, 2), dtype=np.uint8)
+    i8 = np.zeros((1, 1), dtype=np.int8)
+    k["gather"](x, x.view(np.uint16), np.zeros((1, 1), dtype=np.intp), i8, np.zeros((1, 10), dtype=np.int64), i8)
+
+
+def _give_up(what: str, e: BaseException) -> None:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    warnings.warn(f"spikebridge: numba could not {what} ({type(e).__name__}: {first}); the tensor engine uses its "
+                  "numpy products (same spikes, slower)", RuntimeWarning, stacklevel=4)
 
 
 def available() -> bool:
