@@ -195,7 +195,7 @@ class SparseConv:
         self.wm = np.ascontiguousarray(op.kernel.reshape(o, -1).T)  # (C*kh*kw, O)
         self._ones = np.ones(0)
         self.dense_above = DENSE_CONV_ABOVE  # fraction of fired inputs; > 1 forces events
-        self.wf = compiled.flipped_kernel(op.kernel)  # (C, kh, kw, O), columns reversed: the compiled kernel's
+        self.wf = compiled.flipped_kernel(op.kernel)  # (C, kh, kw, O), columns reversed: the compiled kernel's layout
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()
