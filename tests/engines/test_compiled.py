@@ -128,6 +128,31 @@ def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
         assert np.array_equal(p1, p2)
 
 
+@pytest.mark.parametrize("o,c,hw,k,stride,pad,density,drive", [
+    (32, 16, (12, 12), (5, 5), (1, 1), (0, 0), 0.14, 0.0),      # the MNIST LeNet's second convolution
+    (8, 3, (9, 7), (3, 3), (1, 1), (1, 1), 0.5, "array"),       # padded, per-neuron drive
+    (6, 4, (11, 10), (3, 2), (2, 3), (1, 0), 0.3, "scalar"),    # strides and uneven kernels
+])
+def test_conv_if_equals_the_product_then_the_numpy_scan(rng, kernels_on, o, c, hw, k, stride, pad, density, drive):
+    # the fused block (push and scan per sample and step) against conv_events over the block
+    # followed by the numpy scan: same spikes, same potentials
+    op = SharedKernel(order_sensitive(rng, (o, c) + k), (c,) + hw, stride=stride, padding=pad)
+    tb, n_b = 5, 7
+    x = rng.random((tb, n_b, op.n_pre)) < density
+    x[:, 3] = False  # a sample whose inputs are silent the whole block
+    sd = {"array": rng.normal(0.05, 0.1, size=op.n_post), "scalar": 0.0625, 0.0: 0.0}[drive]
+    v0 = rng.normal(0.3, 0.6, size=(n_b, op.n_post))
+    conv = SparseConv(op)
+    arrivals = conv(x.reshape(tb * n_b, -1)).reshape(tb, n_b, -1)
+    v1, s1 = v0.copy(), np.empty((tb, n_b, op.n_post), dtype=bool)
+    _numpy(LayerMajor._if_scan, v1, sd, 0.75, [arrivals], s1, None)
+    v2, s2 = v0.copy(), np.empty_like(s1)
+    assert compiled.conv_if(x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw, v2, sd, 0.75, s2)
+    assert s1.any() and not s1.all()
+    assert np.array_equal(s1, s2)
+    assert np.array_equal(v1, v2)
+
+
 def test_if_scan_declines_what_it_cannot_reproduce(kernels_on):
     v = np.zeros((2, 3), dtype=np.float32)
     spikes = np.empty((4, 2, 3), dtype=bool)

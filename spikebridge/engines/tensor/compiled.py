@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "csr_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -55,62 +55,102 @@ def _build() -> dict[str, Any] | None:
     jit = numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=False)
 
     @jit  # type: ignore[misc]
-    def conv_push(s: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any, out: Any) -> None:  # pragma: no cover - compiled
-        # s (B, C, H, W) uint8 spikes; wf (C, kh, kw, O) with the kw axis reversed; acc (OH, OW, O)
-        # scratch; out (B, O*OH*OW).  Inputs in pre-index order (c, y, x); each pushes its taps onto
-        # one sample's accumulator (kept in cache), written out at the end in the population's
-        # (o, y, x) order.  Any order of one input's taps keeps every output's order of inputs.
-        # The valid kernel rows / columns of an input are ranges (one modulo per input, none per
-        # tap); at stride 1 a row's valid columns land on consecutive outputs, and with the
-        # reversed kernel their O weights are consecutive too: one vector add of (columns × O)
-        n_b, n_c, n_h, n_w = s.shape
+    def push_row(sb: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any) -> None:  # pragma: no cover - compiled
+        # one row's (sample and step's) fired inputs sb (C, H, W) pushed onto acc (OH, OW, O), zeroed
+        # here.  Inputs in pre-index order (c, y, x); any order of one input's taps keeps every
+        # output's order of inputs.  The valid kernel rows / columns of an input are ranges (one
+        # modulo per input, none per tap); at stride 1 a row's valid columns land on consecutive
+        # outputs, and with the reversed kernel wf (C, kh, kw, O) their O weights are consecutive
+        # too: one vector add of (columns × O)
+        n_c, n_h, n_w = sb.shape
         kh, kw, n_o = wf.shape[1], wf.shape[2], wf.shape[3]
         oh, ow = acc.shape[0], acc.shape[1]
         arow = acc.reshape(oh, ow * n_o)
         wrow = wf.reshape(n_c, kh, kw * n_o)
-        for b in range(n_b):
-            acc[:] = 0.0
-            for c in range(n_c):
-                for yy in range(n_h):
-                    ty = yy + ph
-                    # kernel rows i with (ty - i) % sh == 0 and 0 <= (ty - i) // sh < oh
-                    i_lo = max(0, ty - (oh - 1) * sh)
-                    i0 = i_lo + (ty - i_lo) % sh
-                    i1 = min(kh - 1, ty)
-                    if i0 > i1:
-                        continue
-                    for xx in range(n_w):
-                        if s[b, c, yy, xx]:
-                            tx = xx + pw
-                            j_lo = max(0, tx - (ow - 1) * sw)
-                            j0 = j_lo + (tx - j_lo) % sw
-                            j1 = min(kw - 1, tx)
-                            if j0 > j1:
-                                continue
-                            if sw == 1:
-                                # outputs x = tx - j1 .. tx - j0 ascending; reversed columns kw-1-j1 ..
-                                m = (j1 - j0 + 1) * n_o
-                                a0 = (tx - j1) * n_o
-                                w0 = (kw - 1 - j1) * n_o
-                                for i in range(i0, i1 + 1, sh):
-                                    dst = arow[(ty - i) // sh, a0:a0 + m]
-                                    src = wrow[c, i, w0:w0 + m]
-                                    for k in range(m):
-                                        dst[k] += src[k]
-                            else:
-                                for i in range(i0, i1 + 1, sh):
-                                    y = (ty - i) // sh
-                                    x = (tx - j0) // sw
-                                    for j in range(j0, j1 + 1, sw):
-                                        dst = acc[y, x]
-                                        src = wf[c, i, kw - 1 - j]
-                                        for o in range(n_o):
-                                            dst[o] += src[o]
-                                        x -= 1
+        acc[:] = 0.0
+        for c in range(n_c):
+            for yy in range(n_h):
+                ty = yy + ph
+                # kernel rows i with (ty - i) % sh == 0 and 0 <= (ty - i) // sh < oh
+                i_lo = max(0, ty - (oh - 1) * sh)
+                i0 = i_lo + (ty - i_lo) % sh
+                i1 = min(kh - 1, ty)
+                if i0 > i1:
+                    continue
+                for xx in range(n_w):
+                    if sb[c, yy, xx]:
+                        tx = xx + pw
+                        j_lo = max(0, tx - (ow - 1) * sw)
+                        j0 = j_lo + (tx - j_lo) % sw
+                        j1 = min(kw - 1, tx)
+                        if j0 > j1:
+                            continue
+                        if sw == 1:
+                            # outputs x = tx - j1 .. tx - j0 ascending; reversed columns kw-1-j1 ..
+                            m = (j1 - j0 + 1) * n_o
+                            a0 = (tx - j1) * n_o
+                            w0 = (kw - 1 - j1) * n_o
+                            for i in range(i0, i1 + 1, sh):
+                                dst = arow[(ty - i) // sh, a0:a0 + m]
+                                src = wrow[c, i, w0:w0 + m]
+                                for k in range(m):
+                                    dst[k] += src[k]
+                        else:
+                            for i in range(i0, i1 + 1, sh):
+                                y = (ty - i) // sh
+                                x = (tx - j0) // sw
+                                for j in range(j0, j1 + 1, sw):
+                                    dst = acc[y, x]
+                                    src = wf[c, i, kw - 1 - j]
+                                    for o in range(n_o):
+                                        dst[o] += src[o]
+                                    x -= 1
+
+    @jit  # type: ignore[misc]
+    def conv_push(s: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any, out: Any) -> None:  # pragma: no cover - compiled
+        # s (B, C, H, W) uint8 spikes; acc (OH, OW, O) scratch; out (B, O*OH*OW): each row pushed
+        # onto the accumulator (kept in cache), written out in the population's (o, y, x) order
+        oh, ow, n_o = acc.shape
+        for b in range(s.shape[0]):
+            push_row(s[b], wf, sh, sw, ph, pw, acc)
             for o in range(n_o):
                 for y in range(oh):
                     for x in range(ow):
                         out[b, (o * oh + y) * ow + x] = acc[y, x, o]
+
+    @jit  # type: ignore[misc]
+    def conv_if_k(s: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any, a: Any, v: Any, drive: Any,
+                  add_drive: bool, theta: float, spikes: Any) -> None:  # pragma: no cover - compiled
+        # a convolution feeding a plain IF population, fused: s (tb, B, C, H, W) uint8 input
+        # spikes of a block; v (B, n) potentials in (o, y, x) order, n = O*OH*OW; drive (B, n), a
+        # broadcast view; spikes (tb, B, n) uint8, written; acc (OH, OW, O) and a (n,) scratch.
+        # Per sample, step by step: push the step's inputs, then the scan of if_scan_k on that
+        # step's arrivals while they are in L1, not a (tb, B, n) block through memory
+        tb, n_b = s.shape[0], s.shape[1]
+        oh, ow, n_o = acc.shape
+        n = v.shape[1]
+        for b in range(n_b):
+            vv = v[b]
+            dd = drive[b]
+            for i in range(tb):
+                push_row(s[i, b], wf, sh, sw, ph, pw, acc)
+                for o in range(n_o):
+                    for y in range(oh):
+                        for x in range(ow):
+                            a[(o * oh + y) * ow + x] = acc[y, x, o]
+                sp = spikes[i, b]
+                if add_drive:
+                    for e in range(n):
+                        x = vv[e] + dd[e] + a[e]
+                        f = x >= theta
+                        sp[e] = f
+                        vv[e] = x - (theta if f else 0.0)
+                else:
+                    for e in range(n):
+                        x = vv[e] + a[e]
+                        f = x >= theta
+                        sp[e] = f
+                        vv[e] = x - (theta if f else 0.0)
 
     @jit  # type: ignore[misc]
     def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, a1: Any, a2: Any, n_arr: int, spikes: Any,
@@ -213,7 +253,7 @@ def _build() -> dict[str, Any] | None:
                                     dst[k0] += ((src16[k0] >> sh) & 1) * wf
                             k += n0
 
-    kernels = {"conv": conv_push, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
+    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
     try:
         _warm_up(kernels)
     except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
@@ -230,6 +270,9 @@ def _warm_up(k: dict[str, Any]) -> None:
     """
     u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
     k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
+    v2 = np.zeros((1, 2))
+    k["conv_if"](u8[None], f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros(2), v2, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0,
+                 np.zeros((1, 1, 2), dtype=np.uint8))
     v = np.zeros((1, 2))
     a3 = np.zeros((1, 1, 2))
     k["if_scan"](v, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0, a3, a3, 1, np.zeros((1, 1, 2), dtype=np.uint8), a3, False)
@@ -297,6 +340,54 @@ def conv_events(spikes: NDArray[Any], wf: NDArray[Any], in_shape: tuple[int, int
     acc = np.empty((oh, ow, o), dtype=wf.dtype)
     _kernels["conv"](_as_u8(spikes).reshape((b,) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1], acc, out)
     return out
+
+
+def conv_if(spikes: NDArray[np.bool_], wf: NDArray[Any], in_shape: tuple[int, int, int], stride: tuple[int, int],
+            padding: tuple[int, int], out_hw: tuple[int, int], v: NDArray[Any], step_drive: Any, theta: float,
+            out: NDArray[np.bool_]) -> bool:
+    """A block of a plain IF population fed by one convolution, pushed and scanned in one pass; False if it cannot run here.
+
+    The same operations as :func:`conv_events` followed by :func:`if_scan` with that one arrival
+    group (``v += dt·drive``; ``v += arrival``; ``v >= θ``; ``v -= θ`` where fired), per sample and
+    step, so the spikes are the same; a step's arrivals stay in L1 instead of going through
+    memory as a ``(tb, B, n)`` block, and no output block is written.  An input block that is all
+    silent adds ``0.0`` where the unfused path adds nothing, which can only turn a ``-0.0``
+    potential into ``0.0``.
+
+    Parameters
+    ----------
+    spikes : ndarray, shape (tb, B, C·H·W), bool, C-contiguous
+        The pre-synaptic population's spikes of the block's steps (their emission steps).
+    wf, in_shape, stride, padding, out_hw
+        As for :func:`conv_events`.
+    v : ndarray, shape (B, O·OH·OW), float64, C-contiguous
+        Potentials (volts), updated in place.
+    step_drive : float or ndarray
+        ``dt·drive`` added every step, broadcastable to ``v``; the float ``0.0`` adds nothing.
+    theta : float
+        Finite threshold >= 0 (volts).
+    out : ndarray, shape (tb, B, O·OH·OW), bool, C-contiguous
+        Written: the spikes of each step.
+
+    Returns
+    -------
+    bool
+        True when the block ran here; False (nothing touched) for a layout or type it does not take.
+    """
+    assert _kernels is not None, "compiled.conv_if called without available()"
+    tb, n_b = out.shape[0], out.shape[1]
+    oh, ow = out_hw
+    n = wf.shape[3] * oh * ow
+    if (wf.dtype != np.float64 or v.dtype != np.float64 or v.shape != (n_b, n) or not v.flags.c_contiguous
+            or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or spikes.shape[:2] != (tb, n_b)
+            or np.asarray(step_drive).dtype != np.float64):
+        return False
+    add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
+    drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
+    acc = np.empty((oh, ow, wf.shape[3]))
+    _kernels["conv_if"](_as_u8(spikes).reshape((tb, n_b) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1],
+                        acc, np.empty(n), v, drive, add_drive, float(theta), out.view(np.uint8))
+    return True
 
 
 def csr_events(spikes: NDArray[Any], indptr: NDArray[np.int64], indices: NDArray[np.int64], data: NDArray[Any],

@@ -45,7 +45,8 @@ _Link = Any
 __all__ = ["LayerMajor", "block_steps", "BLOCK_STEPS", "PHASES"]
 
 #: per-phase seconds of the layer-major runs, keyed ``(population, phase)`` with phase one of
-#: ``"products"`` (the block's synaptic input), ``"scan"`` (neuron update, arrivals, threshold,
+#: ``"products"`` (the block's synaptic input; a convolution fused with its IF scan counts all
+#: here), ``"scan"`` (neuron update, arrivals, threshold,
 #: reset) and ``"bookkeeping"`` (counts, output counts, recorded bits); None (the default)
 #: measures nothing.  ``benchmarks/bench_engine.py --phases`` sets it to a dict and prints it.
 PHASES: dict[tuple[str, str], float] | None = None
@@ -58,6 +59,11 @@ INTEGER_GATES = True
 #: run plain IF populations with the fused scan :meth:`LayerMajor._if_scan` (same operations, fewer
 #: temporaries); False uses the generic per-step code (benchmarks compare the two)
 FUSED_IF = True
+
+#: run a plain IF population fed by exactly one convolution as one compiled pass per block
+#: (:func:`.compiled.conv_if`: push and scan per sample and step); False computes the block's
+#: arrivals, then scans them (benchmarks compare the two)
+FUSED_CONV = True
 
 #: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
 INT8_ARRIVALS = True
@@ -361,6 +367,7 @@ class LayerMajor:
                 st, spec, depth = state[name], p.specs[name], self.depth[name]
                 h = hist[name]
                 c0 = c1 = clock() if phases is not None else 0.0
+                fused = False
                 if spec.is_input:
                     if plan.kind == "spikes":
                         h[depth : depth + tb] = False
@@ -402,6 +409,8 @@ class LayerMajor:
                     block = h[depth : depth + tb].reshape(tb, -1)
                     block[...] = False
                     block[:, live] = spk_live
+                elif FUSED_IF and name in self.plain_if and name != out and (fused := self._conv_if(name, st, hist, h[depth : depth + tb])):
+                    pass  # the block's products and scan ran in one pass
                 elif FUSED_IF and name in self.plain_if and isinstance(st.v, np.ndarray) and st.v.dtype in (np.float64, np.float32):
                     arrivals = [arr for _, arr in self._arrivals(self.delayed[name], hist, tb, n_b)]
                     arrivals += [arr for _, arr in self._arrivals(self.same[name], hist, tb, n_b)]
@@ -428,6 +437,8 @@ class LayerMajor:
                     if not spec.thresholded:
                         h[depth : depth + tb] = False
                 c2 = clock() if phases is not None else 0.0
+                if fused:  # its time counts as products
+                    c1 = c2
                 block = h[depth : depth + tb]
                 if st.counts is not None:
                     # bool as uint8 summed in uint8 (a block is at most 255 steps): 4x faster than int64
@@ -468,6 +479,23 @@ class LayerMajor:
                 "timings": {"build_s": 0.0, "run_s": t1 - t_start, "collect_s": time.perf_counter() - t1},
             },
         )
+
+    def _conv_if(self, name: str, st: Any, hist: dict[str, NDArray[np.bool_]], spikes: NDArray[np.bool_]) -> bool:
+        """A block of plain IF population ``name`` fed by exactly one convolution, fused
+        (:func:`.compiled.conv_if`); False (nothing done) when it does not have that form or the
+        kernels are off."""
+        groups = self.delayed[name] + self.same[name]
+        if not FUSED_CONV or not compiled.available() or len(groups) != 1 or len(groups[0][1]) != 1:
+            return False
+        pre, link = groups[0][1][0]
+        op, conv = link.kernel, link.prepared
+        if op is None or op.groups != 1 or getattr(conv, "wf", None) is None or not isinstance(st.v, np.ndarray):
+            return False
+        tb = spikes.shape[0]
+        d0 = self.depth[pre] - link.steps  # history index of the block's first emission step
+        x = hist[pre][d0 : d0 + tb]
+        return compiled.conv_if(x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw, st.v, st.step_drive,
+                                self.p.specs[name].theta, spikes)
 
     @staticmethod
     def _if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
