@@ -128,14 +128,14 @@ def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
         assert np.array_equal(p1, p2)
 
 
-@pytest.mark.parametrize("o,c,hw,k,stride,pad,density,drive", [
-    (32, 16, (12, 12), (5, 5), (1, 1), (0, 0), 0.14, 0.0),      # the MNIST LeNet's second convolution
-    (8, 3, (9, 7), (3, 3), (1, 1), (1, 1), 0.5, "array"),       # padded, per-neuron drive
-    (6, 4, (11, 10), (3, 2), (2, 3), (1, 0), 0.3, "scalar"),    # strides and uneven kernels
+@pytest.mark.parametrize("o,c,hw,k,stride,pad,density,drive,second", [
+    (32, 16, (12, 12), (5, 5), (1, 1), (0, 0), 0.14, 0.0, None),      # the MNIST LeNet's second convolution
+    (8, 3, (9, 7), (3, 3), (1, 1), (1, 1), 0.5, "array", "gather"),   # padded; a residual identity (gather)
+    (6, 4, (11, 10), (3, 2), (2, 3), (1, 0), 0.3, "scalar", "conv"),  # strides, uneven kernels; a 1×1 projection
 ])
-def test_conv_if_equals_the_product_then_the_numpy_scan(rng, kernels_on, o, c, hw, k, stride, pad, density, drive):
-    # the fused block (push and scan per sample and step) against conv_events over the block
-    # followed by the numpy scan: same spikes, same potentials
+def test_conv_if_equals_the_products_then_the_numpy_scan(rng, kernels_on, o, c, hw, k, stride, pad, density, drive, second):
+    # the fused block (push and scan per sample and step) against conv_events over the block,
+    # plus the second link's product, followed by the numpy scan: same spikes, same potentials
     op = SharedKernel(order_sensitive(rng, (o, c) + k), (c,) + hw, stride=stride, padding=pad)
     tb, n_b = 5, 7
     x = rng.random((tb, n_b, op.n_pre)) < density
@@ -144,10 +144,27 @@ def test_conv_if_equals_the_product_then_the_numpy_scan(rng, kernels_on, o, c, h
     v0 = rng.normal(0.3, 0.6, size=(n_b, op.n_post))
     conv = SparseConv(op)
     arrivals = conv(x.reshape(tb * n_b, -1)).reshape(tb, n_b, -1)
+    links = [("conv", x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw)]
+    if second == "conv":  # a 1×1 projection of a 2-channel input of twice the output's size onto the same outputs
+        oh, ow = op.out_hw
+        op2 = SharedKernel(order_sensitive(rng, (o, 2, 1, 1)), (2, 2 * oh, 2 * ow), stride=(2, 2))
+        assert op2.out_hw == op.out_hw
+        x2 = rng.random((tb, n_b, op2.n_pre)) < 0.4
+        conv2 = SparseConv(op2)
+        arrivals += conv2(x2.reshape(tb * n_b, -1)).reshape(tb, n_b, -1)
+        links.append(("conv", x2, conv2.wf, op2.in_shape, op2.stride, op2.padding, op2.out_hw))
+    elif second == "gather":  # two slots per post neuron (fan-in 2), as NumpyArrays.matrix lays them out
+        n_pre2 = 50
+        idx = rng.integers(0, n_pre2, size=(2, op.n_post))
+        w = order_sensitive(rng, (2, op.n_post))
+        x2 = rng.random((tb, n_b, n_pre2)) < 0.4
+        flat = x2.reshape(tb * n_b, -1)
+        arrivals += (flat[:, idx[0]] * w[0] + flat[:, idx[1]] * w[1]).reshape(tb, n_b, -1)
+        links.append(("gather", x2, idx, w))
     v1, s1 = v0.copy(), np.empty((tb, n_b, op.n_post), dtype=bool)
     _numpy(LayerMajor._if_scan, v1, sd, 0.75, [arrivals], s1, None)
     v2, s2 = v0.copy(), np.empty_like(s1)
-    assert compiled.conv_if(x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw, v2, sd, 0.75, s2)
+    assert compiled.conv_if(links, v2, sd, 0.75, s2)
     assert s1.any() and not s1.all()
     assert np.array_equal(s1, s2)
     assert np.array_equal(v1, v2)

@@ -119,25 +119,43 @@ def _build() -> dict[str, Any] | None:
                         out[b, (o * oh + y) * ow + x] = acc[y, x, o]
 
     @jit  # type: ignore[misc]
-    def conv_if_k(s: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any, a: Any, v: Any, drive: Any,
-                  add_drive: bool, theta: float, spikes: Any) -> None:  # pragma: no cover - compiled
-        # a convolution feeding a plain IF population, fused: s (tb, B, C, H, W) uint8 input
-        # spikes of a block; v (B, n) potentials in (o, y, x) order, n = O*OH*OW; drive (B, n), a
-        # broadcast view; spikes (tb, B, n) uint8, written; acc (OH, OW, O) and a (n,) scratch.
-        # Per sample, step by step: push the step's inputs, then the scan of if_scan_k on that
-        # step's arrivals while they are in L1, not a (tb, B, n) block through memory
+    def conv_if_k(s: Any, wf: Any, geo: Any, acc: Any, kind2: int, s2: Any, wf2: Any, acc2: Any, gidx: Any, gw: Any,
+                  a: Any, v: Any, drive: Any, add_drive: bool, theta: float, spikes: Any) -> None:  # pragma: no cover - compiled
+        # a plain IF population fed by a convolution (and by kind2 = 1: a second convolution, 2: a
+        # gather, 0: nothing else), fused: s (tb, B, C, H, W) uint8 input spikes of a block; geo
+        # the strides and paddings (sh, sw, ph, pw, then the second convolution's); v (B, n)
+        # potentials in (o, y, x) order, n = O*OH*OW; drive (B, n), a broadcast view; spikes
+        # (tb, B, n) uint8, written; acc, acc2 (OH, OW, O) and a (n,) scratch.  The gather: s2
+        # (tb, B, 1, 1, n_pre) uint8, gidx / gw (F, n) as the numpy gather takes them.  Per sample, step
+        # by step: push the step's inputs, then the scan of if_scan_k on that step's arrivals while
+        # they are in L1, not a (tb, B, n) block through memory.  Two links' sums are added as the
+        # unfused path adds them (one addition, which commutes)
         tb, n_b = s.shape[0], s.shape[1]
         oh, ow, n_o = acc.shape
         n = v.shape[1]
+        n_f = gidx.shape[0]
         for b in range(n_b):
             vv = v[b]
             dd = drive[b]
             for i in range(tb):
-                push_row(s[i, b], wf, sh, sw, ph, pw, acc)
+                push_row(s[i, b], wf, geo[0], geo[1], geo[2], geo[3], acc)
                 for o in range(n_o):
                     for y in range(oh):
                         for x in range(ow):
                             a[(o * oh + y) * ow + x] = acc[y, x, o]
+                if kind2 == 1:
+                    push_row(s2[i, b], wf2, geo[4], geo[5], geo[6], geo[7], acc2)
+                    for o in range(n_o):
+                        for y in range(oh):
+                            for x in range(ow):
+                                a[(o * oh + y) * ow + x] += acc2[y, x, o]
+                elif kind2 == 2:
+                    xr = s2[i, b, 0, 0]
+                    for e in range(n):
+                        g = xr[gidx[0, e]] * gw[0, e]
+                        for f in range(1, n_f):
+                            g += xr[gidx[f, e]] * gw[f, e]
+                        a[e] += g
                 sp = spikes[i, b]
                 if add_drive:
                     for e in range(n):
@@ -271,8 +289,10 @@ def _warm_up(k: dict[str, Any]) -> None:
     u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
     k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
     v2 = np.zeros((1, 2))
-    k["conv_if"](u8[None], f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros(2), v2, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0,
-                 np.zeros((1, 1, 2), dtype=np.uint8))
+    for kind2 in (0, 1, 2):  # one compilation serves all three (kind2 is a runtime argument)
+        k["conv_if"](u8[None], f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, u8[None], f8, np.zeros((1, 2, 1)),
+                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), v2, np.broadcast_to(np.zeros(2), (1, 2)),
+                     True, 1.0, np.zeros((1, 1, 2), dtype=np.uint8))
     v = np.zeros((1, 2))
     a3 = np.zeros((1, 1, 2))
     k["if_scan"](v, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0, a3, a3, 1, np.zeros((1, 1, 2), dtype=np.uint8), a3, False)
@@ -342,24 +362,23 @@ def conv_events(spikes: NDArray[Any], wf: NDArray[Any], in_shape: tuple[int, int
     return out
 
 
-def conv_if(spikes: NDArray[np.bool_], wf: NDArray[Any], in_shape: tuple[int, int, int], stride: tuple[int, int],
-            padding: tuple[int, int], out_hw: tuple[int, int], v: NDArray[Any], step_drive: Any, theta: float,
-            out: NDArray[np.bool_]) -> bool:
-    """A block of a plain IF population fed by one convolution, pushed and scanned in one pass; False if it cannot run here.
+def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, theta: float, out: NDArray[np.bool_]) -> bool:
+    """A block of a plain IF population fed by convolutions, pushed and scanned in one pass; False if it cannot run here.
 
-    The same operations as :func:`conv_events` followed by :func:`if_scan` with that one arrival
-    group (``v += dt·drive``; ``v += arrival``; ``v >= θ``; ``v -= θ`` where fired), per sample and
-    step, so the spikes are the same; a step's arrivals stay in L1 instead of going through
-    memory as a ``(tb, B, n)`` block, and no output block is written.  An input block that is all
-    silent adds ``0.0`` where the unfused path adds nothing, which can only turn a ``-0.0``
+    The same operations as :func:`conv_events` (per link; two links' sums added) followed by
+    :func:`if_scan` with that one arrival group (``v += dt·drive``; ``v += arrival``; ``v >= θ``;
+    ``v -= θ`` where fired), per sample and step, so the spikes are the same; a step's arrivals
+    stay in L1 instead of going through memory as a ``(tb, B, n)`` block.  An input block that is
+    all silent adds ``0.0`` where the unfused path adds nothing, which can only turn a ``-0.0``
     potential into ``0.0``.
 
     Parameters
     ----------
-    spikes : ndarray, shape (tb, B, C·H·W), bool, C-contiguous
-        The pre-synaptic population's spikes of the block's steps (their emission steps).
-    wf, in_shape, stride, padding, out_hw
-        As for :func:`conv_events`.
+    links : list of tuple
+        One or two links onto ``v``, the first a convolution: ``("conv", spikes, wf, in_shape,
+        stride, padding, out_hw)`` with ``spikes`` (tb, B, C·H·W) bool and the rest as for
+        :func:`conv_events`; the second may also be ``("gather", spikes, idx, w)`` with ``spikes``
+        (tb, B, n_pre) bool and ``idx``, ``w`` (F, n) the numpy gather's slots (pre index, weight).
     v : ndarray, shape (B, O·OH·OW), float64, C-contiguous
         Potentials (volts), updated in place.
     step_drive : float or ndarray
@@ -372,21 +391,42 @@ def conv_if(spikes: NDArray[np.bool_], wf: NDArray[Any], in_shape: tuple[int, in
     Returns
     -------
     bool
-        True when the block ran here; False (nothing touched) for a layout or type it does not take.
+        True when the block ran here; False (nothing touched) for a layout, type or link it does not take.
     """
     assert _kernels is not None, "compiled.conv_if called without available()"
     tb, n_b = out.shape[0], out.shape[1]
-    oh, ow = out_hw
+    if not 1 <= len(links) <= 2 or links[0][0] != "conv":
+        return False
+    _, s1, wf, in_shape, stride, padding, (oh, ow) = links[0]
     n = wf.shape[3] * oh * ow
     if (wf.dtype != np.float64 or v.dtype != np.float64 or v.shape != (n_b, n) or not v.flags.c_contiguous
-            or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or spikes.shape[:2] != (tb, n_b)
-            or np.asarray(step_drive).dtype != np.float64):
+            or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or np.asarray(step_drive).dtype != np.float64):
         return False
-    add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
-    drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
+    geo = np.zeros(8, dtype=np.int64)
+    geo[:4] = (*stride, *padding)
     acc = np.empty((oh, ow, wf.shape[3]))
-    _kernels["conv_if"](_as_u8(spikes).reshape((tb, n_b) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1],
-                        acc, np.empty(n), v, drive, add_drive, float(theta), out.view(np.uint8))
+    kind2, s2, wf2, acc2 = 0, np.zeros((1, 1, 1, 1, 1), dtype=np.uint8), wf, acc
+    gidx, gw = np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1))
+    if len(links) == 2:
+        second = links[1]
+        if second[0] == "conv":
+            _, x2, wf2, in2, stride2, pad2, hw2 = second
+            if wf2.dtype != np.float64 or tuple(hw2) != (oh, ow) or wf2.shape[3] != wf.shape[3]:
+                return False
+            kind2, s2, acc2 = 1, _as_u8(x2).reshape((tb, n_b) + tuple(in2)), np.empty_like(acc)
+            geo[4:] = (*stride2, *pad2)
+        elif second[0] == "gather":
+            _, x2, idx, w = second
+            if w.dtype != np.float64 or idx.shape != w.shape or idx.shape[1] != n or idx.shape[0] < 1:
+                return False
+            kind2, s2 = 2, _as_u8(x2).reshape(tb, n_b, 1, 1, -1)
+            gidx, gw = np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(w)
+        else:
+            return False
+    drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
+    add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
+    _kernels["conv_if"](_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
+                        np.empty(n), v, drive, add_drive, float(theta), out.view(np.uint8))
     return True
 
 

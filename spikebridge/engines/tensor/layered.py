@@ -481,21 +481,28 @@ class LayerMajor:
         )
 
     def _conv_if(self, name: str, st: Any, hist: dict[str, NDArray[np.bool_]], spikes: NDArray[np.bool_]) -> bool:
-        """A block of plain IF population ``name`` fed by exactly one convolution, fused
-        (:func:`.compiled.conv_if`); False (nothing done) when it does not have that form or the
-        kernels are off."""
+        """A block of plain IF population ``name`` fed by one convolution, or two links of which one
+        is a convolution and the other a convolution or a gather (residual joins), fused
+        (:func:`.compiled.conv_if`); False (nothing done) when it has another form or the kernels are off."""
         groups = self.delayed[name] + self.same[name]
-        if not FUSED_CONV or not compiled.available() or len(groups) != 1 or len(groups[0][1]) != 1:
+        if not FUSED_CONV or not compiled.available() or len(groups) != 1 or not 1 <= len(groups[0][1]) <= 2:
             return False
-        pre, link = groups[0][1][0]
-        op, conv = link.kernel, link.prepared
-        if op is None or op.groups != 1 or getattr(conv, "wf", None) is None or not isinstance(st.v, np.ndarray):
+        if not isinstance(st.v, np.ndarray):
             return False
         tb = spikes.shape[0]
-        d0 = self.depth[pre] - link.steps  # history index of the block's first emission step
-        x = hist[pre][d0 : d0 + tb]
-        return compiled.conv_if(x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw, st.v, st.step_drive,
-                                self.p.specs[name].theta, spikes)
+        links = []
+        for pre, link in groups[0][1]:
+            d0 = self.depth[pre] - link.steps  # history index of the block's first emission step
+            x = hist[pre][d0 : d0 + tb]
+            op = link.kernel
+            if op is not None and op.groups == 1 and getattr(link.prepared, "wf", None) is not None:
+                links.append(("conv", x, link.prepared.wf, op.in_shape, op.stride, op.padding, op.out_hw))
+            elif op is None and link.prepared[0] == "gather":
+                links.append(("gather", x, *link.prepared[1]))
+            else:
+                return False
+        links.sort(key=lambda lk: lk[0] != "conv")  # a convolution first (two sums' addition commutes)
+        return compiled.conv_if(links, st.v, st.step_drive, self.p.specs[name].theta, spikes)
 
     @staticmethod
     def _if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
