@@ -308,3 +308,25 @@ def test_a_numba_that_cannot_compile_leaves_the_numpy_path_and_one_warning(monke
     snn = convert(graph, calibration=x)
     rec = simulate(snn, x, SimulationConfig(n_steps=16, engine="tensor", device="cpu"))
     assert sum(int(c.sum()) for c in rec.counts.values()) > 100
+
+
+@pytest.mark.slow
+def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, rng):
+    # a kernel form the warm-up misses compiles at the first call of every run (about 0.4 s per
+    # kernel, in every process): e.g. a drive broadcast over the batch has numba layout "A", a
+    # one-row broadcast "C".  Fresh kernels, then the shipped CNNs for a long run (integer gates
+    # in their widest type): nothing new may compile
+    monkeypatch.setattr(compiled, "_tried", False)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    assert compiled.available()
+    warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
+    for name in ("mnist_lenet", "fmnist_vgg", "digits_cnn"):
+        graph = load_model(model_path(name))
+        x = rng.random((3,) + tuple(graph.input_shape))
+        rec = simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=300, engine="tensor", device="cpu"))
+        assert sum(int(c.sum()) for c in rec.counts.values()) > 1000
+    graph = load_model(model_path("mnist_lenet").parent / "fmnist_resnet8.h5")
+    x = rng.random((3,) + tuple(graph.input_shape))
+    simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=40, engine="tensor", device="cpu"))
+    assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm

@@ -288,14 +288,19 @@ def _warm_up(k: dict[str, Any]) -> None:
     """
     u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
     k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
-    v2 = np.zeros((1, 2))
+    # drives as the engine passes them: a per-neuron drive broadcast over the batch (row stride
+    # 0: numba's layout "A") or one drive per sample ("C"), both read-only views; a one-row
+    # broadcast would be "C" and leave the "A" form to compile at the first call of a run
+    per_neuron = np.broadcast_to(np.zeros(2), (2, 2))
+    per_sample = np.broadcast_to(np.zeros((2, 2)), (2, 2))
+    s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
     for kind2 in (0, 1, 2):  # one compilation serves all three (kind2 is a runtime argument)
-        k["conv_if"](u8[None], f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, u8[None], f8, np.zeros((1, 2, 1)),
-                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), v2, np.broadcast_to(np.zeros(2), (1, 2)),
-                     True, 1.0, np.zeros((1, 1, 2), dtype=np.uint8))
-    v = np.zeros((1, 2))
-    a3 = np.zeros((1, 1, 2))
-    k["if_scan"](v, np.broadcast_to(np.zeros(2), (1, 2)), True, 1.0, a3, a3, 1, np.zeros((1, 1, 2), dtype=np.uint8), a3, False)
+        k["conv_if"](s5, f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, s5, f8, np.zeros((1, 2, 1)),
+                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron,
+                     True, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+    a3 = np.zeros((1, 2, 2))
+    for drive in (per_neuron, per_sample):
+        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
