@@ -239,6 +239,33 @@ def test_gather_add_int_hand_computed(kernels_on):
     assert acc.tolist() == [[5, 6], [4, 8], [6, 7]]
 
 
+@pytest.mark.parametrize("vt,at,reset,theta", [
+    (np.int16, np.int8, "zero", 2),                  # a max-pool gate: reset to zero
+    (np.int32, np.int32, "subtract", "per neuron"),  # reset by subtraction, one threshold each
+    (np.int16, None, "value", 3),                    # no input this block, reset to a value
+])
+def test_int_scan_equals_the_numpy_integer_loop(rng, kernels_on, vt, at, reset, theta):
+    tb, n_b, n = 6, 5, 40
+    th = rng.integers(1, 5, size=n) if theta == "per neuron" else theta
+    v0 = rng.integers(-6, 6, size=(n_b, n)).astype(vt)
+    acc = None if at is None else rng.integers(-3, 4, size=(tb, n_b, n)).astype(at)
+    drive, v_reset = 1, (-1 if reset == "value" else 0)
+    v1, s1 = v0.copy(), np.empty((tb, n_b, n), dtype=bool)
+    for i in range(tb):  # the loop of LayerMajor.run
+        v1 += vt(drive)
+        if acc is not None:
+            v1 += acc[i]
+        np.greater_equal(v1, th, out=s1[i])
+        if reset == "subtract":
+            v1 -= s1[i] * np.asarray(th).astype(vt)
+        else:
+            np.putmask(v1, s1[i], v_reset)
+    v2, s2 = v0.copy(), np.empty_like(s1)
+    assert compiled.int_scan(v2, acc, drive, th, reset, v_reset, s2)
+    assert s1.any() and not s1.all()
+    assert np.array_equal(s1, s2) and np.array_equal(v1, v2) and v2.dtype == vt
+
+
 def test_gather_plan_finds_strided_rows_and_refuses_the_rest():
     # a 2×2 pool's top-left picks over a (2, 5, 6) map: runs of 3 at stride 2, rows 12 apart, channels 30
     pick = np.arange(2 * 5 * 6).reshape(2, 5, 6)[:, ::2, ::2].reshape(-1)

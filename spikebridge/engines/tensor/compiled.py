@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -225,6 +225,40 @@ def _build() -> dict[str, Any] | None:
                             pp[e] = vv[e]
 
     @jit  # type: ignore[misc]
+    def int_scan_k(v: Any, acc: Any, has_acc: bool, drive: int, theta: Any, subtract: bool, v_reset: int,
+                   spikes: Any) -> None:  # pragma: no cover - compiled
+        # an integer population's block (max-pool gates; see layered._IntPop): v (R, n) int16/32;
+        # acc (tb, R, n) summed integer arrivals; theta (n,) int64; spikes (tb, R, n) uint8.  Every
+        # value provably fits v's type (layered._int_dtype), so the int64 arithmetic here gives
+        # numpy's in-place results exactly
+        tb = spikes.shape[0]
+        n_r, n = v.shape
+        for r in range(n_r):
+            vv = v[r]
+            for i in range(tb):
+                sp = spikes[i, r]
+                if has_acc:
+                    aa = acc[i, r]
+                    if subtract:
+                        for e in range(n):
+                            x = vv[e] + drive + aa[e]
+                            f = x >= theta[e]
+                            sp[e] = f
+                            vv[e] = x - (theta[e] if f else 0)
+                    else:
+                        for e in range(n):
+                            x = vv[e] + drive + aa[e]
+                            f = x >= theta[e]
+                            sp[e] = f
+                            vv[e] = v_reset if f else x
+                else:
+                    for e in range(n):
+                        x = vv[e] + drive
+                        f = x >= theta[e]
+                        sp[e] = f
+                        vv[e] = (x - theta[e] if subtract else v_reset) if f else x
+
+    @jit  # type: ignore[misc]
     def csr_push(s: Any, indptr: Any, indices: Any, data: Any, out: Any) -> None:  # pragma: no cover - compiled
         # s (B, n_pre) uint8; (indptr, indices, data) one row per pre neuron; out (B, n_post) zeroed
         n_b, n_pre = s.shape
@@ -271,7 +305,8 @@ def _build() -> dict[str, Any] | None:
                                     dst[k0] += ((src16[k0] >> sh) & 1) * wf
                             k += n0
 
-    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add}
+    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add,
+               "int_scan": int_scan_k}
     try:
         _warm_up(kernels)
     except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
@@ -305,6 +340,11 @@ def _warm_up(k: dict[str, Any]) -> None:
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
     k["gather"](x, x.view(np.uint16), np.zeros((1, 1), dtype=np.intp), i8, np.zeros((1, 10), dtype=np.int64), i8)
+    # integer scans: potentials in int16 or int32, arrivals in int8 (gates of fan-in sum <= 127) or
+    # the potentials' type (what layered.LayerMajor.run passes)
+    th = np.ones(2, dtype=np.int64)
+    for vt, at in ((np.int16, np.int8), (np.int16, np.int16), (np.int32, np.int8), (np.int32, np.int32)):
+        k["int_scan"](np.zeros((2, 2), dtype=vt), np.zeros((1, 2, 2), dtype=at), True, 0, th, True, 0, np.zeros((1, 2, 2), dtype=np.uint8))
 
 
 def _give_up(what: str, e: BaseException) -> None:
@@ -506,6 +546,48 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, float(theta), a1, a2, len(flat),
                         spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
                         pot is not None)
+    return True
+
+
+def int_scan(v: NDArray[Any], acc: NDArray[Any] | None, drive: int, theta: Any, reset: str, v_reset: int,
+             spikes: NDArray[np.bool_]) -> bool:
+    """A block of an integer population (``layered._IntPop``), in place; False if it cannot run here.
+
+    Per step: ``v += drive``; ``v += acc[i]``; ``spikes[i] = v >= theta``; then ``v -= theta``
+    (reset ``"subtract"``) or ``v = v_reset`` (``"zero"``, ``"value"``) where fired: the integer
+    operations of the numpy loop in ``LayerMajor.run``, which the caller has checked cannot
+    overflow ``v``'s type.
+
+    Parameters
+    ----------
+    v : ndarray, shape (R, n), int16 or int32, C-contiguous
+        Potentials times the population's scale, updated in place.
+    acc : ndarray, shape (tb, R, n), int8, int16 or int32, or None
+        Summed integer arrivals of each step (None: no input this block).
+    drive : int
+        Added every step.
+    theta : int or ndarray (n,)
+        Threshold(s), integers.
+    reset : {"subtract", "zero", "value"}
+    v_reset : int
+    spikes : ndarray, shape (tb, R, n), bool, C-contiguous
+        Written.
+
+    Returns
+    -------
+    bool
+        False (nothing touched) for a type or layout it does not take.
+    """
+    assert _kernels is not None, "compiled.int_scan called without available()"
+    tb = spikes.shape[0]
+    if (v.ndim != 2 or v.dtype not in (np.int16, np.int32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
+            or spikes.shape != (tb,) + v.shape
+            or (acc is not None and (acc.shape != spikes.shape or acc.dtype not in (np.int8, np.int16, np.int32)
+                                     or not acc.flags.c_contiguous))):
+        return False
+    th = np.ascontiguousarray(np.broadcast_to(np.asarray(theta, dtype=np.int64), (v.shape[1],)))
+    a = acc if acc is not None else np.zeros((1, 1, 1), dtype=np.int8)
+    _kernels["int_scan"](v, a, acc is not None, int(drive), th, reset == "subtract", int(v_reset), spikes.view(np.uint8))
     return True
 
 

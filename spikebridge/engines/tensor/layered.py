@@ -387,19 +387,22 @@ class LayerMajor:
                     if phases is not None:
                         c1 = clock()
                     reset_by = dtype(ip.theta) if isinstance(ip.theta, int) else ip.theta.astype(dtype)
-                    for i in range(tb):
-                        if ip.drive:
-                            v += dtype(ip.drive)
-                        if acc is not None:
-                            v += acc[i]
-                        spk = h[depth + i]
-                        np.greater_equal(v, ip.theta, out=spk)
-                        if ip.reset == "subtract":
-                            v -= spk * reset_by  # bool times an integer: that integer's type
-                        else:
-                            np.putmask(v, spk, ip.v_reset)
-                        if name == out:
-                            out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
+                    # the compiled scan (not for the read-out, whose potential is kept per step)
+                    if name == out or not compiled.available() or not compiled.int_scan(
+                            v, acc, ip.drive, ip.theta, ip.reset, ip.v_reset, h[depth : depth + tb]):
+                        for i in range(tb):
+                            if ip.drive:
+                                v += dtype(ip.drive)
+                            if acc is not None:
+                                v += acc[i]
+                            spk = h[depth + i]
+                            np.greater_equal(v, ip.theta, out=spk)
+                            if ip.reset == "subtract":
+                                v -= spk * reset_by  # bool times an integer: that integer's type
+                            else:
+                                np.putmask(v, spk, ip.v_reset)
+                            if name == out:
+                                out_pot_t[t0 + i] = v * (1.0 / ip.scale)  # exact: a power of two
                 elif name in packed:
                     live, v_live, sd_live = packed[name]
                     if phases is not None:
