@@ -42,9 +42,12 @@ Run::
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
     python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
 
-Every case records the 1-minute load before and after it (``os.getloadavg``); a result taken
-above a load of 1 is marked ``"comparable": false`` (its ratios against SpikingJelly say little:
-torch's threads suffer most from a busy machine).
+Every row records the 1-minute load before and after it (``os.getloadavg``) and first waits
+(``--settle``, default 0.5, at most 240 s) until the load left by the previous row has decayed
+below that, so each row, ours and SpikingJelly's alike, starts on a quiet machine.  A case whose
+rows started above a load of 1 is marked ``"comparable": false`` (its ratios against SpikingJelly
+say little: torch's threads suffer most from a busy machine); ``"quiet": true`` when every row
+started below 0.5.
 
 Writes ``benchmarks/results/engine.json``.
 """
@@ -253,6 +256,7 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) 
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
             time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision,
                         use_compiled=use_compiled)
+            waited = settle()
             before = load_now()
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
             cpu: list = []
@@ -264,7 +268,7 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) 
             row = {
                 "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
                 "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
-                "precision": precision, "load_1min": {"before": before, "after": load_now()}, "_rec": rec,
+                "precision": precision, "load_1min": {"before": before, "after": load_now()}, "settle_waited_s": waited, "_rec": rec,
                 "cpu_s": cpu, "median_cpu_s": statistics.median(cpu),
             }
             if phases:
@@ -302,6 +306,7 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
     xt = torch.tensor(x, dtype=torch.float32)
     times = []
     preds = None
+    waited = settle()
     load_before = load_now()
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -316,11 +321,27 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
         times.append(time.perf_counter() - t0)
         preds = torch.cat(outs).numpy()
     return {"convert_s": convert_s, "median_s": statistics.median(times), "times_s": times,
-            "accuracy": float(np.mean(preds == y)), "batch": batch, "load_1min": {"before": load_before, "after": load_now()}}
+            "accuracy": float(np.mean(preds == y)), "batch": batch, "load_1min": {"before": load_before, "after": load_now()},
+            "settle_waited_s": waited}
 
 
 def load_now() -> float:
     return float(os.getloadavg()[0])
+
+
+#: before each timed row, wait until the 1-minute load is below ``below`` (at most ``max_s``
+#: seconds): the previous row's own load (2 busy threads lift it by about 2·(1 - e^(-t/60))) decays
+#: first, so every row, ours and SpikingJelly's, starts on an equally quiet machine; ``--settle 0``
+#: turns it off
+SETTLE = {"below": 0.5, "max_s": 240.0}
+
+
+def settle() -> float:
+    """Wait for the 1-minute load to fall below ``SETTLE["below"]``; returns the seconds waited."""
+    t0 = time.perf_counter()
+    while SETTLE["below"] > 0 and load_now() >= SETTLE["below"] and time.perf_counter() - t0 < SETTLE["max_s"]:
+        time.sleep(5)
+    return time.perf_counter() - t0
 
 
 def with_load(fn, args) -> dict:
@@ -329,7 +350,10 @@ def with_load(fn, args) -> dict:
     out = fn(args)
     after = load_now()
     out["load_1min"] = {"before": before, "after": after}
-    out["comparable"] = max(before, after) <= 1.0
+    # a row is taken at the load it starts at (what it then adds is its own); without rows, the case's
+    starts = [r["load_1min"]["before"] for r in out.get("rows", {}).values() if "load_1min" in r] or [before, after]
+    out["comparable"] = max(starts) <= 1.0
+    out["quiet"] = max(starts) < 0.5
     return out
 
 
@@ -593,7 +617,8 @@ def print_rows(title: str, r: dict, args) -> None:
         if "cpu_s_by_phase" in row:
             print(f"{'':<4}CPU s by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s_by_phase"].items()))
     ld = r["load_1min"]
-    print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {'comparable' if r['comparable'] else 'NOT comparable (load > 1)'}")
+    verdict = "quiet (every row started below 0.5)" if r.get("quiet") else "comparable" if r["comparable"] else "NOT comparable (a row started above 1)"
+    print(f"1-minute load {ld['before']:.2f} -> {ld['after']:.2f}: {verdict}")
 
 
 def main(argv=None) -> int:
@@ -605,6 +630,8 @@ def main(argv=None) -> int:
     p.add_argument("--torch", action="store_true", help="add the tensor engine on torch CPU threads to the LeNet rows")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--settle", type=float, default=0.5,
+                   help="before each timed row, wait (at most 240 s) for the 1-minute load to fall below this; 0: do not wait")
     p.add_argument("--device", default="cpu")
     p.add_argument("--mnist", help="directory with the MNIST IDX files")
     p.add_argument("--brian2-samples", dest="brian2_samples", type=int, default=20)
@@ -622,6 +649,7 @@ def main(argv=None) -> int:
     import re
 
     args.variants = [v.strip() for v in re.split(r",(?! )", args.variants) if v.strip()]
+    SETTLE["below"] = args.settle
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
