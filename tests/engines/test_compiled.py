@@ -96,6 +96,21 @@ def test_csr_events_equal_both_scipy_products(rng, kernels_on, density):
             assert got[b, post] == acc
 
 
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4, 1.0])
+def test_dense_events_equal_the_ordered_gemm(rng, kernels_on, density):
+    # the numpy path gathers the active rows into an ordered GEMM (or multiplies all of them);
+    # the kernel adds each fired row in pre-index order: the same floats, signed zeros included
+    m = sp.csr_matrix(order_sensitive(rng, (40, 300)))
+    arrays = NumpyArrays()
+    prepared = arrays.matrix(m)
+    assert prepared[0] == "dense"
+    x = rng.random((23, 300)) < density
+    want = _numpy(arrays.matmul, prepared, x)
+    got = arrays.matmul(prepared, x)
+    assert np.array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 @pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True)])
 def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
     tb, shape = 9, (6, 50)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -269,6 +269,20 @@ def _build() -> dict[str, Any] | None:
                         out[b, indices[k]] += data[k]
 
     @jit  # type: ignore[misc]
+    def dense_push(s: Any, wt: Any, out: Any) -> None:  # pragma: no cover - compiled
+        # s (B, n_pre) uint8; wt (n_pre, n_post) C-contiguous; out (B, n_post) zeroed: each fired
+        # pre neuron's row added in pre-index order, one contiguous vector add
+        n_b, n_pre = s.shape
+        n_post = wt.shape[1]
+        for b in range(n_b):
+            ob = out[b]
+            for p in range(n_pre):
+                if s[b, p]:
+                    row = wt[p]
+                    for k in range(n_post):
+                        ob[k] += row[k]
+
+    @jit  # type: ignore[misc]
     def gather_add(x: Any, x16: Any, idx: Any, w: Any, plan: Any, acc: Any) -> None:  # pragma: no cover - compiled
         # acc[r, k] += Σ_f x[r, idx[f, k]]·w[f, k]; integers (max-pool gates), so any order is exact.
         # A row f with plan[f, 1] > 0 is affine (see gather_plan): its weight is plan[f, 9] and its
@@ -305,8 +319,8 @@ def _build() -> dict[str, Any] | None:
                                     dst[k0] += ((src16[k0] >> sh) & 1) * wf
                             k += n0
 
-    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "if_scan": if_scan_k, "gather": gather_add,
-               "int_scan": int_scan_k}
+    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
+               "gather": gather_add, "int_scan": int_scan_k}
     try:
         _warm_up(kernels)
     except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
@@ -337,6 +351,7 @@ def _warm_up(k: dict[str, Any]) -> None:
     for drive in (per_neuron, per_sample):
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
+    k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
     k["gather"](x, x.view(np.uint16), np.zeros((1, 1), dtype=np.intp), i8, np.zeros((1, 10), dtype=np.int64), i8)
@@ -494,6 +509,27 @@ def csr_events(spikes: NDArray[Any], indptr: NDArray[np.int64], indices: NDArray
     assert _kernels is not None, "compiled.csr_events called without available()"
     out = np.zeros((spikes.shape[0], n_post), dtype=data.dtype)
     _kernels["csr"](_as_u8(spikes), indptr, indices, data, out)
+    return out
+
+
+def dense_events(spikes: NDArray[Any], wt: NDArray[Any]) -> NDArray[Any]:
+    """``spikes @ wt`` for a dense ``wt`` (n_pre × n_post), pushed row by row.
+
+    Parameters
+    ----------
+    spikes : ndarray, shape (B, n_pre), bool
+    wt : ndarray, shape (n_pre, n_post), float64, C-contiguous
+
+    Returns
+    -------
+    ndarray, shape (B, n_post), ``wt``'s dtype
+        Each output the ordered sum (pre-synaptic index order, from 0.0) of its fired rows'
+        weights: what :func:`~spikebridge.engines.tensor.arrays.ordered_matmul` gives for 0/1
+        spikes, bit for bit.
+    """
+    assert _kernels is not None, "compiled.dense_events called without available()"
+    out = np.zeros((spikes.shape[0], wt.shape[1]), dtype=wt.dtype)
+    _kernels["dense"](_as_u8(spikes), np.ascontiguousarray(wt), out)
     return out
 
 
