@@ -510,6 +510,7 @@ def case_store(args) -> dict:
         for schedule in args.store_schedules.split(","):
             tensor_engine.LAYER_MAJOR = schedule == "layer-major"
             row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": []}
+            row["settle_waited_s"] = settle()
             before = load_now()
             # interleaved, so that a change of load hits both alike; wall and process CPU time
             for _ in range(max(2, args.repeats)):
