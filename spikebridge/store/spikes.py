@@ -332,7 +332,7 @@ def _digest(items: list[tuple[str, NDArray[Any]]]) -> NDArray[np.uint8]:
     for name, arr in sorted(items, key=lambda t: t[0]):
         h.update(name.encode() + b"\0")
         # the array's own buffer, not a tobytes() copy (a batch's rasters are tens of MB); same bytes
-        h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+        h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 

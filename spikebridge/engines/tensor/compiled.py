@@ -465,7 +465,8 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
     geo = np.zeros(8, dtype=np.int64)
     geo[:4] = (*stride, *padding)
     acc = np.empty((oh, ow, wf.shape[3]))
-    kind2, s2, wf2, acc2 = 0, np.zeros((1, 1, 1, 1, 1), dtype=np.uint8), wf, acc
+    s2: NDArray[np.uint8] = np.zeros((1, 1, 1, 1, 1), dtype=np.uint8)
+    kind2, wf2, acc2 = 0, wf, acc
     gidx, gw = np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1))
     if len(links) == 2:
         second = links[1]
