@@ -6,16 +6,18 @@ its time on convolutional networks goes to building those lists.  These
 kernels walk the fired inputs directly and push each one's weights onto its
 outputs, so they touch each synapse of a fired input once and build nothing.
 
-Both kernels visit fired inputs in pre-synaptic index order and add one weight
-per fired synapse into an accumulator that starts at ``0.0``: every output is
-the same ordered sum, one rounding per addition, that scipy's CSR product and
-Brian2's synapse loop compute, bit for bit (tests/test_compiled_kernels.py
-compares them on random and shipped networks).  No ``fastmath``: reassociation
-would break that.
+The float kernels (convolution, CSR, dense) visit fired inputs in pre-synaptic
+index order and add one weight per fired synapse into an accumulator that starts
+at ``0.0``: every output is the same ordered sum, one rounding per addition,
+that scipy's CSR product and Brian2's synapse loop compute, bit for bit; the
+fused kernels (``conv_if``, ``int_scan``) then run the numpy scan's operations
+in its order, and the max-pool gates' sums are integers, exact in any order
+(tests/engines/test_compiled.py compares each with the numpy path on random and
+shipped networks).  No ``fastmath``: reassociation would break that.
 
 The kernels release the GIL (``nogil``), so the engine's concurrent batch
 parts (``SimulationConfig.threads``) run them on separate cores.  numba compiles
-them when :func:`available` is first asked, about 2 s once per process; nothing
+them when :func:`available` is first asked, about 3 s once per process; nothing
 is cached on disk.  A numba that cannot load or compile them gives one
 ``RuntimeWarning`` and the numpy path (the same spikes, slower), not a traceback.
 
@@ -330,7 +332,7 @@ def _build() -> dict[str, Any] | None:
 
 
 def _warm_up(k: dict[str, Any]) -> None:
-    """Compile each kernel for the arguments the engine passes most (about 2 s, once per process).
+    """Compile each kernel for the arguments the engine passes (about 3 s, once per process).
 
     Compiling here, not at a first call deep in a run, means a numba or LLVM that fails does so
     while :func:`available` can still answer False.

@@ -60,9 +60,9 @@ INTEGER_GATES = True
 #: temporaries); False uses the generic per-step code (benchmarks compare the two)
 FUSED_IF = True
 
-#: run a plain IF population fed by exactly one convolution as one compiled pass per block
-#: (:func:`.compiled.conv_if`: push and scan per sample and step); False computes the block's
-#: arrivals, then scans them (benchmarks compare the two)
+#: run a plain IF population fed by one convolution, or by a convolution and a second convolution
+#: or gather, as one compiled pass per block (:func:`.compiled.conv_if`: push and scan per sample
+#: and step); False computes the block's arrivals, then scans them (benchmarks compare the two)
 FUSED_CONV = True
 
 #: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
