@@ -74,41 +74,33 @@ def test_conv_events_equal_the_scipy_product(rng, kernels_on, o, c, hw, k, strid
     assert np.array_equal(np.signbit(got), np.signbit(want))  # no -0.0 where scipy gives +0.0
 
 
-@pytest.mark.parametrize("density", [0.02, 0.2, 0.7])
-def test_csr_events_equal_both_scipy_products(rng, kernels_on, density):
-    m = sp.random(50, 300, density=0.15, random_state=1, format="csr")
-    m.data = order_sensitive(rng, m.data.shape)
+@pytest.mark.parametrize("kind,density", [("sparse", 0.02), ("sparse", 0.2), ("sparse", 0.7),
+                                          ("dense", 0.0), ("dense", 0.05), ("dense", 0.4), ("dense", 1.0)])
+def test_matrix_events_equal_the_numpy_products(rng, kernels_on, kind, density):
+    # sparse: both scipy products; dense: the ordered GEMM over the active rows (or all of them).
+    # The kernels add each fired row in pre-index order: the same floats, signed zeros included
+    if kind == "sparse":
+        m = sp.random(50, 300, density=0.15, random_state=1, format="csr")
+        m.data = order_sensitive(rng, m.data.shape)
+    else:
+        m = sp.csr_matrix(order_sensitive(rng, (40, 300)))
     arrays = NumpyArrays()
     prepared = arrays.matrix(m)
-    assert prepared[0] == "sparse"
-    x = rng.random((23, 300)) < density
-    want = _numpy(arrays.matmul, prepared, x)
-    got = arrays.matmul(prepared, x)
-    assert np.array_equal(got, want)
-    # and equal to the definition: per post neuron, the fired weights summed in pre-index order
-    dense = m.toarray()
-    for b in (0, 7):
-        for post in (0, 13, 49):
-            acc = 0.0
-            for pre in np.flatnonzero(x[b]):
-                if dense[post, pre] != 0.0 or m[post, pre] != 0:
-                    acc += dense[post, pre]
-            assert got[b, post] == acc
-
-
-@pytest.mark.parametrize("density", [0.0, 0.05, 0.4, 1.0])
-def test_dense_events_equal_the_ordered_gemm(rng, kernels_on, density):
-    # the numpy path gathers the active rows into an ordered GEMM (or multiplies all of them);
-    # the kernel adds each fired row in pre-index order: the same floats, signed zeros included
-    m = sp.csr_matrix(order_sensitive(rng, (40, 300)))
-    arrays = NumpyArrays()
-    prepared = arrays.matrix(m)
-    assert prepared[0] == "dense"
+    assert prepared[0] == kind
     x = rng.random((23, 300)) < density
     want = _numpy(arrays.matmul, prepared, x)
     got = arrays.matmul(prepared, x)
     assert np.array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+    # and equal to the definition: per post neuron, the fired weights summed in pre-index order
+    dense = m.toarray()
+    for b in (0, 7):
+        for post in (0, 13, 39):
+            acc = 0.0
+            for pre in np.flatnonzero(x[b]):
+                if dense[post, pre] != 0.0 or m[post, pre] != 0:
+                    acc += dense[post, pre]
+            assert got[b, post] == acc
 
 
 @pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True)])

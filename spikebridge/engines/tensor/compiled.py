@@ -55,6 +55,14 @@ def _build() -> dict[str, Any] | None:
         _give_up("import numba", e)
         return None
     jit = numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=False)
+    inline = numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=False, inline="always")
+
+    @inline  # type: ignore[misc]
+    def taps(t: int, n_out: int, k: int, st: int) -> tuple[int, int]:  # pragma: no cover - compiled
+        # kernel indices i0, i0 + st, .. i1 of an input at padded coordinate t: those with
+        # (t - i) % st == 0 and 0 <= (t - i) // st < n_out (i0 > i1: none)
+        lo = max(0, t - (n_out - 1) * st)
+        return lo + (t - lo) % st, min(k - 1, t)
 
     @jit  # type: ignore[misc]
     def push_row(sb: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any) -> None:  # pragma: no cover - compiled
@@ -73,18 +81,13 @@ def _build() -> dict[str, Any] | None:
         for c in range(n_c):
             for yy in range(n_h):
                 ty = yy + ph
-                # kernel rows i with (ty - i) % sh == 0 and 0 <= (ty - i) // sh < oh
-                i_lo = max(0, ty - (oh - 1) * sh)
-                i0 = i_lo + (ty - i_lo) % sh
-                i1 = min(kh - 1, ty)
+                i0, i1 = taps(ty, oh, kh, sh)
                 if i0 > i1:
                     continue
                 for xx in range(n_w):
                     if sb[c, yy, xx]:
                         tx = xx + pw
-                        j_lo = max(0, tx - (ow - 1) * sw)
-                        j0 = j_lo + (tx - j_lo) % sw
-                        j1 = min(kw - 1, tx)
+                        j0, j1 = taps(tx, ow, kw, sw)
                         if j0 > j1:
                             continue
                         if sw == 1:
