@@ -273,6 +273,24 @@ def test_int_scan_equals_the_numpy_integer_loop(rng, kernels_on, vt, at, reset, 
     assert np.array_equal(s1, s2) and np.array_equal(v1, v2) and v2.dtype == vt
 
 
+@pytest.mark.parametrize("n", [16, 13])
+def test_count_pack_equals_numpy_sum_and_packbits(rng, kernels_on, n):
+    tb, n_b, n_steps, t0 = 4, 5, 12, 8
+    block = rng.random((tb, n_b, n)) < 0.4
+    counts0 = rng.integers(0, 100, size=(n_b, n)).astype(np.uint16)
+    bits0 = rng.integers(0, 256, size=(n_b, n_steps, (n + 7) // 8)).astype(np.uint8)
+    want_c = counts0 + block.sum(axis=0).astype(np.uint16)
+    want_b = bits0.copy()
+    want_b[:, t0 : t0 + tb] = np.packbits(block, axis=-1).transpose(1, 0, 2)
+    c, b = counts0.copy(), bits0.copy()
+    assert compiled.count_pack(block, c, b, t0)
+    assert np.array_equal(c, want_c) and np.array_equal(b, want_b)
+    c = counts0.copy()
+    assert compiled.count_pack(block, c, None, t0)  # counts only
+    assert np.array_equal(c, want_c)
+    assert not compiled.count_pack(block, counts0.astype(np.int64), None, t0)  # not uint16: the caller's numpy path
+
+
 def test_gather_plan_finds_strided_rows_and_refuses_the_rest():
     # a 2×2 pool's top-left picks over a (2, 5, 6) map: runs of 3 at stride 2, rows 12 apart, channels 30
     pick = np.arange(2 * 5 * 6).reshape(2, 5, 6)[:, ::2, ::2].reshape(-1)

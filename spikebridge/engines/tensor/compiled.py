@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "count_pack", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -274,6 +274,31 @@ def _build() -> dict[str, Any] | None:
                         out[b, indices[k]] += data[k]
 
     @jit  # type: ignore[misc]
+    def count_pack(block: Any, counts: Any, bits: Any, t0: int, pack: bool) -> None:  # pragma: no cover - compiled
+        # block (tb, B, n) uint8 0/1 spikes; counts (B, n) uint16, += spikes; bits (B, T, ceil(n/8))
+        # uint8, rows t0 .. t0+tb-1 written as np.packbits does (neuron j: bit 7 - j % 8 of byte j // 8).
+        # One pass over the block where numpy makes two and a transposed copy
+        tb, n_b, n = block.shape
+        full = n // 8
+        for b in range(n_b):
+            cb = counts[b]
+            for i in range(tb):
+                row = block[i, b]
+                for e in range(n):
+                    cb[e] += row[e]
+                if pack:
+                    out = bits[b, t0 + i]
+                    for k in range(full):
+                        j = 8 * k
+                        out[k] = ((row[j] << 7) | (row[j + 1] << 6) | (row[j + 2] << 5) | (row[j + 3] << 4)
+                                  | (row[j + 4] << 3) | (row[j + 5] << 2) | (row[j + 6] << 1) | row[j + 7])
+                    if 8 * full < n:
+                        last = 0
+                        for j in range(8 * full, n):
+                            last |= row[j] << (7 - (j - 8 * full))
+                        out[full] = last
+
+    @jit  # type: ignore[misc]
     def dense_push(s: Any, wt: Any, out: Any) -> None:  # pragma: no cover - compiled
         # s (B, n_pre) uint8; wt (n_pre, n_post) C-contiguous; out (B, n_post) zeroed: each fired
         # pre neuron's row added in pre-index order, one contiguous vector add
@@ -325,7 +350,7 @@ def _build() -> dict[str, Any] | None:
                             k += n0
 
     kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
-               "gather": gather_add, "int_scan": int_scan_k}
+               "gather": gather_add, "int_scan": int_scan_k, "count_pack": count_pack}
     try:
         _warm_up(kernels)
     except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
@@ -357,6 +382,7 @@ def _warm_up(k: dict[str, Any]) -> None:
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
     k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
+    k["count_pack"](np.zeros((1, 1, 9), dtype=np.uint8), np.zeros((1, 9), dtype=np.uint16), np.zeros((1, 1, 2), dtype=np.uint8), 0, True)
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
     k["gather"](x, x.view(np.uint16), np.zeros((1, 1), dtype=np.intp), i8, np.zeros((1, 10), dtype=np.int64), i8)
@@ -537,6 +563,35 @@ def dense_events(spikes: NDArray[Any], wt: NDArray[Any]) -> NDArray[Any]:
     out = np.zeros((spikes.shape[0], wt.shape[1]), dtype=wt.dtype)
     _kernels["dense"](_as_u8(spikes), np.ascontiguousarray(wt), out)
     return out
+
+
+def count_pack(block: NDArray[np.bool_], counts: NDArray[np.uint16], bits: NDArray[np.uint8] | None, t0: int) -> bool:
+    """Add a block's spikes to ``counts`` and, given ``bits``, pack them into steps ``t0 ..`` of it; False if it cannot.
+
+    Parameters
+    ----------
+    block : ndarray, shape (tb, B, n), bool, C-contiguous
+        Spikes of the block's steps.
+    counts : ndarray, shape (B, n), uint16, C-contiguous
+        Spike counts, updated in place (the caller has checked they cannot pass 65535).
+    bits : ndarray, shape (B, T, ceil(n / 8)), uint8, or None
+        Recorded spikes, ``np.packbits`` order along the last axis; rows ``t0 .. t0 + tb - 1`` written.
+    t0 : int
+
+    Returns
+    -------
+    bool
+        False (nothing touched) for a type or layout it does not take.
+    """
+    assert _kernels is not None, "compiled.count_pack called without available()"
+    tb, n_b, n = block.shape
+    if (counts.dtype != np.uint16 or counts.shape != (n_b, n) or not counts.flags.c_contiguous or not block.flags.c_contiguous
+            or (bits is not None and (bits.dtype != np.uint8 or bits.shape[0] != n_b or bits.shape[2] != (n + 7) // 8
+                                      or bits.shape[1] < t0 + tb or not bits.flags.c_contiguous))):
+        return False
+    _kernels["count_pack"](block.view(np.uint8), counts, bits if bits is not None else np.zeros((1, 1, 1), dtype=np.uint8),
+                           int(t0), bits is not None)
+    return True
 
 
 def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[Any]], spikes: NDArray[np.bool_],

@@ -450,14 +450,16 @@ class LayerMajor:
                 if fused:  # its time counts as products
                     c1 = c2
                 block = h[depth : depth + tb]
-                if st.counts is not None:
+                # counts and recorded bits in one compiled pass, else numpy's
+                packed_here = st.counts is not None and compiled.available() and compiled.count_pack(block, st.counts, rec.get(name), t0)
+                if st.counts is not None and not packed_here:
                     # bool as uint8 summed in uint8 (a block is at most 255 steps): 4x faster than int64
                     st.counts += block.view(np.uint8).sum(axis=0, dtype=np.uint8)
                 if name == out and spec.thresholded:
                     np.cumsum(block, axis=0, out=out_counts_t[t0 : t0 + tb])
                     out_counts_t[t0 : t0 + tb] += running_out
                     running_out = out_counts_t[t0 + tb - 1].copy()
-                if name in rec:
+                if name in rec and not packed_here:
                     rec[name][:, t0 : t0 + tb] = np.packbits(block, axis=-1).transpose(1, 0, 2)
                 if phases is not None:
                     c3 = clock()
