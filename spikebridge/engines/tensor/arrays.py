@@ -496,8 +496,6 @@ class Float32Arrays(NumpyArrays):
     def matmul(self, prepared: Any, x: Any) -> Any:
         kind, wt = prepared
         if kind == "dense":
-            if compiled.available():
-                return compiled.dense_events(x, wt)
             active = np.flatnonzero(x.any(axis=0))
             if active.size < _GATHER_BELOW * x.shape[1]:
                 return x[:, active].astype(np.float32) @ wt[active]

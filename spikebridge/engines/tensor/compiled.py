@@ -64,6 +64,19 @@ def _build() -> dict[str, Any] | None:
         lo = max(0, t - (n_out - 1) * st)
         return lo + (t - lo) % st, min(k - 1, t)
 
+    @inline  # type: ignore[misc]
+    def unfold(acc: Any, dst: Any, add: bool) -> None:  # pragma: no cover - compiled
+        # an accumulator (OH, OW, O) into a row in the population's (o, y, x) order: written, or
+        # added (a second link's sums: one addition per output, as the unfused path adds them)
+        oh, ow, n_o = acc.shape
+        for o in range(n_o):
+            for y in range(oh):
+                for x in range(ow):
+                    if add:
+                        dst[(o * oh + y) * ow + x] += acc[y, x, o]
+                    else:
+                        dst[(o * oh + y) * ow + x] = acc[y, x, o]
+
     @jit  # type: ignore[misc]
     def push_row(sb: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any) -> None:  # pragma: no cover - compiled
         # one row's (sample and step's) fired inputs sb (C, H, W) pushed onto acc (OH, OW, O), zeroed
@@ -115,13 +128,9 @@ def _build() -> dict[str, Any] | None:
     def conv_push(s: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any, out: Any) -> None:  # pragma: no cover - compiled
         # s (B, C, H, W) uint8 spikes; acc (OH, OW, O) scratch; out (B, O*OH*OW): each row pushed
         # onto the accumulator (kept in cache), written out in the population's (o, y, x) order
-        oh, ow, n_o = acc.shape
         for b in range(s.shape[0]):
             push_row(s[b], wf, sh, sw, ph, pw, acc)
-            for o in range(n_o):
-                for y in range(oh):
-                    for x in range(ow):
-                        out[b, (o * oh + y) * ow + x] = acc[y, x, o]
+            unfold(acc, out[b], False)
 
     @jit  # type: ignore[misc]
     def conv_if_k(s: Any, wf: Any, geo: Any, acc: Any, kind2: int, s2: Any, wf2: Any, acc2: Any, gidx: Any, gw: Any,
@@ -136,7 +145,6 @@ def _build() -> dict[str, Any] | None:
         # they are in L1, not a (tb, B, n) block through memory.  Two links' sums are added as the
         # unfused path adds them (one addition, which commutes)
         tb, n_b = s.shape[0], s.shape[1]
-        oh, ow, n_o = acc.shape
         n = v.shape[1]
         n_f = gidx.shape[0]
         for b in range(n_b):
@@ -144,16 +152,10 @@ def _build() -> dict[str, Any] | None:
             dd = drive[b]
             for i in range(tb):
                 push_row(s[i, b], wf, geo[0], geo[1], geo[2], geo[3], acc)
-                for o in range(n_o):
-                    for y in range(oh):
-                        for x in range(ow):
-                            a[(o * oh + y) * ow + x] = acc[y, x, o]
+                unfold(acc, a, False)
                 if kind2 == 1:
                     push_row(s2[i, b], wf2, geo[4], geo[5], geo[6], geo[7], acc2)
-                    for o in range(n_o):
-                        for y in range(oh):
-                            for x in range(ow):
-                                a[(o * oh + y) * ow + x] += acc2[y, x, o]
+                    unfold(acc2, a, True)
                 elif kind2 == 2:
                     xr = s2[i, b, 0, 0]
                     for e in range(n):

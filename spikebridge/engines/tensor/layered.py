@@ -393,10 +393,10 @@ class LayerMajor:
                     acc = self._int_arrivals(ip, hist, tb, n_b, np.int8 if INT8_ARRIVALS and ip.fan_in_sum <= 127 else dtype)
                     if phases is not None:
                         c1 = clock()
-                    reset_by = dtype(ip.theta) if isinstance(ip.theta, int) else ip.theta.astype(dtype)
                     # the compiled scan (not for the read-out, whose potential is kept per step)
                     if name == out or not compiled.available() or not compiled.int_scan(
                             v, acc, ip.drive, ip.theta, ip.reset, ip.v_reset, h[depth : depth + tb]):
+                        reset_by = dtype(ip.theta) if isinstance(ip.theta, int) else ip.theta.astype(dtype)
                         for i in range(tb):
                             if ip.drive:
                                 v += dtype(ip.drive)
