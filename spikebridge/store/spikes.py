@@ -26,8 +26,12 @@ readable with plain h5py::
                            the packed spike raster (np.packbits, neuron j is bit
                            7 - j % 8 of byte j // 8);
                            attrs n_neurons, dt
-    /counts/<pop>          int32 (n_samples, n_neurons) spike counts
-    /output/counts_t       int32 (n_samples, n_steps, n_out) cumulative output counts
+    /counts/<pop>          (n_samples, n_neurons) spike counts, in the smallest
+                           unsigned integer that holds n_steps (:func:`count_dtype`),
+                           int32 where the first batch counted more (hand-made trains
+                           that repeat a spike) and in stores of spikebridge <= 0.3
+    /output/counts_t       (n_samples, n_steps, n_out) cumulative output counts,
+                           same type as the counts
     /output/potential_t    float32 (n_samples, n_steps, n_out)
     /labels                (n_samples, ...) targets
     /ann/outputs           float64 (n_samples, n_out)
@@ -122,7 +126,8 @@ FILTERS: dict[str, dict[str, Any]] = {
 #: ANN activations.  h5py runs a filter holding the GIL, so lzf there kept the engine's threads from
 #: overlapping the store's work, and it gains little per CPU second: on the MNIST LeNet (T=128) lzf
 #: shrinks the rasters 1.8x and the float32 activations 1.6x for 3.5 s and 1.0 s of CPU per 1,000
-#: images, where the int32 counts shrink 7x for 0.7 s (issue 21 §2, docs/results.md 0.2g)
+#: images, where the counts (then int32) shrank 7x for 0.7 s (issue 21 §2, docs/results.md 0.2g);
+#: counts are now uint8 at T <= 255 (count_dtype), whose lzf needs no shuffle and a quarter of the bytes
 BULK_FILTERS: dict[str, dict[str, Any]] = {"auto": {}}
 #: what new stores use (see docs/formats.md, "Spike store files", for the measured trade-off)
 DEFAULT_COMPRESSION = "auto"
@@ -149,6 +154,41 @@ class StoreExistsError(SpikebridgeError, FileExistsError):
 
 class StoreFullError(SpikebridgeError, OSError):
     """The disk (or the file-size limit, or the quota) filled while writing a spike store."""
+
+
+def count_dtype(n_steps: int) -> np.dtype[Any]:
+    """The type of a new store's spike counts for runs of ``n_steps`` steps.
+
+    A neuron spikes at most once per step, so a count never exceeds
+    ``n_steps``: uint8 up to 255 steps, uint16 up to 65,535, else uint32.  On
+    the MNIST LeNet at T=128 the counts are a quarter of int32's bytes, and lzf
+    needs no byte shuffle for them (issue 21 §2).  A store whose first batch
+    counts more (hand-made trains that repeat a spike) keeps int32 counts.
+    """
+    for t in (np.uint8, np.uint16):
+        if int(n_steps) <= np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.uint32)
+
+
+def _count_filters(filters: Mapping[str, Any], dtype: np.dtype[Any]) -> dict[str, Any]:
+    """``filters`` for a counts dataset of ``dtype``: no byte shuffle for one-byte items (it would only copy)."""
+    return {k: v for k, v in filters.items() if not (k == "shuffle" and dtype.itemsize == 1)}
+
+
+def _fitting(counts: ArrayLike, ds: h5py.Dataset, name: str) -> NDArray[Any]:
+    """``counts`` checked to fit the counts dataset ``ds`` (a cast would wrap a count above its type's maximum)."""
+    arr = np.asarray(counts)
+    if arr.size and ds.dtype.kind in "iu" and arr.dtype != ds.dtype:
+        lo, hi = np.iinfo(ds.dtype).min, np.iinfo(ds.dtype).max
+        if arr.min() < lo or arr.max() > hi:
+            raise ValidationError(
+                f"SpikeStore.append_batch: spike counts of {name!r} range {arr.min()}..{arr.max()}, outside the store's "
+                f"{ds.dtype} ({lo}..{hi}), chosen because its first batch counted at most one spike per neuron and step "
+                "(as every simulation does); write trains that repeat a spike into a new store",
+                attr="record",
+            )
+    return arr
 
 
 def _chunk_span_bytes(lo: int, n: int, chunk_rows: int, row_bytes: int, whole: bool = False) -> int:
@@ -218,11 +258,15 @@ def batch_bytes_bound(
         m = st.n_spikes  # not .neuron: that would decode packed trains just to count them
         total += 2 * span(f"{key}/neuron", base, m, _SPIKE_CHUNK, 4)
         total += span(f"{key}/index", start, n, _INDEX_CHUNK, 8)
+    def count_size(key: str) -> int:  # a store begun before 0.2 keeps int32 counts
+        return int(file[key].dtype.itemsize) if file is not None and key in file else count_dtype(record.n_steps).itemsize
+
     for name, c in record.counts.items():
-        row = int(np.prod(np.shape(c)[1:]))
-        total += span(f"counts/{name}", start, n, _rows_per_chunk(row, 4), 4 * row)
-    row = int(np.prod(np.shape(record.output_counts_t)[1:]))
-    total += 2 * span("output/counts_t", start, n, _rows_per_chunk(row, 4), 4 * row)
+        row, size = int(np.prod(np.shape(c)[1:])), count_size(f"counts/{name}")
+        total += span(f"counts/{name}", start, n, _rows_per_chunk(row, size), size * row)
+    row, size = int(np.prod(np.shape(record.output_counts_t)[1:])), count_size("output/counts_t")
+    total += span("output/counts_t", start, n, _rows_per_chunk(row, size), size * row)
+    total += span("output/potential_t", start, n, _rows_per_chunk(row, 4), 4 * row)
     extra: list[tuple[str, Any, int]] = [("labels", labels if labels is not None else record.labels, 8), ("ann/outputs", ann_outputs, 8)]
     extra += [(f"ann/activations/{k}", v, 4) for k, v in (activations or {}).items()]
     for key, arr, size in extra:
@@ -1330,7 +1374,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             n_samples=stop - start,
             n_steps=self.n_steps,
             dt=self.dt,
-            output_counts_t=self._data("output/counts_t", start, stop),
+            output_counts_t=self._data("output/counts_t", start, stop).astype(np.int32),  # stored uint8/uint16 (count_dtype): no wrap in arithmetic
             output_potential_t=self._data("output/potential_t", start, stop),
             readout=self.readout,
             labels=self._data("labels", start, stop) if self._has("labels") else None,
@@ -1347,7 +1391,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             n_samples=self.n_done,
             n_steps=self.n_steps,
             dt=self.dt,
-            output_counts_t=self._data("output/counts_t"),
+            output_counts_t=self._data("output/counts_t").astype(np.int32),
             output_potential_t=self._data("output/potential_t"),
             counts={name: self.counts(name) for name in self.count_populations},
             spikes={name: self.read_spikes(name) for name in self},
@@ -1391,16 +1435,23 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             for key in ("neuron", "step"):
                 g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
             g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **filters)
+        counted = count_dtype(record.n_steps)
+        arrays = [np.asarray(c) for c in (*record.counts.values(), record.output_counts_t) if np.size(c)]
+        if any(a.min() < 0 or a.max() > record.n_steps for a in arrays):  # hand-made trains that repeat a spike
+            counted = np.dtype(np.int32)
+        count_filters = _count_filters(filters, counted)
         cg = f.create_group("counts")
         for name, c in record.counts.items():
             n = int(np.shape(c)[1])
-            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=np.int32, chunks=(_chunk_rows(n, 4, filters, record.n_samples), n), **filters)
+            cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=counted,
+                              chunks=(_chunk_rows(n, counted.itemsize, count_filters, record.n_samples), n), **count_filters)
         og = f.create_group("output")
         n_out = int(record.output_counts_t.shape[2])
         row = (record.n_steps, n_out)
-        rows = _chunk_rows(record.n_steps * n_out, 4, filters, record.n_samples)
         og.attrs["n_out"] = n_out
-        og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=np.int32, chunks=(rows, *row), **filters)
+        og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=counted,
+                          chunks=(_chunk_rows(record.n_steps * n_out, counted.itemsize, count_filters, record.n_samples), *row), **count_filters)
+        rows = _chunk_rows(record.n_steps * n_out, 4, filters, record.n_samples)
         og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **filters)
         if labels is not None:
             shape = labels.shape[1:]
@@ -1522,8 +1573,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         for name in self.count_populations:
             if name not in record.counts:
                 raise ValidationError(f"SpikeStore.append_batch: batch lacks the counts of population {name!r}", attr="record")
-            put(f["counts"][name], np.asarray(record.counts[name], dtype=np.int32), start)
-        put(f["output/counts_t"], np.asarray(record.output_counts_t, dtype=np.int32), start)
+            put(f["counts"][name], _fitting(record.counts[name], f["counts"][name], name), start)
+        put(f["output/counts_t"], _fitting(record.output_counts_t, f["output/counts_t"], "output"), start)
         put(f["output/potential_t"], np.asarray(record.output_potential_t, dtype=np.float32), start)
         if "labels" in f:
             if lab is None:

@@ -349,6 +349,66 @@ def test_spike_encoding_and_compression_are_checked(tmp_h5):
         assert_trains_equal(st["s"], rec.spikes["s"])
 
 
+def simulated_record(n_samples, n_steps, seed=0):
+    """A batch like a simulation's: every neuron spikes at most once per step, so no count exceeds ``n_steps``."""
+    rec, raster = dense_record(n_samples, n_steps=n_steps, seed=seed)
+    rec.output_counts_t = raster[:, :, :2].cumsum(axis=1).astype(np.int32)
+    for name in ("s",):
+        st = rec.spikes[name]
+        keep = np.unique(np.stack([st.sample, st.step, st.neuron]), axis=1)  # (sample, step, neuron) order, once each
+        rec.spikes[name] = SpikeTrains(n_neurons=st.n_neurons, n_samples=n_samples, dt=1e-3, sample=keep[0], neuron=keep[2], step=keep[1])
+        rec.counts[name] = rec.spikes[name].counts()
+    return rec
+
+
+@pytest.mark.parametrize(("n_steps", "dtype"), [(6, np.uint8), (255, np.uint8), (256, np.uint16)])
+def test_counts_are_stored_in_the_smallest_type_that_holds_n_steps(tmp_h5, n_steps, dtype):
+    """A count is at most n_steps: uint8 up to 255 steps (a quarter of int32's bytes), read back as int64/int32."""
+    rec1, rec2 = simulated_record(4, n_steps, seed=1), simulated_record(3, n_steps, seed=2)
+    rec1.counts["d"][0, 0] = n_steps  # the extreme: a neuron firing at every step
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, rec1)
+        st.append_batch(4, rec2)
+    with h5py.File(tmp_h5, "r") as f:
+        for key in ("counts/d", "counts/s", "output/counts_t"):
+            assert f[key].dtype == dtype, key
+            assert f[key].shuffle == (dtype != np.uint8)  # shuffling one-byte items would only copy them
+    whole = concat_records([rec1, rec2])
+    with SpikeStore(tmp_h5) as st:
+        for name in ("d", "s"):
+            counts = st.counts(name)
+            assert counts.dtype == np.int64
+            np.testing.assert_array_equal(counts, whole.counts[name])
+        assert st.counts("d")[0, 0] == n_steps
+        back = st.to_record()
+        assert back.output_counts_t.dtype == np.int32 and st.output_record(2, 6).output_counts_t.dtype == np.int32
+        np.testing.assert_array_equal(back.output_counts_t, whole.output_counts_t)
+
+
+def test_counts_above_n_steps_keep_int32_and_a_later_overflow_is_refused(tmp_h5):
+    """Hand-made trains may repeat a spike: a first batch counting more than n_steps keeps int32 counts;
+    a batch that does not fit the type its store chose is refused before anything counts, and the store stays whole."""
+    rec = make_record(4, n_steps=5, n_spikes=400, rng=np.random.default_rng(2))  # 400 spikes on 4 x 3 neurons: repeats
+    assert rec.counts["a"].max() > 5
+    with SpikeStore(tmp_h5, "w") as st:
+        st.append_batch(0, rec)
+    with h5py.File(tmp_h5, "r") as f:
+        assert f["counts/a"].dtype == np.int32 and f["output/counts_t"].dtype == np.int32
+    with SpikeStore(tmp_h5) as st:
+        np.testing.assert_array_equal(st.counts("a"), rec.counts["a"])
+
+    path = tmp_h5.with_name("later.h5")
+    rec1, rec2 = simulated_record(4, 6, seed=1), simulated_record(3, 6, seed=2)
+    rec2.counts["d"][1, 2] = 256  # wraps to 0 in uint8 if cast unchecked
+    with SpikeStore(path, "w") as st:
+        st.append_batch(0, rec1)
+        with pytest.raises(ValidationError, match=r"spike counts of 'd' range 0\.\.256, outside the store's uint8 \(0\.\.255\)"):
+            st.append_batch(4, rec2)
+    with SpikeStore(path) as st:
+        assert st.n_done == 4
+        np.testing.assert_array_equal(st.counts("d"), rec1.counts["d"])
+
+
 @pytest.mark.parametrize("compression", ["auto", "none"])
 def test_space_bound_covers_what_unfiltered_chunks_take(tmp_path, compression):
     """HDF5 allocates an unfiltered chunk whole: the free-space bound must count it (a full tmpfs crashed HDF5)."""
