@@ -181,7 +181,12 @@ def _fitting(counts: ArrayLike, ds: h5py.Dataset, name: str) -> NDArray[Any]:
     arr = np.asarray(counts)
     if arr.size and ds.dtype.kind in "iu" and arr.dtype != ds.dtype:
         lo, hi = np.iinfo(ds.dtype).min, np.iinfo(ds.dtype).max
-        if arr.min() < lo or arr.max() > hi:
+        if ds.dtype.kind == "u" and arr.dtype.kind in "iu":
+            # one pass: read as unsigned, a negative count is larger than any unsigned type's maximum
+            bad = bool(arr.view(np.dtype(f"u{arr.dtype.itemsize}")).max() > hi)
+        else:
+            bad = bool(arr.min() < lo or arr.max() > hi)
+        if bad:
             raise ValidationError(
                 f"SpikeStore.append_batch: spike counts of {name!r} range {arr.min()}..{arr.max()}, outside the store's "
                 f"{ds.dtype} ({lo}..{hi}), chosen because its first batch counted at most one spike per neuron and step "
@@ -605,14 +610,17 @@ def _rows_per_chunk(row_items: int, itemsize: int) -> int:
     return int(max(1, min(4096, _CHUNK_BYTES // max(1, row_items * itemsize))))
 
 
-def _chunk_rows(row_items: int, itemsize: int, filters: Mapping[str, Any], first_batch: int) -> int:
-    """Rows per chunk of a new dataset: an unfiltered one's chunks no longer than the first batch.
+def _chunk_rows(row_items: int, itemsize: int, first_batch: int) -> int:
+    """Rows per chunk of a new per-sample dataset: at most 1 MB, and no longer than the first batch.
 
     HDF5 allocates an unfiltered chunk whole when its first row is written, so a 1 MB chunk
-    of a small network's raster took 1 MB of disk for a batch of a few samples.
+    of a small network's raster took 1 MB of disk for a batch of a few samples.  A filtered
+    chunk that a batch fills only partly is read, decompressed, compressed and written again
+    by every later batch that adds to it (each time at a new place in the file): on the MNIST
+    LeNet (batches of 125 images) lzf chunks of up to 4,096 rows made HDF5 decompress more
+    than the whole run wrote.  Batches of the first batch's size fill chunks exactly.
     """
-    rows = _rows_per_chunk(row_items, itemsize)
-    return rows if filters else max(1, min(rows, int(first_batch)))
+    return max(1, min(_rows_per_chunk(row_items, itemsize), int(first_batch)))
 
 
 def _divert_on_full(method: _M) -> _M:
@@ -1430,7 +1438,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 row = (int(record.n_steps), -(-int(st.n_neurons) // 8))
                 bits_filters = BULK_FILTERS.get(self.compression, {k: v for k, v in filters.items() if k != "shuffle"})  # bytes: nothing to shuffle
                 g.create_dataset("bits", shape=(0, *row), maxshape=(None, *row), dtype=np.uint8,
-                                 chunks=(_chunk_rows(row[0] * row[1], 1, bits_filters, record.n_samples), *row), **bits_filters)
+                                 chunks=(_chunk_rows(row[0] * row[1], 1, record.n_samples), *row), **bits_filters)
                 continue
             for key in ("neuron", "step"):
                 g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
@@ -1444,24 +1452,24 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         for name, c in record.counts.items():
             n = int(np.shape(c)[1])
             cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=counted,
-                              chunks=(_chunk_rows(n, counted.itemsize, count_filters, record.n_samples), n), **count_filters)
+                              chunks=(_chunk_rows(n, counted.itemsize, record.n_samples), n), **count_filters)
         og = f.create_group("output")
         n_out = int(record.output_counts_t.shape[2])
         row = (record.n_steps, n_out)
         og.attrs["n_out"] = n_out
         og.create_dataset("counts_t", shape=(0, *row), maxshape=(None, *row), dtype=counted,
-                          chunks=(_chunk_rows(record.n_steps * n_out, counted.itemsize, count_filters, record.n_samples), *row), **count_filters)
-        rows = _chunk_rows(record.n_steps * n_out, 4, filters, record.n_samples)
+                          chunks=(_chunk_rows(record.n_steps * n_out, counted.itemsize, record.n_samples), *row), **count_filters)
+        rows = _chunk_rows(record.n_steps * n_out, 4, record.n_samples)
         og.create_dataset("potential_t", shape=(0, *row), maxshape=(None, *row), dtype=np.float32, chunks=(rows, *row), **filters)
         if labels is not None:
             shape = labels.shape[1:]
             dtype = np.int64 if np.issubdtype(labels.dtype, np.integer) else np.float64
-            f.create_dataset("labels", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(_chunk_rows(int(np.prod(shape)), 8, {}, record.n_samples), *shape))
+            f.create_dataset("labels", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(_chunk_rows(int(np.prod(shape)), 8, record.n_samples), *shape))
         if ann_outputs is not None or activations:
             ag = f.create_group("ann")
             if ann_outputs is not None:
                 shape = ann_outputs.shape[1:]
-                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_chunk_rows(int(np.prod(shape)), 8, filters, record.n_samples), *shape), **filters)
+                ag.create_dataset("outputs", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float64, chunks=(_chunk_rows(int(np.prod(shape)), 8, record.n_samples), *shape), **filters)
             if activations:
                 actg = ag.create_group("activations")
                 act_filters = BULK_FILTERS.get(self.compression, filters)
@@ -1470,7 +1478,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                     key = layer.replace("/", "_")
                     ds = actg.create_dataset(
                         key, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                        chunks=(_chunk_rows(int(np.prod(shape)), 4, act_filters, record.n_samples), *shape), **act_filters,
+                        chunks=(_chunk_rows(int(np.prod(shape)), 4, record.n_samples), *shape), **act_filters,
                     )
                     ds.attrs["layer"] = fixed_text(layer)
         if self.n_done == 0:  # a store continued from an older version keeps going without checksums

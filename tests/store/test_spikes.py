@@ -404,6 +404,9 @@ def test_counts_above_n_steps_keep_int32_and_a_later_overflow_is_refused(tmp_h5)
         st.append_batch(0, rec1)
         with pytest.raises(ValidationError, match=r"spike counts of 'd' range 0\.\.256, outside the store's uint8 \(0\.\.255\)"):
             st.append_batch(4, rec2)
+        rec2.counts["d"][1, 2] = -1  # read as unsigned by the one-pass check: refused too
+        with pytest.raises(ValidationError, match=r"spike counts of 'd' range -1\.\."):
+            st.append_batch(4, rec2)
     with SpikeStore(path) as st:
         assert st.n_done == 4
         np.testing.assert_array_equal(st.counts("d"), rec1.counts["d"])
