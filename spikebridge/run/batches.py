@@ -259,17 +259,32 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
         return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..store.record import concat_records
+    from ..store.record import SpikeTrains, concat_records
 
     bounds = np.linspace(0, n, parts + 1).astype(int)
+    # the parts pack their recorded spikes into slices of one raster per population (layer-major
+    # schedule), so joining them copies nothing: 0.5 GB per 1,000 LeNet images at T=128
+    bits = {name: np.empty((n, cfg.n_steps, (program.snn.populations[name].n + 7) // 8), dtype=np.uint8)
+            for name in rec if name in program.snn.populations}
     t0 = time.perf_counter()
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=parts) as pool:
         futures = [
-            pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec)
+            pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec,
+                        bits_out={name: arr[a:b] for name, arr in bits.items()})
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
         records = [f.result() for f in futures]
+    joined = {}
+    for name, arr in bits.items():
+        if all(r.spikes[name].packed is not None and r.spikes[name].packed.base is arr for r in records):
+            joined[name] = records[0].spikes[name]
+            for r in records:  # already joined in ``arr``: concat_records leaves them out
+                del r.spikes[name]
     out = concat_records(records)
+    if joined:
+        for name, st in joined.items():
+            out.spikes[name] = SpikeTrains.from_packed(bits[name], st.n_neurons, st.dt)
+        out.spikes = dict(sorted(out.spikes.items()))  # the order each part's record has
     out.meta["batch_size"] = n
     out.meta["threads"] = parts
     out.meta["timings"] = {"build_s": 0.0, "run_s": time.perf_counter() - t0, "collect_s": 0.0}

@@ -107,6 +107,37 @@ def test_digits_cnn_layer_major_equals_step_major(monkeypatch):
     _assert_identical(step, layer, min_spikes=5000)
 
 
+def test_batch_parts_pack_into_one_raster_without_a_join_copy(monkeypatch):
+    """Threads' batch parts write their recorded rasters into slices of one array: joining them
+    copies no raster (0.5 GB per 1,000 LeNet images at T=128), and the spikes are a single part's."""
+    import spikebridge.store.record as record_mod
+    from spikebridge.config import ConversionConfig
+    from spikebridge.conversion.convert import convert
+    from spikebridge.datasets import load_dataset
+    from spikebridge.ir.serialize import load_graph
+
+    x, _ = load_dataset("digits:test")
+    snn = convert(load_graph("models/digits_cnn.h5"), ConversionConfig(), calibration=x[:100])
+    joined = []
+    real = record_mod.concat_records
+
+    def spy(records):
+        joined.append(sorted(records[0].spikes))
+        return real(records)
+
+    monkeypatch.setattr(record_mod, "concat_records", spy)
+    cfg = dict(n_steps=20, engine="tensor", device="cpu", record=("all",))
+    two = simulate(snn, x[:9], SimulationConfig(threads=2, **cfg))
+    assert joined and all(names == [] for names in joined)  # every recorded population already joined
+    one = simulate(snn, x[:9], SimulationConfig(threads=1, **cfg))
+    assert list(two.spikes) == list(one.spikes) and len(two.spikes) > 3
+    for name, st in one.spikes.items():
+        assert two.spikes[name].packed is not None and two.spikes[name].packed.flags.c_contiguous
+        np.testing.assert_array_equal(two.spikes[name].packed, st.packed)
+        np.testing.assert_array_equal(two.counts[name], one.counts[name])
+    assert sum(st.n_spikes for st in one.spikes.values()) > 1000
+
+
 def test_cycles_and_poisson_drive_keep_the_step_major_schedule(rng):
     assert "cycle" in str(layer_major_blocker(mixed(rng), 1e-3))
     net = feed_forward(rng, kind="current")

@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -231,7 +232,8 @@ class TensorProgram:
             state[name] = st
         return state
 
-    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
+    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str],
+            bits_out: Mapping[str, NDArray[np.uint8]] | None = None) -> SpikeRecord:
         """Simulate one batch.
 
         Parameters
@@ -243,9 +245,14 @@ class TensorProgram:
             Seed of the populations' Poisson drive (``params["poisson_*"]``).
         record : set of str
             Populations whose every spike is returned.
+        bits_out : mapping of str to ndarray of uint8 (n_samples, n_steps, ceil(n / 8)), optional
+            Where the layer-major schedule packs the spikes of recorded populations (every byte
+            is written); the returned trains are these arrays.  Batch parts run by threads write
+            into slices of one array, so that joining them copies nothing.  The step-major
+            schedule ignores it.
         """
         if self._layered is not None and LAYER_MAJOR and not plan.window_steps and not plan.graded:
-            return cast(SpikeRecord, self._layered.run(plan, n_steps, seed=seed, record=record))
+            return cast(SpikeRecord, self._layered.run(plan, n_steps, seed=seed, record=record, bits_out=bits_out))
         xp, dt, snn = self.xp, self.dt, self.snn
         t0 = time.perf_counter()
         plan = draw_poisson(plan, n_steps, dt, seed)  # a no-op for plans already drawn (spikebridge.run.batches.iter_plan_tensor)

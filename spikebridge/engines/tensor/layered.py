@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,7 +320,8 @@ class LayerMajor:
                 out.append((target, acc))
         return out
 
-    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str]) -> SpikeRecord:
+    def run(self, plan: InputPlan, n_steps: int, *, seed: int, record: set[str],
+            bits_out: Mapping[str, NDArray[np.uint8]] | None = None) -> SpikeRecord:
         """Simulate one batch layer by layer (same arguments and result as :meth:`TensorProgram.run`)."""
         p = self.p
         snn, dt = p.snn, p.dt
@@ -343,7 +345,15 @@ class LayerMajor:
         running_out = np.zeros((n_b, n_out), dtype=np.int64)
         # recorded spikes as bits, (sample, step, neuron bytes): extracted once at the end, already in
         # the (sample, step, neuron) order of SpikeTrains
-        rec = {name: np.zeros((n_b, n_steps, (p.specs[name].pop.n + 7) // 8), dtype=np.uint8) for name in record if name in state}
+        rec = {}
+        for name in record:
+            if name in state:
+                shape = (n_b, n_steps, (p.specs[name].pop.n + 7) // 8)
+                given = None if bits_out is None else bits_out.get(name)
+                if given is not None and (given.shape != shape or given.dtype != np.uint8):
+                    raise ValueError(f"bits_out[{name!r}] has shape {given.shape} and type {given.dtype}, expected {shape} uint8")
+                # every byte is written below (each block packs all its steps of every sample)
+                rec[name] = given if given is not None else np.zeros(shape, dtype=np.uint8)
         raster = plan.raster
         rates = None if plan.rates is None else np.asarray(plan.rates, dtype=np.float64)
         # integer populations of this run (an input current or too long a run keeps the float path)
