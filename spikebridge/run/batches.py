@@ -276,7 +276,7 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
         records = [f.result() for f in futures]
     joined = {}
     for name, arr in bits.items():
-        if all(r.spikes[name].packed is not None and r.spikes[name].packed.base is arr for r in records):
+        if all(getattr(r.spikes[name].packed, "base", None) is arr for r in records):
             joined[name] = records[0].spikes[name]
             for r in records:  # already joined in ``arr``: concat_records leaves them out
                 del r.spikes[name]

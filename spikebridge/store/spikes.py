@@ -1444,8 +1444,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
             g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **filters)
         counted = count_dtype(record.n_steps)
-        arrays = [np.asarray(c) for c in (*record.counts.values(), record.output_counts_t) if np.size(c)]
-        if any(a.min() < 0 or a.max() > record.n_steps for a in arrays):  # hand-made trains that repeat a spike
+        arrays = [np.asarray(c) for c in record.counts.values()] + [np.asarray(record.output_counts_t)]
+        if any(a.size and (a.min() < 0 or a.max() > record.n_steps) for a in arrays):  # hand-made trains that repeat a spike
             counted = np.dtype(np.int32)
         count_filters = _count_filters(filters, counted)
         cg = f.create_group("counts")
