@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikebridge.store.spikes import SpikeStore
+from spikebridge.store.spikes import SPACE_RESERVE, SpikeStore
 from tests.store.test_stream import _arrays as _stream_arrays
 from tests.store.test_stream import _assert_same
 
@@ -86,10 +86,12 @@ def _fill(mnt: Path, free: int) -> Path:
     return filler
 
 
-# free space left for the run, as a fraction of the uninterrupted store's size; "finishing" tries
-# the largest of these that stops the run (the free-space margin's share of a store depends on the
+# free space left for the run, as a fraction of the uninterrupted store's size, beyond the fixed
+# margin every batch asks for (SPACE_RESERVE, 256 KiB: more than this small store's 160 KB, so a
+# fraction of the store alone would stop every run at its first batch); "finishing" tries the
+# largest of these that stops the run (the free-space margin's share of a store depends on the
 # compression of its data, so one fixed fraction can let the run through)
-FILL_POINTS = {"first batch": (0.1,), "mid-run": (0.8,), "finishing": (1.9, 1.7, 1.5, 1.3, 1.1)}
+FILL_POINTS = {"first batch": (0.1,), "mid-run": (0.5,), "finishing": (1.9, 1.7, 1.5, 1.3, 1.1, 0.9)}
 
 
 @pytest.mark.parametrize("point", list(FILL_POINTS))
@@ -97,7 +99,8 @@ def test_real_full_disk_keeps_verified_batches_and_resumes(setup, tmpfs, point):
     net, ref = setup
     out = tmpfs / "s.h5"
     for fraction in FILL_POINTS[point]:
-        filler = _fill(tmpfs, int(fraction * ref.stat().st_size))
+        margin = 0 if point == "first batch" else SPACE_RESERVE
+        filler = _fill(tmpfs, margin + int(fraction * ref.stat().st_size))
         res = _simulate(net, out)
         if res.returncode != 0:
             break
