@@ -103,18 +103,26 @@ def test_matrix_events_equal_the_numpy_products(rng, kernels_on, kind, density):
             assert got[b, post] == acc
 
 
-@pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True)])
-def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
+@pytest.mark.parametrize("dtype,theta", [(np.float64, 0.75), (np.float32, 0.7), (np.float32, np.float64(0.7))],
+                         ids=["float64", "float32", "float32-numpy-theta"])
+@pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True),
+                                                   (1, "array_v", False)])
+def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot, dtype, theta):
+    # float32 (precision="float32"): numpy adds a float64 drive in float64 and rounds, compares with a
+    # Python float threshold in float32 but with a numpy float64 one in float64 (0.7 is not a float32)
     tb, shape = 9, (6, 50)
-    v0 = rng.normal(0.3, 0.6, size=shape)
+    v0 = rng.normal(0.3, 0.6, size=shape).astype(dtype)
     v0[0, :5] = -0.0  # -0.0 + 0.0 is +0.0: a zero drive given as the float 0.0 must not be added
-    if drive == "array":
-        sd = rng.normal(0.05, 0.1, size=shape[1:])
+    if drive in ("array", "array_v"):  # a float64 drive, or one in the potentials' type
+        sd = rng.normal(0.05, 0.1, size=shape[1:]).astype(dtype if drive == "array_v" else np.float64)
     elif drive == "scalar":
         sd = 0.0625
     else:
         sd = 0.0
-    arrivals = [order_sensitive(rng, (tb,) + shape) * 0.4 for _ in range(n_arr)]
+    arrivals = [(order_sensitive(rng, (tb,) + shape) * 0.4).astype(dtype) for _ in range(n_arr)]
+    if dtype == np.float32:  # potentials that land on the threshold, where the comparison's type decides
+        v0[1, :10] = np.float32(theta)
+        v0[2, :10] = np.nextafter(np.float32(theta), np.float32(0))
 
     def scan(enabled):
         compiled.ENABLED = enabled
@@ -122,12 +130,18 @@ def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot):
             v = v0.copy()
             spikes = np.empty((tb,) + shape, dtype=bool)
             pot = np.empty((tb,) + shape) if keep_pot else None
-            LayerMajor._if_scan(v, sd, 0.75, arrivals, spikes, pot)
+            LayerMajor._if_scan(v, sd, theta, arrivals, spikes, pot)
             return v, spikes, pot
         finally:
             compiled.ENABLED = True
 
-    (v1, s1, p1), (v2, s2, p2) = scan(False), scan(True)
+    ran = []
+    real = compiled.if_scan
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiled, "if_scan", lambda *a: ran.append(real(*a)) or ran[-1])
+        (v1, s1, p1), (v2, s2, p2) = scan(False), scan(True)
+    assert ran == [True]  # the compiled kernel ran the second scan
+    assert v2.dtype == dtype
     assert s1.any() and not s1.all()
     assert np.array_equal(s1, s2)
     assert np.array_equal(v1, v2) and np.array_equal(np.signbit(v1), np.signbit(v2))
@@ -180,7 +194,8 @@ def test_conv_if_equals_the_products_then_the_numpy_scan(rng, kernels_on, o, c, 
 def test_if_scan_declines_what_it_cannot_reproduce(kernels_on):
     v = np.zeros((2, 3), dtype=np.float32)
     spikes = np.empty((4, 2, 3), dtype=bool)
-    assert not compiled.if_scan(v, np.zeros(3), 1.0, [], spikes, None)  # float32: numpy's mixed rounding
+    assert not compiled.if_scan(v, np.zeros(3), 1.0, [np.zeros((4, 2, 3))], spikes, None)  # float64 arrivals onto float32
+    assert not compiled.if_scan(v.astype(np.float16), np.zeros(3), 1.0, [], spikes, None)  # float16
     v64 = np.zeros((2, 3))
     three = [np.zeros((4, 2, 3))] * 3
     assert not compiled.if_scan(v64, 0.5, 1.0, three, spikes, None)  # more than 2 arrival groups

@@ -178,13 +178,16 @@ def _build() -> dict[str, Any] | None:
                         vv[e] = x - (theta if f else 0.0)
 
     @jit  # type: ignore[misc]
-    def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, a1: Any, a2: Any, n_arr: int, spikes: Any,
-                  pot: Any, keep_pot: bool) -> None:  # pragma: no cover - compiled
-        # v (R, n); drive (R, n), usually a broadcast view (row stride 0: no copy per block);
-        # a1, a2 (tb, R, n) arrivals; spikes (tb, R, n) uint8; pot (tb, R, n).  Neurons in tiles
-        # of 256 so that a tile's potentials stay in L1 while its steps run.  Each step's loop is
-        # over 1-D slices with no flags inside: the form LLVM vectorises (3x faster than one loop
-        # testing add_drive / n_arr per neuron)
+    def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float, a1: Any, a2: Any, n_arr: int,
+                  spikes: Any, pot: Any, keep_pot: bool) -> None:  # pragma: no cover - compiled
+        # v (R, n); drive (R, n) float64, usually a broadcast view (row stride 0: no copy per block);
+        # a1, a2 (tb, R, n) arrivals in v's type; spikes (tb, R, n) uint8; pot (tb, R, n).  Neurons
+        # in tiles of 256 so that a tile's potentials stay in L1 while its steps run.  Each step's
+        # loop is over 1-D slices with no flags inside: the form LLVM vectorises (3x faster than one
+        # loop testing add_drive / n_arr per neuron).  Each sum is stored to v and read back before
+        # the next operation: v's type rounds it there, as numpy's in-place additions do (float32
+        # v: float32(v + drive) in float64, then float32 additions); for float64 the compiler drops
+        # the reload.  theta is compared with, theta_sub subtracted (see if_scan)
         tb = spikes.shape[0]
         n_r, n = v.shape
         for r in range(n_r):
@@ -196,36 +199,38 @@ def _build() -> dict[str, Any] | None:
                     sp = spikes[i, r, e0:e0 + m]
                     if n_arr == 0 and add_drive:
                         for e in range(m):
-                            x = vv[e] + dd[e]
+                            vv[e] = vv[e] + dd[e]
+                            x = vv[e]
                             f = x >= theta
                             sp[e] = f
-                            vv[e] = x - (theta if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also -0.0)
+                            vv[e] = x - (theta_sub if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also -0.0)
                     elif n_arr == 1 and add_drive:
                         aa = a1[i, r, e0:e0 + m]
                         for e in range(m):
-                            x = vv[e] + dd[e] + aa[e]
+                            vv[e] = vv[e] + dd[e]
+                            x = vv[e] + aa[e]
                             f = x >= theta
                             sp[e] = f
-                            vv[e] = x - (theta if f else 0.0)
+                            vv[e] = x - (theta_sub if f else 0.0)
                     elif n_arr == 1:
                         aa = a1[i, r, e0:e0 + m]
                         for e in range(m):
                             x = vv[e] + aa[e]
                             f = x >= theta
                             sp[e] = f
-                            vv[e] = x - (theta if f else 0.0)
+                            vv[e] = x - (theta_sub if f else 0.0)
                     else:  # the rare forms: no input at all, or two arrival groups
                         for e in range(m):
-                            x = vv[e]
                             if add_drive:
-                                x += dd[e]
+                                vv[e] = vv[e] + dd[e]
                             if n_arr > 0:
-                                x += a1[i, r, e0 + e]
+                                vv[e] = vv[e] + a1[i, r, e0 + e]
                             if n_arr > 1:
-                                x += a2[i, r, e0 + e]
+                                vv[e] = vv[e] + a2[i, r, e0 + e]
+                            x = vv[e]
                             f = x >= theta
                             sp[e] = f
-                            vv[e] = x - (theta if f else 0.0)
+                            vv[e] = x - (theta_sub if f else 0.0)
                     if keep_pot:
                         pp = pot[i, r, e0:e0 + m]
                         for e in range(m):
@@ -381,7 +386,7 @@ def _warm_up(k: dict[str, Any]) -> None:
                      True, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     a3 = np.zeros((1, 2, 2))
     for drive in (per_neuron, per_sample):
-        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
+        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
     k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
     k["count_pack"](np.zeros((1, 1, 9), dtype=np.uint8), np.zeros((1, 9), dtype=np.uint16), np.zeros((1, 1, 2), dtype=np.uint8), 0, True)
@@ -602,14 +607,16 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
 
     Parameters
     ----------
-    v : ndarray, float64, C-contiguous
-        Membrane potentials (volts; any shape, N values), updated in place.
+    v : ndarray, float64 or float32, C-contiguous
+        Membrane potentials (volts; any shape, N values), updated in place.  float32 (the opt-in
+        ``precision="float32"``) gives the numpy scan's float32 results exactly: ``v + drive``
+        rounded to float32, float32 additions and subtraction.
     step_drive : float or ndarray
-        ``dt·drive`` added every step, broadcastable to ``v``; the float ``0.0`` adds nothing (as in
-        the numpy scan: ``-0.0 + 0.0`` would be ``0.0``).
+        ``dt·drive`` added every step, broadcastable to ``v``, float64 or ``v``'s type; the float
+        ``0.0`` adds nothing (as in the numpy scan: ``-0.0 + 0.0`` would be ``0.0``).
     theta : float
         Finite threshold >= 0 (volts).
-    arrivals : list of ndarray, each (tb, ...) with ``v``'s shape per step
+    arrivals : list of ndarray, each (tb, ...) with ``v``'s shape per step and type
         Summed synaptic arrivals per link group, added in list order after the drive (at most 2).
     spikes : ndarray, (tb, ...) bool, C-contiguous
         Written: ``v >= theta`` per step, after the arrivals.
@@ -620,29 +627,34 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     -------
     bool
         True when the block ran here; False (nothing touched) when it has more than 2 arrival
-        arrays, is not float64 throughout or has a layout the kernel does not take: the caller's
+        arrays, other types or a layout the kernel does not take: the caller's
         numpy scan must run it.
     """
     assert _kernels is not None, "compiled.if_scan called without available()"
-    # float64 only: in float32 numpy adds a float64 drive in float64 and rounds once, which a
-    # float32 kernel would not reproduce
     tb = spikes.shape[0]
-    if (len(arrivals) > 2 or v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous
-            or any(a.dtype != np.float64 or a.shape != (tb,) + v.shape for a in arrivals)
-            or np.asarray(step_drive).dtype != np.float64
+    if (len(arrivals) > 2 or v.dtype not in (np.float64, np.float32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
+            or any(a.dtype != v.dtype or a.shape != (tb,) + v.shape for a in arrivals)
+            or np.asarray(step_drive).dtype not in (np.float64, v.dtype)
             or (pot is not None and (pot.dtype != np.float64 or not pot.flags.c_contiguous))):
         return False
+    theta_sub = theta
+    if v.dtype == np.float32:
+        # numpy's float32 scan (precision="float32"): a Python float threshold is compared in
+        # float32 (NEP 50), a numpy float64 one in float64; spikes·θ is float32(θ) either way
+        theta_sub = float(np.float32(theta))
+        if type(theta) is float:
+            theta = theta_sub
     n = v.shape[-1] if v.ndim else 1
     rows = v.size // n if n else 0
     shape3 = (tb, rows, n)
-    dummy = np.zeros((1, 1, 1))
+    dummy = np.zeros((1, 1, 1), dtype=v.dtype)
     flat = [np.ascontiguousarray(a).reshape(shape3) for a in arrivals]
     a1 = flat[0] if flat else dummy
     a2 = flat[1] if len(flat) > 1 else dummy
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     # a view, not a copy: a per-neuron drive broadcast over the batch has row stride 0
     drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape).reshape(rows, n)
-    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, float(theta), a1, a2, len(flat),
+    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, float(theta), float(theta_sub), a1, a2, len(flat),
                         spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
                         pot is not None)
     return True
