@@ -263,7 +263,7 @@ def batch_bytes_bound(
         m = st.n_spikes  # not .neuron: that would decode packed trains just to count them
         total += 2 * span(f"{key}/neuron", base, m, _SPIKE_CHUNK, 4)
         total += span(f"{key}/index", start, n, _INDEX_CHUNK, 8)
-    def count_size(key: str) -> int:  # a store begun before 0.2 keeps int32 counts
+    def count_size(key: str) -> int:  # a store of spikebridge <= 0.3 keeps int32 counts
         return int(file[key].dtype.itemsize) if file is not None and key in file else count_dtype(record.n_steps).itemsize
 
     for name, c in record.counts.items():
