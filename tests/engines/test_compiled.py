@@ -154,38 +154,45 @@ def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot, 
     (8, 3, (9, 7), (3, 3), (1, 1), (1, 1), 0.5, "array", "gather"),   # padded; a residual identity (gather)
     (6, 4, (11, 10), (3, 2), (2, 3), (1, 0), 0.3, "scalar", "conv"),  # strides, uneven kernels; a 1×1 projection
 ])
-def test_conv_if_equals_the_products_then_the_numpy_scan(rng, kernels_on, o, c, hw, k, stride, pad, density, drive, second):
+@pytest.mark.parametrize("dtype,theta", [(np.float64, 0.75), (np.float32, 0.7)], ids=["float64", "float32"])
+def test_conv_if_equals_the_products_then_the_numpy_scan(rng, kernels_on, o, c, hw, k, stride, pad, density, drive, second, dtype, theta):
     # the fused block (push and scan per sample and step) against conv_events over the block,
-    # plus the second link's product, followed by the numpy scan: same spikes, same potentials
+    # plus the second link's product, followed by the numpy scan: same spikes, same potentials.
+    # float32 (precision="float32"): float32 weights and sums, the numpy float32 scan's rounding
     op = SharedKernel(order_sensitive(rng, (o, c) + k), (c,) + hw, stride=stride, padding=pad)
     tb, n_b = 5, 7
     x = rng.random((tb, n_b, op.n_pre)) < density
     x[:, 3] = False  # a sample whose inputs are silent the whole block
     sd = {"array": rng.normal(0.05, 0.1, size=op.n_post), "scalar": 0.0625, 0.0: 0.0}[drive]
-    v0 = rng.normal(0.3, 0.6, size=(n_b, op.n_post))
-    conv = SparseConv(op)
-    arrivals = conv(x.reshape(tb * n_b, -1)).reshape(tb, n_b, -1)
-    links = [("conv", x, conv.wf, op.in_shape, op.stride, op.padding, op.out_hw)]
+    v0 = rng.normal(0.3, 0.6, size=(n_b, op.n_post)).astype(dtype)
+
+    def events(op, x):  # conv_events in the test's type: the compiled push's order (held to scipy's ordered product above)
+        wf = compiled.flipped_kernel(op.kernel).astype(dtype)
+        return wf, compiled.conv_events(x.reshape(-1, op.n_pre), wf, op.in_shape, op.stride, op.padding, op.out_hw).reshape(tb, n_b, -1)
+
+    wf1, arrivals = events(op, x)
+    links = [("conv", x, wf1, op.in_shape, op.stride, op.padding, op.out_hw)]
     if second == "conv":  # a 1×1 projection of a 2-channel input of twice the output's size onto the same outputs
         oh, ow = op.out_hw
         op2 = SharedKernel(order_sensitive(rng, (o, 2, 1, 1)), (2, 2 * oh, 2 * ow), stride=(2, 2))
         assert op2.out_hw == op.out_hw
         x2 = rng.random((tb, n_b, op2.n_pre)) < 0.4
-        conv2 = SparseConv(op2)
-        arrivals += conv2(x2.reshape(tb * n_b, -1)).reshape(tb, n_b, -1)
-        links.append(("conv", x2, conv2.wf, op2.in_shape, op2.stride, op2.padding, op2.out_hw))
+        wf2, arrivals2 = events(op2, x2)
+        arrivals += arrivals2
+        links.append(("conv", x2, wf2, op2.in_shape, op2.stride, op2.padding, op2.out_hw))
     elif second == "gather":  # two slots per post neuron (fan-in 2), as NumpyArrays.matrix lays them out
         n_pre2 = 50
         idx = rng.integers(0, n_pre2, size=(2, op.n_post))
-        w = order_sensitive(rng, (2, op.n_post))
+        w = order_sensitive(rng, (2, op.n_post)).astype(dtype)
         x2 = rng.random((tb, n_b, n_pre2)) < 0.4
         flat = x2.reshape(tb * n_b, -1)
         arrivals += (flat[:, idx[0]] * w[0] + flat[:, idx[1]] * w[1]).reshape(tb, n_b, -1)
         links.append(("gather", x2, idx, w))
+    assert arrivals.dtype == dtype
     v1, s1 = v0.copy(), np.empty((tb, n_b, op.n_post), dtype=bool)
-    _numpy(LayerMajor._if_scan, v1, sd, 0.75, [arrivals], s1, None)
+    _numpy(LayerMajor._if_scan, v1, sd, theta, [arrivals], s1, None)
     v2, s2 = v0.copy(), np.empty_like(s1)
-    assert compiled.conv_if(links, v2, sd, 0.75, s2)
+    assert compiled.conv_if(links, v2, sd, theta, s2)
     assert s1.any() and not s1.all()
     assert np.array_equal(s1, s2)
     assert np.array_equal(v1, v2)

@@ -418,6 +418,9 @@ class DenseConv32:
     def __init__(self, op: SharedKernel) -> None:
         self.op = op
         self.wm = np.ascontiguousarray(op.kernel.reshape(op.kernel.shape[0], -1).T.astype(np.float32))  # (C*kh*kw, O)
+        # for the compiled fused push and scan (layered.LayerMajor._conv_if, float32 events), which
+        # the layer-major schedule prefers where it applies
+        self.wf = compiled.flipped_kernel(op.kernel).astype(np.float32)
         try:
             import torch
         except ImportError:  # numpy fallback below
@@ -451,7 +454,8 @@ class Float32Arrays(NumpyArrays):
 
     State, weights and arrivals are float32; convolutions are dense float32 products
     (:class:`DenseConv32`), dense matrices plain float32 GEMMs, in the libraries' own summation
-    order.  Max-pool gates whose values are all dyadic still run exactly in integers
+    order; with numba, the layer-major schedule pushes a convolution that feeds a plain IF
+    population as float32 events and scans it in the same pass (:func:`.compiled.conv_if`).  Max-pool gates whose values are all dyadic still run exactly in integers
     (:mod:`.layered`).  Spikes may differ from the exact float64 path's: a threshold crossing moves
     when a rounding does.
     """

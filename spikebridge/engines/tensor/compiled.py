@@ -134,7 +134,8 @@ def _build() -> dict[str, Any] | None:
 
     @jit  # type: ignore[misc]
     def conv_if_k(s: Any, wf: Any, geo: Any, acc: Any, kind2: int, s2: Any, wf2: Any, acc2: Any, gidx: Any, gw: Any,
-                  a: Any, v: Any, drive: Any, add_drive: bool, theta: float, spikes: Any) -> None:  # pragma: no cover - compiled
+                  a: Any, v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float,
+                  spikes: Any) -> None:  # pragma: no cover - compiled
         # a plain IF population fed by a convolution (and by kind2 = 1: a second convolution, 2: a
         # gather, 0: nothing else), fused: s (tb, B, C, H, W) uint8 input spikes of a block; geo
         # the strides and paddings (sh, sw, ph, pw, then the second convolution's); v (B, n)
@@ -143,7 +144,8 @@ def _build() -> dict[str, Any] | None:
         # (tb, B, 1, 1, n_pre) uint8, gidx / gw (F, n) as the numpy gather takes them.  Per sample, step
         # by step: push the step's inputs, then the scan of if_scan_k on that step's arrivals while
         # they are in L1, not a (tb, B, n) block through memory.  Two links' sums are added as the
-        # unfused path adds them (one addition, which commutes)
+        # unfused path adds them (one addition, which commutes).  Weights, sums and potentials in
+        # v's type (float64, or float32 for precision="float32"), rounded as in if_scan_k
         tb, n_b = s.shape[0], s.shape[1]
         n = v.shape[1]
         n_f = gidx.shape[0]
@@ -166,16 +168,17 @@ def _build() -> dict[str, Any] | None:
                 sp = spikes[i, b]
                 if add_drive:
                     for e in range(n):
-                        x = vv[e] + dd[e] + a[e]
+                        vv[e] = vv[e] + dd[e]
+                        x = vv[e] + a[e]
                         f = x >= theta
                         sp[e] = f
-                        vv[e] = x - (theta if f else 0.0)
+                        vv[e] = x - (theta_sub if f else 0.0)
                 else:
                     for e in range(n):
                         x = vv[e] + a[e]
                         f = x >= theta
                         sp[e] = f
-                        vv[e] = x - (theta if f else 0.0)
+                        vv[e] = x - (theta_sub if f else 0.0)
 
     @jit  # type: ignore[misc]
     def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float, a1: Any, a2: Any, n_arr: int,
@@ -383,7 +386,7 @@ def _warm_up(k: dict[str, Any]) -> None:
     for kind2 in (0, 1, 2):  # one compilation serves all three (kind2 is a runtime argument)
         k["conv_if"](s5, f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, s5, f8, np.zeros((1, 2, 1)),
                      np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron,
-                     True, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+                     True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     a3 = np.zeros((1, 2, 2))
     for drive in (per_neuron, per_sample):
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
@@ -477,8 +480,9 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
         stride, padding, out_hw)`` with ``spikes`` (tb, B, C·H·W) bool and the rest as for
         :func:`conv_events`; the second may also be ``("gather", spikes, idx, w)`` with ``spikes``
         (tb, B, n_pre) bool and ``idx``, ``w`` (F, n) the numpy gather's slots (pre index, weight).
-    v : ndarray, shape (B, O·OH·OW), float64, C-contiguous
-        Potentials (volts), updated in place.
+    v : ndarray, shape (B, O·OH·OW), float64 or float32, C-contiguous
+        Potentials (volts), updated in place.  Weights (``wf``, ``w``) must have its type; float32
+        (``precision="float32"``) sums in float32 and scans as :func:`if_scan` does.
     step_drive : float or ndarray
         ``dt·drive`` added every step, broadcastable to ``v``; the float ``0.0`` adds nothing.
     theta : float
@@ -497,26 +501,26 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
         return False
     _, s1, wf, in_shape, stride, padding, (oh, ow) = links[0]
     n = wf.shape[3] * oh * ow
-    if (wf.dtype != np.float64 or v.dtype != np.float64 or v.shape != (n_b, n) or not v.flags.c_contiguous
-            or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or np.asarray(step_drive).dtype != np.float64):
+    if (v.dtype not in (np.float64, np.float32) or wf.dtype != v.dtype or v.shape != (n_b, n) or not v.flags.c_contiguous
+            or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or np.asarray(step_drive).dtype not in (np.float64, v.dtype)):
         return False
     geo = np.zeros(8, dtype=np.int64)
     geo[:4] = (*stride, *padding)
-    acc = np.empty((oh, ow, wf.shape[3]))
+    acc = np.empty((oh, ow, wf.shape[3]), dtype=v.dtype)
     s2: NDArray[np.uint8] = np.zeros((1, 1, 1, 1, 1), dtype=np.uint8)
     kind2, wf2, acc2 = 0, wf, acc
-    gidx, gw = np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1))
+    gidx, gw = np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1), dtype=v.dtype)
     if len(links) == 2:
         second = links[1]
         if second[0] == "conv":
             _, x2, wf2, in2, stride2, pad2, hw2 = second
-            if wf2.dtype != np.float64 or tuple(hw2) != (oh, ow) or wf2.shape[3] != wf.shape[3]:
+            if wf2.dtype != v.dtype or tuple(hw2) != (oh, ow) or wf2.shape[3] != wf.shape[3]:
                 return False
             kind2, s2, acc2 = 1, _as_u8(x2).reshape((tb, n_b) + tuple(in2)), np.empty_like(acc)
             geo[4:] = (*stride2, *pad2)
         elif second[0] == "gather":
             _, x2, idx, w = second
-            if w.dtype != np.float64 or idx.shape != w.shape or idx.shape[1] != n or idx.shape[0] < 1:
+            if w.dtype != v.dtype or idx.shape != w.shape or idx.shape[1] != n or idx.shape[0] < 1:
                 return False
             kind2, s2 = 2, _as_u8(x2).reshape(tb, n_b, 1, 1, -1)
             gidx, gw = np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(w)
@@ -524,9 +528,22 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
             return False
     drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
+    theta, theta_sub = _thresholds(v, theta)
     _kernels["conv_if"](_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
-                        np.empty(n), v, drive, add_drive, float(theta), out.view(np.uint8))
+                        np.empty(n, dtype=v.dtype), v, drive, add_drive, theta, theta_sub, out.view(np.uint8))
     return True
+
+
+def _thresholds(v: NDArray[Any], theta: float) -> tuple[float, float]:
+    """The threshold the scan compares ``v`` with and the one it subtracts, as numpy's scan of ``v``'s type.
+
+    float32 (``precision="float32"``): numpy compares with a Python float threshold in float32
+    (NEP 50), with a numpy float64 one in float64; ``spikes·θ`` is float32(θ) either way.
+    """
+    if v.dtype != np.float32:
+        return float(theta), float(theta)
+    sub = float(np.float32(theta))
+    return (sub if type(theta) is float else float(theta)), sub
 
 
 def csr_events(spikes: NDArray[Any], indptr: NDArray[np.int64], indices: NDArray[np.int64], data: NDArray[Any],
@@ -637,13 +654,7 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
             or np.asarray(step_drive).dtype not in (np.float64, v.dtype)
             or (pot is not None and (pot.dtype != np.float64 or not pot.flags.c_contiguous))):
         return False
-    theta_sub = theta
-    if v.dtype == np.float32:
-        # numpy's float32 scan (precision="float32"): a Python float threshold is compared in
-        # float32 (NEP 50), a numpy float64 one in float64; spikes·θ is float32(θ) either way
-        theta_sub = float(np.float32(theta))
-        if type(theta) is float:
-            theta = theta_sub
+    theta, theta_sub = _thresholds(v, theta)
     n = v.shape[-1] if v.ndim else 1
     rows = v.size // n if n else 0
     shape3 = (tb, rows, n)
@@ -654,7 +665,7 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     # a view, not a copy: a per-neuron drive broadcast over the batch has row stride 0
     drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape).reshape(rows, n)
-    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, float(theta), float(theta_sub), a1, a2, len(flat),
+    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, theta, theta_sub, a1, a2, len(flat),
                         spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
                         pot is not None)
     return True
