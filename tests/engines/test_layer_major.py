@@ -137,6 +137,18 @@ def test_batch_parts_pack_into_one_raster_without_a_join_copy(monkeypatch):
         np.testing.assert_array_equal(two.counts[name], one.counts[name])
     assert sum(st.n_spikes for st in one.spikes.values()) > 1000
 
+    # a raster of the wrong shape is refused in one line, before anything runs
+    from spikebridge.engines.plan import draw_poisson, prepare_inputs
+    from spikebridge.engines.tensor.arrays import arrays_for
+    from spikebridge.engines.tensor.engine import TensorProgram
+    from spikebridge.errors import ValidationError
+
+    plan = compile(snn, SimulationConfig(**cfg))
+    name = sorted(plan.record)[0]
+    inputs = draw_poisson(prepare_inputs(snn, x[:3], snn.dt), 20, snn.dt, 0)
+    with pytest.raises(ValidationError, match=rf"bits_out\['{name}'\] has shape \(2, 20, 1\) and type uint8, expected \(3, 20, \d+\) uint8"):
+        TensorProgram(plan, arrays_for("cpu")).run(inputs, 20, seed=0, record=set(plan.record), bits_out={name: np.zeros((2, 20, 1), np.uint8)})
+
 
 def test_cycles_and_poisson_drive_keep_the_step_major_schedule(rng):
     assert "cycle" in str(layer_major_blocker(mixed(rng), 1e-3))

@@ -77,6 +77,26 @@ def _build() -> dict[str, Any] | None:
                     else:
                         dst[(o * oh + y) * ow + x] = acc[y, x, o]
 
+    @inline  # type: ignore[misc]
+    def scan_step(vv: Any, dd: Any, aa: Any, add_drive: bool, theta: float, theta_sub: float,
+                  sp: Any) -> None:  # pragma: no cover - compiled
+        # one step of plain IF neurons vv with one arrival group aa (and the drive dd): the scan of
+        # if_scan_k and conv_if_k.  One flag-free loop per form (LLVM vectorises it); each sum is
+        # stored to vv and read back, so vv's type rounds it where numpy's in-place additions do
+        if add_drive:
+            for e in range(vv.shape[0]):
+                vv[e] = vv[e] + dd[e]
+                x = vv[e] + aa[e]
+                f = x >= theta
+                sp[e] = f
+                vv[e] = x - (theta_sub if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also -0.0)
+        else:
+            for e in range(vv.shape[0]):
+                x = vv[e] + aa[e]
+                f = x >= theta
+                sp[e] = f
+                vv[e] = x - (theta_sub if f else 0.0)
+
     @jit  # type: ignore[misc]
     def push_row(sb: Any, wf: Any, sh: int, sw: int, ph: int, pw: int, acc: Any) -> None:  # pragma: no cover - compiled
         # one row's (sample and step's) fired inputs sb (C, H, W) pushed onto acc (OH, OW, O), zeroed
@@ -165,20 +185,7 @@ def _build() -> dict[str, Any] | None:
                         for f in range(1, n_f):
                             g += xr[gidx[f, e]] * gw[f, e]
                         a[e] += g
-                sp = spikes[i, b]
-                if add_drive:
-                    for e in range(n):
-                        vv[e] = vv[e] + dd[e]
-                        x = vv[e] + a[e]
-                        f = x >= theta
-                        sp[e] = f
-                        vv[e] = x - (theta_sub if f else 0.0)
-                else:
-                    for e in range(n):
-                        x = vv[e] + a[e]
-                        f = x >= theta
-                        sp[e] = f
-                        vv[e] = x - (theta_sub if f else 0.0)
+                scan_step(vv, dd, a, add_drive, theta, theta_sub, spikes[i, b])
 
     @jit  # type: ignore[misc]
     def if_scan_k(v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float, a1: Any, a2: Any, n_arr: int,
@@ -207,21 +214,8 @@ def _build() -> dict[str, Any] | None:
                             f = x >= theta
                             sp[e] = f
                             vv[e] = x - (theta_sub if f else 0.0)  # numpy's v - spikes·θ: x - 0.0 is x (also -0.0)
-                    elif n_arr == 1 and add_drive:
-                        aa = a1[i, r, e0:e0 + m]
-                        for e in range(m):
-                            vv[e] = vv[e] + dd[e]
-                            x = vv[e] + aa[e]
-                            f = x >= theta
-                            sp[e] = f
-                            vv[e] = x - (theta_sub if f else 0.0)
                     elif n_arr == 1:
-                        aa = a1[i, r, e0:e0 + m]
-                        for e in range(m):
-                            x = vv[e] + aa[e]
-                            f = x >= theta
-                            sp[e] = f
-                            vv[e] = x - (theta_sub if f else 0.0)
+                        scan_step(vv, dd, a1[i, r, e0:e0 + m], add_drive, theta, theta_sub, sp)
                     else:  # the rare forms: no input at all, or two arrival groups
                         for e in range(m):
                             if add_drive:

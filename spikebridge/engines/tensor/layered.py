@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ...errors import ValidationError
 from ...store.record import SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
 from . import compiled
@@ -351,7 +352,8 @@ class LayerMajor:
                 shape = (n_b, n_steps, (p.specs[name].pop.n + 7) // 8)
                 given = None if bits_out is None else bits_out.get(name)
                 if given is not None and (given.shape != shape or given.dtype != np.uint8):
-                    raise ValueError(f"bits_out[{name!r}] has shape {given.shape} and type {given.dtype}, expected {shape} uint8")
+                    raise ValidationError(f"TensorProgram.run: bits_out[{name!r}] has shape {given.shape} and type {given.dtype}, "
+                                          f"expected {shape} uint8", attr="bits_out")
                 # every byte is written below (each block packs all its steps of every sample)
                 rec[name] = given if given is not None else np.zeros(shape, dtype=np.uint8)
         raster = plan.raster
