@@ -41,7 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..snn.network import Population, SpikingNetwork
 from ..errors import ValidationError
-from ..store.record import SpikeRecord, SpikeTrains
+from ..store.record import Counts, SpikeRecord, SpikeTrains
 from .plan import InputPlan, compile, draw_poisson, prepare_inputs
 
 __all__ = ["simulate_reference"]
@@ -367,7 +367,7 @@ def simulate_reference(
         dt=dt,
         output_counts_t=out_counts_t,
         output_potential_t=out_pot_t,
-        counts=counts,
+        counts=Counts(counts),
         spikes=spikes,
         readout=dict(snn.readout),
         labels=None if labels is None else np.asarray(labels),

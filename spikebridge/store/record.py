@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from ..errors import ValidationError
 
-__all__ = ["SpikeTrains", "SpikeRecord", "concat_records", "pack_spikes", "unpack_spikes"]
+__all__ = ["Counts", "SpikeTrains", "SpikeRecord", "concat_records", "pack_spikes", "unpack_spikes"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -158,6 +158,63 @@ class SpikeTrains:
         return out
 
 
+class Counts(MutableMapping[str, NDArray[np.int64]]):
+    """Spike counts per population: a mapping of population name to int64 arrays (n_samples, n_neurons).
+
+    An engine may hand over counts in a narrower integer type (the tensor engine counts in uint16:
+    a neuron fires at most once a step).  A population's array is widened to int64 at its first
+    access and replaces the narrow one, so what a reader gets and modifies is what is kept.
+    Joining batches (:func:`concat_records`) and writing a store use :meth:`raw`, so counts
+    nobody reads are never widened: for the Fashion-MNIST VGG (44,762 neurons), 1,000 images,
+    that saves writing and joining 358 MB of int64, about a tenth of the run on 2 cores.
+
+    Parameters
+    ----------
+    data : mapping of str to integer ndarray, optional
+
+    Raises
+    ------
+    ValidationError
+        Counts that are not integers.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._arrays: dict[str, NDArray[Any]] = {}
+        for name, arr in (data or {}).items():
+            self[name] = arr
+
+    def raw(self, name: str) -> NDArray[Any]:
+        """The array as kept, without widening it (its integer type may be narrower than int64)."""
+        return self._arrays[name]
+
+    def __getitem__(self, name: str) -> NDArray[np.int64]:
+        arr = self._arrays[name]
+        if arr.dtype != np.int64:
+            arr = self._arrays[name] = arr.astype(np.int64)
+        return arr
+
+    def __setitem__(self, name: str, arr: Any) -> None:
+        a = np.asarray(arr)
+        if a.dtype.kind not in "iu":
+            raise ValidationError(f"Counts: the counts of {name!r} must be integers, got {a.dtype}", attr="counts")
+        self._arrays[name] = a
+
+    def __delitem__(self, name: str) -> None:
+        del self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would widen the array to answer
+        return name in self._arrays
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __repr__(self) -> str:
+        return "Counts(" + ", ".join(f"{k!r}: {a.dtype}{a.shape}" for k, a in self._arrays.items()) + ")"
+
+
 @dataclass(kw_only=True, eq=False)
 class SpikeRecord:
     """What a simulation returns for a batch of samples.
@@ -173,8 +230,9 @@ class SpikeRecord:
     output_potential_t : ndarray of float32, shape (n_samples, n_steps, n_out)
         Output membrane potential after each step (tie-breaking and the
         ``"potential"`` read-out).
-    counts : dict of str to ndarray (n_samples, n_neurons)
-        Total spike count of every neuron of every spiking population.
+    counts : Counts (mapping of str to int64 ndarray (n_samples, n_neurons))
+        Total spike count of every neuron of every spiking population.  Any mapping of integer
+        arrays is accepted and wrapped in :class:`Counts`.
     spikes : dict of str to SpikeTrains
         Every spike of the populations asked for in ``SimulationConfig.record``.
     readout : dict
@@ -190,11 +248,15 @@ class SpikeRecord:
     dt: float
     output_counts_t: NDArray[np.int32]
     output_potential_t: NDArray[np.float32]
-    counts: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    counts: Counts = field(default_factory=Counts)
     spikes: dict[str, SpikeTrains] = field(default_factory=dict)
     readout: dict[str, Any] = field(default_factory=dict)
     labels: NDArray[Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.counts, Counts):
+            self.counts = Counts(self.counts)
 
     @property
     def output_counts(self) -> NDArray[np.int32]:
@@ -352,14 +414,15 @@ def concat_records(records: Sequence[SpikeRecord]) -> SpikeRecord:
     labels = None
     if all(r.labels is not None for r in records):
         labels = np.concatenate([np.asarray(r.labels) for r in records])
-    counts: Mapping[str, Any] = {k: np.concatenate([r.counts[k] for r in records]) for k in first.counts}
+    # the stored arrays (uint16 from the tensor engine): a quarter of int64's bytes, widened when read
+    counts = Counts({k: np.concatenate([r.counts.raw(k) for r in records]) for k in first.counts})
     return SpikeRecord(
         n_samples=sum(r.n_samples for r in records),
         n_steps=first.n_steps,
         dt=first.dt,
         output_counts_t=np.concatenate([r.output_counts_t for r in records]),
         output_potential_t=np.concatenate([r.output_potential_t for r in records]),
-        counts=dict(counts),
+        counts=counts,
         spikes=spikes,
         readout=dict(first.readout),
         labels=labels,

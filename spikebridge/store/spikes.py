@@ -95,7 +95,7 @@ from ._hdf5lock import (
     is_lock_error,
     is_truncation_error,
 )
-from .record import SpikeRecord, SpikeTrains, pack_spikes
+from .record import Counts, SpikeRecord, SpikeTrains, pack_spikes
 
 __all__ = [
     "SpikeStore", "StoreExistsError", "StoreFullError", "FORMAT", "VERSION", "open_store",
@@ -266,8 +266,8 @@ def batch_bytes_bound(
     def count_size(key: str) -> int:  # a store of spikebridge <= 0.3 keeps int32 counts
         return int(file[key].dtype.itemsize) if file is not None and key in file else count_dtype(record.n_steps).itemsize
 
-    for name, c in record.counts.items():
-        row, size = int(np.prod(np.shape(c)[1:])), count_size(f"counts/{name}")
+    for name in record.counts:
+        row, size = int(np.prod(np.shape(record.counts.raw(name))[1:])), count_size(f"counts/{name}")
         total += span(f"counts/{name}", start, n, _rows_per_chunk(row, size), size * row)
     row, size = int(np.prod(np.shape(record.output_counts_t)[1:])), count_size("output/counts_t")
     total += span("output/counts_t", start, n, _rows_per_chunk(row, size), size * row)
@@ -1401,7 +1401,8 @@ class SpikeStore(Mapping[str, SpikeTrains]):
             dt=self.dt,
             output_counts_t=self._data("output/counts_t").astype(np.int32),
             output_potential_t=self._data("output/potential_t"),
-            counts={name: self.counts(name) for name in self.count_populations},
+            # as stored (uint8/uint16, count_dtype): widened to int64 when read (Counts)
+            counts=Counts({name: self._data(f"counts/{name}") for name in self.count_populations}),
             spikes={name: self.read_spikes(name) for name in self},
             readout=self.readout,
             labels=self.labels,
@@ -1444,13 +1445,14 @@ class SpikeStore(Mapping[str, SpikeTrains]):
                 g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,), **filters)
             g.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), **filters)
         counted = count_dtype(record.n_steps)
-        arrays = [np.asarray(c) for c in record.counts.values()] + [np.asarray(record.output_counts_t)]
+        # the arrays as counted (Counts.raw): no int64 copy of counts that are stored narrower
+        arrays = [record.counts.raw(name) for name in record.counts] + [np.asarray(record.output_counts_t)]
         if any(a.size and (a.min() < 0 or a.max() > record.n_steps) for a in arrays):  # hand-made trains that repeat a spike
             counted = np.dtype(np.int32)
         count_filters = _count_filters(filters, counted)
         cg = f.create_group("counts")
-        for name, c in record.counts.items():
-            n = int(np.shape(c)[1])
+        for name in record.counts:
+            n = int(np.shape(record.counts.raw(name))[1])
             cg.create_dataset(name, shape=(0, n), maxshape=(None, n), dtype=counted,
                               chunks=(_chunk_rows(n, counted.itemsize, record.n_samples), n), **count_filters)
         og = f.create_group("output")
@@ -1581,7 +1583,7 @@ class SpikeStore(Mapping[str, SpikeTrains]):
         for name in self.count_populations:
             if name not in record.counts:
                 raise ValidationError(f"SpikeStore.append_batch: batch lacks the counts of population {name!r}", attr="record")
-            put(f["counts"][name], _fitting(record.counts[name], f["counts"][name], name), start)
+            put(f["counts"][name], _fitting(record.counts.raw(name), f["counts"][name], name), start)
         put(f["output/counts_t"], _fitting(record.output_counts_t, f["output/counts_t"], "output"), start)
         put(f["output/potential_t"], np.asarray(record.output_potential_t, dtype=np.float32), start)
         if "labels" in f:

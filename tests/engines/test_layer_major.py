@@ -129,6 +129,8 @@ def test_batch_parts_pack_into_one_raster_without_a_join_copy(monkeypatch):
     cfg = dict(n_steps=20, engine="tensor", device="cpu", record=("all",))
     two = simulate(snn, x[:9], SimulationConfig(threads=2, **cfg))
     assert joined and all(names == [] for names in joined)  # every recorded population already joined
+    # counts stay in the engine's uint16 through the join: no int64 copy unless read (Counts)
+    assert len(two.counts) > 3 and {two.counts.raw(name).dtype for name in two.counts} == {np.dtype(np.uint16)}
     one = simulate(snn, x[:9], SimulationConfig(threads=1, **cfg))
     assert list(two.spikes) == list(one.spikes) and len(two.spikes) > 3
     for name, st in one.spikes.items():

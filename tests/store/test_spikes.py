@@ -366,6 +366,7 @@ def test_counts_are_stored_in_the_smallest_type_that_holds_n_steps(tmp_h5, n_ste
     """A count is at most n_steps: uint8 up to 255 steps (a quarter of int32's bytes), read back as int64/int32."""
     rec1, rec2 = simulated_record(4, n_steps, seed=1), simulated_record(3, n_steps, seed=2)
     rec1.counts["d"][0, 0] = n_steps  # the extreme: a neuron firing at every step
+    rec2.counts["s"] = rec2.counts["s"].astype(np.uint16)  # as the tensor engine hands them over
     with SpikeStore(tmp_h5, "w") as st:
         st.append_batch(0, rec1)
         st.append_batch(4, rec2)
@@ -381,8 +382,36 @@ def test_counts_are_stored_in_the_smallest_type_that_holds_n_steps(tmp_h5, n_ste
             np.testing.assert_array_equal(counts, whole.counts[name])
         assert st.counts("d")[0, 0] == n_steps
         back = st.to_record()
+        assert back.counts.raw("d").dtype == dtype  # kept as stored until read
+        np.testing.assert_array_equal(back.counts["d"], whole.counts["d"])
+        assert back.counts["d"].dtype == np.int64 and back.counts.raw("d") is back.counts["d"]
         assert back.output_counts_t.dtype == np.int32 and st.output_record(2, 6).output_counts_t.dtype == np.int32
         np.testing.assert_array_equal(back.output_counts_t, whole.output_counts_t)
+
+
+def test_counts_are_widened_to_int64_when_read_and_joined_as_kept():
+    """Counts keep an engine's narrow type until read; a read gives int64 and replaces the narrow array (edits are kept)."""
+    from spikebridge.store.record import Counts
+
+    a = np.array([[3, 0, 65535]], dtype=np.uint16)
+    rec = SpikeRecord(n_samples=1, n_steps=2, dt=1e-3, output_counts_t=np.zeros((1, 2, 1), np.int32),
+                      output_potential_t=np.zeros((1, 2, 1), np.float32), counts={"a": a, "b": np.array([[1, 2]], np.uint8)})
+    assert isinstance(rec.counts, Counts) and "a" in rec.counts and "c" not in rec.counts
+    assert rec.counts.raw("a") is a  # asking for a name widened nothing
+    joined = concat_records([rec, rec])
+    assert joined.counts.raw("a").dtype == np.uint16 and joined.counts.raw("b").dtype == np.uint8  # joined unwidened
+    got = joined.counts["a"]
+    assert got.dtype == np.int64 and got.tolist() == [[3, 0, 65535]] * 2
+    assert joined.counts.raw("a") is got and joined.counts["a"] is got
+    got[0, 0] = 70000  # beyond uint16: kept, the int64 array is what the record holds now
+    mixed = concat_records([joined, rec])
+    assert mixed.counts.raw("a").dtype == np.int64 and mixed.counts["a"][:, 0].tolist() == [70000, 3, 3]
+    assert rec.counts.raw("a") is a  # joining read nothing
+    assert sorted(dict(rec.counts)) == ["a", "b"] and len(rec.counts) == 2
+    with pytest.raises(ValidationError, match="the counts of 'c' must be integers, got float64"):
+        rec.counts["c"] = np.zeros((1, 2))
+    del rec.counts["b"]
+    assert list(rec.counts) == ["a"]
 
 
 def test_counts_above_n_steps_keep_int32_and_a_later_overflow_is_refused(tmp_h5):

@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike
 from ...config import SimulationConfig
 from ...snn.network import SpikingNetwork
 from ...errors import ValidationError
-from ...store.record import SpikeRecord
+from ...store.record import Counts, SpikeRecord
 from .builder import BuiltNetwork, build_network
 from ..plan import compile, draw_poisson, prepare_inputs
 
@@ -171,7 +171,7 @@ class Brian2Network:
         return SpikeRecord(
             n_samples=self.n_samples, n_steps=self.n_steps, dt=self.dt,
             output_counts_t=data["output_counts_t"], output_potential_t=data["output_potential_t"],
-            counts=data["counts"], spikes=data["spikes"], readout=dict(self.snn.readout),
+            counts=Counts(data["counts"]), spikes=data["spikes"], readout=dict(self.snn.readout),
             meta={"source": "to_brian2", "batch_size": self.batch_size},
         )
 

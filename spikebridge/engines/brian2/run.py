@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from ...config import SimulationConfig
 from ...errors import BuildError, SimulationError
 from ...snn.network import SpikingNetwork
-from ...store.record import SpikeRecord, SpikeTrains
+from ...store.record import Counts, SpikeRecord, SpikeTrains
 from ..plan import InputPlan, Plan, draw_poisson
 from .builder import BuiltNetwork, build_network
 
@@ -276,7 +276,7 @@ def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: Simula
         dt=dt,
         output_counts_t=data["output_counts_t"],
         output_potential_t=data["output_potential_t"],
-        counts=data["counts"],
+        counts=Counts(data["counts"]),
         spikes=data["spikes"],
         readout=dict(snn.readout),
         meta=meta,

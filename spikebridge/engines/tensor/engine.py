@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from ...snn.kernels import SharedKernel
 from ...snn.network import Population
-from ...store.record import SpikeRecord
+from ...store.record import Counts, SpikeRecord
 from ..plan import InputPlan, Plan, draw_poisson
 from ..reference import _exact_cuba, _exact_lif, spike_trains
 from ...errors import ValidationError
@@ -379,7 +379,7 @@ class TensorProgram:
             dt=dt,
             output_counts_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_counts_t), (1, 0, 2))).astype(np.int32),
             output_potential_t=np.ascontiguousarray(np.transpose(xp.to_numpy(out_pot_t), (1, 0, 2))).astype(np.float32),
-            counts=counts,
+            counts=Counts(counts),
             spikes=spikes,
             readout=dict(snn.readout),
             meta={

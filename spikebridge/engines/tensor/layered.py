@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...errors import ValidationError
-from ...store.record import SpikeRecord, SpikeTrains, unpack_spikes
+from ...store.record import Counts, SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
 from . import compiled
 
@@ -482,8 +482,9 @@ class LayerMajor:
                 if d and tb == b_steps:
                     hist[name][:d] = hist[name][tb : tb + d].copy()
         t1 = time.perf_counter()
-        counts = {name: st.counts.astype(np.int64) for name, st in state.items() if st.counts is not None}
-        spikes = {name: self._trains(rec.get(name), snn.populations[name].n, n_b, dt, int(counts[name].sum()) if name in counts else 0)
+        # as counted (uint16 up to 65,535 steps): Counts widens a population to int64 when it is read
+        counts = Counts({name: st.counts for name, st in state.items() if st.counts is not None})
+        spikes = {name: self._trains(rec.get(name), snn.populations[name].n, n_b, dt, int(counts.raw(name).sum(dtype=np.int64)) if name in counts else 0)
                   for name in sorted(record)}
         return SpikeRecord(
             n_samples=n_b,
