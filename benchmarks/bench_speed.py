@@ -26,7 +26,9 @@ Measures, each configuration in its own subprocess (so peak memory —
   size (the first repeat), the binary re-run for every batch and repeat;
   synaptic events per second over the binary's ``Network.run`` (the
   counterpart of the runtime targets' run time, which excludes building the
-  synapses too) and over the whole binary run.
+  synapses too) and over the whole binary run.  Each batch runs as windows of
+  a few samples (docs/brian2.md, "Windows"); the ``one batch`` rows run each
+  batch as one network of all its samples, as before, for an A/B in one run.
 
 Every result carries the 1-minute load average (``os.getloadavg()``) before
 and after each repeat; the batched/per-sample ratios come from the same
@@ -135,6 +137,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             return built_with(*a, **{**kw, **forced})
 
         brian2_run.build_network = forced_build  # type: ignore[assignment]
+    if spec.get("one_batch"):
+        import spikebridge.engines.brian2.run as brian2_run
+
+        brian2_run.WINDOW_SYNAPSE_BYTES = 0  # A/B: each batch as one network of all its samples (no windows)
     profiles: list[Any] = []
     if spec.get("profile"):
         # Brian2's own per-code-object times (Network.run(profile=True)) of the last repeat
@@ -199,6 +205,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "accuracy": float(rec.accuracy_over_time()[-1]),
         "batch_size": rec.meta["batch_size"],
         "n_batches": rec.meta["n_batches"],
+        # cpp_standalone windows (samples per window, windows per batch run), if the batch ran as windows
+        "window_batch": rec.meta.get("window_batch"),
+        "windows": rec.meta.get("windows"),
         # worker processes (workers > 1) hold their batches' networks: count the largest child too
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_rss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
@@ -344,6 +353,12 @@ def main() -> None:
             specs.append({"label": f"LeNet cpp_standalone 2 threads T={steps}", "kind": "brian2",
                           "model": "mnist_lenet", "target": "cpp_standalone", "steps": steps,
                           "n_samples": args.lenet_samples, "repeats": max(args.repeats, 2), "threads": 2})
+            # A/B: the batch as one network of all its samples, as before windows (results 0.2n)
+            for th in (1, 2):
+                specs.append({"label": f"LeNet cpp_standalone one batch{' 2 threads' if th > 1 else ''} T={steps}",
+                              "kind": "brian2", "model": "mnist_lenet", "target": "cpp_standalone", "steps": steps,
+                              "n_samples": args.lenet_samples, "repeats": max(args.repeats, 2), "threads": th,
+                              "one_batch": True})
     else:
         print(f"LeNet rows skipped: MNIST not found in {MNIST_DIR} (set MNIST_DIR)", file=sys.stderr)
     if args.case:

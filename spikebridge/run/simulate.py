@@ -249,6 +249,8 @@ def simulate(
         "engine": parts[0].meta.get("engine", "brian2"),
         "batch_size": parts[0].meta.get("batch_size"),
         "n_batches": len(parts),
+        # cpp_standalone windows (engines.brian2.run.window_batch): samples per window, windows per batch
+        **{k: parts[0].meta[k] for k in ("window_batch", "windows") if k in parts[0].meta},
         "timings": {
             "build_s": float(sum(t.get("build_s", 0.0) for t in timings)),
             "run_s": float(sum(t.get("run_s", 0.0) for t in timings)),

@@ -271,6 +271,59 @@ def test_cpp_standalone_tables_match_reference_and_write_no_synapses(tiny_cnn, r
     assert synaptic and all(p.stat().st_size == 0 for p in synaptic)
 
 
+def _window_bytes(snn, per_win, dt):
+    """WINDOW_SYNAPSE_BYTES that gives windows of ``per_win`` samples (16 bytes per simulated synapse)."""
+    folded = compile(snn, n_steps=4).folded
+    return per_win * 16 * sum(p.n_synapses for p in snn.projections.values() if p.name not in folded)
+
+
+def test_windows_only_where_a_window_can_start_as_a_fresh_run(tiny_cnn, rng, monkeypatch):
+    from spikebridge.engines.brian2 import run as b2run
+    from spikebridge.engines.plan import prepare_inputs
+
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(4, *g.input_shape))
+    snn = convert(g, ConversionConfig(), calibration=x)
+    plan = prepare_inputs(snn, x, snn.dt)
+    monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", _window_bytes(snn, 2, snn.dt))
+    assert b2run.window_batch(compile(snn, n_steps=10), plan, 5) == 2
+    assert b2run.window_batch(compile(snn, n_steps=10), plan, 2) == 0  # the batch is a window already
+    # recorded spike trains run as one batch
+    assert b2run.window_batch(compile(snn, n_steps=10, record=(snn.output,)), plan, 5) == 0
+    # so does a spike-raster input (its own population)
+    from spikebridge.snn.network import Population, Projection, SpikingNetwork
+
+    pops = [Population(name="x", n=4, model="input", role="input"), Population(name="o", n=3, model="if", role="output")]
+    proj = Projection.from_dense(rng.uniform(0.2, 0.6, size=(3, 4)), name="x_o", pre="x", post="o")
+    net = SpikingNetwork(pops, [proj], input="x", output="o", encoding={"kind": "spikes"})
+    raster = prepare_inputs(net, rng.random((3, 10, 4)) < 0.3, net.dt)
+    monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", 1.0)
+    assert b2run.window_batch(compile(net, n_steps=10), raster, 3) == 0
+
+
+@pytest.mark.slow
+def test_cpp_standalone_windows_equal_the_reference(tiny_cnn, rng, tmp_path, monkeypatch):
+    """A batch run as consecutive windows of 2 samples in one run of the binary: every window starts
+    as a fresh run (v reset, counts per window), so spikes, counts over time and potentials are the reference's."""
+    from spikebridge.engines.brian2 import run as b2run
+
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(5, *g.input_shape))
+    snn = convert(g, ConversionConfig(), calibration=x)
+    monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", _window_bytes(snn, 2, snn.dt))
+    cfg = SimulationConfig(n_steps=30, target="cpp_standalone", batch_size=5, build_dir=str(tmp_path / "sa"))
+    rec = simulate(snn, x, cfg)
+    assert (rec.meta["window_batch"], rec.meta["windows"], rec.meta["n_batches"]) == (2, 3, 1)  # 6 slots, the last empty
+    ref = simulate_reference(snn, x, 30)
+    tensor = simulate(snn, x, SimulationConfig(n_steps=30, engine="tensor"))
+    assert set(rec.counts) == set(ref.counts)
+    for name in ref.counts:
+        np.testing.assert_array_equal(rec.counts[name], ref.counts[name], err_msg=name)
+    np.testing.assert_array_equal(rec.output_counts_t, ref.output_counts_t)
+    np.testing.assert_array_equal(rec.output_potential_t, tensor.output_potential_t)
+    assert min(int(c.sum()) for c in ref.counts.values()) > 0 and rec.output_counts_t[:, -1].sum() > 10
+
+
 def test_runtime_batches_count_spikes_in_resets_like_monitors(tiny_mlp, rng):
     """simulate's batches count in the resets (no SpikeMonitor per population, output count beside
     v); to_brian2 keeps one SpikeMonitor per population: both give the same counts over time."""

@@ -185,6 +185,10 @@ class BuiltNetwork:
     spike_counters: set[str] = field(default_factory=set)
     #: the output's cumulative count is recorded by ``potential_monitor`` (``n_spikes`` beside ``v``)
     output_counter: bool = False
+    #: windowed build (``build_network(windows=K)``): K consecutive runs of ``batch_size`` samples
+    windows: int = 0
+    #: windowed build: each counted population's cumulative ``n_spikes`` at every window start (StateMonitor)
+    window_counts: dict[str, Any] = field(default_factory=dict)
 
     def input_values(self, snn: SpikingNetwork, plan: InputPlan) -> dict[Any, np.ndarray]:
         """Map ``group.variable`` views to the batch's input values (padded to the batch size)."""
@@ -192,10 +196,12 @@ class BuiltNetwork:
 
         out: dict[Any, np.ndarray] = {}
         for name, ta in self.sequence_arrays.items():
-            out[ta] = _sequence_values(plan.currents[name], self.batch_size) * (1 / brian2.second)
+            values = (_window_values(plan.currents[name], self.batch_size, self.windows) if self.windows
+                      else _sequence_values(plan.currents[name], self.batch_size))
+            out[ta] = values * (1 / brian2.second)
         for name, cur in plan.currents.items():
-            if plan.window_steps:
-                continue  # a sequence's currents are the TimedArrays above
+            if plan.window_steps or self.windows:
+                continue  # a sequence's (or a windowed build's) currents are the TimedArrays above
             values = np.zeros((self.batch_size, snn.populations[name].n))
             values[: cur.shape[0]] = cur
             out[self.groups[name].I_in] = values.ravel() * (1 / brian2.second)
@@ -231,6 +237,18 @@ def _sequence_values(cur: np.ndarray, batch: int) -> np.ndarray:
     values = np.zeros((steps + 1, batch, n_post))
     values[:steps, :n] = np.transpose(cur, (1, 0, 2))
     return values.reshape(steps + 1, batch * n_post)
+
+
+def _window_values(cur: np.ndarray, batch: int, windows: int) -> np.ndarray:
+    """TimedArray values (windows + 1, batch * n) of a windowed build's constant currents (n_samples, n):
+    sample ``s`` is neuron block ``s % batch`` of window ``s // batch``; missing samples and the last
+    row (a TimedArray holds its last value after the end) are silent."""
+    m, n_post = cur.shape
+    if m > batch * windows:
+        raise ValueError(f"{m} samples do not fit {windows} windows of {batch}")
+    values = np.zeros(((windows + 1) * batch, n_post))
+    values[:m] = cur
+    return values.reshape(windows + 1, batch * n_post)
 
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
@@ -361,6 +379,7 @@ def build_network(
     raster: np.ndarray | None = None,
     inputs: InputPlan | None = None,
     counters: bool = False,
+    windows: int = 0,
 ) -> BuiltNetwork:
     """Create the Brian2 objects of ``batch_size`` copies of ``plan.snn``.
 
@@ -395,6 +414,15 @@ def build_network(
         (``potential_monitor.n_spikes``): one code object per population less in every step
         and no spike-time arrays to bin afterwards (the engine's batched runs). Populations
         without a reset, burst populations and recorded ones keep their monitor.
+    windows : int
+        Run ``windows`` consecutive groups of ``batch_size`` samples in one run of
+        ``windows * plan.n_steps`` steps (a cpp_standalone binary pays its set-up once, and a
+        small batch's synapses stay in the cache; see :func:`.run.window_batch` for the networks
+        it applies to).  Input currents become ``TimedArray``\ s with a row per window
+        (``<population>_seq``, values from :meth:`BuiltNetwork.input_values`), every population's
+        ``v`` returns to its initial value at each window start (``<population>_window``,
+        ``run_regularly`` in the ``start`` slot), spikes are counted by the resets (``counters``)
+        and each count is recorded at every window start (``<population>_window_counts``).
 
     Raises
     ------
@@ -418,6 +446,14 @@ def build_network(
     groups: dict[str, Any] = {}
     objects: list[Any] = []
     window = inputs.window_steps if inputs is not None else 0
+    if windows:
+        if window or kind != "current":
+            raise BuildError(f"network '{snn.name}': a windowed build takes constant input currents only")
+        window = plan.n_steps  # one row of the current TimedArrays per window
+        counters = True
+        # named: an auto-named clock ("clock_7") changes the generated sources of every build, and
+        # with them the standalone binary would be recompiled at each run
+        window_clock = _clock_class(b2)(dt=window * dt * b2.second, name="spikebridge_window_clock")
     sequence_arrays: dict[str, Any] = {}
     floors = plan.floors
     spike_counters: set[str] = set()
@@ -433,8 +469,8 @@ def build_network(
         ns: dict[str, Any] = {k: v * units[u] for k, (v, u) in spec.namespace.items()}
         if seq:
             assert inputs is not None
-            ta = b2.TimedArray(_sequence_values(inputs.currents[name], b) / b2.second, dt=window * dt * b2.second,
-                               name=f"{name}_seq")
+            values = _window_values(inputs.currents[name], b, windows) if windows else _sequence_values(inputs.currents[name], b)
+            ta = b2.TimedArray(values / b2.second, dt=window * dt * b2.second, name=f"{name}_seq")
             ns["I_seq"] = ta
             sequence_arrays[name] = ta
         if name == snn.input and kind == "spikes":
@@ -458,6 +494,9 @@ def build_network(
             kwargs["reset"] = ""  # deliberate (Poisson/raster inputs, reset "none"): silences Brian2's warning
         if spec.refractory > 0:
             kwargs["refractory"] = spec.refractory * b2.second
+        v_start = np.asarray(pop.v_init, dtype=np.float64)
+        if windows and name != snn.input and v_start.ndim:
+            spec.equations += "\nv_start : 1 (constant)"
         group = b2.NeuronGroup(b * pop.n, spec.equations, **kwargs)
         for key, arr in spec.per_neuron.items():
             unit = 1 / b2.second if key == "bias" else 1.0
@@ -468,6 +507,12 @@ def build_network(
                 group.v = np.tile(v0, b)
             elif float(v0) != 0.0:
                 group.v = float(v0)
+            if windows:
+                # every window starts as a fresh run (counts are cumulative and recorded per window)
+                if v0.ndim:
+                    group.v_start = np.tile(v0, b)
+                group.run_regularly("v = v_start" if v0.ndim else f"v = {float(v0)!r}", clock=window_clock,
+                                    when="start", name=f"{name}_window")
         p = pop.params
         if p.get("poisson_n"):
             objects.append(
@@ -595,6 +640,13 @@ def build_network(
         pot = b2.StateMonitor(out_group, ["v", "n_spikes"] if output_counter else "v", record=True, when="end",
                               name=f"{snn.output}_potential")
         objects.append(pot)
+    window_counts: dict[str, Any] = {}
+    for name in sorted(spike_counters) if windows else ():
+        # in the start slot of each window's first step: the count of all earlier windows
+        mon = b2.StateMonitor(groups[name], "n_spikes", record=True, clock=window_clock, when="start",
+                              name=f"{name}_window_counts")
+        window_counts[name] = mon
+        objects.append(mon)
     net = b2.Network(*objects, name="spikebridge_network")
     net.schedule = list(SCHEDULE)
     return BuiltNetwork(
@@ -612,4 +664,6 @@ def build_network(
         sequence_arrays=sequence_arrays,
         spike_counters=spike_counters,
         output_counter=output_counter,
+        windows=int(windows),
+        window_counts=window_counts,
     )

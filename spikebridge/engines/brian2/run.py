@@ -127,10 +127,13 @@ def explain_target(target: str, snn: SpikingNetwork | None = None) -> str:
 
 
 
-def structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float, graded: bool = False) -> str:
+def structure_key(snn: SpikingNetwork, batch_size: int, cfg: SimulationConfig, dt: float, graded: bool = False,
+                  windows: int = 0) -> str:
     """Hash of everything that changes the generated standalone code (not the input values)."""
     h = hashlib.sha1()
     h.update(repr((snn.name, batch_size, cfg.n_steps, dt, cfg.seed, cfg.threads, tuple(cfg.record))).encode())
+    if windows:
+        h.update(f"windows={windows}".encode())
     if graded:  # analog rasters generate other threshold and synapse code
         h.update(b"graded")
     h.update(repr(sorted(snn.encoding.items())).encode())
@@ -207,6 +210,8 @@ def brian2_state(target: str, seed: int, *, build_dir: str | None = None, thread
 
 def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int, dt: float) -> dict[str, Any]:
     """Read monitors into numpy arrays for the first ``n_valid`` samples."""
+    if built.windows:
+        return _collect_windows(built, snn, n_valid, n_steps)
     b = built.batch_size
     counts: dict[str, np.ndarray] = {}
     spikes: dict[str, SpikeTrains] = {}
@@ -267,6 +272,38 @@ def collect(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int
         )
     return {"counts": counts, "spikes": spikes, "output_counts_t": out_counts, "output_potential_t": out_pot}
 
+
+
+def _collect_windows(built: BuiltNetwork, snn: SpikingNetwork, n_valid: int, n_steps: int) -> dict[str, Any]:
+    """:func:`collect` for a windowed build: window ``k``'s block ``j`` is sample ``k * batch_size + j``."""
+    b, k_win, T = built.batch_size, built.windows, int(n_steps)
+
+    def per_sample(a: np.ndarray, n: int) -> np.ndarray:
+        # (b * n, K * T) recorded every step -> (K * b, T, n)
+        return np.asarray(a).reshape(b, n, k_win, T).transpose(2, 0, 3, 1).reshape(k_win * b, T, n)[:n_valid]
+
+    counts: dict[str, np.ndarray] = {}
+    for name in built.spike_counters:
+        n = snn.populations[name].n
+        starts = np.asarray(built.window_counts[name].n_spikes_[:], dtype=np.int64)  # (b * n, K)
+        if starts.shape[1] != k_win:
+            raise SimulationError(f"population '{name}': {starts.shape[1]} window counts recorded, expected {k_win}")
+        final = np.asarray(built.groups[name].n_spikes_[:], dtype=np.int64)[:, None]
+        per = np.diff(np.concatenate([starts, final], axis=1), axis=1)  # (b * n, K): each window's own
+        counts[name] = per.reshape(b, n, k_win).transpose(2, 0, 1).reshape(k_win * b, n)[:n_valid]
+    out = snn.output
+    n_out = snn.populations[out].n if out else 0
+    out_counts = np.zeros((n_valid, T, n_out), dtype=np.int32)
+    out_pot = np.zeros((n_valid, T, n_out), dtype=np.float32)
+    pot = built.potential_monitor
+    if pot is not None:
+        out_pot[:] = per_sample(pot.v_[:], n_out)
+        if built.output_counter:
+            c = np.asarray(pot.n_spikes_[:], dtype=np.int64).reshape(b, n_out, k_win, T)
+            # counts since the window began: minus the count at the end of the window before
+            before = np.concatenate([np.zeros((b, n_out, 1), np.int64), c[:, :, :-1, -1]], axis=2)
+            out_counts[:] = per_sample(c - before[..., None], n_out)
+    return {"counts": counts, "spikes": {}, "output_counts_t": out_counts, "output_potential_t": out_pot}
 
 
 def _record(snn: SpikingNetwork, data: dict[str, Any], n_valid: int, cfg: SimulationConfig, dt: float, meta: dict[str, Any]) -> SpikeRecord:
@@ -380,6 +417,47 @@ def _forget_run_args(device: Any) -> None:
                 path.unlink()
 
 
+#: bytes of synapse arrays (int32 pre and post index, float64 weight: 16 per synapse) a window's
+#: samples may hold, so that they stay in the cache from one step to the next (see window_batch);
+#: 0 runs every batch as one network of all its samples
+WINDOW_SYNAPSE_BYTES = 32e6
+
+
+def window_batch(compiled: Plan, plan: InputPlan, bs: int) -> int:
+    """Samples per window for a ``cpp_standalone`` batch of ``bs`` samples, or 0 to run it as one batch.
+
+    A standalone binary pays a set-up per run that grows with its batch (fresh arrays, synapses
+    made from tables, queues sorted), and a step of a large batch reads more synapse data than the
+    cache holds.  A windowed build (:func:`~.builder.build_network` with ``windows``) simulates
+    the batch as consecutive windows of a few samples in one run.  It applies where a window can
+    start as a fresh run by resetting ``v``: constant input currents, no recorded spike trains,
+    every population plain IF without refractoriness, bursts, floors or Poisson drive, and every
+    projection delivered in the step of its spike (no spike left in a queue at a window's end).
+    """
+    snn = compiled.snn
+    if WINDOW_SYNAPSE_BYTES <= 0:
+        return 0
+    if plan.kind != "current" or plan.raster is not None or plan.rates is not None or plan.window_steps:
+        return 0
+    if compiled.record or compiled.floors or compiled.wraps:
+        return 0
+    for name in compiled.active:
+        pop = snn.populations[name]
+        if name == snn.input:
+            return 0  # a spiking input population (not folded into currents)
+        if pop.model not in ("if", "integrator") or pop.refractory > 0 or pop.graded or pop.params.get("poisson_n"):
+            return 0
+    per_sample = 0
+    for proj in snn.projections.values():
+        if proj.name in compiled.folded:
+            continue
+        if proj.name not in compiled.same_step or np.any(snn.projection_steps(proj, compiled.dt) != 0):
+            return 0
+        per_sample += 16 * proj.n_synapses
+    w = max(1, int(WINDOW_SYNAPSE_BYTES // max(per_sample, 1)))
+    return w if w < bs else 0
+
+
 def iter_standalone(
     compiled: Plan, plan: InputPlan, cfg: SimulationConfig, starts: list[int], bs: int
 ) -> Iterator[tuple[int, SpikeRecord]]:
@@ -393,12 +471,16 @@ def iter_standalone(
 
     snn, dt = compiled.snn, compiled.dt
     bs = min(bs, plan.n_samples - starts[0])
+    # a batch of bs samples as n_win windows of per_win samples each, in one run of the binary
+    per_win = window_batch(compiled, plan, bs)
+    n_win = -(-bs // per_win) if per_win else 0
     if cfg.build_dir is not None:
         directory = str(cfg.build_dir)
     else:
         # one project per network structure: Brian2 rewrites only changed sources and make
         # recompiles only those, so a second simulate() of the same network skips compilation
-        directory = str(standalone_cache_dir() / f"{snn.name}_{structure_key(snn, bs, cfg, dt, plan.graded)}")
+        key = structure_key(snn, per_win or bs, cfg, dt, plan.graded, windows=n_win)
+        directory = str(standalone_cache_dir() / f"{snn.name}_{key}")
     if not (Path(directory) / "main").exists():
         say_once(f"standalone-{directory}",
                  f"compiling a C++ standalone project for network '{snn.name}' (expected 1-3 min on 2 cores, once: "
@@ -410,10 +492,10 @@ def iter_standalone(
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
         first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
-        built = build_network(compiled, bs, raster=first.raster, inputs=first)
+        built = build_network(compiled, per_win or bs, raster=first.raster, inputs=first, windows=n_win)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
-        built.network.run(cfg.n_steps * dt * b2.second, namespace={})
+        built.network.run(max(n_win, 1) * cfg.n_steps * dt * b2.second, namespace={})
         device = get_device()
         _drop_synapse_results(device, built)
         try:
@@ -439,6 +521,7 @@ def iter_standalone(
                 "seed": cfg.seed,
                 "target": "cpp_standalone",
                 "batch_size": bs,
+                **({"window_batch": per_win, "windows": n_win} if n_win else {}),
                 "timings": {"build_s": t_build if k0 == starts[0] else 0.0, "run_s": t2 - t1,
                             "network_run_s": net_run, "collect_s": time.perf_counter() - t2},
                 "config": cfg.to_dict(),
