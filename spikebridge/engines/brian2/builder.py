@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -365,10 +366,31 @@ def _clock_class(b2: Any) -> Any:
     def __repr__(self: Any) -> str:
         return f"Clock(dt={float(self.dt_)!r} s, name={self.name!r})"
 
+    def __hash__(self: Any) -> int:
+        # cpp_standalone writes main.cpp from a set of clocks: with two (a windowed build) an
+        # identity hash puts them in a different order in each build, and the changed source
+        # recompiles the binary (7 s for the LeNet) at every run.  A constant of the class (one
+        # class per clock name, see clock_for): Brian2 hashes the object before its __init__
+        # names it.  Equality stays identity.
+        return int(type(self).name_hash)
+
     # Brian2 lets an attribute bypass its variable system only if the object's own class
     # defines it, so the subclass re-declares the parent's properties (dt, ...)
     namespace = {k: v for k, v in vars(b2.Clock).items() if isinstance(v, property)}
-    return type("Clock", (b2.Clock,), {**namespace, "__repr__": __repr__})
+    return type("Clock", (b2.Clock,), {**namespace, "__repr__": __repr__, "__hash__": __hash__, "name_hash": 0})
+
+
+@functools.lru_cache(maxsize=8)
+def _named_clock_class(b2: Any, name: str) -> Any:
+    base = _clock_class(b2)
+    # the properties again: Brian2 looks for them in the object's own class (see _clock_class)
+    namespace = {k: v for k, v in vars(base).items() if isinstance(v, property)}
+    return type("Clock", (base,), {**namespace, "name_hash": zlib.crc32(name.encode())})
+
+
+def clock_for(b2: Any, dt: Any, name: str) -> Any:
+    """A Brian2 clock of step ``dt`` (a Brian2 quantity) named ``name``, hashed by its name (see :func:`_clock_class`)."""
+    return _named_clock_class(b2, name)(dt=dt, name=name)
 
 
 def build_network(
@@ -434,7 +456,7 @@ def build_network(
     snn, dt = plan.snn, plan.dt
     b = int(batch_size)
     raster_array = None
-    clock = _clock_class(b2)(dt=dt * b2.second, name="spikebridge_clock")
+    clock = clock_for(b2, dt * b2.second, "spikebridge_clock")
     folded = plan.folded
     names = list(plan.active)
     # Poisson inputs arrive pre-drawn as a raster (plan.draw_poisson), like the "spikes" encoding
@@ -451,9 +473,9 @@ def build_network(
             raise BuildError(f"network '{snn.name}': a windowed build takes constant input currents only")
         window = plan.n_steps  # one row of the current TimedArrays per window
         counters = True
-        # named: an auto-named clock ("clock_7") changes the generated sources of every build, and
-        # with them the standalone binary would be recompiled at each run
-        window_clock = _clock_class(b2)(dt=window * dt * b2.second, name="spikebridge_window_clock")
+        # named (and hashed by its name, clock_for): an auto-named clock ("clock_7") would change
+        # the generated sources of every build, and with them recompile the standalone binary
+        window_clock = clock_for(b2, window * dt * b2.second, "spikebridge_window_clock")
     sequence_arrays: dict[str, Any] = {}
     floors = plan.floors
     spike_counters: set[str] = set()
