@@ -245,8 +245,8 @@ def _window_values(cur: np.ndarray, batch: int, windows: int) -> np.ndarray:
     sample ``s`` is neuron block ``s % batch`` of window ``s // batch``; missing samples and the last
     row (a TimedArray holds its last value after the end) are silent."""
     m, n_post = cur.shape
-    if m > batch * windows:
-        raise ValueError(f"{m} samples do not fit {windows} windows of {batch}")
+    if m > batch * windows:  # run.iter_standalone sizes the windows to hold the batch
+        raise BuildError(f"{m} samples do not fit {windows} windows of {batch}")
     values = np.zeros(((windows + 1) * batch, n_post))
     values[:m] = cur
     return values.reshape(windows + 1, batch * n_post)
@@ -440,7 +440,7 @@ def build_network(
         Run ``windows`` consecutive groups of ``batch_size`` samples in one run of
         ``windows * plan.n_steps`` steps (a cpp_standalone binary pays its set-up once, and a
         small batch's synapses stay in the cache; see :func:`.run.window_batch` for the networks
-        it applies to).  Input currents become ``TimedArray``\ s with a row per window
+        it applies to).  Input currents become ``TimedArray`` objects with a row per window
         (``<population>_seq``, values from :meth:`BuiltNetwork.input_values`), every population's
         ``v`` returns to its initial value at each window start (``<population>_window``,
         ``run_regularly`` in the ``start`` slot), spikes are counted by the resets (``counters``)
@@ -651,6 +651,9 @@ def build_network(
         mon = b2.SpikeMonitor(groups[name], variables=["n_burst"] if burst else None, record=keep, name=f"{name}_spikes")
         spike_monitors[name] = mon
         objects.append(mon)
+    if windows and spike_monitors:
+        # a monitor's counts run on across windows; run.window_batch admits only counted populations
+        raise BuildError(f"network '{snn.name}': a windowed build cannot count {sorted(spike_monitors)} per window")
     out_spikes = pot = None
     output_counter = False
     if snn.output is not None and snn.output in groups:

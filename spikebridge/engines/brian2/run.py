@@ -464,7 +464,9 @@ def iter_standalone(
     """Compile the network once for batches of ``bs`` samples, then run the binary for each batch start.
 
     The project lives in ``cfg.build_dir`` or in a cache folder keyed by the network's structure, so a
-    second run of the same structure skips compilation.  Yields ``(first_sample, SpikeRecord)``.
+    second run of the same structure skips compilation.  Where :func:`window_batch` allows, the
+    network holds a few samples and each run simulates the batch as consecutive windows of them
+    (``meta["window_batch"]``, ``meta["windows"]``).  Yields ``(first_sample, SpikeRecord)``.
     """
     import brian2 as b2
     from brian2.devices.device import get_device
