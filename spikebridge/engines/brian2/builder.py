@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuiltNetwork", "build_network", "estimate_memory", "max_batch_size", "delay_buffer_bytes", "SCHEDULE"]
+__all__ = ["BuiltNetwork", "build_network", "estimate_memory", "max_batch_size", "delay_buffer_bytes", "clock_for", "SCHEDULE"]
 
 #: Brian2 schedule that puts synaptic delivery before the threshold test
 SCHEDULE = ["start", "groups", "synapses", "thresholds", "resets", "end"]

@@ -35,7 +35,7 @@ from ...store.record import Counts, SpikeRecord, SpikeTrains
 from ..plan import InputPlan, Plan, draw_poisson
 from .builder import BuiltNetwork, build_network
 
-__all__ = ["import_brian2", "brian2_state", "resolve_target", "explain_target", "cython_cache_dir", "standalone_cache_dir", "run_batch", "iter_standalone", "collect"]
+__all__ = ["import_brian2", "brian2_state", "resolve_target", "explain_target", "cython_cache_dir", "standalone_cache_dir", "run_batch", "iter_standalone", "collect", "window_batch", "WINDOW_SYNAPSE_BYTES"]
 
 
 
