@@ -286,10 +286,10 @@ def test_windows_only_where_a_window_can_start_as_a_fresh_run(tiny_cnn, rng, mon
     snn = convert(g, ConversionConfig(), calibration=x)
     plan = prepare_inputs(snn, x, snn.dt)
     monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", _window_bytes(snn, 2, snn.dt))
-    assert b2run.window_batch(compile(snn, n_steps=10), plan, 5) == 2
-    assert b2run.window_batch(compile(snn, n_steps=10), plan, 2) == 0  # the batch is a window already
+    assert b2run.window_batch(compile(snn, n_steps=10), plan, 7) == 2  # 4 windows (the last one half empty)
+    assert b2run.window_batch(compile(snn, n_steps=10), plan, 6) == 0  # 3 windows: not worth it (MIN_WINDOWS)
     # recorded spike trains run as one batch
-    assert b2run.window_batch(compile(snn, n_steps=10, record=(snn.output,)), plan, 5) == 0
+    assert b2run.window_batch(compile(snn, n_steps=10, record=(snn.output,)), plan, 7) == 0
     # so does a spike-raster input (its own population)
     from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
@@ -298,7 +298,7 @@ def test_windows_only_where_a_window_can_start_as_a_fresh_run(tiny_cnn, rng, mon
     net = SpikingNetwork(pops, [proj], input="x", output="o", encoding={"kind": "spikes"})
     raster = prepare_inputs(net, rng.random((3, 10, 4)) < 0.3, net.dt)
     monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", 1.0)
-    assert b2run.window_batch(compile(net, n_steps=10), raster, 3) == 0
+    assert b2run.window_batch(compile(net, n_steps=10), raster, 8) == 0  # 8 windows of 1 otherwise
 
 
 @pytest.mark.slow
@@ -308,12 +308,12 @@ def test_cpp_standalone_windows_equal_the_reference(tiny_cnn, rng, tmp_path, mon
     from spikebridge.engines.brian2 import run as b2run
 
     g = tiny_cnn()
-    x = rng.uniform(0, 1, size=(5, *g.input_shape))
+    x = rng.uniform(0, 1, size=(9, *g.input_shape))
     snn = convert(g, ConversionConfig(), calibration=x)
     monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", _window_bytes(snn, 2, snn.dt))
-    cfg = SimulationConfig(n_steps=30, target="cpp_standalone", batch_size=5, build_dir=str(tmp_path / "sa"))
+    cfg = SimulationConfig(n_steps=30, target="cpp_standalone", batch_size=9, build_dir=str(tmp_path / "sa"))
     rec = simulate(snn, x, cfg)
-    assert (rec.meta["window_batch"], rec.meta["windows"], rec.meta["n_batches"]) == (2, 3, 1)  # 6 slots, the last empty
+    assert (rec.meta["window_batch"], rec.meta["windows"], rec.meta["n_batches"]) == (2, 5, 1)  # 10 slots, one empty
     ref = simulate_reference(snn, x, 30)
     tensor = simulate(snn, x, SimulationConfig(n_steps=30, engine="tensor"))
     assert set(rec.counts) == set(ref.counts)
