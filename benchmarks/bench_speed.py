@@ -44,6 +44,12 @@ figures alone (about 3-5 minutes on 2 quiet cores, the LeNet compilation include
 
     python benchmarks/bench_speed.py --case "per-sample,batched cython T=,LeNet" --out benchmarks/results/speed_issue21.json
 
+``--settle 0.5`` waits before every repeat but a row's first (which compiles a standalone
+binary) until the 1-minute load is below 0.5, at most 240 s, and records the waits
+(``settle_waited_s``); the LeNet rows so, about 15 minutes::
+
+    python benchmarks/bench_speed.py --case LeNet --settle 0.5 --out benchmarks/results/speed_s24_lenet_windows_quiet.json
+
 The MLP rows with their A/B (spike counts kept by the resets, the default, against one
 ``SpikeMonitor`` per population) and Brian2's own per-code-object profile of the batched run
 (``Network.run(profile=True)``, one repeat, printed under the row and kept as
@@ -161,9 +167,15 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     )
     if spec["target"] != "cpp_standalone":
         simulate(snn, x[:2], SimulationConfig(n_steps=4, target=spec["target"]))  # compile / cache warm-up
-    walls, runs, builds, net_runs, loads = [], [], [], [], []
+    walls, runs, builds, net_runs, loads, waits = [], [], [], [], [], []
     rec = None
-    for _ in range(spec.get("repeats", 1)):
+    for k in range(spec.get("repeats", 1)):
+        if spec.get("settle") and k:
+            # a standalone row's first repeat compiles (2 busy cores for ~35 s): let the load decay
+            from bench_engine import SETTLE, settle
+
+            SETTLE["below"] = float(spec["settle"])
+            waits.append(settle())
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         rec = simulate(snn, x, cfg, labels=y)
@@ -191,6 +203,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         **extra,
         # 1-minute load average before and after each repeat (2 shared cores: say what the time means)
         "loadavg_1min": loads,
+        "settle_waited_s": waits,
         "n_samples": int(n),
         "wall_s": walls,
         "wall_median_s": statistics.median(walls),
@@ -299,6 +312,8 @@ def main() -> None:
     ap.add_argument("--case", default=None,
                     help="comma-separated substrings: run only the configurations whose label contains one")
     ap.add_argument("--lenet-samples", type=int, default=164, help="MNIST test images for the LeNet rows (2 batches of 82)")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="before every repeat but the first, wait (at most 240 s) until the 1-minute load is below this (0: no wait)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     args = ap.parse_args()
     if args.one:
@@ -364,6 +379,8 @@ def main() -> None:
     if args.case:
         wanted = [c.strip() for c in args.case.split(",") if c.strip()]
         specs = [sp for sp in specs if any(w in sp["label"] for w in wanted)]
+    if args.settle > 0:
+        specs = [{**sp, "settle": args.settle} for sp in specs]
 
     results = []
     for spec in specs:
