@@ -290,15 +290,20 @@ def test_windows_only_where_a_window_can_start_as_a_fresh_run(tiny_cnn, rng, mon
     assert b2run.window_batch(compile(snn, n_steps=10), plan, 6) == 0  # 3 windows: not worth it (MIN_WINDOWS)
     # recorded spike trains run as one batch
     assert b2run.window_batch(compile(snn, n_steps=10, record=(snn.output,)), plan, 7) == 0
-    # so does a spike-raster input (its own population)
+    # a 0/1 spike raster is windowed too; an analog one (pulse areas) and undrawn Poisson rates are not
     from spikebridge.snn.network import Population, Projection, SpikingNetwork
 
     pops = [Population(name="x", n=4, model="input", role="input"), Population(name="o", n=3, model="if", role="output")]
-    proj = Projection.from_dense(rng.uniform(0.2, 0.6, size=(3, 4)), name="x_o", pre="x", post="o")
-    net = SpikingNetwork(pops, [proj], input="x", output="o", encoding={"kind": "spikes"})
-    raster = prepare_inputs(net, rng.random((3, 10, 4)) < 0.3, net.dt)
+    proj = Projection.from_dense(rng.uniform(0.2, 0.6, size=(3, 4)), name="x_o", pre="x", post="o", delay=0.0)
+    net = SpikingNetwork(pops, [proj], input="x", output="o", encoding={"kind": "spikes"}, min_delay_steps=0)
+    spikes = rng.random((3, 10, 4)) < 0.3
     monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", 1.0)
-    assert b2run.window_batch(compile(net, n_steps=10), raster, 8) == 0  # 8 windows of 1 otherwise
+    assert b2run.window_batch(compile(net, n_steps=10), prepare_inputs(net, spikes, net.dt), 8) == 1
+    analog = prepare_inputs(net, spikes * 0.5, net.dt)
+    assert analog.graded and b2run.window_batch(compile(net, n_steps=10), analog, 8) == 0
+    poisson = convert(g, ConversionConfig(input_encoding="poisson"), calibration=x)
+    rates = prepare_inputs(poisson, x, poisson.dt)
+    assert rates.rates is not None and b2run.window_batch(compile(poisson, n_steps=10), rates, 8) == 0
 
 
 @pytest.mark.slow
@@ -330,6 +335,27 @@ def test_cpp_standalone_windows_equal_the_reference(tiny_cnn, rng, tmp_path, mon
         again = simulate(snn, x, cfg)
         np.testing.assert_array_equal(again.output_counts_t, rec.output_counts_t)
     assert binary.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_cpp_standalone_windows_of_poisson_inputs_equal_the_reference(tiny_cnn, rng, tmp_path, monkeypatch):
+    """Poisson inputs, drawn per sample beforehand, enter the windows as one stacked raster; the input
+    population is counted per window like the others."""
+    from spikebridge.engines.brian2 import run as b2run
+
+    g = tiny_cnn()
+    x = rng.uniform(0, 1, size=(9, *g.input_shape))
+    snn = convert(g, ConversionConfig(input_encoding="poisson"), calibration=x)
+    monkeypatch.setattr(b2run, "WINDOW_SYNAPSE_BYTES", _window_bytes(snn, 2, snn.dt))
+    cfg = SimulationConfig(n_steps=30, target="cpp_standalone", batch_size=9, build_dir=str(tmp_path / "sa"), seed=3)
+    rec = simulate(snn, x, cfg)
+    assert (rec.meta["window_batch"], rec.meta["windows"]) == (2, 5)
+    ref = simulate_reference(snn, x, 30, seed=3)
+    assert set(rec.counts) == set(ref.counts) and snn.input in rec.counts
+    for name in ref.counts:
+        np.testing.assert_array_equal(rec.counts[name], ref.counts[name], err_msg=name)
+    np.testing.assert_array_equal(rec.output_counts_t, ref.output_counts_t)
+    assert rec.counts[snn.input].sum() > 100 and rec.output_counts_t[:, -1].sum() > 10
 
 
 def test_runtime_batches_count_spikes_in_resets_like_monitors(tiny_mlp, rng):

@@ -190,6 +190,8 @@ class BuiltNetwork:
     windows: int = 0
     #: windowed build: each counted population's cumulative ``n_spikes`` at every window start (StateMonitor)
     window_counts: dict[str, Any] = field(default_factory=dict)
+    #: windowed build: steps per window (the run's ``n_steps``)
+    window_steps: int = 0
 
     def input_values(self, snn: SpikingNetwork, plan: InputPlan) -> dict[Any, np.ndarray]:
         """Map ``group.variable`` views to the batch's input values (padded to the batch size)."""
@@ -211,7 +213,8 @@ class BuiltNetwork:
             values[: plan.rates.shape[0]] = plan.rates
             out[self.groups[snn.input].rate] = values.ravel() * brian2.Hz
         if plan.raster is not None and self.raster_array is not None:
-            out[self.raster_array] = _raster_values(plan.raster, self.batch_size)
+            out[self.raster_array] = (_window_raster_values(plan.raster, self.batch_size, self.windows, self.window_steps)
+                                      if self.windows else _raster_values(plan.raster, self.batch_size))
         return out
 
     def set_inputs(self, snn: SpikingNetwork, plan: InputPlan) -> None:
@@ -250,6 +253,20 @@ def _window_values(cur: np.ndarray, batch: int, windows: int) -> np.ndarray:
     values = np.zeros(((windows + 1) * batch, n_post))
     values[:m] = cur
     return values.reshape(windows + 1, batch * n_post)
+
+
+def _window_raster_values(raster: np.ndarray, batch: int, windows: int, steps: int) -> np.ndarray:
+    """TimedArray values (windows * steps + 1, batch * n_in) of a windowed build's input raster
+    (n_samples, n_raster_steps, n_in): window ``k``'s rows hold samples ``k * batch ..``, each cut or
+    zero-padded to ``steps``; missing samples and the last row are silent."""
+    m, n_r, n_in = raster.shape
+    if m > batch * windows:  # run.iter_standalone sizes the windows to hold the batch
+        raise BuildError(f"{m} samples do not fit {windows} windows of {batch}")
+    t = min(n_r, steps)
+    per_sample = np.zeros((windows * batch, steps, n_in))
+    per_sample[:m, :t] = raster[:, :t]
+    rows = per_sample.reshape(windows, batch, steps, n_in).transpose(0, 2, 1, 3).reshape(windows * steps, batch * n_in)
+    return np.concatenate([rows, np.zeros((1, batch * n_in))])
 
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
@@ -469,8 +486,8 @@ def build_network(
     objects: list[Any] = []
     window = inputs.window_steps if inputs is not None else 0
     if windows:
-        if window or kind != "current":
-            raise BuildError(f"network '{snn.name}': a windowed build takes constant input currents only")
+        if window or graded or kind not in ("current", "spikes"):
+            raise BuildError(f"network '{snn.name}': a windowed build takes constant input currents or spike rasters only")
         window = plan.n_steps  # one row of the current TimedArrays per window
         counters = True
         # named (and hashed by its name, clock_for): an auto-named clock ("clock_7") would change
@@ -498,17 +515,20 @@ def build_network(
         if name == snn.input and kind == "spikes":
             if raster is None:
                 raise BuildError(f"network '{snn.name}': the 'spikes' encoding needs a raster of input spikes")
-            raster_array = b2.TimedArray(_raster_values(raster, b), dt=dt * b2.second, name=f"{name}_raster")
+            values = _window_raster_values(raster, b, windows, plan.n_steps) if windows else _raster_values(raster, b)
+            raster_array = b2.TimedArray(values, dt=dt * b2.second, name=f"{name}_raster")
             ns["spike_raster"] = raster_array
         kwargs: dict[str, Any] = dict(method=spec.method, clock=clock, name=name, namespace=ns)
         if spec.threshold:
             kwargs["threshold"] = spec.threshold
         counted = bool(counters and spec.threshold and spec.reset and not pop.graded and name not in rec)
+        # a windowed build's raster input: counted like the others (a monitor's counts would run on)
+        counted = counted or bool(windows and name == snn.input and spec.threshold and name not in rec)
         if counted:
             # the reset runs once for every neuron the thresholder let spike: the count a
             # SpikeMonitor keeps, without a monitor code object in every step
             spec.equations += "\nn_spikes : integer"
-            spec.reset = f"{spec.reset}\nn_spikes += 1"
+            spec.reset = f"{spec.reset}\nn_spikes += 1" if spec.reset else "n_spikes += 1"
             spike_counters.add(name)
         if spec.reset:
             kwargs["reset"] = spec.reset
@@ -691,4 +711,5 @@ def build_network(
         output_counter=output_counter,
         windows=int(windows),
         window_counts=window_counts,
+        window_steps=int(plan.n_steps) if windows else 0,
     )

@@ -433,22 +433,27 @@ def window_batch(compiled: Plan, plan: InputPlan, bs: int) -> int:
     made from tables, queues sorted), and a step of a large batch reads more synapse data than the
     cache holds.  A windowed build (:func:`~.builder.build_network` with ``windows``) simulates
     the batch as consecutive windows of a few samples in one run.  It applies where a window can
-    start as a fresh run by resetting ``v``: constant input currents, no recorded spike trains,
-    every population plain IF without refractoriness, bursts, floors or Poisson drive, and every
-    projection delivered in the step of its spike (no spike left in a queue at a window's end),
-    and only for a batch of at least :data:`MIN_WINDOWS` windows.
+    start as a fresh run by resetting ``v``: constant input currents or a 0/1 spike raster (Poisson
+    inputs drawn beforehand, :func:`~..plan.draw_poisson`: pass the drawn plan), no recorded spike
+    trains, every population plain IF without refractoriness, bursts, floors or Poisson drive, and
+    every projection delivered in the step of its spike (no spike left in a queue at a window's
+    end), and only for a batch of at least :data:`MIN_WINDOWS` windows.
     """
     snn = compiled.snn
     if WINDOW_SYNAPSE_BYTES <= 0:
         return 0
-    if plan.kind != "current" or plan.raster is not None or plan.rates is not None or plan.window_steps:
+    if plan.kind not in ("current", "spikes") or plan.rates is not None or plan.window_steps or plan.graded:
+        return 0
+    if (plan.kind == "spikes") != (plan.raster is not None):
         return 0
     if compiled.record or compiled.floors or compiled.wraps:
         return 0
     for name in compiled.active:
         pop = snn.populations[name]
         if name == snn.input:
-            return 0  # a spiking input population (not folded into currents)
+            if plan.raster is None:
+                return 0  # an input population that is not a raster (regular or Brian2-drawn rates)
+            continue
         if pop.model not in ("if", "integrator") or pop.refractory > 0 or pop.graded or pop.params.get("poisson_n"):
             return 0
     per_sample = 0
@@ -477,8 +482,9 @@ def iter_standalone(
 
     snn, dt = compiled.snn, compiled.dt
     bs = min(bs, plan.n_samples - starts[0])
+    first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
     # a batch of bs samples as n_win windows of per_win samples each, in one run of the binary
-    per_win = window_batch(compiled, plan, bs)
+    per_win = window_batch(compiled, first, bs)
     n_win = -(-bs // per_win) if per_win else 0
     if cfg.build_dir is not None:
         directory = str(cfg.build_dir)
@@ -497,7 +503,6 @@ def iter_standalone(
     gc.collect()
     with brian2_state("cpp_standalone", cfg.seed, build_dir=directory, threads=cfg.threads):
         t0 = time.perf_counter()
-        first = draw_poisson(plan.select(starts[0], starts[0] + bs), cfg.n_steps, dt, cfg.seed, starts[0])
         built = build_network(compiled, per_win or bs, raster=first.raster, inputs=first, windows=n_win)
         # placeholder values; every run overrides them through run_args
         built.set_inputs(snn, first)
