@@ -99,7 +99,8 @@ def _mnist_found() -> bool:
     return (Path(MNIST_DIR) / "t10k-images-idx3-ubyte").exists() or any(Path(MNIST_DIR).glob("t10k-images*"))
 
 
-def _load(model: str):
+def _load(model: str, encoding: str = "current"):
+    from spikebridge.config import ConversionConfig
     from spikebridge.conversion.convert import convert
     from spikebridge.datasets import load_digits
     from spikebridge.models import load_shipped
@@ -112,7 +113,8 @@ def _load(model: str):
         x, y = load_mnist("test", MNIST_DIR)
         g = load_shipped(model)
         # as bench_accuracy.py converts it: default conversion, 2000 training images to calibrate
-        return g, convert_calibrated(g, calibration=x_train[:2000]), x, y
+        # (--lenet-encoding poisson: Poisson inputs instead of the folded current)
+        return g, convert_calibrated(g, ConversionConfig(input_encoding=encoding), calibration=x_train[:2000]), x, y
     x_train, _ = load_digits("train")
     x, y = load_digits("test")
     g = load_shipped(model)
@@ -126,7 +128,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from spikebridge.run.simulate import simulate
     from spikebridge.config import SimulationConfig
 
-    g, snn, x, y = _load(spec["model"])
+    g, snn, x, y = _load(spec["model"], spec.get("encoding", "current"))
     n = spec.get("n_samples") or len(x)
     x, y = x[:n], y[:n]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -312,6 +314,8 @@ def main() -> None:
     ap.add_argument("--case", default=None,
                     help="comma-separated substrings: run only the configurations whose label contains one")
     ap.add_argument("--lenet-samples", type=int, default=164, help="MNIST test images for the LeNet rows (2 batches of 82)")
+    ap.add_argument("--lenet-encoding", default="current", choices=("current", "poisson"),
+                    help="input encoding of the converted LeNet (poisson: a spiking input population, drawn per sample)")
     ap.add_argument("--settle", type=float, default=0.0,
                     help="before every repeat but the first, wait (at most 240 s) until the 1-minute load is below this (0: no wait)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
@@ -381,6 +385,9 @@ def main() -> None:
         specs = [sp for sp in specs if any(w in sp["label"] for w in wanted)]
     if args.settle > 0:
         specs = [{**sp, "settle": args.settle} for sp in specs]
+    if args.lenet_encoding != "current":
+        specs = [{**sp, "encoding": args.lenet_encoding, "label": sp["label"].replace("LeNet", f"LeNet {args.lenet_encoding}")}
+                 if sp["model"] == "mnist_lenet" else sp for sp in specs]
 
     results = []
     for spec in specs:
