@@ -234,6 +234,10 @@ def test_spike_raster_input_in_brian2_and_reference(rng):
     np.testing.assert_array_equal(rec.spikes["x"].neuron, i[order])
     np.testing.assert_array_equal(rec.counts["o"], ref.counts["o"])
     assert rec.counts["o"].sum() > 10
+    # not recorded, the raster input is counted by a reset of its own (no SpikeMonitor): the raster's sums
+    counted = simulate(net, raster, _cfg(40, batch_size=2))
+    np.testing.assert_array_equal(counted.counts["x"], raster.sum(axis=1))
+    np.testing.assert_array_equal(counted.counts["o"], rec.counts["o"])
 
 
 def test_standalone_tables_are_one_samples_csr():

@@ -199,9 +199,7 @@ class BuiltNetwork:
 
         out: dict[Any, np.ndarray] = {}
         for name, ta in self.sequence_arrays.items():
-            values = (_window_values(plan.currents[name], self.batch_size, self.windows) if self.windows
-                      else _sequence_values(plan.currents[name], self.batch_size))
-            out[ta] = values * (1 / brian2.second)
+            out[ta] = _current_rows(plan.currents[name], self.batch_size, self.windows) * (1 / brian2.second)
         for name, cur in plan.currents.items():
             if plan.window_steps or self.windows:
                 continue  # a sequence's (or a windowed build's) currents are the TimedArrays above
@@ -213,8 +211,7 @@ class BuiltNetwork:
             values[: plan.rates.shape[0]] = plan.rates
             out[self.groups[snn.input].rate] = values.ravel() * brian2.Hz
         if plan.raster is not None and self.raster_array is not None:
-            out[self.raster_array] = (_window_raster_values(plan.raster, self.batch_size, self.windows, self.window_steps)
-                                      if self.windows else _raster_values(plan.raster, self.batch_size))
+            out[self.raster_array] = _raster_rows(plan.raster, self.batch_size, self.windows, self.window_steps)
         return out
 
     def set_inputs(self, snn: SpikingNetwork, plan: InputPlan) -> None:
@@ -225,48 +222,42 @@ class BuiltNetwork:
                 view[:] = value
 
 
-def _raster_values(raster: np.ndarray, batch: int) -> np.ndarray:
-    """TimedArray values (n_raster_steps + 1, batch * n_in): a row per step and a silent last row
-    (a TimedArray holds its last value after the end)."""
-    n, steps, n_in = raster.shape
-    values = np.zeros((steps + 1, batch, n_in))
-    values[:steps, :n] = np.transpose(raster, (1, 0, 2))
-    return values.reshape(steps + 1, batch * n_in)
+def _time_rows(per_sample: np.ndarray, batch: int) -> np.ndarray:
+    """TimedArray values (steps + 1, batch * k) of per-sample values (n_samples <= batch, steps, k): a
+    row per step (or sequence element), the samples' blocks side by side, missing samples and a last
+    row silent (a TimedArray holds its last value after the end)."""
+    n, steps, k = per_sample.shape
+    values = np.zeros((steps + 1, batch, k))
+    values[:steps, :n] = np.transpose(per_sample, (1, 0, 2))
+    return values.reshape(steps + 1, batch * k)
 
 
-def _sequence_values(cur: np.ndarray, batch: int) -> np.ndarray:
-    """TimedArray values (T + 1, batch * n) of a sequence's input current (n_samples, T, n): a row per
-    element and a silent last row (no current after the sequence)."""
-    n, steps, n_post = cur.shape
-    values = np.zeros((steps + 1, batch, n_post))
-    values[:steps, :n] = np.transpose(cur, (1, 0, 2))
-    return values.reshape(steps + 1, batch * n_post)
-
-
-def _window_values(cur: np.ndarray, batch: int, windows: int) -> np.ndarray:
-    """TimedArray values (windows + 1, batch * n) of a windowed build's constant currents (n_samples, n):
-    sample ``s`` is neuron block ``s % batch`` of window ``s // batch``; missing samples and the last
-    row (a TimedArray holds its last value after the end) are silent."""
-    m, n_post = cur.shape
+def _by_window(per_sample: np.ndarray, batch: int, windows: int) -> np.ndarray:
+    """Per-sample values (n_samples, ...) of a windowed build as (batch, windows, ...): sample ``s`` is
+    block ``s % batch`` of window ``s // batch``; missing samples are zeros."""
+    m = per_sample.shape[0]
     if m > batch * windows:  # run.iter_standalone sizes the windows to hold the batch
         raise BuildError(f"{m} samples do not fit {windows} windows of {batch}")
-    values = np.zeros(((windows + 1) * batch, n_post))
-    values[:m] = cur
-    return values.reshape(windows + 1, batch * n_post)
+    padded = np.zeros((windows * batch, *per_sample.shape[1:]))
+    padded[:m] = per_sample
+    return np.swapaxes(padded.reshape(windows, batch, *per_sample.shape[1:]), 0, 1)
 
 
-def _window_raster_values(raster: np.ndarray, batch: int, windows: int, steps: int) -> np.ndarray:
-    """TimedArray values (windows * steps + 1, batch * n_in) of a windowed build's input raster
-    (n_samples, n_raster_steps, n_in): window ``k``'s rows hold samples ``k * batch ..``, each cut or
-    zero-padded to ``steps``; missing samples and the last row are silent."""
-    m, n_r, n_in = raster.shape
-    if m > batch * windows:  # run.iter_standalone sizes the windows to hold the batch
-        raise BuildError(f"{m} samples do not fit {windows} windows of {batch}")
-    t = min(n_r, steps)
-    per_sample = np.zeros((windows * batch, steps, n_in))
-    per_sample[:m, :t] = raster[:, :t]
-    rows = per_sample.reshape(windows, batch, steps, n_in).transpose(0, 2, 1, 3).reshape(windows * steps, batch * n_in)
-    return np.concatenate([rows, np.zeros((1, batch * n_in))])
+def _current_rows(cur: np.ndarray, batch: int, windows: int) -> np.ndarray:
+    """TimedArray values of the input current of a sequence (n_samples, T, n: a row per element) or
+    of a windowed build (n_samples, n: a row per window)."""
+    return _time_rows(_by_window(cur, batch, windows) if windows else cur, batch)
+
+
+def _raster_rows(raster: np.ndarray, batch: int, windows: int = 0, steps: int = 0) -> np.ndarray:
+    """TimedArray values (a row per step) of an input raster (n_samples, n_raster_steps, n_in); in a
+    windowed build each sample is cut or zero-padded to ``steps`` and the windows follow each other."""
+    if not windows:
+        return _time_rows(raster, batch)
+    t = min(raster.shape[1], steps)
+    cut = np.zeros((raster.shape[0], steps, raster.shape[2]))
+    cut[:, :t] = raster[:, :t]
+    return _time_rows(_by_window(cut, batch, windows).reshape(batch, windows * steps, raster.shape[2]), batch)
 
 
 def _block_indices(local: np.ndarray, n: int, batch: int) -> np.ndarray:
@@ -452,7 +443,8 @@ def build_network(
         record the output's cumulative count beside its ``v`` in one ``StateMonitor``
         (``potential_monitor.n_spikes``): one code object per population less in every step
         and no spike-time arrays to bin afterwards (the engine's batched runs). Populations
-        without a reset, burst populations and recorded ones keep their monitor.
+        with no reset of their own (spike-raster and Poisson inputs) get one that only counts; burst
+        populations and recorded ones keep their monitor.
     windows : int
         Run ``windows`` consecutive groups of ``batch_size`` samples in one run of
         ``windows * plan.n_steps`` steps (a cpp_standalone binary pays its set-up once, and a
@@ -508,22 +500,18 @@ def build_network(
         ns: dict[str, Any] = {k: v * units[u] for k, (v, u) in spec.namespace.items()}
         if seq:
             assert inputs is not None
-            values = _window_values(inputs.currents[name], b, windows) if windows else _sequence_values(inputs.currents[name], b)
-            ta = b2.TimedArray(values / b2.second, dt=window * dt * b2.second, name=f"{name}_seq")
+            ta = b2.TimedArray(_current_rows(inputs.currents[name], b, windows) / b2.second, dt=window * dt * b2.second, name=f"{name}_seq")
             ns["I_seq"] = ta
             sequence_arrays[name] = ta
         if name == snn.input and kind == "spikes":
             if raster is None:
                 raise BuildError(f"network '{snn.name}': the 'spikes' encoding needs a raster of input spikes")
-            values = _window_raster_values(raster, b, windows, plan.n_steps) if windows else _raster_values(raster, b)
-            raster_array = b2.TimedArray(values, dt=dt * b2.second, name=f"{name}_raster")
+            raster_array = b2.TimedArray(_raster_rows(raster, b, windows, plan.n_steps), dt=dt * b2.second, name=f"{name}_raster")
             ns["spike_raster"] = raster_array
         kwargs: dict[str, Any] = dict(method=spec.method, clock=clock, name=name, namespace=ns)
         if spec.threshold:
             kwargs["threshold"] = spec.threshold
-        counted = bool(counters and spec.threshold and spec.reset and not pop.graded and name not in rec)
-        # a windowed build's raster input: counted like the others (a monitor's counts would run on)
-        counted = counted or bool(windows and name == snn.input and spec.threshold and name not in rec)
+        counted = bool(counters and spec.threshold and not pop.graded and name not in rec)
         if counted:
             # the reset runs once for every neuron the thresholder let spike: the count a
             # SpikeMonitor keeps, without a monitor code object in every step
