@@ -109,6 +109,7 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         "seed": args.seed,
         "steps_per_element": getattr(args, "steps_per_element", None),
         "neurons_per_unit": getattr(args, "neurons_per_unit", None),
+        "fixed_point": True if getattr(args, "fixed_point", False) else None,
     }
     if args.normalisation:
         overrides["normalisation"] = args.normalisation
@@ -624,6 +625,10 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--neurons-per-unit", dest="neurons_per_unit", type=_COUNT,
                    help="recurrent (RNN) models: IF neurons per hidden unit with staggered initial potentials "
                    "(finer rounding at M times the spikes, M^2 the recurrent synapses; default 1)")
+    g.add_argument("--fixed-point", dest="fixed_point", action="store_true",
+                   help="round weights to a power-of-two grid whose sums are exact in float32 (moves a weight by at "
+                   "most 2^-25 of the largest fan-in sum): the tensor engine may then use dense float32 "
+                   "convolutions with the exact path's spikes")
 
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:

@@ -285,6 +285,13 @@ class ConversionConfig(_Config):
         copies of a unit get the same input and staggered initial potentials ``(m + v_init)/M θ``;
         their summed count resolves ``λ/(M K)`` instead of ``λ/K`` per window, at ``M`` times the
         neurons and spikes and ``M²`` times the recurrent synapses.
+    fixed_point : bool
+        Round each projection's weights to a multiple of ``2**-e``, ``e`` per projection the
+        largest for which the largest summed ``|w|`` onto one neuron stays within ``2**24`` grid
+        units (False = off; :mod:`spikebridge.conversion.fixedpoint`).  Every sum of a step's
+        input is then exact in float32, so its order cannot change a spike, and the tensor
+        engine may run dense float32 convolutions with the exact path's spikes.  A weight moves
+        by at most ``2**-25`` of the largest fan-in sum.
     """
 
     normalisation: str = "data"
@@ -318,6 +325,7 @@ class ConversionConfig(_Config):
     signed: bool = False
     steps_per_element: int = 32
     neurons_per_unit: int = 1
+    fixed_point: bool = False
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -369,6 +377,9 @@ class ConversionConfig(_Config):
                 if bad:
                     raise ValidationError(f"ConversionConfig.burst: burst spikes cannot be used with {why}",
                                           attr="burst", obj=self)
+        if not isinstance(self.fixed_point, bool):
+            raise ValidationError(f"ConversionConfig.fixed_point: must be a bool, got {self.fixed_point!r}",
+                                  attr="fixed_point", obj=self)
         if not isinstance(self.signed, bool):
             raise ValidationError(f"ConversionConfig.signed: must be a bool, got {self.signed!r}", attr="signed", obj=self)
         if self.signed:

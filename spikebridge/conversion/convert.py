@@ -199,7 +199,7 @@ def convert(
     from .sequence import convert_sequence, is_sequence_model
 
     if is_sequence_model(graph):
-        return convert_sequence(graph, cfg, calibration, task)
+        return _fixed_point(convert_sequence(graph, cfg, calibration, task), cfg)
     if cfg.neurons_per_unit != 1:
         raise ConversionError(f"model '{graph.name}': neurons_per_unit applies to recurrent (RNN) models only")
     seq_dense = [n for n, s in graph.shapes.items() if len(graph.input_shape_of(n)) == 2 and n != graph.input.name
@@ -429,4 +429,13 @@ def convert(
         from .dale import apply_dale
 
         snn = apply_dale(snn, cfg)
-    return snn
+    return _fixed_point(snn, cfg)
+
+
+def _fixed_point(snn: SpikingNetwork, cfg: ConversionConfig) -> SpikingNetwork:
+    """``snn`` with fixed-point weights when ``cfg.fixed_point`` (the last step: after calibration and Dale's split)."""
+    if not cfg.fixed_point:
+        return snn
+    from .fixedpoint import to_fixed_point
+
+    return to_fixed_point(snn)

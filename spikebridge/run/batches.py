@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -310,6 +311,8 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
     xp = arrays_for(cfg.device)
     parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
     saved_threads = None
+    torch_mod: Any = None
+    saved_torch = 0
     if xp.name.startswith("torch"):
         saved_threads = xp.lib.get_num_threads()
         # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
@@ -320,6 +323,12 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
         t0 = time.perf_counter()
         program = TensorProgram(compiled, xp)
         t_build = time.perf_counter() - t0
+        if parts > 1 and saved_threads is None and "torch" in sys.modules:
+            # numpy arrays whose dense float32 convolutions run in torch (fixed-point kernels,
+            # precision="float32"): one torch thread per batch part, as above
+            torch_mod = sys.modules["torch"]
+            saved_torch = torch_mod.get_num_threads()
+            torch_mod.set_num_threads(1)
         for k0 in range(start, n, bs):
             sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
             out = _run_parts(program, sub, k0, parts, cfg, rec)
@@ -331,6 +340,8 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
     finally:
         if saved_threads is not None:
             xp.lib.set_num_threads(saved_threads)
+        if torch_mod is not None:
+            torch_mod.set_num_threads(saved_torch)
         if progress is not None:
             progress.close()
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ...conversion.fixedpoint import float32_exact
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
 from . import compiled
@@ -196,9 +197,35 @@ class SparseConv:
         self._ones = np.ones(0)
         self.dense_above = DENSE_CONV_ABOVE  # fraction of fired inputs; > 1 forces events
         self.wf = compiled.flipped_kernel(op.kernel)  # (C, kh, kw, O), columns reversed: the compiled kernel's layout
+        # fixed-point kernels (conversion.fixedpoint): every sum onto one output is exact in float32,
+        # so the layer-major schedule may sum in float32 (pushed, or dense above a spike density)
+        # and get the ordered float64 sums bit for bit
+        self.wf32 = self.wf.astype(np.float32) if float32_exact(op.kernel) else None
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()
+        self.dense32 = self._dense32_checked()
+
+    def _dense32_checked(self) -> "DenseConv32 | None":
+        """A dense float32 convolution of this fixed-point kernel in torch, or None.
+
+        None without torch, for a kernel that is not fixed-point (``wf32`` None), or when a probe
+        (32 rows of random spikes) does not give the ordered float64 sums bit for bit: a library
+        that transforms the weights (Winograd, FFT) or computes in reduced precision (TF32 or
+        bf16 settings) is not used.
+        """
+        if self.wf32 is None:
+            return None
+        dense = DenseConv32(self.op)
+        if not dense.uses_torch:
+            return None
+        probe = np.random.default_rng(0).random((32, self.op.n_pre)) < 0.5
+        self.dense_above = 2.0  # the reference: events, in pre-index order
+        try:
+            ordered = self(probe)
+        finally:
+            self.dense_above = DENSE_CONV_ABOVE
+        return dense if np.array_equal(np.asarray(dense(probe), dtype=np.float64), ordered) else None
 
     def _dense(self, s: NDArray[np.bool_], b: int) -> NDArray[np.float64]:
         """Unfold ``s`` (B, H+2p, W+2p, C) into float windows and multiply them in pre-index order."""
@@ -428,6 +455,11 @@ class DenseConv32:
         else:
             self._torch = torch
             self._k = torch.from_numpy(np.ascontiguousarray(op.kernel, dtype=np.float32))
+
+    @property
+    def uses_torch(self) -> bool:
+        """Whether products run in torch's ``conv2d`` (else im2col and a numpy GEMM, 3-5x slower)."""
+        return self._torch is not None
 
     def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float32]:
         op = self.op

@@ -476,7 +476,9 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
         (tb, B, n_pre) bool and ``idx``, ``w`` (F, n) the numpy gather's slots (pre index, weight).
     v : ndarray, shape (B, O·OH·OW), float64 or float32, C-contiguous
         Potentials (volts), updated in place.  Weights (``wf``, ``w``) must have its type; float32
-        (``precision="float32"``) sums in float32 and scans as :func:`if_scan` does.
+        (``precision="float32"``) sums in float32 and scans as :func:`if_scan` does.  Convolution
+        weights may also be float32 onto float64 potentials: a fixed-point kernel
+        (:mod:`spikebridge.conversion.fixedpoint`), summed in float32 exactly.
     step_drive : float or ndarray
         ``dt·drive`` added every step, broadcastable to ``v``; the float ``0.0`` adds nothing.
     theta : float
@@ -495,12 +497,13 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
         return False
     _, s1, wf, in_shape, stride, padding, (oh, ow) = links[0]
     n = wf.shape[3] * oh * ow
-    if (v.dtype not in (np.float64, np.float32) or wf.dtype != v.dtype or v.shape != (n_b, n) or not v.flags.c_contiguous
+    # float32 weights onto float64 potentials: a fixed-point kernel, whose float32 sums are exact
+    if (v.dtype not in (np.float64, np.float32) or wf.dtype not in (v.dtype, np.float32) or v.shape != (n_b, n) or not v.flags.c_contiguous
             or not out.flags.c_contiguous or out.shape != (tb, n_b, n) or np.asarray(step_drive).dtype not in (np.float64, v.dtype)):
         return False
     geo = np.zeros(8, dtype=np.int64)
     geo[:4] = (*stride, *padding)
-    acc = np.empty((oh, ow, wf.shape[3]), dtype=v.dtype)
+    acc = np.empty((oh, ow, wf.shape[3]), dtype=wf.dtype)
     s2: NDArray[np.uint8] = np.zeros((1, 1, 1, 1, 1), dtype=np.uint8)
     kind2, wf2, acc2 = 0, wf, acc
     gidx, gw = np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1), dtype=v.dtype)
@@ -508,7 +511,7 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
         second = links[1]
         if second[0] == "conv":
             _, x2, wf2, in2, stride2, pad2, hw2 = second
-            if wf2.dtype != v.dtype or tuple(hw2) != (oh, ow) or wf2.shape[3] != wf.shape[3]:
+            if wf2.dtype != wf.dtype or tuple(hw2) != (oh, ow) or wf2.shape[3] != wf.shape[3]:
                 return False
             kind2, s2, acc2 = 1, _as_u8(x2).reshape((tb, n_b) + tuple(in2)), np.empty_like(acc)
             geo[4:] = (*stride2, *pad2)
@@ -627,8 +630,9 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
         ``0.0`` adds nothing (as in the numpy scan: ``-0.0 + 0.0`` would be ``0.0``).
     theta : float
         Finite threshold >= 0 (volts).
-    arrivals : list of ndarray, each (tb, ...) with ``v``'s shape per step and type
-        Summed synaptic arrivals per link group, added in list order after the drive (at most 2).
+    arrivals : list of ndarray, each (tb, ...) with ``v``'s shape per step
+        Summed synaptic arrivals per link group, added in list order after the drive (at most 2);
+        ``v``'s type, or float32 (a fixed-point convolution's exact sums, widened exactly).
     spikes : ndarray, (tb, ...) bool, C-contiguous
         Written: ``v >= theta`` per step, after the arrivals.
     pot : ndarray (tb, ...) or None
@@ -644,7 +648,7 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     assert _kernels is not None, "compiled.if_scan called without available()"
     tb = spikes.shape[0]
     if (len(arrivals) > 2 or v.dtype not in (np.float64, np.float32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
-            or any(a.dtype != v.dtype or a.shape != (tb,) + v.shape for a in arrivals)
+            or any(a.dtype not in (v.dtype, np.float32) or a.shape != (tb,) + v.shape for a in arrivals)
             or np.asarray(step_drive).dtype not in (np.float64, v.dtype)
             or (pot is not None and (pot.dtype != np.float64 or not pot.flags.c_contiguous))):
         return False

@@ -1,0 +1,110 @@
+"""Fixed-point convolutions in the tensor engine: float32 sums (pushed or dense) with the exact path's spikes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import spikebridge.engines.tensor.compiled as compiled
+import spikebridge.engines.tensor.layered as layered
+from spikebridge.config import ConversionConfig, SimulationConfig
+from spikebridge.conversion.convert import convert
+from spikebridge.conversion.fixedpoint import grid_exponent
+from spikebridge.engines.reference import simulate_reference
+from spikebridge.engines.tensor.arrays import DenseConv32, SparseConv
+from spikebridge.importers.registry import load_model
+from spikebridge.models import model_path
+from spikebridge.run.simulate import simulate
+from spikebridge.snn.kernels import SharedKernel
+
+from .._optional import requires_torch
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    graph = load_model(model_path("mnist_lenet"))
+    x = np.random.default_rng(3).random((6,) + tuple(graph.input_shape))
+    return convert(graph, ConversionConfig(fixed_point=True), calibration=x), x
+
+
+def _run(monkeypatch, snn, x, dense_above: float, push32: bool):
+    monkeypatch.setattr(layered, "DENSE32_ABOVE", dense_above)
+    monkeypatch.setattr(layered, "FIXED_POINT_PUSH", push32)
+    return simulate(snn, x, SimulationConfig(n_steps=24, engine="tensor", device="cpu", record=("all",)))
+
+
+def _assert_same(want, got):
+    assert want.counts.keys() == got.counts.keys()
+    for k in want.counts:
+        assert np.array_equal(want.counts[k], got.counts[k]), k
+    assert np.array_equal(want.output_potential_t, got.output_potential_t)
+    for k in want.spikes:
+        assert np.array_equal(want.spikes[k].neuron, got.spikes[k].neuron), k
+        assert np.array_equal(want.spikes[k].step, got.spikes[k].step), k
+
+
+def test_float32_pushed_sums_of_a_fixed_point_lenet_give_the_float64_spikes(monkeypatch, lenet):
+    snn, x = lenet
+    assert compiled.available()
+    seen = []
+    real = compiled.conv_if
+    monkeypatch.setattr(compiled, "conv_if", lambda links, *a: seen.append(links[0][2].dtype) or real(links, *a))
+    want = _run(monkeypatch, snn, x, dense_above=2.0, push32=False)
+    assert seen and set(seen) == {np.dtype(np.float64)}
+    seen.clear()
+    got = _run(monkeypatch, snn, x, dense_above=2.0, push32=True)
+    assert seen and set(seen) == {np.dtype(np.float32)}  # the float32 push did run
+    assert sum(int(c.sum()) for c in want.counts.values()) > 5000
+    _assert_same(want, got)
+    ref = simulate_reference(snn, x, 24, record=("all",))
+    for k in ref.counts:
+        assert np.array_equal(ref.counts[k], got.counts[k]), k
+
+
+@requires_torch
+def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spikes(monkeypatch, lenet):
+    snn, x = lenet
+    calls = []
+    real = layered.LayerMajor._dense_if
+    monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(1) or real(self, *a))
+    want = _run(monkeypatch, snn, x, dense_above=2.0, push32=False)
+    assert not calls
+    monkeypatch.setattr(layered, "_DENSE_ROWS", 8)  # chunks of 2 samples (blocks of 4 steps)
+    got = _run(monkeypatch, snn, x, dense_above=0.0, push32=True)
+    assert len(calls) >= 6  # every block of the 16 -> 32 convolution (24 steps in blocks of 4)
+    _assert_same(want, got)
+
+
+def _grid(k: np.ndarray) -> np.ndarray:
+    e = grid_exponent(float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
+    return np.ldexp(np.rint(np.ldexp(k, e)), -e)
+
+
+def test_only_fixed_point_kernels_take_the_float32_paths(rng):
+    k = rng.normal(size=(8, 4, 3, 3))
+    shape = (4, 9, 9)
+    assert SparseConv(SharedKernel(k, shape, padding=(1, 1))).wf32 is None
+    fixed = SparseConv(SharedKernel(_grid(k), shape, padding=(1, 1)))
+    assert fixed.wf32 is not None and fixed.wf32.dtype == np.float32
+    off = _grid(k)
+    off[0, 0, 0, 0] += math.ldexp(1.0, -40)  # one weight off the grid
+    assert SparseConv(SharedKernel(off, shape, padding=(1, 1))).wf32 is None
+
+
+@requires_torch
+def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatch):
+    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+    assert isinstance(SparseConv(op).dense32, DenseConv32)
+    real = DenseConv32.__call__
+
+    def rounding(self, spikes):
+        out = real(self, spikes)
+        out[0, 0] = np.nextafter(out[0, 0], np.float32(np.inf))  # one sum one float32 step off
+        return out
+
+    monkeypatch.setattr(DenseConv32, "__call__", rounding)
+    assert SparseConv(op).dense32 is None
