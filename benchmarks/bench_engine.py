@@ -201,6 +201,10 @@ VARIANTS = {
     # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
     # before session 20): A/B of the residual planner's shared kernels
     "layer-major, conv matrices": (True, "float64", True, True),
+    # the network converted with fixed-point weights (ConversionConfig(fixed_point=True)): exact
+    # float32 convolutions, dense in torch above a spike density; the row says how many predictions
+    # and spike counts equal the exact row's (its weights moved by < 2**-25 of a fan-in sum)
+    "layer-major, fixed-point": (True, "float64", True, True),
 }
 
 
@@ -235,20 +239,22 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
     return statistics.median(times), times, rec
 
 
-def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None) -> dict:
+def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, snn_fixed=None) -> dict:
     """Rows of the tensor engine (``args.variants`` of :data:`VARIANTS`), each with the 1-minute load
-    before and after it; a float32 or conv-matrices row says how many predictions and spikes equal the
-    exact row's. ``snn_matrices``: the same network converted with explicit conv matrices."""
+    before and after it; a float32, conv-matrices or fixed-point row says how many predictions and spikes
+    equal the exact row's. ``snn_matrices``: the same network converted with explicit conv matrices;
+    ``snn_fixed``: converted with fixed-point weights."""
     rows = {}
     exact = None
     net = snn
+    others = {"layer-major, conv matrices": snn_matrices, "layer-major, fixed-point": snn_fixed}
     for device in devices:
         for variant in args.variants:
             lm, precision, new, use_compiled = VARIANTS[variant]
-            if variant == "layer-major, conv matrices":
-                if snn_matrices is None:
+            if variant in others:
+                if others[variant] is None:
                     continue
-                snn = snn_matrices
+                snn = others[variant]
             else:
                 snn = net
             if device != "cpu" and (not lm or precision != "float64" or not new):
@@ -423,7 +429,10 @@ def case_lenet(args) -> dict:
     if args.spikingjelly:
         sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
         out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
-    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",))
+    snn_fp = None
+    if "layer-major, fixed-point" in args.variants:
+        snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
+    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",), snn_fixed=snn_fp)
     tensor_rec = rows[next(k for k in rows if k.startswith("tensor engine (tensor-numpy,"))].pop("_rec")
     for label, row in rows.items():
         row.pop("_rec", None)
@@ -483,7 +492,10 @@ def case_shipped(args, name: str) -> dict:
         finally:
             dag.SHARED_KERNELS = True
         out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
-    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m).items():
+    snn_fp = None
+    if "layer-major, fixed-point" in args.variants:
+        snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
+    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m, snn_fixed=snn_fp).items():
         row.pop("_rec", None)
         out["rows"][label] = row
     return out

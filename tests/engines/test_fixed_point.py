@@ -70,12 +70,29 @@ def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spik
     snn, x = lenet
     calls = []
     real = layered.LayerMajor._dense_if
-    monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(1) or real(self, *a))
+    monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(a[-1]) or real(self, *a))
     want = _run(monkeypatch, snn, x, dense_above=2.0, push32=False)
     assert not calls
     monkeypatch.setattr(layered, "_DENSE_ROWS", 8)  # chunks of 2 samples (blocks of 4 steps)
     got = _run(monkeypatch, snn, x, dense_above=0.0, push32=True)
     assert len(calls) >= 6  # every block of the 16 -> 32 convolution (24 steps in blocks of 4)
+    _assert_same(want, got)
+
+
+@requires_torch
+def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch):
+    # ResNet-8's joins: a 3x3 convolution plus the identity shortcut (a gather) or a strided 1x1
+    # convolution (a second fixed-point kernel)
+    graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
+    x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
+    snn = convert(graph, ConversionConfig(fixed_point=True), calibration=x)
+    seconds = []
+    real = layered.LayerMajor._dense_if
+    monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: seconds.append(a[-1]) or real(self, *a))
+    want = _run(monkeypatch, snn, x, dense_above=2.0, push32=False)
+    got = _run(monkeypatch, snn, x, dense_above=0.0, push32=True)
+    assert {None, "conv", "gather"} == {None if sec is None else sec[0] for sec in seconds}
+    assert sum(int(c.sum()) for c in want.counts.values()) > 5000
     _assert_same(want, got)
 
 

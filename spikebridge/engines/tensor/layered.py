@@ -38,6 +38,7 @@ from ...errors import ValidationError
 from ...store.record import Counts, SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
 from . import compiled
+from .arrays import SparseConv
 
 # the engine imports this module (lazily) and hands itself over: importing it back, even for
 # types, would make an import cycle, which tests/test_layering.py refuses
@@ -526,16 +527,8 @@ class LayerMajor:
             return False
         tb = spikes.shape[0]
         theta = self.p.specs[name].theta
-        if DENSE32_ABOVE <= 1.0 and st.v.dtype == np.float64 and len(groups[0][1]) == 1:
-            pre, link = groups[0][1][0]
-            op = link.kernel
-            dense = getattr(link.prepared, "dense32", None) if op is not None and op.groups == 1 else None
-            if dense is not None:
-                d0 = self.depth[pre] - link.steps
-                x = hist[pre][d0 : d0 + tb]
-                if np.count_nonzero(x) >= DENSE32_ABOVE * x.size:
-                    self._dense_if(dense, x, st, theta, spikes)
-                    return True
+        if DENSE32_ABOVE <= 1.0 and st.v.dtype == np.float64 and self._dense_join(groups[0][1], hist, st, theta, spikes):
+            return True
         if not FUSED_CONV or not compiled.available():
             return False
         # fixed-point kernels (all of this population's): float32 weights and sums, exact
@@ -556,13 +549,45 @@ class LayerMajor:
         links.sort(key=lambda lk: lk[0] != "conv")  # a convolution first (two sums' addition commutes)
         return compiled.conv_if(links, st.v, st.step_drive, theta, spikes)
 
-    def _dense_if(self, dense: Any, x: NDArray[np.bool_], st: Any, theta: float, spikes: NDArray[np.bool_]) -> None:
-        """A block of a plain IF population fed by one fixed-point convolution, dense in float32.
+    def _dense_join(self, links: list[tuple[str, _Link]], hist: dict[str, NDArray[np.bool_]], st: Any, theta: float,
+                    spikes: NDArray[np.bool_]) -> bool:
+        """The block of :meth:`_conv_if` with a fixed-point convolution as a dense float32 product, if it applies.
+
+        Applies when one link is a full convolution whose kernel is fixed-point with a dense
+        torch form (``SparseConv.dense32``), at least ``DENSE32_ABOVE`` of its block's inputs fired,
+        and the other link, if any (residual joins), is a full convolution or a gather.  False:
+        nothing done.
+        """
+        parts = []
+        for pre, link in links:
+            d0 = self.depth[pre] - link.steps
+            x = hist[pre][d0 : d0 + spikes.shape[0]]
+            op = link.kernel
+            if op is not None and op.groups == 1 and isinstance(link.prepared, SparseConv):
+                parts.append(("conv", x, link.prepared))
+            elif op is None and link.prepared[0] == "gather":
+                parts.append(("gather", x, *link.prepared[1]))
+            else:
+                return False
+        parts.sort(key=lambda pt: pt[0] != "conv")  # a convolution first, as conv_if adds them
+        first = parts[0]
+        if first[0] != "conv" or first[2].dense32 is None or np.count_nonzero(first[1]) < DENSE32_ABOVE * first[1].size:
+            return False
+        self._dense_if(first[2].dense32, first[1], st, theta, spikes, parts[1] if len(parts) > 1 else None)
+        return True
+
+    def _dense_if(self, dense: Any, x: NDArray[np.bool_], st: Any, theta: float, spikes: NDArray[np.bool_],
+                  second: tuple[Any, ...] | None = None) -> None:
+        """A block of a plain IF population fed by a fixed-point convolution, dense in float32.
 
         ``x`` (tb, B, n_pre) are the input spikes of the block, ``spikes`` (tb, B, n) is written.
         Samples go in chunks of about ``_DENSE_ROWS`` rows: a chunk's float32 arrivals (torch's
         convolution, exact for a fixed-point kernel: every partial sum is representable) are
-        scanned while they are in cache, with the float64 scan of :meth:`_if_scan`.
+        scanned while they are in cache, with the float64 scan of :meth:`_if_scan`.  ``second``,
+        ``("conv", x2, SparseConv)`` or ``("gather", x2, idx, w)``, is a second link's sums,
+        added to the first's in float64 before the scan, as :func:`.compiled.conv_if` adds them
+        (a convolution's ordered sums: dense if its kernel is fixed-point too, else pushed; a
+        gather's slots in order, as the fused kernel's gather).
         """
         tb, n_b = x.shape[0], x.shape[1]
         n = spikes.shape[2]
@@ -571,7 +596,20 @@ class LayerMajor:
         sd_rows = isinstance(sd, np.ndarray) and sd.ndim == 2 and sd.shape[0] == n_b
         for b0 in range(0, n_b, per):
             b1 = min(n_b, b0 + per)
-            arr = np.asarray(dense(x[:, b0:b1].reshape(tb * (b1 - b0), -1))).reshape(tb, b1 - b0, n)
+            rows = tb * (b1 - b0)
+            arr = np.asarray(dense(x[:, b0:b1].reshape(rows, -1))).reshape(tb, b1 - b0, n)
+            if second is not None:
+                arr = arr.astype(np.float64)
+                x2 = second[1][:, b0:b1].reshape(rows, -1)
+                if second[0] == "conv":
+                    conv2 = second[2]
+                    arr += np.asarray(conv2.dense32(x2) if conv2.dense32 is not None else conv2(x2)).reshape(arr.shape)
+                else:
+                    idx, w = second[2], second[3]
+                    g = np.take(x2, idx[0], axis=1) * w[0]
+                    for f in range(1, idx.shape[0]):
+                        g += np.take(x2, idx[f], axis=1) * w[f]
+                    arr += g.reshape(arr.shape)
             sp = np.empty((tb, b1 - b0, n), dtype=bool)
             self._if_scan(st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, [arr], sp, None)
             spikes[:, b0:b1] = sp
