@@ -323,12 +323,12 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
         t0 = time.perf_counter()
         program = TensorProgram(compiled, xp)
         t_build = time.perf_counter() - t0
-        if parts > 1 and saved_threads is None and "torch" in sys.modules:
+        if saved_threads is None and "torch" in sys.modules:
             # numpy arrays whose dense float32 convolutions run in torch (fixed-point kernels,
-            # precision="float32"): one torch thread per batch part, as above
+            # precision="float32"): its threads as above, so a run uses the threads it was given
             torch_mod = sys.modules["torch"]
             saved_torch = torch_mod.get_num_threads()
-            torch_mod.set_num_threads(1)
+            torch_mod.set_num_threads(1 if parts > 1 else int(cfg.threads))
         for k0 in range(start, n, bs):
             sub = draw_poisson(plan.select(k0, k0 + bs), cfg.n_steps, dt, cfg.seed, k0)
             out = _run_parts(program, sub, k0, parts, cfg, rec)

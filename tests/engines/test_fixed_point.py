@@ -125,3 +125,20 @@ def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatc
 
     monkeypatch.setattr(DenseConv32, "__call__", rounding)
     assert SparseConv(op).dense32 is None
+
+
+@pytest.mark.slow
+def test_a_fixed_point_network_compiles_nothing_in_its_run(monkeypatch, lenet, rng):
+    # fresh kernels: preparing a fixed-point kernel compiles the float32 forms, the run none
+    monkeypatch.setattr(compiled, "_tried", False)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "_fixed_point_warm", False)
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    assert compiled.available()
+    SparseConv(SharedKernel(_grid(rng.normal(size=(4, 2, 3, 3))), (2, 6, 6), padding=(1, 1)))
+    warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
+    snn, x = lenet
+    for dense_above in (0.1, 2.0):
+        rec = _run(monkeypatch, snn, x, dense_above=dense_above, push32=True)
+        assert sum(int(c.sum()) for c in rec.counts.values()) > 5000
+    assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm

@@ -201,6 +201,8 @@ class SparseConv:
         # so the layer-major schedule may sum in float32 (pushed, or dense above a spike density)
         # and get the ordered float64 sums bit for bit
         self.wf32 = self.wf.astype(np.float32) if float32_exact(op.kernel) else None
+        if self.wf32 is not None and compiled.available():
+            compiled.warm_fixed_point()
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "count_pack", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "warm_fixed_point", "count_pack", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -395,6 +395,32 @@ def _warm_up(k: dict[str, Any]) -> None:
     th = np.ones(2, dtype=np.int64)
     for vt, at in ((np.int16, np.int8), (np.int16, np.int16), (np.int32, np.int8), (np.int32, np.int32)):
         k["int_scan"](np.zeros((2, 2), dtype=vt), np.zeros((1, 2, 2), dtype=at), True, 0, th, True, 0, np.zeros((1, 2, 2), dtype=np.uint8))
+
+
+_fixed_point_warm = False
+
+
+def warm_fixed_point() -> None:
+    """Compile the forms fixed-point convolutions call (float32 sums onto float64 potentials), once per process.
+
+    Called when the engine prepares a fixed-point kernel (:class:`~.arrays.SparseConv`), so a
+    network without one never compiles them and one with them does not compile in its first block.
+    """
+    global _fixed_point_warm
+    if _fixed_point_warm or _kernels is None:
+        return
+    k = _kernels
+    f4 = np.zeros((1, 1, 2, 1), dtype=np.float32)
+    acc = np.zeros((1, 2, 1), dtype=np.float32)
+    s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
+    per_neuron = np.broadcast_to(np.zeros(2), (2, 2))
+    per_sample = np.broadcast_to(np.zeros((2, 2)), (2, 2))
+    k["conv_if"](s5, f4, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, f4, acc.copy(), np.zeros((1, 2), dtype=np.intp),
+                 np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+    a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))
+    for drive in (per_neuron, per_sample):  # the dense path's scan of float32 arrivals
+        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
+    _fixed_point_warm = True
 
 
 def _give_up(what: str, e: BaseException) -> None:
