@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ..snn.network import Projection, SpikingNetwork
 
-__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "to_fixed_point", "float32_exact"]
+__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "to_fixed_point", "float32_exact", "float32_exact_matrix"]
 
 #: a float32 significand holds every integer up to 2**24: sums of grid units up to this are exact
 EXACT_SUM_UNITS = 2**24
@@ -64,6 +65,17 @@ def _round_to_grid(w: NDArray[np.float64], e: int) -> NDArray[np.float64]:
     return np.ldexp(np.rint(np.ldexp(w, e)), -e)
 
 
+def _on_grid(values: NDArray[np.float64], max_fan_in: float) -> bool:
+    """Whether ``values`` are multiples of ``2**-e`` for the ``e`` of ``max_fan_in`` (all zero: True)."""
+    if not np.all(np.isfinite(values)):
+        return False
+    e = grid_exponent(max_fan_in)
+    if e is None:
+        return True
+    scaled = np.ldexp(values, e)
+    return bool(np.array_equal(scaled, np.rint(scaled)))
+
+
 def float32_exact(kernel: NDArray[np.float64]) -> bool:
     """Whether any sum of a shared kernel's taps onto one output is exact in float32 (and float64).
 
@@ -72,13 +84,19 @@ def float32_exact(kernel: NDArray[np.float64]) -> bool:
     :func:`to_fixed_point` makes); a kernel of zeros is trivially exact.
     """
     k = np.asarray(kernel, dtype=np.float64)
-    if not k.size or not np.all(np.isfinite(k)):
+    if not k.size:
         return False
-    e = grid_exponent(float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
-    if e is None:
-        return True
-    scaled = np.ldexp(k, e)
-    return bool(np.array_equal(scaled, np.rint(scaled)))
+    return _on_grid(k, float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
+
+
+def float32_exact_matrix(m: sp.csr_matrix) -> bool:
+    """Whether any sum of a ``(n_post, n_pre)`` weight matrix's entries along one row is exact in float32.
+
+    The same test as :func:`float32_exact`, with each row (post-synaptic neuron) as the fan-in.
+    """
+    if not m.nnz:
+        return False
+    return _on_grid(np.asarray(m.data, dtype=np.float64), float(abs(m).sum(axis=1).max()))
 
 
 def to_fixed_point(snn: SpikingNetwork) -> SpikingNetwork:

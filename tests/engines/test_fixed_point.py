@@ -142,3 +142,21 @@ def test_a_fixed_point_network_compiles_nothing_in_its_run(monkeypatch, lenet, r
         rec = _run(monkeypatch, snn, x, dense_above=dense_above, push32=True)
         assert sum(int(c.sum()) for c in rec.counts.values()) > 5000
     assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm
+
+
+def test_fixed_point_dense_matrices_are_float32_gemms_with_the_ordered_sums(rng):
+    import scipy.sparse as sp
+
+    from spikebridge.engines.tensor.arrays import NumpyArrays, ordered_matmul
+
+    w = rng.normal(size=(40, 300))  # (n_post, n_pre), dense
+    e = grid_exponent(float(np.abs(w).sum(axis=1).max()))
+    fixed = sp.csr_matrix(np.ldexp(np.rint(np.ldexp(w, e)), -e))
+    xp = NumpyArrays()
+    assert xp.matrix(sp.csr_matrix(w))[0] == "dense"
+    prepared = xp.matrix(fixed)
+    assert prepared[0] == "dense32" and prepared[1].dtype == np.float32
+    x = rng.random((64, 300)) < 0.4
+    got = xp.matmul(prepared, x)
+    assert got.dtype == np.float64
+    assert np.array_equal(got, ordered_matmul(x.astype(np.float64), fixed.toarray().T))

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from ...conversion.fixedpoint import float32_exact
+from ...conversion.fixedpoint import float32_exact, float32_exact_matrix
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
 from . import compiled
@@ -382,6 +382,9 @@ class NumpyArrays(Arrays):
     def matrix(self, m: sp.csr_matrix) -> Any:
         n_post, n_pre = m.shape
         if m.nnz > _DENSE_FILL * n_post * n_pre:
+            if float32_exact_matrix(m):
+                # fixed-point weights (conversion.fixedpoint): a float32 GEMM's sums are exact, in any order
+                return ("dense32", np.ascontiguousarray(m.toarray().T, dtype=np.float32))
             return ("dense", np.ascontiguousarray(m.toarray().T))  # (n_pre, n_post): active rows are contiguous
         fan_in = np.diff(m.indptr)
         if m.nnz and int(fan_in.max()) <= _GATHER_FAN_IN:
@@ -422,6 +425,9 @@ class NumpyArrays(Arrays):
             for f in range(1, idx.shape[0]):
                 out += x[:, idx[f]] * w[f]
             return out
+        if kind == "dense32":
+            # exact: every partial sum is representable in float32 (float64 for the scans)
+            return np.matmul(x.astype(np.float32), wt).astype(np.float64)
         if kind == "dense":
             if compiled.available():
                 return compiled.dense_events(x, wt)
@@ -524,8 +530,8 @@ class Float32Arrays(NumpyArrays):
         kind, wt = super().matrix(m)
         if kind == "gather":
             return kind, (wt[0], wt[1].astype(np.float32))
-        if kind == "dense":
-            return kind, np.ascontiguousarray(wt, dtype=np.float32)
+        if kind in ("dense", "dense32"):
+            return "dense", np.ascontiguousarray(wt, dtype=np.float32)
         return kind, (wt[0].astype(np.float32), wt[1].astype(np.float32))
 
     # float32 pulls run at about 0.6x the float64 ones (same ResNet-8 convolution): from 5 %
