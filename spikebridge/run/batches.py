@@ -236,12 +236,12 @@ def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> 
 
 
 
-def _one_blas_thread() -> Any:
-    """Context limiting BLAS to one thread while batch parts run in threads of their own.
+def _blas_threads(n: int) -> Any:
+    """Context limiting BLAS to ``n`` threads: one while batch parts run in threads of their own.
 
     Two parts each calling a 2-thread OpenBLAS ran the MNIST LeNet 3.5x slower than with one
     BLAS thread per part (issue 21; 100 samples, T=64, load ~4).  Uses threadpoolctl where
-    installed; without it, set ``OPENBLAS_NUM_THREADS=1`` yourself.
+    installed; without it, set ``OPENBLAS_NUM_THREADS`` yourself.
     """
     try:
         from threadpoolctl import threadpool_limits
@@ -249,7 +249,7 @@ def _one_blas_thread() -> Any:
         import contextlib
 
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=max(1, n), user_api="blas")
 
 
 def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg: SimulationConfig, rec: set[str]) -> SpikeRecord:
@@ -257,7 +257,9 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
     n = plan.n_samples
     parts = max(1, min(parts, n))
     if parts == 1:
-        return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
+        # BLAS (fixed-point or float32 GEMMs, ordered products) on the threads the run was given
+        with _blas_threads(int(cfg.threads)):
+            return program.run(plan, cfg.n_steps, seed=cfg.seed + k0, record=rec)
     from concurrent.futures import ThreadPoolExecutor
 
     from ..store.record import SpikeTrains, concat_records
@@ -268,7 +270,7 @@ def _run_parts(program: TensorProgram, plan: InputPlan, k0: int, parts: int, cfg
     bits = {name: np.empty((n, cfg.n_steps, (program.snn.populations[name].n + 7) // 8), dtype=np.uint8)
             for name in rec if name in program.snn.populations}
     t0 = time.perf_counter()
-    with _one_blas_thread(), ThreadPoolExecutor(max_workers=parts) as pool:
+    with _blas_threads(1), ThreadPoolExecutor(max_workers=parts) as pool:
         futures = [
             pool.submit(program.run, plan.select(a, b), cfg.n_steps, seed=cfg.seed + k0 + int(a), record=rec,
                         bits_out={name: arr[a:b] for name, arr in bits.items()})
