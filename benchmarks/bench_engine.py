@@ -19,8 +19,10 @@ acyclic networks on numpy), ``step-major`` (``engine.LAYER_MAJOR = False``), ``l
 float32`` (the opt-in ``precision="float32"``; its row says how many predictions and spike counts
 equal the exact row's) and, on request, ``layer-major, previous`` (without the integer max-pool
 gates and fused IF scan of 2026-12-06) and ``layer-major, numpy`` (the numpy/scipy products in
-place of the compiled numba kernels; the default rows use them when numba is installed), all in
-the same run; ``--phases`` records per-phase CPU
+place of the compiled numba kernels; the default rows use them when numba is installed) and
+``layer-major, fixed-point`` (the same ANN converted with ``ConversionConfig(fixed_point=True)``:
+exact float32 products; its row says how many predictions and spike counts equal the exact
+row's), all in the same run; ``--phases`` records per-phase CPU
 seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
 records the 1-minute load beside it.
 
