@@ -223,8 +223,14 @@ class TensorProgram:
                 i_in = plan.current_at(name, 0)
                 # the reference's ``pop.bias + i_in`` and the quantities derived from it, computed once
                 drive: Any = spec.bias if i_in is None else xp.asarray(np.asarray(pop.bias, dtype=np.float64) + i_in)
-                st.drive = drive
-                st.step_drive = dt * drive
+                if i_in is not None and pop.model in ("if", "integrator") and isinstance(drive, np.ndarray):
+                    # these models read only dt·drive: computed in the drive's own fresh array (same
+                    # values; one (batch, n) array less to fault in, results.md §0.2o)
+                    st.drive = None
+                    st.step_drive = np.multiply(dt, drive, out=drive)
+                else:
+                    st.drive = drive
+                    st.step_drive = dt * drive
                 if spec.ref_steps > 0:
                     st.last = xp.asarray(np.full((n_b, pop.n), -(10**9), dtype=np.float64))
             if spec.thresholded or spec.is_input:
