@@ -7,6 +7,7 @@ tensor engine's batches (optionally split across threads); :func:`progress_bar` 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -236,6 +237,27 @@ def tensor_batch_size(compiled: Plan, n_samples: int, cfg: SimulationConfig) -> 
 
 
 
+#: numpy's madvise(MADV_HUGEPAGE) of large arrays during tensor runs: False turns it off for the run
+#: (restored after), None leaves numpy's setting.  With the kernel's default THP defrag ("madvise")
+#: each fault of such an array may compact memory first; on the 2-core VM of the issue-21
+#: benchmarks, 1,000 images, 2 threads, alternating runs in one process, off against on: MNIST
+#: LeNet T=128 2.72-2.83 against 3.34-3.49 s (system time 0.28-0.30 against 0.89-1.02 s),
+#: F-MNIST VGG T=32 (fixed-point) 2.61-2.66 against 2.98-3.27 s, ResNet-8 2.22-2.28 against
+#: 2.26-2.35 s (results.md §0.2o)
+NUMPY_HUGEPAGES: bool | None = False
+
+
+def _numpy_hugepages(enable: bool) -> bool | None:
+    """Set numpy's hugepage advice for large arrays; the previous setting (None: this numpy has no switch)."""
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            switch = getattr(importlib.import_module(module), "_set_madvise_hugepage")
+        except (ImportError, AttributeError):
+            continue
+        return bool(switch(enable))
+    return None
+
+
 def _blas_threads(n: int) -> Any:
     """Context limiting BLAS to ``n`` threads: one while batch parts run in threads of their own.
 
@@ -303,7 +325,8 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
     uses ``seed + k0``, as in the Brian2 engine.  On CPU, ``cfg.threads > 1`` splits each batch into
     that many parts simulated by concurrent threads (each part is a batch of its own, so results
     equal a run with that batch size); torch then runs one intra-op thread per part.  On CUDA,
-    ``threads`` sets torch's CPU threads.  torch's thread count is restored afterwards.
+    ``threads`` sets torch's CPU threads.  torch's thread count is restored afterwards, and so is
+    numpy's hugepage advice, which :data:`NUMPY_HUGEPAGES` turns off for the run.
     Yields ``(first_sample, SpikeRecord)``.
     """
     snn, dt = compiled.snn, compiled.dt
@@ -315,6 +338,7 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
     saved_threads = None
     torch_mod: Any = None
     saved_torch = 0
+    saved_hugepages = None
     if xp.name.startswith("torch"):
         saved_threads = xp.lib.get_num_threads()
         # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
@@ -322,6 +346,8 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
         xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
     progress = progress_bar(cfg, n - start, snn.name)
     try:
+        if NUMPY_HUGEPAGES is not None:
+            saved_hugepages = _numpy_hugepages(NUMPY_HUGEPAGES)
         t0 = time.perf_counter()
         program = TensorProgram(compiled, xp)
         t_build = time.perf_counter() - t0
@@ -344,6 +370,8 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
             xp.lib.set_num_threads(saved_threads)
         if torch_mod is not None:
             torch_mod.set_num_threads(saved_torch)
+        if saved_hugepages is not None:
+            _numpy_hugepages(saved_hugepages)
         if progress is not None:
             progress.close()
 

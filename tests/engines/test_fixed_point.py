@@ -156,3 +156,4 @@ def test_fixed_point_dense_matrices_are_float32_gemms_with_the_ordered_sums(rng)
     got = xp.matmul(prepared, x)
     assert got.dtype == np.float64
     assert np.array_equal(got, ordered_matmul(x.astype(np.float64), fixed.toarray().T))
+

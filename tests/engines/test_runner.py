@@ -405,3 +405,29 @@ def test_runtime_batches_count_spikes_in_resets_like_monitors(tiny_mlp, rng):
     assert "fc1" in built.spike_monitors and "fc1" not in built.spike_counters
     assert built.spike_counters == set(counted.counts) - {"fc1"} and built.output_counter
     assert not any(isinstance(o, b2.SpikeMonitor) and o.source.name in built.spike_counters for o in built.network.objects)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_tensor_run_turns_numpys_hugepage_advice_off_and_restores_it(monkeypatch, tiny_cnn, rng, threads):
+    # a fault of a madvised array may compact memory first (results.md §0.2o: LeNet 2.7 against 3.4 s)
+    import spikebridge.run.batches as batches
+    from spikebridge.engines.tensor.engine import TensorProgram
+
+    seen = []
+    real = TensorProgram.run
+
+    def spy(self, *a, **k):
+        state = batches._numpy_hugepages(False)  # reads the setting (and sets it back below)
+        batches._numpy_hugepages(bool(state))
+        seen.append(state)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(TensorProgram, "run", spy)
+    graph = tiny_cnn()
+    x = rng.random((6,) + tuple(graph.input_shape))
+    snn = convert(graph, calibration=x)
+    if batches._numpy_hugepages(True) is None:
+        pytest.skip("this numpy has no hugepage switch")
+    simulate(snn, x, SimulationConfig(n_steps=4, engine="tensor", device="cpu", threads=threads))
+    assert seen and set(seen) == {False}
+    assert batches._numpy_hugepages(True) is True  # restored after the run
