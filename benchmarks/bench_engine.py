@@ -652,9 +652,10 @@ def main(argv=None) -> int:
     p.add_argument("--brian2-samples", dest="brian2_samples", type=int, default=20)
     p.add_argument("--brian2-target", dest="brian2_target", default="cython")
     p.add_argument("--vgg-memory", dest="vgg_memory", type=float, default=3e9)
-    p.add_argument("--variants", default="layer-major,step-major,layer-major, float32",
+    p.add_argument("--variants", default="layer-major,step-major,layer-major, float32,layer-major, fixed-point",
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
-                   "'layer-major, previous' (before integer gates and the fused IF scan); split at commas not followed by a space")
+                   "'layer-major, fixed-point' (converted with fixed_point=True), 'layer-major, previous' (before integer "
+                   "gates and the fused IF scan); split at commas not followed by a space")
     p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
                    help="store case: the schedules to run (comma-separated)")
     p.add_argument("--phases", action="store_true", help="record per-phase CPU seconds of the layer-major rows (layered.PHASES)")
