@@ -74,7 +74,7 @@ FUSED_CONV = True
 #: > 1 never dense.  One thread, fired fraction 0.15, µs per row, torch's dense float32 against the
 #: float64 push: F-MNIST VGG conv3 58 / 71, conv2 19 / 38, MNIST LeNet conv2 14.5 / 30; at 0.05
 #: 56 / 34, 27 / 20, 15 / 12.5 (im2col and a numpy GEMM, without torch: 181, 91, 70).  Whole runs
-#: (results.md §0.2o): 3-14 % faster than the float32 push alone on 1 thread, 1-14 % on 2
+#: (results.md §0.2o): 3-11 % faster than the float32 push alone on 1 thread, 0-14 % on 2
 DENSE32_ABOVE = 0.1
 #: push fixed-point convolutions with float32 weights and sums (False: float64, the same sums)
 FIXED_POINT_PUSH = True
