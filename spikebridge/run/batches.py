@@ -335,26 +335,20 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
     bs = tensor_batch_size(compiled, n - start, cfg)
     xp = arrays_for(cfg.device)
     parts = int(cfg.threads) if xp.name in ("numpy", "torch-cpu") else 1
-    saved_threads = None
     torch_mod: Any = None
     saved_torch = 0
     saved_hugepages = None
-    if xp.name.startswith("torch"):
-        saved_threads = xp.lib.get_num_threads()
-        # batch-parallel threads on CPU: one torch thread each (intra-op threads of several
-        # parts would oversubscribe the cores)
-        xp.lib.set_num_threads(1 if parts > 1 else int(cfg.threads))
     progress = progress_bar(cfg, n - start, snn.name)
     try:
         if NUMPY_HUGEPAGES is not None:
             saved_hugepages = _numpy_hugepages(NUMPY_HUGEPAGES)
         t0 = time.perf_counter()
-        program = TensorProgram(compiled, xp)
+        program = TensorProgram(compiled, xp)  # imports torch where it is used (torch arrays, dense float32 convolutions)
         t_build = time.perf_counter() - t0
-        if saved_threads is None and "torch" in sys.modules:
-            # numpy arrays whose dense float32 convolutions run in torch (fixed-point kernels,
-            # precision="float32"): its threads as above, so a run uses the threads it was given
-            torch_mod = sys.modules["torch"]
+        torch_mod = xp.lib if xp.name.startswith("torch") else sys.modules.get("torch")
+        if torch_mod is not None:
+            # the threads the run was given: one per batch part while parts run in threads of
+            # their own (intra-op threads of several parts would oversubscribe the cores)
             saved_torch = torch_mod.get_num_threads()
             torch_mod.set_num_threads(1 if parts > 1 else int(cfg.threads))
         for k0 in range(start, n, bs):
@@ -366,8 +360,6 @@ def iter_plan_tensor(compiled: Plan, plan: InputPlan, cfg: SimulationConfig, sta
                 progress.update(sub.n_samples)
             yield k0, out
     finally:
-        if saved_threads is not None:
-            xp.lib.set_num_threads(saved_threads)
         if torch_mod is not None:
             torch_mod.set_num_threads(saved_torch)
         if saved_hugepages is not None:

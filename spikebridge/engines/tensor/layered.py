@@ -565,16 +565,17 @@ class LayerMajor:
             x = hist[pre][d0 : d0 + spikes.shape[0]]
             op = link.kernel
             if op is not None and op.groups == 1 and isinstance(link.prepared, SparseConv):
-                parts.append(("conv", x, link.prepared))
+                parts.append(("conv", x, link))
             elif op is None and link.prepared[0] == "gather":
-                parts.append(("gather", x, *link.prepared[1]))
+                parts.append(("gather", x, link))
             else:
                 return False
         parts.sort(key=lambda pt: pt[0] != "conv")  # a convolution first, as conv_if adds them
-        first = parts[0]
-        if first[0] != "conv" or first[2].dense32 is None or np.count_nonzero(first[1]) < DENSE32_ABOVE * first[1].size:
+        kind, x, link = parts[0]
+        dense = link.prepared.dense32 if kind == "conv" else None
+        if dense is None or np.count_nonzero(x) < DENSE32_ABOVE * x.size:
             return False
-        self._dense_if(first[2].dense32, first[1], st, theta, spikes, parts[1] if len(parts) > 1 else None)
+        self._dense_if(dense, x, st, theta, spikes, parts[1][1:] if len(parts) > 1 else None)
         return True
 
     def _dense_if(self, dense: Any, x: NDArray[np.bool_], st: Any, theta: float, spikes: NDArray[np.bool_],
@@ -585,10 +586,9 @@ class LayerMajor:
         Samples go in chunks of about ``_DENSE_ROWS`` rows: a chunk's float32 arrivals (torch's
         convolution, exact for a fixed-point kernel: every partial sum is representable) are
         scanned while they are in cache, with the float64 scan of :meth:`_if_scan`.  ``second``,
-        ``("conv", x2, SparseConv)`` or ``("gather", x2, idx, w)``, is a second link's sums,
-        added to the first's in float64 before the scan, as :func:`.compiled.conv_if` adds them
-        (a convolution's ordered sums: dense if its kernel is fixed-point too, else pushed; a
-        gather's slots in order, as the fused kernel's gather).
+        ``(x2, link)``, a convolution or a gather, is a second link: its products (the engine's
+        own, ordered as the fused kernel's) are added to the first's in float64 before the scan,
+        as :func:`.compiled.conv_if` adds them.
         """
         tb, n_b = x.shape[0], x.shape[1]
         n = spikes.shape[2]
@@ -600,17 +600,9 @@ class LayerMajor:
             rows = tb * (b1 - b0)
             arr = np.asarray(dense(x[:, b0:b1].reshape(rows, -1))).reshape(tb, b1 - b0, n)
             if second is not None:
+                x2, link2 = second
                 arr = arr.astype(np.float64)
-                x2 = second[1][:, b0:b1].reshape(rows, -1)
-                if second[0] == "conv":
-                    conv2 = second[2]
-                    arr += np.asarray(conv2.dense32(x2) if conv2.dense32 is not None else conv2(x2)).reshape(arr.shape)
-                else:
-                    idx, w = second[2], second[3]
-                    g = np.take(x2, idx[0], axis=1) * w[0]
-                    for f in range(1, idx.shape[0]):
-                        g += np.take(x2, idx[f], axis=1) * w[f]
-                    arr += g.reshape(arr.shape)
+                arr += np.asarray(self.p._apply(link2, x2[:, b0:b1].reshape(rows, -1))).reshape(arr.shape)
             sp = np.empty((tb, b1 - b0, n), dtype=bool)
             self._if_scan(st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, [arr], sp, None)
             spikes[:, b0:b1] = sp
