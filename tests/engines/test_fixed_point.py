@@ -158,3 +158,22 @@ def test_fixed_point_dense_matrices_are_float32_gemms_with_the_ordered_sums(rng)
     assert got.dtype == np.float64
     assert np.array_equal(got, ordered_matmul(x.astype(np.float64), fixed.toarray().T))
 
+
+
+@requires_torch
+def test_dense_float32_convolutions_of_a_fixed_point_cnn_equal_brian2(monkeypatch):
+    # the canonical simulator on the same rounded weights: Brian2 adds each weight onto v in turn
+    from spikebridge.datasets import load_dataset
+
+    digits, _ = load_dataset("digits:test")
+    snn = convert(load_model(model_path("digits_cnn")), ConversionConfig(v_init=0.5, fixed_point=True),
+                  calibration=digits[:200])
+    x = digits[:3]
+    calls = []
+    real = layered.LayerMajor._dense_if
+    monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(1) or real(self, *a))
+    monkeypatch.setattr(layered, "DENSE32_ABOVE", 0.0)
+    ten = simulate(snn, x, SimulationConfig(n_steps=48, engine="tensor", device="cpu", record=("all",)))
+    assert calls  # the dense path ran
+    b2 = simulate(snn, x, SimulationConfig(n_steps=48, target="numpy", record=("all",)))
+    assert_same_spikes(ten, b2, min_spikes=2000)
