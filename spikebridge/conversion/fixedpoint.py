@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ..snn.network import Projection, SpikingNetwork
 
-__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "to_fixed_point", "float32_exact", "float32_exact_matrix"]
+__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "to_fixed_point", "float32_exact", "float32_exact_matrix", "kernel_units"]
 
 #: a float32 significand holds every integer up to 2**24: sums of grid units up to this are exact
 EXACT_SUM_UNITS = 2**24
@@ -74,6 +74,21 @@ def _on_grid(values: NDArray[np.float64], max_fan_in: float) -> bool:
         return True
     scaled = np.ldexp(values, e)
     return bool(np.array_equal(scaled, np.rint(scaled)))
+
+
+def kernel_units(kernel: NDArray[np.float64]) -> tuple[NDArray[np.int64], int] | None:
+    """A fixed-point shared kernel as integers: ``(u, e)`` with ``kernel == u · 2**-e``, or None.
+
+    ``e`` is :func:`grid_exponent` of the largest per-output-channel Σ|w| (0 for a kernel of
+    zeros), so every sum of ``u`` over one output channel's taps is at most ``2**24`` in
+    magnitude.  None when the kernel is not on that grid (not what :func:`to_fixed_point` makes).
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if not k.size or not float32_exact(k):
+        return None
+    e = grid_exponent(float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
+    e = 0 if e is None else e
+    return np.ldexp(k, e).astype(np.int64), e
 
 
 def float32_exact(kernel: NDArray[np.float64]) -> bool:

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 
+import spikebridge.engines.tensor.arrays as arrays
 import spikebridge.engines.tensor.compiled as compiled
 import spikebridge.engines.tensor.layered as layered
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.conversion.fixedpoint import grid_exponent
 from spikebridge.engines.reference import simulate_reference
-from spikebridge.engines.tensor.arrays import DenseConv32, SparseConv
+from spikebridge.engines.tensor.arrays import DenseConv32, DigitConv, SparseConv
 from spikebridge.importers.registry import load_model
 from spikebridge.models import model_path
 from spikebridge.run.simulate import simulate
@@ -34,6 +35,7 @@ def lenet():
 
 def _run(monkeypatch, snn, x, dense_above: float, push32: bool):
     monkeypatch.setattr(layered, "DENSE32_ABOVE", dense_above)
+    monkeypatch.setattr(layered, "DIGITS_ABOVE", dense_above)
     monkeypatch.setattr(layered, "FIXED_POINT_PUSH", push32)
     return simulate(snn, x, SimulationConfig(n_steps=24, engine="tensor", device="cpu", record=("all",)))
 
@@ -62,8 +64,15 @@ def test_float32_pushed_sums_of_a_fixed_point_lenet_give_the_float64_spikes(monk
 
 
 @requires_torch
-def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spikes(monkeypatch, lenet):
+@pytest.mark.parametrize("digits", [True, False], ids=["int8-digits", "float32-conv2d"])
+def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spikes(monkeypatch, lenet, digits):
     snn, x = lenet
+    monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
+    forms = set()
+    real_join = layered.LayerMajor._dense_join
+    monkeypatch.setattr(layered.LayerMajor, "_dense_join",
+                        lambda self, links, *a: forms.update(type(lk.prepared.dense32) for _, lk in links if lk.kernel is not None)
+                        or real_join(self, links, *a))
     calls = []
     real = layered.LayerMajor._dense_if
     monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(a[-1]) or real(self, *a))
@@ -72,13 +81,16 @@ def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spik
     monkeypatch.setattr(layered, "_DENSE_ROWS", 8)  # chunks of 2 samples (blocks of 4 steps)
     got = _run(monkeypatch, snn, x, dense_above=0.0, push32=True)
     assert len(calls) >= 6  # every block of the 16 -> 32 convolution (24 steps in blocks of 4)
+    assert forms == {DigitConv if digits else DenseConv32}
     _assert_same(want, got)
 
 
 @requires_torch
-def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch):
+@pytest.mark.parametrize("digits", [True, False], ids=["int8-digits", "float32-conv2d"])
+def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch, digits):
     # ResNet-8's joins: a 3x3 convolution plus the identity shortcut (a gather) or a strided 1x1
     # convolution (a second fixed-point kernel)
+    monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
     graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
     x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
     snn = convert(graph, ConversionConfig(fixed_point=True), calibration=x)
@@ -109,19 +121,74 @@ def test_only_fixed_point_kernels_take_the_float32_paths(rng):
     assert SparseConv(SharedKernel(off, shape, padding=(1, 1))).wf32 is None
 
 
-@requires_torch
-def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatch):
-    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
-    assert isinstance(SparseConv(op).dense32, DenseConv32)
-    real = DenseConv32.__call__
+def _rounding(cls, monkeypatch):
+    real = cls.__call__
 
     def rounding(self, spikes):
         out = real(self, spikes)
         out[0, 0] = np.nextafter(out[0, 0], np.float32(np.inf))  # one sum one float32 step off
         return out
 
-    monkeypatch.setattr(DenseConv32, "__call__", rounding)
+    monkeypatch.setattr(cls, "__call__", rounding)
+
+
+@requires_torch
+def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatch):
+    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+    assert isinstance(SparseConv(op).dense32, DigitConv)
+    _rounding(DigitConv, monkeypatch)
+    assert isinstance(SparseConv(op).dense32, DenseConv32)  # the next form whose probe passes
+    _rounding(DenseConv32, monkeypatch)
     assert SparseConv(op).dense32 is None
+    monkeypatch.setattr(arrays, "INT8_DIGITS", False)
+    assert SparseConv(op).dense32 is None
+
+
+@requires_torch
+@pytest.mark.parametrize(("shape", "out_ch", "k", "stride", "padding", "scale"), [
+    ((4, 9, 9), 8, 3, 1, 1, 1.0),  # VGG-like, 3 digits
+    ((3, 10, 10), 6, 3, 2, 1, 1.0),  # strided (ResNet's downsampling)
+    ((5, 7, 7), 4, 1, 2, 0, 1.0),  # strided 1x1 shortcut
+    ((2, 8, 8), 3, 5, 1, 0, 1e-3),  # one dominant weight: 4 digits
+    ((2, 6, 6), 3, 3, 1, 1, 0.0),  # all zero
+])
+def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_ch, k, stride, padding, scale):
+    kern = rng.normal(size=(out_ch, shape[0], k, k)) * (scale if scale else 0.0)
+    if scale and scale < 1:
+        kern[0, 0, 0, 0] = 1.0  # the other weights ~1e-3 of it: the largest needs 4 digits
+    op = SharedKernel(_grid(kern) if scale else kern, shape, stride=(stride, stride), padding=(padding, padding))
+    digits = DigitConv.build(op)
+    assert digits is not None
+    units = np.abs(np.ldexp(op.kernel, grid_exponent(float(np.abs(op.kernel).reshape(out_ch, -1).sum(axis=1).max())) or 0))
+    assert digits.n_digits == (4 if units.max() > 8_355_711 else 3 if units.max() > 32_639 else 2 if units.max() > 127 else 1)
+    sc = SparseConv(op)
+    x = rng.random((40, op.n_pre)) < np.linspace(0.0, 1.0, 40)[:, None]  # from no spikes to all
+    sc.dense_above = 2.0
+    want = sc(x)  # the events in pre-index order
+    got = digits(x)
+    assert got.dtype == np.float32 and np.array_equal(got.astype(np.float64), want)
+    # the fused scan: the same spikes and potentials as if_scan over those arrivals
+    tb, n_r = 4, 10
+    theta = float(np.abs(want).max()) / 3 or 1.0
+    v0 = rng.random((n_r, op.n_post)) * theta
+    drive = rng.random(op.n_post) * theta / 4
+    v1, s1 = v0.copy(), np.empty((tb, n_r, op.n_post), dtype=bool)
+    assert compiled.if_scan(v1, drive, theta, [got.reshape(tb, n_r, -1)], s1, None)
+    v2, s2 = v0.copy(), np.empty_like(s1)
+    assert digits.scan_if(x, v2, drive, theta, s2)
+    assert s1.any() and np.array_equal(s1, s2) and np.array_equal(v1, v2)
+
+
+@requires_torch
+def test_int8_digits_without_the_compiled_kernels_add_in_numpy(rng, monkeypatch):
+    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+    digits = DigitConv.build(op)
+    x = rng.random((16, op.n_pre)) < 0.3
+    with_numba = digits(x)
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    assert not compiled.available()
+    assert np.array_equal(digits(x), with_numba)
+    assert not digits.scan_if(x, np.zeros((4, op.n_post)), 0.0, 1.0, np.empty((4, 4, op.n_post), dtype=bool))
 
 
 @pytest.mark.slow
@@ -173,6 +240,7 @@ def test_dense_float32_convolutions_of_a_fixed_point_cnn_equal_brian2(monkeypatc
     real = layered.LayerMajor._dense_if
     monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: calls.append(1) or real(self, *a))
     monkeypatch.setattr(layered, "DENSE32_ABOVE", 0.0)
+    monkeypatch.setattr(layered, "DIGITS_ABOVE", 0.0)
     ten = simulate(snn, x, SimulationConfig(n_steps=48, engine="tensor", device="cpu", record=("all",)))
     assert calls  # the dense path ran
     b2 = simulate(snn, x, SimulationConfig(n_steps=48, target="numpy", record=("all",)))

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from ...conversion.fixedpoint import float32_exact, float32_exact_matrix
+from ...conversion.fixedpoint import EXACT_SUM_UNITS, float32_exact, float32_exact_matrix, kernel_units
 from ...snn.kernels import SharedKernel
 from ...errors import ValidationError
 from . import compiled
@@ -208,18 +208,25 @@ class SparseConv:
         self._local = threading.local()
         self.dense32 = self._dense32_checked()
 
-    def _dense32_checked(self) -> "DenseConv32 | None":
-        """A dense float32 convolution of this fixed-point kernel in torch, or None.
+    def _dense32_checked(self) -> "DigitConv | DenseConv32 | None":
+        """A dense convolution of this fixed-point kernel in torch with float32 results, or None.
 
-        None without torch, for a kernel that is not fixed-point (``wf32`` None), or when a probe
-        (32 rows of random spikes) does not give the ordered float64 sums bit for bit: a library
-        that transforms the weights (Winograd, FFT) or computes in reduced precision (TF32 or
-        bf16 settings) is not used.
+        Int8 digits (:class:`DigitConv`, with :data:`INT8_DIGITS`) where oneDNN has them, else
+        torch's float32 ``conv2d`` (:class:`DenseConv32`).  None without torch, for a kernel that
+        is not fixed-point (``wf32`` None), or when a probe (32 rows of random spikes) does not
+        give the ordered float64 sums bit for bit: a library that transforms the weights
+        (Winograd, FFT), computes in reduced precision (TF32 or bf16 settings) or rounds its
+        int8 outputs is not used.
         """
         if self.wf32 is None:
             return None
+        candidates: list[Any] = []
+        if INT8_DIGITS and (digits := DigitConv.build(self.op)) is not None:
+            candidates.append(digits)
         dense = DenseConv32(self.op)
-        if not dense.uses_torch:
+        if dense.uses_torch:
+            candidates.append(dense)
+        if not candidates:
             return None
         probe = np.random.default_rng(0).random((32, self.op.n_pre)) < 0.5
         self.dense_above = 2.0  # the reference: events, in pre-index order
@@ -227,7 +234,7 @@ class SparseConv:
             ordered = self(probe)
         finally:
             self.dense_above = DENSE_CONV_ABOVE
-        return dense if np.array_equal(np.asarray(dense(probe), dtype=np.float64), ordered) else None
+        return next((c for c in candidates if np.array_equal(np.asarray(c(probe), dtype=np.float64), ordered)), None)
 
     def _dense(self, s: NDArray[np.bool_], b: int) -> NDArray[np.float64]:
         """Unfold ``s`` (B, H+2p, W+2p, C) into float windows and multiply them in pre-index order."""
@@ -487,6 +494,119 @@ class DenseConv32:
         cols = np.ascontiguousarray(win[:, :oh, :ow]).reshape(b * oh * ow, c * kh * kw)
         out = cols @ self.wm
         return np.ascontiguousarray(out.reshape(b, oh * ow, -1).transpose(0, 2, 1)).reshape(b, -1)
+
+
+#: run a fixed-point convolution's dense products as int8 digit convolutions in oneDNN
+#: (:class:`DigitConv`, exact); False: torch's float32 ``conv2d`` (:class:`DenseConv32`, exact too).
+#: One thread, 64 rows of 15 % spikes, µs per row, float32 ``conv2d`` / digits: MNIST LeNet conv2
+#: 14.0 / 6.6, F-MNIST VGG conv3 29.2 / 13.7 (int8 AMX; results.md §0.2p)
+INT8_DIGITS = True
+# a digit sum is at most 128 × the taps in magnitude and must stay exact in float32 (2**24)
+_MAX_DIGIT_TAPS = 2**24 // 128
+
+
+def _onednn_int8() -> Any:
+    """torch when its oneDNN int8 convolution (``torch.ops.onednn.qconv2d_pointwise``) is there, else None."""
+    try:
+        import torch
+
+        torch.ops.onednn.qconv_prepack  # noqa: B018 - raises where the build has no oneDNN int8 ops
+        torch.ops.onednn.qconv2d_pointwise  # noqa: B018
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+    return torch
+
+
+class DigitConv:
+    """A fixed-point convolution of binary spikes, dense, as int8 digit convolutions (exact).
+
+    A fixed-point kernel is integers ``u`` times ``2**-e`` with every output channel's
+    ``Σ|u| <= 2**24`` (:func:`~spikebridge.conversion.fixedpoint.kernel_units`).  Each ``u`` is
+    written in ``L`` signed base-256 digits, ``u = Σ_j d_j · 256**j`` with ``d_j`` in
+    [-128, 127] (``L`` <= 4), and the ``L`` digit kernels run as one oneDNN int8 convolution with
+    ``L·O`` output channels: the spikes are its uint8 input (scale 1, zero point 0), the digits
+    its int8 weights, and channel ``j·O + c`` gets the scale ``256**j · 2**-e`` (a power of two).
+    Its int32 sums are at most ``128·C·kh·kw`` in magnitude, so their scaled float32 outputs are
+    exact; :func:`.compiled.digit_sum` adds the ``L`` digits of each output in float32 from the
+    highest down, which is exact too (every partial sum is a multiple of its lowest digit's
+    weight and at most ``2**24`` such multiples; the total at most ``2**24`` units).  The result
+    is the ordered float64 sum bit for bit, as :class:`DenseConv32`'s is for such a kernel, with
+    int8 arithmetic (VNNI or AMX where the CPU has them) in place of float32's.
+
+    Construct with :meth:`build`, which returns None where it does not apply (no torch or no
+    oneDNN int8 ops, a kernel not on its grid, grouped convolutions, too many taps).
+    """
+
+    def __init__(self, op: SharedKernel, torch: Any, units: NDArray[np.int64], e: int) -> None:
+        self.op = op
+        self._torch = torch
+        o = op.kernel.shape[0]
+        digits: list[NDArray[np.int64]] = []
+        rest = units.copy()
+        while not digits or rest.any():
+            d = (rest + 128) % 256 - 128
+            digits.append(d)
+            rest = (rest - d) // 256
+        self.n_digits = len(digits)
+        # digit-major channels: j·O + c, so each digit's O sums are contiguous for digit_sum
+        self._w = torch.from_numpy(np.concatenate(digits).astype(np.int8))
+        self._scales = torch.tensor([math.ldexp(1.0, 8 * j - e) for j in range(self.n_digits) for _ in range(o)],
+                                    dtype=torch.float32)
+        self._zeros = torch.zeros(self.n_digits * o, dtype=torch.int64)
+        self._args = ([int(s) for s in op.stride], [int(p) for p in op.padding], [1, 1])
+        self._packed = torch.ops.onednn.qconv_prepack(self._w, self._scales, 1.0, 0, *self._args, 1, None)
+
+    @classmethod
+    def build(cls, op: SharedKernel) -> "DigitConv | None":
+        """The digit form of ``op``'s kernel, or None where it does not apply (see the class docstring)."""
+        if op.groups != 1 or op.kernel[0].size > _MAX_DIGIT_TAPS:
+            return None
+        grid = kernel_units(op.kernel)
+        torch = _onednn_int8() if grid is not None else None
+        if grid is None or torch is None:
+            return None
+        units, e = grid
+        if np.abs(units).max(initial=0) > EXACT_SUM_UNITS or not -100 <= e <= 100:  # digits <= 4; float32 scales normal
+            return None
+        return cls(op, torch, units, e)
+
+    def _digits(self, spikes: NDArray[np.bool_]) -> NDArray[np.float32]:
+        """The digit convolutions of ``spikes`` (B, n_pre) bool: (B, OH·OW, L·O) float32, channels last."""
+        torch, op = self._torch, self.op
+        b = spikes.shape[0]
+        c, h, w = op.in_shape
+        oh, ow = op.out_hw
+        x = torch.from_numpy(np.ascontiguousarray(spikes).view(np.uint8)).reshape(b, c, h, w)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, self._packed, self._scales, self._zeros, None, *self._args, 1,
+                                               1.0, 0, torch.float32, "none", [], "")
+        return np.asarray(y.permute(0, 2, 3, 1).numpy()).reshape(b, oh * ow, -1)  # channels last: a view
+
+    def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float32]:
+        """``spikes`` (B, n_pre) bool through the kernel: (B, n_post) float32, the exact sums."""
+        o = self._digits(spikes)
+        b, n_p = o.shape[0], o.shape[1]
+        n_o = self.op.kernel.shape[0]
+        if compiled.available():
+            out = np.empty((b, n_o * n_p), dtype=np.float32)
+            compiled.digit_sum(np.ascontiguousarray(o), self.n_digits, out)
+            return out
+        total = o.reshape(b, n_p, self.n_digits, n_o).sum(axis=2, dtype=np.float64)  # exact in float64
+        return np.ascontiguousarray(total.astype(np.float32).transpose(0, 2, 1)).reshape(b, -1)
+
+    def scan_if(self, spikes: NDArray[np.bool_], v: NDArray[np.float64], step_drive: Any, theta: float,
+                out: NDArray[np.bool_]) -> bool:
+        """A block of a plain IF population fed by this convolution alone, in one pass; False if it cannot.
+
+        ``spikes`` (tb·R, n_pre) bool, row ``i·R + r`` the input of step ``i`` of sample ``r``;
+        ``v`` (R, n) float64 potentials (volts) and ``out`` (tb, R, n) spikes as
+        :func:`.compiled.digit_if` takes them: the arrivals of :meth:`__call__` scanned as
+        :func:`.compiled.if_scan` scans them, without a block of arrivals in memory.  False
+        (nothing touched) without the compiled kernels or for a layout they do not take.
+        """
+        if not compiled.available() or spikes.shape[0] != out.shape[0] * v.shape[0]:
+            return False
+        return compiled.digit_if(self._digits(spikes), self.n_digits, v, step_drive, theta, out)
 
 
 class Float32Arrays(NumpyArrays):

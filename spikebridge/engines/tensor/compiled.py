@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "warm_fixed_point", "count_pack", "csr_events", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "warm_fixed_point", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -353,7 +353,65 @@ def _build() -> dict[str, Any] | None:
                                     dst[k0] += ((src16[k0] >> sh) & 1) * wf
                             k += n0
 
-    kernels = {"conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
+    @inline  # type: ignore[misc]
+    def digit_row(row: Any, n_digits: int, tmp: Any) -> None:  # pragma: no cover - compiled
+        # row (P, L·O) float32, channel j·O + c: output channel c's digit-j sum, scaled by
+        # 256**j·2**-e; tmp (P, O) float32 written with Σ_j, added from the highest digit down.
+        # Exact in float32: after the digits L-1 .. j the partial sum is a multiple of 256**j
+        # units at most 2**24 + 129·K·256**(j-1) in magnitude (K taps, K < 2**17), i.e. at most
+        # 2**24 multiples: representable, so no addition rounds
+        # one loop per digit count (a loop over the digits inside is 6x slower: not vectorised)
+        n_p = row.shape[0]
+        n = tmp.shape[1]
+        if n_digits == 1:
+            for p in range(n_p):
+                for c in range(n):
+                    tmp[p, c] = row[p, c]
+        elif n_digits == 2:
+            for p in range(n_p):
+                for c in range(n):
+                    tmp[p, c] = row[p, n + c] + row[p, c]
+        elif n_digits == 3:
+            for p in range(n_p):
+                for c in range(n):
+                    tmp[p, c] = (row[p, 2 * n + c] + row[p, n + c]) + row[p, c]
+        else:
+            for p in range(n_p):
+                for c in range(n):
+                    tmp[p, c] = ((row[p, 3 * n + c] + row[p, 2 * n + c]) + row[p, n + c]) + row[p, c]
+
+    @jit  # type: ignore[misc]
+    def digit_sum_k(o: Any, n_digits: int, out: Any, tmp: Any) -> None:  # pragma: no cover - compiled
+        # o (B, P, L·O) float32 (channels last, as oneDNN writes them); out (B, O·P) float32 in the
+        # population's (c, p) order; tmp (P, O)
+        n_p, n_o = tmp.shape
+        for b in range(o.shape[0]):
+            digit_row(o[b], n_digits, tmp)
+            dst = out[b]
+            for c in range(n_o):
+                for p in range(n_p):
+                    dst[c * n_p + p] = tmp[p, c]
+
+    @jit  # type: ignore[misc]
+    def digit_if_k(o: Any, n_digits: int, v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float,
+                   spikes: Any, tmp: Any, arow: Any) -> None:  # pragma: no cover - compiled
+        # digit_sum_k and if_scan_k's one-group scan in one pass: o (tb·R, P, L·O) float32, row
+        # i·R + r step i of sample r; v, drive (R, n); spikes (tb, R, n) uint8; a row's sums go
+        # through tmp (P, O) and arow (n,) (cache-resident) instead of a block of arrivals
+        tb = spikes.shape[0]
+        n_r = v.shape[0]
+        n_p, n_o = tmp.shape
+        for r in range(n_r):
+            vv = v[r]
+            dd = drive[r]
+            for i in range(tb):
+                digit_row(o[i * n_r + r], n_digits, tmp)
+                for c in range(n_o):
+                    for p in range(n_p):
+                        arow[c * n_p + p] = tmp[p, c]
+                scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
+
+    kernels = {"digit_sum": digit_sum_k, "digit_if": digit_if_k, "conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
                "gather": gather_add, "int_scan": int_scan_k, "count_pack": count_pack}
     try:
         _warm_up(kernels)
@@ -417,6 +475,10 @@ def warm_fixed_point() -> None:
     per_sample = np.broadcast_to(np.zeros((2, 2)), (2, 2))
     k["conv_if"](s5, f4, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, f4, acc.copy(), np.zeros((1, 2), dtype=np.intp),
                  np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+    k["digit_sum"](np.zeros((1, 2, 2), dtype=np.float32), 2, np.zeros((1, 2), dtype=np.float32), np.zeros((2, 1), dtype=np.float32))
+    for drive in (per_neuron, per_sample):  # DigitConv's fused scan
+        k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, np.zeros((2, 2)), drive, True, 1.0, 1.0,
+                      np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2, dtype=np.float32))
     a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))
     for drive in (per_neuron, per_sample):  # the dense path's scan of float32 arrivals
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
@@ -610,6 +672,63 @@ def dense_events(spikes: NDArray[Any], wt: NDArray[Any]) -> NDArray[Any]:
     out = np.zeros((spikes.shape[0], wt.shape[1]), dtype=wt.dtype)
     _kernels["dense"](_as_u8(spikes), np.ascontiguousarray(wt), out)
     return out
+
+
+def digit_sum(o: NDArray[np.float32], n_digits: int, out: NDArray[np.float32]) -> None:
+    """Add the digit convolutions of :class:`~.arrays.DigitConv` into a population's arrivals.
+
+    Parameters
+    ----------
+    o : ndarray, shape (B, P, L·O), float32, C-contiguous
+        Channel ``j·O + c`` at position ``p``: output channel ``c``'s digit-``j`` sum, scaled
+        (channels last, as oneDNN writes them).
+    n_digits : int
+        ``L``.
+    out : ndarray, shape (B, O·P), float32, C-contiguous
+        Written: ``Σ_j`` in float32 from the highest digit down (exact: see ``digit_row``), in
+        (channel, position) order.
+    """
+    assert _kernels is not None, "compiled.digit_sum called without available()"
+    n_p, n_o = o.shape[1], o.shape[2] // n_digits
+    _kernels["digit_sum"](o, int(n_digits), out, np.empty((n_p, n_o), dtype=np.float32))
+
+
+def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step_drive: Any, theta: float,
+             spikes: NDArray[np.bool_]) -> bool:
+    """:func:`digit_sum` and :func:`if_scan` with that one arrival group, in one pass; False if it cannot run here.
+
+    Parameters
+    ----------
+    o : ndarray, shape (tb·R, P, L·O), float32, C-contiguous
+        :func:`digit_sum`'s digit sums; row ``i·R + r`` is step ``i`` of sample ``r``.
+    n_digits : int
+    v : ndarray, shape (R, O·P), float64, C-contiguous
+        Potentials (volts), updated in place.
+    step_drive, theta
+        As :func:`if_scan`.
+    spikes : ndarray, shape (tb, R, O·P), bool, C-contiguous
+        Written.
+
+    Returns
+    -------
+    bool
+        True when it ran; the spikes and potentials are :func:`if_scan`'s with the arrivals of
+        :func:`digit_sum`, bit for bit.  False (nothing touched) for another type or layout.
+    """
+    assert _kernels is not None, "compiled.digit_if called without available()"
+    tb = spikes.shape[0]
+    n_r, n = v.shape
+    n_p, n_l = o.shape[1], o.shape[2]
+    if (v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous or o.dtype != np.float32
+            or o.shape[0] != tb * n_r or n_l % n_digits or n != n_p * (n_l // n_digits) or spikes.shape != (tb, n_r, n)
+            or np.asarray(step_drive).dtype != np.float64):
+        return False
+    theta, theta_sub = _thresholds(v, theta)
+    add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
+    drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
+    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), v, drive, add_drive, theta, theta_sub, spikes.view(np.uint8),
+                         np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n, dtype=np.float32))
+    return True
 
 
 def count_pack(block: NDArray[np.bool_], counts: NDArray[np.uint16], bits: NDArray[np.uint8] | None, t0: int) -> bool:

@@ -38,7 +38,7 @@ from ...errors import ValidationError
 from ...store.record import Counts, SpikeRecord, SpikeTrains, unpack_spikes
 from ..plan import InputPlan, draw_poisson
 from . import compiled
-from .arrays import SparseConv
+from .arrays import DigitConv, SparseConv
 
 # the engine imports this module (lazily) and hands itself over: importing it back, even for
 # types, would make an import cycle, which tests/test_layering.py refuses
@@ -76,6 +76,12 @@ FUSED_CONV = True
 #: 56 / 34, 27 / 20, 15 / 12.5 (im2col and a numpy GEMM, without torch: 181, 91, 70).  Whole runs
 #: (results.md §0.2o): 3-11 % faster than the float32 push alone on 1 thread, 0-14 % on 2
 DENSE32_ABOVE = 0.1
+#: the same for a kernel whose dense form is int8 digits (:class:`.arrays.DigitConv`, the default
+#: where torch's oneDNN has them); DENSE32_ABOVE > 1 still turns every dense form off.  One
+#: thread, 64 rows, µs per row, digits against the float32 push at fired fractions 0.02 / 0.05 /
+#: 0.08: F-MNIST VGG conv2 15.1 / 11.2, 14.7 / 14.4, 15.8 / 18.3; conv3 19.0 / 19.6, 18.7 / 26.4,
+#: 18.1 / 35.0; ResNet-8's convolutions cross between 0.02 and 0.05 (results.md §0.2p)
+DIGITS_ABOVE = 0.05
 #: push fixed-point convolutions with float32 weights and sums (False: float64, the same sums)
 FIXED_POINT_PUSH = True
 # rows (samples × steps) of one dense convolution call: its float32 arrivals stay in L2 for the scan
@@ -555,7 +561,8 @@ class LayerMajor:
         """The block of :meth:`_conv_if` with a fixed-point convolution as a dense float32 product, if it applies.
 
         Applies when one link is a full convolution whose kernel is fixed-point with a dense
-        torch form (``SparseConv.dense32``), at least ``DENSE32_ABOVE`` of its block's inputs fired,
+        torch form (``SparseConv.dense32``), at least ``DIGITS_ABOVE`` (int8 digits) or
+        ``DENSE32_ABOVE`` (float32) of its block's inputs fired,
         and the other link, if any (residual joins), is a full convolution or a gather.  False:
         nothing done.
         """
@@ -573,7 +580,8 @@ class LayerMajor:
         parts.sort(key=lambda pt: pt[0] != "conv")  # a convolution first, as conv_if adds them
         kind, x, link = parts[0]
         dense = link.prepared.dense32 if kind == "conv" else None
-        if dense is None or np.count_nonzero(x) < DENSE32_ABOVE * x.size:
+        above = DIGITS_ABOVE if isinstance(dense, DigitConv) else DENSE32_ABOVE
+        if dense is None or np.count_nonzero(x) < above * x.size:
             return False
         self._dense_if(dense, x, st, theta, spikes, parts[1][1:] if len(parts) > 1 else None)
         return True
@@ -598,7 +606,13 @@ class LayerMajor:
         for b0 in range(0, n_b, per):
             b1 = min(n_b, b0 + per)
             rows = tb * (b1 - b0)
-            arr = np.asarray(dense(x[:, b0:b1].reshape(rows, -1))).reshape(tb, b1 - b0, n)
+            xs = x[:, b0:b1].reshape(rows, -1)
+            if second is None and isinstance(dense, DigitConv):
+                sp = np.empty((tb, b1 - b0, n), dtype=bool)
+                if dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, sp):
+                    spikes[:, b0:b1] = sp
+                    continue
+            arr = np.asarray(dense(xs)).reshape(tb, b1 - b0, n)
             if second is not None:
                 x2, link2 = second
                 arr = arr.astype(np.float64)
