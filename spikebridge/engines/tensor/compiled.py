@@ -393,11 +393,13 @@ def _build() -> dict[str, Any] | None:
                     dst[c * n_p + p] = tmp[p, c]
 
     @jit  # type: ignore[misc]
-    def digit_if_k(o: Any, n_digits: int, v: Any, drive: Any, add_drive: bool, theta: float, theta_sub: float,
-                   spikes: Any, tmp: Any, arow: Any) -> None:  # pragma: no cover - compiled
+    def digit_if_k(o: Any, n_digits: int, a2: Any, has2: bool, v: Any, drive: Any, add_drive: bool, theta: float,
+                   theta_sub: float, spikes: Any, tmp: Any, arow: Any) -> None:  # pragma: no cover - compiled
         # digit_sum_k and if_scan_k's one-group scan in one pass: o (tb·R, P, L·O) float32, row
-        # i·R + r step i of sample r; v, drive (R, n); spikes (tb, R, n) uint8; a row's sums go
-        # through tmp (P, O) and arow (n,) (cache-resident) instead of a block of arrivals
+        # i·R + r step i of sample r; a2 (tb, R, n) a second link's sums, added to the digits' in
+        # float64 (has2), as conv_if_k adds two links; v, drive (R, n); spikes (tb, R, n) uint8;
+        # a row's sums go through tmp (P, O) and arow (n,) float64 (cache-resident) instead of a
+        # block of arrivals
         tb = spikes.shape[0]
         n_r = v.shape[0]
         n_p, n_o = tmp.shape
@@ -409,6 +411,10 @@ def _build() -> dict[str, Any] | None:
                 for c in range(n_o):
                     for p in range(n_p):
                         arow[c * n_p + p] = tmp[p, c]
+                if has2:
+                    ar2 = a2[i, r]
+                    for e in range(arow.shape[0]):
+                        arow[e] += ar2[e]
                 scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
 
     kernels = {"digit_sum": digit_sum_k, "digit_if": digit_if_k, "conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
@@ -476,9 +482,10 @@ def warm_fixed_point() -> None:
     k["conv_if"](s5, f4, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, f4, acc.copy(), np.zeros((1, 2), dtype=np.intp),
                  np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     k["digit_sum"](np.zeros((1, 2, 2), dtype=np.float32), 2, np.zeros((1, 2), dtype=np.float32), np.zeros((2, 1), dtype=np.float32))
-    for drive in (per_neuron, per_sample):  # DigitConv's fused scan
-        k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, np.zeros((2, 2)), drive, True, 1.0, 1.0,
-                      np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2, dtype=np.float32))
+    for drive in (per_neuron, per_sample):  # DigitConv's fused scan, with a second link's float32 or float64 sums
+        for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):
+            k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, a2, True, np.zeros((2, 2)), drive, True, 1.0, 1.0,
+                          np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2))
     a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))
     for drive in (per_neuron, per_sample):  # the dense path's scan of float32 arrivals
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
@@ -694,7 +701,7 @@ def digit_sum(o: NDArray[np.float32], n_digits: int, out: NDArray[np.float32]) -
 
 
 def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step_drive: Any, theta: float,
-             spikes: NDArray[np.bool_]) -> bool:
+             spikes: NDArray[np.bool_], second: NDArray[Any] | None = None) -> bool:
     """:func:`digit_sum` and :func:`if_scan` with that one arrival group, in one pass; False if it cannot run here.
 
     Parameters
@@ -708,12 +715,16 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
         As :func:`if_scan`.
     spikes : ndarray, shape (tb, R, O·P), bool, C-contiguous
         Written.
+    second : ndarray, shape (tb, R, O·P), float32 or float64, or None
+        A second link's sums (a residual join), added to the digits' in float64 before the
+        scan, as :func:`conv_if` adds two links.
 
     Returns
     -------
     bool
         True when it ran; the spikes and potentials are :func:`if_scan`'s with the arrivals of
-        :func:`digit_sum`, bit for bit.  False (nothing touched) for another type or layout.
+        :func:`digit_sum` (plus ``second``), bit for bit.  False (nothing touched) for another
+        type or layout.
     """
     assert _kernels is not None, "compiled.digit_if called without available()"
     tb = spikes.shape[0]
@@ -721,13 +732,15 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
     n_p, n_l = o.shape[1], o.shape[2]
     if (v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous or o.dtype != np.float32
             or o.shape[0] != tb * n_r or n_l % n_digits or n != n_p * (n_l // n_digits) or spikes.shape != (tb, n_r, n)
-            or np.asarray(step_drive).dtype != np.float64):
+            or np.asarray(step_drive).dtype != np.float64
+            or (second is not None and (second.shape != spikes.shape or second.dtype not in (np.float32, np.float64)))):
         return False
     theta, theta_sub = _thresholds(v, theta)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
-    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), v, drive, add_drive, theta, theta_sub, spikes.view(np.uint8),
-                         np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n, dtype=np.float32))
+    a2 = np.ascontiguousarray(second) if second is not None else np.zeros((1, 1, 1), dtype=np.float32)
+    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), a2, second is not None, v, drive, add_drive, theta, theta_sub,
+                         spikes.view(np.uint8), np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n))
     return True
 
 

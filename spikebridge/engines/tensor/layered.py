@@ -607,16 +607,23 @@ class LayerMajor:
             b1 = min(n_b, b0 + per)
             rows = tb * (b1 - b0)
             xs = x[:, b0:b1].reshape(rows, -1)
-            if second is None and isinstance(dense, DigitConv):
+            a2 = None
+            if second is not None:
+                # the second link's exact sums: its own dense form where it has one (a fixed-point
+                # convolution: the same values as its ordered float64 sums), else the engine's product
+                x2, link2 = second
+                xs2 = x2[:, b0:b1].reshape(rows, -1)
+                dense2 = getattr(link2.prepared, "dense32", None) if link2.kernel is not None else None
+                a2 = np.asarray(dense2(xs2) if dense2 is not None else self.p._apply(link2, xs2)).reshape(tb, b1 - b0, n)
+            if isinstance(dense, DigitConv):
                 sp = np.empty((tb, b1 - b0, n), dtype=bool)
-                if dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, sp):
+                if dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, sp, a2):
                     spikes[:, b0:b1] = sp
                     continue
             arr = np.asarray(dense(xs)).reshape(tb, b1 - b0, n)
-            if second is not None:
-                x2, link2 = second
+            if a2 is not None:
                 arr = arr.astype(np.float64)
-                arr += np.asarray(self.p._apply(link2, x2[:, b0:b1].reshape(rows, -1))).reshape(arr.shape)
+                arr += a2
             sp = np.empty((tb, b1 - b0, n), dtype=bool)
             self._if_scan(st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, [arr], sp, None)
             spikes[:, b0:b1] = sp
