@@ -21,8 +21,10 @@ equal the exact row's) and, on request, ``layer-major, previous`` (without the i
 gates and fused IF scan of 2026-12-06) and ``layer-major, numpy`` (the numpy/scipy products in
 place of the compiled numba kernels; the default rows use them when numba is installed) and
 ``layer-major, fixed-point`` (the same ANN converted with ``ConversionConfig(fixed_point=True)``:
-exact float32 products; its row says how many predictions and spike counts equal the exact
-row's), all in the same run; ``--phases`` records per-phase CPU
+exact float32 products, dense ones as int8 digit convolutions where torch's oneDNN has them; its
+row says how many predictions and spike counts equal the exact row's) and, on request,
+``layer-major, fixed-point, float32 conv2d`` (the same with torch's float32 ``conv2d`` as the dense
+form), all in the same run; ``--phases`` records per-phase CPU
 seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
 records the 1-minute load beside it.
 
@@ -193,37 +195,45 @@ def synaptic_events(snn, rec) -> float:
 #: "previous" is the layer-major engine before integer max-pool gates and the fused IF scan (issue 21,
 #: 2026-12-06), for old-against-new figures in one run
 VARIANTS = {
-    "layer-major": (True, "float64", True, True),
-    "step-major": (False, "float64", True, True),
-    "layer-major, float32": (True, "float32", True, True),
-    "layer-major, previous": (True, "float64", False, True),
+    # (layer-major, precision, integer gates and fused scans, compiled kernels, int8 digit convolutions)
+    "layer-major": (True, "float64", True, True, True),
+    "step-major": (False, "float64", True, True, True),
+    "layer-major, float32": (True, "float32", True, True, True),
+    "layer-major, previous": (True, "float64", False, True, True),
     # the numpy/scipy products in place of the compiled (numba) event kernels: A/B of
     # spikebridge.engines.tensor.compiled (the row says whether every spike count is the same)
-    "layer-major, numpy": (True, "float64", True, False),
+    "layer-major, numpy": (True, "float64", True, False, True),
     # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
     # before session 20): A/B of the residual planner's shared kernels
-    "layer-major, conv matrices": (True, "float64", True, True),
+    "layer-major, conv matrices": (True, "float64", True, True, True),
     # the network converted with fixed-point weights (ConversionConfig(fixed_point=True)): exact
-    # float32 convolutions, dense in torch above a spike density; the row says how many predictions
-    # and spike counts equal the exact row's (its weights moved by < 2**-25 of a fan-in sum)
-    "layer-major, fixed-point": (True, "float64", True, True),
+    # float32 convolutions, dense above a spike density (int8 digits in oneDNN where torch has
+    # them); the row says how many predictions and spike counts equal the exact row's (its
+    # weights moved by < 2**-25 of a fan-in sum)
+    "layer-major, fixed-point": (True, "float64", True, True, True),
+    # the same with torch's float32 conv2d as the dense form (arrays.INT8_DIGITS off): A/B of DigitConv
+    "layer-major, fixed-point, float32 conv2d": (True, "float64", True, True, False),
 }
 
 
 def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True,
-                precision="float64", new_layer_major=True, phases=None, cpu_times=None, use_compiled=True):
+                precision="float64", new_layer_major=True, phases=None, cpu_times=None, use_compiled=True,
+                int8_digits=True):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
     step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
     :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
     ``cpu_times`` (a list) the process CPU seconds of each repeat, ``use_compiled=False`` turns off
-    the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`)."""
+    the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`), ``int8_digits=False``
+    the int8 digit convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`)."""
+    import spikebridge.engines.tensor.arrays as tensor_arrays
     import spikebridge.engines.tensor.compiled as compiled
     import spikebridge.engines.tensor.engine as tensor_engine
     import spikebridge.engines.tensor.layered as layered
 
     times, rec = [], None
-    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED
+    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED, tensor_arrays.INT8_DIGITS
     tensor_engine.LAYER_MAJOR = layer_major
+    tensor_arrays.INT8_DIGITS = int8_digits
     layered.INTEGER_GATES = layered.FUSED_IF = new_layer_major
     layered.PHASES = phases
     compiled.ENABLED = use_compiled
@@ -237,7 +247,8 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
             if cpu_times is not None:
                 cpu_times.append(time.process_time() - c0)
     finally:
-        tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED = saved
+        (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
+         tensor_arrays.INT8_DIGITS) = saved
     return statistics.median(times), times, rec
 
 
@@ -249,10 +260,11 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, 
     rows = {}
     exact = None
     net = snn
-    others = {"layer-major, conv matrices": snn_matrices, "layer-major, fixed-point": snn_fixed}
+    others = {"layer-major, conv matrices": snn_matrices, "layer-major, fixed-point": snn_fixed,
+              "layer-major, fixed-point, float32 conv2d": snn_fixed}
     for device in devices:
         for variant in args.variants:
-            lm, precision, new, use_compiled = VARIANTS[variant]
+            lm, precision, new, use_compiled, digits = VARIANTS[variant]
             if variant in others:
                 if others[variant] is None:
                     continue
@@ -263,14 +275,14 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, 
                 continue  # torch: one row (it always runs step-major, float64)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
             time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision,
-                        use_compiled=use_compiled)
+                        use_compiled=use_compiled, int8_digits=digits)
             waited = settle()
             before = load_now()
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
             cpu: list = []
             med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
                                           labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
-                                          cpu_times=cpu, use_compiled=use_compiled)
+                                          cpu_times=cpu, use_compiled=use_compiled, int8_digits=digits)
             ev = synaptic_events(snn, rec)
             label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
             row = {
@@ -432,7 +444,7 @@ def case_lenet(args) -> dict:
         sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
         out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
     snn_fp = None
-    if "layer-major, fixed-point" in args.variants:
+    if any(v.startswith("layer-major, fixed-point") for v in args.variants):
         snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
     rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",), snn_fixed=snn_fp)
     tensor_rec = rows[next(k for k in rows if k.startswith("tensor engine (tensor-numpy,"))].pop("_rec")
@@ -495,7 +507,7 @@ def case_shipped(args, name: str) -> dict:
             dag.SHARED_KERNELS = True
         out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
     snn_fp = None
-    if "layer-major, fixed-point" in args.variants:
+    if any(v.startswith("layer-major, fixed-point") for v in args.variants):
         snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
     for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m, snn_fixed=snn_fp).items():
         row.pop("_rec", None)
@@ -654,7 +666,8 @@ def main(argv=None) -> int:
     p.add_argument("--vgg-memory", dest="vgg_memory", type=float, default=3e9)
     p.add_argument("--variants", default="layer-major,step-major,layer-major, float32,layer-major, fixed-point",
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
-                   "'layer-major, fixed-point' (converted with fixed_point=True), 'layer-major, previous' (before integer "
+                   "'layer-major, fixed-point' (converted with fixed_point=True), 'layer-major, fixed-point, float32 conv2d' "
+                   "(its dense convolutions in float32, not int8 digits), 'layer-major, previous' (before integer "
                    "gates and the fused IF scan); split at commas not followed by a space")
     p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
                    help="store case: the schedules to run (comma-separated)")

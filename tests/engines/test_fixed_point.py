@@ -33,6 +33,27 @@ def lenet():
     return convert(graph, ConversionConfig(fixed_point=True), calibration=x), x
 
 
+@pytest.fixture(autouse=True)
+def _any_cpu_runs_digits(monkeypatch):
+    # DigitConv is chosen only on CPUs with int8 dot products (speed); its sums are exact on any
+    # CPU whose torch has oneDNN's int8 convolution, so the tests run it wherever that is there
+    monkeypatch.setattr(arrays, "_int8_dot_products", lambda torch: True)
+
+
+def _has_onednn_int8() -> bool:
+    try:
+        import torch
+
+        torch.ops.onednn.qconv2d_pointwise  # noqa: B018
+    except Exception:  # no torch, or a build without oneDNN's int8 ops (not x86)
+        return False
+    return True
+
+
+HAS_INT8 = _has_onednn_int8()
+requires_int8 = pytest.mark.skipif(not HAS_INT8, reason="needs torch with oneDNN's int8 convolution (x86 builds)")
+
+
 def _run(monkeypatch, snn, x, dense_above: float, push32: bool):
     monkeypatch.setattr(layered, "DENSE32_ABOVE", dense_above)
     monkeypatch.setattr(layered, "DIGITS_ABOVE", dense_above)
@@ -67,6 +88,8 @@ def test_float32_pushed_sums_of_a_fixed_point_lenet_give_the_float64_spikes(monk
 @pytest.mark.parametrize("digits", [True, False], ids=["int8-digits", "float32-conv2d"])
 def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spikes(monkeypatch, lenet, digits):
     snn, x = lenet
+    if digits and not HAS_INT8:
+        pytest.skip("needs torch with oneDNN's int8 convolution (x86 builds)")
     monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
     forms = set()
     real_join = layered.LayerMajor._dense_join
@@ -90,6 +113,8 @@ def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spik
 def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch, digits):
     # ResNet-8's joins: a 3x3 convolution plus the identity shortcut (a gather) or a strided 1x1
     # convolution (a second fixed-point kernel)
+    if digits and not HAS_INT8:
+        pytest.skip("needs torch with oneDNN's int8 convolution (x86 builds)")
     monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
     graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
     x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
@@ -135,8 +160,9 @@ def _rounding(cls, monkeypatch):
 @requires_torch
 def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatch):
     op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
-    assert isinstance(SparseConv(op).dense32, DigitConv)
-    _rounding(DigitConv, monkeypatch)
+    if HAS_INT8:
+        assert isinstance(SparseConv(op).dense32, DigitConv)
+        _rounding(DigitConv, monkeypatch)
     assert isinstance(SparseConv(op).dense32, DenseConv32)  # the next form whose probe passes
     _rounding(DenseConv32, monkeypatch)
     assert SparseConv(op).dense32 is None
@@ -144,7 +170,7 @@ def test_a_dense_convolution_that_rounds_is_refused_by_its_probe(rng, monkeypatc
     assert SparseConv(op).dense32 is None
 
 
-@requires_torch
+@requires_int8
 @pytest.mark.parametrize(("shape", "out_ch", "k", "stride", "padding", "scale"), [
     ((4, 9, 9), 8, 3, 1, 1, 1.0),  # VGG-like, 3 digits
     ((3, 10, 10), 6, 3, 2, 1, 1.0),  # strided (ResNet's downsampling)
@@ -179,7 +205,15 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
     assert s1.any() and np.array_equal(s1, s2) and np.array_equal(v1, v2)
 
 
-@requires_torch
+@requires_int8
+def test_a_cpu_without_int8_dot_products_keeps_float32_conv2d(rng, monkeypatch):
+    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+    monkeypatch.setattr(arrays, "_int8_dot_products", lambda torch: False)
+    assert DigitConv.build(op) is None
+    assert isinstance(SparseConv(op).dense32, DenseConv32)
+
+
+@requires_int8
 def test_int8_digits_without_the_compiled_kernels_add_in_numpy(rng, monkeypatch):
     op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
     digits = DigitConv.build(op)

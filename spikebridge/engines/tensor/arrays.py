@@ -506,7 +506,13 @@ _MAX_DIGIT_TAPS = 2**24 // 128
 
 
 def _onednn_int8() -> Any:
-    """torch when its oneDNN int8 convolution (``torch.ops.onednn.qconv2d_pointwise``) is there, else None."""
+    """torch when its oneDNN int8 convolution (``torch.ops.onednn.qconv2d_pointwise``) is there and the
+    CPU has int8 dot products (VNNI or AMX), else None.
+
+    Without them oneDNN's int8 runs at about float32's rate per multiply-add, and ``L`` digits are
+    ``L`` times the work of one float32 convolution, so :class:`DenseConv32` is the faster form.
+    The test uses torch's own (private) CPU queries; a torch without them counts as without.
+    """
     try:
         import torch
 
@@ -514,7 +520,15 @@ def _onednn_int8() -> Any:
         torch.ops.onednn.qconv2d_pointwise  # noqa: B018
     except (ImportError, AttributeError, RuntimeError):
         return None
-    return torch
+    return torch if _int8_dot_products(torch) else None
+
+
+def _int8_dot_products(torch: Any) -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), as torch reports them."""
+    try:
+        return bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class DigitConv:
