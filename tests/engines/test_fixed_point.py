@@ -206,6 +206,17 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
 
 
 @requires_int8
+def test_a_dense_form_that_fails_to_run_is_skipped(rng, monkeypatch):
+    op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+
+    def refuses(self, spikes):
+        raise RuntimeError("oneDNN: could not create a primitive")
+
+    monkeypatch.setattr(DigitConv, "__call__", refuses)
+    assert isinstance(SparseConv(op).dense32, DenseConv32)
+
+
+@requires_int8
 def test_a_cpu_without_int8_dot_products_keeps_float32_conv2d(rng, monkeypatch):
     op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
     monkeypatch.setattr(arrays, "_int8_dot_products", lambda torch: False)

@@ -234,7 +234,14 @@ class SparseConv:
             ordered = self(probe)
         finally:
             self.dense_above = DENSE_CONV_ABOVE
-        return next((c for c in candidates if np.array_equal(np.asarray(c(probe), dtype=np.float64), ordered)), None)
+        for c in candidates:
+            try:
+                sums = np.asarray(c(probe), dtype=np.float64)
+            except RuntimeError:  # a library that cannot run this kernel here: the next form
+                continue
+            if np.array_equal(sums, ordered):
+                return c
+        return None
 
     def _dense(self, s: NDArray[np.bool_], b: int) -> NDArray[np.float64]:
         """Unfold ``s`` (B, H+2p, W+2p, C) into float windows and multiply them in pre-index order."""
@@ -583,7 +590,10 @@ class DigitConv:
         # digits <= 4; every scaled digit sum a normal float32 (|sum| <= 2**17 units of 2**(8j - e))
         if np.abs(units).max(initial=0) > EXACT_SUM_UNITS or not -60 <= e <= 100:
             return None
-        return cls(op, torch, units, e)
+        try:
+            return cls(op, torch, units, e)
+        except RuntimeError:  # oneDNN refusing the weights on this CPU: the other forms
+            return None
 
     def _digits(self, spikes: NDArray[np.bool_]) -> NDArray[np.float32]:
         """The digit convolutions of ``spikes`` (B, n_pre) bool: (B, OH·OW, L·O) float32, channels last."""
