@@ -87,6 +87,12 @@ FIXED_POINT_PUSH = True
 # rows (samples × steps) of one dense convolution call: its float32 arrivals stay in L2 for the scan
 _DENSE_ROWS = 64
 
+#: run the three integer populations of each 2x2 max-pool tournament (same-step delivery) as one
+#: compiled pass per block (:func:`.compiled.pool4_if`: per sample and window, the potentials in
+#: registers over the block's steps) instead of three gathers and scans; False keeps those
+#: (benchmarks compare the two in one run)
+FUSED_POOL = True
+
 #: sum an integer population's arrivals in int8 where they fit (False: in the potential's type)
 INT8_ARRIVALS = True
 
@@ -166,6 +172,17 @@ class _IntPop:
     plans: list[NDArray[np.int64]]  # per link: how the compiled gather reads it (compiled.gather_plan)
 
 
+@dataclass
+class _Pool4:
+    """The three integer populations of one 2x2 max-pool tournament, run by :func:`.compiled.pool4_if`."""
+
+    src: str  # the pooled (source) population
+    names: tuple[str, str, str]  # first round, second round, pooled output
+    w2: int  # windows per band: half the source image's width (see compiled.pool4_if)
+    w: NDArray[np.int32]  # (11,) weights, see compiled.pool4_if
+    th: NDArray[np.int32]  # (3,) thresholds
+
+
 class LayerMajor:
     """The layer-major schedule of one :class:`~.engine.TensorProgram` (numpy arrays, float64 or float32)."""
 
@@ -222,6 +239,85 @@ class LayerMajor:
             ip = self._int_pop(name, folded_posts)
             if ip is not None:
                 self.ints[name] = ip
+        # 2x2 max-pool tournaments among them, keyed by their first population (first in topo order)
+        self.pools: dict[str, _Pool4] = {}
+        for name in self.ints:
+            pool = self._pool4(name)
+            if pool is not None:
+                self.pools[pool.names[0]] = pool
+
+    def _pool4(self, out: str) -> _Pool4 | None:
+        """The 2x2 tournament whose pooled output is integer population ``out``, or None.
+
+        Everything :func:`.compiled.pool4_if` assumes is checked on the populations' own gathers:
+        ``out`` reads one tap each from a source ``S``, a first-round population ``P1`` and a
+        second-round population ``P2``; ``P2`` two taps each from ``S`` and ``P1``; ``P1`` two taps
+        from ``S``; all within the step, no drive, reset by subtraction, scalar thresholds; each
+        tap role one weight for all windows, and every neuron of the three in exactly one window.
+        """
+        ints = self.ints
+        ip3 = ints[out]
+        pres = {pre: (steps, idx, w) for pre, steps, idx, w in ip3.links}
+        if len(pres) != 3 or len(ip3.links) != 3:
+            return None
+        p2 = [n for n in pres if n in ints and len(ints[n].links) == 2]
+        p1 = [n for n in pres if n in ints and len(ints[n].links) == 1]
+        if len(p2) != 1 or len(p1) != 1:
+            return None
+        n1, n2 = p1[0], p2[0]
+        src = next(n for n in pres if n not in (n1, n2))
+        links2 = {pre: (steps, idx, w) for pre, steps, idx, w in ints[n2].links}
+        links1 = {pre: (steps, idx, w) for pre, steps, idx, w in ints[n1].links}
+        members = (ints[n1], ints[n2], ip3)
+        if (set(links2) != {src, n1} or set(links1) != {src}
+                or any(steps for lk in (pres, links2, links1) for steps, _, _ in lk.values())
+                or [lk[pre][1].shape[0] for lk, pre in ((pres, src), (pres, n1), (pres, n2), (links2, src), (links2, n1), (links1, src))]
+                != [1, 1, 1, 2, 2, 2]
+                or any(ip.drive or ip.reset != "subtract" or not isinstance(ip.theta, int) for ip in members)):
+            return None
+        size = [self.p.specs[n].pop.n for n in (n1, n2, out)]
+        a, u0, u2 = pres[src][1][0], pres[n1][1][0], pres[n2][1][0]
+        if size[0] != 2 * size[2] or size[1] != size[2] or not np.array_equal(np.sort(u2), np.arange(size[1])):
+            return None
+
+        def roles(idx: NDArray[np.intp], w: NDArray[np.int64], cols: NDArray[np.intp], first: NDArray[np.intp]) -> Any:
+            # the tap of each column that reads ``first`` and the other one, with their (uniform) weights
+            ii, ww = idx[:, cols], w[:, cols]
+            f = np.where(ii[0] == first, 0, 1)
+            if not np.array_equal(ii[f, np.arange(cols.size)], first):
+                return None
+            other, w_first, w_other = ii[1 - f, np.arange(cols.size)], ww[f, np.arange(cols.size)], ww[1 - f, np.arange(cols.size)]
+            if np.any(other == first) or np.any(w_first != w_first[0]) or np.any(w_other != w_other[0]):
+                return None
+            return other, int(w_first[0]), int(w_other[0])
+
+        r2s = roles(links2[src][1], links2[src][2], u2, a)  # a and c onto u2
+        r2u = roles(links2[n1][1], links2[n1][2], u2, u0)  # u0 and u1 onto u2
+        if r2s is None or r2u is None:
+            return None
+        c, u1 = r2s[0], r2u[0]
+        if not np.array_equal(np.sort(np.concatenate([u0, u1])), np.arange(size[0])):
+            return None
+        r1a = roles(links1[src][1], links1[src][2], u0, a)  # a and b onto u0
+        r1c = roles(links1[src][1], links1[src][2], u1, c)  # c and d onto u1
+        w3 = [pres[n][2][0] for n in (src, n1, n2)]
+        if r1a is None or r1c is None or any(np.any(wk != wk[0]) for wk in w3):
+            return None
+        # the layout the kernel reads: an image of even height and width 2·w2 whose every input is
+        # in one window (a, b one byte pair, c, d the pair below), windows in (channel, row,
+        # column) order, units 2k, 2k + 1, k, k
+        k = np.arange(size[2])
+        w2 = int(c[0] - a[0]) // 2 if size[2] else 0
+        if (w2 < 1 or self.p.specs[src].pop.n != 4 * size[2] or size[2] % w2
+                or not np.array_equal(a, 4 * w2 * (k // w2) + 2 * (k % w2)) or not np.array_equal(r1a[0], a + 1)
+                or not np.array_equal(c, a + 2 * w2) or not np.array_equal(r1c[0], c + 1)
+                or not np.array_equal(u0, 2 * k) or not np.array_equal(u1, 2 * k + 1) or not np.array_equal(u2, k)):
+            return None
+        return _Pool4(
+            src=src, names=(n1, n2, out), w2=w2,
+            w=np.array([r1a[1], r1a[2], r1c[1], r1c[2], r2s[1], r2s[2], r2u[1], r2u[2]] + [int(wk[0]) for wk in w3], dtype=np.int32),
+            th=np.array([ip.theta for ip in members], dtype=np.int32),
+        )
 
     def _int_pop(self, name: str, folded_posts: set[str]) -> _IntPop | None:
         """The integer form of population ``name``, or None when its values are not all dyadic."""
@@ -385,6 +481,13 @@ class LayerMajor:
                 dtype = self._int_dtype(ip, n_steps)
                 if dtype is not None and name not in plan.currents:
                     ints[name] = (ip, dtype, np.repeat(ip.v0[None].astype(dtype), n_b, axis=0))
+        # max-pool tournaments run as one pass (their three populations integer alike, none the read-out)
+        pools: dict[str, _Pool4] = {}
+        if FUSED_POOL and compiled.available():
+            for first, pool in self.pools.items():
+                if all(m in ints and ints[m][1] == ints[first][1] and m != out for m in pool.names):
+                    pools[first] = pool
+        pooled = {m for pool in pools.values() for m in pool.names[1:]}
         # plain IF populations driven only by a constant drive (no simulated input): neurons whose
         # step drive is <= 0 and start below threshold never fire (v never grows), so the scan runs
         # on the others only, packed: (live flat indices, packed v, packed drive)
@@ -419,6 +522,16 @@ class LayerMajor:
                             spk = st.v >= 1.0
                             st.v -= spk.astype(np.float64)
                             h[depth + i] = spk
+                elif name in pooled:
+                    pass  # run with its tournament's first population
+                elif name in pools:
+                    pool = pools[name]
+                    if not compiled.pool4_if(hist[pool.src][self.depth[pool.src] : self.depth[pool.src] + tb], pool.w2,
+                                             pool.w, pool.th, tuple(ints[m][2] for m in pool.names),
+                                             tuple(hist[m][self.depth[m] : self.depth[m] + tb] for m in pool.names)):
+                        # its potentials (one integer type, checked above) and blocks are C-contiguous
+                        raise RuntimeError("layer-major schedule: a max-pool tournament's arrays do not fit its kernel")
+                    fused = True  # the three populations' blocks, products and scans
                 elif name in ints:
                     ip, dtype, v = ints[name]
                     # a step's arrivals fit in int8 when Σ|w·s| does: half the traffic of int16
