@@ -24,7 +24,9 @@ place of the compiled numba kernels; the default rows use them when numba is ins
 exact float32 products, dense ones as int8 digit convolutions where torch's oneDNN has them; its
 row says how many predictions and spike counts equal the exact row's) and, on request,
 ``layer-major, fixed-point, float32 conv2d`` (the same with torch's float32 ``conv2d`` as the dense
-form), all in the same run; ``--phases`` records per-phase CPU
+form) and ``layer-major, fixed-point, gathered pools`` (the same with each max-pool tournament's
+populations gathered and scanned one by one, not in one pass), all in the same run; tensor rows
+use the library's default ``max_memory`` (the batches a user gets); ``--phases`` records per-phase CPU
 seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
 records the 1-minute load beside it.
 
@@ -195,52 +197,61 @@ def synaptic_events(snn, rec) -> float:
 #: "previous" is the layer-major engine before integer max-pool gates and the fused IF scan (issue 21,
 #: 2026-12-06), for old-against-new figures in one run
 VARIANTS = {
-    # (layer-major, precision, integer gates and fused scans, compiled kernels, int8 digit convolutions)
-    "layer-major": (True, "float64", True, True, True),
-    "step-major": (False, "float64", True, True, True),
-    "layer-major, float32": (True, "float32", True, True, True),
-    "layer-major, previous": (True, "float64", False, True, True),
+    # (layer-major, precision, integer gates and fused scans, compiled kernels, int8 digit convolutions,
+    # max-pool tournaments in one pass)
+    "layer-major": (True, "float64", True, True, True, True),
+    "step-major": (False, "float64", True, True, True, True),
+    "layer-major, float32": (True, "float32", True, True, True, True),
+    "layer-major, previous": (True, "float64", False, True, True, False),
     # the numpy/scipy products in place of the compiled (numba) event kernels: A/B of
     # spikebridge.engines.tensor.compiled (the row says whether every spike count is the same)
-    "layer-major, numpy": (True, "float64", True, False, True),
+    "layer-major, numpy": (True, "float64", True, False, True, True),
     # the fmnist_* network converted with explicit conv matrices (conversion.dag.SHARED_KERNELS off, as
     # before session 20): A/B of the residual planner's shared kernels
-    "layer-major, conv matrices": (True, "float64", True, True, True),
+    "layer-major, conv matrices": (True, "float64", True, True, True, True),
     # the network converted with fixed-point weights (ConversionConfig(fixed_point=True)): exact
     # float32 convolutions, dense above a spike density (int8 digits in oneDNN where torch has
     # them); the row says how many predictions and spike counts equal the exact row's (its
     # weights moved by < 2**-25 of a fan-in sum)
-    "layer-major, fixed-point": (True, "float64", True, True, True),
+    "layer-major, fixed-point": (True, "float64", True, True, True, True),
     # the same with torch's float32 conv2d as the dense form (arrays.INT8_DIGITS off): A/B of DigitConv
-    "layer-major, fixed-point, float32 conv2d": (True, "float64", True, True, False),
+    "layer-major, fixed-point, float32 conv2d": (True, "float64", True, True, False, True),
+    # the same with each max-pool tournament's populations gathered and scanned one by one
+    # (layered.FUSED_POOL off): A/B of compiled.pool4_if
+    "layer-major, fixed-point, gathered pools": (True, "float64", True, True, True, False),
 }
 
 
-def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labels=None, layer_major=True,
+def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, labels=None, layer_major=True,
                 precision="float64", new_layer_major=True, phases=None, cpu_times=None, use_compiled=True,
-                int8_digits=True):
+                int8_digits=True, fused_pool=True):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
     step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
     :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
     ``cpu_times`` (a list) the process CPU seconds of each repeat, ``use_compiled=False`` turns off
     the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`), ``int8_digits=False``
-    the int8 digit convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`)."""
+    the int8 digit convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`),
+    ``fused_pool=False`` the one-pass max-pool tournaments (``layered.FUSED_POOL``).  ``max_memory``
+    None: the library's default (:class:`~spikebridge.config.SimulationConfig`), which sizes the
+    batches a user gets."""
     import spikebridge.engines.tensor.arrays as tensor_arrays
     import spikebridge.engines.tensor.compiled as compiled
     import spikebridge.engines.tensor.engine as tensor_engine
     import spikebridge.engines.tensor.layered as layered
 
     times, rec = [], None
-    saved = tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED, tensor_arrays.INT8_DIGITS
+    saved = (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
+             tensor_arrays.INT8_DIGITS, layered.FUSED_POOL)
     tensor_engine.LAYER_MAJOR = layer_major
+    layered.FUSED_POOL = fused_pool
     tensor_arrays.INT8_DIGITS = int8_digits
     layered.INTEGER_GATES = layered.FUSED_IF = new_layer_major
     layered.PHASES = phases
     compiled.ENABLED = use_compiled
     try:
         for _ in range(repeats):
-            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, max_memory=max_memory,
-                                   precision=precision)
+            memory = {} if max_memory is None else {"max_memory": max_memory}
+            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, precision=precision, **memory)
             t0, c0 = time.perf_counter(), time.process_time()
             rec = simulate(snn, x, cfg, labels=labels)
             times.append(time.perf_counter() - t0)
@@ -248,7 +259,7 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=2e9, labe
                 cpu_times.append(time.process_time() - c0)
     finally:
         (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
-         tensor_arrays.INT8_DIGITS) = saved
+         tensor_arrays.INT8_DIGITS, layered.FUSED_POOL) = saved
     return statistics.median(times), times, rec
 
 
@@ -261,10 +272,10 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, 
     exact = None
     net = snn
     others = {"layer-major, conv matrices": snn_matrices, "layer-major, fixed-point": snn_fixed,
-              "layer-major, fixed-point, float32 conv2d": snn_fixed}
+              "layer-major, fixed-point, float32 conv2d": snn_fixed, "layer-major, fixed-point, gathered pools": snn_fixed}
     for device in devices:
         for variant in args.variants:
-            lm, precision, new, use_compiled, digits = VARIANTS[variant]
+            lm, precision, new, use_compiled, digits, fused_pool = VARIANTS[variant]
             if variant in others:
                 if others[variant] is None:
                     continue
@@ -275,14 +286,14 @@ def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, 
                 continue  # torch: one row (it always runs step-major, float64)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
             time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision,
-                        use_compiled=use_compiled, int8_digits=digits)
+                        use_compiled=use_compiled, int8_digits=digits, fused_pool=fused_pool)
             waited = settle()
             before = load_now()
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
             cpu: list = []
             med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
                                           labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
-                                          cpu_times=cpu, use_compiled=use_compiled, int8_digits=digits)
+                                          cpu_times=cpu, use_compiled=use_compiled, int8_digits=digits, fused_pool=fused_pool)
             ev = synaptic_events(snn, rec)
             label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
             row = {
@@ -667,7 +678,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="layer-major,step-major,layer-major, float32,layer-major, fixed-point",
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
                    "'layer-major, fixed-point' (converted with fixed_point=True), 'layer-major, fixed-point, float32 conv2d' "
-                   "(its dense convolutions in float32, not int8 digits), 'layer-major, previous' (before integer "
+                   "(its dense convolutions in float32, not int8 digits), 'layer-major, fixed-point, gathered pools' "
+                   "(max-pool tournaments not in one pass), 'layer-major, previous' (before integer "
                    "gates and the fused IF scan); split at commas not followed by a space")
     p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
                    help="store case: the schedules to run (comma-separated)")
