@@ -47,7 +47,7 @@ from ..errors import ValidationError
 if TYPE_CHECKING:
     from ..config import SimulationConfig
 
-__all__ = ["Plan", "compile", "InputPlan", "prepare_inputs", "sequence_window_steps", "window_floors", "window_wraps", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
+__all__ = ["Plan", "compile", "InputPlan", "InputCurrents", "prepare_inputs", "sequence_window_steps", "window_floors", "window_wraps", "checked_plan", "draw_poisson", "folded_projections", "active_populations", "max_delay_steps",
            "same_step_projections", "same_step_targets", "layer_major_blocker"]
 
 
@@ -298,6 +298,91 @@ def compile(snn: SpikingNetwork, config: "SimulationConfig | None" = None, *, dt
     )
 
 
+#: samples per chunk in which :class:`InputCurrents` applies an input's first projections.  Chunks
+#: start at multiples of it (absolute sample indices), so every engine, batch size, batch part and
+#: resume point computes a sample's current in the same chunk, with the same values; and a chunk's
+#: temporaries (a convolution's unfolded windows) are small enough for the allocator to reuse,
+#: where the whole input's (MNIST LeNet, 1,000 images: 115 + 2 × 74 MB) were fresh pages every run
+CURRENT_CHUNK = 64
+
+
+class InputCurrents(Mapping[str, NDArray[np.float64]]):
+    """The constant input currents of current-encoded samples ``lo:hi``, computed when first read.
+
+    A population's currents are ``Σ_links (x @ Wᵀ) / dt`` over the input's projections onto it (a
+    convolution applied with its kernel), in threshold units per second, shape
+    ``(hi - lo, n_post)``; computed in chunks of :data:`CURRENT_CHUNK` samples aligned to absolute
+    sample indices, once per population and selection.  A batch reads only its own samples' chunks.
+
+    Parameters
+    ----------
+    xs : ndarray, shape (n_samples, n_in), float64
+        Every sample's input, divided by the encoding's scale.
+    links : list of (str, operator or None, ndarray or None, int)
+        Per projection of the input population, in order: its post population, its shared
+        kernel (``SharedKernel``) or None, else its dense ``(n_post, n_in)`` weights, and ``n_post``.
+    dt : float
+        The network's time step in seconds.
+    lo, hi : int
+        The samples this mapping holds (default all).
+    """
+
+    def __init__(self, xs: NDArray[np.float64], links: list[tuple[str, Any, NDArray[np.float64] | None, int]], dt: float,
+                 lo: int = 0, hi: int | None = None) -> None:
+        self._xs, self._links, self._dt = xs, links, float(dt)
+        self._lo = int(lo)
+        self._hi = int(xs.shape[0] if hi is None else hi)
+        self._names = list(dict.fromkeys(post for post, _, _, _ in links))
+        self._done: dict[str, NDArray[np.float64]] = {}
+
+    def __getitem__(self, name: str) -> NDArray[np.float64]:
+        if name not in self._done:
+            if name not in self._names:
+                raise KeyError(name)
+            self._done[name] = self._compute(name)
+        return self._done[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def select(self, start: int, stop: int) -> "InputCurrents":
+        """Samples ``start:stop`` of this selection (clipped to it); currents already computed are sliced."""
+        lo = min(self._lo + max(0, int(start)), self._hi)
+        hi = max(lo, min(self._lo + int(stop), self._hi))
+        sub = InputCurrents(self._xs, self._links, self._dt, lo, hi)
+        for name, cur in self._done.items():
+            sub._done[name] = cur[lo - self._lo : hi - self._lo]
+        return sub
+
+    def _compute(self, name: str) -> NDArray[np.float64]:
+        n_post = next(n for post, _, _, n in self._links if post == name)
+        out = np.empty((self._hi - self._lo, n_post))
+        c = CURRENT_CHUNK
+        for c0 in range((self._lo // c) * c, self._hi, c):
+            c1 = min(c0 + c, self._xs.shape[0])
+            x = self._xs[c0:c1]
+            block: NDArray[np.float64] | None = None
+            for post, op, w, _ in self._links:
+                if post != name:
+                    continue
+                drive = op.apply(x) if op is not None else x @ w.T  # type: ignore[union-attr]
+                # per second of the network's own dt: with a finer simulation step the drive per
+                # step shrinks like the biases do, so rates in hertz do not depend on the step.  In
+                # place, with the values of ``0.0 + drive / dt`` (x + 0.0 turns -0.0 into 0.0 as
+                # 0.0 + x does)
+                cur = np.divide(drive, self._dt, out=drive)
+                block = np.add(cur, 0.0, out=cur) if block is None else np.add(block, cur, out=block)
+            a, b = max(c0, self._lo), min(c1, self._hi)
+            out[a - self._lo : b - self._lo] = block[a - c0 : b - c0]  # type: ignore[index]
+        return out
+
+
 @dataclass
 class InputPlan:
     """Per-sample input values of a batch.
@@ -305,9 +390,10 @@ class InputPlan:
     Attributes
     ----------
     n_samples : int
-    currents : dict of str to ndarray (n_samples, n_post)
+    currents : mapping of str to ndarray (n_samples, n_post)
         Constant input current of populations fed by a current-encoded input,
-        in threshold units per second.  For a sequence network (``window_steps > 0``)
+        in threshold units per second (an :class:`InputCurrents`, computed when read, for
+        current-encoded samples).  For a sequence network (``window_steps > 0``)
         shape (n_samples, T, n_post): element ``t`` drives steps ``t*window_steps``
         to ``(t+1)*window_steps - 1``, and no current flows after the last element.
     rates : ndarray (n_samples, n_in) or None
@@ -320,7 +406,7 @@ class InputPlan:
     """
 
     n_samples: int
-    currents: dict[str, NDArray[np.float64]]
+    currents: Mapping[str, NDArray[np.float64]]
     rates: NDArray[np.float64] | None
     kind: str
     raster: NDArray[Any] | None = None
@@ -343,7 +429,8 @@ class InputPlan:
         """The plan of samples ``start:stop``."""
         return InputPlan(
             n_samples=max(0, min(stop, self.n_samples) - start),
-            currents={k: v[start:stop] for k, v in self.currents.items()},
+            currents=(self.currents.select(start, stop) if isinstance(self.currents, InputCurrents)
+                      else {k: v[start:stop] for k, v in self.currents.items()}),
             rates=None if self.rates is None else self.rates[start:stop],
             kind=self.kind,
             raster=None if self.raster is None else self.raster[start:stop],
@@ -471,27 +558,19 @@ def prepare_inputs(snn: SpikingNetwork, inputs: ArrayLike | None, dt: float) -> 
     scale = float(snn.encoding.get("scale", 1.0)) or 1.0
     xs = x / scale
     if kind == "current":
-        currents: dict[str, NDArray[np.float64]] = {}
+        links: list[tuple[str, Any, NDArray[np.float64] | None, int]] = []
         for proj in snn.outgoing(snn.input):
             n_post = snn.populations[proj.post].n
             if proj.operator is not None:
                 # a first convolution is applied with its kernel (a dense matrix of a CIFAR conv is GBs)
-                drive = proj.operator.apply(xs)
+                links.append((proj.post, proj.operator, None, n_post))
             else:
                 w = np.zeros((n_post, n_in))
                 np.add.at(w, (proj.post_index, proj.pre_index), proj.weight)
-                drive = xs @ w.T
-            # per second of the network's own dt: with a finer simulation step the drive per
-            # step shrinks like the biases do, so rates in hertz do not depend on the step.  In
-            # place (drive is this function's own array), with the values of ``0.0 + drive / dt``
-            # (x + 0.0 turns -0.0 into 0.0 as 0.0 + x does): on a VM whose freed pages go back to
-            # the host, each fresh 100 MB (VGG, 1,000 images) cost 0.1-0.25 s (results.md §0.2o)
-            cur = np.divide(drive, snn.dt, out=drive)
-            if proj.post in currents:
-                np.add(currents[proj.post], cur, out=currents[proj.post])
-            else:
-                currents[proj.post] = np.add(cur, 0.0, out=cur)
-        return InputPlan(n_samples=x.shape[0], currents=currents, rates=None, kind=kind)
+                links.append((proj.post, None, w, n_post))
+        # computed per batch when read: on a VM whose freed pages go back to the host, each fresh
+        # 100 MB (VGG, 1,000 images) cost 0.1-0.25 s (results.md §0.2o, §0.2q)
+        return InputPlan(n_samples=x.shape[0], currents=InputCurrents(xs, links, snn.dt), rates=None, kind=kind)
     if kind in ("poisson", "regular"):
         max_rate = float(snn.encoding.get("max_rate", 1.0 / dt))
         rates = np.clip(xs, 0.0, 1.0) * max_rate
