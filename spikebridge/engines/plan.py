@@ -316,22 +316,29 @@ class InputCurrents(Mapping[str, NDArray[np.float64]]):
 
     Parameters
     ----------
-    xs : ndarray, shape (n_samples, n_in), float64
-        Every sample's input, divided by the encoding's scale.
+    xs : ndarray, shape (n_rows, n_in), float64
+        Samples ``base .. base + n_rows - 1`` of the input, divided by the encoding's scale
+        (every chunk that meets ``lo:hi``).
     links : list of (str, operator or None, ndarray or None, int)
         Per projection of the input population, in order: its post population, its shared
         kernel (``SharedKernel``) or None, else its dense ``(n_post, n_in)`` weights, and ``n_post``.
     dt : float
         The network's time step in seconds.
     lo, hi : int
-        The samples this mapping holds (default all).
+        The samples this mapping holds, absolute indices (default all of ``xs``).
+    base : int
+        Absolute index of ``xs``'s first row.
+    n_all : int or None
+        Samples of the whole input (default ``base + len(xs)``): where the last chunk ends.
     """
 
     def __init__(self, xs: NDArray[np.float64], links: list[tuple[str, Any, NDArray[np.float64] | None, int]], dt: float,
-                 lo: int = 0, hi: int | None = None) -> None:
+                 lo: int = 0, hi: int | None = None, base: int = 0, n_all: int | None = None) -> None:
         self._xs, self._links, self._dt = xs, links, float(dt)
+        self._base = int(base)
+        self._n_all = int(base + xs.shape[0] if n_all is None else n_all)
         self._lo = int(lo)
-        self._hi = int(xs.shape[0] if hi is None else hi)
+        self._hi = int(base + xs.shape[0] if hi is None else hi)
         self._names = list(dict.fromkeys(post for post, _, _, _ in links))
         self._done: dict[str, NDArray[np.float64]] = {}
 
@@ -352,10 +359,17 @@ class InputCurrents(Mapping[str, NDArray[np.float64]]):
         return name in self._names
 
     def select(self, start: int, stop: int) -> "InputCurrents":
-        """Samples ``start:stop`` of this selection (clipped to it); currents already computed are sliced."""
+        """Samples ``start:stop`` of this selection (clipped to it); currents already computed are sliced.
+
+        The selection keeps only the input rows of its own chunks, so a batch sent to a worker
+        carries its samples, not the whole input.
+        """
         lo = min(self._lo + max(0, int(start)), self._hi)
         hi = max(lo, min(self._lo + int(stop), self._hi))
-        sub = InputCurrents(self._xs, self._links, self._dt, lo, hi)
+        c = CURRENT_CHUNK
+        c_lo = (lo // c) * c
+        c_hi = c_lo if hi == lo else min(-(-hi // c) * c, self._n_all)
+        sub = InputCurrents(self._xs[c_lo - self._base : c_hi - self._base], self._links, self._dt, lo, hi, c_lo, self._n_all)
         for name, cur in self._done.items():
             sub._done[name] = cur[lo - self._lo : hi - self._lo]
         return sub
@@ -365,8 +379,8 @@ class InputCurrents(Mapping[str, NDArray[np.float64]]):
         out = np.empty((self._hi - self._lo, n_post))
         c = CURRENT_CHUNK
         for c0 in range((self._lo // c) * c, self._hi, c):
-            c1 = min(c0 + c, self._xs.shape[0])
-            x = self._xs[c0:c1]
+            c1 = min(c0 + c, self._n_all)
+            x = self._xs[c0 - self._base : c1 - self._base]
             block: NDArray[np.float64] | None = None
             for post, op, w, _ in self._links:
                 if post != name:

@@ -99,3 +99,23 @@ def graded_net(rng: np.random.Generator, a_params: dict, b_params: dict, weights
         for (name, pre, post, n_pre, n_post, delay), (mean, sd) in zip(links, weights, strict=True)
     ]
     return SpikingNetwork(pops, projs, input="input", output="out", min_delay_steps=0, encoding=encoding)
+
+
+def pool_cnn_graph(hw: int, *, conv2_stride: int = 1, conv2_padding: int = 1, seed: int = 2):
+    """A 2-channel ``hw`` x ``hw`` CNN: conv 3x3 (padding 1) -> ReLU -> 2x2 max pool -> conv 3x3 -> ReLU -> dense (3)."""
+    from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU
+
+    r = np.random.default_rng(seed)
+    pooled = hw // 2
+    side = (pooled + 2 * conv2_padding - 3) // conv2_stride + 1
+    return AnnGraph([
+        Input(name="input", shape=(2, hw, hw)),
+        Conv2d(name="conv1", weight=r.normal(0, 0.5, size=(4, 2, 3, 3)), bias=r.normal(0.05, 0.1, size=4), padding=1),
+        ReLU(name="relu1"),
+        MaxPool2d(name="pool1", kernel_size=2),
+        Conv2d(name="conv2", weight=r.normal(0, 0.4, size=(5, 4, 3, 3)), bias=r.normal(0, 0.1, size=5),
+               stride=conv2_stride, padding=conv2_padding),
+        ReLU(name="relu2"),
+        Flatten(name="flat"),
+        Dense(name="fc", weight=r.normal(0, 0.3, size=(3, 5 * side * side)), bias=np.zeros(3)),
+    ], name=f"pool_cnn_{hw}")

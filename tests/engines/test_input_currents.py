@@ -45,8 +45,12 @@ def test_selections_read_the_same_currents_as_the_whole_plan(rng, monkeypatch):
         # a part of a part, and a part of a plan whose currents were already computed
         np.testing.assert_array_equal(part.select(1, 4).currents["a"], whole["a"][start + 1 : min(start + 4, stop, 40)])
         np.testing.assert_array_equal(plan.select(start, stop).currents["b"], whole["b"][start:stop])
-    back = pickle.loads(pickle.dumps(fresh.select(5, 20)))  # sent to Dask workers
+    part = fresh.select(5, 20)
+    back = pickle.loads(pickle.dumps(part))  # sent to Dask workers
     np.testing.assert_array_equal(back.currents["a"], whole["a"][5:20])
+    # a batch carries the inputs of its own chunks (samples 0-20 here), not all 40 samples
+    assert len(pickle.dumps(part)) < len(pickle.dumps(fresh)) - 18 * 6 * 8
+    np.testing.assert_array_equal(back.select(9, 12).currents["b"], whole["b"][14:17])
 
 
 def _dense(proj, n_post: int, n_pre: int = 6):

@@ -23,29 +23,16 @@ from spikebridge.importers.registry import load_model
 from spikebridge.models import model_path
 from spikebridge.run.simulate import simulate
 
+from ._nets import pool_cnn_graph
 from .test_tensor import assert_same_spikes
 
 pytest.importorskip("numba")
 
 
 def _cnn(hw: int, *, seed: int = 2):
-    """conv 3x3 (padding 1, ``hw`` x ``hw``) -> 2x2 max pool -> conv -> dense; calibration inputs."""
-    from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU
-
-    r = np.random.default_rng(seed)
-    pooled = hw // 2
-    g = AnnGraph([
-        Input(name="input", shape=(2, hw, hw)),
-        Conv2d(name="conv1", weight=r.normal(0, 0.5, size=(4, 2, 3, 3)), bias=r.normal(0.05, 0.1, size=4), padding=1),
-        ReLU(name="relu1"),
-        MaxPool2d(name="pool1", kernel_size=2),
-        Conv2d(name="conv2", weight=r.normal(0, 0.4, size=(5, 4, 3, 3)), bias=r.normal(0, 0.1, size=5), padding=1),
-        ReLU(name="relu2"),
-        Flatten(name="flat"),
-        Dense(name="fc", weight=r.normal(0, 0.3, size=(3, 5 * pooled * pooled)), bias=np.zeros(3)),
-    ], name=f"pool_cnn_{hw}")
+    """:func:`._nets.pool_cnn_graph` converted (same-step delivery), and its calibration inputs."""
     x = np.random.default_rng(seed + 1).uniform(0, 1, size=(20, 2, hw, hw))
-    return convert(g, ConversionConfig(v_init=0.5), calibration=x), x
+    return convert(pool_cnn_graph(hw, seed=seed), ConversionConfig(v_init=0.5), calibration=x), x
 
 
 def _pools(snn, n_steps: int) -> dict:
@@ -86,6 +73,16 @@ def test_even_pooling_runs_fused_with_the_reference_spikes(monkeypatch):
     unfused = _run(snn, x[:4], 60)
     assert not calls
     assert_same_spikes(fused, unfused, min_spikes=2000)
+
+
+def test_fused_pools_give_brian2s_spikes(monkeypatch):
+    snn, x = _cnn(8, seed=6)
+    calls = _spy(monkeypatch)
+    fused = _run(snn, x[:2], 30)
+    assert calls
+    brian2 = simulate(snn, x[:2], SimulationConfig(n_steps=30, target="numpy", record=("all",), seed=5))
+    assert_same_spikes(fused, brian2, min_spikes=500)
+    assert brian2.counts["pool1_max1"].sum() > 20 and brian2.counts["pool1"].sum() > 50
 
 
 def test_int32_potentials_run_fused_too(monkeypatch):

@@ -23,7 +23,7 @@ from spikebridge.run.simulate import resolve_engine, simulate
 from spikebridge.snn.network import Projection, load_network, save_network
 from tests._optional import requires_nir
 
-from ._nets import chain, mixed, single_if
+from ._nets import chain, mixed, pool_cnn_graph, single_if
 
 try:
     import torch  # noqa: F401
@@ -121,19 +121,7 @@ def test_digits_cnn_equals_brian2_with_shared_kernels(digits, device):
 @pytest.mark.parametrize("maxpool", ["gate", "tree"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_maxpool_gate_cnn_with_delays_equals_reference(rng, device, maxpool):
-    from spikebridge.ir import AnnGraph, Conv2d, Dense, Flatten, Input, MaxPool2d, ReLU
-
-    r = np.random.default_rng(2)
-    g = AnnGraph([
-        Input(name="input", shape=(2, 8, 8)),
-        Conv2d(name="conv1", weight=r.normal(0, 0.4, size=(4, 2, 3, 3)), bias=r.normal(0, 0.1, size=4), padding=1),
-        ReLU(name="relu1"),
-        MaxPool2d(name="pool1", kernel_size=2),
-        Conv2d(name="conv2", weight=r.normal(0, 0.4, size=(5, 4, 3, 3)), bias=r.normal(0, 0.1, size=5), stride=2),
-        ReLU(name="relu2"),
-        Flatten(name="flat"),
-        Dense(name="fc", weight=r.normal(0, 0.3, size=(3, 5)), bias=np.zeros(3)),
-    ], name="gate_cnn")
+    g = pool_cnn_graph(8, conv2_stride=2, conv2_padding=0)
     x = rng.uniform(0, 1, size=(30, 2, 8, 8))
     snn = convert(g, ConversionConfig(delay=2e-3, refractory=1e-3, input_encoding="poisson", max_rate=500.0, maxpool=maxpool), calibration=x)
     if maxpool == "gate":  # the gate keeps its shared kernel; the tree adds populations of rounds
