@@ -25,7 +25,10 @@ exact float32 products, dense ones as int8 digit convolutions where torch's oneD
 row says how many predictions and spike counts equal the exact row's) and, on request,
 ``layer-major, fixed-point, float32 conv2d`` (the same with torch's float32 ``conv2d`` as the dense
 form) and ``layer-major, fixed-point, gathered pools`` (the same with each max-pool tournament's
-populations gathered and scanned one by one, not in one pass), all in the same run; tensor rows
+populations gathered and scanned one by one, not in one pass) and ``layer-major, 16-bit weights``,
+``layer-major, 8-bit weights`` (converted with ``ConversionConfig(weight_bits=k)``: a different,
+quantised network; the row gives its accuracy and how many predictions equal the exact row's), all
+in the same run; tensor rows
 use the library's default ``max_memory`` (the batches a user gets); ``--phases`` records per-phase CPU
 seconds of the layer-major rows; ``--torch`` adds torch CPU threads to the LeNet. Every row
 records the 1-minute load beside it.
@@ -219,7 +222,35 @@ VARIANTS = {
     # the same with each max-pool tournament's populations gathered and scanned one by one
     # (layered.FUSED_POOL off): A/B of compiled.pool4_if
     "layer-major, fixed-point, gathered pools": (True, "float64", True, True, True, False),
+    # the network converted with k-bit weights (ConversionConfig(weight_bits=k), fixed-point on a
+    # coarser grid): a different network, as a neuromorphic chip stores it; the row says how many
+    # predictions equal the exact row's, and its accuracy is its own (int8 digit convolutions in
+    # ceil(k / 8) digits instead of three)
+    "layer-major, 16-bit weights": (True, "float64", True, True, True, True),
+    "layer-major, 8-bit weights": (True, "float64", True, True, True, True),
 }
+
+#: rows whose network is converted with other settings: variant -> ConversionConfig fields
+CONVERTED = {
+    "layer-major, fixed-point": {"fixed_point": True},
+    "layer-major, fixed-point, float32 conv2d": {"fixed_point": True},
+    "layer-major, fixed-point, gathered pools": {"fixed_point": True},
+    "layer-major, 16-bit weights": {"weight_bits": 16},
+    "layer-major, 8-bit weights": {"weight_bits": 8},
+}
+
+
+def variant_nets(graph, x_cal, variants) -> dict:
+    """The networks of the ``variants`` in :data:`CONVERTED`, each setting converted once (99.9 % scaling)."""
+    nets: dict = {}
+    by_setting: dict = {}
+    for v in variants:
+        if v in CONVERTED:
+            key = tuple(sorted(CONVERTED[v].items()))
+            if key not in by_setting:
+                by_setting[key] = convert(graph, ConversionConfig(percentile=99.9, **CONVERTED[v]), calibration=x_cal)
+            nets[v] = by_setting[key]
+    return nets
 
 
 def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, labels=None, layer_major=True,
@@ -263,16 +294,15 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, lab
     return statistics.median(times), times, rec
 
 
-def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, snn_fixed=None) -> dict:
+def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, nets=None) -> dict:
     """Rows of the tensor engine (``args.variants`` of :data:`VARIANTS`), each with the 1-minute load
-    before and after it; a float32, conv-matrices or fixed-point row says how many predictions and spikes
-    equal the exact row's. ``snn_matrices``: the same network converted with explicit conv matrices;
-    ``snn_fixed``: converted with fixed-point weights."""
+    before and after it; a float32, conv-matrices, fixed-point or k-bit row says how many predictions and
+    spikes equal the exact row's. ``snn_matrices``: the same network converted with explicit conv matrices;
+    ``nets``: :func:`variant_nets`."""
     rows = {}
     exact = None
     net = snn
-    others = {"layer-major, conv matrices": snn_matrices, "layer-major, fixed-point": snn_fixed,
-              "layer-major, fixed-point, float32 conv2d": snn_fixed, "layer-major, fixed-point, gathered pools": snn_fixed}
+    others = {"layer-major, conv matrices": snn_matrices, **{v: (nets or {}).get(v) for v in CONVERTED}}
     for device in devices:
         for variant in args.variants:
             lm, precision, new, use_compiled, digits, fused_pool = VARIANTS[variant]
@@ -454,10 +484,8 @@ def case_lenet(args) -> dict:
     if args.spikingjelly:
         sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
         out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
-    snn_fp = None
-    if any(v.startswith("layer-major, fixed-point") for v in args.variants):
-        snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
-    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",), snn_fixed=snn_fp)
+    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",),
+                       nets=variant_nets(graph, x_cal, args.variants))
     tensor_rec = rows[next(k for k in rows if k.startswith("tensor engine (tensor-numpy,"))].pop("_rec")
     for label, row in rows.items():
         row.pop("_rec", None)
@@ -517,10 +545,8 @@ def case_shipped(args, name: str) -> dict:
         finally:
             dag.SHARED_KERNELS = True
         out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
-    snn_fp = None
-    if any(v.startswith("layer-major, fixed-point") for v in args.variants):
-        snn_fp = convert(graph, ConversionConfig(percentile=99.9, fixed_point=True), calibration=x_cal)
-    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m, snn_fixed=snn_fp).items():
+    nets = variant_nets(graph, x_cal, args.variants)
+    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m, nets=nets).items():
         row.pop("_rec", None)
         out["rows"][label] = row
     return out
@@ -679,7 +705,8 @@ def main(argv=None) -> int:
                    help="comma-separated tensor-engine rows of VARIANTS: layer-major, step-major, 'layer-major, float32', "
                    "'layer-major, fixed-point' (converted with fixed_point=True), 'layer-major, fixed-point, float32 conv2d' "
                    "(its dense convolutions in float32, not int8 digits), 'layer-major, fixed-point, gathered pools' "
-                   "(max-pool tournaments not in one pass), 'layer-major, previous' (before integer "
+                   "(max-pool tournaments not in one pass), 'layer-major, 16-bit weights', 'layer-major, 8-bit weights' "
+                   "(converted with weight_bits=16 / 8), 'layer-major, previous' (before integer "
                    "gates and the fused IF scan); split at commas not followed by a space")
     p.add_argument("--store-schedules", dest="store_schedules", default="layer-major,step-major",
                    help="store case: the schedules to run (comma-separated)")

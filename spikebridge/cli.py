@@ -110,6 +110,7 @@ def _conversion_config(args: argparse.Namespace) -> ConversionConfig:
         "steps_per_element": getattr(args, "steps_per_element", None),
         "neurons_per_unit": getattr(args, "neurons_per_unit", None),
         "fixed_point": True if getattr(args, "fixed_point", False) else None,
+        "weight_bits": getattr(args, "weight_bits", None),
     }
     if args.normalisation:
         overrides["normalisation"] = args.normalisation
@@ -629,6 +630,10 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
                    help="round weights to a power-of-two grid whose sums are exact in float32 (moves a weight by at "
                    "most 2^-25 of the largest fan-in sum): the tensor engine may then use dense float32 "
                    "convolutions with the exact path's spikes")
+    g.add_argument("--weight-bits", dest="weight_bits", type=_COUNT, metavar="K",
+                   help="weights as signed K-bit integers (2-24) times a power of two per projection, as neuromorphic "
+                   "chips store them (implies --fixed-point; 8 runs the tensor engine's int8 convolutions in one digit "
+                   "instead of three; a different network: compare its accuracy)")
 
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:

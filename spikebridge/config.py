@@ -292,6 +292,13 @@ class ConversionConfig(_Config):
         input is then exact in float32, so its order cannot change a spike, and the tensor
         engine may run dense float32 convolutions with the exact path's spikes.  A weight moves
         by at most ``2**-25`` of the largest fan-in sum.
+    weight_bits : int or None
+        Weights as signed integers of this many bits (2–24) times a power of two per projection,
+        as neuromorphic chips store them (8: Loihi's synapses); implies ``fixed_point``, whose
+        exactness it keeps.  With 8 bits the tensor engine's int8 convolutions run one digit
+        instead of three.  None = no bound beyond ``fixed_point``'s.  A weight moves by up to
+        ``2**-weight_bits`` of its projection's largest weight: a different network, so measure its
+        accuracy (docs/conversion.md#fixed-point-weights has the shipped models').
     """
 
     normalisation: str = "data"
@@ -326,6 +333,7 @@ class ConversionConfig(_Config):
     steps_per_element: int = 32
     neurons_per_unit: int = 1
     fixed_point: bool = False
+    weight_bits: int | None = None
 
     _time_fields = frozenset({"tau_mem", "refractory", "dt", "delay", "delay_jitter"})
 
@@ -380,6 +388,8 @@ class ConversionConfig(_Config):
         if not isinstance(self.fixed_point, bool):
             raise ValidationError(f"ConversionConfig.fixed_point: must be a bool, got {self.fixed_point!r}",
                                   attr="fixed_point", obj=self)
+        if self.weight_bits is not None:
+            check_int(self.weight_bits, "ConversionConfig.weight_bits", MIN_WEIGHT_BITS, MAX_WEIGHT_BITS)
         if not isinstance(self.signed, bool):
             raise ValidationError(f"ConversionConfig.signed: must be a bool, got {self.signed!r}", attr="signed", obj=self)
         if self.signed:
@@ -392,6 +402,11 @@ class ConversionConfig(_Config):
                 if bad:
                     raise ValidationError(f"ConversionConfig.signed: signed neurons cannot be used with {why}",
                                           attr="signed", obj=self)
+
+
+#: the range of ``ConversionConfig.weight_bits``: two bits is the least that holds a sign and a
+#: magnitude; beyond 24 bits the fixed-point grid's fan-in bound always binds first
+MIN_WEIGHT_BITS, MAX_WEIGHT_BITS = 2, 24
 
 
 #: named conversion settings (``preset(name)``, CLI ``--preset``); see docs/conversion.md for the measurements

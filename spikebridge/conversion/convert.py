@@ -433,9 +433,10 @@ def convert(
 
 
 def _fixed_point(snn: SpikingNetwork, cfg: ConversionConfig) -> SpikingNetwork:
-    """``snn`` with fixed-point weights when ``cfg.fixed_point`` (the last step: after calibration and Dale's split)."""
-    if not cfg.fixed_point:
+    """``snn`` with fixed-point weights when ``cfg.fixed_point`` or ``cfg.weight_bits`` (the last step: after
+    calibration and Dale's split)."""
+    if not cfg.fixed_point and cfg.weight_bits is None:
         return snn
     from .fixedpoint import to_fixed_point
 
-    return to_fixed_point(snn)
+    return to_fixed_point(snn, cfg.weight_bits)

@@ -18,6 +18,15 @@ reference compute.
 Each weight moves by at most ``2**-(e+1)``, i.e. by at most ``2**-25`` of the
 projection's largest fan-in sum (the shipped F-MNIST VGG: ``e`` = 19–21, weights
 moved by < 1e-6 of the threshold; the same predictions on all 1,000 test images).
+
+``ConversionConfig(weight_bits=k)`` bounds the grid further, as neuromorphic chips store weights:
+every weight of a projection is a signed ``k``-bit integer ``u`` (``|u| <= 2**(k-1) - 1``) times
+the projection's ``2**-e`` (one exponent per projection, as a chip's per-layer weight exponent).
+``e`` is then the smaller of the two bounds' exponents, so sums stay exact in float32, and the
+tensor engine's int8 convolutions need ``ceil(k / 8)`` digits instead of three (8 bits: one;
+:class:`spikebridge.engines.tensor.arrays.DigitConv`).  This moves weights by up to
+``2**-k`` of the projection's largest weight: a different network, whose accuracy is measured,
+not assumed (``docs/conversion.md``).
 """
 
 from __future__ import annotations
@@ -28,9 +37,11 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ..config import MAX_WEIGHT_BITS, MIN_WEIGHT_BITS
+from ..errors import ValidationError
 from ..snn.network import Projection, SpikingNetwork
 
-__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "to_fixed_point", "float32_exact", "float32_exact_matrix", "kernel_units"]
+__all__ = ["EXACT_SUM_UNITS", "grid_exponent", "weight_exponent", "to_fixed_point", "float32_exact", "float32_exact_matrix", "kernel_units"]
 
 #: a float32 significand holds every integer up to 2**24: sums of grid units up to this are exact
 EXACT_SUM_UNITS = 2**24
@@ -48,6 +59,27 @@ def grid_exponent(max_fan_in: float) -> int | None:
     while math.ldexp(max_fan_in, e) > EXACT_SUM_UNITS:
         e -= 1
     return e
+
+
+def weight_exponent(max_abs: float, bits: int) -> int | None:
+    """The largest ``e`` with ``max_abs · 2**e <= 2**(bits-1) - 1``; None when ``max_abs`` is 0.
+
+    ``max_abs`` is a projection's largest ``|w|``; on the grid ``2**-e`` every weight rounds to a
+    signed ``bits``-bit integer (the bound is an integer, so rounding cannot pass it).
+    """
+    if not max_abs > 0.0 or not math.isfinite(max_abs):
+        return None
+    top = 2 ** (bits - 1) - 1
+    e = math.floor(math.log2(top / max_abs))
+    while math.ldexp(max_abs, e) > top:  # log2 rounding, as in grid_exponent
+        e -= 1
+    return e
+
+
+def _max_abs(proj: Projection) -> float:
+    """Largest ``|w|`` of a projection (its kernel's for a shared kernel; 0.0 without weights)."""
+    w = proj.operator.kernel if proj.operator is not None else proj.weight
+    return float(np.abs(w).max()) if w.size else 0.0
 
 
 def _max_fan_in(proj: Projection, n_post: int) -> float:
@@ -79,16 +111,25 @@ def _on_grid(values: NDArray[np.float64], max_fan_in: float) -> bool:
 def kernel_units(kernel: NDArray[np.float64]) -> tuple[NDArray[np.int64], int] | None:
     """A fixed-point shared kernel as integers: ``(u, e)`` with ``kernel == u · 2**-e``, or None.
 
-    ``e`` is :func:`grid_exponent` of the largest per-output-channel Σ|w| (0 for a kernel of
-    zeros), so every sum of ``u`` over one output channel's taps is at most ``2**24`` in
-    magnitude.  None when the kernel is not on that grid (not what :func:`to_fixed_point` makes).
+    ``e`` is the smallest exponent that makes every ``u`` an integer, at most :func:`grid_exponent`
+    of the largest per-output-channel Σ|w| (0 for a kernel of zeros), so every sum of ``u`` over
+    one output channel's taps is at most ``2**24`` in magnitude.  None when the kernel is not on
+    that grid (not what :func:`to_fixed_point` makes).
     """
     k = np.asarray(kernel, dtype=np.float64)
     if not k.size or not float32_exact(k):
         return None
     e = grid_exponent(float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
     e = 0 if e is None else e
-    return np.ldexp(k, e).astype(np.int64), e
+    u = np.ldexp(k, e).astype(np.int64)
+    # the coarsest grid the kernel is on: a kernel of k-bit weights (``weight_bits``) has units
+    # that share trailing zero bits on the fan-in grid, and fewer units mean fewer int8 digits
+    nz = np.abs(u[u != 0])
+    if nz.size:
+        common = int(np.bitwise_or.reduce(nz))
+        shift = (common & -common).bit_length() - 1
+        u, e = u >> shift, e - shift
+    return u, e
 
 
 def float32_exact(kernel: NDArray[np.float64]) -> bool:
@@ -114,17 +155,25 @@ def float32_exact_matrix(m: sp.csr_matrix) -> bool:
     return _on_grid(np.asarray(m.data, dtype=np.float64), float(abs(m).sum(axis=1).max()))
 
 
-def to_fixed_point(snn: SpikingNetwork) -> SpikingNetwork:
+def to_fixed_point(snn: SpikingNetwork, weight_bits: int | None = None) -> SpikingNetwork:
     """``snn`` with every projection's weights rounded to its float32-exact grid (see the module docstring).
 
-    Returns a new network (shared kernels stay shared kernels); ``metadata["fixed_point"]``
-    maps each projection to its exponent ``e`` (weights are multiples of ``2**-e``).
-    Projections without weights are kept as they are.
+    ``weight_bits`` (``MIN_WEIGHT_BITS`` .. ``MAX_WEIGHT_BITS``, or None for no bound) makes every
+    weight a signed integer of that many bits times its projection's ``2**-e``.  Returns a new
+    network (shared kernels stay shared kernels); ``metadata["fixed_point"]`` maps each projection
+    to its exponent ``e`` (weights are multiples of ``2**-e``), and ``metadata["weight_bits"]`` is
+    ``weight_bits`` when given.  Projections without weights are kept as they are.
     """
+    if weight_bits is not None and (not isinstance(weight_bits, int) or isinstance(weight_bits, bool)
+                                    or not MIN_WEIGHT_BITS <= weight_bits <= MAX_WEIGHT_BITS):
+        raise ValidationError(f"to_fixed_point: weight_bits must be an integer in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS}, "
+                              f"got {weight_bits!r}", attr="weight_bits")
     exps: dict[str, int] = {}
     projections = []
     for proj in snn.projections.values():
         e = grid_exponent(_max_fan_in(proj, snn.populations[proj.post].n))
+        if e is not None and weight_bits is not None:
+            e = min(e, weight_exponent(_max_abs(proj), weight_bits))  # type: ignore[type-var]  # both set: some |w| > 0
         if e is None:
             projections.append(proj)
             continue
@@ -135,4 +184,7 @@ def to_fixed_point(snn: SpikingNetwork) -> SpikingNetwork:
                                                               op.padding, op.groups)))
         else:
             projections.append(proj.replace(weight=_round_to_grid(proj.weight, e)))
-    return snn.copy_with(projections=projections, metadata={**snn.metadata, "fixed_point": exps})
+    meta = {**snn.metadata, "fixed_point": exps}
+    if weight_bits is not None:
+        meta["weight_bits"] = weight_bits
+    return snn.copy_with(projections=projections, metadata=meta)

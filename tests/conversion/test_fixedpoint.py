@@ -11,7 +11,7 @@ from spikebridge import SpikingNetwork
 from spikebridge.cli import main
 from spikebridge.config import ConversionConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.conversion.fixedpoint import EXACT_SUM_UNITS, float32_exact, grid_exponent
+from spikebridge.conversion.fixedpoint import EXACT_SUM_UNITS, float32_exact, grid_exponent, kernel_units, weight_exponent
 from spikebridge.errors import ValidationError
 from spikebridge.importers.registry import load_model
 from spikebridge.models import model_path
@@ -95,3 +95,65 @@ def test_cli_convert_fixed_point(tmp_path, capsys):
     assert main(["convert", str(model_path("digits_mlp")), "-o", str(out), "--fixed-point"]) == 0, capsys.readouterr().err
     snn = SpikingNetwork.load(out)
     assert snn.conversion["fixed_point"] is True and set(snn.metadata["fixed_point"]) == set(snn.projections)
+
+
+def test_weight_exponent_is_the_largest_that_keeps_weights_in_k_bits():
+    assert weight_exponent(1.0, 8) == 6  # 64 <= 127 < 128
+    assert weight_exponent(127.0, 8) == 0  # the bound itself
+    assert weight_exponent(127.5, 8) == -1
+    assert weight_exponent(3.0, 16) == 13  # 3 · 2**13 = 24,576 <= 32,767 < 49,152
+    for m in (0.013, 0.7, 5.0, 1e4):
+        for bits in (2, 4, 8, 12, 24):
+            e = weight_exponent(m, bits)
+            assert math.ldexp(m, e) <= 2 ** (bits - 1) - 1 < math.ldexp(m, e + 1)
+    assert weight_exponent(0.0, 8) is None
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_bits_make_every_weight_a_k_bit_integer_on_its_projections_grid(bits):
+    graph = load_model(model_path("digits_cnn"))
+    x = np.random.default_rng(0).random((64,) + tuple(graph.input_shape))
+    plain = convert(graph, ConversionConfig(), calibration=x)
+    fine = convert(graph, ConversionConfig(fixed_point=True), calibration=x)
+    coarse = convert(graph, ConversionConfig(weight_bits=bits), calibration=x)  # implies fixed_point
+    assert coarse.metadata["weight_bits"] == bits and "weight_bits" not in fine.metadata
+    exps = coarse.metadata["fixed_point"]
+    assert set(exps) == set(fine.metadata["fixed_point"])
+    top = 2 ** (bits - 1) - 1
+    for name, proj in coarse.projections.items():
+        e = exps[name]
+        assert e <= fine.metadata["fixed_point"][name]  # never finer than the fan-in grid
+        w = proj.operator.kernel if proj.operator is not None else proj.weight
+        before = plain.projections[name]
+        w0 = before.operator.kernel if before.operator is not None else before.weight
+        units = np.ldexp(w, e)
+        assert np.array_equal(units, np.rint(units)) and np.abs(units).max() <= top, name
+        # the largest weight uses the top bit: the grid is the finest that keeps k bits
+        assert np.abs(units).max() > top // 2, name
+        assert np.abs(w - w0).max() <= math.ldexp(1.0, -e - 1), name
+        if proj.operator is not None:
+            u, e_min = kernel_units(proj.operator.kernel)  # the coarsest grid: the k-bit one or coarser
+            assert e_min <= e and np.abs(u).max() <= top and np.array_equal(np.ldexp(u.astype(float), -e_min), w)
+    # a real bound: each shared kernel moves by more than the 24-bit grid's half unit
+    for name, proj in coarse.projections.items():
+        if proj.operator is not None:
+            moved = np.abs(proj.operator.kernel - plain.projections[name].operator.kernel).max()
+            assert moved > math.ldexp(1.0, -fine.metadata["fixed_point"][name] - 1), name
+
+
+@pytest.mark.parametrize("bad", [1, 25, 8.0, "8", True])
+def test_weight_bits_must_be_an_integer_in_range(bad):
+    with pytest.raises(ValidationError, match="weight_bits: must be an integer in 2..24"):
+        ConversionConfig(weight_bits=bad)  # type: ignore[arg-type]
+
+
+def test_cli_convert_weight_bits_and_a_file_round_trip(tmp_path, capsys):
+    out = tmp_path / "net.h5"
+    assert main(["convert", str(model_path("digits_mlp")), "-o", str(out), "--weight-bits", "8"]) == 0, capsys.readouterr().err
+    snn = SpikingNetwork.load(out)
+    assert snn.conversion["weight_bits"] == 8 and snn.metadata["weight_bits"] == 8
+    for name, e in snn.metadata["fixed_point"].items():
+        units = np.ldexp(snn.projections[name].weight, e)
+        assert np.array_equal(units, np.rint(units)) and np.abs(units).max() <= 127
+    assert main(["convert", str(model_path("digits_mlp")), "-o", str(tmp_path / "b.h5"), "--weight-bits", "40"]) != 0
+    assert "weight_bits" in capsys.readouterr().err

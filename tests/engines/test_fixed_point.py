@@ -12,7 +12,7 @@ import spikebridge.engines.tensor.compiled as compiled
 import spikebridge.engines.tensor.layered as layered
 from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
-from spikebridge.conversion.fixedpoint import grid_exponent
+from spikebridge.conversion.fixedpoint import grid_exponent, kernel_units
 from spikebridge.engines.reference import simulate_reference
 from spikebridge.engines.tensor.arrays import DenseConv32, DigitConv, SparseConv
 from spikebridge.importers.registry import load_model
@@ -109,16 +109,21 @@ def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spik
 
 
 @requires_torch
-@pytest.mark.parametrize("digits", [True, False], ids=["int8-digits", "float32-conv2d"])
-def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch, digits):
+@pytest.mark.parametrize(("digits", "bits"), [(True, None), (True, 8), (False, None)],
+                         ids=["int8-digits", "int8-one-digit", "float32-conv2d"])
+def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch, digits, bits):
     # ResNet-8's joins: a 3x3 convolution plus the identity shortcut (a gather) or a strided 1x1
-    # convolution (a second fixed-point kernel)
+    # convolution (a second fixed-point kernel); with 8-bit weights each runs as one int8 digit
     if digits and not HAS_INT8:
         pytest.skip("needs torch with oneDNN's int8 convolution (x86 builds)")
     monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
     graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
     x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
-    snn = convert(graph, ConversionConfig(fixed_point=True), calibration=x)
+    snn = convert(graph, ConversionConfig(fixed_point=True, weight_bits=bits), calibration=x)
+    if digits:
+        n_digits = {DigitConv.build(p.operator).n_digits for p in snn.projections.values()
+                    if p.operator is not None and p.operator.groups == 1}
+        assert n_digits == ({1} if bits == 8 else {3})
     seconds = []
     real = layered.LayerMajor._dense_if
     monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: seconds.append(a[-1]) or real(self, *a))
@@ -185,7 +190,9 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
     op = SharedKernel(_grid(kern) if scale else kern, shape, stride=(stride, stride), padding=(padding, padding))
     digits = DigitConv.build(op)
     assert digits is not None
-    units = np.abs(np.ldexp(op.kernel, grid_exponent(float(np.abs(op.kernel).reshape(out_ch, -1).sum(axis=1).max())) or 0))
+    grid = kernel_units(op.kernel)  # the coarsest grid the kernel is on
+    assert grid is not None
+    units = np.abs(grid[0])
     assert digits.n_digits == (4 if units.max() > 8_355_711 else 3 if units.max() > 32_639 else 2 if units.max() > 127 else 1)
     sc = SparseConv(op)
     x = rng.random((40, op.n_pre)) < np.linspace(0.0, 1.0, 40)[:, None]  # from no spikes to all
@@ -203,6 +210,17 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
     v2, s2 = v0.copy(), np.empty_like(s1)
     assert digits.scan_if(x, v2, drive, theta, s2)
     assert s1.any() and np.array_equal(s1, s2) and np.array_equal(v1, v2)
+    # with a gather as the second link (an identity or pooling shortcut): read by the scan, summed
+    # in the numpy gather's order and added to the digits' sums before the scan
+    x2 = rng.random((tb, n_r, 50)) < 0.4
+    idx = rng.integers(0, 50, size=(2, op.n_post))
+    w = rng.normal(size=(2, op.n_post)) * theta
+    sums = x2[:, :, idx[0]] * w[0] + x2[:, :, idx[1]] * w[1]
+    v3, s3 = v0.copy(), np.empty_like(s1)
+    assert compiled.if_scan(v3, drive, theta, [got.reshape(tb, n_r, -1).astype(np.float64) + sums], s3, None)
+    v4, s4 = v0.copy(), np.empty_like(s1)
+    assert digits.scan_if(x, v4, drive, theta, s4, ("gather", x2, idx, w))
+    assert s3.any() and not np.array_equal(s3, s1) and np.array_equal(s3, s4) and np.array_equal(v3, v4)
 
 
 @requires_int8

@@ -620,12 +620,12 @@ class DigitConv:
         return np.ascontiguousarray(total.astype(np.float32).transpose(0, 2, 1)).reshape(b, -1)
 
     def scan_if(self, spikes: NDArray[np.bool_], v: NDArray[np.float64], step_drive: Any, theta: float,
-                out: NDArray[np.bool_], second: NDArray[Any] | None = None) -> bool:
+                out: NDArray[np.bool_], second: NDArray[Any] | tuple[Any, ...] | None = None) -> bool:
         """A block of a plain IF population fed by this convolution, in one pass; False if it cannot.
 
         ``spikes`` (tb·R, n_pre) bool, row ``i·R + r`` the input of step ``i`` of sample ``r``;
         ``v`` (R, n) float64 potentials (volts), ``out`` (tb, R, n) spikes and ``second`` (a
-        residual join's other link, (tb, R, n) sums) as :func:`.compiled.digit_if` takes them: the
+        residual join's other link: (tb, R, n) sums, or a gather) as :func:`.compiled.digit_if` takes them: the
         arrivals of :meth:`__call__` scanned as :func:`.compiled.if_scan` scans them, without a
         block of arrivals in memory.  False (nothing touched) without the compiled kernels or for
         a layout they do not take.

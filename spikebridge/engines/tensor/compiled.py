@@ -393,16 +393,20 @@ def _build() -> dict[str, Any] | None:
                     dst[c * n_p + p] = tmp[p, c]
 
     @jit  # type: ignore[misc]
-    def digit_if_k(o: Any, n_digits: int, a2: Any, has2: bool, v: Any, drive: Any, add_drive: bool, theta: float,
-                   theta_sub: float, spikes: Any, tmp: Any, arow: Any) -> None:  # pragma: no cover - compiled
+    def digit_if_k(o: Any, n_digits: int, kind2: int, a2: Any, s2: Any, gidx: Any, gw: Any, v: Any, drive: Any,
+                   add_drive: bool, theta: float, theta_sub: float, spikes: Any, tmp: Any,
+                   arow: Any) -> None:  # pragma: no cover - compiled
         # digit_sum_k and if_scan_k's one-group scan in one pass: o (tb·R, P, L·O) float32, row
-        # i·R + r step i of sample r; a2 (tb, R, n) a second link's sums, added to the digits' in
-        # float64 (has2), as conv_if_k adds two links; v, drive (R, n); spikes (tb, R, n) uint8;
-        # a row's sums go through tmp (P, O) and arow (n,) float64 (cache-resident) instead of a
-        # block of arrivals
+        # i·R + r step i of sample r; a second link's sums added to the digits' in float64, as
+        # conv_if_k adds two links: kind2 = 1, a2 (tb, R, n) computed sums; kind2 = 2, a gather
+        # from s2 (tb, R, n_pre) uint8 spikes with gidx / gw (F, n) (conv_if_k's, the numpy
+        # gather's order), read here instead of through a block of sums; v, drive (R, n); spikes
+        # (tb, R, n) uint8; a row's sums go through tmp (P, O) and arow (n,) float64
+        # (cache-resident) instead of a block of arrivals
         tb = spikes.shape[0]
         n_r = v.shape[0]
         n_p, n_o = tmp.shape
+        n_f = gidx.shape[0]
         for r in range(n_r):
             vv = v[r]
             dd = drive[r]
@@ -411,10 +415,17 @@ def _build() -> dict[str, Any] | None:
                 for c in range(n_o):
                     for p in range(n_p):
                         arow[c * n_p + p] = tmp[p, c]
-                if has2:
+                if kind2 == 1:
                     ar2 = a2[i, r]
                     for e in range(arow.shape[0]):
                         arow[e] += ar2[e]
+                elif kind2 == 2:
+                    xr = s2[i, r]
+                    for e in range(arow.shape[0]):
+                        g = xr[gidx[0, e]] * gw[0, e]
+                        for f in range(1, n_f):
+                            g += xr[gidx[f, e]] * gw[f, e]
+                        arow[e] += g
                 scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
 
     @jit  # type: ignore[misc]
@@ -540,8 +551,9 @@ def warm_fixed_point() -> None:
                  np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     k["digit_sum"](np.zeros((1, 2, 2), dtype=np.float32), 2, np.zeros((1, 2), dtype=np.float32), np.zeros((2, 1), dtype=np.float32))
     for drive in (per_neuron, per_sample):  # DigitConv's fused scan, with a second link's float32 or float64 sums
-        for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):
-            k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, a2, True, np.zeros((2, 2)), drive, True, 1.0, 1.0,
+        for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):  # (kind2 is a runtime argument)
+            k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, 1, a2, np.zeros((1, 2, 2), dtype=np.uint8),
+                          np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros((2, 2)), drive, True, 1.0, 1.0,
                           np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2))
     a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))
     for drive in (per_neuron, per_sample):  # the dense path's scan of float32 arrivals
@@ -758,7 +770,7 @@ def digit_sum(o: NDArray[np.float32], n_digits: int, out: NDArray[np.float32]) -
 
 
 def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step_drive: Any, theta: float,
-             spikes: NDArray[np.bool_], second: NDArray[Any] | None = None) -> bool:
+             spikes: NDArray[np.bool_], second: NDArray[Any] | tuple[Any, ...] | None = None) -> bool:
     """:func:`digit_sum` and :func:`if_scan` with that one arrival group, in one pass; False if it cannot run here.
 
     Parameters
@@ -772,9 +784,11 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
         As :func:`if_scan`.
     spikes : ndarray, shape (tb, R, O·P), bool, C-contiguous
         Written.
-    second : ndarray, shape (tb, R, O·P), float32 or float64, or None
-        A second link's sums (a residual join), added to the digits' in float64 before the
-        scan, as :func:`conv_if` adds two links.
+    second : ndarray, shape (tb, R, O·P), float32 or float64; or ``("gather", x2, idx, w)``; or None
+        A second link (a residual join), added to the digits' sums in float64 before the scan,
+        as :func:`conv_if` adds two links: its sums, or a gather as :func:`conv_if` takes it
+        (``x2`` (tb, R, n_pre) spikes, ``idx`` / ``w`` (F, O·P) float64), summed in the numpy
+        gather's order while the row is in cache instead of through a block of sums.
 
     Returns
     -------
@@ -789,14 +803,27 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
     n_p, n_l = o.shape[1], o.shape[2]
     if (v.dtype != np.float64 or not v.flags.c_contiguous or not spikes.flags.c_contiguous or o.dtype != np.float32
             or o.shape[0] != tb * n_r or n_l % n_digits or n != n_p * (n_l // n_digits) or spikes.shape != (tb, n_r, n)
-            or np.asarray(step_drive).dtype != np.float64
-            or (second is not None and (second.shape != spikes.shape or second.dtype not in (np.float32, np.float64)))):
+            or np.asarray(step_drive).dtype != np.float64):
         return False
+    kind2, a2 = 0, np.zeros((1, 1, 1), dtype=np.float32)
+    s2, gidx, gw = np.zeros((1, 1, 1), dtype=np.uint8), np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1))
+    if isinstance(second, tuple):
+        if len(second) != 4 or second[0] != "gather":
+            return False
+        _, x2, idx, w = second
+        if (w.dtype != np.float64 or idx.shape != w.shape or idx.ndim != 2 or idx.shape[0] < 1 or idx.shape[1] != n
+                or x2.ndim != 3 or x2.shape[:2] != (tb, n_r)):
+            return False
+        kind2, s2 = 2, _as_u8(x2)
+        gidx, gw = np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(w)
+    elif second is not None:
+        if second.shape != spikes.shape or second.dtype not in (np.float32, np.float64):
+            return False
+        kind2, a2 = 1, np.ascontiguousarray(second)
     theta, theta_sub = _thresholds(v, theta)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = np.broadcast_to(np.asarray(step_drive, dtype=np.float64), v.shape)
-    a2 = np.ascontiguousarray(second) if second is not None else np.zeros((1, 1, 1), dtype=np.float32)
-    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), a2, second is not None, v, drive, add_drive, theta, theta_sub,
+    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), kind2, a2, s2, gidx, gw, v, drive, add_drive, theta, theta_sub,
                          spikes.view(np.uint8), np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n))
     return True
 

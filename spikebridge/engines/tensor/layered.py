@@ -722,9 +722,15 @@ class LayerMajor:
             xs = x[:, b0:b1].reshape(rows, -1)
             a2 = None
             if second is not None:
+                x2, link2 = second
+                if (isinstance(dense, DigitConv) and link2.kernel is None and link2.prepared[0] == "gather"
+                        and dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta,
+                                          sp := np.empty((tb, b1 - b0, n), dtype=bool), ("gather", x2[:, b0:b1], *link2.prepared[1]))):
+                    # a gather (an identity shortcut) read by the scan itself: no block of its sums
+                    spikes[:, b0:b1] = sp
+                    continue
                 # the second link's exact sums: its own dense form where it has one (a fixed-point
                 # convolution: the same values as its ordered float64 sums), else the engine's product
-                x2, link2 = second
                 xs2 = x2[:, b0:b1].reshape(rows, -1)
                 dense2 = getattr(link2.prepared, "dense32", None) if link2.kernel is not None else None
                 a2 = np.asarray(dense2(xs2) if dense2 is not None else self.p._apply(link2, xs2)).reshape(tb, b1 - b0, n)
