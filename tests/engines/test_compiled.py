@@ -76,6 +76,25 @@ def test_conv_events_equal_the_scipy_product(rng, kernels_on, o, c, hw, k, strid
     assert np.array_equal(np.signbit(got), np.signbit(want))  # no -0.0 where scipy gives +0.0
 
 
+@pytest.mark.parametrize("c,hw,k,stride,pad,density", [
+    (64, (4, 4), (4, 4), (4, 4), (0, 0), 0.2),   # ResNet-8's global average pool
+    (6, (9, 7), (3, 3), (2, 2), (1, 1), 0.5),    # padded, strided, not square
+    (3, (8, 8), (2, 3), (1, 2), (0, 1), 0.9),    # uneven kernel
+    (4, (5, 5), (3, 3), (1, 1), (1, 1), 0.0),    # silent input
+])
+def test_depthwise_equals_window_sum(rng, kernels_on, c, hw, k, stride, pad, density):
+    op = SharedKernel(order_sensitive(rng, (c, 1) + k), (c,) + hw, stride=stride, padding=pad, groups=c)
+    s = rng.random((29, op.n_pre)) < density
+    xp = NumpyArrays()
+    prepared = xp.kernel(op)
+    want = _numpy(xp.conv, prepared, op, s)  # window_sum
+    got = compiled.depthwise(s, prepared, op)
+    assert got.shape == want.shape == (29, op.n_post)
+    assert np.array_equal(got, want) and (density == 0.0 or np.count_nonzero(got) > got.size // 4)
+    assert np.array_equal(xp.conv(prepared, op, s), want)  # the engine's product takes it
+    assert compiled.depthwise(s, prepared.astype(np.float32), op) is None  # float32: window_sum's own
+
+
 @pytest.mark.parametrize("kind,density", [("sparse", 0.02), ("sparse", 0.2), ("sparse", 0.7),
                                           ("dense", 0.0), ("dense", 0.05), ("dense", 0.4), ("dense", 1.0)])
 def test_matrix_events_equal_the_numpy_products(rng, kernels_on, kind, density):

@@ -268,6 +268,11 @@ def test_a_fixed_point_network_compiles_nothing_in_its_run(monkeypatch, lenet, r
     for dense_above in (0.1, 2.0):
         rec = _run(monkeypatch, snn, x, dense_above=dense_above, push32=True)
         assert sum(int(c.sum()) for c in rec.counts.values()) > 5000
+    # ResNet-8: residual joins with a gather read by the digit scan, a depthwise global pool
+    graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
+    xr = rng.random((3,) + tuple(graph.input_shape))
+    rec = _run(monkeypatch, convert(graph, ConversionConfig(weight_bits=8), calibration=xr), xr, dense_above=0.0, push32=True)
+    assert sum(int(c.sum()) for c in rec.counts.values()) > 5000
     assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm
 
 

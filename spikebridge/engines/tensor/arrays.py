@@ -391,6 +391,8 @@ class NumpyArrays(Arrays):
     def conv(self, prepared: Any, op: SharedKernel, x: Any) -> Any:
         if op.groups == 1:
             return prepared(x)
+        if compiled.available() and x.dtype == np.bool_ and (out := compiled.depthwise(x, prepared, op)) is not None:
+            return out  # the same sums from the spikes' bytes (ResNet-8's global pool: 6 µs a row in numpy)
         return window_sum(prepared, x.reshape((x.shape[0],) + op.in_shape).astype(np.float64), op, np)
 
     def matrix(self, m: sp.csr_matrix) -> Any:

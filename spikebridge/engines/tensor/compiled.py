@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "conv_events", "conv_if", "warm_fixed_point", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
+__all__ = ["ENABLED", "available", "conv_events", "conv_if", "depthwise", "warm_fixed_point", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -429,6 +429,31 @@ def _build() -> dict[str, Any] | None:
                 scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
 
     @jit  # type: ignore[misc]
+    def depthwise_k(x: Any, k: Any, sh: int, sw: int, ph: int, pw: int, out: Any) -> None:  # pragma: no cover - compiled
+        # a depthwise convolution of 0/1 spikes (pooling): x (R, C, H, W) uint8, k (C, kh, kw),
+        # out (R, C, OH, OW) written.  Each output adds its fired taps in row-major tap order,
+        # window_sum's order: a silent or padded tap adds 0·w = ±0 there, which leaves every
+        # partial sum as it is, so skipping it gives the same floats
+        n_r, n_c, n_h, n_w = x.shape
+        kh, kw = k.shape[1], k.shape[2]
+        oh, ow = out.shape[2], out.shape[3]
+        for r in range(n_r):
+            for c in range(n_c):
+                xc = x[r, c]
+                kc = k[c]
+                for oy in range(oh):
+                    for ox in range(ow):
+                        acc = 0.0
+                        for i in range(kh):
+                            y = oy * sh + i - ph
+                            if 0 <= y < n_h:
+                                for j in range(kw):
+                                    xx = ox * sw + j - pw
+                                    if 0 <= xx < n_w and xc[y, xx]:
+                                        acc += kc[i, j]
+                        out[r, c, oy, ox] = acc
+
+    @jit  # type: ignore[misc]
     def pool4_if_k(x16: Any, n_bands: int, w2: int, w: Any, th: Any, v1: Any, v2: Any, v3: Any, s1: Any, s2: Any,
                    s3: Any) -> None:  # pragma: no cover - compiled
         # a block of the three integer populations of 2x2 max-pool tournaments (see pool4_if), per
@@ -480,7 +505,7 @@ def _build() -> dict[str, Any] | None:
                         o2[k] = f2
                         o3[k] = f3
 
-    kernels = {"pool4_if": pool4_if_k, "digit_sum": digit_sum_k, "digit_if": digit_if_k, "conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
+    kernels = {"depthwise": depthwise_k, "pool4_if": pool4_if_k, "digit_sum": digit_sum_k, "digit_if": digit_if_k, "conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
                "gather": gather_add, "int_scan": int_scan_k, "count_pack": count_pack}
     try:
         _warm_up(kernels)
@@ -513,6 +538,9 @@ def _warm_up(k: dict[str, Any]) -> None:
         k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
     k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
+    k1 = np.zeros((1, 1, 1))
+    k1.flags.writeable = False  # as depthwise passes every kernel
+    k["depthwise"](u8, k1, 1, 1, 0, 0, np.zeros((1, 1, 2, 2)))
     k["count_pack"](np.zeros((1, 1, 9), dtype=np.uint8), np.zeros((1, 9), dtype=np.uint16), np.zeros((1, 1, 2), dtype=np.uint8), 0, True)
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
@@ -583,6 +611,30 @@ def available() -> bool:
 def _as_u8(spikes: NDArray[Any]) -> NDArray[np.uint8]:
     s = np.ascontiguousarray(spikes)
     return s.view(np.uint8) if s.dtype == np.bool_ else s.astype(np.uint8)
+
+
+def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDArray[np.float64] | None:
+    """A depthwise convolution (one input channel per output channel: pooling) of 0/1 spikes; None if it cannot run.
+
+    ``spikes`` (R, C·H·W) bool or 0/1 uint8; ``kernel`` (C, kh, kw) float64, ``op`` the
+    :class:`~spikebridge.snn.kernels.SharedKernel` it belongs to.  Returns (R, C·OH·OW) float64:
+    :func:`.arrays.window_sum`'s sums bit for bit (the fired taps in its order), reading the
+    spikes as bytes where it converts them to float64 and sums ``kh·kw`` strided slices.  An
+    output with no fired tap is +0.0, where ``window_sum`` adds ``0·w`` and may give -0.0: equal
+    numbers, so no threshold comparison tells them apart.
+    """
+    assert _kernels is not None, "compiled.depthwise called without available()"
+    c, h, w = op.in_shape
+    if (kernel.dtype != np.float64 or kernel.ndim != 3 or kernel.shape[0] != c or tuple(kernel.shape[1:]) != tuple(op.kernel_size)
+            or spikes.ndim != 2 or spikes.shape[1] != c * h * w):
+        return None
+    oh, ow = op.out_hw
+    out = np.empty((spikes.shape[0], c, oh, ow))
+    k = np.ascontiguousarray(kernel).view()
+    k.flags.writeable = False  # one compiled form: a network's kernels are read-only, a fresh one is not
+    _kernels["depthwise"](_as_u8(spikes).reshape(-1, c, h, w), k, int(op.stride[0]), int(op.stride[1]),
+                          int(op.padding[0]), int(op.padding[1]), out)
+    return out.reshape(spikes.shape[0], -1)
 
 
 def flipped_kernel(kernel: NDArray[Any]) -> NDArray[Any]:
