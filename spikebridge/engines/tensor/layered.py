@@ -84,8 +84,12 @@ DENSE32_ABOVE = 0.1
 DIGITS_ABOVE = 0.05
 #: push fixed-point convolutions with float32 weights and sums (False: float64, the same sums)
 FIXED_POINT_PUSH = True
-# rows (samples × steps) of one dense convolution call: its float32 arrivals stay in L2 for the scan
-_DENSE_ROWS = 64
+# rows (samples × steps) of one dense convolution call.  Fewer, larger oneDNN calls win over
+# keeping a chunk's arrivals in L2: 2 threads, 1,000 images, medians of 5 (3 for VGG and LeNet),
+# 64 against 256 rows: ResNet-8 T=32 1.84 / 1.47 s (8-bit weights 1.46 / 1.07), LeNet T=128
+# 1.85 / 1.73 s, VGG T=32 1.52 / 1.51 s; one thread, 300 images: ResNet-8 0.87 / 0.73 s, VGG
+# 0.86 / 0.91 s (results.md §0.2r)
+_DENSE_ROWS = 256
 
 #: run the three integer populations of each 2x2 max-pool tournament (same-step delivery) as one
 #: compiled pass per block (:func:`.compiled.pool4_if`: per sample and window, the potentials in
@@ -706,7 +710,7 @@ class LayerMajor:
         ``x`` (tb, B, n_pre) are the input spikes of the block, ``spikes`` (tb, B, n) is written.
         Samples go in chunks of about ``_DENSE_ROWS`` rows: a chunk's float32 arrivals (torch's
         convolution, exact for a fixed-point kernel: every partial sum is representable) are
-        scanned while they are in cache, with the float64 scan of :meth:`_if_scan`.  ``second``,
+        scanned right after it, with the float64 scan of :meth:`_if_scan`.  ``second``,
         ``(x2, link)``, a convolution or a gather, is a second link: its products (the engine's
         own, ordered as the fused kernel's) are added to the first's in float64 before the scan,
         as :func:`.compiled.conv_if` adds them.
