@@ -212,15 +212,16 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
     assert s1.any() and np.array_equal(s1, s2) and np.array_equal(v1, v2)
     # with a gather as the second link (an identity or pooling shortcut): read by the scan, summed
     # in the numpy gather's order and added to the digits' sums before the scan
-    x2 = rng.random((tb, n_r, 50)) < 0.4
-    idx = rng.integers(0, 50, size=(2, op.n_post))
-    w = rng.normal(size=(2, op.n_post)) * theta
-    sums = x2[:, :, idx[0]] * w[0] + x2[:, :, idx[1]] * w[1]
-    v3, s3 = v0.copy(), np.empty_like(s1)
-    assert compiled.if_scan(v3, drive, theta, [got.reshape(tb, n_r, -1).astype(np.float64) + sums], s3, None)
-    v4, s4 = v0.copy(), np.empty_like(s1)
-    assert digits.scan_if(x, v4, drive, theta, s4, ("gather", x2, idx, w))
-    assert s3.any() and not np.array_equal(s3, s1) and np.array_equal(s3, s4) and np.array_equal(v3, v4)
+    # (two taps from anywhere; one tap from the same index, an identity shortcut, read in order)
+    for n_pre, idx in ((50, rng.integers(0, 50, size=(2, op.n_post))), (op.n_post, np.arange(op.n_post)[None])):
+        x2 = rng.random((tb, n_r, n_pre)) < 0.4
+        w = rng.normal(size=idx.shape) * theta
+        sums = sum(x2[:, :, idx[f]] * w[f] for f in range(idx.shape[0]))
+        v3, s3 = v0.copy(), np.empty_like(s1)
+        assert compiled.if_scan(v3, drive, theta, [got.reshape(tb, n_r, -1).astype(np.float64) + sums], s3, None)
+        v4, s4 = v0.copy(), np.empty_like(s1)
+        assert digits.scan_if(x, v4, drive, theta, s4, ("gather", x2, idx, w))
+        assert s3.any() and not np.array_equal(s3, s1) and np.array_equal(s3, s4) and np.array_equal(v3, v4)
 
 
 @requires_int8

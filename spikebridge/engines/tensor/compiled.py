@@ -426,6 +426,11 @@ def _build() -> dict[str, Any] | None:
                         for f in range(1, n_f):
                             g += xr[gidx[f, e]] * gw[f, e]
                         arow[e] += g
+                elif kind2 == 3:  # a one-tap gather from the same index (an identity shortcut): loads in a row
+                    xr = s2[i, r]
+                    w0 = gw[0]
+                    for e in range(arow.shape[0]):
+                        arow[e] += xr[e] * w0[e]
                 scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
 
     @jit  # type: ignore[misc]
@@ -747,6 +752,11 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
     return True
 
 
+def _one_to_one(idx: NDArray[np.intp], n_pre: int) -> bool:
+    """Whether a gather's ``idx`` (F, n) has one tap per output, output ``e`` reading input ``e`` (an identity link)."""
+    return idx.shape[0] == 1 and idx.shape[1] == n_pre and bool(np.array_equal(idx[0], np.arange(n_pre)))
+
+
 def _thresholds(v: NDArray[Any], theta: float) -> tuple[float, float]:
     """The threshold the scan compares ``v`` with and the one it subtracts, as numpy's scan of ``v``'s type.
 
@@ -868,6 +878,8 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
             return False
         kind2, s2 = 2, _as_u8(x2)
         gidx, gw = np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(w)
+        if _one_to_one(gidx, s2.shape[2]):
+            kind2 = 3  # the same sums (one tap each), read in order: vectorised where the gather is not
     elif second is not None:
         if second.shape != spikes.shape or second.dtype not in (np.float32, np.float64):
             return False
