@@ -127,7 +127,7 @@ def test_matrix_events_equal_the_numpy_products(rng, kernels_on, kind, density):
 @pytest.mark.parametrize("dtype,theta", [(np.float64, 0.75), (np.float32, 0.7), (np.float32, np.float64(0.7))],
                          ids=["float64", "float32", "float32-numpy-theta"])
 @pytest.mark.parametrize("n_arr,drive,keep_pot", [(0, "array", False), (1, 0.0, True), (2, "scalar", False), (1, "array", True),
-                                                   (1, "array_v", False)])
+                                                   (1, "array_v", False), (1, "per_sample", False)])
 def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot, dtype, theta):
     # float32 (precision="float32"): numpy adds a float64 drive in float64 and rounds, compares with a
     # Python float threshold in float32 but with a numpy float64 one in float64 (0.7 is not a float32)
@@ -136,6 +136,8 @@ def test_if_scan_equals_the_numpy_scan(rng, kernels_on, n_arr, drive, keep_pot, 
     v0[0, :5] = -0.0  # -0.0 + 0.0 is +0.0: a zero drive given as the float 0.0 must not be added
     if drive in ("array", "array_v"):  # a float64 drive, or one in the potentials' type
         sd = rng.normal(0.05, 0.1, size=shape[1:]).astype(dtype if drive == "array_v" else np.float64)
+    elif drive == "per_sample":  # one drive per sample and neuron (a current-encoded input)
+        sd = rng.normal(0.05, 0.1, size=shape)
     elif drive == "scalar":
         sd = 0.0625
     else:
@@ -418,3 +420,15 @@ def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, 
     x = rng.random((3,) + tuple(graph.input_shape))
     simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=40, engine="tensor", device="cpu"))
     assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm
+
+
+def test_drives_reach_the_scans_as_one_contiguous_row_or_one_per_sample():
+    # a drive broadcast over the rows has numba layout "A", which the scans do not vectorise
+    per_neuron = compiled._drive_rows(np.arange(4.0), (3, 4))
+    assert per_neuron.shape == (1, 4) and per_neuron.flags.c_contiguous and not per_neuron.flags.writeable
+    assert np.array_equal(per_neuron[0], np.arange(4.0))
+    assert np.array_equal(compiled._drive_rows(0.5, (3, 4)), np.full((1, 4), 0.5))
+    per_sample = np.arange(12.0).reshape(3, 4)
+    rows = compiled._drive_rows(per_sample, (3, 4))
+    assert rows.shape == (3, 4) and np.array_equal(rows, per_sample) and not rows.flags.writeable
+    assert compiled._drive_rows(per_sample.reshape(3, 1, 4), (3, 1, 4)).shape == (3, 4)
