@@ -296,9 +296,10 @@ class ConversionConfig(_Config):
         Weights as signed integers of this many bits (2–24) times a power of two per projection,
         as neuromorphic chips store them (8: Loihi's synapses); implies ``fixed_point``, whose
         exactness it keeps.  With 8 bits the tensor engine's int8 convolutions run one digit
-        instead of three.  None = no bound beyond ``fixed_point``'s.  A weight moves by up to
-        ``2**-weight_bits`` of its projection's largest weight: a different network, so measure its
-        accuracy (docs/conversion.md#fixed-point-weights has the shipped models').
+        instead of three.  None = no bound beyond ``fixed_point``'s.  A weight moves by less than
+        ``1 / (2**(weight_bits-1) - 1)`` of its projection's largest weight (8 bits: 0.8 %): a
+        different network, so measure its accuracy (docs/conversion.md#k-bit-weights has the
+        shipped models').
     """
 
     normalisation: str = "data"

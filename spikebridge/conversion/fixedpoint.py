@@ -24,9 +24,10 @@ every weight of a projection is a signed ``k``-bit integer ``u`` (``|u| <= 2**(k
 the projection's ``2**-e`` (one exponent per projection, as a chip's per-layer weight exponent).
 ``e`` is then the smaller of the two bounds' exponents, so sums stay exact in float32, and the
 tensor engine's int8 convolutions need ``ceil(k / 8)`` digits instead of three (8 bits: one;
-:class:`spikebridge.engines.tensor.arrays.DigitConv`).  This moves weights by up to
-``2**-k`` of the projection's largest weight: a different network, whose accuracy is measured,
-not assumed (``docs/conversion.md``).
+:class:`spikebridge.engines.tensor.arrays.DigitConv`).  This moves a weight by
+less than ``1 / (2**(k-1) - 1)`` of the projection's largest weight (half a unit of a grid on which
+that weight is more than ``(2**(k-1) - 1) / 2`` units): a different network, whose accuracy is
+measured, not assumed (``docs/conversion.md``).
 """
 
 from __future__ import annotations
