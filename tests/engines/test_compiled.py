@@ -432,3 +432,11 @@ def test_drives_reach_the_scans_as_one_contiguous_row_or_one_per_sample():
     rows = compiled._drive_rows(per_sample, (3, 4))
     assert rows.shape == (3, 4) and np.array_equal(rows, per_sample) and not rows.flags.writeable
     assert compiled._drive_rows(per_sample.reshape(3, 1, 4), (3, 1, 4)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("c,p", [(16, 196), (3, 7), (64, 16)])
+def test_channels_last_equals_the_numpy_transpose(rng, kernels_on, c, p):
+    spikes = rng.random((5, c * p)) < 0.3
+    got = compiled.channels_last(spikes, c)
+    assert got.dtype == np.uint8 and got.shape == (5, p, c)
+    assert np.array_equal(got, spikes.reshape(5, c, p).transpose(0, 2, 1))

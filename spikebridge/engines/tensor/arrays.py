@@ -603,8 +603,11 @@ class DigitConv:
         b = spikes.shape[0]
         c, h, w = op.in_shape
         oh, ow = op.out_hw
-        x = torch.from_numpy(np.ascontiguousarray(spikes).view(np.uint8)).reshape(b, c, h, w)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if compiled.available():  # NHWC bytes, seen as NCHW in channels_last memory (what oneDNN reads)
+            x = torch.from_numpy(compiled.channels_last(spikes, c).reshape(b, h, w, c)).permute(0, 3, 1, 2)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(spikes).view(np.uint8)).reshape(b, c, h, w)
+            x = x.contiguous(memory_format=torch.channels_last)
         y = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, self._packed, self._scales, self._zeros, None, *self._args, 1,
                                                1.0, 0, torch.float32, "none", [], "")
         return np.asarray(y.permute(0, 2, 3, 1).numpy()).reshape(b, oh * ow, -1)  # channels last: a view
