@@ -14,7 +14,7 @@ from spikebridge.config import ConversionConfig, SimulationConfig
 from spikebridge.conversion.convert import convert
 from spikebridge.conversion.fixedpoint import grid_exponent, kernel_units
 from spikebridge.engines.reference import simulate_reference
-from spikebridge.engines.tensor.arrays import DenseConv32, DigitConv, SparseConv
+from spikebridge.engines.tensor.arrays import DenseConv32, DigitConv, PointwiseConv32, SparseConv
 from spikebridge.importers.registry import load_model
 from spikebridge.models import model_path
 from spikebridge.run.simulate import simulate
@@ -314,3 +314,20 @@ def test_dense_float32_convolutions_of_a_fixed_point_cnn_equal_brian2(monkeypatc
     assert calls  # the dense path ran
     b2 = simulate(snn, x, SimulationConfig(n_steps=48, target="numpy", record=("all",)))
     assert_same_spikes(ten, b2, min_spikes=2000)
+
+
+@pytest.mark.parametrize(("shape", "out_ch", "stride"), [((16, 14, 14), 32, 2), ((5, 7, 7), 3, 1), ((4, 9, 8), 6, 3)])
+def test_pointwise_convolutions_give_the_ordered_float64_sums(rng, shape, out_ch, stride):
+    # ResNet's strided 1x1 shortcuts: one batched float32 matmul, chosen before int8 digits
+    op = SharedKernel(_grid(rng.normal(size=(out_ch, shape[0], 1, 1))), shape, stride=(stride, stride))
+    sc = SparseConv(op)
+    assert isinstance(sc.dense32, PointwiseConv32)
+    x = rng.random((30, op.n_pre)) < np.linspace(0.0, 1.0, 30)[:, None]
+    sc.dense_above = 2.0
+    want = sc(x)  # the events in pre-index order
+    got = sc.dense32(x)
+    assert got.dtype == np.float32 and np.count_nonzero(got) > got.size // 2
+    assert np.array_equal(got.astype(np.float64), want)
+    # a padded 1x1 or a 3x3 kernel is not pointwise
+    assert PointwiseConv32.build(SharedKernel(op.kernel, shape, padding=(1, 1))) is None
+    assert PointwiseConv32.build(SharedKernel(_grid(rng.normal(size=(2, shape[0], 3, 3))), shape)) is None

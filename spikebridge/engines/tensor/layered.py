@@ -694,7 +694,9 @@ class LayerMajor:
                 parts.append(("gather", x, link))
             else:
                 return False
-        parts.sort(key=lambda pt: pt[0] != "conv")  # a convolution first, as conv_if adds them
+        # a convolution first, as conv_if adds them (the two sums' addition commutes); of two, the one
+        # with int8 digits, whose scan is fused (ResNet's strided 1x1 shortcut is a float32 matmul)
+        parts.sort(key=lambda pt: (pt[0] != "conv", not isinstance(getattr(pt[2].prepared, "dense32", None), DigitConv)))
         kind, x, link = parts[0]
         dense = link.prepared.dense32 if kind == "conv" else None
         above = DIGITS_ABOVE if isinstance(dense, DigitConv) else DENSE32_ABOVE
