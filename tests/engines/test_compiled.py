@@ -420,6 +420,8 @@ def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, 
     x = rng.random((3,) + tuple(graph.input_shape))
     simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=40, engine="tensor", device="cpu"))
     assert {name: list(k.signatures) for name, k in compiled._kernels.items()} == warm
+    # every array contiguous: numba's layout "A" (a broadcast drive was one) keeps LLVM from vectorising
+    assert not [(name, str(t)) for name, sigs in warm.items() for sig in sigs for t in sig if str(t).endswith(", A)")]
 
 
 def test_drives_reach_the_scans_as_one_contiguous_row_or_one_per_sample():

@@ -400,10 +400,10 @@ def _build() -> dict[str, Any] | None:
         # i·R + r step i of sample r; a second link's sums added to the digits' in float64, as
         # conv_if_k adds two links: kind2 = 1, a2 (tb, R, n) computed sums; kind2 = 2, a gather
         # from s2 (tb, R, n_pre) uint8 spikes with gidx / gw (F, n) (conv_if_k's, the numpy
-        # gather's order), read here instead of through a block of sums; v (R, n), drive (R, n)
-        # or (1, n) (_drive_rows); spikes
-        # (tb, R, n) uint8; a row's sums go through tmp (P, O) and arow (n,) float64
-        # (cache-resident) instead of a block of arrivals
+        # gather's order), read here instead of through a block of sums; kind2 = 3, the same
+        # with one tap from the same index (an identity). v (R, n), drive (R, n) or (1, n)
+        # (_drive_rows); spikes (tb, R, n) uint8; a row's sums go through tmp (P, O) and arow
+        # (n,) float64 (cache-resident) instead of a block of arrivals
         tb = spikes.shape[0]
         n_r = v.shape[0]
         n_p, n_o = tmp.shape
