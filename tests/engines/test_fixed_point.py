@@ -135,6 +135,22 @@ def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(mo
     _assert_same(want, got)
 
 
+
+@requires_int8
+def test_residual_joins_whose_digit_scan_declines_are_summed_then_scanned(monkeypatch):
+    # the fallback of LayerMajor._dense_if: the digit sums, the second link's sums (the gather's
+    # too), then the float64 scan; the same spikes as the fused scan gives
+    graph = load_model(model_path("mnist_lenet").with_name("fmnist_resnet8.h5"))
+    x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
+    snn = convert(graph, ConversionConfig(fixed_point=True), calibration=x)
+    want = _run(monkeypatch, snn, x, dense_above=2.0, push32=False)
+    declined = []
+    monkeypatch.setattr(DigitConv, "scan_if", lambda self, *a: declined.append(type(a[-1]).__name__) and False)
+    got = _run(monkeypatch, snn, x, dense_above=0.0, push32=True)
+    assert {"tuple", "ndarray", "NoneType"} <= set(declined)  # the gather, a convolution's sums, none
+    _assert_same(want, got)
+
+
 def _grid(k: np.ndarray) -> np.ndarray:
     e = grid_exponent(float(np.abs(k).reshape(k.shape[0], -1).sum(axis=1).max()))
     return np.ldexp(np.rint(np.ldexp(k, e)), -e)
@@ -331,3 +347,17 @@ def test_pointwise_convolutions_give_the_ordered_float64_sums(rng, shape, out_ch
     # a padded 1x1 or a 3x3 kernel is not pointwise
     assert PointwiseConv32.build(SharedKernel(op.kernel, shape, padding=(1, 1))) is None
     assert PointwiseConv32.build(SharedKernel(_grid(rng.normal(size=(2, shape[0], 3, 3))), shape)) is None
+
+
+def test_a_network_of_8_bit_weights_spikes_as_brian2_does():
+    # the quantised network is a network like any other: the tensor engine (int8 digits where the
+    # CPU has them) and Brian2 give the same spike counts
+    graph = load_model(model_path("digits_cnn"))
+    x = np.random.default_rng(5).random((3,) + tuple(graph.input_shape))
+    snn = convert(graph, ConversionConfig(weight_bits=8), calibration=x)
+    tensor = simulate(snn, x, SimulationConfig(n_steps=30, engine="tensor", device="cpu"))
+    brian2 = simulate(snn, x, SimulationConfig(n_steps=30, target="numpy"))
+    assert sum(int(c.sum()) for c in tensor.counts.values()) > 2000
+    for name in brian2.counts:
+        assert np.array_equal(tensor.counts[name], brian2.counts[name]), name
+    assert np.array_equal(tensor.output_counts_t, brian2.output_counts_t)

@@ -542,17 +542,15 @@ def _warm_up(k: dict[str, Any]) -> None:
     u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
     k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
     # drives as the engine passes them (_drive_rows): one read-only C-contiguous form, (1, n) for a
-    # drive per neuron, (R, n) for one per sample
-    per_neuron = _drive_rows(np.zeros(2), (2, 2))
-    per_sample = _drive_rows(np.zeros((2, 2)), (2, 2))
+    # drive per neuron and (R, n) for one per sample alike
+    drive = _drive_rows(np.zeros(2), (2, 2))
     s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
     for kind2 in (0, 1, 2):  # one compilation serves all three (kind2 is a runtime argument)
         k["conv_if"](s5, f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, s5, f8, np.zeros((1, 2, 1)),
-                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron,
+                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), drive,
                      True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     a3 = np.zeros((1, 2, 2))
-    for drive in (per_neuron, per_sample):
-        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
+    k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
     k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
     k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
     k["channels_last"](np.zeros((1, 2, 3), dtype=np.uint8), np.zeros((1, 3, 2), dtype=np.uint8))
@@ -591,19 +589,17 @@ def warm_fixed_point() -> None:
     f4 = np.zeros((1, 1, 2, 1), dtype=np.float32)
     acc = np.zeros((1, 2, 1), dtype=np.float32)
     s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
-    per_neuron = _drive_rows(np.zeros(2), (2, 2))
-    per_sample = _drive_rows(np.zeros((2, 2)), (2, 2))
+    drive = _drive_rows(np.zeros(2), (2, 2))  # the one form of every drive (see _warm_up)
     k["conv_if"](s5, f4, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, f4, acc.copy(), np.zeros((1, 2), dtype=np.intp),
-                 np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), per_neuron, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+                 np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), drive, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
     k["digit_sum"](np.zeros((1, 2, 2), dtype=np.float32), 2, np.zeros((1, 2), dtype=np.float32), np.zeros((2, 1), dtype=np.float32))
-    for drive in (per_neuron, per_sample):  # DigitConv's fused scan, with a second link's float32 or float64 sums
-        for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):  # (kind2 is a runtime argument)
-            k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, 1, a2, np.zeros((1, 2, 2), dtype=np.uint8),
-                          np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros((2, 2)), drive, True, 1.0, 1.0,
-                          np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2))
-    a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))
-    for drive in (per_neuron, per_sample):  # the dense path's scan of float32 arrivals
-        k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
+    # DigitConv's fused scan, with a second link's float32 or float64 sums (kind2 is a runtime argument)
+    for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):
+        k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, 1, a2, np.zeros((1, 2, 2), dtype=np.uint8),
+                      np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros((2, 2)), drive, True, 1.0, 1.0,
+                      np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2))
+    a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))  # the dense path's scan of float32 arrivals
+    k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
     _fixed_point_warm = True
 
 

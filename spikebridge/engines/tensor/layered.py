@@ -726,25 +726,21 @@ class LayerMajor:
             b1 = min(n_b, b0 + per)
             rows = tb * (b1 - b0)
             xs = x[:, b0:b1].reshape(rows, -1)
-            a2 = None
+            a2: Any = None
             if second is not None:
                 x2, link2 = second
-                if (isinstance(dense, DigitConv) and link2.kernel is None and link2.prepared[0] == "gather"
-                        and dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta,
-                                          sp := np.empty((tb, b1 - b0, n), dtype=bool), ("gather", x2[:, b0:b1], *link2.prepared[1]))):
-                    # a gather (an identity shortcut) read by the scan itself: no block of its sums
-                    spikes[:, b0:b1] = sp
-                    continue
-                # the second link's exact sums: its own dense form where it has one (a fixed-point
-                # convolution: the same values as its ordered float64 sums), else the engine's product
-                xs2 = x2[:, b0:b1].reshape(rows, -1)
-                dense2 = getattr(link2.prepared, "dense32", None) if link2.kernel is not None else None
-                a2 = np.asarray(dense2(xs2) if dense2 is not None else self.p._apply(link2, xs2)).reshape(tb, b1 - b0, n)
+                if isinstance(dense, DigitConv) and link2.kernel is None and link2.prepared[0] == "gather":
+                    # a gather (an identity shortcut) read by the digit scan itself: no block of its sums
+                    a2 = ("gather", x2[:, b0:b1], *link2.prepared[1])
+                else:
+                    a2 = self._second_sums(link2, x2[:, b0:b1].reshape(rows, -1)).reshape(tb, b1 - b0, n)
             if isinstance(dense, DigitConv):
                 sp = np.empty((tb, b1 - b0, n), dtype=bool)
                 if dense.scan_if(xs, st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, sp, a2):
                     spikes[:, b0:b1] = sp
                     continue
+            if isinstance(a2, tuple):  # the scan could not take it: the gather's sums after all
+                a2 = self._second_sums(link2, x2[:, b0:b1].reshape(rows, -1)).reshape(tb, b1 - b0, n)
             arr = np.asarray(dense(xs)).reshape(tb, b1 - b0, n)
             if a2 is not None:
                 arr = arr.astype(np.float64)
@@ -752,6 +748,12 @@ class LayerMajor:
             sp = np.empty((tb, b1 - b0, n), dtype=bool)
             self._if_scan(st.v[b0:b1], sd[b0:b1] if sd_rows else sd, theta, [arr], sp, None)
             spikes[:, b0:b1] = sp
+
+    def _second_sums(self, link: _Link, xs: NDArray[np.bool_]) -> NDArray[Any]:
+        """A residual join's second link's exact sums of ``xs`` (rows, n_pre): its own dense form where it
+        has one (a fixed-point convolution: the values of its ordered float64 sums), else the engine's product."""
+        dense = getattr(link.prepared, "dense32", None) if link.kernel is not None else None
+        return np.asarray(dense(xs) if dense is not None else self.p._apply(link, xs))
 
     @staticmethod
     def _if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArray[np.float64]],
