@@ -45,6 +45,7 @@ from bench_accuracy import load_case  # noqa: E402
 
 from spikebridge import convert, simulate  # noqa: E402
 from spikebridge.config import ConversionConfig, SimulationConfig  # noqa: E402
+from spikebridge.errors import SpikebridgeError  # noqa: E402
 from spikebridge.ir import evaluate  # noqa: E402
 
 STEPS = {"mnist_lenet": 128, "fmnist_vgg": 32, "fmnist_resnet8": 32}
@@ -143,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in cases if c not in STEPS]
     if unknown:
         raise SystemExit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    if args.samples < 0:
+        raise SystemExit(f"--samples: {args.samples} is negative; give a number of test images, or 0 for all")
     settings = [s for s in args.settings.split(",") if s]
     for s in settings:
-        setting_config(s)
+        try:  # before any run: a bad value stops here, not after the first model's runs
+            ConversionConfig(**setting_config(s))
+        except SpikebridgeError as err:
+            raise SystemExit(f"--settings: {s!r}: {err}") from None
     result: dict[str, Any] = {"threads": args.threads, "load_1min": os.getloadavg()[0], "cases": {}}
     for name in cases:
         r = run_case(name, settings, args.samples or None, args.threads)

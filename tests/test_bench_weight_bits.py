@@ -50,3 +50,16 @@ def test_settings_are_checked(bench):
     assert bench.setting_config("8") == {"weight_bits": 8}
     with pytest.raises(SystemExit, match="not float64, fixed or a number"):
         bench.setting_config("eight")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--settings", "float64,40"], "--settings: '40': ConversionConfig.weight_bits: must be an integer in 2..24, got 40"),
+    (["--samples", "-3"], "--samples: -3 is negative"),
+    (["--cases", "cifar"], "--cases: unknown cifar; choose from mnist_lenet, fmnist_vgg, fmnist_resnet8"),
+])
+def test_bad_arguments_stop_with_one_line_before_any_run(bench, tmp_path, argv, message):
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as err:
+        bench.main([*argv, "--out", str(out)])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not out.exists()  # nothing run, nothing written

@@ -135,7 +135,6 @@ def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(mo
     _assert_same(want, got)
 
 
-
 @requires_int8
 def test_residual_joins_whose_digit_scan_declines_are_summed_then_scanned(monkeypatch):
     # the fallback of LayerMajor._dense_if: the digit sums, the second link's sums (the gather's
