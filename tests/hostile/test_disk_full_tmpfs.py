@@ -12,6 +12,7 @@ completes to exactly the uninterrupted result.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,24 +89,39 @@ def _fill(mnt: Path, free: int) -> Path:
 
 # free space left for the run, as a fraction of the uninterrupted store's size, beyond the fixed
 # margin every batch asks for (SPACE_RESERVE, 256 KiB: more than this small store's 160 KB, so a
-# fraction of the store alone would stop every run at its first batch); "finishing" tries the
-# largest of these that stops the run (the free-space margin's share of a store depends on the
-# compression of its data, so one fixed fraction can let the run through)
-FILL_POINTS = {"first batch": (0.1,), "mid-run": (0.5,), "finishing": (1.9, 1.7, 1.5, 1.3, 1.1, 0.9)}
+# fraction of the store alone would stop every run at its first batch).  "finishing" must stop the
+# run in its second half; where that happens depends on the compression of the data, so it starts
+# at a fraction measured to stop it there (1.0: after 36 of 48 samples; 0.9 kept 30, 1.1 kept 42,
+# 1.3 finished) and bisects between "finished" and "stopped too early" if this machine's store differs
+FILL_POINTS = {"first batch": 0.1, "mid-run": 0.5, "finishing": 1.0}
+
+
+def _kept(res: subprocess.CompletedProcess) -> int:
+    """Samples kept, from the one-line error of a run the full disk stopped (0 if it names none)."""
+    m = re.search(r": (\d+) of \d+ samples are kept in it", res.stderr)
+    return int(m.group(1)) if m else 0
 
 
 @pytest.mark.parametrize("point", list(FILL_POINTS))
 def test_real_full_disk_keeps_verified_batches_and_resumes(setup, tmpfs, point):
     net, ref = setup
     out = tmpfs / "s.h5"
-    for fraction in FILL_POINTS[point]:
+    fraction, lo, hi = FILL_POINTS[point], 0.0, 4.0
+    for _ in range(6):
         margin = 0 if point == "first batch" else SPACE_RESERVE
         filler = _fill(tmpfs, margin + int(fraction * ref.stat().st_size))
         res = _simulate(net, out)
-        if res.returncode != 0:
+        if point != "finishing" or (res.returncode == 1 and _kept(res) >= N // 2):
             break
-        out.unlink()  # this much room let the run finish: leave less
+        if res.returncode == 0:  # this much room let the run finish: leave less
+            hi = fraction
+        elif res.returncode == 1:  # stopped in its first half: leave more
+            lo = fraction
+        else:
+            break
+        out.unlink(missing_ok=True)
         filler.unlink()
+        fraction = (lo + hi) / 2
     assert res.returncode == 1, (res.returncode, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -114,7 +130,7 @@ def test_real_full_disk_keeps_verified_batches_and_resumes(setup, tmpfs, point):
         assert lines[0].endswith(": nothing was written")
         assert sorted(p.name for p in tmpfs.iterdir()) == ["filler"]  # not even a partial file
     else:
-        kept = int(lines[0].rsplit(": ", 1)[1].split()[0])
+        kept = _kept(res)
         assert kept % BS == 0 and 0 < kept < N
         if point == "mid-run":
             assert kept < N - BS
