@@ -393,6 +393,7 @@ def test_a_numba_that_cannot_compile_leaves_the_numpy_path_and_one_warning(monke
                                             r"nopython mode pipeline \(step: native lowering\)\); the tensor engine uses"):
         assert not compiled.available()
     assert not compiled.available()  # decided once per process
+    assert not compiled.available("conv_if")
     graph = load_model(model_path("mnist_lenet"))
     x = rng.random((2,) + tuple(graph.input_shape))
     snn = convert(graph, calibration=x)
@@ -400,16 +401,66 @@ def test_a_numba_that_cannot_compile_leaves_the_numpy_path_and_one_warning(monke
     assert sum(int(c.sum()) for c in rec.counts.values()) > 100
 
 
-@pytest.mark.slow
-def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, rng):
-    # a kernel form the warm-up misses compiles at the first call of every run (about 0.4 s per
-    # kernel, in every process): e.g. a drive broadcast over the batch has numba layout "A", a
-    # one-row broadcast "C".  Fresh kernels, then the shipped CNNs for a long run (integer gates
-    # in their widest type): nothing new may compile
+
+def _fresh_kernels(monkeypatch):
     monkeypatch.setattr(compiled, "_tried", False)
     monkeypatch.setattr(compiled, "_kernels", None)
     monkeypatch.setattr(compiled, "ENABLED", True)
-    assert compiled.available()
+    monkeypatch.setattr(compiled, "_ready", set())
+    monkeypatch.setattr(compiled, "_failed", set())
+
+
+def test_a_network_compiles_only_the_kernels_it_runs(monkeypatch, rng):
+    # each kernel compiles when first asked for (up to 2.3 s each): a dense network never pays for
+    # the convolution and max-pool kernels
+    _fresh_kernels(monkeypatch)
+    graph = load_model(model_path("digits_mlp"))
+    x = rng.random((4,) + tuple(graph.input_shape))
+    rec = simulate(convert(graph, calibration=x), x, SimulationConfig(n_steps=16, engine="tensor", device="cpu"))
+    assert sum(int(c.sum()) for c in rec.counts.values()) > 50
+    assert {"if_scan", "count_pack"} <= compiled._ready and compiled._ready & {"dense", "csr"}
+    assert not compiled._ready & {"conv", "conv_if", "depthwise", "channels_last", "pool4_if", "int_scan", "gather",
+                                  *compiled.FIXED_POINT_FORMS}
+    for name, k in compiled._kernels.items():  # and nothing it did not ask for compiled on the side
+        assert bool(k.signatures) == (name in compiled._ready or name == "push_row"), name
+
+
+def test_a_kernel_that_cannot_compile_leaves_the_others_and_the_same_spikes(monkeypatch, rng):
+    # one kernel's compilation failing (its warm-up raises, as numba does for a form LLVM cannot
+    # lower): one warning naming it, the numpy path for its work, the other kernels still compiled
+    class LoweringError(Exception):
+        pass
+
+    def fails(k):
+        raise LoweringError("Failed in nopython mode pipeline (step: native lowering)\nlong details")
+
+    graph = load_model(model_path("mnist_lenet"))
+    x = rng.random((2,) + tuple(graph.input_shape))
+    snn = convert(graph, calibration=x)
+    cfg = SimulationConfig(n_steps=16, engine="tensor", device="cpu")
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    ref = simulate(snn, x, cfg)
+    _fresh_kernels(monkeypatch)
+    monkeypatch.setitem(compiled._WARM, "conv_if", fails)
+    with pytest.warns(RuntimeWarning, match=r"numba could not compile its 'conv_if' kernel \(LoweringError: Failed in nopython "
+                                            r"mode pipeline \(step: native lowering\)\); the tensor engine uses its numpy") as caught:
+        rec = simulate(snn, x, cfg)
+    assert len([w for w in caught if "numba" in str(w.message)]) == 1
+    assert "conv_if" in compiled._failed and {"conv", "pool4_if", "if_scan"} <= compiled._ready
+    assert not compiled._kernels["conv_if"].signatures
+    assert_same_spikes(rec, ref)
+    assert sum(int(c.sum()) for c in rec.counts.values()) > 100
+
+@pytest.mark.slow
+def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, rng):
+    # a kernel form the warm-ups (compiled._WARM) miss compiles at the first call of every run
+    # (about 0.4 s per kernel, in every process): e.g. a drive broadcast over the batch has numba
+    # layout "A", a one-row broadcast "C".  Fresh kernels, every warm-up, then the shipped CNNs
+    # for a long run (integer gates in their widest type): nothing new may compile
+    monkeypatch.setattr(compiled, "_tried", False)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    assert compiled.available(*compiled._WARM)
     warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
     for name in ("mnist_lenet", "fmnist_vgg", "digits_cnn"):
         graph = load_model(model_path(name))

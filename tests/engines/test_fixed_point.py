@@ -272,13 +272,15 @@ def test_int8_digits_without_the_compiled_kernels_add_in_numpy(rng, monkeypatch)
 
 @pytest.mark.slow
 def test_a_fixed_point_network_compiles_nothing_in_its_run(monkeypatch, lenet, rng):
-    # fresh kernels: preparing a fixed-point kernel compiles the float32 forms, the run none
+    # fresh kernels: preparing a fixed-point kernel compiles the float32 forms; with every form
+    # compiled, the runs compile nothing more
     monkeypatch.setattr(compiled, "_tried", False)
     monkeypatch.setattr(compiled, "_kernels", None)
-    monkeypatch.setattr(compiled, "_fixed_point_warm", False)
     monkeypatch.setattr(compiled, "ENABLED", True)
-    assert compiled.available()
+    assert compiled.available() and not set(compiled.FIXED_POINT_FORMS) & compiled._ready
     SparseConv(SharedKernel(_grid(rng.normal(size=(4, 2, 3, 3))), (2, 6, 6), padding=(1, 1)))
+    assert set(compiled.FIXED_POINT_FORMS) <= compiled._ready
+    assert compiled.available(*compiled._WARM)
     warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
     snn, x = lenet
     for dense_above in (0.1, 2.0):

@@ -201,8 +201,8 @@ class SparseConv:
         # so the layer-major schedule may sum in float32 (pushed, or dense above a spike density)
         # and get the ordered float64 sums bit for bit
         self.wf32 = self.wf.astype(np.float32) if float32_exact(op.kernel) else None
-        if self.wf32 is not None and compiled.available():
-            compiled.warm_fixed_point()
+        if self.wf32 is not None:
+            compiled.available(*compiled.FIXED_POINT_FORMS)  # compiled now, not in the first block
         # unfolded windows as float64, reused across steps; one buffer per thread (batch parts
         # run concurrently on the same program)
         self._local = threading.local()
@@ -267,7 +267,7 @@ class SparseConv:
 
     def __call__(self, spikes: NDArray[np.bool_]) -> NDArray[np.float64]:
         op = self.op
-        if compiled.available():
+        if compiled.available("conv"):
             return compiled.conv_events(spikes, self.wf, op.in_shape, op.stride, op.padding, op.out_hw)
         b = spikes.shape[0]
         c, h, w = op.in_shape
@@ -448,14 +448,14 @@ class NumpyArrays(Arrays):
             # exact: every partial sum is representable in float32 (float64 for the scans)
             return np.matmul(x.astype(np.float32), wt).astype(np.float64)
         if kind == "dense":
-            if compiled.available():
+            if compiled.available("dense"):
                 return compiled.dense_events(x, wt)
             active = np.flatnonzero(x.any(axis=0))
             if active.size < _GATHER_BELOW * x.shape[1]:
                 return ordered_matmul(x[:, active].astype(np.float64), wt[active])
             return ordered_matmul(x.astype(np.float64), wt)
         wt, m = wt
-        if compiled.available():
+        if compiled.available("csr"):
             return compiled.csr_events(x, wt.indptr, wt.indices, wt.data, wt.shape[1])
         if np.count_nonzero(x) > self.pull_above * x.size:
             return self._pull(m, x, np.float64)
@@ -637,7 +637,7 @@ class DigitConv:
         b = spikes.shape[0]
         c, h, w = op.in_shape
         oh, ow = op.out_hw
-        if compiled.available():  # NHWC bytes, seen as NCHW in channels_last memory (what oneDNN reads)
+        if compiled.available("channels_last"):  # NHWC bytes, seen as NCHW in channels_last memory (what oneDNN reads)
             x = torch.from_numpy(compiled.channels_last(spikes, c).reshape(b, h, w, c)).permute(0, 3, 1, 2)
         else:
             x = torch.from_numpy(np.ascontiguousarray(spikes).view(np.uint8)).reshape(b, c, h, w)
@@ -651,7 +651,7 @@ class DigitConv:
         o = self._digits(spikes)
         b, n_p = o.shape[0], o.shape[1]
         n_o = self.op.kernel.shape[0]
-        if compiled.available():
+        if compiled.available("digit_sum"):
             out = np.empty((b, n_o * n_p), dtype=np.float32)
             compiled.digit_sum(np.ascontiguousarray(o), self.n_digits, out)
             return out

@@ -17,9 +17,14 @@ shipped networks).  No ``fastmath``: reassociation would break that.
 
 The kernels release the GIL (``nogil``), so the engine's concurrent batch
 parts (``SimulationConfig.threads``) run them on separate cores.  numba compiles
-them when :func:`available` is first asked, about 3 s once per process; nothing
-is cached on disk.  A numba that cannot load or compile them gives one
-``RuntimeWarning`` and the numpy path (the same spikes, slower), not a traceback.
+each kernel, for the argument types the engine passes (:data:`_WARM`), the first
+time :func:`available` is asked for it by name (0.1-2.3 s a kernel, 6.6 s for
+all but the fixed-point forms on one core of the 2026 AMD EPYC), so a network
+compiles only the kernels it runs: a dense network's ``simulate`` starts about
+4 s sooner than when every kernel compiled at the first ask.  Nothing is cached
+on disk: numba's cache index is a pickle, and spikebridge never loads one.  A
+numba that cannot load or compile them gives one ``RuntimeWarning`` and the
+numpy path (the same spikes, slower), not a traceback.
 
 Without numba (or with :data:`ENABLED` False) :func:`available` is False and
 the engine keeps its numpy/scipy products.
@@ -35,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "available", "channels_last", "conv_events", "conv_if", "depthwise", "warm_fixed_point", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
+__all__ = ["ENABLED", "FIXED_POINT_FORMS", "available", "channels_last", "conv_events", "conv_if", "depthwise", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -43,6 +48,9 @@ ENABLED = True
 
 _kernels: dict[str, Any] | None = None
 _tried = False
+# the names of _WARM whose forms have compiled (the probe, "dense", in _build) and those that failed
+_ready: set[str] = set()
+_failed: set[str] = set()
 _lock = threading.Lock()  # concurrent batch parts may ask first at the same time
 
 
@@ -532,47 +540,77 @@ def _build() -> dict[str, Any] | None:
 
     kernels = {"channels_last": channels_last_k, "depthwise": depthwise_k, "pool4_if": pool4_if_k, "digit_sum": digit_sum_k, "digit_if": digit_if_k, "conv": conv_push, "conv_if": conv_if_k, "csr": csr_push, "dense": dense_push, "if_scan": if_scan_k,
                "gather": gather_add, "int_scan": int_scan_k, "count_pack": count_pack}
+    # numba compiles at a kernel's first call: the smallest kernel, compiled here, tells whether it
+    # can at all while available() may still answer False; the others compile when asked for
+    _ready.clear()
+    _failed.clear()
     try:
-        _warm_up(kernels)
+        _WARM["dense"](kernels)
     except Exception as e:  # numba or LLVM failing to compile: one warning, then the numpy path
         _give_up("compile the event kernels", e)
         return None
+    _ready.add("dense")
     return kernels
 
 
-def _warm_up(k: dict[str, Any]) -> None:
-    """Compile each kernel for the arguments the engine passes (about 3 s, once per process).
+def _warm_conv(k: dict[str, Any]) -> None:
+    k["conv"](np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1)), 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
 
-    Compiling here, not at a first call deep in a run, means a numba or LLVM that fails does so
-    while :func:`available` can still answer False.
-    """
-    u8, f8 = np.zeros((1, 1, 2, 2), dtype=np.uint8), np.zeros((1, 1, 2, 1))
-    k["conv"](u8, f8, 1, 1, 0, 0, np.zeros((1, 2, 1)), np.zeros((1, 2)))
+
+def _warm_conv_if(k: dict[str, Any], wt: Any = np.float64) -> None:
     # drives as the engine passes them (_drive_rows): one read-only C-contiguous form, (1, n) for a
     # drive per neuron and (R, n) for one per sample alike
     drive = _drive_rows(np.zeros(2), (2, 2))
     s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
-    for kind2 in (0, 1, 2):  # one compilation serves all three (kind2 is a runtime argument)
-        k["conv_if"](s5, f8, np.array([1, 1, 0, 0, 1, 1, 0, 0]), np.zeros((1, 2, 1)), kind2, s5, f8, np.zeros((1, 2, 1)),
-                     np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), drive,
-                     True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
-    a3 = np.zeros((1, 2, 2))
-    k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a3, a3, 1, np.zeros((1, 2, 2), dtype=np.uint8), a3, False)
-    k["csr"](u8.reshape(1, 4), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
-    k["dense"](u8.reshape(1, 4), np.zeros((4, 2)), np.zeros((1, 2)))
+    wf, acc = np.zeros((1, 1, 2, 1), dtype=wt), np.zeros((1, 2, 1), dtype=wt)
+    # one compilation serves every kind of second link (kind2 is a runtime argument)
+    k["conv_if"](s5, wf, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, wf, acc.copy(), np.zeros((1, 2), dtype=np.intp),
+                 np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), drive, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+
+
+def _warm_if_scan(k: dict[str, Any], at: Any = np.float64) -> None:
+    drive = _drive_rows(np.zeros(2), (2, 2))
+    a1, a8 = np.zeros((1, 2, 2), dtype=at), np.zeros((1, 2, 2))
+    k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a1, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
+
+
+def _warm_csr(k: dict[str, Any]) -> None:
+    k["csr"](np.zeros((1, 4), dtype=np.uint8), np.zeros(5, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros((1, 1)))
+
+
+def _warm_dense(k: dict[str, Any]) -> None:
+    k["dense"](np.zeros((1, 4), dtype=np.uint8), np.zeros((4, 2)), np.zeros((1, 2)))
+
+
+def _warm_channels_last(k: dict[str, Any]) -> None:
     k["channels_last"](np.zeros((1, 2, 3), dtype=np.uint8), np.zeros((1, 3, 2), dtype=np.uint8))
+
+
+def _warm_depthwise(k: dict[str, Any]) -> None:
     k1 = np.zeros((1, 1, 1))
     k1.flags.writeable = False  # as depthwise passes every kernel
-    k["depthwise"](u8, k1, 1, 1, 0, 0, np.zeros((1, 1, 2, 2)))
+    k["depthwise"](np.zeros((1, 1, 2, 2), dtype=np.uint8), k1, 1, 1, 0, 0, np.zeros((1, 1, 2, 2)))
+
+
+def _warm_count_pack(k: dict[str, Any]) -> None:
     k["count_pack"](np.zeros((1, 1, 9), dtype=np.uint8), np.zeros((1, 9), dtype=np.uint16), np.zeros((1, 1, 2), dtype=np.uint8), 0, True)
+
+
+def _warm_gather(k: dict[str, Any]) -> None:
     x = np.zeros((1, 2), dtype=np.uint8)
     i8 = np.zeros((1, 1), dtype=np.int8)
     k["gather"](x, x.view(np.uint16), np.zeros((1, 1), dtype=np.intp), i8, np.zeros((1, 10), dtype=np.int64), i8)
-    # integer scans: potentials in int16 or int32, arrivals in int8 (gates of fan-in sum <= 127) or
-    # the potentials' type (what layered.LayerMajor.run passes)
+
+
+def _warm_int_scan(k: dict[str, Any]) -> None:
+    # potentials in int16 or int32, arrivals in int8 (gates of fan-in sum <= 127) or the potentials'
+    # type (what layered.LayerMajor.run passes)
     th = np.ones(2, dtype=np.int64)
     for vt, at in ((np.int16, np.int8), (np.int16, np.int16), (np.int32, np.int8), (np.int32, np.int32)):
         k["int_scan"](np.zeros((2, 2), dtype=vt), np.zeros((1, 2, 2), dtype=at), True, 0, th, True, 0, np.zeros((1, 2, 2), dtype=np.uint8))
+
+
+def _warm_pool4_if(k: dict[str, Any]) -> None:
     s3 = np.zeros((1, 1, 2), dtype=np.uint8)
     for vt in (np.int16, np.int32):  # the max-pool tournaments' potentials (layered._int_dtype)
         v = np.zeros((1, 2), dtype=vt)
@@ -580,34 +618,32 @@ def _warm_up(k: dict[str, Any]) -> None:
                       np.ones(3, dtype=np.int32), v, v[:, :1].copy(), v[:, :1].copy(), s3, s3[:, :, :1].copy(), s3[:, :, :1].copy())
 
 
-_fixed_point_warm = False
-
-
-def warm_fixed_point() -> None:
-    """Compile the forms fixed-point convolutions call (float32 sums onto float64 potentials), once per process.
-
-    Called when the engine prepares a fixed-point kernel (:class:`~.arrays.SparseConv`), so a
-    network without one never compiles them and one with them does not compile in its first block.
-    """
-    global _fixed_point_warm
-    if _fixed_point_warm or _kernels is None:
-        return
-    k = _kernels
-    f4 = np.zeros((1, 1, 2, 1), dtype=np.float32)
-    acc = np.zeros((1, 2, 1), dtype=np.float32)
-    s5 = np.zeros((1, 2, 1, 2, 2), dtype=np.uint8)
-    drive = _drive_rows(np.zeros(2), (2, 2))  # the one form of every drive (see _warm_up)
-    k["conv_if"](s5, f4, np.array([1, 1, 0, 0, 1, 1, 0, 0]), acc, 0, s5, f4, acc.copy(), np.zeros((1, 2), dtype=np.intp),
-                 np.zeros((1, 2)), np.zeros(2), np.zeros((2, 2)), drive, True, 1.0, 1.0, np.zeros((1, 2, 2), dtype=np.uint8))
+def _warm_digit_sum(k: dict[str, Any]) -> None:
     k["digit_sum"](np.zeros((1, 2, 2), dtype=np.float32), 2, np.zeros((1, 2), dtype=np.float32), np.zeros((2, 1), dtype=np.float32))
+
+
+def _warm_digit_if(k: dict[str, Any]) -> None:
+    drive = _drive_rows(np.zeros(2), (2, 2))
     # DigitConv's fused scan, with a second link's float32 or float64 sums (kind2 is a runtime argument)
     for a2 in (np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))):
         k["digit_if"](np.zeros((2, 2, 2), dtype=np.float32), 2, 1, a2, np.zeros((1, 2, 2), dtype=np.uint8),
                       np.zeros((1, 2), dtype=np.intp), np.zeros((1, 2)), np.zeros((2, 2)), drive, True, 1.0, 1.0,
                       np.zeros((1, 2, 2), dtype=np.uint8), np.zeros((2, 1), dtype=np.float32), np.zeros(2))
-    a4, a8 = np.zeros((1, 2, 2), dtype=np.float32), np.zeros((1, 2, 2))  # the dense path's scan of float32 arrivals
-    k["if_scan"](np.zeros((2, 2)), drive, True, 1.0, 1.0, a4, a8, 1, np.zeros((1, 2, 2), dtype=np.uint8), a8, False)
-    _fixed_point_warm = True
+
+
+#: what :func:`available` compiles for each name: a kernel's forms for the arguments the engine
+#: passes (a form missed here would compile at its first call in every process, about 0.4 s);
+#: ``"conv_if32"`` and ``"if_scan32"`` are the float32 sums of fixed-point kernels onto float64 potentials
+_WARM: dict[str, Any] = {
+    "channels_last": _warm_channels_last, "conv": _warm_conv, "conv_if": _warm_conv_if,
+    "conv_if32": lambda k: _warm_conv_if(k, np.float32), "count_pack": _warm_count_pack, "csr": _warm_csr,
+    "dense": _warm_dense, "depthwise": _warm_depthwise, "digit_if": _warm_digit_if, "digit_sum": _warm_digit_sum,
+    "gather": _warm_gather, "if_scan": _warm_if_scan, "if_scan32": lambda k: _warm_if_scan(k, np.float32),
+    "int_scan": _warm_int_scan, "pool4_if": _warm_pool4_if,
+}
+#: the forms a fixed-point convolution calls: compiled when the engine prepares one
+#: (:class:`~.arrays.SparseConv`), so that its first block compiles nothing
+FIXED_POINT_FORMS = ("conv_if32", "digit_sum", "digit_if", "if_scan32")
 
 
 def _give_up(what: str, e: BaseException) -> None:
@@ -616,8 +652,14 @@ def _give_up(what: str, e: BaseException) -> None:
                   "numpy products (same spikes, slower)", RuntimeWarning, stacklevel=4)
 
 
-def available() -> bool:
-    """True when the compiled kernels can run: :data:`ENABLED` and numba importable."""
+def available(*names: str) -> bool:
+    """True when the compiled kernels can run, and each kernel form named (keys of :data:`_WARM`) is compiled.
+
+    :data:`ENABLED`, numba importable and able to compile (decided at the first call, once per
+    process).  A name not compiled yet compiles here (0.1-2.3 s), once per process; one that
+    fails gives one ``RuntimeWarning`` and False from then on for it, while the other kernels
+    keep running (the numpy path gives the same spikes).
+    """
     global _kernels, _tried
     if not ENABLED:
         return False
@@ -626,7 +668,39 @@ def available() -> bool:
             if not _tried:
                 _kernels = _build()
                 _tried = True
-    return _kernels is not None
+    if _kernels is None:
+        return False
+    for name in names:
+        if name not in _ready and not _compile(name):
+            return False
+    return True
+
+
+def _compile(name: str) -> bool:
+    with _lock:
+        if name in _ready:
+            return True
+        if name in _failed:
+            return False
+        try:
+            _WARM[name](_kernels)
+        except Exception as e:
+            _give_up(f"compile its {name!r} kernel", e)
+            _failed.add(name)
+            return False
+        _ready.add(name)
+        return True
+
+
+def _kernel(name: str, form: str | None = None) -> Any:
+    """The compiled kernel ``name``, its form ``form`` (default: ``name``) compiled first if it is not yet.
+
+    The callers of a wrapper that returns arrays ask :func:`available` for its form first, so
+    a form that cannot compile here is a caller's error; the wrappers that may answer False do so.
+    """
+    if not available(form or name) or _kernels is None:
+        raise RuntimeError(f"compiled.{name} called without available({form or name!r})")
+    return _kernels[name]
 
 
 def _as_u8(spikes: NDArray[Any]) -> NDArray[np.uint8]:
@@ -639,10 +713,9 @@ def channels_last(spikes: NDArray[Any], c: int) -> NDArray[np.uint8]:
 
     The input layout oneDNN's int8 convolution reads (NHWC), for :class:`.arrays.DigitConv`.
     """
-    assert _kernels is not None, "compiled.channels_last called without available()"
     x = _as_u8(spikes).reshape(spikes.shape[0], c, -1)
     out = np.empty((x.shape[0], x.shape[2], c), dtype=np.uint8)
-    _kernels["channels_last"](x, out)
+    _kernel("channels_last")(x, out)
     return out
 
 
@@ -656,7 +729,8 @@ def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDA
     output with no fired tap is +0.0, where ``window_sum`` adds ``0·w`` and may give -0.0: equal
     numbers, so no threshold comparison tells them apart.
     """
-    assert _kernels is not None, "compiled.depthwise called without available()"
+    if not available("depthwise"):
+        return None
     c, h, w = op.in_shape
     if (kernel.dtype != np.float64 or kernel.ndim != 3 or kernel.shape[0] != c or tuple(kernel.shape[1:]) != tuple(op.kernel_size)
             or spikes.ndim != 2 or spikes.shape[1] != c * h * w):
@@ -665,7 +739,7 @@ def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDA
     out = np.empty((spikes.shape[0], c, oh, ow))
     k = np.ascontiguousarray(kernel).view()
     k.flags.writeable = False  # one compiled form: a network's kernels are read-only, a fresh one is not
-    _kernels["depthwise"](_as_u8(spikes).reshape(-1, c, h, w), k, int(op.stride[0]), int(op.stride[1]),
+    _kernel("depthwise")(_as_u8(spikes).reshape(-1, c, h, w), k, int(op.stride[0]), int(op.stride[1]),
                           int(op.padding[0]), int(op.padding[1]), out)
     return out.reshape(spikes.shape[0], -1)
 
@@ -696,13 +770,12 @@ def conv_events(spikes: NDArray[Any], wf: NDArray[Any], in_shape: tuple[int, int
         Each output the ordered sum (pre-synaptic index order, from 0.0) of the weights of its
         fired inputs, in the population's (o, y, x) order.
     """
-    assert _kernels is not None, "compiled.conv_events called without available()"
     b = spikes.shape[0]
     oh, ow = out_hw
     o = wf.shape[3]
     out = np.empty((b, o * oh * ow), dtype=wf.dtype)
     acc = np.empty((oh, ow, o), dtype=wf.dtype)
-    _kernels["conv"](_as_u8(spikes).reshape((b,) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1], acc, out)
+    _kernel("conv")(_as_u8(spikes).reshape((b,) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1], acc, out)
     return out
 
 
@@ -740,7 +813,6 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
     bool
         True when the block ran here; False (nothing touched) for a layout, type or link it does not take.
     """
-    assert _kernels is not None, "compiled.conv_if called without available()"
     tb, n_b = out.shape[0], out.shape[1]
     if not 1 <= len(links) <= 2 or links[0][0] != "conv":
         return False
@@ -774,8 +846,11 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
             return False
     drive = _drive_rows(step_drive, v.shape)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
+    form = "conv_if32" if wf.dtype == np.float32 and v.dtype == np.float64 else "conv_if"
+    if not available(form):
+        return False
     theta, theta_sub = _thresholds(v, theta)
-    _kernels["conv_if"](_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
+    _kernel("conv_if", form)(_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
                         np.empty(n, dtype=v.dtype), v, drive, add_drive, theta, theta_sub, out.view(np.uint8))
     return True
 
@@ -829,9 +904,8 @@ def csr_events(spikes: NDArray[Any], indptr: NDArray[np.int64], indices: NDArray
     ndarray, shape (B, n_post), ``data``'s dtype
         Each output the ordered sum (pre-synaptic index order, from 0.0) of its fired synapses' weights.
     """
-    assert _kernels is not None, "compiled.csr_events called without available()"
     out = np.zeros((spikes.shape[0], n_post), dtype=data.dtype)
-    _kernels["csr"](_as_u8(spikes), indptr, indices, data, out)
+    _kernel("csr")(_as_u8(spikes), indptr, indices, data, out)
     return out
 
 
@@ -850,9 +924,8 @@ def dense_events(spikes: NDArray[Any], wt: NDArray[Any]) -> NDArray[Any]:
         weights: what :func:`~spikebridge.engines.tensor.arrays.ordered_matmul` gives for 0/1
         spikes, bit for bit.
     """
-    assert _kernels is not None, "compiled.dense_events called without available()"
     out = np.zeros((spikes.shape[0], wt.shape[1]), dtype=wt.dtype)
-    _kernels["dense"](_as_u8(spikes), np.ascontiguousarray(wt), out)
+    _kernel("dense")(_as_u8(spikes), np.ascontiguousarray(wt), out)
     return out
 
 
@@ -870,9 +943,8 @@ def digit_sum(o: NDArray[np.float32], n_digits: int, out: NDArray[np.float32]) -
         Written: ``Σ_j`` in float32 from the highest digit down (exact: see ``digit_row``), in
         (channel, position) order.
     """
-    assert _kernels is not None, "compiled.digit_sum called without available()"
     n_p, n_o = o.shape[1], o.shape[2] // n_digits
-    _kernels["digit_sum"](o, int(n_digits), out, np.empty((n_p, n_o), dtype=np.float32))
+    _kernel("digit_sum")(o, int(n_digits), out, np.empty((n_p, n_o), dtype=np.float32))
 
 
 def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step_drive: Any, theta: float,
@@ -903,7 +975,8 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
         :func:`digit_sum` (plus ``second``), bit for bit.  False (nothing touched) for another
         type or layout.
     """
-    assert _kernels is not None, "compiled.digit_if called without available()"
+    if not available("digit_if"):
+        return False
     tb = spikes.shape[0]
     n_r, n = v.shape
     n_p, n_l = o.shape[1], o.shape[2]
@@ -931,7 +1004,7 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
     theta, theta_sub = _thresholds(v, theta)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = _drive_rows(step_drive, v.shape)
-    _kernels["digit_if"](np.ascontiguousarray(o), int(n_digits), kind2, a2, s2, gidx, gw, v, drive, add_drive, theta, theta_sub,
+    _kernel("digit_if")(np.ascontiguousarray(o), int(n_digits), kind2, a2, s2, gidx, gw, v, drive, add_drive, theta, theta_sub,
                          spikes.view(np.uint8), np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n))
     return True
 
@@ -954,13 +1027,14 @@ def count_pack(block: NDArray[np.bool_], counts: NDArray[np.uint16], bits: NDArr
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    assert _kernels is not None, "compiled.count_pack called without available()"
+    if not available("count_pack"):
+        return False
     tb, n_b, n = block.shape
     if (counts.dtype != np.uint16 or counts.shape != (n_b, n) or not counts.flags.c_contiguous or not block.flags.c_contiguous
             or (bits is not None and (bits.dtype != np.uint8 or bits.shape[0] != n_b or bits.shape[2] != (n + 7) // 8
                                       or bits.shape[1] < t0 + tb or not bits.flags.c_contiguous))):
         return False
-    _kernels["count_pack"](block.view(np.uint8), counts, bits if bits is not None else np.zeros((1, 1, 1), dtype=np.uint8),
+    _kernel("count_pack")(block.view(np.uint8), counts, bits if bits is not None else np.zeros((1, 1, 1), dtype=np.uint8),
                            int(t0), bits is not None)
     return True
 
@@ -995,7 +1069,6 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
         arrays, other types or a layout the kernel does not take: the caller's
         numpy scan must run it.
     """
-    assert _kernels is not None, "compiled.if_scan called without available()"
     tb = spikes.shape[0]
     if (len(arrivals) > 2 or v.dtype not in (np.float64, np.float32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
             or any(a.dtype not in (v.dtype, np.float32) or a.shape != (tb,) + v.shape for a in arrivals)
@@ -1012,7 +1085,10 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     a2 = flat[1] if len(flat) > 1 else dummy
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = _drive_rows(step_drive, v.shape)  # (1, n) or (rows, n)
-    _kernels["if_scan"](v.reshape(rows, n), drive, add_drive, theta, theta_sub, a1, a2, len(flat),
+    form = "if_scan32" if v.dtype == np.float64 and any(a.dtype == np.float32 for a in arrivals) else "if_scan"
+    if not available(form):
+        return False
+    _kernel("if_scan", form)(v.reshape(rows, n), drive, add_drive, theta, theta_sub, a1, a2, len(flat),
                         spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
                         pot is not None)
     return True
@@ -1058,7 +1134,8 @@ def pool4_if(x: NDArray[np.bool_], w2: int, w: NDArray[np.int32], th: NDArray[np
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    assert _kernels is not None, "compiled.pool4_if called without available()"
+    if not available("pool4_if"):
+        return False
     tb, n_r = x.shape[0], x.shape[1]
     n_win = x.shape[2] // 4
     if (v[0].dtype not in (np.int16, np.int32) or any(a.dtype != v[0].dtype or not a.flags.c_contiguous for a in v)
@@ -1066,7 +1143,7 @@ def pool4_if(x: NDArray[np.bool_], w2: int, w: NDArray[np.int32], th: NDArray[np
             or not x.flags.c_contiguous or x.shape[2] % (4 * int(w2))
             or any(s.shape != (tb,) + a.shape or not s.flags.c_contiguous for s, a in zip(spikes, v))):
         return False
-    _kernels["pool4_if"](_as_u8(x).view(np.uint16), n_win // int(w2), int(w2), w, th, v[0], v[1], v[2], spikes[0].view(np.uint8),
+    _kernel("pool4_if")(_as_u8(x).view(np.uint16), n_win // int(w2), int(w2), w, th, v[0], v[1], v[2], spikes[0].view(np.uint8),
                          spikes[1].view(np.uint8), spikes[2].view(np.uint8))
     return True
 
@@ -1100,7 +1177,8 @@ def int_scan(v: NDArray[Any], acc: NDArray[Any] | None, drive: int, theta: Any, 
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    assert _kernels is not None, "compiled.int_scan called without available()"
+    if not available("int_scan"):
+        return False
     tb = spikes.shape[0]
     if (v.ndim != 2 or v.dtype not in (np.int16, np.int32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
             or spikes.shape != (tb,) + v.shape
@@ -1109,7 +1187,7 @@ def int_scan(v: NDArray[Any], acc: NDArray[Any] | None, drive: int, theta: Any, 
         return False
     th = np.ascontiguousarray(np.broadcast_to(np.asarray(theta, dtype=np.int64), (v.shape[1],)))
     a = acc if acc is not None else np.zeros((1, 1, 1), dtype=np.int8)
-    _kernels["int_scan"](v, a, acc is not None, int(drive), th, reset == "subtract", int(v_reset), spikes.view(np.uint8))
+    _kernel("int_scan")(v, a, acc is not None, int(drive), th, reset == "subtract", int(v_reset), spikes.view(np.uint8))
     return True
 
 
@@ -1185,9 +1263,8 @@ def gather_add_int(x: NDArray[np.bool_], idx: NDArray[np.intp], w: NDArray[Any],
     plan : ndarray (F, 10) or None
         :func:`gather_plan` of ``(idx, w, n_pre)``, computed once per link; None reads every row by index.
     """
-    assert _kernels is not None, "compiled.gather_add_int called without available()"
     xu = _as_u8(x)
     if plan is None:
         plan = np.zeros((idx.shape[0], 10), dtype=np.int64)
     x16 = xu.view(np.uint16) if xu.shape[1] % 2 == 0 else np.zeros((1, 1), dtype=np.uint16)
-    _kernels["gather"](xu, x16, np.ascontiguousarray(idx), np.ascontiguousarray(w, dtype=acc.dtype), plan, acc)
+    _kernel("gather")(xu, x16, np.ascontiguousarray(idx), np.ascontiguousarray(w, dtype=acc.dtype), plan, acc)

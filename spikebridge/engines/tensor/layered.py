@@ -379,7 +379,7 @@ class LayerMajor:
             n = idx.shape[1]
             if acc is None:
                 acc = np.zeros((tb * n_b, n), dtype=dtype)
-            if compiled.available():
+            if compiled.available("gather"):
                 compiled.gather_add_int(x, idx, w, acc, plan)
                 continue
             wd = [dtype(w[f, 0]) if np.all(w[f] == w[f, 0]) else w[f].astype(dtype) for f in range(idx.shape[0])]  # scalars where uniform
@@ -487,7 +487,7 @@ class LayerMajor:
                     ints[name] = (ip, dtype, np.repeat(ip.v0[None].astype(dtype), n_b, axis=0))
         # max-pool tournaments run as one pass (their three populations integer alike, none the read-out)
         pools: dict[str, _Pool4] = {}
-        if FUSED_POOL and compiled.available():
+        if FUSED_POOL and self.pools and compiled.available("pool4_if"):
             for first, pool in self.pools.items():
                 if all(m in ints and ints[m][1] == ints[first][1] and m != out for m in pool.names):
                     pools[first] = pool
