@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -362,3 +364,30 @@ def test_a_network_of_8_bit_weights_spikes_as_brian2_does():
     for name in brian2.counts:
         assert np.array_equal(tensor.counts[name], brian2.counts[name]), name
     assert np.array_equal(tensor.output_counts_t, brian2.output_counts_t)
+
+
+@requires_int8
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP starts a thread with one thread per core: one core hides the bug")
+def test_batch_parts_run_onednn_on_one_thread_each(monkeypatch, lenet):
+    # OpenMP keeps its thread count per thread and starts a new one at one per core, so a batch
+    # part's oneDNN convolution ran on every core (two parts: four threads on two cores) while
+    # torch.get_num_threads() said 1.  Asked inside each digit convolution of a 2-part run:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    snn, x = lenet
+    seen = []
+    real = DigitConv._digits
+
+    def digits(self, spikes):
+        if threading.current_thread() is not threading.main_thread():  # a part's (the main thread builds the network)
+            seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                        if i["user_api"] == "openmp" and i["filepath"].startswith(torch_dir))  # not scikit-learn's
+        return real(self, spikes)
+
+    monkeypatch.setattr(DigitConv, "_digits", digits)
+    monkeypatch.setattr(layered, "DIGITS_ABOVE", 0.0)
+    rec = simulate(snn, x, SimulationConfig(n_steps=24, engine="tensor", device="cpu", threads=2))
+    assert sum(int(c.sum()) for c in rec.counts.values()) > 5000 and seen
+    assert set(seen) == {1}, seen
