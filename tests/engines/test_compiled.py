@@ -460,7 +460,7 @@ def test_the_warm_up_compiles_every_form_the_shipped_networks_call(monkeypatch, 
     monkeypatch.setattr(compiled, "_tried", False)
     monkeypatch.setattr(compiled, "_kernels", None)
     monkeypatch.setattr(compiled, "ENABLED", True)
-    assert compiled.available(*compiled._WARM)
+    assert compiled.available(*compiled.FORMS)
     warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
     for name in ("mnist_lenet", "fmnist_vgg", "digits_cnn"):
         graph = load_model(model_path(name))

@@ -282,7 +282,7 @@ def test_a_fixed_point_network_compiles_nothing_in_its_run(monkeypatch, lenet, r
     assert compiled.available() and not set(compiled.FIXED_POINT_FORMS) & compiled._ready
     SparseConv(SharedKernel(_grid(rng.normal(size=(4, 2, 3, 3))), (2, 6, 6), padding=(1, 1)))
     assert set(compiled.FIXED_POINT_FORMS) <= compiled._ready
-    assert compiled.available(*compiled._WARM)
+    assert compiled.available(*compiled.FORMS)
     warm = {name: list(k.signatures) for name, k in compiled._kernels.items()}
     snn, x = lenet
     for dense_above in (0.1, 2.0):

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ENABLED", "FIXED_POINT_FORMS", "available", "channels_last", "conv_events", "conv_if", "depthwise", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
+__all__ = ["ENABLED", "FIXED_POINT_FORMS", "FORMS", "available", "channels_last", "conv_events", "conv_if", "depthwise", "count_pack", "csr_events", "digit_if", "digit_sum", "dense_events", "flipped_kernel", "gather_add_int", "gather_plan", "if_scan", "int_scan", "pool4_if"]
 
 #: use the compiled kernels when numba is importable; False keeps the numpy/scipy products
 #: (benchmarks compare the two in one run; tests check both give the same sums)
@@ -644,6 +644,9 @@ _WARM: dict[str, Any] = {
 #: the forms a fixed-point convolution calls: compiled when the engine prepares one
 #: (:class:`~.arrays.SparseConv`), so that its first block compiles nothing
 FIXED_POINT_FORMS = ("conv_if32", "digit_sum", "digit_if", "if_scan32")
+#: every name :func:`available` takes: ``available(*FORMS)`` compiles everything (benchmarks do,
+#: so that no timed run compiles the form its first dense block needs)
+FORMS = tuple(_WARM)
 
 
 def _give_up(what: str, e: BaseException) -> None:
