@@ -422,7 +422,7 @@ def test_a_network_compiles_only_the_kernels_it_runs(monkeypatch, rng):
     assert not compiled._ready & {"conv", "conv_if", "depthwise", "channels_last", "pool4_if", "int_scan", "gather",
                                   *compiled.FIXED_POINT_FORMS}
     for name, k in compiled._kernels.items():  # and nothing it did not ask for compiled on the side
-        assert bool(k.signatures) == (name in compiled._ready or name == "push_row"), name
+        assert bool(k.signatures) == (name in compiled._ready), name
 
 
 def test_a_kernel_that_cannot_compile_leaves_the_others_and_the_same_spikes(monkeypatch, rng):

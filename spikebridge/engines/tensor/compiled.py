@@ -696,14 +696,16 @@ def _compile(name: str) -> bool:
 
 
 def _kernel(name: str, form: str | None = None) -> Any:
-    """The compiled kernel ``name``, its form ``form`` (default: ``name``) compiled first if it is not yet.
+    """The compiled kernel ``name`` with its form ``form`` (default: ``name``) compiled, or None where it cannot run."""
+    return _kernels[name] if available(form or name) and _kernels is not None else None
 
-    The callers of a wrapper that returns arrays ask :func:`available` for its form first, so
-    a form that cannot compile here is a caller's error; the wrappers that may answer False do so.
-    """
-    if not available(form or name) or _kernels is None:
-        raise RuntimeError(f"compiled.{name} called without available({form or name!r})")
-    return _kernels[name]
+
+def _required(name: str) -> Any:
+    """:func:`_kernel` for the wrappers that return arrays: their callers ask :func:`available` first."""
+    kern = _kernel(name)
+    if kern is None:
+        raise RuntimeError(f"compiled.{name} called without available({name!r})")
+    return kern
 
 
 def _as_u8(spikes: NDArray[Any]) -> NDArray[np.uint8]:
@@ -718,7 +720,7 @@ def channels_last(spikes: NDArray[Any], c: int) -> NDArray[np.uint8]:
     """
     x = _as_u8(spikes).reshape(spikes.shape[0], c, -1)
     out = np.empty((x.shape[0], x.shape[2], c), dtype=np.uint8)
-    _kernel("channels_last")(x, out)
+    _required("channels_last")(x, out)
     return out
 
 
@@ -732,7 +734,8 @@ def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDA
     output with no fired tap is +0.0, where ``window_sum`` adds ``0·w`` and may give -0.0: equal
     numbers, so no threshold comparison tells them apart.
     """
-    if not available("depthwise"):
+    kern = _kernel("depthwise")
+    if kern is None:
         return None
     c, h, w = op.in_shape
     if (kernel.dtype != np.float64 or kernel.ndim != 3 or kernel.shape[0] != c or tuple(kernel.shape[1:]) != tuple(op.kernel_size)
@@ -742,8 +745,8 @@ def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDA
     out = np.empty((spikes.shape[0], c, oh, ow))
     k = np.ascontiguousarray(kernel).view()
     k.flags.writeable = False  # one compiled form: a network's kernels are read-only, a fresh one is not
-    _kernel("depthwise")(_as_u8(spikes).reshape(-1, c, h, w), k, int(op.stride[0]), int(op.stride[1]),
-                          int(op.padding[0]), int(op.padding[1]), out)
+    kern(_as_u8(spikes).reshape(-1, c, h, w), k, int(op.stride[0]), int(op.stride[1]),
+         int(op.padding[0]), int(op.padding[1]), out)
     return out.reshape(spikes.shape[0], -1)
 
 
@@ -778,7 +781,7 @@ def conv_events(spikes: NDArray[Any], wf: NDArray[Any], in_shape: tuple[int, int
     o = wf.shape[3]
     out = np.empty((b, o * oh * ow), dtype=wf.dtype)
     acc = np.empty((oh, ow, o), dtype=wf.dtype)
-    _kernel("conv")(_as_u8(spikes).reshape((b,) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1], acc, out)
+    _required("conv")(_as_u8(spikes).reshape((b,) + tuple(in_shape)), wf, stride[0], stride[1], padding[0], padding[1], acc, out)
     return out
 
 
@@ -849,12 +852,12 @@ def conv_if(links: list[tuple[Any, ...]], v: NDArray[Any], step_drive: Any, thet
             return False
     drive = _drive_rows(step_drive, v.shape)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
-    form = "conv_if32" if wf.dtype == np.float32 and v.dtype == np.float64 else "conv_if"
-    if not available(form):
+    kern = _kernel("conv_if", "conv_if32" if wf.dtype == np.float32 and v.dtype == np.float64 else "conv_if")
+    if kern is None:
         return False
     theta, theta_sub = _thresholds(v, theta)
-    _kernel("conv_if", form)(_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
-                        np.empty(n, dtype=v.dtype), v, drive, add_drive, theta, theta_sub, out.view(np.uint8))
+    kern(_as_u8(s1).reshape((tb, n_b) + tuple(in_shape)), wf, geo, acc, kind2, s2, wf2, acc2, gidx, gw,
+         np.empty(n, dtype=v.dtype), v, drive, add_drive, theta, theta_sub, out.view(np.uint8))
     return True
 
 
@@ -908,7 +911,7 @@ def csr_events(spikes: NDArray[Any], indptr: NDArray[np.int64], indices: NDArray
         Each output the ordered sum (pre-synaptic index order, from 0.0) of its fired synapses' weights.
     """
     out = np.zeros((spikes.shape[0], n_post), dtype=data.dtype)
-    _kernel("csr")(_as_u8(spikes), indptr, indices, data, out)
+    _required("csr")(_as_u8(spikes), indptr, indices, data, out)
     return out
 
 
@@ -928,7 +931,7 @@ def dense_events(spikes: NDArray[Any], wt: NDArray[Any]) -> NDArray[Any]:
         spikes, bit for bit.
     """
     out = np.zeros((spikes.shape[0], wt.shape[1]), dtype=wt.dtype)
-    _kernel("dense")(_as_u8(spikes), np.ascontiguousarray(wt), out)
+    _required("dense")(_as_u8(spikes), np.ascontiguousarray(wt), out)
     return out
 
 
@@ -947,7 +950,7 @@ def digit_sum(o: NDArray[np.float32], n_digits: int, out: NDArray[np.float32]) -
         (channel, position) order.
     """
     n_p, n_o = o.shape[1], o.shape[2] // n_digits
-    _kernel("digit_sum")(o, int(n_digits), out, np.empty((n_p, n_o), dtype=np.float32))
+    _required("digit_sum")(o, int(n_digits), out, np.empty((n_p, n_o), dtype=np.float32))
 
 
 def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step_drive: Any, theta: float,
@@ -978,7 +981,8 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
         :func:`digit_sum` (plus ``second``), bit for bit.  False (nothing touched) for another
         type or layout.
     """
-    if not available("digit_if"):
+    kern = _kernel("digit_if")
+    if kern is None:
         return False
     tb = spikes.shape[0]
     n_r, n = v.shape
@@ -1007,8 +1011,8 @@ def digit_if(o: NDArray[np.float32], n_digits: int, v: NDArray[np.float64], step
     theta, theta_sub = _thresholds(v, theta)
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = _drive_rows(step_drive, v.shape)
-    _kernel("digit_if")(np.ascontiguousarray(o), int(n_digits), kind2, a2, s2, gidx, gw, v, drive, add_drive, theta, theta_sub,
-                         spikes.view(np.uint8), np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n))
+    kern(np.ascontiguousarray(o), int(n_digits), kind2, a2, s2, gidx, gw, v, drive, add_drive, theta, theta_sub,
+         spikes.view(np.uint8), np.empty((n_p, n_l // n_digits), dtype=np.float32), np.empty(n))
     return True
 
 
@@ -1030,15 +1034,16 @@ def count_pack(block: NDArray[np.bool_], counts: NDArray[np.uint16], bits: NDArr
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    if not available("count_pack"):
+    kern = _kernel("count_pack")
+    if kern is None:
         return False
     tb, n_b, n = block.shape
     if (counts.dtype != np.uint16 or counts.shape != (n_b, n) or not counts.flags.c_contiguous or not block.flags.c_contiguous
             or (bits is not None and (bits.dtype != np.uint8 or bits.shape[0] != n_b or bits.shape[2] != (n + 7) // 8
                                       or bits.shape[1] < t0 + tb or not bits.flags.c_contiguous))):
         return False
-    _kernel("count_pack")(block.view(np.uint8), counts, bits if bits is not None else np.zeros((1, 1, 1), dtype=np.uint8),
-                           int(t0), bits is not None)
+    kern(block.view(np.uint8), counts, bits if bits is not None else np.zeros((1, 1, 1), dtype=np.uint8),
+         int(t0), bits is not None)
     return True
 
 
@@ -1088,12 +1093,12 @@ def if_scan(v: NDArray[Any], step_drive: Any, theta: float, arrivals: list[NDArr
     a2 = flat[1] if len(flat) > 1 else dummy
     add_drive = not (isinstance(step_drive, float) and step_drive == 0.0)
     drive = _drive_rows(step_drive, v.shape)  # (1, n) or (rows, n)
-    form = "if_scan32" if v.dtype == np.float64 and any(a.dtype == np.float32 for a in arrivals) else "if_scan"
-    if not available(form):
+    kern = _kernel("if_scan", "if_scan32" if v.dtype == np.float64 and any(a.dtype == np.float32 for a in arrivals) else "if_scan")
+    if kern is None:
         return False
-    _kernel("if_scan", form)(v.reshape(rows, n), drive, add_drive, theta, theta_sub, a1, a2, len(flat),
-                        spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
-                        pot is not None)
+    kern(v.reshape(rows, n), drive, add_drive, theta, theta_sub, a1, a2, len(flat),
+         spikes.reshape(shape3).view(np.uint8), pot.reshape(shape3) if pot is not None else dummy,
+         pot is not None)
     return True
 
 
@@ -1137,7 +1142,8 @@ def pool4_if(x: NDArray[np.bool_], w2: int, w: NDArray[np.int32], th: NDArray[np
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    if not available("pool4_if"):
+    kern = _kernel("pool4_if")
+    if kern is None:
         return False
     tb, n_r = x.shape[0], x.shape[1]
     n_win = x.shape[2] // 4
@@ -1146,8 +1152,8 @@ def pool4_if(x: NDArray[np.bool_], w2: int, w: NDArray[np.int32], th: NDArray[np
             or not x.flags.c_contiguous or x.shape[2] % (4 * int(w2))
             or any(s.shape != (tb,) + a.shape or not s.flags.c_contiguous for s, a in zip(spikes, v))):
         return False
-    _kernel("pool4_if")(_as_u8(x).view(np.uint16), n_win // int(w2), int(w2), w, th, v[0], v[1], v[2], spikes[0].view(np.uint8),
-                         spikes[1].view(np.uint8), spikes[2].view(np.uint8))
+    kern(_as_u8(x).view(np.uint16), n_win // int(w2), int(w2), w, th, v[0], v[1], v[2], spikes[0].view(np.uint8),
+         spikes[1].view(np.uint8), spikes[2].view(np.uint8))
     return True
 
 
@@ -1180,7 +1186,8 @@ def int_scan(v: NDArray[Any], acc: NDArray[Any] | None, drive: int, theta: Any, 
     bool
         False (nothing touched) for a type or layout it does not take.
     """
-    if not available("int_scan"):
+    kern = _kernel("int_scan")
+    if kern is None:
         return False
     tb = spikes.shape[0]
     if (v.ndim != 2 or v.dtype not in (np.int16, np.int32) or not v.flags.c_contiguous or not spikes.flags.c_contiguous
@@ -1190,7 +1197,7 @@ def int_scan(v: NDArray[Any], acc: NDArray[Any] | None, drive: int, theta: Any, 
         return False
     th = np.ascontiguousarray(np.broadcast_to(np.asarray(theta, dtype=np.int64), (v.shape[1],)))
     a = acc if acc is not None else np.zeros((1, 1, 1), dtype=np.int8)
-    _kernel("int_scan")(v, a, acc is not None, int(drive), th, reset == "subtract", int(v_reset), spikes.view(np.uint8))
+    kern(v, a, acc is not None, int(drive), th, reset == "subtract", int(v_reset), spikes.view(np.uint8))
     return True
 
 
@@ -1270,4 +1277,4 @@ def gather_add_int(x: NDArray[np.bool_], idx: NDArray[np.intp], w: NDArray[Any],
     if plan is None:
         plan = np.zeros((idx.shape[0], 10), dtype=np.int64)
     x16 = xu.view(np.uint16) if xu.shape[1] % 2 == 0 else np.zeros((1, 1), dtype=np.uint16)
-    _kernel("gather")(xu, x16, np.ascontiguousarray(idx), np.ascontiguousarray(w, dtype=acc.dtype), plan, acc)
+    _required("gather")(xu, x16, np.ascontiguousarray(idx), np.ascontiguousarray(w, dtype=acc.dtype), plan, acc)
