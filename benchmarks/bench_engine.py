@@ -51,6 +51,11 @@ Run::
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
     python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
 
+``--interleave`` times the rows in rounds: one repeat of every row, SpikingJelly's included, per
+round, the order rotated each round, the load settling before every repeat. A drift of the
+machine's speed that lasts minutes (this project's 2-core VMs drift by up to 40 %) then slows
+every row alike, and each row also gets the median of its per-round ratios to SpikingJelly.
+
 Every row records the 1-minute load before and after it (``os.getloadavg``) and first waits
 (``--settle``, default 0.5, at most 240 s) until the load left by the previous row has decayed
 below that, so each row, ours and SpikingJelly's alike, starts on a quiet machine.  A case whose
@@ -254,12 +259,12 @@ def variant_nets(graph, x_cal, variants) -> dict:
 
 
 def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, labels=None, layer_major=True,
-                precision="float64", new_layer_major=True, phases=None, cpu_times=None, use_compiled=True,
+                precision="float64", new_layer_major=True, phases=None, use_compiled=True,
                 int8_digits=True, fused_pool=True):
     """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
     step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
     :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
-    ``cpu_times`` (a list) the process CPU seconds of each repeat, ``use_compiled=False`` turns off
+    ``use_compiled=False`` turns off
     the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`), ``int8_digits=False``
     the int8 digit convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`),
     ``fused_pool=False`` the one-pass max-pool tournaments (``layered.FUSED_POOL``).  ``max_memory``
@@ -286,73 +291,117 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, lab
         for _ in range(repeats):
             memory = {} if max_memory is None else {"max_memory": max_memory}
             cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, precision=precision, **memory)
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0 = time.perf_counter()
             rec = simulate(snn, x, cfg, labels=labels)
             times.append(time.perf_counter() - t0)
-            if cpu_times is not None:
-                cpu_times.append(time.process_time() - c0)
     finally:
         (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
          tensor_arrays.INT8_DIGITS, layered.FUSED_POOL) = saved
     return statistics.median(times), times, rec
 
 
-def tensor_rows(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, nets=None) -> dict:
-    """Rows of the tensor engine (``args.variants`` of :data:`VARIANTS`), each with the 1-minute load
-    before and after it; a float32, conv-matrices, fixed-point or k-bit row says how many predictions and
-    spikes equal the exact row's. ``snn_matrices``: the same network converted with explicit conv matrices;
-    ``nets``: :func:`variant_nets`."""
-    rows = {}
-    exact = None
-    net = snn
+def tensor_jobs(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, nets=None) -> list:
+    """One job per tensor-engine row (``args.variants`` of :data:`VARIANTS`), each warmed up.
+
+    A job is ``(label, run, meta)``: ``run()`` simulates all of ``x`` once and returns the
+    record; ``meta`` holds what :func:`tensor_row` needs. ``snn_matrices``: the same network
+    converted with explicit conv matrices; ``nets``: :func:`variant_nets`."""
+    jobs = []
     others = {"layer-major, conv matrices": snn_matrices, **{v: (nets or {}).get(v) for v in CONVERTED}}
     for device in devices:
         for variant in args.variants:
             lm, precision, new, use_compiled, digits, fused_pool = VARIANTS[variant]
-            if variant in others:
-                if others[variant] is None:
-                    continue
-                snn = others[variant]
-            else:
-                snn = net
+            net = others[variant] if variant in others else snn
+            if net is None:
+                continue
             if device != "cpu" and (not lm or precision != "float64" or not new):
                 continue  # torch: one row (it always runs step-major, float64)
+            flags = dict(device=device, threads=args.threads, precision=precision, use_compiled=use_compiled,
+                         int8_digits=digits, fused_pool=fused_pool)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
-            time_engine(snn, x[:2], 2, device=device, threads=args.threads, repeats=1, labels=y[:2], precision=precision,
-                        use_compiled=use_compiled, int8_digits=digits, fused_pool=fused_pool)
-            waited = settle()
-            before = load_now()
+            time_engine(net, x[:2], 2, repeats=1, labels=y[:2], **flags)
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
-            cpu: list = []
-            med, times, rec = time_engine(snn, x, steps, device=device, threads=args.threads, repeats=args.repeats,
-                                          labels=y, layer_major=lm, precision=precision, new_layer_major=new, phases=phases,
-                                          cpu_times=cpu, use_compiled=use_compiled, int8_digits=digits, fused_pool=fused_pool)
-            ev = synaptic_events(snn, rec)
-            label = f"tensor engine ({rec.meta['target']})" if device != "cpu" else f"tensor engine ({rec.meta['target']}, {variant})"
-            row = {
-                "median_s": med, "times_s": times, "accuracy": float(np.mean(rec.predictions() == y)),
-                "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
-                "precision": precision, "load_1min": {"before": before, "after": load_now()}, "settle_waited_s": waited, "_rec": rec,
-                "cpu_s": cpu, "median_cpu_s": statistics.median(cpu),
-            }
-            if phases:
-                per_phase: dict = {}
-                for (_, phase), sec in phases.items():
-                    per_phase[phase] = per_phase.get(phase, 0.0) + sec
-                row["cpu_s_by_phase"] = per_phase
-                row["cpu_s_by_population"] = {f"{name}/{phase}": sec for (name, phase), sec in sorted(phases.items())}
-            if device == "cpu" and variant == "layer-major":
-                exact = rec
-            if (precision == "float32" or snn is not net or not use_compiled) and exact is not None:
-                total = sum(int(c.sum()) for c in exact.counts.values())
-                row["same_predictions_as_float64"] = float(np.mean(rec.predictions() == exact.predictions()))
-                row["spikes_float64"] = total
-                row["spike_count_differences"] = int(sum(np.abs(rec.counts[k] - c).sum() for k, c in exact.counts.items()))
-            rows[label] = row
+
+            def run(net=net, flags=flags, lm=lm, new=new, phases=phases):
+                return time_engine(net, x, steps, repeats=1, labels=y, layer_major=lm, new_layer_major=new,
+                                   phases=phases, **flags)[2]
+
+            meta = {"device": device, "variant": variant, "precision": precision, "phases": phases,
+                    "converted": net is not snn, "use_compiled": use_compiled, "snn": net}
+            jobs.append((f"tensor engine ({device}, {variant})", run, meta))
+    return jobs
+
+
+def tensor_row(measured: dict, meta: dict, exact) -> dict:
+    """The row of one tensor-engine job from :func:`take`'s ``measured``; a float32, conv-matrices,
+    fixed-point or k-bit row says how many predictions and spikes equal ``exact``'s (the exact
+    layer-major row's record)."""
+    rec = measured["out"]
+    med = statistics.median(measured["times_s"])
+    ev = synaptic_events(meta["snn"], rec)
+    row = {**_timing(measured), "accuracy": float(np.mean(rec.predictions() == measured["labels"])),
+           "synaptic_events": ev, "events_per_s": ev / med, "batch_size": rec.meta["batch_size"],
+           "precision": meta["precision"], "target": rec.meta["target"]}
+    phases = meta["phases"]
+    if phases:
+        per_phase: dict = {}
+        for (_, phase), sec in phases.items():
+            per_phase[phase] = per_phase.get(phase, 0.0) + sec / len(measured["times_s"])
+        row["cpu_s_by_phase"] = per_phase
+        row["cpu_s_by_population"] = {f"{name}/{phase}": sec / len(measured["times_s"]) for (name, phase), sec in sorted(phases.items())}
+    if (meta["precision"] == "float32" or meta["converted"] or not meta["use_compiled"]) and exact is not None:
+        total = sum(int(c.sum()) for c in exact.counts.values())
+        row["same_predictions_as_float64"] = float(np.mean(rec.predictions() == exact.predictions()))
+        row["spikes_float64"] = total
+        row["spike_count_differences"] = int(sum(np.abs(rec.counts[k] - c).sum() for k, c in exact.counts.items()))
+    return row
+
+
+def tensor_rows(snn, x, y, steps, args, *, sj_job=None, devices=("cpu",), snn_matrices=None, nets=None) -> dict:
+    """Rows of SpikingJelly (``sj_job``, from :func:`spikingjelly_job`) and of the tensor engine
+    (:func:`tensor_jobs`), timed by :func:`take` (``args.interleave``: in rounds); each row records
+    the 1-minute load before every repeat. The exact layer-major row's record is under ``"_rec"``."""
+    jobs = tensor_jobs(snn, x, y, steps, args, devices=devices, snn_matrices=snn_matrices, nets=nets)
+    runs = {label: run for label, run, _ in jobs}
+    if sj_job is not None and "run" in sj_job:
+        runs = {SJ_LABEL: sj_job["run"], **runs}
+    measured = take(runs, args.repeats, interleave=args.interleave)
+    rows: dict = {}
+    if sj_job is not None:
+        if "run" in sj_job:
+            m = measured[SJ_LABEL]
+            rows[SJ_LABEL] = {**_timing(m), "convert_s": sj_job["convert_s"], "batch": sj_job["batch"],
+                              "accuracy": float(np.mean(m["out"] == y))}
+        else:
+            rows[SJ_LABEL] = {"error": sj_job["error"]}
+    exact_label = "tensor engine (cpu, layer-major)"
+    exact = measured[exact_label]["out"] if exact_label in measured else None
+    for label, _, meta in jobs:
+        measured[label]["labels"] = y
+        row = tensor_row(measured[label], meta, exact)
+        label = f"tensor engine ({row['target']})" if meta["device"] != "cpu" else f"tensor engine ({row['target']}, {meta['variant']})"
+        rows[label] = row
+    if SJ_LABEL in measured:
+        sj_times = measured[SJ_LABEL]["times_s"]
+        for label, row in rows.items():
+            if label != SJ_LABEL and "times_s" in row and args.interleave:
+                # the same round's SpikingJelly repeat: drift of the machine's speed between rounds
+                # cancels in each ratio
+                per_round = [t / s for t, s in zip(row["times_s"], sj_times)]
+                row["ratio_to_spikingjelly_per_round"] = per_round
+                row["median_ratio_to_spikingjelly"] = statistics.median(per_round)
+    if exact is not None:
+        rows["_rec"] = exact
     return rows
 
 
-def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
+SJ_LABEL = "spikingjelly ann2snn (torch cpu, float32)"
+
+
+def spikingjelly_job(model, x_cal, x, steps, *, threads, batch=250) -> dict:
+    """SpikingJelly's ann2snn of ``model`` (converted here, on ``x_cal``) as a job: ``{"run": f,
+    "convert_s", "batch"}``, where ``f()`` runs all of ``x`` for ``steps`` steps in batches of
+    ``batch`` and returns the predicted classes; ``{"error": ...}`` when SpikingJelly is not installed."""
     try:
         import torch
         from bench_peers import sj_convert
@@ -368,12 +417,8 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
     snn = sj_convert(copy.deepcopy(model), loader)
     convert_s = time.perf_counter() - t0
     xt = torch.tensor(x, dtype=torch.float32)
-    times = []
-    preds = None
-    waited = settle()
-    load_before = load_now()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def run():
         outs = []
         with torch.no_grad():
             for k in range(0, len(xt), batch):
@@ -382,11 +427,53 @@ def run_spikingjelly(model, x_cal, x, y, steps, *, threads, repeats, batch=250):
                 for _t in range(steps):
                     acc = acc + snn(xt[k : k + batch])
                 outs.append(acc.argmax(1))
-        times.append(time.perf_counter() - t0)
-        preds = torch.cat(outs).numpy()
-    return {"convert_s": convert_s, "median_s": statistics.median(times), "times_s": times,
-            "accuracy": float(np.mean(preds == y)), "batch": batch, "load_1min": {"before": load_before, "after": load_now()},
-            "settle_waited_s": waited}
+        return torch.cat(outs).numpy()
+
+    return {"run": run, "convert_s": convert_s, "batch": batch}
+
+
+def take(runs: dict, repeats: int, *, interleave: bool) -> dict:
+    """Time each of ``runs`` (label -> a function of no arguments) ``repeats`` times.
+
+    Without ``interleave``, row by row: the load settles (:func:`settle`) before each row, whose
+    repeats then run back to back. With it, in ``repeats`` rounds of one repeat of every row, the
+    order rotated each round, the load settling before every repeat: a drift of the machine's speed
+    lasting minutes (this VM's is up to 40 %) then hits every row alike, and each repeat starts
+    below the load. Returns label -> ``{"times_s", "cpu_s", "load_before", "load_after",
+    "settle_waited_s", "out"}`` (lists per repeat; ``out``: the last repeat's result)."""
+    res = {label: {"times_s": [], "cpu_s": [], "load_before": [], "load_after": [], "settle_waited_s": 0.0, "out": None}
+           for label in runs}
+    labels = list(runs)
+
+    def once(label: str) -> None:
+        r = res[label]
+        r["load_before"].append(load_now())
+        t0, c0 = time.perf_counter(), time.process_time()
+        r["out"] = runs[label]()
+        r["times_s"].append(time.perf_counter() - t0)
+        r["cpu_s"].append(time.process_time() - c0)
+        r["load_after"].append(load_now())
+
+    if interleave:
+        for k in range(repeats):
+            for label in labels[k % len(labels):] + labels[: k % len(labels)]:
+                res[label]["settle_waited_s"] += settle()
+                once(label)
+    else:
+        for label in labels:
+            res[label]["settle_waited_s"] += settle()
+            for _ in range(repeats):
+                once(label)
+    return res
+
+
+def _timing(m: dict) -> dict:
+    """A row's timing fields from :func:`take`'s entry: medians, every repeat, the load at its start and end."""
+    return {"median_s": statistics.median(m["times_s"]), "times_s": m["times_s"], "cpu_s": m["cpu_s"],
+            "median_cpu_s": statistics.median(m["cpu_s"]),
+            "load_1min": {"before": m["load_before"][0], "after": m["load_after"][-1],
+                          "max_before_a_repeat": max(m["load_before"]), "before_each": m["load_before"]},
+            "settle_waited_s": m["settle_waited_s"]}
 
 
 def load_now() -> float:
@@ -414,8 +501,10 @@ def with_load(fn, args) -> dict:
     out = fn(args)
     after = load_now()
     out["load_1min"] = {"before": before, "after": after}
-    # a row is taken at the load it starts at (what it then adds is its own); without rows, the case's
-    starts = [r["load_1min"]["before"] for r in out.get("rows", {}).values() if "load_1min" in r] or [before, after]
+    # a row is taken at the load it starts at (what it then adds is its own); interleaved, each repeat
+    # settles on its own, so every repeat's start counts; without rows, the case's
+    key = "max_before_a_repeat" if getattr(args, "interleave", False) else "before"
+    starts = [r["load_1min"][key] for r in out.get("rows", {}).values() if "load_1min" in r] or [before, after]
     out["comparable"] = max(starts) <= 1.0
     out["quiet"] = max(starts) < 0.5
     return out
@@ -484,15 +573,11 @@ def case_lenet(args) -> dict:
                  "convert_s": convert_s, "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
     print(f"lenet: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample, ANN accuracy {100 * ann_acc:.2f} %")
 
-    if args.spikingjelly:
-        sj = run_spikingjelly(model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
-        out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = sj
-    rows = tensor_rows(snn, x, y, args.steps, args, devices=("cpu", "torch") if args.torch else ("cpu",),
+    sj_job = spikingjelly_job(model, x_cal, x, args.steps, threads=args.threads) if args.spikingjelly else None
+    rows = tensor_rows(snn, x, y, args.steps, args, sj_job=sj_job, devices=("cpu", "torch") if args.torch else ("cpu",),
                        nets=variant_nets(graph, x_cal, args.variants))
-    tensor_rec = rows[next(k for k in rows if k.startswith("tensor engine (tensor-numpy,"))].pop("_rec")
-    for label, row in rows.items():
-        row.pop("_rec", None)
-        out["rows"][label] = row
+    tensor_rec = rows.pop("_rec", None)
+    out["rows"].update(rows)
     # Brian2 on a subset, same spikes: time it and extrapolate linearly in samples
     n_b2 = min(args.brian2_samples, len(x))
     if n_b2:
@@ -501,7 +586,7 @@ def case_lenet(args) -> dict:
         t0 = time.perf_counter()
         b2 = simulate(snn, x[:n_b2], cfg)
         b2_s = time.perf_counter() - t0
-        same = all(np.array_equal(b2.counts[k], tensor_rec.counts[k][:n_b2]) for k in b2.counts)
+        same = tensor_rec is not None and all(np.array_equal(b2.counts[k], tensor_rec.counts[k][:n_b2]) for k in b2.counts)
         out["rows"][f"brian2 engine ({args.brian2_target}), extrapolated from {n_b2} samples"] = {
             "median_s": b2_s * len(x) / n_b2, "measured_s": b2_s, "measured_samples": n_b2, "extrapolated": True,
             "identical_spikes_to_tensor": bool(same),
@@ -535,9 +620,7 @@ def case_shipped(args, name: str) -> dict:
                  "synapses_per_sample": snn.n_synapses, "neurons_per_sample": snn.n_neurons, "rows": {}}
     print(f"{name}: {snn.n_neurons:,} neurons, {snn.n_synapses:,} synapses per sample")
     model = torch_module(graph) if graph.is_chain else torch_module_dag(graph)
-    if args.spikingjelly:
-        out["rows"]["spikingjelly ann2snn (torch cpu, float32)"] = run_spikingjelly(
-            model, x_cal, x, y, args.steps, threads=args.threads, repeats=args.repeats)
+    sj_job = spikingjelly_job(model, x_cal, x, args.steps, threads=args.threads) if args.spikingjelly else None
     snn_m = None
     if "layer-major, conv matrices" in args.variants:
         import spikebridge.conversion.dag as dag
@@ -549,9 +632,9 @@ def case_shipped(args, name: str) -> dict:
             dag.SHARED_KERNELS = True
         out["synapses_per_sample_conv_matrices"] = snn_m.n_synapses
     nets = variant_nets(graph, x_cal, args.variants)
-    for label, row in tensor_rows(snn, x, y, args.steps, args, snn_matrices=snn_m, nets=nets).items():
-        row.pop("_rec", None)
-        out["rows"][label] = row
+    rows = tensor_rows(snn, x, y, args.steps, args, sj_job=sj_job, snn_matrices=snn_m, nets=nets)
+    rows.pop("_rec", None)
+    out["rows"].update(rows)
     return out
 
 
@@ -667,7 +750,9 @@ def print_rows(title: str, r: dict, args) -> None:
         return
     print(f"\n{title}, {r['samples']} samples, T={r['steps']}, {args.threads} threads")
     sj = r["rows"].get("spikingjelly ann2snn (torch cpu, float32)", {}).get("median_s")
-    print(f"{'engine':<58} {'s':>8} {'cpu s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7} {'load':>12}")
+    per_round = any("median_ratio_to_spikingjelly" in row for row in r["rows"].values())
+    print(f"{'engine':<58} {'s':>8} {'cpu s':>8} {'ms/sample':>10} {'acc %':>7} {'vs SJ':>7}"
+          + (f" {'per round':>9}" if per_round else "") + f" {'load':>12}")
     for name, row in r["rows"].items():
         if "median_s" not in row:
             print(f"{name:<58} {row.get('error', 'n/a')}")
@@ -676,8 +761,11 @@ def print_rows(title: str, r: dict, args) -> None:
         acc = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else "-"
         ld = row.get("load_1min", {})
         load = f"{ld.get('before', float('nan')):.1f}->{ld.get('after', float('nan')):.1f}"
+        if "max_before_a_repeat" in ld and len(ld.get("before_each", ())) > 1:
+            load = f"<={ld['max_before_a_repeat']:.2f}" if args.interleave else load
         cpu = f"{row['median_cpu_s']:.2f}" if "median_cpu_s" in row else "-"
-        print(f"{name:<58} {row['median_s']:>8.2f} {cpu:>8} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7} {load:>12}")
+        rnd = f" {row['median_ratio_to_spikingjelly']:>8.2f}x" if "median_ratio_to_spikingjelly" in row else (" " * 10 if per_round else "")
+        print(f"{name:<58} {row['median_s']:>8.2f} {cpu:>8} {1e3 * row['median_s'] / r['samples']:>10.2f} {acc:>7} {ratio:>7}{rnd} {load:>12}")
         if "same_predictions_as_float64" in row:
             print(f"{'':<4}against the exact layer-major row: {100 * row['same_predictions_as_float64']:.2f} % same predictions, "
                   f"{row['spike_count_differences']:,} of {row['spikes_float64']:,} spike counts differ")
@@ -697,6 +785,9 @@ def main(argv=None) -> int:
     p.add_argument("--torch", action="store_true", help="add the tensor engine on torch CPU threads to the LeNet rows")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--interleave", action="store_true",
+                   help="time the rows in rounds (one repeat of each, SpikingJelly's included, order rotated per round), "
+                   "the load settling before every repeat; rows also get the median of per-round ratios to SpikingJelly")
     p.add_argument("--settle", type=float, default=0.5,
                    help="before each timed row, wait (at most 240 s) for the 1-minute load to fall below this; 0: do not wait")
     p.add_argument("--device", default="cpu")
