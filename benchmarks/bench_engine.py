@@ -439,19 +439,24 @@ def take(runs: dict, repeats: int, *, interleave: bool) -> dict:
     repeats then run back to back. With it, in ``repeats`` rounds of one repeat of every row, the
     order rotated each round, the load settling before every repeat: a drift of the machine's speed
     lasting minutes (this VM's is up to 40 %) then hits every row alike, and each repeat starts
-    below the load. Returns label -> ``{"times_s", "cpu_s", "load_before", "load_after",
-    "settle_waited_s", "out"}`` (lists per repeat; ``out``: the last repeat's result)."""
-    res = {label: {"times_s": [], "cpu_s": [], "load_before": [], "load_after": [], "settle_waited_s": 0.0, "out": None}
-           for label in runs}
+    below the load. Returns label -> ``{"times_s", "cpu_s", "system_s", "minor_faults", "load_before",
+    "load_after", "settle_waited_s", "out"}`` (lists per repeat; ``system_s`` and ``minor_faults``:
+    the process's kernel CPU seconds and page faults, mostly fresh pages being mapped; ``out``: the
+    last repeat's result)."""
+    res = {label: {"times_s": [], "cpu_s": [], "system_s": [], "minor_faults": [], "load_before": [], "load_after": [],
+                   "settle_waited_s": 0.0, "out": None} for label in runs}
     labels = list(runs)
 
     def once(label: str) -> None:
         r = res[label]
         r["load_before"].append(load_now())
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, u0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         r["out"] = runs[label]()
         r["times_s"].append(time.perf_counter() - t0)
         r["cpu_s"].append(time.process_time() - c0)
+        u1 = resource.getrusage(resource.RUSAGE_SELF)
+        r["system_s"].append(u1.ru_stime - u0.ru_stime)
+        r["minor_faults"].append(u1.ru_minflt - u0.ru_minflt)
         r["load_after"].append(load_now())
 
     if interleave:
@@ -470,7 +475,7 @@ def take(runs: dict, repeats: int, *, interleave: bool) -> dict:
 def _timing(m: dict) -> dict:
     """A row's timing fields from :func:`take`'s entry: medians, every repeat, the load at its start and end."""
     return {"median_s": statistics.median(m["times_s"]), "times_s": m["times_s"], "cpu_s": m["cpu_s"],
-            "median_cpu_s": statistics.median(m["cpu_s"]),
+            "median_cpu_s": statistics.median(m["cpu_s"]), "system_s": m["system_s"], "minor_faults": m["minor_faults"],
             "load_1min": {"before": m["load_before"][0], "after": m["load_after"][-1],
                           "max_before_a_repeat": max(m["load_before"]), "before_each": m["load_before"]},
             "settle_waited_s": m["settle_waited_s"]}
