@@ -51,6 +51,9 @@ Run::
     python benchmarks/bench_engine.py --case vgg11 --samples 256 --steps 32
     python benchmarks/bench_engine.py --case crossover   # events vs dense convolution by spike density
 
+``--tune-malloc`` first has glibc keep freed memory for reuse by threads, as the ``spikebridge``
+command does (:func:`spikebridge.run.batches.tune_malloc`); both tools' rows run with it.
+
 ``--interleave`` times the rows in rounds: one repeat of every row, SpikingJelly's included, per
 round, the order rotated each round, the load settling before every repeat. A drift of the
 machine's speed that lasts minutes (this project's 2-core VMs drift by up to 40 %) then slows
@@ -790,6 +793,9 @@ def main(argv=None) -> int:
     p.add_argument("--torch", action="store_true", help="add the tensor engine on torch CPU threads to the LeNet rows")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--tune-malloc", dest="tune_malloc", action="store_true",
+                   help="first call spikebridge.run.batches.tune_malloc() (as the spikebridge command does): "
+                   "glibc keeps freed memory for the threads to reuse")
     p.add_argument("--interleave", action="store_true",
                    help="time the rows in rounds (one repeat of each, SpikingJelly's included, order rotated per round), "
                    "the load settling before every repeat; rows also get the median of per-round ratios to SpikingJelly")
@@ -823,7 +829,12 @@ def main(argv=None) -> int:
     if args.case == "_vgg_child":
         print(json.dumps(_vgg_child(args)))
         return 0
-    result: dict = {"cores": os.cpu_count(), "load_1min_at_start": load_now(),
+    malloc_tuned = False
+    if args.tune_malloc:
+        from spikebridge.run.batches import tune_malloc
+
+        malloc_tuned = tune_malloc()
+    result: dict = {"cores": os.cpu_count(), "load_1min_at_start": load_now(), "malloc_tuned": malloc_tuned,
                     "note": "ratios are comparable only where a case's 'comparable' is true (1-minute load <= 1)"}
     if args.case == "crossover":
         result["crossover"] = with_load(case_crossover, args)

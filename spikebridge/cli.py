@@ -774,6 +774,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         error (an unexpected exception: one line naming it; ``--debug`` shows
         the traceback), 130 interrupted, 141 output pipe closed (``| head``).
     """
+    if argv is None:
+        # the program itself (not main([...]) called in someone's process): its memory is ours to tune
+        from .run.batches import tune_malloc
+
+        tune_malloc()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
