@@ -261,24 +261,22 @@ def variant_nets(graph, x_cal, variants) -> dict:
     return nets
 
 
-def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, labels=None, layer_major=True,
-                precision="float64", new_layer_major=True, phases=None, use_compiled=True,
-                int8_digits=True, fused_pool=True):
-    """Median wall time of ``simulate`` with the tensor engine; ``layer_major=False`` forces the
-    step-major schedule, ``new_layer_major=False`` turns off the integer gates and fused IF scan of
-    :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a dict) collects its per-phase CPU seconds,
-    ``use_compiled=False`` turns off
-    the compiled event kernels (:mod:`spikebridge.engines.tensor.compiled`), ``int8_digits=False``
-    the int8 digit convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`),
-    ``fused_pool=False`` the one-pass max-pool tournaments (``layered.FUSED_POOL``).  ``max_memory``
-    None: the library's default (:class:`~spikebridge.config.SimulationConfig`), which sizes the
-    batches a user gets."""
+def run_engine(snn, x, steps, *, device, threads, labels=None, layer_major=True, precision="float64",
+               new_layer_major=True, phases=None, use_compiled=True, int8_digits=True, fused_pool=True):
+    """One ``simulate`` of ``x`` with the tensor engine (:func:`take` times it); returns the record.
+
+    ``layer_major=False`` forces the step-major schedule, ``new_layer_major=False`` turns off the
+    integer gates and fused IF scan of :mod:`spikebridge.engines.tensor.layered`, ``phases`` (a
+    dict) collects its per-phase CPU seconds, ``use_compiled=False`` turns off the compiled event
+    kernels (:mod:`spikebridge.engines.tensor.compiled`), ``int8_digits=False`` the int8 digit
+    convolutions of fixed-point kernels (:class:`~spikebridge.engines.tensor.arrays.DigitConv`),
+    ``fused_pool=False`` the one-pass max-pool tournaments (``layered.FUSED_POOL``). Batches are
+    sized by the library's default ``max_memory``: the batches a user gets."""
     import spikebridge.engines.tensor.arrays as tensor_arrays
     import spikebridge.engines.tensor.compiled as compiled
     import spikebridge.engines.tensor.engine as tensor_engine
     import spikebridge.engines.tensor.layered as layered
 
-    times, rec = [], None
     saved = (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
              tensor_arrays.INT8_DIGITS, layered.FUSED_POOL)
     tensor_engine.LAYER_MAJOR = layer_major
@@ -291,16 +289,11 @@ def time_engine(snn, x, steps, *, device, threads, repeats, max_memory=None, lab
     # enough spikes) would otherwise compile inside the first timed repeat
     compiled.available(*compiled.FORMS)
     try:
-        for _ in range(repeats):
-            memory = {} if max_memory is None else {"max_memory": max_memory}
-            cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, precision=precision, **memory)
-            t0 = time.perf_counter()
-            rec = simulate(snn, x, cfg, labels=labels)
-            times.append(time.perf_counter() - t0)
+        cfg = SimulationConfig(n_steps=steps, engine="tensor", device=device, threads=threads, precision=precision)
+        return simulate(snn, x, cfg, labels=labels)
     finally:
         (tensor_engine.LAYER_MAJOR, layered.INTEGER_GATES, layered.FUSED_IF, layered.PHASES, compiled.ENABLED,
          tensor_arrays.INT8_DIGITS, layered.FUSED_POOL) = saved
-    return statistics.median(times), times, rec
 
 
 def tensor_jobs(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, nets=None) -> list:
@@ -322,12 +315,11 @@ def tensor_jobs(snn, x, y, steps, args, *, devices=("cpu",), snn_matrices=None, 
             flags = dict(device=device, threads=args.threads, precision=precision, use_compiled=use_compiled,
                          int8_digits=digits, fused_pool=fused_pool)
             # warm-up (BLAS order probe, kernels, imports) outside the timed rows
-            time_engine(net, x[:2], 2, repeats=1, labels=y[:2], **flags)
+            run_engine(net, x[:2], 2, labels=y[:2], **flags)
             phases: dict | None = {} if args.phases and lm and device == "cpu" else None
 
             def run(net=net, flags=flags, lm=lm, new=new, phases=phases):
-                return time_engine(net, x, steps, repeats=1, labels=y, layer_major=lm, new_layer_major=new,
-                                   phases=phases, **flags)[2]
+                return run_engine(net, x, steps, labels=y, layer_major=lm, new_layer_major=new, phases=phases, **flags)
 
             meta = {"device": device, "variant": variant, "precision": precision, "phases": phases,
                     "converted": net is not snn, "use_compiled": use_compiled, "snn": net}
@@ -666,32 +658,28 @@ def case_store(args) -> dict:
     try:
         for schedule in args.store_schedules.split(","):
             tensor_engine.LAYER_MAJOR = schedule == "layer-major"
-            row: dict = {"simulate_s": [], "simulate_o_s": [], "simulate_cpu_s": [], "simulate_o_cpu_s": []}
-            row["settle_waited_s"] = settle()
-            before = load_now()
-            # interleaved, so that a change of load hits both alike; wall and process CPU time
-            for _ in range(max(2, args.repeats)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                simulate(snn, x, cfg, labels=y)
-                row["simulate_s"].append(time.perf_counter() - t0)
-                row["simulate_cpu_s"].append(time.process_time() - c0)
+
+            def stored(compression=None):
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "run.h5"
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False)
-                    row["simulate_o_s"].append(time.perf_counter() - t0)
-                    row["simulate_o_cpu_s"].append(time.process_time() - c0)
-                    row["store_bytes"] = path.stat().st_size
-                # the store's fastest filter (compression="none"): the format's floor; lzf on every dataset (the
-                # default before "auto")
-                for filt in ("none", "lzf") if schedule == "layer-major" else ():
-                    with tempfile.TemporaryDirectory() as tmp:
-                        path = Path(tmp) / "run.h5"
-                        t0, c0 = time.perf_counter(), time.process_time()
-                        simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False, compression=filt)
-                        row.setdefault(f"simulate_o_{filt}_s", []).append(time.perf_counter() - t0)
-                        row.setdefault(f"simulate_o_{filt}_cpu_s", []).append(time.process_time() - c0)
-                        row[f"store_{filt}_bytes"] = path.stat().st_size
+                    simulate_to_store(snn, x, path, cfg_o, labels=y, return_record=False,
+                                      **({} if compression is None else {"compression": compression}))
+                    return path.stat().st_size
+
+            runs = {"simulate": lambda: simulate(snn, x, cfg, labels=y), "simulate_o": stored}
+            if schedule == "layer-major":
+                # the store's fastest filter (compression="none"): the format's floor; lzf on every
+                # dataset (the default before "auto")
+                runs.update({f"simulate_o_{f}": (lambda f=f: stored(f)) for f in ("none", "lzf")})
+            # interleaved, so that a change of load hits every form alike; wall and process CPU time
+            measured = take(runs, max(2, args.repeats), interleave=True)
+            row: dict = {}
+            for key, m in measured.items():
+                row[f"{key}_s"], row[f"{key}_cpu_s"] = m["times_s"], m["cpu_s"]
+                if key != "simulate":
+                    row["store" + key[len("simulate_o"):] + "_bytes"] = m["out"]
+            row["settle_waited_s"] = sum(m["settle_waited_s"] for m in measured.values())
+            before = measured["simulate"]["load_before"][0]
             med = {k: statistics.median(v) for k, v in row.items() if isinstance(v, list) and v}
             row["ratio"] = med["simulate_o_s"] / med["simulate_s"]
             for filt in ("none", "lzf"):

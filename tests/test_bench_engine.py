@@ -27,7 +27,7 @@ def bench():
         os.environ.clear()
         os.environ.update(saved)
     mod.SETTLE["below"] = 0.0  # no waiting for the load in tests
-    # time_engine compiles every kernel form before timing (10 s); these networks need few of them
+    # run_engine compiles every kernel form before timing (10 s); these networks need few of them
     import spikebridge.engines.tensor.compiled as compiled
 
     forms = compiled.FORMS
