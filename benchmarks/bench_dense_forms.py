@@ -183,8 +183,9 @@ def per_conv(args: argparse.Namespace) -> int:
         d = statistics.median(us_digits)
         cross = crossing(fractions, us_push, d)
         label = f"{proj.pre} -> {proj.post}"
-        print(f"{label:<32} {dc.n_digits:>4} {d:>7.1f}  " + " ".join(f"{p:>10.1f}" for p in us_push) + f" {fmt_crossing(cross, fractions):>10}")
-        rows.append({"conv": label, "digits": dc.n_digits, "int8_us_per_row": d, "push_us_per_row": dict(zip(map(str, fractions), us_push)),
+        form = f"{dc.n_digits}{'p' if dc.paired else ''}"  # 1p: one convolution of paired inputs (16-bit weights)
+        print(f"{label:<32} {form:>4} {d:>7.1f}  " + " ".join(f"{p:>10.1f}" for p in us_push) + f" {fmt_crossing(cross, fractions):>10}")
+        rows.append({"conv": label, "digits": dc.n_digits, "paired": dc.paired, "int8_us_per_row": d, "push_us_per_row": dict(zip(map(str, fractions), us_push)),
                      "crossover": None if math.isinf(cross) else cross})
     out = args.out or HERE / "results" / f"dense_forms_per_conv_{args.case}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ moved by < 1e-6 of the threshold; the same predictions on all 1,000 test images)
 every weight of a projection is a signed ``k``-bit integer ``u`` (``|u| <= 2**(k-1) - 1``) times
 the projection's ``2**-e`` (one exponent per projection, as a chip's per-layer weight exponent).
 ``e`` is then the smaller of the two bounds' exponents, so sums stay exact in float32, and the
-tensor engine's int8 convolutions need ``ceil(k / 8)`` digits instead of three (8 bits: one;
-:class:`spikebridge.engines.tensor.arrays.DigitConv`).  This moves a weight by
+tensor engine's int8 convolutions need ``ceil(k / 8)`` digits instead of three (8 bits: one; 16 bits:
+one convolution of paired inputs; :class:`spikebridge.engines.tensor.arrays.DigitConv`).  This moves a weight by
 less than ``1 / (2**(k-1) - 1)`` of the projection's largest weight (half a unit of a grid on which
 that weight is more than ``(2**(k-1) - 1) / 2`` units): a different network, whose accuracy is
 measured, not assumed (``docs/conversion.md``).

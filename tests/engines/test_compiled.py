@@ -491,5 +491,9 @@ def test_drives_reach_the_scans_as_one_contiguous_row_or_one_per_sample():
 def test_channels_last_equals_the_numpy_transpose(rng, kernels_on, c, p):
     spikes = rng.random((5, c * p)) < 0.3
     got = compiled.channels_last(spikes, c)
+    want = spikes.reshape(5, c, p).transpose(0, 2, 1)
     assert got.dtype == np.uint8 and got.shape == (5, p, c)
-    assert np.array_equal(got, spikes.reshape(5, c, p).transpose(0, 2, 1))
+    assert np.array_equal(got, want)
+    paired = compiled.channels_last(spikes, c, paired=True)  # DigitConv's paired input: then 255 × the spikes
+    assert paired.dtype == np.uint8 and paired.shape == (5, p, 2 * c)
+    assert np.array_equal(paired[..., 0::2], want) and np.array_equal(paired[..., 1::2], 255 * want.astype(np.uint8))

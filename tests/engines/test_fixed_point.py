@@ -35,11 +35,15 @@ def lenet():
     return convert(graph, ConversionConfig(fixed_point=True), calibration=x), x
 
 
+_DIGITS_PAY_OFF = arrays._digits_pay_off
+
+
 @pytest.fixture(autouse=True)
 def _any_cpu_runs_digits(monkeypatch):
-    # DigitConv is chosen only on CPUs with int8 dot products (speed); its sums are exact on any
-    # CPU whose torch has oneDNN's int8 convolution, so the tests run it wherever that is there
-    monkeypatch.setattr(arrays, "_int8_dot_products", lambda torch: True)
+    # DigitConv is chosen only on CPUs with int8 dot products (speed); its sums of 0/1 inputs are
+    # exact on any CPU whose torch has oneDNN's int8 convolution, so the tests run it wherever that
+    # is there (its paired form, exact only with dot products, still only where the CPU has them)
+    monkeypatch.setattr(arrays, "_digits_pay_off", lambda torch: True)
 
 
 def _has_onednn_int8() -> bool:
@@ -111,11 +115,12 @@ def test_dense_float32_convolutions_of_a_fixed_point_lenet_give_the_float64_spik
 
 
 @requires_torch
-@pytest.mark.parametrize(("digits", "bits"), [(True, None), (True, 8), (False, None)],
-                         ids=["int8-digits", "int8-one-digit", "float32-conv2d"])
+@pytest.mark.parametrize(("digits", "bits"), [(True, None), (True, 8), (True, 16), (False, None)],
+                         ids=["int8-digits", "int8-one-digit", "int8-16-bit", "float32-conv2d"])
 def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(monkeypatch, digits, bits):
     # ResNet-8's joins: a 3x3 convolution plus the identity shortcut (a gather) or a strided 1x1
-    # convolution (a second fixed-point kernel); with 8-bit weights each runs as one int8 digit
+    # convolution (a second fixed-point kernel); with 8-bit weights each runs as one int8 digit,
+    # with 16-bit weights as one convolution of paired inputs (two digits without dot products)
     if digits and not HAS_INT8:
         pytest.skip("needs torch with oneDNN's int8 convolution (x86 builds)")
     monkeypatch.setattr(arrays, "INT8_DIGITS", digits)
@@ -123,9 +128,10 @@ def test_dense_residual_joins_of_a_fixed_point_resnet_give_the_float64_spikes(mo
     x = np.random.default_rng(4).random((4,) + tuple(graph.input_shape))
     snn = convert(graph, ConversionConfig(fixed_point=True, weight_bits=bits), calibration=x)
     if digits:
-        n_digits = {DigitConv.build(p.operator).n_digits for p in snn.projections.values()
-                    if p.operator is not None and p.operator.groups == 1}
-        assert n_digits == ({1} if bits == 8 else {3})
+        forms = {(d.n_digits, d.paired) for p in snn.projections.values() if p.operator is not None and p.operator.groups == 1
+                 for d in [DigitConv.build(p.operator)]}
+        paired = _dot_products()
+        assert forms == ({(1, False)} if bits == 8 else {(1, True) if paired else (2, False)} if bits == 16 else {(3, False)})
     seconds = []
     real = layered.LayerMajor._dense_if
     monkeypatch.setattr(layered.LayerMajor, "_dense_if", lambda self, *a: seconds.append(a[-1]) or real(self, *a))
@@ -210,7 +216,13 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
     grid = kernel_units(op.kernel)  # the coarsest grid the kernel is on
     assert grid is not None
     units = np.abs(grid[0])
+    assert not digits.paired  # none of these kernels' units fit the paired range
     assert digits.n_digits == (4 if units.max() > 8_355_711 else 3 if units.max() > 32_639 else 2 if units.max() > 127 else 1)
+    _assert_digits_exact(digits, op, rng)
+
+
+def _assert_digits_exact(digits, op, rng):
+    """``digits``' sums are the events' sums in pre-index order, and its fused scan is if_scan's over them."""
     sc = SparseConv(op)
     x = rng.random((40, op.n_pre)) < np.linspace(0.0, 1.0, 40)[:, None]  # from no spikes to all
     sc.dense_above = 2.0
@@ -241,6 +253,33 @@ def test_int8_digit_convolutions_give_the_ordered_float64_sums(rng, shape, out_c
         assert s3.any() and not np.array_equal(s3, s1) and np.array_equal(s3, s4) and np.array_equal(v3, v4)
 
 
+def _dot_products() -> bool:
+    import torch
+
+    return arrays._int8_dot_products(torch)
+
+
+@pytest.mark.skipif(not (HAS_INT8 and _dot_products()), reason="the paired form needs a CPU with int8 dot products")
+def test_paired_inputs_give_the_ordered_float64_sums(rng):
+    # 16-bit weights: each unit a + 255·b on the spikes and 255 × the spikes; a channel reaching
+    # 32767 (past a + 255·b's top, 32512) runs negated, one reaching -32768 as it is
+    units = rng.integers(-20_000, 20_001, size=(6, 5, 3, 3))
+    units[0, 0, 0, 0], units[1, 0, 0, 0], units[2] = 32_767, -32_768, rng.integers(-127, 128, size=(5, 3, 3))
+    op = SharedKernel(np.ldexp(units.astype(np.float64), -22), (5, 8, 8), padding=(1, 1))
+    assert np.array_equal(kernel_units(op.kernel)[0], units)
+    digits = DigitConv.build(op)
+    assert digits.paired and digits.n_digits == 1
+    assert np.array_equal(np.sign(digits._scales.numpy()), [-1, 1, 1, 1, 1, 1])
+    assert digits._w.shape == (6, 10, 3, 3)
+    _assert_digits_exact(digits, op, rng)
+    # a channel past the range both ways: base-256 digits (32767 needs three)
+    units[0, 1, 0, 0] = -32_768
+    op = SharedKernel(np.ldexp(units.astype(np.float64), -22), (5, 8, 8), padding=(1, 1))
+    digits = DigitConv.build(op)
+    assert not digits.paired and digits.n_digits == 3
+    _assert_digits_exact(digits, op, rng)
+
+
 @requires_int8
 def test_a_dense_form_that_fails_to_run_is_skipped(rng, monkeypatch):
     op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
@@ -255,6 +294,7 @@ def test_a_dense_form_that_fails_to_run_is_skipped(rng, monkeypatch):
 @requires_int8
 def test_a_cpu_without_int8_dot_products_keeps_float32_conv2d(rng, monkeypatch):
     op = SharedKernel(_grid(rng.normal(size=(8, 4, 3, 3))), (4, 9, 9), padding=(1, 1))
+    monkeypatch.setattr(arrays, "_digits_pay_off", _DIGITS_PAY_OFF)  # the fixture's patch undone: asks the CPU
     monkeypatch.setattr(arrays, "_int8_dot_products", lambda torch: False)
     assert DigitConv.build(op) is None
     assert isinstance(SparseConv(op).dense32, DenseConv32)

@@ -563,7 +563,16 @@ def _onednn_int8() -> Any:
         torch.ops.onednn.qconv2d_pointwise  # noqa: B018
     except (ImportError, AttributeError, RuntimeError):
         return None
-    return torch if _int8_dot_products(torch) else None
+    return torch if _digits_pay_off(torch) else None
+
+
+def _digits_pay_off(torch: Any) -> bool:
+    """Whether :class:`DigitConv` is the faster dense form here: where the CPU has int8 dot products.
+
+    (The tests patch this to run the digits on any CPU: with 0/1 inputs their sums are exact on
+    every CPU; the paired form's are not without dot products, so it asks :func:`_int8_dot_products`.)
+    """
+    return _int8_dot_products(torch)
 
 
 def _int8_dot_products(torch: Any) -> bool:
@@ -590,28 +599,74 @@ class DigitConv:
     is the ordered float64 sum bit for bit, as :class:`DenseConv32`'s is for such a kernel, with
     int8 arithmetic (VNNI or AMX where the CPU has them) in place of float32's.
 
+    **Paired inputs.**  Where every output channel's units (or their negatives) lie in
+    [-32768, 32512] (16-bit weights: ``weight_bits`` <= 16), each is ``a + 255·b`` with ``a``, ``b``
+    in [-128, 127], and the kernel runs as one convolution with ``O`` outputs of ``2·C`` inputs:
+    each channel's spikes and ``255 ×`` them (uint8), with the digits ``a`` and ``b`` as their weights,
+    and the channel's sign in its scale ``±2**-e``.  Its int32 sum is ``Σ u · s`` itself (at most
+    ``2**24`` in magnitude, so exact in float32): the same products as two digits on ``O``
+    outputs each, with half the outputs to write and add (``n_digits`` is 1, ``paired`` True).
+    int8 dot products (VNNI, AMX) add the products in int32 without saturating, which the
+    paired input's 255 needs (oneDNN's int8 without them adds pairs of products in int16, which
+    0/1 inputs never overflow): ``pairs=False``, and :meth:`build` where the CPU has none, keep
+    the base-256 digits.  On one core of an AMD EPYC (VNNI), 256 rows of 12 % spikes, µs per row,
+    two digits / paired: MNIST LeNet conv2 4.6 / 3.7, F-MNIST VGG conv2 10.3 / 9.8, ResNet-8's 3×3
+    convolutions 3.0–6.7 / 2.8–5.9 (results.md §0.2v).
+
     Construct with :meth:`build`, which returns None where it does not apply (no torch or no
     oneDNN int8 ops, a kernel not on its grid, grouped convolutions, too many taps).
     """
 
-    def __init__(self, op: SharedKernel, torch: Any, units: NDArray[np.int64], e: int) -> None:
+    #: units ``a + 255·b`` (``a``, ``b`` in [-128, 127]) reach; a channel whose units pass the top
+    #: but not the bottom of the negated range runs negated
+    PAIRED_RANGE = (-128 - 255 * 128, 127 + 255 * 127)
+
+    def __init__(self, op: SharedKernel, torch: Any, units: NDArray[np.int64], e: int, pairs: bool = True) -> None:
         self.op = op
         self._torch = torch
         o = op.kernel.shape[0]
-        digits: list[NDArray[np.int64]] = []
-        rest = units.copy()
-        while not digits or rest.any():
-            d = (rest + 128) % 256 - 128
-            digits.append(d)
-            rest = (rest - d) // 256
-        self.n_digits = len(digits)
-        # digit-major channels: j·O + c, so each digit's O sums are contiguous for digit_sum
-        self._w = torch.from_numpy(np.concatenate(digits).astype(np.int8))
-        self._scales = torch.tensor([math.ldexp(1.0, 8 * j - e) for j in range(self.n_digits) for _ in range(o)],
-                                    dtype=torch.float32)
-        self._zeros = torch.zeros(self.n_digits * o, dtype=torch.int64)
+        sign = self._paired_signs(units) if pairs else None
+        self.paired = sign is not None
+        if sign is not None:
+            u = units * sign[:, None, None, None]
+            b = np.clip((u + 128) // 255, -128, 127)
+            a = u - 255 * b
+            w = np.stack([a, b], axis=2).reshape(o, -1, *units.shape[2:])  # input channel 2c: spikes of c, 2c + 1: 255 ×
+            self.n_digits = 1
+            scales = [math.ldexp(float(sg), -e) for sg in sign]
+        else:
+            digits: list[NDArray[np.int64]] = []
+            rest = units.copy()
+            while not digits or rest.any():
+                d = (rest + 128) % 256 - 128
+                digits.append(d)
+                rest = (rest - d) // 256
+            self.n_digits = len(digits)
+            # digit-major channels: j·O + c, so each digit's O sums are contiguous for digit_sum
+            w = np.concatenate(digits)
+            scales = [math.ldexp(1.0, 8 * j - e) for j in range(self.n_digits) for _ in range(o)]
+        if w.min(initial=0) < -128 or w.max(initial=0) > 127:  # pragma: no cover - the digits above are in range
+            raise RuntimeError("int8 digits out of range")
+        self._w = torch.from_numpy(w.astype(np.int8))
+        self._scales = torch.tensor(scales, dtype=torch.float32)
+        self._zeros = torch.zeros(len(scales), dtype=torch.int64)
         self._args = ([int(s) for s in op.stride], [int(p) for p in op.padding], [1, 1])
         self._packed = torch.ops.onednn.qconv_prepack(self._w, self._scales, 1.0, 0, *self._args, 1, None)
+
+    @classmethod
+    def _paired_signs(cls, units: NDArray[np.int64]) -> NDArray[np.int64] | None:
+        """Per output channel, +1 or -1 so that its units times it lie in :data:`PAIRED_RANGE`; None where
+        a kernel needs one digit (the single digit is as fast, with no second input) or a channel fits neither way."""
+        lo, hi = cls.PAIRED_RANGE
+        flat = units.reshape(units.shape[0], -1)
+        top, bottom = flat.max(axis=1, initial=0), flat.min(axis=1, initial=0)
+        if top.max(initial=0) <= 127 and bottom.min(initial=0) >= -128:
+            return None
+        plus = (top <= hi) & (bottom >= lo)
+        minus = (-bottom <= hi) & (-top >= lo)
+        if not np.all(plus | minus):
+            return None
+        return np.where(plus, 1, -1).astype(np.int64)
 
     @classmethod
     def build(cls, op: SharedKernel) -> "DigitConv | None":
@@ -627,7 +682,7 @@ class DigitConv:
         if np.abs(units).max(initial=0) > EXACT_SUM_UNITS or not -60 <= e <= 100:
             return None
         try:
-            return cls(op, torch, units, e)
+            return cls(op, torch, units, e, pairs=_int8_dot_products(torch))
         except RuntimeError:  # oneDNN refusing the weights on this CPU: the other forms
             return None
 
@@ -637,11 +692,14 @@ class DigitConv:
         b = spikes.shape[0]
         c, h, w = op.in_shape
         oh, ow = op.out_hw
+        c_in = 2 * c if self.paired else c
         if compiled.available("channels_last"):  # NHWC bytes, seen as NCHW in channels_last memory (what oneDNN reads)
-            x = torch.from_numpy(compiled.channels_last(spikes, c).reshape(b, h, w, c)).permute(0, 3, 1, 2)
+            x = torch.from_numpy(compiled.channels_last(spikes, c, self.paired).reshape(b, h, w, c_in)).permute(0, 3, 1, 2)
         else:
-            x = torch.from_numpy(np.ascontiguousarray(spikes).view(np.uint8)).reshape(b, c, h, w)
-            x = x.contiguous(memory_format=torch.channels_last)
+            s = np.ascontiguousarray(spikes).view(np.uint8).reshape(b, c, h, w)
+            if self.paired:
+                s = np.stack([s, s * np.uint8(255)], axis=2).reshape(b, c_in, h, w)
+            x = torch.from_numpy(s).contiguous(memory_format=torch.channels_last)
         y = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, self._packed, self._scales, self._zeros, None, *self._args, 1,
                                                1.0, 0, torch.float32, "none", [], "")
         return np.asarray(y.permute(0, 2, 3, 1).numpy()).reshape(b, oh * ow, -1)  # channels last: a view

@@ -33,6 +33,7 @@ the engine keeps its numpy/scipy products.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import warnings
 from typing import Any
@@ -420,10 +421,13 @@ def _build() -> dict[str, Any] | None:
             vv = v[r]
             dd = drive[r if drive.shape[0] > 1 else 0]
             for i in range(tb):
-                digit_row(o[i * n_r + r], n_digits, tmp)
+                src = o[i * n_r + r]
+                if n_digits > 1:  # one digit (or a paired sum) is read as it is: no copy through tmp
+                    digit_row(src, n_digits, tmp)
+                    src = tmp
                 for c in range(n_o):
                     for p in range(n_p):
-                        arow[c * n_p + p] = tmp[p, c]
+                        arow[c * n_p + p] = src[p, c]
                 if kind2 == 1:
                     ar2 = a2[i, r]
                     for e in range(arow.shape[0]):
@@ -443,10 +447,20 @@ def _build() -> dict[str, Any] | None:
                 scan_step(vv, dd, arow, add_drive, theta, theta_sub, spikes[i, r])
 
     @jit  # type: ignore[misc]
-    def channels_last_k(x: Any, out: Any) -> None:  # pragma: no cover - compiled
-        # x (R, C, P) bytes to out (R, P, C): channel by channel, each read in a row (2.4x
-        # torch's .contiguous(channels_last) on ResNet-8's 16x14x14 spikes)
+    def channels_last_k(x: Any, out: Any, pairs: Any) -> None:  # pragma: no cover - compiled
+        # x (R, C, P) 0/1 bytes to out (R, P, C): channel by channel, each read in a row (2.4x
+        # torch's .contiguous(channels_last) on ResNet-8's 16x14x14 spikes).  pairs (R, P, C)
+        # uint16 (a (R, P, 2C) byte array's view), when it has rows: written instead, each x as the
+        # bytes x, 255·x (DigitConv's paired input), one store per input as for out
         n_r, n_c, n_p = x.shape
+        if pairs.shape[0]:
+            for r in range(n_r):
+                for c in range(n_c):
+                    xc = x[r, c]
+                    prow = pairs[r]
+                    for p in range(n_p):
+                        prow[p, c] = xc[p] * np.uint16(0xFF01)  # little-endian: low byte x, high byte 255·x
+            return
         for r in range(n_r):
             for c in range(n_c):
                 xc = x[r, c]
@@ -583,7 +597,9 @@ def _warm_dense(k: dict[str, Any]) -> None:
 
 
 def _warm_channels_last(k: dict[str, Any]) -> None:
-    k["channels_last"](np.zeros((1, 2, 3), dtype=np.uint8), np.zeros((1, 3, 2), dtype=np.uint8))
+    x = np.zeros((1, 2, 3), dtype=np.uint8)
+    k["channels_last"](x, np.zeros((1, 3, 2), dtype=np.uint8), _NO_PAIRS)
+    k["channels_last"](x, _NO_BYTES, np.zeros((1, 3, 2), dtype=np.uint16))
 
 
 def _warm_depthwise(k: dict[str, Any]) -> None:
@@ -713,15 +729,27 @@ def _as_u8(spikes: NDArray[Any]) -> NDArray[np.uint8]:
     return s.view(np.uint8) if s.dtype == np.bool_ else s.astype(np.uint8)
 
 
-def channels_last(spikes: NDArray[Any], c: int) -> NDArray[np.uint8]:
+def channels_last(spikes: NDArray[Any], c: int, paired: bool = False) -> NDArray[np.uint8]:
     """``spikes`` (R, C·P) bool or 0/1 uint8, each row C channels of P positions, as (R, P, C) uint8.
 
     The input layout oneDNN's int8 convolution reads (NHWC), for :class:`.arrays.DigitConv`.
+    ``paired``: (R, P, 2·C), channel ``2·c`` the spikes of channel ``c`` and ``2·c + 1`` 255 times
+    them (its paired form).
     """
     x = _as_u8(spikes).reshape(spikes.shape[0], c, -1)
+    if paired:
+        if sys.byteorder != "little":  # pragma: no cover - x86 and ARM run little-endian
+            raise NotImplementedError("channels_last(paired=True) writes byte pairs as little-endian uint16")
+        out = np.empty((x.shape[0], x.shape[2], 2 * c), dtype=np.uint8)
+        _required("channels_last")(x, _NO_BYTES, out.view(np.uint16))
+        return out
     out = np.empty((x.shape[0], x.shape[2], c), dtype=np.uint8)
-    _required("channels_last")(x, out)
+    _required("channels_last")(x, out, _NO_PAIRS)
     return out
+
+
+_NO_BYTES = np.zeros((0, 0, 0), dtype=np.uint8)
+_NO_PAIRS = np.zeros((0, 0, 0), dtype=np.uint16)
 
 
 def depthwise(spikes: NDArray[Any], kernel: NDArray[np.float64], op: Any) -> NDArray[np.float64] | None:
