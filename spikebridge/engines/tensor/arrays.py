@@ -599,8 +599,8 @@ class DigitConv:
     is the ordered float64 sum bit for bit, as :class:`DenseConv32`'s is for such a kernel, with
     int8 arithmetic (VNNI or AMX where the CPU has them) in place of float32's.
 
-    **Paired inputs.**  Where every output channel's units (or their negatives) lie in
-    [-32768, 32512] (16-bit weights: ``weight_bits`` <= 16), each is ``a + 255·b`` with ``a``, ``b``
+    **Paired inputs.**  Where the units need more than one digit and every output channel's units
+    (or their negatives) lie in [-32768, 32512] (16-bit weights), each is ``a + 255·b`` with ``a``, ``b``
     in [-128, 127], and the kernel runs as one convolution with ``O`` outputs of ``2·C`` inputs:
     each channel's spikes and ``255 ×`` them (uint8), with the digits ``a`` and ``b`` as their weights,
     and the channel's sign in its scale ``±2**-e``.  Its int32 sum is ``Σ u · s`` itself (at most
@@ -610,8 +610,9 @@ class DigitConv:
     paired input's 255 needs (oneDNN's int8 without them adds pairs of products in int16, which
     0/1 inputs never overflow): ``pairs=False``, and :meth:`build` where the CPU has none, keep
     the base-256 digits.  On one core of an AMD EPYC (VNNI), 256 rows of 12 % spikes, µs per row,
-    two digits / paired: MNIST LeNet conv2 4.6 / 3.7, F-MNIST VGG conv2 10.3 / 9.8, ResNet-8's 3×3
-    convolutions 3.0–6.7 / 2.8–5.9 (results.md §0.2v).
+    two digits / paired: the shipped MNIST LeNet's conv2 4.6 / 3.7, F-MNIST VGG conv2 10.3 / 9.8,
+    ResNet-8's 3×3 convolutions 3.0–6.7 / 2.8–5.9; whole 16-bit runs on two threads, paired over
+    two digits: ResNet-8 0.89, VGG 0.99, the benchmark's LeNet 1.01 (results.md §0.2v).
 
     Construct with :meth:`build`, which returns None where it does not apply (no torch or no
     oneDNN int8 ops, a kernel not on its grid, grouped convolutions, too many taps).
