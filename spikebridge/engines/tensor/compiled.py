@@ -451,7 +451,8 @@ def _build() -> dict[str, Any] | None:
         # x (R, C, P) 0/1 bytes to out (R, P, C): channel by channel, each read in a row (2.4x
         # torch's .contiguous(channels_last) on ResNet-8's 16x14x14 spikes).  pairs (R, P, C)
         # uint16 (a (R, P, 2C) byte array's view), when it has rows: written instead, each x as the
-        # bytes x, 255·x (DigitConv's paired input), one store per input as for out
+        # bytes x, 255·x (DigitConv's paired input), one store per input as for out.  Two loops, not
+        # one with a multiplier: a multiply in the byte loop made it 1.5x slower (16x196, 0.91 vs 0.62 µs per row)
         n_r, n_c, n_p = x.shape
         if pairs.shape[0]:
             for r in range(n_r):
